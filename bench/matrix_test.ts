@@ -1,0 +1,53 @@
+import assert from "node:assert/strict";
+import { expandMatrix, parseGroups, parseIntList, parsePreset } from "./matrix.ts";
+import { quantLabel } from "../methods/types.ts";
+
+Deno.test("the w2-w8 preset expands to FP32 plus RTN W2,W3,W4,W5,W6,W8 × per-channel, g32", async () => {
+  const file = new URL("./presets/w2-w8.json", import.meta.url);
+  const spec = parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
+  const cells = expandMatrix(spec);
+  assert.deepEqual(cells.map((c) => `${c.method} ${quantLabel(c.quant)}`), [
+    "fp FP32",
+    "rtn W2A16",
+    "rtn W2A16g32",
+    "rtn W3A16",
+    "rtn W3A16g32",
+    "rtn W4A16",
+    "rtn W4A16g32",
+    "rtn W5A16",
+    "rtn W5A16g32",
+    "rtn W6A16",
+    "rtn W6A16g32",
+    "rtn W8A16",
+    "rtn W8A16g32",
+  ]);
+  assert.ok(cells.every((c) => c.model === "stories260K" && c.task === "tinystories"));
+});
+
+Deno.test("parseIntList() reads ranges and lists; rejects garbage with SyntaxError", () => {
+  assert.deepEqual(parseIntList("2-4,8", "bits"), [2, 3, 4, 8]);
+  assert.deepEqual(parseIntList("8,3,3", "bits"), [3, 8]);
+  assert.throws(() => parseIntList("4-2", "bits"), SyntaxError);
+  assert.throws(() => parseIntList("four", "bits"), /Cannot parse bits "four"/);
+});
+
+Deno.test("parseGroups() accepts channel, tensor and column counts", () => {
+  assert.deepEqual(parseGroups("channel,32,tensor"), ["channel", 32, "tensor"]);
+  assert.throws(() => parseGroups("g32"), /Cannot parse group "g32"/);
+  assert.throws(() => parseGroups("0"), SyntaxError);
+});
+
+Deno.test("parsePreset() names the file and field that is wrong", () => {
+  assert.throws(
+    () => parsePreset({ id: "x", models: "stories260K", bits: [4], groups: [] }, "p.json"),
+    /p\.json: field "models" must be an array of strings/,
+  );
+  assert.throws(
+    () =>
+      parsePreset(
+        { id: "x", models: [], methods: [], bits: ["4"], groups: [], tasks: [] },
+        "p.json",
+      ),
+    /p\.json: field "bits" must be an array of integers/,
+  );
+});

@@ -1,0 +1,334 @@
+/**
+ * The matrix runner: loads each model once, quantizes each (model, method, bits) once, evaluates
+ * every task, and stores one row per cell.
+ *
+ * - Cells are content-addressed: the id hashes the model files, method id/version/parameters,
+ *   quantizer configuration, task id/version, dataset hash, limit and kernel backend. A rerun
+ *   skips cells whose row exists (unless `force`); failed cells are retried.
+ * - One failing cell never stops the matrix: an `UnsupportedConfigError` gives an `unsupported`
+ *   row, any other error a `failed` row with the message.
+ * - `shard: {index, count}` runs every `count`-th cell starting at `index`, for CI fan-out.
+ * - Bad ids, unreadable models and missing datasets fail before any compute.
+ *
+ * @module
+ */
+
+import denoJson from "../deno.json" with { type: "json" };
+import { UnsupportedConfigError } from "../core/errors.ts";
+import { canonicalJson, sha256Hex } from "../core/hash.ts";
+import { refKernels } from "../kernels/ref/mod.ts";
+import type { Kernels } from "../kernels/types.ts";
+import { METHODS } from "../methods/mod.ts";
+import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../methods/types.ts";
+import { bitsPerWeight } from "../core/quantizer.ts";
+import type { DownloadEvent } from "../models/hub.ts";
+import { countParams, loadModel } from "../models/load.ts";
+import type { LoadedModel } from "../models/types.ts";
+import { ResultStore } from "../results/store.ts";
+import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
+import { getTask } from "../tasks/mod.ts";
+import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
+import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
+
+/** Events the runner reports; the CLI renders them, library users may log them. */
+export type RunEvent =
+  | { readonly type: "download"; readonly event: DownloadEvent }
+  | { readonly type: "plan"; readonly cells: number; readonly todo: number }
+  | { readonly type: "cell-start"; readonly index: number; readonly label: string }
+  | {
+    readonly type: "cell-progress";
+    readonly index: number;
+    readonly done: number;
+    readonly total: number;
+  }
+  | {
+    readonly type: "cell-done";
+    readonly index: number;
+    readonly label: string;
+    readonly row: ResultRow;
+    readonly skipped: boolean;
+  };
+
+/** Options of {@linkcode runMatrix}. */
+export interface RunOptions {
+  /** Results directory (cells/, results.jsonl, results.csv). */
+  readonly outDir: string;
+  /** Dataset root. */
+  readonly dataDir: string;
+  /** Recompute cells that already have a row. */
+  readonly force?: boolean;
+  readonly kernels?: Kernels;
+  /** Only cells `i` with `i % count === index`. */
+  readonly shard?: { readonly index: number; readonly count: number };
+  /** Method parameters by method id (defaults fill the rest). */
+  readonly methodParams?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  /** Bytes of full-precision outputs kept in memory for KL metrics (default 1 GiB). */
+  readonly referenceCacheBytes?: number;
+  readonly env?: (name: string) => string | undefined;
+  readonly onEvent?: (e: RunEvent) => void;
+}
+
+/** A cell with everything resolved, ready to run or skip. */
+export interface PlannedCell {
+  readonly spec: CellSpec;
+  readonly cellId: string;
+  readonly label: string;
+  readonly method: Method;
+  readonly params: Record<string, number | boolean | string>;
+  readonly task: Task;
+  readonly dataset: DatasetInfo;
+}
+
+/** Short human label of a cell: `stories260K rtn W4A16g32 tinystories`. */
+export function cellLabel(c: CellSpec): string {
+  return `${c.model} ${c.method} ${quantLabel(c.quant)} ${c.task}`;
+}
+
+/** Resolves ids, loads models and fingerprints datasets: everything that can fail before compute. */
+export async function planMatrix(
+  spec: MatrixSpec,
+  options: Pick<RunOptions, "dataDir" | "kernels" | "methodParams" | "env" | "onEvent" | "shard">,
+): Promise<{ cells: PlannedCell[]; models: Map<string, LoadedModel> }> {
+  const kernels = options.kernels ?? refKernels;
+  const methods = new Map(spec.methods.map((id) => [id, METHODS.get(id)]));
+  methods.set("fp", METHODS.get("fp"));
+  const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
+  const datasets = new Map<string, DatasetInfo>();
+  for (const [id, task] of tasks) {
+    datasets.set(id, await task.dataset({ dataDir: options.dataDir }));
+  }
+  const models = new Map<string, LoadedModel>();
+  for (const id of spec.models) {
+    models.set(
+      id,
+      await loadModel(id, {
+        onProgress: (event) => options.onEvent?.({ type: "download", event }),
+        ...(options.env ? { env: options.env } : {}),
+      }),
+    );
+  }
+  const params = new Map(
+    [...methods].map(([id, m]) => [id, resolveParams(m, options.methodParams?.[id])]),
+  );
+  let cells: PlannedCell[] = [];
+  for (const c of expandMatrix(spec)) {
+    const model = models.get(c.model)!;
+    const method = methods.get(c.method)!;
+    const task = tasks.get(c.task)!;
+    const dataset = datasets.get(c.task)!;
+    const p = params.get(c.method)!;
+    const identity = {
+      schemaVersion: SCHEMA_VERSION,
+      model: model.files.map((f) => f.sha256),
+      method: { id: method.id, version: method.version, params: p },
+      quant: c.quant,
+      task: { id: task.id, version: task.version, dataset: dataset.sha256, limit: c.limit ?? null },
+      backend: kernels.id,
+    };
+    const cellId = (await sha256Hex(canonicalJson(identity))).slice(0, 24);
+    cells.push({ spec: c, cellId, label: cellLabel(c), method, params: p, task, dataset });
+  }
+  if (options.shard) {
+    const { index, count } = options.shard;
+    if (
+      !(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 0 &&
+        index < count)
+    ) {
+      throw new RangeError(`Shard ${index}/${count}: expected 0 ≤ index < count`);
+    }
+    cells = cells.filter((_, i) => i % count === index);
+  }
+  return { cells, models };
+}
+
+/** Runs (or resumes) a matrix; returns the rows of its cells in matrix order. */
+export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<ResultRow[]> {
+  const kernels = options.kernels ?? refKernels;
+  const { cells, models } = await planMatrix(spec, options);
+  const store = new ResultStore(options.outDir);
+  const existing = new Map<string, ResultRow>();
+  for (const c of cells) {
+    const row = options.force ? undefined : await store.get(c.cellId);
+    if (row && row.status !== "failed") existing.set(c.cellId, row);
+  }
+  options.onEvent?.({ type: "plan", cells: cells.length, todo: cells.length - existing.size });
+  const env = await environment(kernels);
+  const references = new Map<string, ReferenceModel>();
+  let quantized: { key: string; model: QuantizedModel } | undefined;
+  const rows: ResultRow[] = [];
+  for (const [index, cell] of cells.entries()) {
+    options.onEvent?.({ type: "cell-start", index, label: cell.label });
+    const done = existing.get(cell.cellId);
+    if (done) {
+      rows.push(done);
+      options.onEvent?.({ type: "cell-done", index, label: cell.label, row: done, skipped: true });
+      continue;
+    }
+    const model = models.get(cell.spec.model)!;
+    let reference = references.get(cell.spec.model);
+    if (!reference) {
+      reference = {
+        model,
+        cache: new Map(),
+        cacheBudgetBytes: options.referenceCacheBytes ?? 2 ** 30,
+      };
+      references.set(cell.spec.model, reference);
+    }
+    const t0 = performance.now();
+    let row: ResultRow;
+    let qm: QuantizedModel | undefined;
+    try {
+      const q = cell.spec.quant;
+      if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
+        throw new UnsupportedConfigError(
+          `${cell.method.id} supports W${cell.method.wBits.join("/")} A${
+            cell.method.aBits.join("/")
+          }, not ${quantLabel(q)}`,
+        );
+      }
+      const qKey = canonicalJson([cell.spec.model, cell.method.id, cell.params, q]);
+      if (quantized?.key !== qKey) {
+        quantized = undefined; // release the previous model before building the next
+        quantized = {
+          key: qKey,
+          model: await cell.method.quantize(model, q, cell.params, { kernels }),
+        };
+      }
+      qm = quantized.model;
+      const result = await cell.task.run(
+        { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
+        {
+          kernels,
+          dataDir: options.dataDir,
+          ...(cell.method.id === "fp" ? {} : { reference }),
+          ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
+          onProgress: (d, total) =>
+            options.onEvent?.({ type: "cell-progress", index, done: d, total }),
+        },
+      );
+      row = buildRow(cell, model, env, {
+        status: "ok",
+        metrics: result.metrics,
+        dataset: result.dataset,
+        protocol: result.protocol,
+        notes: qm.notes,
+        bpw: averageBpw(qm),
+        wallMs: performance.now() - t0,
+      });
+    } catch (e) {
+      const unsupported = e instanceof UnsupportedConfigError;
+      row = buildRow(cell, model, env, {
+        status: unsupported ? "unsupported" : "failed",
+        error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
+        metrics: [],
+        dataset: cell.dataset,
+        protocol: null,
+        notes: [],
+        bpw: null,
+        wallMs: performance.now() - t0,
+      });
+    }
+    await store.put(row);
+    rows.push(row);
+    options.onEvent?.({ type: "cell-done", index, label: cell.label, row, skipped: false });
+  }
+  return rows;
+}
+
+function averageBpw(qm: QuantizedModel): number | null {
+  let bits = 0, n = 0;
+  for (const p of qm.packed.values()) {
+    bits += bitsPerWeight(p) * p.rows * p.cols;
+    n += p.rows * p.cols;
+  }
+  return n ? bits / n : null;
+}
+
+type Env = ResultRow["env"];
+
+function buildRow(
+  cell: PlannedCell,
+  model: LoadedModel,
+  env: Env,
+  r: {
+    status: ResultRow["status"];
+    error?: string;
+    metrics: ResultRow["metrics"];
+    dataset: DatasetInfo;
+    protocol: ResultRow["task"]["protocol"];
+    notes: readonly string[];
+    bpw: number | null;
+    wallMs: number;
+  },
+): ResultRow {
+  const q = cell.spec.quant;
+  return {
+    schemaVersion: SCHEMA_VERSION,
+    cellId: cell.cellId,
+    status: r.status,
+    ...(r.error !== undefined ? { error: r.error } : {}),
+    model: { id: model.id, format: model.format, files: model.files, params: countParams(model) },
+    method: {
+      id: cell.method.id,
+      version: cell.method.version,
+      taxonomy: cell.method.taxonomy,
+      scope: cell.method.scope,
+      params: cell.params,
+    },
+    quant: {
+      label: quantLabel(q),
+      wBits: q.wBits,
+      aBits: q.aBits,
+      granularity: q.granularity,
+      groupSize: q.granularity === "group" ? q.groupSize ?? null : null,
+      symmetric: q.symmetric,
+      rangeIncludesZero: !q.symmetric,
+      rounding: "half-even",
+      bitsPerWeight: r.bpw,
+    },
+    task: {
+      id: cell.task.id,
+      family: cell.task.family,
+      version: cell.task.version,
+      limit: cell.spec.limit ?? null,
+      dataset: r.dataset,
+      protocol: r.protocol,
+    },
+    metrics: r.metrics,
+    notes: r.notes,
+    env,
+    finishedAt: new Date().toISOString(),
+    wallMs: r.wallMs,
+  };
+}
+
+async function environment(kernels: Kernels): Promise<Env> {
+  return {
+    lowbit: denoJson.version,
+    git: await gitState(),
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
+    os: Deno.build.os,
+    arch: Deno.build.arch,
+    cpus: navigator.hardwareConcurrency,
+    backend: kernels.id,
+  };
+}
+
+async function gitState(): Promise<Env["git"]> {
+  try {
+    const dir = new URL("..", import.meta.url).pathname;
+    const run = async (...args: string[]) => {
+      const out = await new Deno.Command("git", { args, cwd: dir, stdout: "piped", stderr: "null" })
+        .output();
+      if (!out.success) throw new Error("git failed");
+      return new TextDecoder().decode(out.stdout).trim();
+    };
+    const commit = await run("rev-parse", "HEAD");
+    const dirty = (await run("status", "--porcelain", "--untracked-files=no")).length > 0;
+    return { commit, dirty };
+  } catch {
+    return { commit: null, dirty: null };
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * The `deno task bench` command line: runs a quantization matrix and prints a summary table.
+ *
+ * Progress goes to stderr, the table to stdout, rows to `--out` (JSONL + CSV).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { sharedDataDir } from "./core/paths.ts";
+import {
+  type GroupSetting,
+  type MatrixSpec,
+  parseGroups,
+  parseIntList,
+  parsePreset,
+} from "./bench/matrix.ts";
+import { planMatrix, type RunEvent, runMatrix } from "./bench/runner.ts";
+import { formatSummary } from "./results/summary.ts";
+import { METHODS } from "./methods/mod.ts";
+import { MODELS } from "./models/registry.ts";
+import { TASK_IDS } from "./tasks/mod.ts";
+import { quantLabel } from "./methods/types.ts";
+import { unknownIdError } from "./core/registry.ts";
+
+const HELP = `lowbit bench: run a post-training quantization matrix
+
+Usage: deno task bench --matrix w2-w8 [flags]
+
+  --matrix ID|FILE   preset id (bench/presets/ID.json) or a preset JSON file   [w2-w8]
+  --model IDS        models: registry id, hf:owner/repo[@rev] or a directory (comma list)
+  --methods IDS      methods (comma list): ${METHODS.items.map((m) => m.id).join(", ")}
+  --bits LIST        weight bits, e.g. 2-8 or 3,4,8
+  --group LIST       channel, tensor or a column count, e.g. channel,32
+  --symmetric        symmetric absmax instead of asymmetric min-max
+  --tasks IDS        tasks (comma list): ${TASK_IDS.join(", ")}, file:PATH
+  --limit N          keep the first N windows/documents of each task
+  --data DIR         dataset root (env LOWBIT_DATA; default ../shared/data)
+  --out DIR          results directory (default results/runs/<matrix id>)
+  --shard I/N        run every N-th cell starting at I (0-based), for CI fan-out
+  --force            recompute cells that already have a row
+  --dry-run          list the cells and exit
+  --quiet            no progress on stderr
+  -h, --help         this text
+
+Models: ${MODELS.items.map((m) => m.id).join(", ")} (downloads go through HF_ENDPOINT into the
+Hugging Face cache; HF_HUB_OFFLINE=1 forbids the network).`;
+
+function list(s: string | undefined): string[] | undefined {
+  return s === undefined ? undefined : s.split(",").map((x) => x.trim()).filter(Boolean);
+}
+
+async function loadPreset(name: string): Promise<MatrixSpec> {
+  const isFile = name.endsWith(".json");
+  const url = isFile
+    ? new URL(name, `file://${Deno.cwd()}/`)
+    : new URL(`./bench/presets/${name}.json`, import.meta.url);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(url);
+  } catch {
+    const presets: string[] = [];
+    for await (const e of Deno.readDir(new URL("./bench/presets/", import.meta.url))) {
+      if (e.name.endsWith(".json")) presets.push(e.name.slice(0, -5));
+    }
+    throw unknownIdError("matrix preset", name, presets.sort());
+  }
+  try {
+    return parsePreset(JSON.parse(text), url.pathname);
+  } catch (e) {
+    if (e instanceof SyntaxError && !e.message.startsWith(url.pathname)) {
+      throw new SyntaxError(`${url.pathname}: ${e.message}`);
+    }
+    throw e;
+  }
+}
+
+function progressRenderer(quiet: boolean): (e: RunEvent) => void {
+  const tty = Deno.stderr.isTerminal();
+  const enc = new TextEncoder();
+  const write = (s: string) => Deno.stderr.writeSync(enc.encode(s));
+  let total = 0;
+  let started = 0;
+  let lastDraw = 0;
+  const t0 = performance.now();
+  let doneCells = 0;
+  let workDone = 0;
+  return (e) => {
+    if (quiet) return;
+    if (e.type === "plan") {
+      total = e.cells;
+      write(`${e.cells} cells, ${e.todo} to run, ${e.cells - e.todo} already done\n`);
+    } else if (e.type === "download") {
+      const ev = e.event;
+      if (ev.status === "done" || ev.status === "initiate") {
+        write(`${ev.status === "done" ? "downloaded" : "downloading"} ${ev.file}\n`);
+      }
+    } else if (e.type === "cell-start") {
+      started = performance.now();
+    } else if (e.type === "cell-progress" && tty) {
+      const now = performance.now();
+      if (now - lastDraw < 100 && e.done < e.total) return;
+      lastDraw = now;
+      const frac = e.done / e.total;
+      const eta = frac > 0 ? ((now - started) / frac - (now - started)) / 1000 : NaN;
+      const bar = "#".repeat(Math.round(frac * 20)).padEnd(20, ".");
+      write(
+        `\r\x1b[K[${e.index + 1}/${total}] [${bar}] ${e.done}/${e.total} ETA ${eta.toFixed(0)}s`,
+      );
+    } else if (e.type === "cell-done") {
+      doneCells++;
+      if (!e.skipped) workDone++;
+      const r = e.row;
+      const ppl = r.metrics.find((m) => m.metric === "ppl");
+      const what = r.status === "ok" ? (ppl ? `ppl=${ppl.value.toFixed(4)}` : "ok") : r.status;
+      const elapsed = (performance.now() - t0) / 1000;
+      const remaining = total - doneCells;
+      const eta = workDone ? (elapsed / workDone) * remaining : NaN;
+      write(
+        `${tty ? "\r\x1b[K" : ""}[${e.index + 1}/${total}] ${e.label} ${what}` +
+          `${e.skipped ? " (cached)" : ` (${(r.wallMs / 1000).toFixed(1)}s)`}` +
+          `${remaining && Number.isFinite(eta) ? ` · ETA ${eta.toFixed(0)}s` : ""}` +
+          `${r.error && r.status === "failed" ? `\n  ${r.error}` : ""}\n`,
+      );
+    }
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      matrix: { type: "string", default: "w2-w8" },
+      model: { type: "string" },
+      methods: { type: "string" },
+      bits: { type: "string" },
+      group: { type: "string" },
+      symmetric: { type: "boolean" },
+      tasks: { type: "string" },
+      limit: { type: "string" },
+      data: { type: "string" },
+      out: { type: "string" },
+      shard: { type: "string" },
+      force: { type: "boolean", default: false },
+      "dry-run": { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const preset = await loadPreset(values.matrix);
+  let limit = preset.limit;
+  if (values.limit !== undefined) {
+    limit = Number(values.limit);
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new RangeError(`--limit must be a positive integer, got "${values.limit}"`);
+    }
+  }
+  const groups: GroupSetting[] = values.group ? parseGroups(values.group) : [...preset.groups];
+  const spec: MatrixSpec = {
+    id: preset.id,
+    ...(preset.description ? { description: preset.description } : {}),
+    models: list(values.model) ?? preset.models,
+    methods: list(values.methods) ?? preset.methods,
+    bits: values.bits ? parseIntList(values.bits, "bits") : preset.bits,
+    groups,
+    tasks: list(values.tasks) ?? preset.tasks,
+    symmetric: values.symmetric ?? preset.symmetric,
+    ...(limit !== undefined ? { limit } : {}),
+  };
+  let shard: { index: number; count: number } | undefined;
+  if (values.shard) {
+    const m = /^(\d+)\/(\d+)$/.exec(values.shard);
+    if (!m) throw new SyntaxError(`--shard must look like I/N (e.g. 0/4), got "${values.shard}"`);
+    shard = { index: Number(m[1]), count: Number(m[2]) };
+  }
+  const dataDir = values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir();
+  const outDir = values.out ?? `results/runs/${spec.id}`;
+  const onEvent = progressRenderer(values.quiet);
+  if (values["dry-run"]) {
+    const { cells } = await planMatrix(spec, { dataDir, onEvent, ...(shard ? { shard } : {}) });
+    for (const c of cells) {
+      console.log(
+        `${c.cellId}  ${c.spec.model}  ${c.method.id}  ${quantLabel(c.spec.quant)}  ${c.task.id}`,
+      );
+    }
+    console.log(`${cells.length} cells`);
+    return 0;
+  }
+  const rows = await runMatrix(spec, {
+    outDir,
+    dataDir,
+    force: values.force,
+    onEvent,
+    ...(shard ? { shard } : {}),
+  });
+  console.log(formatSummary(rows));
+  console.log(`\nrows: ${outDir}/results.jsonl  csv: ${outDir}/results.csv`);
+  return rows.some((r) => r.status === "failed") ? 1 : 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    console.error(`error: ${err.message}`);
+    if (err.code?.startsWith("ERR_PARSE_ARGS")) console.error("Run with --help for the flags.");
+    Deno.exit(2);
+  }
+}

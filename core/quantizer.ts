@@ -1,0 +1,268 @@
+/**
+ * The uniform weight quantizer every method shares (METHODS.md §3.0), and its packed storage form.
+ *
+ * A weight matrix `[rows][cols]` (`[out][in]`) is cut into quantization groups: the whole tensor,
+ * one output row ("per-channel"), or `groupSize` contiguous input columns of a row ("per-group").
+ * Each group gets a float32 `scale` and an integer `zero`; a value `x` becomes the code
+ * `q = clamp(roundHalfEven(x / scale) + zero, 0, 2^bits − 1)` and reads back as
+ * `x̂ = scale · (q − zero)`.
+ *
+ * Two ways to choose `(scale, zero)`, both recorded in every result row:
+ * - `asymmetric` (default; the GPTQ `Quantizer.find_params` convention): the range is
+ *   `[min(min x, 0), max(max x, 0)]` (zero always representable), `scale = (xmax − xmin)/(2^b − 1)`,
+ *   `zero = round(−xmin / scale)`; an all-zero group uses the range (−1, +1).
+ * - `symmetric` (absmax, SmoothQuant convention): `scale = max|x| / (2^(b−1) − 1)` and
+ *   `zero = 2^(b−1)`, so signed codes `q − zero` lie in `[−(2^(b−1) − 1), 2^(b−1) − 1]`;
+ *   an all-zero group uses scale 1.
+ *
+ * Rounding is round-half-to-even (as `torch.round`). Scales are rounded to float32 before use.
+ *
+ * @module
+ */
+
+/** Smallest and largest supported weight bit-widths. */
+export const MIN_BITS = 2;
+/** Largest supported weight bit-width. */
+export const MAX_BITS = 8;
+
+const F32_MIN_SUBNORMAL = 1.401298464324817e-45;
+
+/** How a weight matrix is divided into groups that share one scale and zero. */
+export type Granularity = "tensor" | "channel" | "group";
+
+/** A complete description of a uniform weight quantizer. */
+export interface QuantizerSpec {
+  /** Bits per weight, an integer in [2, 8]. */
+  readonly bits: number;
+  readonly granularity: Granularity;
+  /** Input columns per group; required (and only used) when granularity is `group`. */
+  readonly groupSize?: number;
+  /** Symmetric absmax (true) or asymmetric min-max with zero in range (false). */
+  readonly symmetric: boolean;
+}
+
+/**
+ * Quantization codes of a matrix, bit-packed for kernels.
+ *
+ * Each row is packed on its own into `wordsPerRow` little-endian 32-bit words holding
+ * `floor(32 / bits)` codes each (code `j` of a word sits at bit `j · bits`), so codes never straddle
+ * a word: 2-bit → 16 per word, 3-bit → 10 (30 of 32 bits used), 4-bit → 8, 8-bit → 4.
+ * `scales` and `zeros` are `[rows][groupsPerRow]`; a tensor-wide quantizer repeats its one pair.
+ */
+export interface PackedWeight {
+  readonly bits: number;
+  readonly rows: number;
+  readonly cols: number;
+  /** Columns per group (`cols` for per-channel and per-tensor). */
+  readonly groupSize: number;
+  readonly groupsPerRow: number;
+  readonly wordsPerRow: number;
+  /** `rows * wordsPerRow` packed words. */
+  readonly words: Uint32Array;
+  /** `rows * groupsPerRow` float32 scales. */
+  readonly scales: Float32Array;
+  /** `rows * groupsPerRow` integer zero points in [0, 2^bits − 1]. */
+  readonly zeros: Uint8Array;
+}
+
+/** Round to the nearest integer, ties to even (like `torch.round` and numpy). */
+export function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d < 0.5) return f;
+  if (d > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * Check a spec against a matrix shape; throws `RangeError` naming the offending field.
+ * Returns the effective group size in columns.
+ */
+export function validateSpec(spec: QuantizerSpec, cols: number): number {
+  if (!Number.isInteger(spec.bits) || spec.bits < MIN_BITS || spec.bits > MAX_BITS) {
+    throw new RangeError(
+      `Cannot quantize to ${spec.bits} bits: bits must be an integer in [${MIN_BITS}, ${MAX_BITS}]`,
+    );
+  }
+  if (spec.granularity !== "group") return cols;
+  const g = spec.groupSize;
+  if (g === undefined || !Number.isInteger(g) || g < 1) {
+    throw new RangeError(`Group size must be a positive integer, got ${g}`);
+  }
+  if (cols % g !== 0) {
+    throw new RangeError(
+      `Group size ${g} does not divide the input dimension ${cols}: choose a divisor of ${cols}`,
+    );
+  }
+  return g;
+}
+
+/** Scale and zero point for one group of values `x[from..to)` (strided by 1). */
+export function groupParams(
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  bits: number,
+  symmetric: boolean,
+): { scale: number; zero: number } {
+  const maxq = 2 ** bits - 1;
+  let lo = 0;
+  let hi = 0;
+  for (let i = from; i < to; i++) {
+    const v = x[i]!;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (symmetric) {
+    const m = Math.max(-lo, hi);
+    const half = 2 ** (bits - 1);
+    const scale = m === 0 ? 1 : Math.fround(m / (half - 1));
+    return { scale: scale === 0 ? 1 : scale, zero: half };
+  }
+  if (lo === 0 && hi === 0) {
+    lo = -1;
+    hi = 1;
+  }
+  // A range below float32's smallest subnormal would give scale 0; use that subnormal instead.
+  const scale = Math.fround((hi - lo) / maxq) || F32_MIN_SUBNORMAL;
+  const zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo / scale)));
+  return { scale, zero };
+}
+
+/** The code of one value under `(scale, zero)`. */
+export function quantizeValue(x: number, scale: number, zero: number, maxq: number): number {
+  const q = roundHalfEven(x / scale) + zero;
+  return q < 0 ? 0 : q > maxq ? maxq : q;
+}
+
+/** Result of quantizing a matrix: the packed codes and the dequantized float32 values. */
+export interface QuantizedMatrix {
+  readonly packed: PackedWeight;
+  /** `scale · (q − zero)` for every element, row-major like the input. */
+  readonly dequantized: Float32Array;
+}
+
+/**
+ * Quantize a row-major `[rows][cols]` matrix with round-to-nearest.
+ *
+ * @example Per-channel 4-bit
+ * ```ts
+ * import { quantizeMatrix } from "./quantizer.ts";
+ * const w = new Float32Array([0.5, -1, 0.25, 1]);
+ * const { packed } = quantizeMatrix(w, 2, 2, { bits: 4, granularity: "channel", symmetric: false });
+ * if (packed.scales.length !== 2) throw new Error("one scale per row");
+ * ```
+ */
+export function quantizeMatrix(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  spec: QuantizerSpec,
+): QuantizedMatrix {
+  if (data.length !== rows * cols) {
+    throw new RangeError(`Matrix has ${data.length} values, expected ${rows}×${cols}`);
+  }
+  const groupSize = validateSpec(spec, cols);
+  const groupsPerRow = cols / groupSize;
+  const maxq = 2 ** spec.bits - 1;
+  const scales = new Float32Array(rows * groupsPerRow);
+  const zeros = new Uint8Array(rows * groupsPerRow);
+  if (spec.granularity === "tensor") {
+    const p = groupParams(data, 0, data.length, spec.bits, spec.symmetric);
+    scales.fill(p.scale);
+    zeros.fill(p.zero);
+  } else {
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < groupsPerRow; g++) {
+        const from = r * cols + g * groupSize;
+        const p = groupParams(data, from, from + groupSize, spec.bits, spec.symmetric);
+        scales[r * groupsPerRow + g] = p.scale;
+        zeros[r * groupsPerRow + g] = p.zero;
+      }
+    }
+  }
+  const codes = new Uint8Array(rows * cols);
+  const dequantized = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const gi = r * groupsPerRow + Math.floor(c / groupSize);
+      const s = scales[gi]!;
+      const z = zeros[gi]!;
+      const q = quantizeValue(data[r * cols + c]!, s, z, maxq);
+      codes[r * cols + c] = q;
+      dequantized[r * cols + c] = s * (q - z);
+    }
+  }
+  const packed = packCodes(codes, rows, cols, spec.bits, { groupSize, scales, zeros });
+  return { packed, dequantized };
+}
+
+/** Codes per 32-bit word for a bit-width. */
+export function codesPerWord(bits: number): number {
+  return Math.floor(32 / bits);
+}
+
+/** Pack `[rows][cols]` codes (each < 2^bits) into the {@linkcode PackedWeight} layout. */
+export function packCodes(
+  codes: Uint8Array,
+  rows: number,
+  cols: number,
+  bits: number,
+  params: { groupSize: number; scales: Float32Array; zeros: Uint8Array },
+): PackedWeight {
+  const per = codesPerWord(bits);
+  const wordsPerRow = Math.ceil(cols / per);
+  const words = new Uint32Array(rows * wordsPerRow);
+  const maxq = 2 ** bits - 1;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const q = codes[r * cols + c]!;
+      if (q > maxq) throw new RangeError(`Code ${q} at (${r}, ${c}) does not fit in ${bits} bits`);
+      const w = r * wordsPerRow + Math.floor(c / per);
+      words[w] = (words[w]! | (q << ((c % per) * bits))) >>> 0;
+    }
+  }
+  return {
+    bits,
+    rows,
+    cols,
+    groupSize: params.groupSize,
+    groupsPerRow: cols / params.groupSize,
+    wordsPerRow,
+    words,
+    scales: params.scales,
+    zeros: params.zeros,
+  };
+}
+
+/** Unpack all codes of a {@linkcode PackedWeight} into a `[rows][cols]` byte array. */
+export function unpackCodes(p: PackedWeight): Uint8Array {
+  const per = codesPerWord(p.bits);
+  const mask = 2 ** p.bits - 1;
+  const out = new Uint8Array(p.rows * p.cols);
+  for (let r = 0; r < p.rows; r++) {
+    for (let c = 0; c < p.cols; c++) {
+      const word = p.words[r * p.wordsPerRow + Math.floor(c / per)]!;
+      out[r * p.cols + c] = (word >>> ((c % per) * p.bits)) & mask;
+    }
+  }
+  return out;
+}
+
+/** Reconstruct float32 weights `scale · (q − zero)` from a packed matrix. */
+export function dequantizePacked(p: PackedWeight): Float32Array {
+  const codes = unpackCodes(p);
+  const out = new Float32Array(p.rows * p.cols);
+  for (let r = 0; r < p.rows; r++) {
+    for (let c = 0; c < p.cols; c++) {
+      const gi = r * p.groupsPerRow + Math.floor(c / p.groupSize);
+      out[r * p.cols + c] = p.scales[gi]! * (codes[r * p.cols + c]! - p.zeros[gi]!);
+    }
+  }
+  return out;
+}
+
+/** Storage cost in bits per weight, counting codes, float32 scales and 8-bit zeros. */
+export function bitsPerWeight(p: PackedWeight): number {
+  return (p.words.length * 32 + p.scales.length * 32 + p.zeros.length * 8) / (p.rows * p.cols);
+}

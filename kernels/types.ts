@@ -1,0 +1,26 @@
+/**
+ * The kernel interface: the operations a model forward pass delegates to a backend.
+ *
+ * `kernels/ref` is the plain-TypeScript reference every faster backend (WASM SIMD, WebGPU) is
+ * tested against. Activations are row-major `[tokens][features]` float32 arrays.
+ *
+ * @module
+ */
+
+import type { Matrix } from "../models/types.ts";
+
+/** A set of compute kernels. */
+export interface Kernels {
+  /** Backend id recorded in result rows, e.g. `js-ref`. */
+  readonly id: string;
+  /** `out[t][o] = Σ_i x[t][i] · w[o][i]` for `t < tokens` (a linear layer, weights `[out][in]`). */
+  matmul(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void;
+  /** `out[t] = x[t] / rms(x[t]) · weight` with `rms = sqrt(mean(x²) + eps)`. */
+  rmsnorm(
+    x: Float32Array,
+    tokens: number,
+    weight: Float32Array,
+    eps: number,
+    out: Float32Array,
+  ): void;
+}

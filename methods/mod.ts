@@ -1,0 +1,14 @@
+/**
+ * The method registry. Adding a method: one file exporting a {@linkcode Method}, one import and
+ * one entry below.
+ *
+ * @module
+ */
+
+import { createRegistry, type Registry } from "../core/registry.ts";
+import { fp } from "./fp.ts";
+import { rtn } from "./rtn.ts";
+import type { Method } from "./types.ts";
+
+/** All registered methods. */
+export const METHODS: Registry<Method> = createRegistry("method", [fp, rtn]);

@@ -1,0 +1,50 @@
+/**
+ * RTN: round-to-nearest weight quantization, the data-free baseline (METHODS.md §3.2).
+ *
+ * Every linear weight (q, k, v, o, gate, up, down; in MoE blocks every expert's) is quantized
+ * independently with the shared uniform quantizer (`core/quantizer.ts`): per output channel,
+ * per group of input columns, or per tensor; asymmetric min-max with zero in range by default (as
+ * GPTQ's `--nearest`), or symmetric absmax. Embeddings, norms, routers and the classifier stay in
+ * full precision. No deviation from the reference.
+ *
+ * @module
+ */
+
+import { UnsupportedConfigError } from "../core/errors.ts";
+import { type PackedWeight, quantizeMatrix } from "../core/quantizer.ts";
+import { mapLinears } from "../models/linears.ts";
+import type { Method } from "./types.ts";
+
+/** The RTN method. */
+export const rtn: Method = {
+  id: "rtn",
+  title: "Round-to-nearest",
+  taxonomy: "baseline",
+  scope: "weight-only",
+  version: 1,
+  wBits: [2, 3, 4, 5, 6, 7, 8],
+  aBits: [16],
+  needsCalibration: false,
+  reference: "IST-DASLab/gptq `--nearest` (quant.py Quantizer)",
+  params: {},
+  quantize(model, q) {
+    if (q.aBits < 16) {
+      throw new UnsupportedConfigError(
+        `rtn quantizes weights only; A${q.aBits} needs another method`,
+      );
+    }
+    const packed = new Map<string, PackedWeight>();
+    const spec = {
+      bits: q.wBits,
+      granularity: q.granularity,
+      symmetric: q.symmetric,
+      ...(q.groupSize !== undefined ? { groupSize: q.groupSize } : {}),
+    };
+    const weights = mapLinears(model.weights, (site, m) => {
+      const r = quantizeMatrix(m.data, m.rows, m.cols, spec);
+      packed.set(site.name, r.packed);
+      return { rows: m.rows, cols: m.cols, data: r.dequantized };
+    });
+    return Promise.resolve({ config: model.config, weights, packed, notes: [] });
+  },
+};

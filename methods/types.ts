@@ -1,0 +1,125 @@
+/**
+ * What a quantization method is: registry data (id, taxonomy class, scope, supported bits,
+ * parameters with defaults) plus the function that turns full-precision weights into quantized
+ * ones.
+ *
+ * @module
+ */
+
+import type { Granularity, PackedWeight } from "../core/quantizer.ts";
+import type { Kernels } from "../kernels/types.ts";
+import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
+
+/** Classes of the PTQ taxonomy (PTQ-Bench's four, plus the baseline, transformation and MoE-specific). */
+export type TaxonomyClass =
+  | "baseline"
+  | "compensation"
+  | "rotation"
+  | "salience"
+  | "optimization"
+  | "transformation"
+  | "moe";
+
+/** What a method quantizes. `none` is the full-precision reference. */
+export type MethodScope = "none" | "weight-only" | "weight-activation" | "moe";
+
+/** The bit configuration of one matrix cell, written `W{w}A{a}[g{group}]`. */
+export interface QuantConfig {
+  /** Weight bits; 32 means unquantized (full precision). */
+  readonly wBits: number;
+  /** Activation bits; 16 or more means unquantized activations. */
+  readonly aBits: number;
+  readonly granularity: Granularity;
+  /** Input columns per group when `granularity` is `group`. */
+  readonly groupSize?: number;
+  /** Symmetric absmax (true) or asymmetric min-max with zero in range (false). */
+  readonly symmetric: boolean;
+}
+
+/** `W4A16`, `W4A16g32`, `W8A16t` (per-tensor), `FP32`. */
+export function quantLabel(q: QuantConfig): string {
+  if (q.wBits >= 32 && q.aBits >= 16) return "FP32";
+  const g = q.granularity === "group" ? `g${q.groupSize}` : q.granularity === "tensor" ? "t" : "";
+  return `W${q.wBits}A${q.aBits}${g}${q.symmetric ? "s" : ""}`;
+}
+
+/** One tunable parameter of a method, documented for `--help` and the README. */
+export interface ParamSpec {
+  readonly type: "number" | "boolean" | "string";
+  readonly default: number | boolean | string;
+  readonly doc: string;
+}
+
+/** The inputs a method may use besides the weights. */
+export interface MethodContext {
+  readonly kernels: Kernels;
+  /** Progress of the method's own work (e.g. layers done). */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** A quantized model: weights to run (dequantized float32), and packed forms for kernels. */
+export interface QuantizedModel {
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+  /** Packed integer weights by linear name (`layers.0.q`), for kernels that read codes directly. */
+  readonly packed: ReadonlyMap<string, PackedWeight>;
+  /** Deviations or events worth recording in the result row. */
+  readonly notes: readonly string[];
+}
+
+/** A registered quantization method. */
+export interface Method {
+  readonly id: string;
+  readonly title: string;
+  /** Primary taxonomy class; the leaderboard groups by it. */
+  readonly taxonomy: TaxonomyClass;
+  readonly scope: MethodScope;
+  /** Bumped whenever the method's numbers may change; stored in every row. */
+  readonly version: number;
+  /** Weight bit-widths the method supports. */
+  readonly wBits: readonly number[];
+  /** Activation bit-widths the method supports (16 = unquantized). */
+  readonly aBits: readonly number[];
+  readonly needsCalibration: boolean;
+  /** Paper or code the implementation follows. */
+  readonly reference?: string;
+  readonly params: Readonly<Record<string, ParamSpec>>;
+  /**
+   * Quantize a model. Throws `UnsupportedConfigError` for a configuration the method does not
+   * handle (the runner records the cell as unsupported).
+   */
+  quantize(
+    model: { config: LlamaConfig; weights: LlamaWeights },
+    q: QuantConfig,
+    params: Readonly<Record<string, number | boolean | string>>,
+    ctx: MethodContext,
+  ): Promise<QuantizedModel>;
+}
+
+/** Fills in defaults and rejects unknown or ill-typed parameters. */
+export function resolveParams(
+  method: Method,
+  given: Readonly<Record<string, unknown>> = {},
+): Record<string, number | boolean | string> {
+  const out: Record<string, number | boolean | string> = {};
+  for (const [name, spec] of Object.entries(method.params)) out[name] = spec.default;
+  for (const [name, value] of Object.entries(given)) {
+    const spec = method.params[name];
+    if (!spec) {
+      const known = Object.keys(method.params);
+      throw new TypeError(
+        `Method "${method.id}" has no parameter "${name}"; it has: ${known.join(", ") || "none"}`,
+      );
+    }
+    const actual: string = typeof value;
+    if (actual !== spec.type) {
+      throw new TypeError(
+        `Parameter "${name}" of "${method.id}" must be a ${spec.type}, got ${
+          JSON.stringify(value)
+        }`,
+      );
+    }
+    out[name] = value as number | boolean | string;
+  }
+  return out;
+}

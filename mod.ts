@@ -1,0 +1,57 @@
+/**
+ * lowbit: post-training quantization of LLMs, benchmarked.
+ *
+ * Everything the CLI does is available here: load a model, quantize it with a registered method,
+ * evaluate a task, run a whole matrix.
+ *
+ * @example Quantize stories260K to 4 bits and measure perplexity
+ * ```ts ignore
+ * import { loadModel, METHODS, getTask, refKernels } from "./mod.ts";
+ * const model = await loadModel("stories260K");
+ * const q = await METHODS.get("rtn").quantize(model, {
+ *   wBits: 4, aBits: 16, granularity: "group", groupSize: 32, symmetric: false,
+ * }, {}, { kernels: refKernels });
+ * const result = await getTask("tinystories").run(
+ *   { ...q, tokenizer: model.tokenizer },
+ *   { kernels: refKernels, dataDir: "../shared/data", limit: 8 },
+ * );
+ * ```
+ *
+ * @module
+ */
+
+export * from "./models/types.ts";
+export { countParams, loadLlama2c, loadModel, type LoadOptions } from "./models/load.ts";
+export { type ModelEntry, MODELS } from "./models/registry.ts";
+export { hubCacheDir, hubFile, parseHfRef } from "./models/hub.ts";
+export {
+  createKvCache,
+  forward,
+  type ForwardModel,
+  type ForwardOptions,
+  generateGreedy,
+  type KvCache,
+} from "./models/forward.ts";
+export { type LinearSite, listLinears, mapLinears } from "./models/linears.ts";
+export * from "./core/quantizer.ts";
+export * from "./core/errors.ts";
+export { createRegistry, type Registry } from "./core/registry.ts";
+export { METHODS } from "./methods/mod.ts";
+export * from "./methods/types.ts";
+export { getTask, TASK_IDS } from "./tasks/mod.ts";
+export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
+export { TEXT_DATASETS } from "./tasks/datasets.ts";
+export type * from "./tasks/types.ts";
+export type { Kernels } from "./kernels/types.ts";
+export { refKernels } from "./kernels/ref/mod.ts";
+export {
+  type CellSpec,
+  expandMatrix,
+  type GroupSetting,
+  type MatrixSpec,
+  parsePreset,
+} from "./bench/matrix.ts";
+export { planMatrix, type RunEvent, runMatrix, type RunOptions } from "./bench/runner.ts";
+export { type ResultRow, SCHEMA_VERSION } from "./results/row.ts";
+export { ResultStore, rowsToCsv } from "./results/store.ts";
+export { formatSummary } from "./results/summary.ts";

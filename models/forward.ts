@@ -1,0 +1,333 @@
+/**
+ * The Llama-family forward pass (dense and Mixture-of-Experts), in plain TypeScript.
+ *
+ * One function serves both uses: batched prefill of an evaluation window and token-by-token
+ * decoding, through a {@linkcode KvCache} that remembers keys and values of earlier positions.
+ * Linear layers and norms go through a {@linkcode Kernels} backend (the reference one by default);
+ * attention, RoPE and SwiGLU are computed here.
+ *
+ * Per block: `h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))`,
+ * `x' = h + mlp(n2 h)`, `mlp(u) = down(silu(gate u) · up u)`; then `logits = lmHead(norm x)`.
+ *
+ * @module
+ */
+
+import type { Kernels } from "../kernels/types.ts";
+import { refKernels } from "../kernels/ref/mod.ts";
+import type { DenseMlp, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
+
+/** What the forward pass needs of a model. */
+export interface ForwardModel {
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+}
+
+/** Keys and values of the positions processed so far, per layer. */
+export interface KvCache {
+  /** Number of positions already in the cache (the absolute position of the next token). */
+  pos: number;
+  /** Positions the cache can hold. */
+  readonly capacity: number;
+  /** Per layer, `[capacity][nKvHeads * headDim]`. */
+  readonly k: Float32Array[];
+  /** Per layer, `[capacity][nKvHeads * headDim]`. */
+  readonly v: Float32Array[];
+}
+
+/** Creates an empty cache for up to `capacity` positions (default: the model's context). */
+export function createKvCache(config: LlamaConfig, capacity = config.maxSeqLen): KvCache {
+  const kvDim = config.nKvHeads * config.headDim;
+  const k: Float32Array[] = [];
+  const v: Float32Array[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    k.push(new Float32Array(capacity * kvDim));
+    v.push(new Float32Array(capacity * kvDim));
+  }
+  return { pos: 0, capacity, k, v };
+}
+
+/** Options of {@linkcode forward}. */
+export interface ForwardOptions {
+  /** Compute backend (default: the plain-TypeScript reference). */
+  kernels?: Kernels;
+  /** Cache to read earlier positions from and append these to (default: a fresh one). */
+  cache?: KvCache;
+  /** Logits of every position (`all`, default) or only of the last one (`last`). */
+  logits?: "all" | "last";
+}
+
+/**
+ * Run `tokens` through the model starting at `cache.pos`; returns logits
+ * `[tokens.length][vocab]` (or `[vocab]` with `logits: "last"`).
+ *
+ * @example Greedy next token
+ * ```ts ignore
+ * const logits = forward(model, [1], { logits: "last" });
+ * ```
+ */
+export function forward(
+  model: ForwardModel,
+  tokens: ArrayLike<number>,
+  options: ForwardOptions = {},
+): Float32Array {
+  const { config: c, weights: w } = model;
+  const kernels = options.kernels ?? refKernels;
+  const cache = options.cache ?? createKvCache(c, Math.max(tokens.length, 1));
+  const T = tokens.length;
+  const start = cache.pos;
+  if (T === 0) throw new RangeError("forward: no tokens given");
+  if (start + T > cache.capacity) {
+    throw new RangeError(
+      `forward: ${start + T} positions exceed the cache capacity ${cache.capacity}`,
+    );
+  }
+  const { dim, headDim, nHeads, nKvHeads } = c;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const x = new Float32Array(T * dim);
+  for (let t = 0; t < T; t++) {
+    const id = tokens[t]!;
+    if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+      throw new RangeError(`forward: token id ${id} at ${t} is outside [0, ${c.vocabSize})`);
+    }
+    x.set(w.embed.data.subarray(id * dim, (id + 1) * dim), t * dim);
+  }
+  const xn = new Float32Array(T * dim);
+  const q = new Float32Array(T * qDim);
+  const att = new Float32Array(T * qDim);
+  const proj = new Float32Array(T * dim);
+  const rope = ropeTable(c, start + T);
+
+  for (let l = 0; l < c.nLayers; l++) {
+    const layer = w.layers[l]!;
+    kernels.rmsnorm(x, T, layer.attnNorm, c.normEps, xn);
+    kernels.matmul(xn, T, layer.q, q);
+    const kCache = cache.k[l]!;
+    const vCache = cache.v[l]!;
+    kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
+    kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
+    applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
+    applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
+    attention(q, kCache, vCache, T, start, c, att);
+    kernels.matmul(att, T, layer.o, proj);
+    for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+
+    kernels.rmsnorm(x, T, layer.mlpNorm, c.normEps, xn);
+    if (layer.mlp.kind === "dense") {
+      denseMlp(layer.mlp, xn, T, kernels, proj);
+    } else {
+      moeMlp(layer.mlp, c, xn, T, kernels, proj);
+    }
+    for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+  }
+  cache.pos = start + T;
+
+  const vocab = c.vocabSize;
+  if (options.logits === "last") {
+    const last = x.subarray((T - 1) * dim, T * dim);
+    const normed = new Float32Array(dim);
+    kernels.rmsnorm(last, 1, w.norm, c.normEps, normed);
+    const out = new Float32Array(vocab);
+    kernels.matmul(normed, 1, w.lmHead, out);
+    return out;
+  }
+  kernels.rmsnorm(x, T, w.norm, c.normEps, xn);
+  const out = new Float32Array(T * vocab);
+  kernels.matmul(xn, T, w.lmHead, out);
+  return out;
+}
+
+// --- RoPE -------------------------------------------------------------------------------------
+
+interface RopeTable {
+  readonly positions: number;
+  /** `[positions][headDim/2]`. */
+  readonly cos: Float32Array;
+  readonly sin: Float32Array;
+}
+
+const ropeCache = new WeakMap<LlamaConfig, RopeTable>();
+
+/** cos/sin of `pos · θ^(−2i/headDim)` for every position and pair index `i`. */
+function ropeTable(c: LlamaConfig, positions: number): RopeTable {
+  const cached = ropeCache.get(c);
+  if (cached && cached.positions >= positions) return cached;
+  const n = Math.max(positions, c.maxSeqLen);
+  const half = c.headDim / 2;
+  const cos = new Float32Array(n * half);
+  const sin = new Float32Array(n * half);
+  for (let i = 0; i < half; i++) {
+    const freq = Math.fround(1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim));
+    for (let p = 0; p < n; p++) {
+      const angle = Math.fround(p * freq);
+      cos[p * half + i] = Math.cos(angle);
+      sin[p * half + i] = Math.sin(angle);
+    }
+  }
+  const table = { positions: n, cos, sin };
+  ropeCache.set(c, table);
+  return table;
+}
+
+/** Rotate each head of `[T][heads*headDim]` in place for positions `start..start+T`. */
+function applyRope(
+  v: Float32Array,
+  T: number,
+  heads: number,
+  headDim: number,
+  start: number,
+  table: RopeTable,
+  style: "interleaved" | "half",
+): void {
+  const half = headDim / 2;
+  const stride = heads * headDim;
+  for (let t = 0; t < T; t++) {
+    const row = (start + t) * half;
+    for (let h = 0; h < heads; h++) {
+      const base = t * stride + h * headDim;
+      for (let i = 0; i < half; i++) {
+        const cs = table.cos[row + i]!;
+        const sn = table.sin[row + i]!;
+        const a = style === "interleaved" ? base + 2 * i : base + i;
+        const b = style === "interleaved" ? a + 1 : a + half;
+        const x0 = v[a]!;
+        const x1 = v[b]!;
+        v[a] = x0 * cs - x1 * sn;
+        v[b] = x0 * sn + x1 * cs;
+      }
+    }
+  }
+}
+
+// --- Attention --------------------------------------------------------------------------------
+
+/** Causal grouped-query attention of `T` new queries over all cached positions. */
+function attention(
+  q: Float32Array,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  T: number,
+  start: number,
+  c: LlamaConfig,
+  out: Float32Array,
+): void {
+  const { headDim, nHeads, nKvHeads } = c;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const group = nHeads / nKvHeads;
+  const scale = 1 / Math.sqrt(headDim);
+  const scores = new Float64Array(start + T);
+  const acc = new Float64Array(headDim);
+  for (let t = 0; t < T; t++) {
+    const n = start + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qo = t * qDim + h * headDim;
+      const ko = Math.floor(h / group) * headDim;
+      let max = -Infinity;
+      for (let s = 0, kr = ko; s < n; s++, kr += kvDim) {
+        let dot = 0;
+        for (let i = 0; i < headDim; i++) dot += q[qo + i]! * kCache[kr + i]!;
+        dot *= scale;
+        scores[s] = dot;
+        if (dot > max) max = dot;
+      }
+      acc.fill(0);
+      let sum = 0;
+      for (let s = 0, vr = ko; s < n; s++, vr += kvDim) {
+        const e = Math.exp(scores[s]! - max);
+        sum += e;
+        for (let i = 0; i < headDim; i++) acc[i] = acc[i]! + e * vCache[vr + i]!;
+      }
+      for (let i = 0; i < headDim; i++) out[qo + i] = acc[i]! / sum;
+    }
+  }
+}
+
+// --- Feed-forward -----------------------------------------------------------------------------
+
+/** `out = down(silu(gate x) · up x)` for `T` tokens. */
+function denseMlp(
+  mlp: DenseMlp,
+  x: Float32Array,
+  T: number,
+  kernels: Kernels,
+  out: Float32Array,
+): void {
+  const hidden = mlp.gate.rows;
+  const g = new Float32Array(T * hidden);
+  const u = new Float32Array(T * hidden);
+  kernels.matmul(x, T, mlp.gate, g);
+  kernels.matmul(x, T, mlp.up, u);
+  for (let i = 0; i < g.length; i++) {
+    const a = g[i]!;
+    g[i] = (a / (1 + Math.exp(-a))) * u[i]!;
+  }
+  kernels.matmul(g, T, mlp.down, out);
+}
+
+/**
+ * Mixtral-style sparse MoE: softmax over router logits, the `topK` largest experts, their weights
+ * renormalised to sum to 1 when `normTopK`, output = Σ weight · expert(x).
+ */
+function moeMlp(
+  mlp: MoeMlp,
+  c: LlamaConfig,
+  x: Float32Array,
+  T: number,
+  kernels: Kernels,
+  out: Float32Array,
+): void {
+  const moe = c.moe;
+  if (!moe) throw new TypeError("MoE layer in a model whose config has no `moe` section");
+  const E = mlp.experts.length;
+  const dim = c.dim;
+  const logits = new Float32Array(T * E);
+  kernels.matmul(x, T, mlp.router, logits);
+  out.fill(0, 0, T * dim);
+  const one = new Float32Array(dim);
+  const y = new Float32Array(dim);
+  const probs = new Float64Array(E);
+  const order = Array.from({ length: E }, (_, i) => i);
+  for (let t = 0; t < T; t++) {
+    let max = -Infinity;
+    for (let e = 0; e < E; e++) max = Math.max(max, logits[t * E + e]!);
+    let sum = 0;
+    for (let e = 0; e < E; e++) sum += probs[e] = Math.exp(logits[t * E + e]! - max);
+    for (let e = 0; e < E; e++) probs[e] = probs[e]! / sum;
+    // Stable sort: ties go to the lower expert index, as torch.topk does on CPU.
+    order.sort((a, b) => probs[b]! - probs[a]! || a - b);
+    let norm = 0;
+    for (let k = 0; k < moe.topK; k++) norm += probs[order[k]!]!;
+    one.set(x.subarray(t * dim, (t + 1) * dim));
+    for (let k = 0; k < moe.topK; k++) {
+      const e = order[k]!;
+      const weight = moe.normTopK ? probs[e]! / norm : probs[e]!;
+      denseMlp(mlp.experts[e]!, one, 1, kernels, y);
+      for (let i = 0; i < dim; i++) out[t * dim + i] = out[t * dim + i]! + weight * y[i]!;
+    }
+  }
+}
+
+/** Greedy decoding: feeds `prompt`, then appends the argmax token `steps` times. */
+export function generateGreedy(
+  model: ForwardModel,
+  prompt: readonly number[],
+  steps: number,
+  options: { kernels?: Kernels; stopAt?: number } = {},
+): number[] {
+  const cache = createKvCache(
+    model.config,
+    Math.min(model.config.maxSeqLen, prompt.length + steps),
+  );
+  const out = [...prompt];
+  let logits = forward(model, prompt, { cache, logits: "last", kernels: options.kernels });
+  for (let s = 0; s < steps && cache.pos < cache.capacity; s++) {
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+    out.push(best);
+    if (best === options.stopAt) break;
+    if (cache.pos >= cache.capacity) break;
+    logits = forward(model, [best], { cache, logits: "last", kernels: options.kernels });
+  }
+  return out;
+}

@@ -1,0 +1,178 @@
+/**
+ * Loading a model by id or reference: files from the Hugging Face cache (downloading through
+ * `HF_ENDPOINT` when needed) or a local directory, parsed into a {@linkcode LoadedModel}.
+ *
+ * References:
+ * - a registry id (`stories260K`);
+ * - `hf:owner/repo[@rev]`: a Hugging Face repository in transformers layout (`config.json`,
+ *   `model.safetensors` or a sharded `model.safetensors.index.json`, `tokenizer.json`);
+ * - a local directory in the same layout.
+ *
+ * Every file is parsed and validated before any compute; errors name the file.
+ *
+ * @module
+ */
+
+import { sha256Hex } from "../core/hash.ts";
+import { FormatError } from "../core/errors.ts";
+import { type DownloadEvent, hubFile, parseHfRef } from "./hub.ts";
+import { hfWeightsFromTensors, parseHfConfig } from "./hf_config.ts";
+import { hfTokenizer } from "./hf_tokenizer.ts";
+import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "./llama2c.ts";
+import { MODELS } from "./registry.ts";
+import { parseSafetensors, parseShardIndex, toFloat32 } from "./safetensors.ts";
+import type { LoadedModel, SourceFile } from "./types.ts";
+
+/** Options of {@linkcode loadModel}. */
+export interface LoadOptions {
+  /** Download progress, as `{status, file, loaded, total}` events. */
+  onProgress?: (e: DownloadEvent) => void;
+  /** Environment lookup (default `Deno.env.get`), for HF_ENDPOINT, HF_HUB_OFFLINE, caches. */
+  env?: (name: string) => string | undefined;
+}
+
+/** Loads a model by registry id, `hf:` reference or local directory. */
+export async function loadModel(ref: string, options: LoadOptions = {}): Promise<LoadedModel> {
+  if (MODELS.has(ref)) {
+    const entry = MODELS.get(ref);
+    if (entry.format === "llama2c") {
+      const fetchFile = (f: { path: string; sha256?: string; bytes?: number }) =>
+        hubFile(entry.repo, f.path, {
+          revision: entry.revision,
+          ...(f.sha256 ? { sha256: f.sha256 } : {}),
+          ...(f.bytes ? { size: f.bytes } : {}),
+          ...hubOptions(options),
+        });
+      const ckpt = await fetchFile(entry.checkpoint!);
+      const tok = await fetchFile(entry.tokenizer!);
+      return loadLlama2c(ckpt, tok, ref);
+    }
+    return loadHf(`hf:${entry.repo}@${entry.revision}`, options, ref);
+  }
+  if (ref.startsWith("hf:")) return loadHf(ref, options, ref);
+  let isDir = false;
+  try {
+    isDir = (await Deno.stat(ref)).isDirectory;
+  } catch {
+    // fall through to the error below
+  }
+  if (isDir) return loadHf(ref, options, ref);
+  throw new TypeError(
+    `Cannot find model "${ref}": not a registered id (${
+      MODELS.items.map((m) => m.id).join(", ")
+    }), ` +
+      `not an hf:owner/repo[@rev] reference, and not a directory`,
+  );
+}
+
+function hubOptions(options: LoadOptions) {
+  return {
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.env ? { env: options.env } : {}),
+  };
+}
+
+async function readSource(path: string, name: string): Promise<[Uint8Array, SourceFile]> {
+  const bytes = await Deno.readFile(path);
+  return [bytes, { path: name, bytes: bytes.length, sha256: await sha256Hex(bytes) }];
+}
+
+/** Loads a llama2.c checkpoint and its `tok*.bin` tokenizer from local paths. */
+export async function loadLlama2c(
+  checkpointPath: string,
+  tokenizerPath: string,
+  id = checkpointPath,
+): Promise<LoadedModel> {
+  const [ckptBytes, ckptFile] = await readSource(checkpointPath, baseName(checkpointPath));
+  const [tokBytes, tokFile] = await readSource(tokenizerPath, baseName(tokenizerPath));
+  const { config, weights } = parseLlama2cCheckpoint(ckptBytes, checkpointPath);
+  const tokenizer = parseLlama2cTokenizer(tokBytes, config.vocabSize, tokenizerPath);
+  return { id, format: "llama2c", config, weights, tokenizer, files: [ckptFile, tokFile] };
+}
+
+/** Loads a transformers-layout model from `hf:owner/repo[@rev]` or a local directory. */
+async function loadHf(ref: string, options: LoadOptions, id: string): Promise<LoadedModel> {
+  let resolve: (path: string, optional?: boolean) => Promise<string | undefined>;
+  if (ref.startsWith("hf:")) {
+    const { repo, revision } = parseHfRef(ref);
+    resolve = async (path, optional) => {
+      try {
+        return await hubFile(repo, path, { revision, ...hubOptions(options) });
+      } catch (e) {
+        if (optional) return undefined;
+        throw e;
+      }
+    };
+  } else {
+    const dir = ref.replace(/\/+$/, "");
+    resolve = async (path, optional) => {
+      const full = `${dir}/${path}`;
+      try {
+        await Deno.stat(full);
+        return full;
+      } catch {
+        if (optional) return undefined;
+        throw new FormatError(full, "file not found (expected in a transformers-layout directory)");
+      }
+    };
+  }
+  const files: SourceFile[] = [];
+  const readJson = async (name: string, optional = false): Promise<unknown> => {
+    const path = await resolve(name, optional);
+    if (path === undefined) return undefined;
+    const [bytes, info] = await readSource(path, name);
+    files.push(info);
+    try {
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (e) {
+      throw new FormatError(path, `not valid JSON (${(e as Error).message})`, { cause: e });
+    }
+  };
+  const config = parseHfConfig(await readJson("config.json"), "config.json");
+  const index = await readJson("model.safetensors.index.json", true);
+  const shards = index === undefined
+    ? ["model.safetensors"]
+    : parseShardIndex(index, "model.safetensors.index.json").files;
+  const byName = new Map<
+    string,
+    { dtype: string; shape: number[]; data: Uint8Array; file: string }
+  >();
+  for (const shard of shards) {
+    const path = (await resolve(shard))!;
+    const [bytes, info] = await readSource(path, shard);
+    files.push(info);
+    for (const [name, t] of parseSafetensors(bytes, path)) byName.set(name, { ...t, file: path });
+  }
+  const weights = hfWeightsFromTensors(
+    config,
+    (name) => {
+      const t = byName.get(name);
+      return t ? toFloat32(t, name, t.file) : undefined;
+    },
+    (name) => byName.get(name)?.shape,
+    shards.join(", "),
+  );
+  const tokJson = await readJson("tokenizer.json");
+  const tokConfig = await readJson("tokenizer_config.json", true);
+  const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
+  return { id, format: "hf", config, weights, tokenizer, files };
+}
+
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+/** Number of parameters (embedding and classifier counted once when tied). */
+export function countParams(model: Pick<LoadedModel, "weights" | "config">): number {
+  const w = model.weights;
+  let n = w.embed.data.length + w.norm.length;
+  if (w.lmHead !== w.embed) n += w.lmHead.data.length;
+  for (const l of w.layers) {
+    n += l.attnNorm.length + l.mlpNorm.length + l.q.data.length + l.k.data.length +
+      l.v.data.length + l.o.data.length;
+    const experts = l.mlp.kind === "dense" ? [l.mlp] : l.mlp.experts;
+    if (l.mlp.kind === "moe") n += l.mlp.router.data.length;
+    for (const e of experts) n += e.gate.data.length + e.up.data.length + e.down.data.length;
+  }
+  return n;
+}

@@ -1,0 +1,150 @@
+/**
+ * The in-memory form of a Llama-family model, shared by every loader, method, kernel and task.
+ *
+ * All weights are float32. Linear weights are stored row-major as `[out][in]` (the layout of
+ * PyTorch's `nn.Linear.weight`, of safetensors files and of llama2.c checkpoints), so one output
+ * channel is one contiguous row.
+ *
+ * @module
+ */
+
+/** A row-major float32 matrix; for a linear layer `rows` = out features, `cols` = in features. */
+export interface Matrix {
+  /** Number of rows (output features of a linear layer). */
+  readonly rows: number;
+  /** Number of columns (input features of a linear layer). */
+  readonly cols: number;
+  /** `rows * cols` values, row after row. */
+  readonly data: Float32Array;
+}
+
+/** How rotary position embeddings pair the dimensions of a head. */
+export type RopeStyle =
+  /** llama2.c / Meta: rotate pairs (x[2i], x[2i+1]). */
+  | "interleaved"
+  /** Hugging Face `rotate_half`: rotate pairs (x[i], x[i + headDim/2]). */
+  | "half";
+
+/** Architecture hyper-parameters of a Llama-family model (dense or Mixture-of-Experts). */
+export interface LlamaConfig {
+  /** Hidden size (`hidden_size`, llama2.c `dim`). */
+  readonly dim: number;
+  /** Feed-forward inner size of one (dense) MLP or of one expert. */
+  readonly hiddenDim: number;
+  readonly nLayers: number;
+  readonly nHeads: number;
+  /** Key/value heads (grouped-query attention when < nHeads). */
+  readonly nKvHeads: number;
+  /** Size of one attention head (`dim / nHeads` unless the config says otherwise). */
+  readonly headDim: number;
+  readonly vocabSize: number;
+  /** Longest context the model was trained for. */
+  readonly maxSeqLen: number;
+  /** RMSNorm epsilon. */
+  readonly normEps: number;
+  /** RoPE base frequency. */
+  readonly ropeTheta: number;
+  readonly ropeStyle: RopeStyle;
+  /** Whether the classifier shares the token embedding matrix. */
+  readonly tiedEmbeddings: boolean;
+  /** Mixture-of-Experts routing, absent for dense models. */
+  readonly moe?: MoeConfig;
+}
+
+/** Routing hyper-parameters of a Mixture-of-Experts layer (Mixtral / Qwen-MoE / OLMoE layouts). */
+export interface MoeConfig {
+  readonly nExperts: number;
+  /** Experts chosen per token. */
+  readonly topK: number;
+  /** Renormalise the chosen experts' softmax weights to sum to 1 (Mixtral: true). */
+  readonly normTopK: boolean;
+}
+
+/** The SwiGLU feed-forward block: down(silu(gate x) * up x). */
+export interface DenseMlp {
+  readonly kind: "dense";
+  /** `[hiddenDim][dim]` (llama2.c w1). */
+  readonly gate: Matrix;
+  /** `[hiddenDim][dim]` (llama2.c w3). */
+  readonly up: Matrix;
+  /** `[dim][hiddenDim]` (llama2.c w2). */
+  readonly down: Matrix;
+}
+
+/** A Mixture-of-Experts feed-forward block: a linear router over dense experts. */
+export interface MoeMlp {
+  readonly kind: "moe";
+  /** `[nExperts][dim]` router logits. */
+  readonly router: Matrix;
+  readonly experts: readonly DenseMlp[];
+}
+
+/** One decoder block. */
+export interface LlamaLayer {
+  /** RMSNorm weight before attention, `[dim]`. */
+  readonly attnNorm: Float32Array;
+  /** `[nHeads*headDim][dim]`. */
+  readonly q: Matrix;
+  /** `[nKvHeads*headDim][dim]`. */
+  readonly k: Matrix;
+  /** `[nKvHeads*headDim][dim]`. */
+  readonly v: Matrix;
+  /** `[dim][nHeads*headDim]`. */
+  readonly o: Matrix;
+  /** RMSNorm weight before the MLP, `[dim]`. */
+  readonly mlpNorm: Float32Array;
+  readonly mlp: DenseMlp | MoeMlp;
+}
+
+/** All weights of a Llama-family model. */
+export interface LlamaWeights {
+  /** Token embedding `[vocabSize][dim]`. */
+  readonly embed: Matrix;
+  readonly layers: readonly LlamaLayer[];
+  /** Final RMSNorm weight, `[dim]`. */
+  readonly norm: Float32Array;
+  /** Classifier `[vocabSize][dim]`; the same object as `embed` when tied. */
+  readonly lmHead: Matrix;
+}
+
+/** The seven kinds of linear layer that weight quantization acts on. */
+export const LINEAR_KINDS = ["q", "k", "v", "o", "gate", "up", "down"] as const;
+/** One of {@linkcode LINEAR_KINDS}. */
+export type LinearKind = typeof LINEAR_KINDS[number];
+
+/** Text ↔ token ids. */
+export interface Tokenizer {
+  /** Where the vocabulary came from (`llama2c` tok*.bin or a `tokenizer.json`). */
+  readonly kind: "llama2c" | "hf";
+  readonly vocabSize: number;
+  readonly bosId: number;
+  readonly eosId: number;
+  /**
+   * Encode text the SentencePiece-Llama way: one dummy-prefix space is prepended; BOS is added
+   * only when `bos` is true. No EOS.
+   */
+  encode(text: string, options?: { bos?: boolean }): number[];
+  /** Decode ids to text, dropping special tokens. */
+  decode(ids: readonly number[]): string;
+}
+
+/** A file a model was read from, for provenance. */
+export interface SourceFile {
+  /** Path relative to the model's root (e.g. `stories260K/stories260K.bin`). */
+  readonly path: string;
+  readonly bytes: number;
+  /** Lower-case hex sha256 of the file's bytes. */
+  readonly sha256: string;
+}
+
+/** A loaded model: config, weights, tokenizer and where they came from. */
+export interface LoadedModel {
+  /** Registry id or reference the model was loaded from. */
+  readonly id: string;
+  readonly format: "llama2c" | "hf";
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+  readonly tokenizer: Tokenizer;
+  /** The files read, with their hashes. */
+  readonly files: readonly SourceFile[];
+}

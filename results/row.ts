@@ -1,0 +1,75 @@
+/**
+ * The result row: one JSON object per matrix cell, self-describing enough to reproduce the cell.
+ *
+ * Schema version 1. Fields are camelCase; a new field is added without bumping the version, a
+ * changed meaning bumps it.
+ *
+ * @module
+ */
+
+import type { Metric } from "../tasks/types.ts";
+
+/** The schema version written in every row. */
+export const SCHEMA_VERSION = 1;
+
+/** Outcome of a cell. */
+export type RowStatus = "ok" | "unsupported" | "failed";
+
+/** One matrix cell's result. */
+export interface ResultRow {
+  readonly schemaVersion: number;
+  /** Content hash of everything that determines the cell's numbers (see `bench/cell.ts`). */
+  readonly cellId: string;
+  readonly status: RowStatus;
+  /** Why the cell is unsupported or failed. */
+  readonly error?: string;
+  readonly model: {
+    readonly id: string;
+    readonly format: string;
+    readonly files: readonly { path: string; bytes: number; sha256: string }[];
+    readonly params: number;
+  };
+  readonly method: {
+    readonly id: string;
+    readonly version: number;
+    readonly taxonomy: string;
+    readonly scope: string;
+    readonly params: Readonly<Record<string, unknown>>;
+  };
+  readonly quant: {
+    readonly label: string;
+    readonly wBits: number;
+    readonly aBits: number;
+    readonly granularity: string;
+    readonly groupSize: number | null;
+    readonly symmetric: boolean;
+    readonly rangeIncludesZero: boolean;
+    readonly rounding: "half-even";
+    /** Average storage bits per quantized weight (codes + scales + zeros), null for FP. */
+    readonly bitsPerWeight: number | null;
+  };
+  readonly task: {
+    readonly id: string;
+    readonly family: string;
+    readonly version: number;
+    readonly limit: number | null;
+    readonly dataset: { id: string; path: string; bytes: number; sha256: string } | null;
+    readonly protocol: Readonly<Record<string, unknown>> | null;
+  };
+  readonly metrics: readonly Metric[];
+  readonly notes: readonly string[];
+  readonly env: {
+    readonly lowbit: string;
+    readonly git: { commit: string | null; dirty: boolean | null };
+    readonly deno: string;
+    readonly v8: string;
+    readonly typescript: string;
+    readonly os: string;
+    readonly arch: string;
+    readonly cpus: number;
+    readonly backend: string;
+  };
+  /** ISO time the cell finished. */
+  readonly finishedAt: string;
+  readonly wallMs: number;
+}

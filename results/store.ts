@@ -1,0 +1,154 @@
+/**
+ * The results directory of a run: one file per finished cell, and derived JSONL and CSV.
+ *
+ * Layout of `outDir`:
+ * - `cells/<cellId>.json`: one row per cell, written to a temporary file and renamed, so a killed
+ *   run never leaves a partial row; a rerun finds finished cells by id.
+ * - `results.jsonl`: every row, one per line, sorted; rebuilt (temp + rename) after each cell.
+ * - `results.csv`: the same rows in long form (one line per metric), via papaparse.
+ *
+ * @module
+ */
+
+import Papa from "papaparse";
+import type { ResultRow } from "./row.ts";
+
+/** Writes `text` to `path` atomically: a temporary file in the same directory, then a rename. */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.writeTextFile(tmp, text);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/** A run's results directory. */
+export class ResultStore {
+  /** The directory. */
+  readonly dir: string;
+
+  /** Opens (and creates) a results directory. */
+  constructor(dir: string) {
+    this.dir = dir.replace(/\/+$/, "");
+  }
+
+  #cellPath(cellId: string): string {
+    return `${this.dir}/cells/${cellId}.json`;
+  }
+
+  /** The stored row of a cell, or undefined (unreadable rows count as absent). */
+  async get(cellId: string): Promise<ResultRow | undefined> {
+    try {
+      return JSON.parse(await Deno.readTextFile(this.#cellPath(cellId))) as ResultRow;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stores a row atomically and rebuilds the derived files. */
+  async put(row: ResultRow): Promise<void> {
+    await Deno.mkdir(`${this.dir}/cells`, { recursive: true });
+    await writeFileAtomic(this.#cellPath(row.cellId), JSON.stringify(row, null, 2) + "\n");
+    await this.rebuild();
+  }
+
+  /** All stored rows, in a stable order. */
+  async rows(): Promise<ResultRow[]> {
+    const rows: ResultRow[] = [];
+    try {
+      for await (const e of Deno.readDir(`${this.dir}/cells`)) {
+        if (!e.isFile || !e.name.endsWith(".json")) continue;
+        const row = await this.get(e.name.slice(0, -5));
+        if (row) rows.push(row);
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    return rows.sort(compareRows);
+  }
+
+  /** Rewrites `results.jsonl` and `results.csv` from the cell files. */
+  async rebuild(): Promise<void> {
+    const rows = await this.rows();
+    await Deno.mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(
+      `${this.dir}/results.jsonl`,
+      rows.map((r) => JSON.stringify(r)).join("\n") + (rows.length ? "\n" : ""),
+    );
+    await writeFileAtomic(`${this.dir}/results.csv`, rowsToCsv(rows));
+  }
+}
+
+/** Orders rows by model, task, method, weight bits (descending), then label. */
+export function compareRows(a: ResultRow, b: ResultRow): number {
+  return a.model.id.localeCompare(b.model.id) || a.task.id.localeCompare(b.task.id) ||
+    (a.method.id === "fp" ? -1 : 0) - (b.method.id === "fp" ? -1 : 0) ||
+    a.method.id.localeCompare(b.method.id) || b.quant.wBits - a.quant.wBits ||
+    a.quant.label.localeCompare(b.quant.label) || a.cellId.localeCompare(b.cellId);
+}
+
+/** Columns of the long-form CSV, in order. */
+export const CSV_COLUMNS = [
+  "cellId",
+  "status",
+  "model",
+  "method",
+  "methodVersion",
+  "taxonomy",
+  "quant",
+  "wBits",
+  "aBits",
+  "granularity",
+  "groupSize",
+  "symmetric",
+  "task",
+  "taskVersion",
+  "limit",
+  "metric",
+  "value",
+  "stderr",
+  "n",
+  "higherIsBetter",
+  "datasetSha256",
+  "commit",
+  "wallMs",
+] as const;
+
+/** Long-form CSV (one line per metric; a cell without metrics gets one line with empty metric). */
+export function rowsToCsv(rows: readonly ResultRow[]): string {
+  const data = rows.flatMap((r) => {
+    const base = {
+      cellId: r.cellId,
+      status: r.status,
+      model: r.model.id,
+      method: r.method.id,
+      methodVersion: r.method.version,
+      taxonomy: r.method.taxonomy,
+      quant: r.quant.label,
+      wBits: r.quant.wBits,
+      aBits: r.quant.aBits,
+      granularity: r.quant.granularity,
+      groupSize: r.quant.groupSize ?? "",
+      symmetric: r.quant.symmetric,
+      task: r.task.id,
+      taskVersion: r.task.version,
+      limit: r.task.limit ?? "",
+      datasetSha256: r.task.dataset?.sha256 ?? "",
+      commit: r.env.git.commit ?? "",
+      wallMs: Math.round(r.wallMs),
+    };
+    const metrics = r.metrics.length ? r.metrics : [undefined];
+    return metrics.map((m) => ({
+      ...base,
+      metric: m?.metric ?? "",
+      value: m?.value ?? "",
+      stderr: m?.stderr ?? "",
+      n: m?.n ?? "",
+      higherIsBetter: m?.higherIsBetter ?? "",
+    }));
+  });
+  return Papa.unparse(data, { columns: [...CSV_COLUMNS] }) + "\r\n";
+}

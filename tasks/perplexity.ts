@@ -1,0 +1,210 @@
+/**
+ * Perplexity over a text corpus, with KL divergence and top-1 agreement against the
+ * full-precision model.
+ *
+ * Protocol (stored in every row as `protocol`):
+ * 1. Encode the whole text once: one dummy-prefix space (SentencePiece/Llama convention), no BOS.
+ * 2. Cut the token stream into non-overlapping windows of `context − 1` tokens; drop the remainder.
+ * 3. Prepend BOS to each window and score every next-token prediction: a window of `context`
+ *    positions yields `context − 1` scored tokens.
+ * 4. `nll` = mean negative log-likelihood per scored token (nats), `ppl = exp(nll)`.
+ * 5. Against the unquantized model, per scored position: `kl = KL(p_fp ‖ p_q)` (nats) and
+ *    `top1` = whether both argmaxes agree; both averaged over scored tokens.
+ *
+ * Standard errors are over windows (sample std of per-window means / √windows): tokens inside one
+ * window are correlated, windows much less. `ppl`'s stderr follows by the delta method
+ * (`ppl · se(nll)`). `--limit N` keeps the first N windows.
+ *
+ * This equals the GPTQ/lm-eval style "non-overlapping windows" perplexity except that each window
+ * starts with BOS (as llama2.c and the stories models were trained) instead of a plain slice of
+ * the stream.
+ *
+ * @module
+ */
+
+import { RunningStats } from "../core/stats.ts";
+import { forward } from "../models/forward.ts";
+import { dataPath, readTextDataset, TEXT_DATASETS } from "./datasets.ts";
+import type { EvalModel, Metric, ReferenceModel, Task, TaskContext, TaskResult } from "./types.ts";
+
+/** Bumped whenever the protocol's numbers may change. */
+export const PERPLEXITY_VERSION = 1;
+
+/** Where a perplexity task's text comes from. */
+export type TextSource = { readonly kind: "dataset"; readonly id: string } | {
+  readonly kind: "file";
+  readonly path: string;
+};
+
+/** Builds a perplexity task over a registered dataset or a local file (`file:PATH`). */
+export function perplexityTask(source: TextSource): Task {
+  const id = source.kind === "dataset" ? source.id : `file:${source.path}`;
+  const pathOf = (dataDir: string) =>
+    source.kind === "file"
+      ? source.path
+      : dataPath(dataDir, TEXT_DATASETS.find((d) => d.id === source.id)!.path);
+  return {
+    id,
+    title: source.kind === "dataset"
+      ? `Perplexity on ${TEXT_DATASETS.find((d) => d.id === source.id)?.title ?? source.id}`
+      : `Perplexity on ${source.path}`,
+    family: "perplexity",
+    version: PERPLEXITY_VERSION,
+    async dataset(ctx) {
+      return (await readTextDataset(id, pathOf(ctx.dataDir))).info;
+    },
+    async run(model, ctx) {
+      const { text, info } = await readTextDataset(id, pathOf(ctx.dataDir));
+      return evaluatePerplexity(model, text, ctx, info);
+    },
+  };
+}
+
+/** Splits a token stream into BOS-prefixed windows of `context` positions (remainder dropped). */
+export function makeWindows(
+  stream: readonly number[],
+  context: number,
+  bos: number,
+  limit?: number,
+): number[][] {
+  if (context < 2) throw new RangeError(`Context must be at least 2 tokens, got ${context}`);
+  const body = context - 1;
+  let n = Math.floor(stream.length / body);
+  if (limit !== undefined) n = Math.min(n, limit);
+  const windows: number[][] = [];
+  for (let w = 0; w < n; w++) windows.push([bos, ...stream.slice(w * body, (w + 1) * body)]);
+  return windows;
+}
+
+/** Log-softmax of each `vocab`-sized row, in place, computed in float64. */
+export function logSoftmaxRows(logits: Float32Array, vocab: number): Float32Array {
+  for (let r = 0; r < logits.length / vocab; r++) {
+    const o = r * vocab;
+    let max = -Infinity;
+    for (let i = 0; i < vocab; i++) max = Math.max(max, logits[o + i]!);
+    let sum = 0;
+    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[o + i]! - max);
+    const lse = max + Math.log(sum);
+    for (let i = 0; i < vocab; i++) logits[o + i] = logits[o + i]! - lse;
+  }
+  return logits;
+}
+
+/** The reference model's log-probabilities for a window, cached within the run's budget. */
+function referenceLogProbs(ref: ReferenceModel, key: string, window: number[], ctx: TaskContext) {
+  const hit = ref.cache.get(key);
+  if (hit) return hit;
+  const lp = logSoftmaxRows(
+    forward(ref.model, window, { kernels: ctx.kernels }),
+    ref.model.config.vocabSize,
+  );
+  let used = 0;
+  for (const v of ref.cache.values()) used += v.byteLength;
+  if (used + lp.byteLength <= ref.cacheBudgetBytes) ref.cache.set(key, lp);
+  return lp;
+}
+
+/** Runs the protocol above on `text`. */
+export function evaluatePerplexity(
+  model: EvalModel,
+  text: string,
+  ctx: TaskContext,
+  dataset: TaskResult["dataset"],
+): TaskResult {
+  const { tokenizer, config } = model;
+  const context = config.maxSeqLen;
+  const stream = tokenizer.encode(text, { bos: false });
+  const windows = makeWindows(stream, context, tokenizer.bosId, ctx.limit);
+  if (windows.length === 0) {
+    throw new RangeError(
+      `${dataset.id}: ${stream.length} tokens do not fill one window of ${context - 1} tokens`,
+    );
+  }
+  const vocab = config.vocabSize;
+  const nll = new RunningStats();
+  const kl = new RunningStats();
+  const top1 = new RunningStats();
+  const tokenNll = new RunningStats();
+  const ref = ctx.reference;
+  windows.forEach((window, w) => {
+    const lp = logSoftmaxRows(forward(model, window, { kernels: ctx.kernels }), vocab);
+    const refLp = ref
+      ? referenceLogProbs(ref, `ppl:${dataset.sha256}:${context}:${w}`, window, ctx)
+      : undefined;
+    let sumNll = 0, sumKl = 0, agree = 0;
+    const scored = window.length - 1;
+    for (let t = 0; t < scored; t++) {
+      const o = t * vocab;
+      const x = -lp[o + window[t + 1]!]!;
+      sumNll += x;
+      tokenNll.push(x);
+      if (refLp) {
+        let k = 0, amQ = 0, amP = 0;
+        for (let i = 0; i < vocab; i++) {
+          const lpP = refLp[o + i]!;
+          k += Math.exp(lpP) * (lpP - lp[o + i]!);
+          if (lp[o + i]! > lp[o + amQ]!) amQ = i;
+          if (lpP > refLp[o + amP]!) amP = i;
+        }
+        sumKl += k;
+        if (amQ === amP) agree++;
+      }
+    }
+    nll.push(sumNll / scored);
+    kl.push(refLp ? sumKl / scored : 0);
+    top1.push(refLp ? agree / scored : 1);
+    ctx.onProgress?.(w + 1, windows.length);
+  });
+  const scoredTokens = windows.length * (context - 1);
+  const metrics: Metric[] = [
+    {
+      metric: "ppl",
+      value: Math.exp(nll.mean),
+      stderr: Math.exp(nll.mean) * nll.stderr,
+      n: nll.n,
+      higherIsBetter: false,
+    },
+    {
+      metric: "nll",
+      value: nll.mean,
+      stderr: nll.stderr,
+      n: nll.n,
+      higherIsBetter: false,
+      unit: "nats/token",
+    },
+    {
+      metric: "kl",
+      value: kl.mean,
+      stderr: ref ? kl.stderr : 0,
+      n: kl.n,
+      higherIsBetter: false,
+      unit: "nats/token",
+    },
+    {
+      metric: "top1",
+      value: top1.mean,
+      stderr: ref ? top1.stderr : 0,
+      n: top1.n,
+      higherIsBetter: true,
+    },
+  ];
+  const result: TaskResult = {
+    metrics,
+    dataset,
+    protocol: {
+      name: "non-overlapping-bos-windows",
+      context,
+      windowTokens: context - 1,
+      bosPerWindow: true,
+      dummyPrefix: true,
+      streamTokens: stream.length,
+      windows: windows.length,
+      scoredTokens,
+      limit: ctx.limit ?? null,
+      tokenStderrNll: tokenNll.stderr,
+      stderrOver: "windows",
+      klReference: ref ? "fp" : "self",
+    },
+  };
+  return result;
+}

@@ -1,0 +1,79 @@
+/**
+ * What an evaluation task is, and what it returns.
+ *
+ * @module
+ */
+
+import type { Kernels } from "../kernels/types.ts";
+import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
+
+/** A model as tasks see it: config, weights and tokenizer. */
+export interface EvalModel {
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+  readonly tokenizer: Tokenizer;
+}
+
+/** One reported number with its uncertainty. */
+export interface Metric {
+  /** Stable metric id, e.g. `ppl`, `nll`, `kl`, `top1`, `acc`, `acc_norm`. */
+  readonly metric: string;
+  readonly value: number;
+  /** Standard error of `value`, or null where none is defined. */
+  readonly stderr: number | null;
+  /** Number of independent units the stderr is computed over (windows, documents). */
+  readonly n: number;
+  readonly higherIsBetter: boolean;
+  /** Unit, e.g. `nats/token`. */
+  readonly unit?: string;
+}
+
+/** A dataset file with its fingerprint. */
+export interface DatasetInfo {
+  readonly id: string;
+  /** Path as resolved on this machine. */
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/** The outcome of running a task on a model. */
+export interface TaskResult {
+  readonly metrics: readonly Metric[];
+  readonly dataset: DatasetInfo;
+  /** Everything that defines how the numbers were computed (windowing, BOS, limits…). */
+  readonly protocol: Readonly<Record<string, unknown>>;
+}
+
+/** Inputs a task gets besides the model. */
+export interface TaskContext {
+  readonly kernels: Kernels;
+  /** The unquantized model, for KL divergence and agreement metrics; absent for the FP cell itself. */
+  readonly reference?: ReferenceModel;
+  /** Keep only the first N evaluation units (windows, documents). */
+  readonly limit?: number;
+  /** Root directory of datasets (flag `--data`, env `LOWBIT_DATA`). */
+  readonly dataDir: string;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */
+export interface ReferenceModel {
+  readonly model: EvalModel;
+  /** Cache keyed by task-defined strings; the task decides what to store. */
+  readonly cache: Map<string, Float32Array>;
+  /** Bytes the cache may hold; beyond it, reference outputs are recomputed. */
+  readonly cacheBudgetBytes: number;
+}
+
+/** A registered evaluation task. */
+export interface Task {
+  readonly id: string;
+  readonly title: string;
+  readonly family: "perplexity" | "zero-shot" | "ruler" | "reasoning";
+  /** Bumped whenever the task's numbers may change; stored in every row. */
+  readonly version: number;
+  /** The dataset the task reads, fingerprinted (read before any compute; part of the cell id). */
+  dataset(ctx: Pick<TaskContext, "dataDir">): Promise<DatasetInfo>;
+  run(model: EvalModel, ctx: TaskContext): Promise<TaskResult>;
+}
