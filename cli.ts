@@ -38,6 +38,7 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --data DIR         dataset root (env LOWBIT_DATA; default ../shared/data)
   --out DIR          results directory (default results/runs/<matrix id>)
   --shard I/N        run every N-th cell starting at I (0-based), for CI fan-out
+  --threads N        worker threads for evaluation (default: the number of cores)
   --force            recompute cells that already have a row
   --dry-run          list the cells and exit
   --quiet            no progress on stderr
@@ -143,6 +144,7 @@ async function main(argv: string[]): Promise<number> {
       data: { type: "string" },
       out: { type: "string" },
       shard: { type: "string" },
+      threads: { type: "string" },
       force: { type: "boolean", default: false },
       "dry-run": { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
@@ -179,6 +181,12 @@ async function main(argv: string[]): Promise<number> {
     if (!m) throw new SyntaxError(`--shard must look like I/N (e.g. 0/4), got "${values.shard}"`);
     shard = { index: Number(m[1]), count: Number(m[2]) };
   }
+  const threads = values.threads === undefined
+    ? navigator.hardwareConcurrency
+    : Number(values.threads);
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`--threads must be a positive integer, got "${values.threads}"`);
+  }
   const dataDir = values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir();
   const outDir = values.out ?? `results/runs/${spec.id}`;
   const onEvent = progressRenderer(values.quiet);
@@ -196,6 +204,7 @@ async function main(argv: string[]): Promise<number> {
     outDir,
     dataDir,
     force: values.force,
+    threads,
     onEvent,
     ...(shard ? { shard } : {}),
   });

@@ -40,6 +40,7 @@ export { METHODS } from "./methods/mod.ts";
 export * from "./methods/types.ts";
 export { getTask, TASK_IDS } from "./tasks/mod.ts";
 export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
+export { EvalPool } from "./tasks/eval_pool.ts";
 export { TEXT_DATASETS } from "./tasks/datasets.ts";
 export type * from "./tasks/types.ts";
 export type { Kernels } from "./kernels/types.ts";

@@ -27,6 +27,7 @@ import type { LoadedModel } from "../models/types.ts";
 import { ResultStore } from "../results/store.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
 import { getTask } from "../tasks/mod.ts";
+import { EvalPool } from "../tasks/eval_pool.ts";
 import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
 
@@ -64,6 +65,8 @@ export interface RunOptions {
   readonly methodParams?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** Bytes of full-precision outputs kept in memory for KL metrics (default 1 GiB). */
   readonly referenceCacheBytes?: number;
+  /** Worker threads for evaluation (default 1 = this thread; the CLI defaults to the core count). */
+  readonly threads?: number;
   readonly env?: (name: string) => string | undefined;
   readonly onEvent?: (e: RunEvent) => void;
 }
@@ -154,85 +157,104 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
   options.onEvent?.({ type: "plan", cells: cells.length, todo: cells.length - existing.size });
   const env = await environment(kernels);
   const references = new Map<string, ReferenceModel>();
-  let quantized: { key: string; model: QuantizedModel } | undefined;
-  const rows: ResultRow[] = [];
-  for (const [index, cell] of cells.entries()) {
-    options.onEvent?.({ type: "cell-start", index, label: cell.label });
-    const done = existing.get(cell.cellId);
-    if (done) {
-      rows.push(done);
-      options.onEvent?.({ type: "cell-done", index, label: cell.label, row: done, skipped: true });
-      continue;
-    }
-    const model = models.get(cell.spec.model)!;
-    let reference = references.get(cell.spec.model);
-    if (!reference) {
-      reference = {
-        model,
-        cache: new Map(),
-        cacheBudgetBytes: options.referenceCacheBytes ?? 2 ** 30,
-      };
-      references.set(cell.spec.model, reference);
-    }
-    const t0 = performance.now();
-    let row: ResultRow;
-    let qm: QuantizedModel | undefined;
-    try {
-      const q = cell.spec.quant;
-      if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
-        throw new UnsupportedConfigError(
-          `${cell.method.id} supports W${cell.method.wBits.join("/")} A${
-            cell.method.aBits.join("/")
-          }, not ${quantLabel(q)}`,
-        );
-      }
-      const qKey = canonicalJson([cell.spec.model, cell.method.id, cell.params, q]);
-      if (quantized?.key !== qKey) {
-        quantized = undefined; // release the previous model before building the next
-        quantized = {
-          key: qKey,
-          model: await cell.method.quantize(model, q, cell.params, { kernels }),
-        };
-      }
-      qm = quantized.model;
-      const result = await cell.task.run(
-        { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
-        {
-          kernels,
-          dataDir: options.dataDir,
-          ...(cell.method.id === "fp" ? {} : { reference }),
-          ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
-          onProgress: (d, total) =>
-            options.onEvent?.({ type: "cell-progress", index, done: d, total }),
-        },
-      );
-      row = buildRow(cell, model, env, {
-        status: "ok",
-        metrics: result.metrics,
-        dataset: result.dataset,
-        protocol: result.protocol,
-        notes: qm.notes,
-        bpw: averageBpw(qm),
-        wallMs: performance.now() - t0,
-      });
-    } catch (e) {
-      const unsupported = e instanceof UnsupportedConfigError;
-      row = buildRow(cell, model, env, {
-        status: unsupported ? "unsupported" : "failed",
-        error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
-        metrics: [],
-        dataset: cell.dataset,
-        protocol: null,
-        notes: [],
-        bpw: null,
-        wallMs: performance.now() - t0,
-      });
-    }
-    await store.put(row);
-    rows.push(row);
-    options.onEvent?.({ type: "cell-done", index, label: cell.label, row, skipped: false });
+  const threads = options.threads ?? 1;
+  const pool = threads > 1 && cells.length > existing.size
+    ? new EvalPool(threads, options.referenceCacheBytes)
+    : undefined;
+  try {
+    return await runCells();
+  } finally {
+    pool?.close();
   }
-  return rows;
+
+  async function runCells(): Promise<ResultRow[]> {
+    let quantized: { key: string; model: QuantizedModel } | undefined;
+    const rows: ResultRow[] = [];
+    for (const [index, cell] of cells.entries()) {
+      options.onEvent?.({ type: "cell-start", index, label: cell.label });
+      const done = existing.get(cell.cellId);
+      if (done) {
+        rows.push(done);
+        options.onEvent?.({
+          type: "cell-done",
+          index,
+          label: cell.label,
+          row: done,
+          skipped: true,
+        });
+        continue;
+      }
+      const model = models.get(cell.spec.model)!;
+      let reference = references.get(cell.spec.model);
+      if (!reference) {
+        reference = {
+          model,
+          cache: new Map(),
+          cacheBudgetBytes: options.referenceCacheBytes ?? 2 ** 30,
+        };
+        references.set(cell.spec.model, reference);
+      }
+      const t0 = performance.now();
+      let row: ResultRow;
+      let qm: QuantizedModel | undefined;
+      try {
+        const q = cell.spec.quant;
+        if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
+          throw new UnsupportedConfigError(
+            `${cell.method.id} supports W${cell.method.wBits.join("/")} A${
+              cell.method.aBits.join("/")
+            }, not ${quantLabel(q)}`,
+          );
+        }
+        const qKey = canonicalJson([cell.spec.model, cell.method.id, cell.params, q]);
+        if (quantized?.key !== qKey) {
+          quantized = undefined; // release the previous model before building the next
+          quantized = {
+            key: qKey,
+            model: await cell.method.quantize(model, q, cell.params, { kernels }),
+          };
+        }
+        qm = quantized.model;
+        const result = await cell.task.run(
+          { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
+          {
+            kernels,
+            dataDir: options.dataDir,
+            ...(cell.method.id === "fp" ? {} : { reference }),
+            ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
+            ...(pool ? { pool } : {}),
+            onProgress: (d, total) =>
+              options.onEvent?.({ type: "cell-progress", index, done: d, total }),
+          },
+        );
+        row = buildRow(cell, model, env, {
+          status: "ok",
+          metrics: result.metrics,
+          dataset: result.dataset,
+          protocol: result.protocol,
+          notes: qm.notes,
+          bpw: averageBpw(qm),
+          wallMs: performance.now() - t0,
+        });
+      } catch (e) {
+        const unsupported = e instanceof UnsupportedConfigError;
+        row = buildRow(cell, model, env, {
+          status: unsupported ? "unsupported" : "failed",
+          error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
+          metrics: [],
+          dataset: cell.dataset,
+          protocol: null,
+          notes: [],
+          bpw: null,
+          wallMs: performance.now() - t0,
+        });
+      }
+      await store.put(row);
+      rows.push(row);
+      options.onEvent?.({ type: "cell-done", index, label: cell.label, row, skipped: false });
+    }
+    return rows;
+  }
 }
 
 function averageBpw(qm: QuantizedModel): number | null {

@@ -3,6 +3,10 @@
  *
  * A weight matrix `[rows][cols]` (`[out][in]`) is cut into quantization groups: the whole tensor,
  * one output row ("per-channel"), or `groupSize` contiguous input columns of a row ("per-group").
+ * When `groupSize` does not divide `cols`, the last group of each row holds the remaining
+ * `cols mod groupSize` columns (GPTQ's convention: its groups are column slices that stop at the
+ * matrix edge; OmniQuant instead pads with zeros). stories260K's `down` (172 inputs) at g32 has
+ * five groups of 32 and one of 12.
  * Each group gets a float32 `scale` and an integer `zero`; a value `x` becomes the code
  * `q = clamp(roundHalfEven(x / scale) + zero, 0, 2^bits − 1)` and reads back as
  * `x̂ = scale · (q − zero)`.
@@ -53,7 +57,7 @@ export interface PackedWeight {
   readonly bits: number;
   readonly rows: number;
   readonly cols: number;
-  /** Columns per group (`cols` for per-channel and per-tensor). */
+  /** Columns per group (`cols` for per-channel and per-tensor); the last group may be shorter. */
   readonly groupSize: number;
   readonly groupsPerRow: number;
   readonly wordsPerRow: number;
@@ -88,11 +92,6 @@ export function validateSpec(spec: QuantizerSpec, cols: number): number {
   const g = spec.groupSize;
   if (g === undefined || !Number.isInteger(g) || g < 1) {
     throw new RangeError(`Group size must be a positive integer, got ${g}`);
-  }
-  if (cols % g !== 0) {
-    throw new RangeError(
-      `Group size ${g} does not divide the input dimension ${cols}: choose a divisor of ${cols}`,
-    );
   }
   return g;
 }
@@ -163,7 +162,14 @@ export function quantizeMatrix(
     throw new RangeError(`Matrix has ${data.length} values, expected ${rows}×${cols}`);
   }
   const groupSize = validateSpec(spec, cols);
-  const groupsPerRow = cols / groupSize;
+  const groupsPerRow = Math.ceil(cols / groupSize);
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new RangeError(
+        `Cannot quantize: value ${data[i]} at row ${Math.floor(i / cols)}, column ${i % cols}`,
+      );
+    }
+  }
   const maxq = 2 ** spec.bits - 1;
   const scales = new Float32Array(rows * groupsPerRow);
   const zeros = new Uint8Array(rows * groupsPerRow);
@@ -175,7 +181,8 @@ export function quantizeMatrix(
     for (let r = 0; r < rows; r++) {
       for (let g = 0; g < groupsPerRow; g++) {
         const from = r * cols + g * groupSize;
-        const p = groupParams(data, from, from + groupSize, spec.bits, spec.symmetric);
+        const to = r * cols + Math.min(cols, (g + 1) * groupSize);
+        const p = groupParams(data, from, to, spec.bits, spec.symmetric);
         scales[r * groupsPerRow + g] = p.scale;
         zeros[r * groupsPerRow + g] = p.zero;
       }
@@ -227,7 +234,7 @@ export function packCodes(
     rows,
     cols,
     groupSize: params.groupSize,
-    groupsPerRow: cols / params.groupSize,
+    groupsPerRow: Math.ceil(cols / params.groupSize),
     wordsPerRow,
     words,
     scales: params.scales,

@@ -147,7 +147,7 @@ Deno.test("quantizeMatrix(): an all-zero row dequantizes to exact zeros", () => 
   }
 });
 
-Deno.test("quantizeMatrix(): rejects impossible bits and non-dividing group sizes", () => {
+Deno.test("quantizeMatrix(): rejects impossible bits and non-finite weights", () => {
   const w = new Float32Array(2 * 12);
   for (const bits of [1, 9, 16, 2.5, NaN]) {
     assert.throws(
@@ -156,12 +156,27 @@ Deno.test("quantizeMatrix(): rejects impossible bits and non-dividing group size
         e instanceof RangeError && /bits must be an integer in \[2, 8\]/.test(e.message),
     );
   }
+  w[13] = NaN;
   assert.throws(
-    () =>
-      quantizeMatrix(w, 2, 12, { bits: 4, granularity: "group", groupSize: 5, symmetric: false }),
-    (e: unknown) =>
-      e instanceof RangeError && /does not divide the input dimension 12/.test(e.message),
+    () => quantizeMatrix(w, 2, 12, { bits: 4, granularity: "channel", symmetric: false }),
+    /value NaN at row 1, column 1/,
   );
+});
+
+Deno.test("quantizeMatrix(): a group size that does not divide the row leaves a shorter last group", () => {
+  // 12 columns, g = 5: groups [0, 5), [5, 10), [10, 12). Each group's own max sets its scale.
+  const w = new Float32Array([1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 0.5, 0.75]);
+  const { packed, dequantized } = quantizeMatrix(w, 1, 12, {
+    bits: 8,
+    granularity: "group",
+    groupSize: 5,
+    symmetric: false,
+  });
+  assert.equal(packed.groupsPerRow, 3);
+  assert.deepEqual([...packed.scales], [5 / 255, 50 / 255, 0.75 / 255].map(Math.fround));
+  // 0.75 is the top of the last group's range: reproduced to float32 precision.
+  assert.ok(Math.abs(dequantized[11]! - 0.75) < 1e-6);
+  assert.deepEqual(dequantizePacked(packed), dequantized);
 });
 
 Deno.test("packCodes()/unpackCodes(): pack∘unpack is the identity for every bit-width", () => {

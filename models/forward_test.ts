@@ -21,8 +21,9 @@ Deno.test("Hugging Face layout logits equal llama2.c logits within 1e-4 (rotate-
   const hf = await loadModel(sharedPath("models", "stories260K-hf"));
   assert.equal(hf.config.ropeStyle, "half");
   assert.equal(l2c.config.ropeStyle, "interleaved");
-  const text = (await Deno.readTextFile(sharedPath("data", "text", "tinystories", "tinystories_val_head.txt")))
-    .slice(0, 4000);
+  const text =
+    (await Deno.readTextFile(sharedPath("data", "text", "tinystories", "tinystories_val_head.txt")))
+      .slice(0, 4000);
   const ids = [1, ...l2c.tokenizer.encode(text).slice(0, 511)];
   assert.equal(ids.length, 512);
   const a = forward(l2c, ids);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { NotAvailableError } from "../core/errors.ts";
-import { sharedDir, startMirror } from "../testing/mirror_server.ts";
+import { startMirror } from "../testing/mirror_server.ts";
+import { sharedPath } from "../testing/fixtures.ts";
 import {
   type DownloadEvent,
   type EnvGetter,
@@ -15,7 +16,7 @@ import {
 
 const REPO = "karpathy/tinyllamas";
 const FILE = "stories260K/stories260K.bin";
-const MIRROR_FILE = join(sharedDir(), "hf-mirror", REPO, "resolve/main", FILE);
+const MIRROR_FILE = sharedPath("hf-mirror", REPO, "resolve/main", FILE);
 
 function envOf(vars: Record<string, string>): EnvGetter {
   return (name) => vars[name];
@@ -23,7 +24,7 @@ function envOf(vars: Record<string, string>): EnvGetter {
 
 /** The sha256 pinned for `relPath` in ../shared/SHA256SUMS (independent of our code). */
 async function pinnedSha256(relPath: string): Promise<string> {
-  const sums = await Deno.readTextFile(join(sharedDir(), "SHA256SUMS"));
+  const sums = await Deno.readTextFile(sharedPath("SHA256SUMS"));
   const line = sums.split("\n").find((l) => l.trim().endsWith(`  ${relPath}`));
   assert.ok(line, `${relPath} is pinned in SHA256SUMS`);
   return line.split(/\s+/)[0]!;

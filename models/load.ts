@@ -20,6 +20,7 @@ import { hfWeightsFromTensors, parseHfConfig } from "./hf_config.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "./llama2c.ts";
 import { MODELS } from "./registry.ts";
+import { unknownIdError } from "../core/registry.ts";
 import { parseSafetensors, parseShardIndex, toFloat32 } from "./safetensors.ts";
 import type { LoadedModel, SourceFile } from "./types.ts";
 
@@ -57,11 +58,10 @@ export async function loadModel(ref: string, options: LoadOptions = {}): Promise
     // fall through to the error below
   }
   if (isDir) return loadHf(ref, options, ref);
+  const e = unknownIdError("model", ref, MODELS.items.map((m) => m.id));
   throw new TypeError(
-    `Cannot find model "${ref}": not a registered id (${
-      MODELS.items.map((m) => m.id).join(", ")
-    }), ` +
-      `not an hf:owner/repo[@rev] reference, and not a directory`,
+    `${e.message}; a model may also be named hf:owner/repo[@rev] or by a directory in ` +
+      `transformers layout`,
   );
 }
 

@@ -88,7 +88,9 @@ export function parseSafetensors(
   const dataStart = 8 + Number(headerLen);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)));
+    header = JSON.parse(
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)),
+    );
   } catch (e) {
     throw new FormatError(
       file,
@@ -106,12 +108,18 @@ export function parseSafetensors(
     if (name === "__metadata__") continue;
     const bad = (message: string) => new FormatError(file, `tensor "${name}": ${message}`);
     if (!isRecord(entry)) {
-      throw bad(`header entry must be an object {dtype, shape, data_offsets}, got ${describe(entry)}`);
+      throw bad(
+        `header entry must be an object {dtype, shape, data_offsets}, got ${describe(entry)}`,
+      );
     }
     const { dtype, shape, data_offsets: offsets } = entry;
     if (typeof dtype !== "string") throw bad(`missing or non-string "dtype": ${describe(dtype)}`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw bad(`missing or invalid "shape" (expected an array of non-negative integers): ${describe(shape)}`);
+      throw bad(
+        `missing or invalid "shape" (expected an array of non-negative integers): ${
+          describe(shape)
+        }`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
       throw bad(
@@ -287,7 +295,8 @@ export function parseShardIndex(
       );
     }
     if (
-      shard.startsWith("/") || shard.includes("\\") || shard.split("/").some((s) => s === ".." || s === "")
+      shard.startsWith("/") || shard.includes("\\") ||
+      shard.split("/").some((s) => s === ".." || s === "")
     ) {
       throw new FormatError(
         file,

@@ -121,12 +121,20 @@ Deno.test("toFloat32() handles unaligned data", () => {
     ).get("x")!;
     assert.deepEqual([...toFloat32(f32, "x", "f")], [1.5, -7]);
     const f16 = parseSafetensors(
-      build({ x: { dtype: "F16", shape: [2], data_offsets: [0, 4] } }, u16Bytes([0x3c00, 0xc000]), pad),
+      build(
+        { x: { dtype: "F16", shape: [2], data_offsets: [0, 4] } },
+        u16Bytes([0x3c00, 0xc000]),
+        pad,
+      ),
       "f",
     ).get("x")!;
     assert.deepEqual([...toFloat32(f16, "x", "f")], [1, -2]);
     const bf16 = parseSafetensors(
-      build({ x: { dtype: "BF16", shape: [2], data_offsets: [0, 4] } }, u16Bytes([0x3f80, 0x4049]), pad),
+      build(
+        { x: { dtype: "BF16", shape: [2], data_offsets: [0, 4] } },
+        u16Bytes([0x3f80, 0x4049]),
+        pad,
+      ),
       "f",
     ).get("x")!;
     assert.deepEqual([...toFloat32(bf16, "x", "f")], [1, 3.140625]);

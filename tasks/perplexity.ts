@@ -23,7 +23,7 @@
  */
 
 import { RunningStats } from "../core/stats.ts";
-import { forward } from "../models/forward.ts";
+import { scoreWindow, windowLogProbs, type WindowScore } from "./window_score.ts";
 import { dataPath, readTextDataset, TEXT_DATASETS } from "./datasets.ts";
 import type { EvalModel, Metric, ReferenceModel, Task, TaskContext, TaskResult } from "./types.ts";
 
@@ -76,41 +76,29 @@ export function makeWindows(
   return windows;
 }
 
-/** Log-softmax of each `vocab`-sized row, in place, computed in float64. */
-export function logSoftmaxRows(logits: Float32Array, vocab: number): Float32Array {
-  for (let r = 0; r < logits.length / vocab; r++) {
-    const o = r * vocab;
-    let max = -Infinity;
-    for (let i = 0; i < vocab; i++) max = Math.max(max, logits[o + i]!);
-    let sum = 0;
-    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[o + i]! - max);
-    const lse = max + Math.log(sum);
-    for (let i = 0; i < vocab; i++) logits[o + i] = logits[o + i]! - lse;
-  }
-  return logits;
-}
-
 /** The reference model's log-probabilities for a window, cached within the run's budget. */
-function referenceLogProbs(ref: ReferenceModel, key: string, window: number[], ctx: TaskContext) {
+function referenceLogProbs(
+  ref: ReferenceModel,
+  key: string,
+  window: number[],
+  ctx: TaskContext,
+): Float32Array {
   const hit = ref.cache.get(key);
   if (hit) return hit;
-  const lp = logSoftmaxRows(
-    forward(ref.model, window, { kernels: ctx.kernels }),
-    ref.model.config.vocabSize,
-  );
+  const lp = windowLogProbs(ref.model, window, ctx.kernels);
   let used = 0;
   for (const v of ref.cache.values()) used += v.byteLength;
   if (used + lp.byteLength <= ref.cacheBudgetBytes) ref.cache.set(key, lp);
   return lp;
 }
 
-/** Runs the protocol above on `text`. */
-export function evaluatePerplexity(
+/** Runs the protocol above on `text` (in worker threads when `ctx.pool` is given). */
+export async function evaluatePerplexity(
   model: EvalModel,
   text: string,
   ctx: TaskContext,
   dataset: TaskResult["dataset"],
-): TaskResult {
+): Promise<TaskResult> {
   const { tokenizer, config } = model;
   const context = config.maxSeqLen;
   const stream = tokenizer.encode(text, { bos: false });
@@ -121,41 +109,43 @@ export function evaluatePerplexity(
     );
   }
   const vocab = config.vocabSize;
+  const ref = ctx.reference;
+  const keyOf = (w: number) => `ppl:${dataset.sha256}:${context}:${w}`;
+  let done = 0;
+  const progress = () => ctx.onProgress?.(++done, windows.length);
+  let scores: WindowScore[];
+  if (ctx.pool) {
+    const pool = ctx.pool;
+    pool.use(model, ref?.model);
+    scores = await Promise.all(windows.map(async (window, w) => {
+      const s = await pool.scoreWindow(w, window, ref ? keyOf(w) : undefined);
+      progress();
+      return s;
+    }));
+  } else {
+    scores = windows.map((window, w) => {
+      const lp = windowLogProbs(model, window, ctx.kernels);
+      const refLp = ref ? referenceLogProbs(ref, keyOf(w), window, ctx) : undefined;
+      const s = scoreWindow(lp, refLp, window, vocab);
+      progress();
+      return s;
+    });
+  }
   const nll = new RunningStats();
   const kl = new RunningStats();
   const top1 = new RunningStats();
-  const tokenNll = new RunningStats();
-  const ref = ctx.reference;
-  windows.forEach((window, w) => {
-    const lp = logSoftmaxRows(forward(model, window, { kernels: ctx.kernels }), vocab);
-    const refLp = ref
-      ? referenceLogProbs(ref, `ppl:${dataset.sha256}:${context}:${w}`, window, ctx)
-      : undefined;
-    let sumNll = 0, sumKl = 0, agree = 0;
-    const scored = window.length - 1;
-    for (let t = 0; t < scored; t++) {
-      const o = t * vocab;
-      const x = -lp[o + window[t + 1]!]!;
-      sumNll += x;
-      tokenNll.push(x);
-      if (refLp) {
-        let k = 0, amQ = 0, amP = 0;
-        for (let i = 0; i < vocab; i++) {
-          const lpP = refLp[o + i]!;
-          k += Math.exp(lpP) * (lpP - lp[o + i]!);
-          if (lp[o + i]! > lp[o + amQ]!) amQ = i;
-          if (lpP > refLp[o + amP]!) amP = i;
-        }
-        sumKl += k;
-        if (amQ === amP) agree++;
-      }
-    }
-    nll.push(sumNll / scored);
-    kl.push(refLp ? sumKl / scored : 0);
-    top1.push(refLp ? agree / scored : 1);
-    ctx.onProgress?.(w + 1, windows.length);
-  });
-  const scoredTokens = windows.length * (context - 1);
+  let tokens = 0, sum = 0, sumSq = 0;
+  for (const s of scores) {
+    nll.push(s.sumNll / s.scored);
+    kl.push(s.sumKl / s.scored);
+    top1.push(s.agree / s.scored);
+    tokens += s.scored;
+    sum += s.sumNll;
+    sumSq += s.sumSqNll;
+  }
+  // Every window scores the same number of tokens, so the mean of window means is the token mean.
+  const tokenMean = sum / tokens;
+  const tokenStd = Math.sqrt((sumSq - tokens * tokenMean * tokenMean) / (tokens - 1));
   const metrics: Metric[] = [
     {
       metric: "ppl",
@@ -188,7 +178,7 @@ export function evaluatePerplexity(
       higherIsBetter: true,
     },
   ];
-  const result: TaskResult = {
+  return {
     metrics,
     dataset,
     protocol: {
@@ -199,12 +189,11 @@ export function evaluatePerplexity(
       dummyPrefix: true,
       streamTokens: stream.length,
       windows: windows.length,
-      scoredTokens,
+      scoredTokens: tokens,
       limit: ctx.limit ?? null,
-      tokenStderrNll: tokenNll.stderr,
+      tokenStderrNll: tokenStd / Math.sqrt(tokens),
       stderrOver: "windows",
       klReference: ref ? "fp" : "self",
     },
   };
-  return result;
 }

@@ -5,6 +5,7 @@
  */
 
 import type { Kernels } from "../kernels/types.ts";
+import type { EvalPool } from "./eval_pool.ts";
 import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
 
 /** A model as tasks see it: config, weights and tokenizer. */
@@ -55,6 +56,8 @@ export interface TaskContext {
   /** Root directory of datasets (flag `--data`, env `LOWBIT_DATA`). */
   readonly dataDir: string;
   readonly onProgress?: (done: number, total: number) => void;
+  /** Worker threads to spread evaluation units over; absent = this thread. */
+  readonly pool?: EvalPool;
 }
 
 /** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */

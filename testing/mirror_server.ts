@@ -7,8 +7,8 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
 import { join, resolve } from "node:path";
+import { sharedPath } from "./fixtures.ts";
 
 /** A running mirror. */
 export interface Mirror {
@@ -20,20 +20,14 @@ export interface Mirror {
   close(): Promise<void>;
 }
 
-/** The absolute path of the shared fixtures directory: `$LOWBIT_SHARED`, else `../shared` beside the repository. */
-export function sharedDir(): string {
-  const fromEnv = Deno.env.get("LOWBIT_SHARED");
-  return fromEnv ? resolve(fromEnv) : fileURLToPath(new URL("../../shared/", import.meta.url));
-}
-
 /**
  * Serves the files under `root` on 127.0.0.1 at a free port: GET and HEAD, `Content-Length`,
  * 404 for missing files, 400 for paths that try to leave `root`, 405 for other methods.
  *
- * @param root Directory to serve; default `{sharedDir()}/hf-mirror`.
+ * @param root Directory to serve; default `../shared/hf-mirror` (see `testing/fixtures.ts`).
  * @returns The running mirror; call `close()` when done.
  */
-export function startMirror(root: string = join(sharedDir(), "hf-mirror")): Promise<Mirror> {
+export function startMirror(root: string = sharedPath("hf-mirror")): Promise<Mirror> {
   const base = resolve(root);
   const requests: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {

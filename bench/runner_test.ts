@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { type RunEvent, runMatrix } from "./runner.ts";
+import type { MatrixSpec } from "./matrix.ts";
+import { startMirror } from "../testing/mirror_server.ts";
+import { sharedPath } from "../testing/fixtures.ts";
+import type { ResultRow } from "../results/row.ts";
+
+const dataDir = sharedPath("data");
+const cli = new URL("../cli.ts", import.meta.url).pathname;
+
+/** A fresh HF cache and results directory, and a mirror serving ../shared/hf-mirror. */
+async function sandbox() {
+  const mirror = await startMirror();
+  const dir = await Deno.makeTempDir({ prefix: "lowbit-run-" });
+  const vars: Record<string, string> = { HF_ENDPOINT: mirror.endpoint, HF_HUB_CACHE: `${dir}/hf` };
+  return {
+    mirror,
+    dir,
+    vars,
+    env: (name: string) => vars[name],
+    async [Symbol.asyncDispose]() {
+      await mirror.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+async function readJsonl(path: string): Promise<ResultRow[]> {
+  const text = await Deno.readTextFile(path);
+  return text.trim().split("\n").map((l) => JSON.parse(l));
+}
+
+Deno.test("runMatrix(): unsupported and failing cells become rows, never stop the matrix; reruns skip finished cells", async () => {
+  await using sb = await sandbox();
+  const short = `${sb.dir}/short.txt`;
+  await Deno.writeTextFile(short, "Too short for one window of 511 tokens.");
+  const spec: MatrixSpec = {
+    id: "t",
+    models: ["stories260K"],
+    methods: ["rtn"],
+    bits: [2, 9],
+    groups: ["channel", 5],
+    tasks: ["tinystories", `file:${short}`],
+    symmetric: false,
+    limit: 1,
+  };
+  const out = `${sb.dir}/out`;
+  const rows = await runMatrix(spec, { outDir: out, dataDir, env: sb.env });
+  const failed = rows.filter((r) => r.task.id.startsWith("file:"));
+  assert.equal(failed.length, 5);
+  assert.deepEqual(failed.map((r) => r.status), [
+    "failed",
+    "failed",
+    "failed",
+    "unsupported",
+    "unsupported",
+  ]);
+  assert.match(failed[0]!.error!, /tokens do not fill one window of 511 tokens/);
+  const stories = rows.filter((r) => r.task.id === "tinystories");
+  const byLabel = new Map(stories.map((r) => [r.quant.label, r]));
+  assert.equal(rows.length, 10);
+  assert.equal(byLabel.get("FP32")!.status, "ok");
+  assert.equal(byLabel.get("W2A16")!.status, "ok");
+  assert.equal(byLabel.get("W2A16g5")!.status, "ok");
+  assert.equal(byLabel.get("W9A16")!.status, "unsupported");
+  assert.equal(byLabel.get("W9A16g5")!.status, "unsupported");
+  // The W2 row carries provenance: hashes of the model files, the dataset, the protocol.
+  const w2 = byLabel.get("W2A16")!;
+  assert.deepEqual(w2.model.files.map((f) => f.sha256), [
+    "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696",
+    "037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312",
+  ]);
+  assert.equal(
+    w2.task.dataset!.bytes,
+    (await Deno.stat(`${dataDir}/text/tinystories/tinystories_val_head.txt`)).size,
+  );
+  assert.equal(w2.task.protocol!.windows, 1);
+  assert.ok(w2.metrics.find((m) => m.metric === "kl")!.value > 0);
+  // 2-bit codes + float32 scale + 8-bit zero per row of 64 or 172 columns.
+  assert.ok(w2.quant.bitsPerWeight! > 2 && w2.quant.bitsPerWeight! < 3);
+  assert.equal((await readJsonl(`${out}/results.jsonl`)).length, 10);
+  const csv = (await Deno.readTextFile(`${out}/results.csv`)).trim().split("\r\n");
+  assert.ok(csv[0]!.startsWith("cellId,status,model,method"));
+  assert.equal(csv.length, 1 + 3 * 4 + 7); // header, 4 metrics per ok row, 1 line per other row
+
+  // Rerun: ok and unsupported cells are skipped, the failed one is retried.
+  const events: RunEvent[] = [];
+  const again = await runMatrix(spec, {
+    outDir: out,
+    dataDir,
+    env: sb.env,
+    onEvent: (e) => events.push(e),
+  });
+  const done = events.filter((e) => e.type === "cell-done");
+  assert.deepEqual(done.map((e) => e.skipped), rows.map((r) => r.status !== "failed"));
+  assert.deepEqual(again.map((r) => r.cellId), rows.map((r) => r.cellId));
+  assert.equal((await readJsonl(`${out}/results.jsonl`)).length, 10);
+});
+
+Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid ones", async () => {
+  await using sb = await sandbox();
+  const base: MatrixSpec = {
+    id: "t",
+    models: ["stories260K"],
+    methods: ["rtn"],
+    bits: [4],
+    groups: ["channel"],
+    tasks: ["tinystories"],
+    symmetric: false,
+  };
+  const opts = { outDir: `${sb.dir}/out`, dataDir, env: sb.env };
+  await assert.rejects(
+    runMatrix({ ...base, methods: ["rnt"] }, opts),
+    /Cannot find method "rnt". Did you mean "rtn"\? Available: fp, rtn/,
+  );
+  await assert.rejects(
+    runMatrix({ ...base, tasks: ["tinystory"] }, opts),
+    /Cannot find task "tinystory". Did you mean "tinystories"/,
+  );
+  await assert.rejects(
+    runMatrix({ ...base, models: ["stories260k"] }, opts),
+    /Cannot find model "stories260k"/,
+  );
+  assert.equal(sb.mirror.requests.length, 0, "nothing was downloaded");
+  await assert.rejects(Deno.stat(`${sb.dir}/out`), Deno.errors.NotFound);
+});
+
+Deno.test("a killed bench run leaves no partial row and resumes without duplicates", async () => {
+  await using sb = await sandbox();
+  const out = `${sb.dir}/out`;
+  const args = [
+    "run",
+    "-A",
+    cli,
+    "--matrix",
+    "w2-w8",
+    "--limit",
+    "3",
+    "--out",
+    out,
+    "--data",
+    dataDir,
+    "--quiet",
+  ];
+  const env = { ...sb.vars, NO_COLOR: "1" };
+  const child = new Deno.Command(Deno.execPath(), { args, env, stdout: "null", stderr: "null" })
+    .spawn();
+  // Wait for at least three finished cells, then kill the process without warning.
+  const deadline = Date.now() + 120_000;
+  let finished = 0;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      finished = [...Deno.readDirSync(`${out}/cells`)].filter((e) =>
+        e.name.endsWith(".json")
+      ).length;
+    } catch {
+      finished = 0;
+    }
+    if (finished >= 3) break;
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  assert.ok(finished >= 3, "the run produced rows before it was killed");
+  const before = [...Deno.readDirSync(`${out}/cells`)].filter((e) => e.name.endsWith(".json"));
+  assert.ok(before.length < 13, "killed before the end");
+  for (const e of before) JSON.parse(await Deno.readTextFile(`${out}/cells/${e.name}`)); // complete JSON
+
+  const resumed = await new Deno.Command(Deno.execPath(), {
+    args,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(resumed.stderr);
+  assert.equal(resumed.code, 0, stderr);
+  const rows = await readJsonl(`${out}/results.jsonl`);
+  assert.equal(rows.length, 13);
+  assert.equal(new Set(rows.map((r) => r.cellId)).size, 13);
+  assert.ok(rows.every((r) => r.status === "ok"));
+  const cells = [...Deno.readDirSync(`${out}/cells`)].filter((e) => e.name.endsWith(".json"));
+  assert.equal(cells.length, 13);
+  // The summary table is on stdout.
+  const stdout = new TextDecoder().decode(resumed.stdout);
+  assert.match(stdout, /\| stories260K \| tinystories \(3 win\) \| rtn +\| W2A16g32/);
+});
+
+Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is valid", async () => {
+  const run = async (...args: string[]) => {
+    const o = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, ...args],
+      env: { HF_HUB_OFFLINE: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: o.code, err: new TextDecoder().decode(o.stderr) };
+  };
+  const a = await run("--methods", "gptqq", "--dry-run");
+  assert.equal(a.code, 2);
+  assert.match(a.err, /Cannot find method "gptqq".*Available: fp, rtn/);
+  const b = await run("--matrix", "w2-w9");
+  assert.equal(b.code, 2);
+  assert.match(b.err, /Cannot find matrix preset "w2-w9". Did you mean "w2-w8"/);
+  const c = await run("--bitz", "4");
+  assert.equal(c.code, 2);
+  assert.match(c.err, /bitz/);
+  const d = await run("--bits", "4-2");
+  assert.equal(d.code, 2);
+  assert.match(d.err, /range end below start/);
+});

@@ -1,0 +1,59 @@
+/**
+ * Worker side of {@linkcode EvalPool}: holds a model and a reference model, scores perplexity
+ * windows, and caches the reference's log-probabilities of the windows it is given.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { refKernels } from "../kernels/ref/mod.ts";
+import type { ForwardModel } from "../models/forward.ts";
+import { scoreWindow, windowLogProbs } from "./window_score.ts";
+import type { PoolRequest, PoolResponse } from "./eval_pool.ts";
+
+let model: ForwardModel | undefined;
+let reference: ForwardModel | undefined;
+let budget = 0;
+let used = 0;
+const refCache = new Map<string, Float32Array>();
+
+self.onmessage = (e: MessageEvent<PoolRequest>) => {
+  const msg = e.data;
+  if (msg.op === "model") {
+    model = msg.model;
+    return;
+  }
+  if (msg.op === "reference") {
+    reference = msg.model;
+    budget = msg.cacheBytes;
+    refCache.clear();
+    used = 0;
+    return;
+  }
+  let reply: PoolResponse;
+  try {
+    if (!model) throw new Error("no model set");
+    const vocab = model.config.vocabSize;
+    const lp = windowLogProbs(model, msg.window, refKernels);
+    let refLp: Float32Array | undefined;
+    if (msg.cacheKey !== undefined) {
+      if (!reference) throw new Error("no reference model set");
+      refLp = refCache.get(msg.cacheKey);
+      if (!refLp) {
+        refLp = windowLogProbs(reference, msg.window, refKernels);
+        if (used + refLp.byteLength <= budget) {
+          refCache.set(msg.cacheKey, refLp);
+          used += refLp.byteLength;
+        }
+      }
+    }
+    reply = { id: msg.id, score: scoreWindow(lp, refLp, msg.window, vocab) };
+  } catch (err) {
+    reply = {
+      id: msg.id,
+      error: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
+    };
+  }
+  self.postMessage(reply);
+};
