@@ -93,8 +93,14 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
       write(`${e.cells} cells, ${e.todo} to run, ${e.cells - e.todo} already done\n`);
     } else if (e.type === "download") {
       const ev = e.event;
-      if (ev.status === "done" || ev.status === "initiate") {
-        write(`${ev.status === "done" ? "downloaded" : "downloading"} ${ev.file}\n`);
+      if (ev.status === "progress" && tty) {
+        const pct = ev.total ? ` ${((100 * ev.loaded) / ev.total).toFixed(0)}%` : "";
+        write(
+          `\r\x1b[Kdownloading ${ev.repo}/${ev.file} ${(ev.loaded / 2 ** 20).toFixed(1)} MiB${pct}`,
+        );
+      } else if (ev.status === "initiate" || ev.status === "done") {
+        const what = ev.status === "done" ? "downloaded" : "downloading";
+        write(`${tty ? "\r\x1b[K" : ""}${what} ${ev.repo}/${ev.file}\n`);
       }
     } else if (e.type === "cell-start") {
       started = performance.now();

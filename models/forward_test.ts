@@ -61,3 +61,43 @@ Deno.test("forward() rejects token ids outside the vocabulary and cache overflow
   const cache = createKvCache(model.config, 2);
   assert.throws(() => forward(model, [1, 2, 3], { cache }), /exceed the cache capacity 2/);
 });
+
+Deno.test("MoE forward: all experts with equal weights reproduce the dense model (MoEfication partition)", async () => {
+  // stories260K-moe splits each dense FFN into 4 experts whose down projections are scaled by 2
+  // (shared/models/README.md). With a zero router every expert gets softmax weight 1/4, so scaling
+  // each expert's down by another 2 makes Σ_e ¼ · 4 · partial_e equal the dense FFN.
+  const dense = await loadModel(sharedPath("models", "stories260K-hf"));
+  const moe = await loadModel(sharedPath("models", "stories260K-moe"));
+  assert.equal(moe.config.moe?.nExperts, 4);
+  assert.equal(moe.config.moe?.topK, 2);
+  const scale = (m: { rows: number; cols: number; data: Float32Array }, k: number) => ({
+    ...m,
+    data: m.data.map((x) => x * k),
+  });
+  const layers = moe.weights.layers.map((l) => {
+    if (l.mlp.kind !== "moe") throw new Error("expected MoE layers");
+    return {
+      ...l,
+      mlp: {
+        ...l.mlp,
+        router: scale(l.mlp.router, 0),
+        experts: l.mlp.experts.map((e) => ({ ...e, down: scale(e.down, 2) })),
+      },
+    };
+  });
+  const allExperts = {
+    config: { ...moe.config, moe: { ...moe.config.moe!, topK: 4 } },
+    weights: { ...moe.weights, layers },
+  };
+  const ids = [1, ...dense.tokenizer.encode("Lily and Ben went to the park to play with a ball.")];
+  const a = forward(dense, ids);
+  const b = forward(allExperts, ids);
+  let maxDiff = 0;
+  for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+  assert.ok(maxDiff < 1e-4, `max |Δlogit| = ${maxDiff}`);
+  // The saved top-2 model is a different (lossy) function.
+  const top2 = forward(moe, ids);
+  let diff2 = 0;
+  for (let i = 0; i < a.length; i++) diff2 = Math.max(diff2, Math.abs(a[i]! - top2[i]!));
+  assert.ok(diff2 > 0.1);
+});

@@ -10,6 +10,7 @@
 
 import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
 import type { DenseMlp, LlamaConfig, LlamaLayer, LlamaWeights, Matrix, MoeMlp } from "./types.ts";
+import { describe, isRecord } from "../core/describe.ts";
 
 /** The `model_type` values {@linkcode parseHfConfig} understands. */
 export const SUPPORTED_MODEL_TYPES = ["llama", "mixtral"] as const;
@@ -19,16 +20,6 @@ const DEFAULTS = {
   llama: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 2048 },
   mixtral: { rmsNormEps: 1e-5, ropeTheta: 1e6, maxPositions: 4096 * 32 },
 } as const;
-
-function describe(value: unknown): string {
-  if (value === undefined) return "nothing";
-  const json = JSON.stringify(value);
-  return json === undefined ? String(value) : json.length > 60 ? `${json.slice(0, 57)}...` : json;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 /** Typed access to config fields, with errors naming the file and the field. */
 class Fields {

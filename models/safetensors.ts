@@ -8,6 +8,7 @@
  */
 
 import { FormatError } from "../core/errors.ts";
+import { describe, isRecord } from "../core/describe.ts";
 
 /** One tensor of a safetensors file; `data` is a view into the file's bytes. */
 export interface SafetensorsTensor {
@@ -38,16 +39,6 @@ export const SAFETENSORS_DTYPE_BYTES: Readonly<Record<string, number>> = {
 };
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function describe(value: unknown): string {
-  if (value === undefined) return "nothing";
-  const json = JSON.stringify(value);
-  return json === undefined ? String(value) : json.length > 60 ? `${json.slice(0, 57)}...` : json;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
 
 function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { makeWindows } from "./perplexity.ts";
 import { logSoftmaxRows } from "./window_score.ts";
 import { getTask } from "./mod.ts";
@@ -148,4 +149,17 @@ Deno.test("the worker pool gives exactly the numbers of the in-thread path", asy
   } finally {
     pool.close();
   }
+});
+
+Deno.test("wikitext2 reads the canonical raw test file and fingerprints it", async () => {
+  const model = await stories260K();
+  const r = await getTask("wikitext2").run(model, { kernels: refKernels, dataDir, limit: 1 });
+  // Published facts about wikitext-2-raw-v1 wiki.test.raw: 1,290,590 bytes, md5 7c0137fc….
+  assert.equal(r.dataset.bytes, 1290590);
+  const bytes = await Deno.readFile(r.dataset.path);
+  assert.equal(createHash("md5").update(bytes).digest("hex"), "7c0137fc034ddbc56a296bce31b4f7fb");
+  assert.equal(r.dataset.sha256, createHash("sha256").update(bytes).digest("hex"));
+  // A children's-story model finds Wikipedia far harder than TinyStories.
+  assert.ok(get(r, "ppl").value > 20, `ppl ${get(r, "ppl").value}`);
+  assert.equal(r.protocol.windows, 1);
 });
