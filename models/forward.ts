@@ -14,7 +14,7 @@
 
 import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import type { DenseMlp, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
+import type { DenseMlp, LinearKind, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
 
 /** What the forward pass needs of a model. */
 export interface ForwardModel {
@@ -74,54 +74,11 @@ export function forward(
   const kernels = options.kernels ?? refKernels;
   const cache = options.cache ?? createKvCache(c, Math.max(tokens.length, 1));
   const T = tokens.length;
-  const start = cache.pos;
-  if (T === 0) throw new RangeError("forward: no tokens given");
-  if (start + T > cache.capacity) {
-    throw new RangeError(
-      `forward: ${start + T} positions exceed the cache capacity ${cache.capacity}`,
-    );
-  }
-  const { dim, headDim, nHeads, nKvHeads } = c;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
-  const x = new Float32Array(T * dim);
-  for (let t = 0; t < T; t++) {
-    const id = tokens[t]!;
-    if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
-      throw new RangeError(`forward: token id ${id} at ${t} is outside [0, ${c.vocabSize})`);
-    }
-    x.set(w.embed.data.subarray(id * dim, (id + 1) * dim), t * dim);
-  }
-  const xn = new Float32Array(T * dim);
-  const q = new Float32Array(T * qDim);
-  const att = new Float32Array(T * qDim);
-  const proj = new Float32Array(T * dim);
-  const rope = ropeTable(c, start + T);
+  const x = embedTokens(model, tokens);
+  for (let l = 0; l < c.nLayers; l++) layerForward(model, l, x, T, cache, kernels);
+  cache.pos += T;
 
-  for (let l = 0; l < c.nLayers; l++) {
-    const layer = w.layers[l]!;
-    kernels.rmsnorm(x, T, layer.attnNorm, c.normEps, xn);
-    kernels.matmul(xn, T, layer.q, q);
-    const kCache = cache.k[l]!;
-    const vCache = cache.v[l]!;
-    kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
-    kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
-    applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
-    applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
-    attention(q, kCache, vCache, T, start, c, att);
-    kernels.matmul(att, T, layer.o, proj);
-    for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
-
-    kernels.rmsnorm(x, T, layer.mlpNorm, c.normEps, xn);
-    if (layer.mlp.kind === "dense") {
-      denseMlp(layer.mlp, xn, T, kernels, proj);
-    } else {
-      moeMlp(layer.mlp, c, xn, T, kernels, proj);
-    }
-    for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
-  }
-  cache.pos = start + T;
-
+  const { dim } = c;
   const vocab = c.vocabSize;
   if (options.logits === "last") {
     const last = x.subarray((T - 1) * dim, T * dim);
@@ -131,10 +88,90 @@ export function forward(
     kernels.matmul(normed, 1, w.lmHead, out);
     return out;
   }
+  const xn = new Float32Array(T * dim);
   kernels.rmsnorm(x, T, w.norm, c.normEps, xn);
   const out = new Float32Array(T * vocab);
   kernels.matmul(xn, T, w.lmHead, out);
   return out;
+}
+
+/** Token embeddings `[tokens.length][dim]`; rejects ids outside the vocabulary. */
+export function embedTokens(model: ForwardModel, tokens: ArrayLike<number>): Float32Array {
+  const { config: c, weights: w } = model;
+  const T = tokens.length;
+  if (T === 0) throw new RangeError("forward: no tokens given");
+  const x = new Float32Array(T * c.dim);
+  for (let t = 0; t < T; t++) {
+    const id = tokens[t]!;
+    if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+      throw new RangeError(`forward: token id ${id} at ${t} is outside [0, ${c.vocabSize})`);
+    }
+    x.set(w.embed.data.subarray(id * c.dim, (id + 1) * c.dim), t * c.dim);
+  }
+  return x;
+}
+
+/**
+ * Sees the input of each linear layer just before it is applied: `x` is `[tokens][in]`, valid
+ * only during the call (buffers are reused). q, k and v share one input, as do gate and up.
+ */
+export type LinearObserver = (kind: LinearKind, x: Float32Array, tokens: number) => void;
+
+/**
+ * Applies decoder block `l` to the hidden states `x` (`[T][dim]`, updated in place) at positions
+ * `cache.pos … cache.pos + T − 1`, writing keys and values into the cache (`cache.pos` is not
+ * advanced: the caller does that after the last block).
+ */
+export function layerForward(
+  model: ForwardModel,
+  l: number,
+  x: Float32Array,
+  T: number,
+  cache: KvCache,
+  kernels: Kernels = refKernels,
+  observe?: LinearObserver,
+): void {
+  const c = model.config;
+  const layer = model.weights.layers[l]!;
+  const start = cache.pos;
+  if (start + T > cache.capacity) {
+    throw new RangeError(
+      `forward: ${start + T} positions exceed the cache capacity ${cache.capacity}`,
+    );
+  }
+  const { dim, headDim, nHeads, nKvHeads } = c;
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const xn = new Float32Array(T * dim);
+  const q = new Float32Array(T * qDim);
+  const att = new Float32Array(T * qDim);
+  const proj = new Float32Array(T * dim);
+  const rope = ropeTable(c, start + T);
+
+  kernels.rmsnorm(x, T, layer.attnNorm, c.normEps, xn);
+  observe?.("q", xn, T);
+  observe?.("k", xn, T);
+  observe?.("v", xn, T);
+  kernels.matmul(xn, T, layer.q, q);
+  const kCache = cache.k[l]!;
+  const vCache = cache.v[l]!;
+  kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
+  kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
+  applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
+  applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
+  attention(q, kCache, vCache, T, start, c, att);
+  observe?.("o", att, T);
+  kernels.matmul(att, T, layer.o, proj);
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+
+  kernels.rmsnorm(x, T, layer.mlpNorm, c.normEps, xn);
+  if (layer.mlp.kind === "dense") {
+    denseMlp(layer.mlp, xn, T, kernels, proj, observe);
+  } else {
+    if (observe) throw new TypeError("Observing linear inputs of MoE layers is not supported yet");
+    moeMlp(layer.mlp, c, xn, T, kernels, proj);
+  }
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
 }
 
 // --- RoPE -------------------------------------------------------------------------------------
@@ -252,16 +289,20 @@ function denseMlp(
   T: number,
   kernels: Kernels,
   out: Float32Array,
+  observe?: LinearObserver,
 ): void {
   const hidden = mlp.gate.rows;
   const g = new Float32Array(T * hidden);
   const u = new Float32Array(T * hidden);
+  observe?.("gate", x, T);
+  observe?.("up", x, T);
   kernels.matmul(x, T, mlp.gate, g);
   kernels.matmul(x, T, mlp.up, u);
   for (let i = 0; i < g.length; i++) {
     const a = g[i]!;
     g[i] = (a / (1 + Math.exp(-a))) * u[i]!;
   }
+  observe?.("down", g, T);
   kernels.matmul(g, T, mlp.down, out);
 }
 

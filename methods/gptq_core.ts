@@ -1,0 +1,752 @@
+/**
+ * The GPTQ layer algorithm (METHODS.md §3.3; IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` and
+ * `quant.py` `Quantizer`) as a pure function of one weight matrix `W` `[rows][cols]` and its
+ * Hessian `H` `[cols][cols]`. Collecting `H` from calibration activations is the caller's job.
+ *
+ * Steps, in the reference's order: per-row quantizer parameters from the original `W` (before dead
+ * columns are zeroed, as `find_params(W)` runs first in the reference); dead columns
+ * (`H_ii = 0` → `H_ii = 1`, `W[:, i] = 0`); optional static groups (parameters of every group of
+ * `g` columns from `W` before any update); optional act-order (columns sorted by descending
+ * `diag(H)`); damping `H += λI` with `λ = percdamp · mean(diag H)`; `U` = upper Cholesky factor
+ * of `H⁻¹`; a lazy-batch sweep over blocks of `blockSize` columns (quantize a column, spread its
+ * scaled error `(w − q)/U_ii` over the rest of the block with row `i` of `U`, and after the block
+ * update all later columns with one matrix product); un-permute.
+ *
+ * Deviations from the reference, all deliberate:
+ * - **Symmetric convention.** With `symmetric: true` the parameters come from the shared core
+ *   quantizer (`core/quantizer.ts` `groupParams`): absmax, `scale = max|x| / (2^(b−1) − 1)`,
+ *   `zero = 2^(b−1)`. GPTQ's own `sym=True` uses `scale = 2·max|x| / (2^b − 1)` with the same
+ *   zero. We use the core convention for RTN and GPTQ alike, so the two methods are comparable.
+ *   Asymmetric (the GPTQ default) is GPTQ's min-max with zero in range, exactly as in the core.
+ * - **Damping retries.** The reference fails outright when the damped Hessian is not positive
+ *   definite. Here attempt `k = 0 … maxDampRetries` uses `percdamp_k = percdamp · 10^k` (a zero
+ *   `percdamp` restarts from 0.001, so retry 1 uses GPTQ's default 0.01); the first positive
+ *   definite attempt wins and `percdampUsed` / `dampRetries` report it. GPTQModel has the same
+ *   idea with additive steps (`damp_auto_increment = 0.01`); ×10 reaches a working damping in
+ *   few attempts. After the last attempt a {@linkcode HessianNotPositiveDefiniteError} names
+ *   every damping tried.
+ * - **Inverse factor.** The reference computes `cholesky → cholesky_inverse → cholesky(upper)`
+ *   (about `n³` multiply-adds, and it forms `H⁻¹`). We factor the index-reversed matrix
+ *   `J H J = L Lᵀ` and invert `L`: then `U = J L⁻¹ J` is upper triangular with a positive diagonal
+ *   and `UᵀU = H⁻¹`, so by uniqueness of the Cholesky factor it is the same `U`, at `n³/3`
+ *   multiply-adds and without the explicit inverse ({@linkcode upperCholeskyOfInverse}).
+ * - **Precision.** Everything is float64 (the reference runs in float32); quantized values are
+ *   `fround(scale · (q − zero))` with float32 scales, as the core's dequantization.
+ * - **Hessian symmetry.** `H` is read as `(H + Hᵀ)/2` (identical for a symmetric `H`); the
+ *   reference's Cholesky reads one triangle only.
+ * - **Act-order ties.** Columns with equal `diag(H)` keep their original order (a stable sort);
+ *   `torch.argsort` does not promise an order.
+ * - **Group parameter modes.** `"reference"` reproduces the reference: parameters of the group
+ *   starting at column `c` are computed from the outer matrix, which carries the updates of earlier
+ *   blocks but not those of the current block. `"updated"` (not in the reference) computes them
+ *   from the fully updated columns; it is implemented by also ending the lazy blocks at group
+ *   boundaries, so it equals the reference run with block size `g` (bit for bit when
+ *   `blockSize = g`). `"static"` is the reference's `static_groups`.
+ *
+ * @module
+ */
+
+import {
+  groupParams,
+  MAX_BITS,
+  MIN_BITS,
+  packCodes,
+  type PackedWeight,
+  quantizeValue,
+  roundHalfEven,
+} from "../core/quantizer.ts";
+
+/** Options of {@linkcode gptqQuantizeLayer}. */
+export interface GptqLayerOptions {
+  /** Bits per weight, an integer in [2, 8]. */
+  bits: number;
+  /** Input columns per group; undefined or 0 means one group per output row. */
+  groupSize?: number;
+  /** Symmetric absmax (core convention) or asymmetric min-max with zero in range. */
+  symmetric: boolean;
+  /** Relative damping: `λ = percdamp · mean(diag H)` (reference default 0.01). */
+  percdamp: number;
+  /** Columns per lazy batch (reference default 128). */
+  blockSize: number;
+  /** Quantize columns in order of descending `diag(H)`; the result is in the original order. */
+  actOrder: boolean;
+  /** Where group parameters come from; see the module documentation. Ignored without groups. */
+  groupParams: "reference" | "updated" | "static";
+  /** GPTQ's MSE grid search for the range (grid 100, max shrink 0.8, norm 2.4). */
+  mse: boolean;
+  /** Extra attempts with ×10 damping when `H + λI` is not positive definite (default 5). */
+  maxDampRetries?: number;
+}
+
+/** The result of {@linkcode gptqQuantizeLayer}. */
+export interface GptqLayerResult {
+  /** `Ŵ` `[rows][cols]` in the original column order: `fround(scale · (code − zero))`. */
+  readonly dequantized: Float32Array;
+  /**
+   * Codes (original column order), scales and zeros `[rows][groupsPerRow]`. The group of column
+   * `c` is `groupIndex[c]` when `groupIndex` is set, else `floor(c / packed.groupSize)`.
+   */
+  readonly packed: PackedWeight;
+  /**
+   * Group of every column, set only with act-order and non-static groups (groups are then formed
+   * in the permuted order: `groupIndex[c] = floor(position of c in the order / g)`). Undefined
+   * means `floor(c / groupSize)`.
+   */
+  readonly groupIndex?: Uint32Array;
+  /** `Σ (w − q)² / U_ii² / 2` over all rows and columns (the reference's `Losses.sum()`). */
+  readonly loss: number;
+  /** The relative damping that made `H + λI` positive definite. */
+  readonly percdampUsed: number;
+  /** Failed Cholesky attempts before `percdampUsed`. */
+  readonly dampRetries: number;
+  /** Columns with `H_ii = 0`, which were set to zero. */
+  readonly deadColumns: number;
+}
+
+/** Defaults of the reference (`opt.py` / `gptq.py`), plus `maxDampRetries`. */
+export const GPTQ_DEFAULTS: Readonly<
+  Required<Omit<GptqLayerOptions, "bits" | "groupSize" | "symmetric">>
+> = {
+  percdamp: 0.01,
+  blockSize: 128,
+  actOrder: false,
+  groupParams: "reference",
+  mse: false,
+  maxDampRetries: 5,
+};
+
+/** GPTQ `Quantizer` MSE search: candidate ranges `p · range`, `p = 1 − i/grid`. */
+export const MSE_GRID = 100;
+/** Largest shrink tried: `i < maxshrink · grid`, so `p` goes down to 0.21. */
+export const MSE_MAX_SHRINK = 0.8;
+/** Exponent of the search's error `Σ |x̂ − x|^norm`. */
+export const MSE_NORM = 2.4;
+
+const F32_MIN_SUBNORMAL = 1.401298464324817e-45;
+
+/** The damped Hessian stayed indefinite for every damping tried. */
+export class HessianNotPositiveDefiniteError extends Error {
+  override name = "HessianNotPositiveDefiniteError";
+  /** Every relative damping tried, in order. */
+  readonly percdampsTried: readonly number[];
+  /** Creates the error; the message lists every damping tried. */
+  constructor(percdampsTried: readonly number[], meanDiag: number) {
+    super(
+      `Cannot factor the GPTQ Hessian: H + λI is not positive definite for percdamp ${
+        percdampsTried.join(", ")
+      } (λ = percdamp · mean(diag H), mean(diag H) = ${meanDiag})`,
+    );
+    this.percdampsTried = percdampsTried;
+  }
+}
+
+/** `Σ |fround(scale·(q − zero)) − x|^2.4` over `x[from..to)`, stopping once it reaches `bound`. */
+function mseError(
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  scale: number,
+  zero: number,
+  maxq: number,
+  bound: number,
+): number {
+  let err = 0;
+  for (let i = from; i < to; i++) {
+    const v = x[i]!;
+    const d = Math.abs(Math.fround(scale * (quantizeValue(v, scale, zero, maxq) - zero)) - v);
+    if (d !== 0) err += Math.pow(d, MSE_NORM);
+    if (err >= bound) return err;
+  }
+  return err;
+}
+
+/**
+ * Scale and zero point for one group `x[from..to)`, chosen by GPTQ's MSE grid search
+ * (`quant.py` `Quantizer.find_params` with `mse=True`): the min-max range is shrunk by
+ * `p = 1 − i/100` for `i < 80`, and the `p` with the least `Σ |x̂ − x|^2.4` wins (ties keep the
+ * larger range). `p = 1` is exactly {@linkcode groupParams}, so the result is never worse than it.
+ * Asymmetric: `[p·min, p·max]` (zero in range), zero re-rounded; symmetric (core absmax
+ * convention): `scale = p·max|x| / (2^(b−1) − 1)`, zero fixed at `2^(b−1)`.
+ *
+ * @param x Values; the group is `x[from..to)`.
+ * @param from First index of the group.
+ * @param to One past the last index.
+ * @param bits Bits per value.
+ * @param symmetric Core symmetric absmax instead of asymmetric min-max.
+ * @returns The float32 scale and integer zero point.
+ *
+ * @example Usage
+ * ```ts
+ * import { groupParams } from "../core/quantizer.ts";
+ * import { groupParamsMse } from "./gptq_core.ts";
+ * // One outlier: shrinking the range helps the other values more than it hurts the outlier.
+ * const x = [1, -1, 0.9, -0.9, 0.8, -0.8, 3];
+ * const minMax = groupParams(x, 0, x.length, 2, false); // scale 4/3
+ * const p = groupParamsMse(x, 0, x.length, 2, false);
+ * if (!(p.scale < minMax.scale)) throw new Error("expected a shrunken range");
+ * ```
+ */
+export function groupParamsMse(
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  bits: number,
+  symmetric: boolean,
+): { scale: number; zero: number } {
+  const maxq = 2 ** bits - 1;
+  let lo = 0;
+  let hi = 0;
+  for (let i = from; i < to; i++) {
+    const v = x[i]!;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  let best = groupParams(x, from, to, bits, symmetric);
+  if (lo === 0 && hi === 0) return best;
+  let bestErr = mseError(x, from, to, best.scale, best.zero, maxq, Infinity);
+  const steps = Math.floor(MSE_MAX_SHRINK * MSE_GRID);
+  const half = 2 ** (bits - 1);
+  const m = Math.max(-lo, hi);
+  for (let i = 1; i < steps; i++) {
+    const p = 1 - i / MSE_GRID;
+    let scale: number;
+    let zero: number;
+    if (symmetric) {
+      scale = Math.fround((p * m) / (half - 1));
+      if (scale === 0) continue;
+      zero = half;
+    } else {
+      const lo1 = p * lo;
+      const hi1 = p * hi;
+      scale = Math.fround((hi1 - lo1) / maxq) || F32_MIN_SUBNORMAL;
+      zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo1 / scale)));
+    }
+    const err = mseError(x, from, to, scale, zero, maxq, bestErr);
+    if (err < bestErr) {
+      bestErr = err;
+      best = { scale, zero };
+    }
+  }
+  return best;
+}
+
+/**
+ * In-place lower Cholesky factor of the lower triangle of `a` (row-major `n×n`; the strict upper
+ * triangle is neither read nor written). Row-oriented (Cholesky–Banachiewicz): every inner loop is
+ * a dot product of two contiguous row prefixes; rows are processed in blocks, four at a time
+ * sharing the loads of row `j`, so each finished row is streamed from memory once per block.
+ * Returns false when a pivot is not positive (not positive definite, or NaN).
+ */
+function choleskyLowerInPlace(a: Float64Array, n: number): boolean {
+  const BS = 16;
+  for (let i0 = 0; i0 < n; i0 += BS) {
+    const iEnd = Math.min(i0 + BS, n);
+    for (let j = 0; j < iEnd; j++) {
+      const jr = j * n;
+      let i = j > i0 ? j : i0;
+      if (i === j) {
+        // Diagonal entry first: the later rows of this column divide by it.
+        const s = a[jr + j]! - dotPrefix(a, jr, jr, j);
+        if (!(s > 0)) return false;
+        a[jr + j] = Math.sqrt(s);
+        i++;
+      }
+      const ljj = a[jr + j]!;
+      for (; i + 3 < iEnd; i += 4) {
+        const r0 = i * n;
+        const r1 = r0 + n;
+        const r2 = r1 + n;
+        const r3 = r2 + n;
+        let s0 = 0;
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        for (let k = 0; k < j; k++) {
+          const b = a[jr + k]!;
+          s0 += a[r0 + k]! * b;
+          s1 += a[r1 + k]! * b;
+          s2 += a[r2 + k]! * b;
+          s3 += a[r3 + k]! * b;
+        }
+        a[r0 + j] = (a[r0 + j]! - s0) / ljj;
+        a[r1 + j] = (a[r1 + j]! - s1) / ljj;
+        a[r2 + j] = (a[r2 + j]! - s2) / ljj;
+        a[r3 + j] = (a[r3 + j]! - s3) / ljj;
+      }
+      for (; i < iEnd; i++) {
+        const ir = i * n;
+        a[ir + j] = (a[ir + j]! - dotPrefix(a, ir, jr, j)) / ljj;
+      }
+    }
+  }
+  return true;
+}
+
+/** `Σ_{k<len} a[p+k]·a[q+k]`. */
+function dotPrefix(a: Float64Array, p: number, q: number, len: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let k = 0;
+  for (; k + 3 < len; k += 4) {
+    s0 += a[p + k]! * a[q + k]!;
+    s1 += a[p + k + 1]! * a[q + k + 1]!;
+    s2 += a[p + k + 2]! * a[q + k + 2]!;
+    s3 += a[p + k + 3]! * a[q + k + 3]!;
+  }
+  for (; k < len; k++) s0 += a[p + k]! * a[q + k]!;
+  return (s0 + s1) + (s2 + s3);
+}
+
+/**
+ * Inverse `M = L⁻¹` of the lower-triangular `L` in the lower triangle of `a`, written transposed
+ * into the strict upper triangle (`a[j][i] = M[i][j]` for `j < i`; `L` stays in place) with the
+ * diagonal `M_ii = 1/L_ii` in `diag`. Entries are dot products
+ * `M_ij = −(Σ_{k=j}^{i−1} L_ik M_kj) / L_ii` of a row of `L` and a row of `Mᵀ`, both contiguous;
+ * four rows of `L` at a time share the loads of `Mᵀ`'s row.
+ */
+function invertLowerTransposed(a: Float64Array, n: number, diag: Float64Array): void {
+  for (let i = 0; i < n; i++) diag[i] = 1 / a[i * n + i]!;
+  for (let i0 = 0; i0 < n; i0 += 4) {
+    const iEnd = Math.min(i0 + 4, n);
+    for (let j = 0; j < iEnd - 1; j++) {
+      const jr = j * n;
+      const mjj = diag[j]!;
+      if (j < i0 && iEnd - i0 === 4) {
+        const r0 = i0 * n;
+        const r1 = r0 + n;
+        const r2 = r1 + n;
+        const r3 = r2 + n;
+        // Terms k = j … i0−1 (rows of M finished in earlier blocks).
+        let s0 = a[r0 + j]! * mjj;
+        let s1 = a[r1 + j]! * mjj;
+        let s2 = a[r2 + j]! * mjj;
+        let s3 = a[r3 + j]! * mjj;
+        for (let k = j + 1; k < i0; k++) {
+          const t = a[jr + k]!;
+          s0 += a[r0 + k]! * t;
+          s1 += a[r1 + k]! * t;
+          s2 += a[r2 + k]! * t;
+          s3 += a[r3 + k]! * t;
+        }
+        // Terms k in this block, finished just above.
+        const m0 = -s0 * diag[i0]!;
+        a[jr + i0] = m0;
+        const m1 = -(s1 + a[r1 + i0]! * m0) * diag[i0 + 1]!;
+        a[jr + i0 + 1] = m1;
+        const m2 = -(s2 + a[r2 + i0]! * m0 + a[r2 + i0 + 1]! * m1) * diag[i0 + 2]!;
+        a[jr + i0 + 2] = m2;
+        a[jr + i0 + 3] = -(s3 + a[r3 + i0]! * m0 + a[r3 + i0 + 1]! * m1 + a[r3 + i0 + 2]! * m2) *
+          diag[i0 + 3]!;
+      } else {
+        for (let i = Math.max(i0, j + 1); i < iEnd; i++) {
+          const ir = i * n;
+          let s = a[ir + j]! * mjj;
+          for (let k = j + 1; k < i; k++) s += a[ir + k]! * a[jr + k]!;
+          a[jr + i] = -s * diag[i]!;
+        }
+      }
+    }
+  }
+}
+
+/** In-place transpose of a row-major `n×n` matrix, in 32×32 tiles. */
+function transposeInPlace(a: Float64Array, n: number): void {
+  const T = 32;
+  for (let i0 = 0; i0 < n; i0 += T) {
+    const iEnd = Math.min(i0 + T, n);
+    for (let j0 = i0; j0 < n; j0 += T) {
+      const jEnd = Math.min(j0 + T, n);
+      for (let i = i0; i < iEnd; i++) {
+        for (let j = j0 === i0 ? i + 1 : j0; j < jEnd; j++) {
+          const x = a[i * n + j]!;
+          a[i * n + j] = a[j * n + i]!;
+          a[j * n + i] = x;
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Turn the lower triangle of `a`, holding `J H J` for a symmetric positive definite `H`, into `U`,
+ * the upper Cholesky factor of `H⁻¹` (`H⁻¹ = UᵀU`), with zeros below the diagonal. Returns false
+ * (with `a` clobbered) when `J H J` is not positive definite.
+ */
+function reversedToInverseFactor(a: Float64Array, n: number): boolean {
+  if (!choleskyLowerInPlace(a, n)) return false;
+  const diag = new Float64Array(n);
+  invertLowerTransposed(a, n, diag);
+  // Keep Mᵀ = (L⁻¹)ᵀ: clear L, put the diagonal back.
+  for (let i = 0; i < n; i++) {
+    a.fill(0, i * n, i * n + i);
+    a[i * n + i] = diag[i]!;
+  }
+  // U = J M J = (J Mᵀ J)ᵀ: reversing the storage maps (i, j) to (n−1−i, n−1−j); then transpose.
+  a.reverse();
+  transposeInPlace(a, n);
+  return true;
+}
+
+/**
+ * The upper-triangular `U` with positive diagonal and `UᵀU = H⁻¹` (what the reference gets from
+ * `cholesky → cholesky_inverse → cholesky(upper=True)`), computed without forming `H⁻¹`: factor the
+ * index-reversed `J H J = L Lᵀ`, then `U = J L⁻¹ J`.
+ *
+ * @param h Symmetric `n×n` matrix, row-major; only its lower triangle is read; not modified.
+ * @param n Order of `h`.
+ * @returns `U` row-major with zeros below the diagonal, or undefined when `h` is not positive
+ * definite.
+ *
+ * @example Usage
+ * ```ts
+ * import { upperCholeskyOfInverse } from "./gptq_core.ts";
+ * const u = upperCholeskyOfInverse(new Float64Array([4, 0, 0, 9]), 2)!;
+ * if (u[0] !== 0.5 || Math.abs(u[3]! - 1 / 3) > 1e-15) throw new Error("diag(1/2, 1/3)");
+ * ```
+ */
+export function upperCholeskyOfInverse(h: Float64Array, n: number): Float64Array | undefined {
+  if (h.length !== n * n) throw new RangeError(`Matrix has ${h.length} values, expected ${n}×${n}`);
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) a[i * n + j] = h[(n - 1 - j) * n + (n - 1 - i)]!;
+  }
+  return reversedToInverseFactor(a, n) ? a : undefined;
+}
+
+/**
+ * Fill the lower triangle of `a` with `J (Hp + λI) J`, where `Hp[x][y] = (H + Hᵀ)/2` at
+ * `(perm[x], perm[y])` and the diagonal is `diag` (dead columns already set to 1).
+ */
+function fillReversedHessian(
+  a: Float64Array,
+  h: Float64Array,
+  n: number,
+  perm: Uint32Array,
+  diag: Float64Array,
+  lambda: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const x = n - 1 - i;
+    const px = perm[x]!;
+    const ar = i * n;
+    for (let j = 0; j < i; j++) {
+      const py = perm[n - 1 - j]!;
+      a[ar + j] = 0.5 * (h[px * n + py]! + h[py * n + px]!);
+    }
+    a[ar + i] = diag[px]! + lambda;
+  }
+}
+
+/**
+ * `W[:, i2:] −= Err · U[i1:i2, i2:]`: a rank-`(i2 − i1)` update, tiled over columns so the tile of
+ * `U` stays in cache across all rows; inner loops are contiguous in `W` and `U`, and two rows of
+ * `W` share each load of `U`.
+ */
+function trailingUpdate(
+  w: Float64Array,
+  u: Float64Array,
+  err: Float64Array,
+  rows: number,
+  n: number,
+  errStride: number,
+  i1: number,
+  i2: number,
+): void {
+  const cnt = i2 - i1;
+  const TILE = 256;
+  for (let c0 = i2; c0 < n; c0 += TILE) {
+    const c1 = Math.min(c0 + TILE, n);
+    let r = 0;
+    for (; r + 1 < rows; r += 2) {
+      const wa = r * n;
+      const wb = wa + n;
+      const ea = r * errStride;
+      const eb = ea + errStride;
+      let k = 0;
+      for (; k + 3 < cnt; k += 4) {
+        const a0 = err[ea + k]!;
+        const a1 = err[ea + k + 1]!;
+        const a2 = err[ea + k + 2]!;
+        const a3 = err[ea + k + 3]!;
+        const b0 = err[eb + k]!;
+        const b1 = err[eb + k + 1]!;
+        const b2 = err[eb + k + 2]!;
+        const b3 = err[eb + k + 3]!;
+        const u0 = (i1 + k) * n;
+        const u1 = u0 + n;
+        const u2 = u1 + n;
+        const u3 = u2 + n;
+        for (let j = c0; j < c1; j++) {
+          const x0 = u[u0 + j]!;
+          const x1 = u[u1 + j]!;
+          const x2 = u[u2 + j]!;
+          const x3 = u[u3 + j]!;
+          w[wa + j] = w[wa + j]! - ((a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3));
+          w[wb + j] = w[wb + j]! - ((b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3));
+        }
+      }
+      for (; k < cnt; k++) {
+        const a0 = err[ea + k]!;
+        const b0 = err[eb + k]!;
+        const u0 = (i1 + k) * n;
+        for (let j = c0; j < c1; j++) {
+          const x0 = u[u0 + j]!;
+          w[wa + j] = w[wa + j]! - a0 * x0;
+          w[wb + j] = w[wb + j]! - b0 * x0;
+        }
+      }
+    }
+    for (; r < rows; r++) {
+      const wr = r * n;
+      const er = r * errStride;
+      for (let k = 0; k < cnt; k++) {
+        const e0 = err[er + k]!;
+        const u0 = (i1 + k) * n;
+        for (let j = c0; j < c1; j++) w[wr + j] = w[wr + j]! - e0 * u[u0 + j]!;
+      }
+    }
+  }
+}
+
+function checkInteger(name: string, v: number, min: number): void {
+  if (!Number.isInteger(v) || v < min) {
+    throw new RangeError(`Cannot run GPTQ: ${name} must be an integer ≥ ${min}, got ${v}`);
+  }
+}
+
+/**
+ * Quantize one linear layer with GPTQ (METHODS.md §3.3): round columns one at a time and
+ * compensate each column's error on the columns not yet quantized, weighted by the inverse
+ * Hessian.
+ *
+ * @param w Weights `[rows][cols]` (`[out][in]`), row-major; not modified.
+ * @param rows Output features.
+ * @param cols Input features.
+ * @param hessian `H` `[cols][cols]`, symmetric positive semi-definite (e.g. `2/N · Σ x xᵀ`);
+ *   read as `(H + Hᵀ)/2`; not modified.
+ * @param options Bits, grouping and the GPTQ knobs (see {@linkcode GPTQ_DEFAULTS}).
+ * @returns `Ŵ`, the packed form, the reference's loss and the damping used.
+ * @throws {RangeError} On bad shapes, options or non-finite inputs.
+ * @throws {HessianNotPositiveDefiniteError} When no damping tried makes `H + λI` positive definite.
+ *
+ * @example Usage
+ * ```ts
+ * import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
+ * const w = new Float32Array([0.3, -0.7, 0.2, 0.9, 0.1, -0.4]);
+ * const h = new Float64Array([2, 1, 0, 1, 2, 1, 0, 1, 2]); // 3×3, positive definite
+ * const r = gptqQuantizeLayer(w, 2, 3, h, { ...GPTQ_DEFAULTS, bits: 4, symmetric: false });
+ * if (r.dequantized.length !== 6 || !(r.loss >= 0)) throw new Error("unexpected result");
+ * ```
+ */
+export function gptqQuantizeLayer(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  hessian: Float64Array,
+  options: GptqLayerOptions,
+): GptqLayerResult {
+  // --- Validation -------------------------------------------------------------------------
+  const { bits, symmetric, percdamp, blockSize, actOrder, mse } = options;
+  if (!Number.isInteger(bits) || bits < MIN_BITS || bits > MAX_BITS) {
+    throw new RangeError(
+      `Cannot quantize to ${bits} bits: bits must be an integer in [${MIN_BITS}, ${MAX_BITS}]`,
+    );
+  }
+  checkInteger("rows", rows, 1);
+  checkInteger("cols", cols, 1);
+  const g = options.groupSize ?? 0;
+  checkInteger("groupSize", g, 0);
+  checkInteger("blockSize", blockSize, 1);
+  const maxRetries = options.maxDampRetries ?? GPTQ_DEFAULTS.maxDampRetries;
+  checkInteger("maxDampRetries", maxRetries, 0);
+  if (!Number.isFinite(percdamp) || percdamp < 0) {
+    throw new RangeError(`Cannot run GPTQ: percdamp must be finite and ≥ 0, got ${percdamp}`);
+  }
+  const mode = options.groupParams;
+  if (mode !== "reference" && mode !== "updated" && mode !== "static") {
+    throw new RangeError(`Cannot run GPTQ: unknown groupParams mode "${mode}"`);
+  }
+  if (w.length !== rows * cols) {
+    throw new RangeError(`Matrix has ${w.length} values, expected ${rows}×${cols}`);
+  }
+  const n = cols;
+  if (hessian.length !== n * n) {
+    throw new RangeError(
+      `Hessian has ${hessian.length} values, expected ${n}×${n} for a matrix with ${n} columns`,
+    );
+  }
+  for (let i = 0; i < w.length; i++) {
+    if (!Number.isFinite(w[i]!)) {
+      throw new RangeError(
+        `Cannot quantize: value ${w[i]} at row ${Math.floor(i / cols)}, column ${i % cols}`,
+      );
+    }
+  }
+  for (let i = 0; i < hessian.length; i++) {
+    if (!Number.isFinite(hessian[i]!)) {
+      throw new RangeError(
+        `Cannot run GPTQ: Hessian value ${hessian[i]} at (${Math.floor(i / n)}, ${i % n})`,
+      );
+    }
+  }
+
+  const params = mse ? groupParamsMse : groupParams;
+  const maxq = 2 ** bits - 1;
+  const grouped = g > 0;
+  const gs = grouped ? g : n; // packed group size
+  const groupsPerRow = Math.ceil(n / gs);
+  const isStatic = grouped && mode === "static";
+  const isDynamic = grouped && !isStatic;
+  const scales = new Float32Array(rows * groupsPerRow);
+  const zeros = new Uint8Array(rows * groupsPerRow);
+
+  // --- Working copy; per-row parameters from the original W (before dead columns) ---------
+  let wp = Float64Array.from(w);
+  if (!grouped) {
+    for (let r = 0; r < rows; r++) {
+      const p = params(wp, r * n, (r + 1) * n, bits, symmetric);
+      scales[r] = p.scale;
+      zeros[r] = p.zero;
+    }
+  }
+
+  // --- Dead columns ------------------------------------------------------------------------
+  const diag = new Float64Array(n);
+  let deadColumns = 0;
+  for (let i = 0; i < n; i++) {
+    let d = hessian[i * n + i]!;
+    if (d === 0) {
+      d = 1;
+      deadColumns++;
+      for (let r = 0; r < rows; r++) wp[r * n + i] = 0;
+    }
+    diag[i] = d;
+  }
+
+  // --- Static groups: parameters from W before any update, original column order -----------
+  if (isStatic) {
+    for (let r = 0; r < rows; r++) {
+      for (let gi = 0; gi < groupsPerRow; gi++) {
+        const from = r * n + gi * g;
+        const p = params(wp, from, Math.min(from + g, (r + 1) * n), bits, symmetric);
+        scales[r * groupsPerRow + gi] = p.scale;
+        zeros[r * groupsPerRow + gi] = p.zero;
+      }
+    }
+  }
+
+  // --- Act-order permutation ---------------------------------------------------------------
+  const perm = new Uint32Array(n);
+  for (let i = 0; i < n; i++) perm[i] = i;
+  if (actOrder) {
+    const order = Array.from(perm).sort((x, y) => diag[y]! - diag[x]! || x - y);
+    perm.set(order);
+    const permuted = new Float64Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      const base = r * n;
+      for (let j = 0; j < n; j++) permuted[base + j] = wp[base + perm[j]!]!;
+    }
+    wp = permuted;
+  }
+
+  // --- Damping with retries, U = upper Cholesky factor of (Hp + λI)⁻¹ --------------------
+  let meanDiag = 0;
+  for (let i = 0; i < n; i++) meanDiag += diag[i]!;
+  meanDiag /= n;
+  const u = new Float64Array(n * n);
+  const tried: number[] = [];
+  let percdampUsed = NaN;
+  for (let k = 0; k <= maxRetries; k++) {
+    const pd = k === 0 ? percdamp : (percdamp > 0 ? percdamp : 0.001) * 10 ** k;
+    tried.push(pd);
+    fillReversedHessian(u, hessian, n, perm, diag, pd * meanDiag);
+    if (reversedToInverseFactor(u, n)) {
+      percdampUsed = pd;
+      break;
+    }
+  }
+  if (Number.isNaN(percdampUsed)) throw new HessianNotPositiveDefiniteError(tried, meanDiag);
+
+  // --- Lazy-batch sweep --------------------------------------------------------------------
+  const codesP = new Uint8Array(rows * n);
+  const err = new Float64Array(rows * blockSize);
+  let lossSum = 0;
+  for (let i1 = 0; i1 < n;) {
+    let i2 = Math.min(i1 + blockSize, n);
+    if (isDynamic && mode === "updated") i2 = Math.min(i2, (Math.floor(i1 / g) + 1) * g);
+    for (let r = 0; r < rows; r++) {
+      const wr = r * n;
+      const pr = r * groupsPerRow;
+      // Groups starting in this block: parameters from W as it stands at the block start.
+      if (isDynamic) {
+        for (let c = Math.ceil(i1 / g) * g; c < i2; c += g) {
+          const p = params(wp, wr + c, wr + Math.min(c + g, n), bits, symmetric);
+          scales[pr + c / g] = p.scale;
+          zeros[pr + c / g] = p.zero;
+        }
+      }
+      let s = scales[pr]!;
+      let z = zeros[pr]!;
+      const er = r * blockSize - i1;
+      for (let i = i1; i < i2; i++) {
+        if (isDynamic) {
+          if (i === i1 || i % g === 0) {
+            const gi = pr + Math.floor(i / g);
+            s = scales[gi]!;
+            z = zeros[gi]!;
+          }
+        } else if (isStatic) {
+          const gi = pr + Math.floor(perm[i]! / g);
+          s = scales[gi]!;
+          z = zeros[gi]!;
+        }
+        const x = wp[wr + i]!;
+        const code = quantizeValue(x, s, z, maxq);
+        const ui = i * n;
+        const e = (x - s * (code - z)) / u[ui + i]!;
+        lossSum += e * e;
+        err[er + i] = e;
+        codesP[wr + i] = code;
+        for (let j = i + 1; j < i2; j++) wp[wr + j] = wp[wr + j]! - e * u[ui + j]!;
+      }
+    }
+    if (i2 < n) trailingUpdate(wp, u, err, rows, n, blockSize, i1, i2);
+    i1 = i2;
+  }
+
+  // --- Un-permute into original column order -----------------------------------------------
+  const codes = new Uint8Array(rows * n);
+  const dequantized = new Float32Array(rows * n);
+  const groupOf = new Uint32Array(n); // group of the column at permuted position j
+  for (let j = 0; j < n; j++) {
+    groupOf[j] = grouped ? Math.floor((isStatic ? perm[j]! : j) / g) : 0;
+  }
+  for (let r = 0; r < rows; r++) {
+    const base = r * n;
+    const pr = r * groupsPerRow;
+    for (let j = 0; j < n; j++) {
+      const gi = pr + groupOf[j]!;
+      const code = codesP[base + j]!;
+      const c = perm[j]!;
+      codes[base + c] = code;
+      dequantized[base + c] = scales[gi]! * (code - zeros[gi]!);
+    }
+  }
+  const packed = packCodes(codes, rows, n, bits, { groupSize: gs, scales, zeros });
+  const result: GptqLayerResult = {
+    dequantized,
+    packed,
+    loss: lossSum / 2,
+    percdampUsed,
+    dampRetries: tried.length - 1,
+    deadColumns,
+  };
+  if (actOrder && isDynamic) {
+    const groupIndex = new Uint32Array(n);
+    for (let j = 0; j < n; j++) groupIndex[perm[j]!] = groupOf[j]!;
+    return { ...result, groupIndex };
+  }
+  return result;
+}
