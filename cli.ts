@@ -29,12 +29,17 @@ Usage: deno task bench --matrix w2-w8 [flags]
 
   --matrix ID|FILE   preset id (bench/presets/ID.json) or a preset JSON file   [w2-w8]
   --model IDS        models: registry id, hf:owner/repo[@rev] or a directory (comma list)
-  --methods IDS      methods (comma list): ${METHODS.items.map((m) => m.id).join(", ")}
+  --methods SPECS    method specs (comma list) from: ${METHODS.items.map((m) => m.id).join(", ")};
+                     parameters as id:key=value[:key=value], e.g. gptq:actOrder=true
   --bits LIST        weight bits, e.g. 2-8 or 3,4,8
   --group LIST       channel, tensor or a column count, e.g. channel,32
   --symmetric        symmetric absmax instead of asymmetric min-max
   --tasks IDS        tasks (comma list): ${TASK_IDS.join(", ")}, file:PATH
   --limit N          keep the first N windows/documents of each task
+  --calib SOURCE     calibration corpus: tinystories (its calib half), c4, wikitext2  [tinystories]
+  --calib-samples N  calibration windows                                         [128]
+  --calib-seqlen N   tokens per calibration window, BOS included                 [256]
+  --seed N           calibration sampling seed                                   [0]
   --data DIR         dataset root (env LOWBIT_DATA; default ../shared/data)
   --out DIR          results directory (default results/runs/<matrix id>)
   --shard I/N        run every N-th cell starting at I (0-based), for CI fan-out
@@ -83,6 +88,7 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
   let total = 0;
   let started = 0;
   let lastDraw = 0;
+  let phase = "";
   const t0 = performance.now();
   let doneCells = 0;
   let workDone = 0;
@@ -104,7 +110,12 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
       }
     } else if (e.type === "cell-start") {
       started = performance.now();
+      phase = "";
     } else if (e.type === "cell-progress" && tty) {
+      if (e.phase !== phase) {
+        phase = e.phase;
+        started = performance.now();
+      }
       const now = performance.now();
       if (now - lastDraw < 100 && e.done < e.total) return;
       lastDraw = now;
@@ -112,7 +123,9 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
       const eta = frac > 0 ? ((now - started) / frac - (now - started)) / 1000 : NaN;
       const bar = "#".repeat(Math.round(frac * 20)).padEnd(20, ".");
       write(
-        `\r\x1b[K[${e.index + 1}/${total}] [${bar}] ${e.done}/${e.total} ETA ${eta.toFixed(0)}s`,
+        `\r\x1b[K[${e.index + 1}/${total}] ${e.phase} [${bar}] ${e.done}/${e.total} ETA ${
+          eta.toFixed(0)
+        }s`,
       );
     } else if (e.type === "cell-done") {
       doneCells++;
@@ -147,6 +160,10 @@ async function main(argv: string[]): Promise<number> {
       symmetric: { type: "boolean" },
       tasks: { type: "string" },
       limit: { type: "string" },
+      calib: { type: "string" },
+      "calib-samples": { type: "string" },
+      "calib-seqlen": { type: "string" },
+      seed: { type: "string" },
       data: { type: "string" },
       out: { type: "string" },
       shard: { type: "string" },
@@ -170,16 +187,43 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   const groups: GroupSetting[] = values.group ? parseGroups(values.group) : [...preset.groups];
+  const intFlag = (name: string, v: string | undefined, min: number): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) {
+      throw new RangeError(`--${name} must be an integer ≥ ${min}, got "${v}"`);
+    }
+    return n;
+  };
+  const samples = intFlag("calib-samples", values["calib-samples"], 1);
+  const seqLen = intFlag("calib-seqlen", values["calib-seqlen"], 2);
+  const seed = intFlag("seed", values.seed, 0);
+  const calibration = {
+    ...preset.calibration,
+    ...(values.calib !== undefined ? { source: values.calib } : {}),
+    ...(samples !== undefined ? { samples } : {}),
+    ...(seqLen !== undefined ? { seqLen } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+  };
+  // --bits / --group apply to every method, overriding a preset entry's own lists.
+  const methods = list(values.methods) ?? preset.methods.map((e) =>
+    typeof e === "string" ? e : {
+      method: e.method,
+      ...(e.bits && !values.bits ? { bits: e.bits } : {}),
+      ...(e.groups && !values.group ? { groups: e.groups } : {}),
+    }
+  );
   const spec: MatrixSpec = {
     id: preset.id,
     ...(preset.description ? { description: preset.description } : {}),
     models: list(values.model) ?? preset.models,
-    methods: list(values.methods) ?? preset.methods,
+    methods,
     bits: values.bits ? parseIntList(values.bits, "bits") : preset.bits,
     groups,
     tasks: list(values.tasks) ?? preset.tasks,
     symmetric: values.symmetric ?? preset.symmetric,
     ...(limit !== undefined ? { limit } : {}),
+    calibration,
   };
   let shard: { index: number; count: number } | undefined;
   if (values.shard) {
@@ -200,7 +244,7 @@ async function main(argv: string[]): Promise<number> {
     const { cells } = await planMatrix(spec, { dataDir, onEvent, ...(shard ? { shard } : {}) });
     for (const c of cells) {
       console.log(
-        `${c.cellId}  ${c.spec.model}  ${c.method.id}  ${quantLabel(c.spec.quant)}  ${c.task.id}`,
+        `${c.cellId}  ${c.spec.model}  ${c.spec.method}  ${quantLabel(c.spec.quant)}  ${c.task.id}`,
       );
     }
     console.log(`${cells.length} cells`);

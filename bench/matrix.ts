@@ -2,34 +2,49 @@
  * The matrix: models × methods × bit configurations × tasks, from a preset and flag overrides.
  *
  * A preset is a JSON file in `bench/presets/` (`{id, description, models, methods, bits, groups,
- * tasks, symmetric, limit?}`). Every model × task pair also gets the full-precision cell (`fp`),
- * the reference of KL and agreement metrics.
+ * tasks, symmetric, limit?, calibration?}`). A `methods` entry is a method spec (`gptq`,
+ * `gptq:actOrder=true`) or `{method, bits?, groups?}` to give that method its own bit-widths or
+ * groups. Every model × task pair also gets the full-precision cell (`fp`), the reference of KL and
+ * agreement metrics.
  *
  * @module
  */
 
+import type { CalibrationSpec } from "../calibration/set.ts";
 import type { QuantConfig } from "../methods/types.ts";
 
 /** A group setting: per output channel, per tensor, or a number of input columns. */
 export type GroupSetting = "channel" | "tensor" | number;
+
+/** A method spec with, optionally, its own bit-widths and groups. */
+export interface MethodEntry {
+  /** Method spec: `rtn`, `gptq:actOrder=true`. */
+  readonly method: string;
+  readonly bits?: readonly number[];
+  readonly groups?: readonly GroupSetting[];
+}
 
 /** Everything that defines a matrix. */
 export interface MatrixSpec {
   readonly id: string;
   readonly description?: string;
   readonly models: readonly string[];
-  readonly methods: readonly string[];
+  /** Method specs, or entries with their own bits/groups (which override `bits`/`groups`). */
+  readonly methods: readonly (string | MethodEntry)[];
   readonly bits: readonly number[];
   readonly groups: readonly GroupSetting[];
   readonly tasks: readonly string[];
   readonly symmetric: boolean;
   /** Keep only the first N evaluation units of each task. */
   readonly limit?: number;
+  /** Calibration set of methods that need one (defaults: `DEFAULT_CALIBRATION`). */
+  readonly calibration?: Partial<CalibrationSpec>;
 }
 
 /** One cell of the matrix. */
 export interface CellSpec {
   readonly model: string;
+  /** Method spec (`gptq:actOrder=true`). */
   readonly method: string;
   readonly quant: QuantConfig;
   readonly task: string;
@@ -59,10 +74,12 @@ export function expandMatrix(spec: MatrixSpec): CellSpec[] {
   for (const model of spec.models) {
     for (const task of spec.tasks) {
       cells.push({ model, method: "fp", quant: FP_QUANT, task, ...lim });
-      for (const method of spec.methods) {
+      for (const entry of spec.methods) {
+        const e: MethodEntry = typeof entry === "string" ? { method: entry } : entry;
+        const method = e.method;
         if (method === "fp") continue;
-        for (const bits of spec.bits) {
-          for (const group of spec.groups) {
+        for (const bits of e.bits ?? spec.bits) {
+          for (const group of e.groups ?? spec.groups) {
             cells.push({
               model,
               method,
@@ -124,16 +141,60 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
   }
   const groups = o.groups;
   if (!Array.isArray(groups)) throw new SyntaxError(`${file}: field "groups" must be an array`);
+  const models = strings("models");
+  if (!Array.isArray(o.methods)) {
+    throw new SyntaxError(`${file}: field "methods" must be an array`);
+  }
+  const methods = o.methods.map((m, i): string | MethodEntry => {
+    if (typeof m === "string") return m;
+    const e = m as Record<string, unknown> | null;
+    if (!e || typeof e !== "object" || typeof e.method !== "string") {
+      throw new SyntaxError(
+        `${file}: methods[${i}] must be a method spec string or {"method", "bits"?, "groups"?}`,
+      );
+    }
+    if (e.bits !== undefined && !(Array.isArray(e.bits) && e.bits.every(Number.isInteger))) {
+      throw new SyntaxError(`${file}: methods[${i}].bits must be an array of integers`);
+    }
+    if (e.groups !== undefined && !Array.isArray(e.groups)) {
+      throw new SyntaxError(`${file}: methods[${i}].groups must be an array`);
+    }
+    return {
+      method: e.method,
+      ...(e.bits !== undefined ? { bits: e.bits as number[] } : {}),
+      ...(e.groups !== undefined ? { groups: parseGroups((e.groups as unknown[]).join(",")) } : {}),
+    };
+  });
+  let calibration: Partial<CalibrationSpec> | undefined;
+  if (o.calibration !== undefined) {
+    const c = o.calibration as Record<string, unknown> | null;
+    if (!c || typeof c !== "object") {
+      throw new SyntaxError(`${file}: field "calibration" must be an object`);
+    }
+    const out: { -readonly [K in keyof CalibrationSpec]?: CalibrationSpec[K] } = {};
+    for (const [k, v] of Object.entries(c)) {
+      if (k === "source" && typeof v === "string") out.source = v;
+      else if ((k === "samples" || k === "seqLen" || k === "seed") && Number.isInteger(v)) {
+        out[k] = v as number;
+      } else {
+        throw new SyntaxError(
+          `${file}: calibration.${k} is not valid (source: string; samples, seqLen, seed: integers)`,
+        );
+      }
+    }
+    calibration = out;
+  }
   const spec: MatrixSpec = {
     id: o.id,
     ...(typeof o.description === "string" ? { description: o.description } : {}),
-    models: strings("models"),
-    methods: strings("methods"),
+    models,
+    methods,
     bits,
     groups: parseGroups(groups.join(",")),
     tasks: strings("tasks"),
     symmetric: o.symmetric === true,
     ...(typeof o.limit === "number" ? { limit: o.limit } : {}),
+    ...(calibration ? { calibration } : {}),
   };
   return spec;
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { expandMatrix, parseGroups, parseIntList, parsePreset } from "./matrix.ts";
 import { quantLabel } from "../methods/types.ts";
 
-Deno.test("the w2-w8 preset expands to FP32 plus RTN W2,W3,W4,W5,W6,W8 × per-channel, g32", async () => {
+Deno.test("the w2-w8 preset: FP32, RTN W2–W8 and GPTQ W2,W3,W4,W8, per-channel and g32", async () => {
   const file = new URL("./presets/w2-w8.json", import.meta.url);
   const spec = parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
   const cells = expandMatrix(spec);
@@ -20,8 +20,17 @@ Deno.test("the w2-w8 preset expands to FP32 plus RTN W2,W3,W4,W5,W6,W8 × per-ch
     "rtn W6A16g32",
     "rtn W8A16",
     "rtn W8A16g32",
+    "gptq W2A16",
+    "gptq W2A16g32",
+    "gptq W3A16",
+    "gptq W3A16g32",
+    "gptq W4A16",
+    "gptq W4A16g32",
+    "gptq W8A16",
+    "gptq W8A16g32",
   ]);
-  assert.ok(cells.every((c) => c.model === "stories260K" && c.task === "tinystories"));
+  assert.ok(cells.every((c) => c.model === "stories260K" && c.task === "tinystories:eval"));
+  assert.deepEqual(spec.calibration, { source: "tinystories", samples: 128, seqLen: 256, seed: 0 });
 });
 
 Deno.test("parseIntList() reads ranges and lists; rejects garbage with SyntaxError", () => {
@@ -49,5 +58,26 @@ Deno.test("parsePreset() names the file and field that is wrong", () => {
         "p.json",
       ),
     /p\.json: field "bits" must be an array of integers/,
+  );
+});
+
+Deno.test("parsePreset() reads method entries with their own bits and checks calibration", () => {
+  const base = { id: "x", models: ["m"], bits: [4], groups: ["channel"], tasks: ["t"] };
+  const spec = parsePreset(
+    { ...base, methods: ["rtn", { method: "gptq:actOrder=true", bits: [3], groups: [32] }] },
+    "p.json",
+  );
+  assert.deepEqual(expandMatrix(spec).map((c) => `${c.method} ${quantLabel(c.quant)}`), [
+    "fp FP32",
+    "rtn W4A16",
+    "gptq:actOrder=true W3A16g32",
+  ]);
+  assert.throws(
+    () => parsePreset({ ...base, methods: [{ bits: [3] }] }, "p.json"),
+    /p\.json: methods\[0\] must be a method spec string/,
+  );
+  assert.throws(
+    () => parsePreset({ ...base, methods: [], calibration: { samples: "many" } }, "p.json"),
+    /p\.json: calibration\.samples is not valid/,
   );
 });

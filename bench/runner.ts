@@ -30,6 +30,14 @@ import { getTask } from "../tasks/mod.ts";
 import { EvalPool } from "../tasks/eval_pool.ts";
 import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
+import { parseMethodSpec } from "./method_spec.ts";
+import {
+  calibrationRecord,
+  type CalibrationSet,
+  type CalibrationSpec,
+  DEFAULT_CALIBRATION,
+  drawCalibrationSet,
+} from "../calibration/set.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
 export type RunEvent =
@@ -39,6 +47,8 @@ export type RunEvent =
   | {
     readonly type: "cell-progress";
     readonly index: number;
+    /** `quantize`: calibration passes of the method; `evaluate`: task units. */
+    readonly phase: "quantize" | "evaluate";
     readonly done: number;
     readonly total: number;
   }
@@ -61,7 +71,7 @@ export interface RunOptions {
   readonly kernels?: Kernels;
   /** Only cells `i` with `i % count === index`. */
   readonly shard?: { readonly index: number; readonly count: number };
-  /** Method parameters by method id (defaults fill the rest). */
+  /** Method parameters by method id (defaults fill the rest; a method spec's own win). */
   readonly methodParams?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** Bytes of full-precision outputs kept in memory for KL metrics (default 1 GiB). */
   readonly referenceCacheBytes?: number;
@@ -77,6 +87,8 @@ export interface PlannedCell {
   readonly cellId: string;
   readonly label: string;
   readonly method: Method;
+  /** Calibration windows, for methods that need them. */
+  readonly calibration?: CalibrationSet;
   readonly params: Record<string, number | boolean | string>;
   readonly task: Task;
   readonly dataset: DatasetInfo;
@@ -93,8 +105,21 @@ export async function planMatrix(
   options: Pick<RunOptions, "dataDir" | "kernels" | "methodParams" | "env" | "onEvent" | "shard">,
 ): Promise<{ cells: PlannedCell[]; models: Map<string, LoadedModel> }> {
   const kernels = options.kernels ?? refKernels;
-  const methods = new Map(spec.methods.map((id) => [id, METHODS.get(id)]));
-  methods.set("fp", METHODS.get("fp"));
+  const methodSpecs = new Set([
+    "fp",
+    ...spec.methods.map((e) => typeof e === "string" ? e : e.method),
+  ]);
+  const methods = new Map<
+    string,
+    { method: Method; params: Record<string, number | boolean | string> }
+  >();
+  for (const text of methodSpecs) {
+    const ms = parseMethodSpec(text);
+    const method = METHODS.get(ms.id);
+    const params = resolveParams(method, { ...options.methodParams?.[ms.id], ...ms.params });
+    methods.set(text, { method, params });
+  }
+  const calibSpec: CalibrationSpec = { ...DEFAULT_CALIBRATION, ...spec.calibration };
   const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
   const datasets = new Map<string, DatasetInfo>();
   for (const [id, task] of tasks) {
@@ -110,26 +135,62 @@ export async function planMatrix(
       }),
     );
   }
-  const params = new Map(
-    [...methods].map(([id, m]) => [id, resolveParams(m, options.methodParams?.[id])]),
-  );
+  const calibrations = new Map<string, CalibrationSet>();
+  if ([...methods.values()].some((m) => m.method.needsCalibration)) {
+    for (const [id, model] of models) {
+      calibrations.set(
+        id,
+        await drawCalibrationSet(
+          calibSpec,
+          model.tokenizer,
+          model.config.maxSeqLen,
+          options.dataDir,
+        ),
+      );
+    }
+  }
   let cells: PlannedCell[] = [];
   for (const c of expandMatrix(spec)) {
     const model = models.get(c.model)!;
-    const method = methods.get(c.method)!;
+    const { method, params: p } = methods.get(c.method)!;
     const task = tasks.get(c.task)!;
     const dataset = datasets.get(c.task)!;
-    const p = params.get(c.method)!;
+    const calibration = method.needsCalibration ? calibrations.get(c.model) : undefined;
     const identity = {
       schemaVersion: SCHEMA_VERSION,
       model: model.files.map((f) => f.sha256),
       method: { id: method.id, version: method.version, params: p },
+      ...(calibration
+        ? {
+          calibration: {
+            ...calibration.spec,
+            dataset: calibration.dataset.sha256,
+            split: calibration.dataset.split ?? null,
+            tokens: calibration.tokensSha256,
+          },
+        }
+        : {}),
       quant: c.quant,
-      task: { id: task.id, version: task.version, dataset: dataset.sha256, limit: c.limit ?? null },
+      task: {
+        id: task.id,
+        version: task.version,
+        dataset: dataset.sha256,
+        split: dataset.split ?? null,
+        limit: c.limit ?? null,
+      },
       backend: kernels.id,
     };
     const cellId = (await sha256Hex(canonicalJson(identity))).slice(0, 24);
-    cells.push({ spec: c, cellId, label: cellLabel(c), method, params: p, task, dataset });
+    cells.push({
+      spec: c,
+      cellId,
+      label: cellLabel(c),
+      method,
+      params: p,
+      task,
+      dataset,
+      ...(calibration ? { calibration } : {}),
+    });
   }
   if (options.shard) {
     const { index, count } = options.shard;
@@ -206,12 +267,29 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
             }, not ${quantLabel(q)}`,
           );
         }
-        const qKey = canonicalJson([cell.spec.model, cell.method.id, cell.params, q]);
+        const qKey = canonicalJson([
+          cell.spec.model,
+          cell.method.id,
+          cell.params,
+          q,
+          cell.calibration?.tokensSha256 ?? null,
+        ]);
         if (quantized?.key !== qKey) {
           quantized = undefined; // release the previous model before building the next
           quantized = {
             key: qKey,
-            model: await cell.method.quantize(model, q, cell.params, { kernels }),
+            model: await cell.method.quantize(model, q, cell.params, {
+              kernels,
+              ...(cell.calibration ? { calibration: cell.calibration } : {}),
+              onProgress: (d, total) =>
+                options.onEvent?.({
+                  type: "cell-progress",
+                  index,
+                  phase: "quantize",
+                  done: d,
+                  total,
+                }),
+            }),
           };
         }
         qm = quantized.model;
@@ -224,7 +302,13 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
             ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
             ...(pool ? { pool } : {}),
             onProgress: (d, total) =>
-              options.onEvent?.({ type: "cell-progress", index, done: d, total }),
+              options.onEvent?.({
+                type: "cell-progress",
+                index,
+                phase: "evaluate",
+                done: d,
+                total,
+              }),
           },
         );
         row = buildRow(cell, model, env, {
@@ -233,6 +317,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
           dataset: result.dataset,
           protocol: result.protocol,
           notes: qm.notes,
+          ...(qm.diagnostics ? { diagnostics: qm.diagnostics } : {}),
           bpw: averageBpw(qm),
           wallMs: performance.now() - t0,
         });
@@ -279,6 +364,7 @@ function buildRow(
     dataset: DatasetInfo;
     protocol: ResultRow["task"]["protocol"];
     notes: readonly string[];
+    diagnostics?: ResultRow["diagnostics"];
     bpw: number | null;
     wallMs: number;
   },
@@ -291,6 +377,7 @@ function buildRow(
     ...(r.error !== undefined ? { error: r.error } : {}),
     model: { id: model.id, format: model.format, files: model.files, params: countParams(model) },
     method: {
+      spec: cell.spec.method,
       id: cell.method.id,
       version: cell.method.version,
       taxonomy: cell.method.taxonomy,
@@ -317,6 +404,8 @@ function buildRow(
       protocol: r.protocol,
     },
     metrics: r.metrics,
+    ...(cell.calibration ? { calibration: calibrationRecord(cell.calibration) } : {}),
+    ...(r.diagnostics ? { diagnostics: r.diagnostics } : {}),
     notes: r.notes,
     env,
     finishedAt: new Date().toISOString(),

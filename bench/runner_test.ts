@@ -111,7 +111,7 @@ Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid o
   const opts = { outDir: `${sb.dir}/out`, dataDir, env: sb.env };
   await assert.rejects(
     runMatrix({ ...base, methods: ["rnt"] }, opts),
-    /Cannot find method "rnt". Did you mean "rtn"\? Available: fp, rtn/,
+    /Cannot find method "rnt". Did you mean "rtn"\? Available: fp, gptq, rtn/,
   );
   await assert.rejects(
     runMatrix({ ...base, tasks: ["tinystory"] }, opts),
@@ -134,6 +134,8 @@ Deno.test("a killed bench run leaves no partial row and resumes without duplicat
     cli,
     "--matrix",
     "w2-w8",
+    "--methods",
+    "rtn",
     "--limit",
     "3",
     "--out",
@@ -182,7 +184,7 @@ Deno.test("a killed bench run leaves no partial row and resumes without duplicat
   assert.equal(cells.length, 13);
   // The summary table is on stdout.
   const stdout = new TextDecoder().decode(resumed.stdout);
-  assert.match(stdout, /\| stories260K \| tinystories \(3 win\) \| rtn +\| W2A16g32/);
+  assert.match(stdout, /\| stories260K \| tinystories:eval \(3 win\) \| rtn +\| W2A16g32/);
 });
 
 Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is valid", async () => {
@@ -197,7 +199,7 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
   };
   const a = await run("--methods", "gptqq", "--dry-run");
   assert.equal(a.code, 2);
-  assert.match(a.err, /Cannot find method "gptqq".*Available: fp, rtn/);
+  assert.match(a.err, /Cannot find method "gptqq".*Available: fp, gptq, rtn/);
   const b = await run("--matrix", "w2-w9");
   assert.equal(b.code, 2);
   assert.match(b.err, /Cannot find matrix preset "w2-w9". Did you mean "w2-w8"/);

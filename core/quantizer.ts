@@ -67,6 +67,11 @@ export interface PackedWeight {
   readonly scales: Float32Array;
   /** `rows * groupsPerRow` integer zero points in [0, 2^bits − 1]. */
   readonly zeros: Uint8Array;
+  /**
+   * Group of every column when groups are not contiguous (GPTQ act-order forms groups in the
+   * permuted column order, like the reference's `g_idx`); absent means `floor(col / groupSize)`.
+   */
+  readonly groupIndex?: Uint32Array;
 }
 
 /** Round to the nearest integer, ties to even (like `torch.round` and numpy). */
@@ -262,14 +267,20 @@ export function dequantizePacked(p: PackedWeight): Float32Array {
   const out = new Float32Array(p.rows * p.cols);
   for (let r = 0; r < p.rows; r++) {
     for (let c = 0; c < p.cols; c++) {
-      const gi = r * p.groupsPerRow + Math.floor(c / p.groupSize);
+      const g = p.groupIndex ? p.groupIndex[c]! : Math.floor(c / p.groupSize);
+      const gi = r * p.groupsPerRow + g;
       out[r * p.cols + c] = p.scales[gi]! * (codes[r * p.cols + c]! - p.zeros[gi]!);
     }
   }
   return out;
 }
 
-/** Storage cost in bits per weight, counting codes, float32 scales and 8-bit zeros. */
+/**
+ * Storage cost in bits per weight, counting codes, float32 scales, 8-bit zeros and, when present,
+ * a 32-bit group index per column (the reference's `g_idx`).
+ */
 export function bitsPerWeight(p: PackedWeight): number {
-  return (p.words.length * 32 + p.scales.length * 32 + p.zeros.length * 8) / (p.rows * p.cols);
+  const gIdx = p.groupIndex ? p.groupIndex.length * 32 : 0;
+  return (p.words.length * 32 + p.scales.length * 32 + p.zeros.length * 8 + gIdx) /
+    (p.rows * p.cols);
 }

@@ -7,8 +7,9 @@
 
 import { createRegistry, type Registry } from "../core/registry.ts";
 import { fp } from "./fp.ts";
+import { gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
 import type { Method } from "./types.ts";
 
 /** All registered methods. */
-export const METHODS: Registry<Method> = createRegistry("method", [fp, rtn]);
+export const METHODS: Registry<Method> = createRegistry("method", [fp, rtn, gptq]);

@@ -9,6 +9,8 @@
 import type { Granularity, PackedWeight } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
+import type { LinearDiagnostic } from "../calibration/sequential.ts";
+import type { CalibrationSet } from "../calibration/set.ts";
 
 /** Classes of the PTQ taxonomy (PTQ-Bench's four, plus the baseline, transformation and MoE-specific). */
 export type TaxonomyClass =
@@ -48,11 +50,19 @@ export interface ParamSpec {
   readonly type: "number" | "boolean" | "string";
   readonly default: number | boolean | string;
   readonly doc: string;
+  /** For strings: the accepted values. */
+  readonly choices?: readonly string[];
+  /** For numbers: inclusive bounds and whether only integers are accepted. */
+  readonly min?: number;
+  readonly max?: number;
+  readonly integer?: boolean;
 }
 
 /** The inputs a method may use besides the weights. */
 export interface MethodContext {
   readonly kernels: Kernels;
+  /** Calibration windows, given to methods with `needsCalibration`. */
+  readonly calibration?: CalibrationSet;
   /** Progress of the method's own work (e.g. layers done). */
   readonly onProgress?: (done: number, total: number) => void;
 }
@@ -65,6 +75,34 @@ export interface QuantizedModel {
   readonly packed: ReadonlyMap<string, PackedWeight>;
   /** Deviations or events worth recording in the result row. */
   readonly notes: readonly string[];
+  /** Per-linear diagnostics of calibrated methods (reconstruction error, the method's own loss). */
+  readonly diagnostics?: QuantDiagnostics;
+}
+
+/** Diagnostics of a calibrated quantization, as stored in rows. */
+export interface QuantDiagnostics {
+  /** Mean over layers of each linear kind's relative reconstruction error `‖ΔW X‖²/‖WX‖²`. */
+  readonly relErrorByKind: Readonly<Record<string, number>>;
+  /** Sums over all linears of each method statistic (e.g. GPTQ's `loss`). */
+  readonly statTotals: Readonly<Record<string, number>>;
+  /** Every linear, in processing order. */
+  readonly linears: readonly LinearDiagnostic[];
+}
+
+/** Summarizes per-linear diagnostics by kind. */
+export function summarizeDiagnostics(linears: readonly LinearDiagnostic[]): QuantDiagnostics {
+  const sums = new Map<string, { s: number; n: number }>();
+  const statTotals: Record<string, number> = {};
+  for (const d of linears) {
+    const e = sums.get(d.kind) ?? { s: 0, n: 0 };
+    e.s += d.relError;
+    e.n++;
+    sums.set(d.kind, e);
+    for (const [k, v] of Object.entries(d.stats ?? {})) statTotals[k] = (statTotals[k] ?? 0) + v;
+  }
+  const relErrorByKind: Record<string, number> = {};
+  for (const [k, { s, n }] of sums) relErrorByKind[k] = s / n;
+  return { relErrorByKind, statTotals, linears };
 }
 
 /** A registered quantization method. */
@@ -118,6 +156,27 @@ export function resolveParams(
           JSON.stringify(value)
         }`,
       );
+    }
+    if (spec.choices && !spec.choices.includes(value as string)) {
+      throw new TypeError(
+        `Parameter "${name}" of "${method.id}" must be one of ${spec.choices.join(", ")}, got ${
+          JSON.stringify(value)
+        }`,
+      );
+    }
+    if (typeof value === "number") {
+      const bad = !Number.isFinite(value) || (spec.integer && !Number.isInteger(value)) ||
+        (spec.min !== undefined && value < spec.min) ||
+        (spec.max !== undefined && value > spec.max);
+      if (bad) {
+        throw new RangeError(
+          `Parameter "${name}" of "${method.id}" must be ${
+            spec.integer ? "an integer" : "a number"
+          }${spec.min !== undefined ? ` ≥ ${spec.min}` : ""}${
+            spec.max !== undefined ? ` ≤ ${spec.max}` : ""
+          }, got ${value}`,
+        );
+      }
     }
     out[name] = value as number | boolean | string;
   }

@@ -114,8 +114,14 @@ export function embedTokens(model: ForwardModel, tokens: ArrayLike<number>): Flo
 /**
  * Sees the input of each linear layer just before it is applied: `x` is `[tokens][in]`, valid
  * only during the call (buffers are reused). q, k and v share one input, as do gate and up.
+ * Returning `true` stops the block there (calibration passes that need only early inputs); the
+ * hidden states are then left partly updated and must not be used.
  */
-export type LinearObserver = (kind: LinearKind, x: Float32Array, tokens: number) => void;
+export type LinearObserver = (
+  kind: LinearKind,
+  x: Float32Array,
+  tokens: number,
+) => boolean | void;
 
 /**
  * Applies decoder block `l` to the hidden states `x` (`[T][dim]`, updated in place) at positions
@@ -149,9 +155,10 @@ export function layerForward(
   const rope = ropeTable(c, start + T);
 
   kernels.rmsnorm(x, T, layer.attnNorm, c.normEps, xn);
-  observe?.("q", xn, T);
-  observe?.("k", xn, T);
-  observe?.("v", xn, T);
+  if (observe) {
+    const stop = [observe("q", xn, T), observe("k", xn, T), observe("v", xn, T)];
+    if (stop.includes(true)) return;
+  }
   kernels.matmul(xn, T, layer.q, q);
   const kCache = cache.k[l]!;
   const vCache = cache.v[l]!;
@@ -160,13 +167,13 @@ export function layerForward(
   applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
   applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
   attention(q, kCache, vCache, T, start, c, att);
-  observe?.("o", att, T);
+  if (observe?.("o", att, T) === true) return;
   kernels.matmul(att, T, layer.o, proj);
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
 
   kernels.rmsnorm(x, T, layer.mlpNorm, c.normEps, xn);
   if (layer.mlp.kind === "dense") {
-    denseMlp(layer.mlp, xn, T, kernels, proj, observe);
+    if (!denseMlp(layer.mlp, xn, T, kernels, proj, observe)) return;
   } else {
     if (observe) throw new TypeError("Observing linear inputs of MoE layers is not supported yet");
     moeMlp(layer.mlp, c, xn, T, kernels, proj);
@@ -282,7 +289,7 @@ function attention(
 
 // --- Feed-forward -----------------------------------------------------------------------------
 
-/** `out = down(silu(gate x) · up x)` for `T` tokens. */
+/** `out = down(silu(gate x) · up x)` for `T` tokens; false when the observer stopped it. */
 function denseMlp(
   mlp: DenseMlp,
   x: Float32Array,
@@ -290,20 +297,23 @@ function denseMlp(
   kernels: Kernels,
   out: Float32Array,
   observe?: LinearObserver,
-): void {
+): boolean {
   const hidden = mlp.gate.rows;
   const g = new Float32Array(T * hidden);
   const u = new Float32Array(T * hidden);
-  observe?.("gate", x, T);
-  observe?.("up", x, T);
+  if (observe) {
+    const stop = [observe("gate", x, T), observe("up", x, T)];
+    if (stop.includes(true)) return false;
+  }
   kernels.matmul(x, T, mlp.gate, g);
   kernels.matmul(x, T, mlp.up, u);
   for (let i = 0; i < g.length; i++) {
     const a = g[i]!;
     g[i] = (a / (1 + Math.exp(-a))) * u[i]!;
   }
-  observe?.("down", g, T);
+  if (observe?.("down", g, T) === true) return false;
   kernels.matmul(g, T, mlp.down, out);
+  return true;
 }
 
 /**

@@ -7,7 +7,9 @@
  * @module
  */
 
-import type { Metric } from "../tasks/types.ts";
+import type { CalibrationRecord } from "../calibration/set.ts";
+import type { QuantDiagnostics } from "../methods/types.ts";
+import type { DatasetInfo, Metric } from "../tasks/types.ts";
 
 /** The schema version written in every row. */
 export const SCHEMA_VERSION = 1;
@@ -18,7 +20,7 @@ export type RowStatus = "ok" | "unsupported" | "failed";
 /** One matrix cell's result. */
 export interface ResultRow {
   readonly schemaVersion: number;
-  /** Content hash of everything that determines the cell's numbers (see `bench/cell.ts`). */
+  /** Content hash of everything that determines the cell's numbers (see `bench/runner.ts` `planMatrix`). */
   readonly cellId: string;
   readonly status: RowStatus;
   /** Why the cell is unsupported or failed. */
@@ -30,6 +32,8 @@ export interface ResultRow {
     readonly params: number;
   };
   readonly method: {
+    /** The method spec as given, with its parameter overrides: `gptq:actOrder=true`. */
+    readonly spec?: string;
     readonly id: string;
     readonly version: number;
     readonly taxonomy: string;
@@ -53,10 +57,14 @@ export interface ResultRow {
     readonly family: string;
     readonly version: number;
     readonly limit: number | null;
-    readonly dataset: { id: string; path: string; bytes: number; sha256: string } | null;
+    readonly dataset: DatasetInfo | null;
     readonly protocol: Readonly<Record<string, unknown>> | null;
   };
   readonly metrics: readonly Metric[];
+  /** The calibration set of calibrated methods: source, seed, offsets, token hash. */
+  readonly calibration?: CalibrationRecord;
+  /** Per-linear diagnostics of calibrated methods (reconstruction error, the method's loss). */
+  readonly diagnostics?: QuantDiagnostics;
   readonly notes: readonly string[];
   readonly env: {
     readonly lowbit: string;

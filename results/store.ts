@@ -124,7 +124,7 @@ export function rowsToCsv(rows: readonly ResultRow[]): string {
       cellId: r.cellId,
       status: r.status,
       model: r.model.id,
-      method: r.method.id,
+      method: r.method.spec ?? r.method.id,
       methodVersion: r.method.version,
       taxonomy: r.method.taxonomy,
       quant: r.quant.label,

@@ -43,7 +43,7 @@ export function formatSummary(rows: readonly ResultRow[]): string {
     return [
       r.model.id,
       r.task.id + (r.task.limit ? ` (${r.task.limit} win)` : ""),
-      r.method.id,
+      r.method.spec ?? r.method.id,
       r.quant.label,
       fmt(r.quant.bitsPerWeight ?? undefined, 2),
       fmt(ppl?.value, 4),

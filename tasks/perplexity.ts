@@ -24,37 +24,33 @@
 
 import { RunningStats } from "../core/stats.ts";
 import { scoreWindow, windowLogProbs, type WindowScore } from "./window_score.ts";
-import { dataPath, readTextDataset, TEXT_DATASETS } from "./datasets.ts";
+import { readTextDataset, TEXT_DATASETS } from "../corpora/text.ts";
 import type { EvalModel, Metric, ReferenceModel, Task, TaskContext, TaskResult } from "./types.ts";
 
 /** Bumped whenever the protocol's numbers may change. */
 export const PERPLEXITY_VERSION = 1;
 
-/** Where a perplexity task's text comes from. */
-export type TextSource = { readonly kind: "dataset"; readonly id: string } | {
-  readonly kind: "file";
-  readonly path: string;
-};
-
-/** Builds a perplexity task over a registered dataset or a local file (`file:PATH`). */
-export function perplexityTask(source: TextSource): Task {
-  const id = source.kind === "dataset" ? source.id : `file:${source.path}`;
-  const pathOf = (dataDir: string) =>
-    source.kind === "file"
-      ? source.path
-      : dataPath(dataDir, TEXT_DATASETS.find((d) => d.id === source.id)!.path);
+/**
+ * Builds a perplexity task over a corpus reference: a registered corpus (`tinystories`), one of
+ * its splits (`tinystories:eval`), or a local file (`file:PATH`).
+ */
+export function perplexityTask(ref: string): Task {
+  const corpus = TEXT_DATASETS.find((d) => d.id === ref.split(":")[0]);
+  const title = ref.startsWith("file:")
+    ? `Perplexity on ${ref.slice(5)}`
+    : `Perplexity on ${corpus?.title ?? ref}${
+      ref.includes(":") ? ` (${ref.split(":")[1]} split)` : ""
+    }`;
   return {
-    id,
-    title: source.kind === "dataset"
-      ? `Perplexity on ${TEXT_DATASETS.find((d) => d.id === source.id)?.title ?? source.id}`
-      : `Perplexity on ${source.path}`,
+    id: ref,
+    title,
     family: "perplexity",
     version: PERPLEXITY_VERSION,
     async dataset(ctx) {
-      return (await readTextDataset(id, pathOf(ctx.dataDir))).info;
+      return (await readTextDataset(ref, ctx.dataDir)).info;
     },
     async run(model, ctx) {
-      const { text, info } = await readTextDataset(id, pathOf(ctx.dataDir));
+      const { text, info } = await readTextDataset(ref, ctx.dataDir);
       return evaluatePerplexity(model, text, ctx, info);
     },
   };

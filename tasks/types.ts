@@ -4,7 +4,10 @@
  * @module
  */
 
+import type { DatasetInfo } from "../corpora/text.ts";
 import type { Kernels } from "../kernels/types.ts";
+
+export type { DatasetInfo };
 import type { EvalPool } from "./eval_pool.ts";
 import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
 
@@ -27,15 +30,6 @@ export interface Metric {
   readonly higherIsBetter: boolean;
   /** Unit, e.g. `nats/token`. */
   readonly unit?: string;
-}
-
-/** A dataset file with its fingerprint. */
-export interface DatasetInfo {
-  readonly id: string;
-  /** Path as resolved on this machine. */
-  readonly path: string;
-  readonly bytes: number;
-  readonly sha256: string;
 }
 
 /** The outcome of running a task on a model. */

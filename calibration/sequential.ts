@@ -1,0 +1,302 @@
+/**
+ * The sequential layer-wise calibration pipeline every calibration-based method shares
+ * (GPTQ `llama.py` `llama_sequential`; METHODS.md §3.3 step 8).
+ *
+ * Calibration windows are embedded once; then decoder blocks are processed one at a time:
+ * 1. For each stage of the block — with `trueSequential`, {q, k, v} → {o} → {gate, up} → {down};
+ *    without it, all seven linears at once — run every window through the block as it is now
+ *    (earlier stages already quantized) and accumulate the Gram matrix `Σ x xᵀ` of each linear's
+ *    inputs over all calibration tokens (q, k and v share one input, as do gate and up).
+ * 2. Hand each linear of the stage, with its Gram matrix, to the method's quantizer; the
+ *    quantized weight replaces the original at once.
+ * 3. Run every window through the fully quantized block: these outputs are the next block's
+ *    inputs, so quantization errors propagate as they will at inference.
+ *
+ * Memory: the hidden states of all windows at one block boundary, plus one block's Gram matrices.
+ * Every linear also gets a diagnostic: the relative output reconstruction error on the inputs it
+ * was calibrated with, `‖(W − Ŵ)X‖² / ‖WX‖² = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)` with `G = Σ x xᵀ`.
+ *
+ * MoE blocks (per-expert inputs selected by the router) are not supported yet.
+ *
+ * @module
+ */
+
+import { UnsupportedConfigError } from "../core/errors.ts";
+import type { PackedWeight } from "../core/quantizer.ts";
+import type { Kernels } from "../kernels/types.ts";
+import {
+  createKvCache,
+  embedTokens,
+  layerForward,
+  type LinearObserver,
+} from "../models/forward.ts";
+import type { LinearSite } from "../models/linears.ts";
+import type {
+  DenseMlp,
+  LinearKind,
+  LlamaConfig,
+  LlamaLayer,
+  LlamaWeights,
+  Matrix,
+} from "../models/types.ts";
+import type { CalibrationSet } from "./set.ts";
+
+/** Stages of GPTQ's `--true-sequential`, in order. */
+export const TRUE_SEQUENTIAL_STAGES: readonly (readonly LinearKind[])[] = [
+  ["q", "k", "v"],
+  ["o"],
+  ["gate", "up"],
+  ["down"],
+];
+
+/** One stage holding every linear of a block (`trueSequential: false`). */
+export const ONE_STAGE: readonly (readonly LinearKind[])[] = [
+  ["q", "k", "v", "o", "gate", "up", "down"],
+];
+
+/** What a method's quantizer gets for one linear layer. */
+export interface LinearInputs {
+  readonly site: LinearSite;
+  /** The full-precision weight `[out][in]`. */
+  readonly matrix: Matrix;
+  /** `Σ x xᵀ` over every calibration token, `[in][in]` row-major. */
+  readonly gram: Float64Array;
+  /** Calibration tokens summed into `gram`. */
+  readonly tokens: number;
+  /** Calibration sequences (windows) those tokens came from. */
+  readonly sequences: number;
+  /** Largest `|x_i|` of every input channel over the calibration tokens. */
+  readonly absMax: Float32Array;
+}
+
+/** What a method's quantizer returns for one linear layer. */
+export interface LinearOutcome {
+  /** The weight to use from now on (dequantized), `[out][in]`. */
+  readonly matrix: Matrix;
+  /** The packed integer form, when the method produces one. */
+  readonly packed?: PackedWeight;
+  /** The method's own numbers for this layer (e.g. GPTQ's loss), kept in the row. */
+  readonly stats?: Readonly<Record<string, number>>;
+}
+
+/** Quantizes one linear layer given its calibration inputs. */
+export type LinearQuantizer = (inputs: LinearInputs) => LinearOutcome;
+
+/** Per-linear diagnostics of a calibrated quantization. */
+export interface LinearDiagnostic {
+  readonly name: string;
+  readonly layer: number;
+  readonly kind: LinearKind;
+  /** `‖(W − Ŵ)X‖² / ‖WX‖²` on the calibration inputs of this layer. */
+  readonly relError: number;
+  readonly stats?: Readonly<Record<string, number>>;
+}
+
+/** Options of {@linkcode quantizeSequential}. */
+export interface SequentialOptions {
+  /** Quantize a block in stages, re-collecting inputs after each (default true). */
+  readonly trueSequential?: boolean;
+  readonly kernels: Kernels;
+  /** Progress in passes over the calibration set. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** The outcome of {@linkcode quantizeSequential}. */
+export interface SequentialResult {
+  readonly weights: LlamaWeights;
+  /** Packed weights by linear name (`layers.0.q`), where the quantizer produced them. */
+  readonly packed: Map<string, PackedWeight>;
+  /** One entry per linear, in processing order. */
+  readonly diagnostics: LinearDiagnostic[];
+}
+
+/** Which linears read the same input: the Gram matrix is collected once per group. */
+function inputGroup(kind: LinearKind): LinearKind {
+  if (kind === "k" || kind === "v") return "q";
+  if (kind === "up") return "gate";
+  return kind;
+}
+
+interface Accumulator {
+  readonly cols: number;
+  readonly gram: Float64Array;
+  readonly absMax: Float32Array;
+  tokens: number;
+  /** Scratch: `[cols][tokens]` transpose of one window's inputs and its Gram. */
+  xt: Float32Array;
+  readonly g32: Float32Array;
+}
+
+function accumulate(acc: Accumulator, x: Float32Array, T: number, kernels: Kernels): void {
+  const n = acc.cols;
+  if (acc.xt.length < n * T) acc.xt = new Float32Array(n * T);
+  const xt = acc.xt.subarray(0, n * T);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < n; i++) {
+      const v = x[t * n + i]!;
+      xt[i * T + t] = v;
+      const a = Math.abs(v);
+      if (!(a <= acc.absMax[i]!)) acc.absMax[i] = a; // NaN propagates
+    }
+  }
+  // Gram of this window through the kernel interface: (Xᵀ)(Xᵀ)ᵀ = XᵀX.
+  kernels.matmul(xt, n, { rows: n, cols: T, data: xt }, acc.g32);
+  for (let i = 0; i < n * n; i++) acc.gram[i] = acc.gram[i]! + acc.g32[i]!;
+  acc.tokens += T;
+}
+
+/** `tr(A G Aᵀ)` for `A` `[rows][cols]` (float32) and symmetric `G` (as float32), via the kernels. */
+function quadraticTrace(
+  a: Float32Array,
+  rows: number,
+  g32: Float32Array,
+  cols: number,
+  kernels: Kernels,
+): number {
+  const ag = new Float32Array(rows * cols);
+  kernels.matmul(a, rows, { rows: cols, cols, data: g32 }, ag);
+  let s = 0;
+  for (let i = 0; i < rows * cols; i++) s += a[i]! * ag[i]!;
+  return s;
+}
+
+/** Relative output error `tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)`. */
+export function relativeReconstructionError(
+  w: Matrix,
+  wq: Matrix,
+  gram: Float64Array,
+  kernels: Kernels,
+): number {
+  const g32 = Float32Array.from(gram);
+  const d = new Float32Array(w.data.length);
+  for (let i = 0; i < d.length; i++) d[i] = w.data[i]! - wq.data[i]!;
+  const num = quadraticTrace(d, w.rows, g32, w.cols, kernels);
+  const den = quadraticTrace(w.data, w.rows, g32, w.cols, kernels);
+  return den > 0 ? num / den : num === 0 ? 0 : Infinity;
+}
+
+function linearOf(layer: LlamaLayer, kind: LinearKind): Matrix {
+  if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
+  return (layer.mlp as DenseMlp)[kind];
+}
+
+function withLinear(layer: LlamaLayer, kind: LinearKind, m: Matrix): LlamaLayer {
+  if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return { ...layer, [kind]: m };
+  return { ...layer, mlp: { ...(layer.mlp as DenseMlp), [kind]: m } };
+}
+
+/**
+ * Quantizes every linear of a dense Llama model block by block on calibration windows (see the
+ * module documentation). Throws `UnsupportedConfigError` for MoE models and an error naming the
+ * linear when its calibration inputs hold NaN or ±Infinity.
+ *
+ * @param model The full-precision model (not modified).
+ * @param calib The calibration windows.
+ * @param quantizeLinear The method's per-linear quantizer.
+ * @param options Staging, kernels and progress.
+ */
+export function quantizeSequential(
+  model: { readonly config: LlamaConfig; readonly weights: LlamaWeights },
+  calib: CalibrationSet,
+  quantizeLinear: LinearQuantizer,
+  options: SequentialOptions,
+): SequentialResult {
+  const { config } = model;
+  const kernels = options.kernels;
+  if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
+    throw new UnsupportedConfigError(
+      "Calibrated quantization of MoE blocks (per-expert inputs) is not implemented yet",
+    );
+  }
+  const stages = options.trueSequential === false ? ONE_STAGE : TRUE_SEQUENTIAL_STAGES;
+  const layers = [...model.weights.layers];
+  const work = { config, weights: { ...model.weights, layers } };
+  const packed = new Map<string, PackedWeight>();
+  const diagnostics: LinearDiagnostic[] = [];
+  const sequences = calib.windows.length;
+  const xs = calib.windows.map((w) => embedTokens(work, w));
+  const total = config.nLayers * (stages.length + 1);
+  let passes = 0;
+
+  const runBlock = (l: number, x: Float32Array, T: number, observe?: LinearObserver) => {
+    const cache = createKvCache(config, T);
+    layerForward(work, l, x, T, cache, kernels, observe);
+  };
+
+  for (let l = 0; l < config.nLayers; l++) {
+    for (const stage of stages) {
+      const accs = new Map<LinearKind, Accumulator>();
+      for (const kind of stage) {
+        const g = inputGroup(kind);
+        if (accs.has(g)) continue;
+        const cols = linearOf(layers[l]!, kind).cols;
+        accs.set(g, {
+          cols,
+          gram: new Float64Array(cols * cols),
+          absMax: new Float32Array(cols),
+          tokens: 0,
+          xt: new Float32Array(0),
+          g32: new Float32Array(cols * cols),
+        });
+      }
+      // Stop each pass once the stage's last input is seen: later parts of the block are not used.
+      const last = stage[stage.length - 1]!;
+      const observer: LinearObserver = (kind, x, T) => {
+        const acc = accs.get(kind);
+        if (acc) accumulate(acc, x, T, kernels);
+        return kind === last;
+      };
+      for (const x0 of xs) {
+        const T = x0.length / config.dim;
+        runBlock(l, x0.slice(), T, observer);
+      }
+      options.onProgress?.(++passes, total);
+      for (const kind of stage) {
+        const acc = accs.get(inputGroup(kind))!;
+        const name = `layers.${l}.${kind}`;
+        const site: LinearSite = { layer: l, kind, name };
+        for (let i = 0; i < acc.gram.length; i++) {
+          if (!Number.isFinite(acc.gram[i]!)) {
+            throw new RangeError(
+              `${name}: the calibration inputs hold NaN or ±Infinity (from block ${l}'s inputs)`,
+            );
+          }
+        }
+        const matrix = linearOf(layers[l]!, kind);
+        let out: LinearOutcome;
+        try {
+          out = quantizeLinear({
+            site,
+            matrix,
+            gram: acc.gram,
+            tokens: acc.tokens,
+            sequences,
+            absMax: acc.absMax,
+          });
+        } catch (e) {
+          if (e instanceof Error && !(e instanceof UnsupportedConfigError)) {
+            e.message = `${name}: ${e.message}`;
+          }
+          throw e;
+        }
+        if (out.matrix.rows !== matrix.rows || out.matrix.cols !== matrix.cols) {
+          throw new RangeError(
+            `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
+          );
+        }
+        layers[l] = withLinear(layers[l]!, kind, out.matrix);
+        if (out.packed) packed.set(name, out.packed);
+        diagnostics.push({
+          name,
+          layer: l,
+          kind,
+          relError: relativeReconstructionError(matrix, out.matrix, acc.gram, kernels),
+          ...(out.stats ? { stats: out.stats } : {}),
+        });
+      }
+    }
+    for (const x of xs) runBlock(l, x, x.length / config.dim);
+    options.onProgress?.(++passes, total);
+  }
+  return { weights: work.weights, packed, diagnostics };
+}

@@ -1,0 +1,239 @@
+/**
+ * Calibration sets: seeded random token windows from a corpus's calibration text, hashed and
+ * recorded so another implementation can use exactly the same tokens.
+ *
+ * Protocol (GPTQ/OmniQuant style, METHODS.md §3.1, with the deviations noted):
+ * - **Running text** (`tinystories`, which means its `calib` half; `wikitext2`): encode the text
+ *   once (dummy-prefix space, no BOS); draw `samples` window offsets uniformly from
+ *   `[0, tokens − (seqLen − 1)]`, with replacement, as GPTQ's `random.randint` does.
+ * - **Documents** (`c4`): draw a document uniformly; if it has fewer than `seqLen − 1` tokens draw
+ *   again; then draw an offset inside it (GPTQ `get_c4`).
+ * - Every window is BOS followed by `seqLen − 1` tokens of the stream. Deviation: GPTQ's windows
+ *   are plain slices; ours start with BOS, as our evaluation windows (and llama2.c training
+ *   sequences) do, so calibration sees the activations evaluation sees.
+ * - Random numbers: pure-rand `xoroshiro128plus(seed)` with `uniformInt` (not Python's Mersenne
+ *   Twister, so offsets differ from GPTQ's for the same seed; the offsets are recorded instead).
+ * - `tinystories` calibration never reads its `eval` half. `wikitext2` has only its test split
+ *   offline, so calibrating on it overlaps wikitext2 evaluation (the row says so).
+ *
+ * Defaults for stories260K: 128 windows × 256 tokens, seed 0.
+ *
+ * @module
+ */
+
+import { uniformInt } from "pure-rand/distribution/uniformInt";
+import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import { sha256Hex } from "../core/hash.ts";
+import {
+  type DatasetInfo,
+  readDocuments,
+  readTextDataset,
+  resolveCorpus,
+  TEXT_DATASETS,
+} from "../corpora/text.ts";
+import type { Tokenizer } from "../models/types.ts";
+
+/** What defines a calibration set. */
+export interface CalibrationSpec {
+  /** Corpus reference: `tinystories` (its calib half), `c4`, `wikitext2`, `tinystories:calib`. */
+  readonly source: string;
+  /** Number of windows. */
+  readonly samples: number;
+  /** Tokens per window, BOS included. */
+  readonly seqLen: number;
+  readonly seed: number;
+}
+
+/** The defaults for stories260K: 128 × 256 tokens of TinyStories' calibration half, seed 0. */
+export const DEFAULT_CALIBRATION: CalibrationSpec = {
+  source: "tinystories",
+  samples: 128,
+  seqLen: 256,
+  seed: 0,
+};
+
+/** A drawn calibration set. */
+export interface CalibrationSet {
+  readonly spec: CalibrationSpec;
+  /** The corpus file, with the split read. */
+  readonly dataset: DatasetInfo;
+  /** `samples` windows of `seqLen` token ids, each starting with BOS. */
+  readonly windows: readonly Int32Array[];
+  /** Start of each window's body in the token stream (of its document, for document corpora). */
+  readonly offsets: readonly number[];
+  /** Document of each window, for document corpora. */
+  readonly documents?: readonly number[];
+  /** Tokens of the stream windows are drawn from (sum over eligible documents for `c4`). */
+  readonly streamTokens: number;
+  /** sha256 of all windows' ids as little-endian int32, in order. */
+  readonly tokensSha256: string;
+  /** How the windows were drawn, for the row. */
+  readonly protocol: Readonly<Record<string, unknown>>;
+}
+
+/** The provenance of a calibration set as stored in rows (everything but the tokens). */
+export interface CalibrationRecord {
+  readonly source: string;
+  readonly samples: number;
+  readonly seqLen: number;
+  readonly seed: number;
+  readonly dataset: DatasetInfo;
+  readonly tokensSha256: string;
+  readonly offsets: readonly number[];
+  readonly documents?: readonly number[];
+  readonly protocol: Readonly<Record<string, unknown>>;
+}
+
+/** The row form of a calibration set. */
+export function calibrationRecord(set: CalibrationSet): CalibrationRecord {
+  return {
+    ...set.spec,
+    dataset: set.dataset,
+    tokensSha256: set.tokensSha256,
+    offsets: set.offsets,
+    ...(set.documents ? { documents: set.documents } : {}),
+    protocol: set.protocol,
+  };
+}
+
+/** Checks a spec's numbers; throws a `RangeError` naming the field. */
+export function validateCalibrationSpec(spec: CalibrationSpec, maxSeqLen: number): void {
+  const int = (name: string, v: number, min: number) => {
+    if (!Number.isInteger(v) || v < min) {
+      throw new RangeError(`Calibration ${name} must be an integer ≥ ${min}, got ${v}`);
+    }
+  };
+  int("samples", spec.samples, 1);
+  int("seqLen", spec.seqLen, 2);
+  int("seed", spec.seed, 0);
+  if (spec.seqLen > maxSeqLen) {
+    throw new RangeError(
+      `Calibration windows of ${spec.seqLen} tokens exceed the model's context of ${maxSeqLen}`,
+    );
+  }
+}
+
+/** The corpus a calibration source reads: a corpus with a `calib` split uses it by default. */
+export function calibrationCorpus(source: string): string {
+  if (source.includes(":") || source.startsWith("file:")) return source;
+  const corpus = TEXT_DATASETS.find((d) => d.id === source);
+  return corpus?.splits?.includes("calib") ? `${source}:calib` : source;
+}
+
+/**
+ * Draws a calibration set. Every check (unknown source, window longer than the context, a set
+ * larger than the split, an empty corpus) happens before any model compute.
+ *
+ * @param spec What to draw.
+ * @param tokenizer The model's tokenizer.
+ * @param maxSeqLen The model's context length.
+ * @param dataDir The data root.
+ */
+export async function drawCalibrationSet(
+  spec: CalibrationSpec,
+  tokenizer: Tokenizer,
+  maxSeqLen: number,
+  dataDir: string,
+): Promise<CalibrationSet> {
+  validateCalibrationSpec(spec, maxSeqLen);
+  const ref = calibrationCorpus(spec.source);
+  const r = resolveCorpus(ref, dataDir);
+  const body = spec.seqLen - 1;
+  const rng = xoroshiro128plus(spec.seed);
+  const windows: Int32Array[] = [];
+  const offsets: number[] = [];
+  const window = (stream: readonly number[], at: number) => {
+    const w = new Int32Array(spec.seqLen);
+    w[0] = tokenizer.bosId;
+    for (let i = 0; i < body; i++) w[i + 1] = stream[at + i]!;
+    return w;
+  };
+  const common = {
+    corpus: ref,
+    window: "BOS + (seqLen − 1) tokens of the stream",
+    encoding: "dummy-prefix space, no BOS, no EOS",
+    rng: "pure-rand xoroshiro128plus(seed), uniformInt, offsets with replacement",
+    ...(r.corpus?.caveat ? { caveat: r.corpus.caveat } : {}),
+  };
+
+  if (r.corpus?.format === "jsonl") {
+    const { documents: docs, info } = await readDocuments(ref, dataDir);
+    const encoded = docs.map((d) => tokenizer.encode(d, { bos: false }));
+    const eligible = encoded.filter((e) => e.length >= body);
+    const streamTokens = eligible.reduce((s, e) => s + e.length, 0);
+    if (eligible.length === 0) {
+      throw new RangeError(
+        `Calibration source "${spec.source}": no document has ${body} tokens (seqLen ${spec.seqLen})`,
+      );
+    }
+    checkSize(spec, streamTokens, ref);
+    const documents: number[] = [];
+    while (windows.length < spec.samples) {
+      const d = uniformInt(rng, 0, encoded.length - 1);
+      const toks = encoded[d]!;
+      if (toks.length < body) continue;
+      const at = uniformInt(rng, 0, toks.length - body);
+      windows.push(window(toks, at));
+      offsets.push(at);
+      documents.push(d);
+    }
+    return {
+      spec,
+      dataset: info,
+      windows,
+      offsets,
+      documents,
+      streamTokens,
+      tokensSha256: await hashWindows(windows),
+      protocol: {
+        ...common,
+        sampling: "uniform document with ≥ seqLen − 1 tokens (redrawn otherwise), then offset",
+        documents: docs.length,
+        eligibleDocuments: eligible.length,
+      },
+    };
+  }
+
+  const { text, info } = await readTextDataset(ref, dataDir);
+  const stream = tokenizer.encode(text, { bos: false });
+  if (stream.length === 0) throw new RangeError(`Calibration source "${ref}" is empty`);
+  checkSize(spec, stream.length, ref);
+  for (let i = 0; i < spec.samples; i++) {
+    const at = uniformInt(rng, 0, stream.length - body);
+    windows.push(window(stream, at));
+    offsets.push(at);
+  }
+  return {
+    spec,
+    dataset: info,
+    windows,
+    offsets,
+    streamTokens: stream.length,
+    tokensSha256: await hashWindows(windows),
+    protocol: { ...common, sampling: "uniform offset in the running token stream" },
+  };
+}
+
+function checkSize(spec: CalibrationSpec, tokens: number, ref: string): void {
+  const need = spec.samples * (spec.seqLen - 1);
+  if (need > tokens) {
+    throw new RangeError(
+      `Calibration set of ${spec.samples} × ${spec.seqLen} tokens needs ${need} tokens, more than ` +
+        `the ${tokens} tokens of "${ref}": use fewer samples or shorter windows`,
+    );
+  }
+}
+
+async function hashWindows(windows: readonly Int32Array[]): Promise<string> {
+  const n = windows.reduce((s, w) => s + w.length, 0);
+  const bytes = new Uint8Array(n * 4);
+  const view = new DataView(bytes.buffer);
+  let p = 0;
+  for (const w of windows) {
+    for (const id of w) {
+      view.setInt32(p, id, true);
+      p += 4;
+    }
+  }
+  return await sha256Hex(bytes);
+}

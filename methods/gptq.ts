@@ -1,0 +1,140 @@
+/**
+ * GPTQ (Frantar et al., 2023), the compensation-class method: each linear layer is quantized one
+ * column at a time, and every column's rounding error is spread over the columns not yet
+ * quantized, weighted by the inverse Hessian of the layer's reconstruction loss
+ * (METHODS.md §3.3; IST-DASLab/gptq `gptq.py`, `llama.py`).
+ *
+ * Pipeline: the shared sequential calibration pipeline (`calibration/sequential.ts`) runs the
+ * calibration windows block by block through the already quantized model, stage by stage with
+ * `trueSequential`, and hands every linear its Gram matrix; here `H = 2/N · Σ x xᵀ` (N = number
+ * of calibration sequences, the reference's running average) goes to the layer algorithm in
+ * `gptq_core.ts`.
+ *
+ * Deviations from the reference, recorded in every row's notes:
+ * - the symmetric grid is the core quantizer's absmax convention (shared with RTN), not GPTQ's
+ *   `sym=True` grid (see `gptq_core.ts`);
+ * - a Hessian that is not positive definite after damping is retried with ×10 damping (up to
+ *   `maxDampRetries` times) instead of failing; every retry is noted;
+ * - arithmetic is float64 (the reference runs float32);
+ * - calibration windows start with BOS (see `calibration/set.ts`);
+ * - `trueSequential` defaults to on (the reference's LLaMA recommendation, off in its CLI).
+ *
+ * @module
+ */
+
+import { UnsupportedConfigError } from "../core/errors.ts";
+import { quantizeSequential } from "../calibration/sequential.ts";
+import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
+import { type Method, summarizeDiagnostics } from "./types.ts";
+
+/** The GPTQ method. */
+export const gptq: Method = {
+  id: "gptq",
+  title: "GPTQ",
+  taxonomy: "compensation",
+  scope: "weight-only",
+  version: 1,
+  wBits: [2, 3, 4, 5, 6, 7, 8],
+  aBits: [16],
+  needsCalibration: true,
+  reference: "IST-DASLab/gptq (gptq.py GPTQ.fasterquant, llama.py llama_sequential)",
+  params: {
+    percdamp: {
+      type: "number",
+      default: GPTQ_DEFAULTS.percdamp,
+      min: 0,
+      doc: "Damping λ = percdamp · mean(diag H) added to the Hessian's diagonal",
+    },
+    blockSize: {
+      type: "number",
+      default: GPTQ_DEFAULTS.blockSize,
+      min: 1,
+      integer: true,
+      doc: "Columns per lazy batch",
+    },
+    actOrder: {
+      type: "boolean",
+      default: GPTQ_DEFAULTS.actOrder,
+      doc: "Quantize columns in order of descending diag(H) (the reference's --act-order)",
+    },
+    groupParams: {
+      type: "string",
+      default: GPTQ_DEFAULTS.groupParams,
+      choices: ["reference", "updated", "static"],
+      doc: "Group scales from the outer matrix as the reference reads it (reference), from the " +
+        "fully updated columns (updated), or from the original weights up front (static)",
+    },
+    mse: {
+      type: "boolean",
+      default: GPTQ_DEFAULTS.mse,
+      doc: "MSE grid search for the clipping range (grid 100, max shrink 0.8, norm 2.4)",
+    },
+    trueSequential: {
+      type: "boolean",
+      default: true,
+      doc: "Quantize blocks in stages {q,k,v} → {o} → {gate,up} → {down}, re-collecting inputs",
+    },
+    maxDampRetries: {
+      type: "number",
+      default: GPTQ_DEFAULTS.maxDampRetries,
+      min: 0,
+      integer: true,
+      doc: "Retries with ×10 damping when H + λI is not positive definite",
+    },
+  },
+  quantize(model, q, params, ctx) {
+    if (q.aBits < 16) {
+      throw new UnsupportedConfigError(
+        `gptq quantizes weights only; A${q.aBits} needs another method`,
+      );
+    }
+    if (q.granularity === "tensor") {
+      throw new UnsupportedConfigError(
+        "gptq quantizes per output channel or per group, not per tensor",
+      );
+    }
+    const calib = ctx.calibration;
+    if (!calib) throw new TypeError("gptq needs a calibration set (MethodContext.calibration)");
+    const notes: string[] = [
+      "windows start with BOS; float64 arithmetic; ×10 damping retries",
+    ];
+    if (q.symmetric) notes.push("symmetric grid: core absmax convention, not GPTQ sym=True");
+    const options = {
+      bits: q.wBits,
+      ...(q.granularity === "group" ? { groupSize: q.groupSize! } : {}),
+      symmetric: q.symmetric,
+      percdamp: params.percdamp as number,
+      blockSize: params.blockSize as number,
+      actOrder: params.actOrder as boolean,
+      groupParams: params.groupParams as "reference" | "updated" | "static",
+      mse: params.mse as boolean,
+      maxDampRetries: params.maxDampRetries as number,
+    };
+    const result = quantizeSequential(model, calib, (inp) => {
+      const n = inp.matrix.cols;
+      const h = new Float64Array(n * n);
+      const f = 2 / inp.sequences;
+      for (let i = 0; i < h.length; i++) h[i] = f * inp.gram[i]!;
+      const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, h, options);
+      if (r.dampRetries > 0) {
+        notes.push(`${inp.site.name}: H + λI needed percdamp ${r.percdampUsed}`);
+      }
+      return {
+        matrix: { rows: inp.matrix.rows, cols: n, data: r.dequantized },
+        packed: r.groupIndex ? { ...r.packed, groupIndex: r.groupIndex } : r.packed,
+        stats: { loss: r.loss, dampRetries: r.dampRetries, deadColumns: r.deadColumns },
+      };
+    }, {
+      trueSequential: params.trueSequential as boolean,
+      kernels: ctx.kernels,
+      ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+    });
+    return Promise.resolve({
+      config: model.config,
+      weights: result.weights,
+      packed: result.packed,
+      notes,
+      diagnostics: summarizeDiagnostics(result.diagnostics),
+    });
+  },
+};
