@@ -188,15 +188,22 @@ Deno.test("a killed bench run leaves no partial row and resumes without duplicat
 });
 
 Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is valid", async () => {
+  await using sb = await sandbox();
+  let env: Record<string, string> = { HF_HUB_OFFLINE: "1" };
   const run = async (...args: string[]) => {
     const o = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", cli, ...args],
-      env: { HF_HUB_OFFLINE: "1" },
+      env,
       stdout: "piped",
       stderr: "piped",
     }).output();
     return { code: o.code, err: new TextDecoder().decode(o.stderr) };
   };
+  env = { ...sb.vars, LOWBIT_DATA: dataDir };
+  const big = await run("--methods", "gptq", "--calib-samples", "100000", "--dry-run");
+  env = { HF_HUB_OFFLINE: "1" };
+  assert.equal(big.code, 2, big.err);
+  assert.match(big.err, /needs 25500000 tokens, more than the \d+ tokens of "tinystories:calib"/);
   const a = await run("--methods", "gptqq", "--dry-run");
   assert.equal(a.code, 2);
   assert.match(a.err, /Cannot find method "gptqq".*Available: fp, gptq, rtn/);
@@ -209,4 +216,52 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
   const d = await run("--bits", "4-2");
   assert.equal(d.code, 2);
   assert.match(d.err, /range end below start/);
+});
+
+Deno.test("GPTQ rows: the same seed gives identical rows with the offsets recorded; another seed other offsets", async () => {
+  await using sb = await sandbox();
+  const spec: MatrixSpec = {
+    id: "g",
+    models: ["stories260K"],
+    methods: ["gptq", "gptq:actOrder=true"],
+    bits: [3],
+    groups: [32],
+    tasks: ["tinystories:eval"],
+    symmetric: false,
+    limit: 2,
+    calibration: { samples: 8, seqLen: 64 },
+  };
+  const run = (s: MatrixSpec, out: string) =>
+    runMatrix(s, { outDir: `${sb.dir}/${out}`, dataDir, env: sb.env });
+  const a = await run(spec, "a");
+  const b = await run(spec, "b");
+  const c = await run({ ...spec, calibration: { ...spec.calibration, seed: 1 } }, "c");
+  const stable = (r: ResultRow) => ({ ...r, wallMs: 0, finishedAt: "", env: null });
+  assert.deepEqual(a.map(stable), b.map(stable));
+  const [fp, g, ao] = a;
+  assert.equal(fp!.calibration, undefined, "the FP cell has no calibration");
+  assert.ok(g!.status === "ok" && ao!.status === "ok");
+  assert.equal(g!.method.spec, "gptq");
+  assert.equal(ao!.method.spec, "gptq:actOrder=true");
+  assert.equal(ao!.method.params.actOrder, true);
+  const cal = g!.calibration!;
+  assert.equal(cal.source, "tinystories");
+  assert.equal(cal.dataset.split?.name, "calib");
+  assert.equal(cal.offsets.length, 8);
+  assert.equal(g!.task.dataset?.split?.name, "eval");
+  assert.deepEqual(Object.keys(g!.diagnostics!.relErrorByKind).sort(), [
+    "down",
+    "gate",
+    "k",
+    "o",
+    "q",
+    "up",
+    "v",
+  ]);
+  // Act-order groups are stored with their column map, which costs storage bits.
+  assert.ok(ao!.quant.bitsPerWeight! > g!.quant.bitsPerWeight!);
+  const cg = c[1]!;
+  assert.notDeepEqual(cg.calibration!.offsets, cal.offsets);
+  assert.notEqual(cg.cellId, g!.cellId);
+  assert.equal(c[0]!.cellId, fp!.cellId, "the FP cell does not depend on calibration");
 });

@@ -26,9 +26,11 @@ import type { PackedWeight } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import {
   createKvCache,
+  denseMlp,
   embedTokens,
   layerForward,
   type LinearObserver,
+  selfAttention,
 } from "../models/forward.ts";
 import type { LinearSite } from "../models/linears.ts";
 import type {
@@ -208,7 +210,8 @@ export function quantizeSequential(
       "Calibrated quantization of MoE blocks (per-expert inputs) is not implemented yet",
     );
   }
-  const stages = options.trueSequential === false ? ONE_STAGE : TRUE_SEQUENTIAL_STAGES;
+  const trueSequential = options.trueSequential !== false;
+  const stages = trueSequential ? TRUE_SEQUENTIAL_STAGES : ONE_STAGE;
   const layers = [...model.weights.layers];
   const work = { config, weights: { ...model.weights, layers } };
   const packed = new Map<string, PackedWeight>();
@@ -223,79 +226,152 @@ export function quantizeSequential(
     layerForward(work, l, x, T, cache, kernels, observe);
   };
 
-  for (let l = 0; l < config.nLayers; l++) {
-    for (const stage of stages) {
-      const accs = new Map<LinearKind, Accumulator>();
-      for (const kind of stage) {
-        const g = inputGroup(kind);
-        if (accs.has(g)) continue;
-        const cols = linearOf(layers[l]!, kind).cols;
-        accs.set(g, {
-          cols,
-          gram: new Float64Array(cols * cols),
-          absMax: new Float32Array(cols),
-          tokens: 0,
-          xt: new Float32Array(0),
-          g32: new Float32Array(cols * cols),
-        });
-      }
-      // Stop each pass once the stage's last input is seen: later parts of the block are not used.
-      const last = stage[stage.length - 1]!;
-      const observer: LinearObserver = (kind, x, T) => {
-        const acc = accs.get(kind);
-        if (acc) accumulate(acc, x, T, kernels);
-        return kind === last;
-      };
-      for (const x0 of xs) {
-        const T = x0.length / config.dim;
-        runBlock(l, x0.slice(), T, observer);
-      }
-      options.onProgress?.(++passes, total);
-      for (const kind of stage) {
-        const acc = accs.get(inputGroup(kind))!;
-        const name = `layers.${l}.${kind}`;
-        const site: LinearSite = { layer: l, kind, name };
-        for (let i = 0; i < acc.gram.length; i++) {
-          if (!Number.isFinite(acc.gram[i]!)) {
-            throw new RangeError(
-              `${name}: the calibration inputs hold NaN or ±Infinity (from block ${l}'s inputs)`,
-            );
-          }
-        }
-        const matrix = linearOf(layers[l]!, kind);
-        let out: LinearOutcome;
-        try {
-          out = quantizeLinear({
-            site,
-            matrix,
-            gram: acc.gram,
-            tokens: acc.tokens,
-            sequences,
-            absMax: acc.absMax,
-          });
-        } catch (e) {
-          if (e instanceof Error && !(e instanceof UnsupportedConfigError)) {
-            e.message = `${name}: ${e.message}`;
-          }
-          throw e;
-        }
-        if (out.matrix.rows !== matrix.rows || out.matrix.cols !== matrix.cols) {
-          throw new RangeError(
-            `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
-          );
-        }
-        layers[l] = withLinear(layers[l]!, kind, out.matrix);
-        if (out.packed) packed.set(name, out.packed);
-        diagnostics.push({
-          name,
-          layer: l,
-          kind,
-          relError: relativeReconstructionError(matrix, out.matrix, acc.gram, kernels),
-          ...(out.stats ? { stats: out.stats } : {}),
-        });
+  /** Collects the Gram matrices of `stage` with `fill`, then quantizes the stage's linears. */
+  const runStage = (
+    l: number,
+    stage: readonly LinearKind[],
+    fill: (accs: Map<LinearKind, Accumulator>) => void,
+  ) => {
+    const accs = new Map<LinearKind, Accumulator>();
+    for (const kind of stage) {
+      const g = inputGroup(kind);
+      if (accs.has(g)) continue;
+      const cols = linearOf(layers[l]!, kind).cols;
+      accs.set(g, {
+        cols,
+        gram: new Float64Array(cols * cols),
+        absMax: new Float32Array(cols),
+        tokens: 0,
+        xt: new Float32Array(0),
+        g32: new Float32Array(cols * cols),
+      });
+    }
+    fill(accs);
+    options.onProgress?.(++passes, total);
+    for (const kind of stage) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
+  };
+
+  const quantizeOne = (l: number, kind: LinearKind, acc: Accumulator) => {
+    const name = `layers.${l}.${kind}`;
+    const site: LinearSite = { layer: l, kind, name };
+    for (let i = 0; i < acc.gram.length; i++) {
+      if (!Number.isFinite(acc.gram[i]!)) {
+        throw new RangeError(
+          `${name}: the calibration inputs hold NaN or ±Infinity (from block ${l}'s inputs)`,
+        );
       }
     }
-    for (const x of xs) runBlock(l, x, x.length / config.dim);
+    const matrix = linearOf(layers[l]!, kind);
+    let out: LinearOutcome;
+    try {
+      out = quantizeLinear({
+        site,
+        matrix,
+        gram: acc.gram,
+        tokens: acc.tokens,
+        sequences,
+        absMax: acc.absMax,
+      });
+    } catch (e) {
+      if (e instanceof Error && !(e instanceof UnsupportedConfigError)) {
+        e.message = `${name}: ${e.message}`;
+      }
+      throw e;
+    }
+    if (out.matrix.rows !== matrix.rows || out.matrix.cols !== matrix.cols) {
+      throw new RangeError(
+        `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
+      );
+    }
+    layers[l] = withLinear(layers[l]!, kind, out.matrix);
+    if (out.packed) packed.set(name, out.packed);
+    diagnostics.push({
+      name,
+      layer: l,
+      kind,
+      relError: relativeReconstructionError(matrix, out.matrix, acc.gram, kernels),
+      ...(out.stats ? { stats: out.stats } : {}),
+    });
+  };
+
+  const { dim, normEps } = config;
+  const qDim = config.nHeads * config.headDim;
+  for (let l = 0; l < config.nLayers; l++) {
+    if (!trueSequential) {
+      // One stage: every input from the full-precision block, then one pass through the
+      // quantized block.
+      runStage(l, ONE_STAGE[0]!, (accs) => {
+        const observer: LinearObserver = (kind, x, T) => {
+          const acc = accs.get(kind);
+          if (acc) accumulate(acc, x, T, kernels);
+          return kind === "down"; // the rest of the block is not needed
+        };
+        for (const x of xs) runBlock(l, x.slice(), x.length / dim, observer);
+      });
+      for (const x of xs) runBlock(l, x, x.length / dim);
+      options.onProgress?.(++passes, total);
+      continue;
+    }
+    // True-sequential. Each stage recomputes only what the previous stage's quantization changed:
+    // the attention output (q, k, v quantized) once, the post-attention residual (o quantized)
+    // once, the MLP hidden activation (gate, up quantized) once, and the block output at the end.
+    const layer = () => layers[l]!;
+    const atts: Float32Array[] = [];
+    const hs: Float32Array[] = [];
+    runStage(l, ["q", "k", "v"], (accs) => {
+      for (const x of xs) {
+        const T = x.length / dim;
+        const xn = new Float32Array(x.length);
+        kernels.rmsnorm(x, T, layer().attnNorm, normEps, xn);
+        accumulate(accs.get("q")!, xn, T, kernels);
+      }
+    });
+    runStage(l, ["o"], (accs) => {
+      for (const x of xs) {
+        const T = x.length / dim;
+        const xn = new Float32Array(x.length);
+        kernels.rmsnorm(x, T, layer().attnNorm, normEps, xn);
+        const att = new Float32Array(T * qDim);
+        selfAttention(work, l, xn, T, createKvCache(config, T), kernels, att);
+        accumulate(accs.get("o")!, att, T, kernels);
+        atts.push(att);
+      }
+    });
+    runStage(l, ["gate", "up"], (accs) => {
+      xs.forEach((x, w) => {
+        const T = x.length / dim;
+        const h = new Float32Array(x.length);
+        kernels.matmul(atts[w]!, T, layer().o, h);
+        for (let i = 0; i < h.length; i++) h[i] = h[i]! + x[i]!;
+        const hn = new Float32Array(x.length);
+        kernels.rmsnorm(h, T, layer().mlpNorm, normEps, hn);
+        accumulate(accs.get("gate")!, hn, T, kernels);
+        hs.push(h);
+      });
+    });
+    atts.length = 0;
+    const mlpIn = (h: Float32Array, T: number) => {
+      const hn = new Float32Array(h.length);
+      kernels.rmsnorm(h, T, layer().mlpNorm, normEps, hn);
+      return hn;
+    };
+    runStage(l, ["down"], (accs) => {
+      for (const h of hs) {
+        const T = h.length / dim;
+        denseMlp(layer().mlp as DenseMlp, mlpIn(h, T), T, kernels, new Float32Array(0), (k, g) => {
+          if (k === "down") accumulate(accs.get("down")!, g, T, kernels);
+          return k === "down";
+        });
+      }
+    });
+    hs.forEach((h, w) => {
+      const T = h.length / dim;
+      const out = new Float32Array(h.length);
+      denseMlp(layer().mlp as DenseMlp, mlpIn(h, T), T, kernels, out);
+      const x = xs[w]!;
+      for (let i = 0; i < x.length; i++) x[i] = h[i]! + out[i]!;
+    });
+    hs.length = 0;
     options.onProgress?.(++passes, total);
   }
   return { weights: work.weights, packed, diagnostics };

@@ -82,7 +82,7 @@ export const gptq: Method = {
       doc: "Retries with ×10 damping when H + λI is not positive definite",
     },
   },
-  quantize(model, q, params, ctx) {
+  async quantize(model, q, params, ctx) {
     if (q.aBits < 16) {
       throw new UnsupportedConfigError(
         `gptq quantizes weights only; A${q.aBits} needs another method`,
@@ -129,7 +129,7 @@ export const gptq: Method = {
       kernels: ctx.kernels,
       ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     });
-    return Promise.resolve({
+    return await Promise.resolve({
       config: model.config,
       weights: result.weights,
       packed: result.packed,

@@ -139,34 +139,17 @@ export function layerForward(
 ): void {
   const c = model.config;
   const layer = model.weights.layers[l]!;
-  const start = cache.pos;
-  if (start + T > cache.capacity) {
-    throw new RangeError(
-      `forward: ${start + T} positions exceed the cache capacity ${cache.capacity}`,
-    );
-  }
-  const { dim, headDim, nHeads, nKvHeads } = c;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
-  const xn = new Float32Array(T * dim);
-  const q = new Float32Array(T * qDim);
+  const qDim = c.nHeads * c.headDim;
+  const xn = new Float32Array(T * c.dim);
   const att = new Float32Array(T * qDim);
-  const proj = new Float32Array(T * dim);
-  const rope = ropeTable(c, start + T);
+  const proj = new Float32Array(T * c.dim);
 
   kernels.rmsnorm(x, T, layer.attnNorm, c.normEps, xn);
   if (observe) {
     const stop = [observe("q", xn, T), observe("k", xn, T), observe("v", xn, T)];
     if (stop.includes(true)) return;
   }
-  kernels.matmul(xn, T, layer.q, q);
-  const kCache = cache.k[l]!;
-  const vCache = cache.v[l]!;
-  kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
-  kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
-  applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
-  applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
-  attention(q, kCache, vCache, T, start, c, att);
+  selfAttention(model, l, xn, T, cache, kernels, att);
   if (observe?.("o", att, T) === true) return;
   kernels.matmul(att, T, layer.o, proj);
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
@@ -179,6 +162,42 @@ export function layerForward(
     moeMlp(layer.mlp, c, xn, T, kernels, proj);
   }
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+}
+
+/**
+ * The attention half of block `l` before the output projection: q, k, v projections of the
+ * normalized states `xn` (`[T][dim]`), RoPE, keys and values into the cache at `cache.pos…`, and
+ * causal grouped-query attention into `att` (`[T][nHeads·headDim]`, the input of `o`).
+ */
+export function selfAttention(
+  model: ForwardModel,
+  l: number,
+  xn: Float32Array,
+  T: number,
+  cache: KvCache,
+  kernels: Kernels,
+  att: Float32Array,
+): void {
+  const c = model.config;
+  const layer = model.weights.layers[l]!;
+  const start = cache.pos;
+  if (start + T > cache.capacity) {
+    throw new RangeError(
+      `forward: ${start + T} positions exceed the cache capacity ${cache.capacity}`,
+    );
+  }
+  const { headDim, nHeads, nKvHeads } = c;
+  const kvDim = nKvHeads * headDim;
+  const q = new Float32Array(T * nHeads * headDim);
+  const rope = ropeTable(c, start + T);
+  kernels.matmul(xn, T, layer.q, q);
+  const kCache = cache.k[l]!;
+  const vCache = cache.v[l]!;
+  kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
+  kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
+  applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
+  applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
+  attention(q, kCache, vCache, T, start, c, att);
 }
 
 // --- RoPE -------------------------------------------------------------------------------------
@@ -290,7 +309,7 @@ function attention(
 // --- Feed-forward -----------------------------------------------------------------------------
 
 /** `out = down(silu(gate x) · up x)` for `T` tokens; false when the observer stopped it. */
-function denseMlp(
+export function denseMlp(
   mlp: DenseMlp,
   x: Float32Array,
   T: number,
