@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { PackedWeight } from "../core/quantizer.ts";
 import type { Matrix } from "../models/types.ts";
 
 /** A set of compute kernels. */
@@ -23,4 +24,10 @@ export interface Kernels {
     eps: number,
     out: Float32Array,
   ): void;
+  /**
+   * Fused dequant-matmul: like {@linkcode matmul} with weights `scale · (code − zero)` read
+   * straight from the packed codes (no dequantized copy). Optional: backends without it leave
+   * callers to dequantize. Throws a `RangeError` naming the op and both shapes on a mismatch.
+   */
+  matmulPacked?(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
 }

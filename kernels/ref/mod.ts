@@ -8,6 +8,9 @@
 
 import type { Matrix } from "../../models/types.ts";
 import type { Kernels } from "../types.ts";
+import { matmulPackedRef } from "./packed.ts";
+
+export { matmulPackedRef, validatePacked } from "./packed.ts";
 
 /** Linear layer: `out[t][o] = Σ_i x[t][i] · w[o][i]`. */
 export function matmulRef(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
@@ -67,4 +70,9 @@ export function rmsnormRef(
 }
 
 /** The reference kernel set. */
-export const refKernels: Kernels = { id: "js-ref", matmul: matmulRef, rmsnorm: rmsnormRef };
+export const refKernels: Kernels = {
+  id: "js-ref",
+  matmul: matmulRef,
+  rmsnorm: rmsnormRef,
+  matmulPacked: matmulPackedRef,
+};

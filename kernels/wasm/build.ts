@@ -1,0 +1,81 @@
+/**
+ * Builds `kernels/wasm/kernels.wasm` from `kernels.c` with Debian's clang-19 and wasm-ld-19, with
+ * pinned flags and no paths, timestamps or debug info in the output, so the committed binary can
+ * be reproduced byte for byte.
+ *
+ * `deno task build:wasm` rewrites the binary; `deno task build:wasm --check` builds into a
+ * temporary file and fails unless it equals the committed one (what CI runs).
+ *
+ * @module
+ */
+
+import { sha256Hex } from "../../core/hash.ts";
+
+/** The compiler the committed binary was built with (Debian bookworm's `clang-19`). */
+export const CLANG = "clang-19";
+
+/** Every flag of the build; changing one changes the binary. */
+export const FLAGS: readonly string[] = [
+  "--target=wasm32",
+  "-O3",
+  "-msimd128",
+  "-nostdlib",
+  "-ffreestanding",
+  "-fno-builtin",
+  "-g0",
+  "-Wall",
+  "-Werror",
+  "-Wl,--no-entry",
+  "-Wl,--strip-all",
+  "-Wl,--export=__heap_base",
+  "-Wl,--export-memory",
+  "-Wl,-z,stack-size=65536",
+  "-Wl,--initial-memory=1048576",
+  "-Wl,--max-memory=4294967296",
+];
+
+const here = new URL(".", import.meta.url);
+
+/** Compiles `kernels.c` into `outPath`; throws with the compiler's output on failure. */
+export async function buildWasm(outPath: string): Promise<void> {
+  const dir = here.pathname;
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(CLANG, {
+      // Relative source path and fixed cwd: nothing machine-specific reaches the output.
+      args: [...FLAGS, "-ffile-prefix-map=" + dir + "=./", "-o", outPath, "kernels.c"],
+      cwd: dir,
+      env: { SOURCE_DATE_EPOCH: "0", LC_ALL: "C" },
+    }).output();
+  } catch (e) {
+    throw new Error(
+      `build:wasm: cannot run ${CLANG} (apt-get install -y clang-19 lld-19): ${String(e)}`,
+    );
+  }
+  if (!out.success) {
+    throw new Error(`build:wasm: ${CLANG} failed:\n${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+if (import.meta.main) {
+  const target = new URL("kernels.wasm", here).pathname;
+  const check = Deno.args.includes("--check");
+  const outPath = check ? await Deno.makeTempFile({ suffix: ".wasm" }) : target;
+  await buildWasm(outPath);
+  const built = await Deno.readFile(outPath);
+  const hash = await sha256Hex(built);
+  if (check) {
+    await Deno.remove(outPath);
+    const committed = await Deno.readFile(target).catch(() => new Uint8Array());
+    const want = await sha256Hex(committed);
+    if (want !== hash) {
+      console.error(
+        `build:wasm --check: ${target} (sha256 ${want}) differs from a fresh build ${hash}`,
+      );
+      Deno.exit(1);
+    }
+    console.log(`kernels.wasm reproduced: sha256 ${hash}`);
+  } else {
+    console.log(`wrote ${target} (${built.length} bytes, sha256 ${hash})`);
+  }
+}

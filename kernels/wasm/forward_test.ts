@@ -1,0 +1,24 @@
+import assert from "node:assert/strict";
+import { forward } from "../../models/forward.ts";
+import { stories260K } from "../../testing/stories.ts";
+import { refKernels } from "../ref/mod.ts";
+import { wasmKernels } from "./mod.ts";
+
+Deno.test("stories260K logits with wasm kernels equal the reference kernels' within 1e-4", async () => {
+  const model = await stories260K();
+  const kernels = await wasmKernels();
+  const text = "Once upon a time, there was a little girl named Lily. She loved to play outside.";
+  const tokens = [model.tokenizer.bosId, ...model.tokenizer.encode(text)];
+  const want = forward(model, tokens, { kernels: refKernels });
+  const got = forward(model, tokens, { kernels });
+  assert.equal(got.length, want.length);
+  let maxErr = 0;
+  for (let i = 0; i < want.length; i++) maxErr = Math.max(maxErr, Math.abs(got[i]! - want[i]!));
+  assert.ok(maxErr <= 1e-4, `max |Δlogit| = ${maxErr}`);
+  // Decoding path (GEMV): last-position logits one token at a time.
+  const last = forward(model, tokens.slice(0, 5), { kernels, logits: "last" });
+  const lastRef = forward(model, tokens.slice(0, 5), { kernels: refKernels, logits: "last" });
+  for (let i = 0; i < last.length; i++) {
+    assert.ok(Math.abs(last[i]! - lastRef[i]!) <= 1e-4, `logit ${i}: ${last[i]} vs ${lastRef[i]}`);
+  }
+});

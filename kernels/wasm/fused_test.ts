@@ -1,0 +1,135 @@
+import assert from "node:assert/strict";
+import { dequantizePacked, type PackedWeight, quantizeMatrix } from "../../core/quantizer.ts";
+import { matmulPackedRef, matmulRef } from "../ref/mod.ts";
+import { wasmKernels } from "./mod.ts";
+import { absProducts, assertWithin, randomFloats } from "./test_util.ts";
+
+/**
+ * Error budget of the fused dequant-matmul against the float64 reference, relative to
+ * Σ|x|·|s|·(|q − ½·2^b| + |z − ½·2^b|) ≤ Σ|x|·|s|·2^b (the kernel sums x·q and x·z separately).
+ */
+const FUSED_REL = 1e-5;
+
+const kernels = await wasmKernels();
+
+/** Σ|x[t][c]|·|s[o][g(c)]|·2^bits: an upper bound of the magnitudes the kernel sums. */
+function fusedScale(x: Float32Array, tokens: number, p: PackedWeight): Float64Array {
+  const bound = new Float32Array(p.rows * p.cols);
+  for (let o = 0; o < p.rows; o++) {
+    for (let c = 0; c < p.cols; c++) {
+      const g = p.groupIndex ? p.groupIndex[c]! : Math.floor(c / p.groupSize);
+      bound[o * p.cols + c] = Math.abs(p.scales[o * p.groupsPerRow + g]!) * 2 ** p.bits;
+    }
+  }
+  return absProducts(x, tokens, bound, p.rows, p.cols);
+}
+
+function check(p: PackedWeight, tokens: number, seed: number): void {
+  const x = randomFloats(tokens * p.cols, seed);
+  const want = new Float32Array(tokens * p.rows);
+  matmulPackedRef(x, tokens, p, want);
+  const got = new Float32Array(tokens * p.rows).fill(NaN);
+  kernels.matmulPacked(x, tokens, p, got);
+  const what = `matmulPacked ${tokens}×${p.rows}×${p.cols} ${p.bits}-bit g${p.groupSize}` +
+    (p.groupIndex ? " act-order" : "");
+  assertWithin(got, want, fusedScale(x, tokens, p), FUSED_REL, what);
+}
+
+Deno.test("reference fused matmul equals matmul over the dequantized weights", () => {
+  const rows = 7, cols = 65, tokens = 3;
+  const w = randomFloats(rows * cols, 1);
+  const { packed, dequantized } = quantizeMatrix(w, rows, cols, {
+    bits: 3,
+    granularity: "group",
+    groupSize: 16,
+    symmetric: false,
+  });
+  const x = randomFloats(tokens * cols, 2);
+  const a = new Float32Array(tokens * rows);
+  const b = new Float32Array(tokens * rows);
+  matmulPackedRef(x, tokens, packed, a);
+  matmulRef(x, tokens, { rows, cols, data: dequantized }, b);
+  assert.deepEqual(a, b);
+});
+
+Deno.test("wasm fused dequant-matmul matches the reference for every bit-width and group size", () => {
+  let seed = 10;
+  for (let bits = 2; bits <= 8; bits++) {
+    for (const [rows, cols] of [[1, 7], [7, 63], [9, 64], [17, 65], [64, 172], [5, 300]]) {
+      for (const groupSize of [8, 10, 32, 64, 128, 0]) {
+        const spec = groupSize === 0
+          ? { bits, granularity: "channel" as const, symmetric: seed % 2 === 0 }
+          : { bits, granularity: "group" as const, groupSize, symmetric: seed % 2 === 0 };
+        const { packed } = quantizeMatrix(randomFloats(rows! * cols!, seed++), rows!, cols!, spec);
+        for (const tokens of [1, 3]) check(packed, tokens, seed++);
+      }
+    }
+  }
+});
+
+Deno.test("wasm fused dequant-matmul on long rows (K = 4097) and per-tensor scales", () => {
+  for (const bits of [2, 3, 4, 8]) {
+    const { packed } = quantizeMatrix(randomFloats(9 * 4097, bits), 9, 4097, {
+      bits,
+      granularity: "group",
+      groupSize: 128,
+      symmetric: false,
+    });
+    check(packed, 2, 40 + bits);
+  }
+  const { packed } = quantizeMatrix(randomFloats(12 * 40, 3), 12, 40, {
+    bits: 4,
+    granularity: "tensor",
+    symmetric: true,
+  });
+  check(packed, 1, 50);
+});
+
+Deno.test("wasm fused dequant-matmul follows an act-order groupIndex", () => {
+  for (const bits of [2, 3, 4, 8]) {
+    const rows = 11, cols = 70, groupSize = 16, groups = Math.ceil(cols / groupSize);
+    const { packed } = quantizeMatrix(randomFloats(rows * cols, bits + 60), rows, cols, {
+      bits,
+      granularity: "group",
+      groupSize,
+      symmetric: false,
+    });
+    // A permutation-derived grouping: column c belongs to group (perm(c) / groupSize).
+    const groupIndex = new Uint32Array(cols);
+    for (let c = 0; c < cols; c++) groupIndex[c] = Math.floor(((c * 37) % cols) / groupSize);
+    const scales = randomFloats(rows * groups, bits).map((v) => 0.01 + Math.abs(v));
+    const p: PackedWeight = { ...packed, scales, groupIndex };
+    // The reference honours groupIndex (checked against dequantizePacked) ...
+    const x = randomFloats(cols, 70);
+    const a = new Float32Array(rows);
+    const b = new Float32Array(rows);
+    matmulPackedRef(x, 1, p, a);
+    matmulRef(x, 1, { rows, cols, data: dequantizePacked(p) }, b);
+    assert.deepEqual(a, b);
+    // ... and so does the kernel.
+    check(p, 2, 71 + bits);
+  }
+});
+
+Deno.test("wasm fused dequant-matmul rejects bad shapes naming the op and both shapes", () => {
+  const { packed } = quantizeMatrix(randomFloats(4 * 20, 1), 4, 20, {
+    bits: 4,
+    granularity: "group",
+    groupSize: 8,
+    symmetric: false,
+  });
+  const ok = (p: PackedWeight, xLen = 40, outLen = 8) =>
+    kernels.matmulPacked(new Float32Array(xLen), 2, p, new Float32Array(outLen));
+  ok(packed);
+  const both = /matmulPacked: .*\(x 2×20, weight 4×20 \(4-bit, group 8\)\)$/;
+  assert.throws(() => ok(packed, 39), both);
+  assert.throws(() => ok(packed, 40, 7), both);
+  assert.throws(() => ok({ ...packed, words: packed.words.subarray(1) }), /packed words hold 11/);
+  assert.throws(() => ok({ ...packed, scales: packed.scales.subarray(1) }), /scales\/zeros/);
+  assert.throws(() => ok({ ...packed, wordsPerRow: 2 }), /wordsPerRow 2, expected 3/);
+  assert.throws(
+    () => ok({ ...packed, groupIndex: new Uint32Array(20).fill(3) }),
+    /groupIndex\[0\] = 3/,
+  );
+  assert.throws(() => ok({ ...packed, bits: 9 }), /bits 9/);
+});

@@ -1,0 +1,74 @@
+/**
+ * Loads the committed `kernels.wasm` that sits next to this module.
+ *
+ * @module
+ */
+
+/** The exports of `kernels.c` (pointers are byte offsets into `memory`). */
+export interface WasmExports {
+  readonly memory: WebAssembly.Memory;
+  readonly __heap_base: WebAssembly.Global;
+  gemm_f32(m: number, n: number, k: number, a: number, bp: number, c: number, ws: number): void;
+  gemv_f32(n: number, k: number, x: number, bp: number, out: number): void;
+  rmsnorm_f32(tokens: number, d: number, x: number, w: number, eps: number, out: number): void;
+  dq_gemv(
+    bits: number,
+    tokens: number,
+    rows: number,
+    blocks: number,
+    words: number,
+    groups: number,
+    codes: number,
+    scales: number,
+    zeros: number,
+    groupEnds: number,
+    xp: number,
+    xs: number,
+    out: number,
+  ): number;
+}
+
+const REQUIRED = ["memory", "__heap_base", "gemm_f32", "gemv_f32", "rmsnorm_f32", "dq_gemv"];
+
+/** URL of the kernel binary (beside this module, wherever it is served from). */
+export const WASM_URL: URL = new URL("./kernels.wasm", import.meta.url);
+
+async function readBytes(url: URL): Promise<Uint8Array> {
+  if (url.protocol === "file:") return await Deno.readFile(url);
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/**
+ * Reads, compiles and instantiates the kernel module at `url` (default {@linkcode WASM_URL}).
+ * Throws an error naming the file when it is missing, not WebAssembly, or lacks an export.
+ */
+export async function loadWasm(url: URL = WASM_URL): Promise<WasmExports> {
+  const name = url.protocol === "file:" ? url.pathname : url.href;
+  let bytes: Uint8Array;
+  try {
+    bytes = await readBytes(url);
+  } catch (e) {
+    throw new Error(
+      `wasm kernels: cannot read ${name} (${e instanceof Error ? e.message : e}); ` +
+        "rebuild it with `deno task build:wasm`",
+    );
+  }
+  let instance: WebAssembly.Instance;
+  try {
+    const module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    instance = await WebAssembly.instantiate(module, {});
+  } catch (e) {
+    throw new Error(
+      `wasm kernels: ${name} is not a valid kernel module (${
+        e instanceof Error ? e.message : e
+      }); rebuild it with \`deno task build:wasm\``,
+    );
+  }
+  const missing = REQUIRED.filter((k) => !(k in instance.exports));
+  if (missing.length > 0) {
+    throw new Error(`wasm kernels: ${name} lacks the exports ${missing.join(", ")}`);
+  }
+  return instance.exports as unknown as WasmExports;
+}

@@ -1,0 +1,260 @@
+/**
+ * WASM SIMD128 kernels (`wasm-simd`): f32 GEMM/GEMV, RMSNorm and fused dequant-matmul over
+ * packed low-bit codes, compiled from `kernels.c` (see README.md).
+ *
+ * Weights are copied into WASM memory once per weight object (cached by identity, freed when the
+ * object is collected) in the kernels' own layouts; activations are copied per call.
+ *
+ * @example
+ * ```ts ignore
+ * import { wasmKernels } from "./mod.ts";
+ * const kernels = await wasmKernels();
+ * forward(model, tokens, { kernels });
+ * ```
+ *
+ * @module
+ */
+
+import type { PackedWeight } from "../../core/quantizer.ts";
+import type { Matrix } from "../../models/types.ts";
+import { validatePacked } from "../ref/packed.ts";
+import type { Kernels } from "../types.ts";
+import { type FusedLayout, fusedLayout } from "./fused_layout.ts";
+import { WasmHeap } from "./heap.ts";
+import { loadWasm, type WasmExports } from "./load.ts";
+
+/** Output rows per packed f32 panel (NR in `kernels.c`). */
+const NR = 8;
+/** Floats of GEMM workspace: MC × KC in `kernels.c`. */
+const GEMM_WS = 64 * 256;
+/** Values sampled to notice a weight matrix changed in place since it was copied. */
+const SAMPLES = 16;
+
+/** The `wasm-simd` kernel set; `matmulPacked` is always present. */
+export interface WasmKernels extends Kernels {
+  matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
+  /** Drops the cached WASM copy of a weight (call after changing its values in place). */
+  forget(w: Matrix | PackedWeight): void;
+}
+
+/** Options of {@linkcode wasmKernels}. */
+export interface WasmKernelsOptions {
+  /** Where the binary is (default: `kernels.wasm` beside this module). */
+  readonly url?: URL;
+}
+
+interface F32Entry {
+  readonly ptr: number;
+  readonly data: Float32Array;
+  readonly sample: Float32Array;
+}
+
+interface FusedEntry {
+  readonly layout: FusedLayout;
+  readonly codes: number;
+  readonly scales: number;
+  readonly zeros: number;
+  readonly groupEnds: number;
+}
+
+function sampleOf(data: Float32Array): Float32Array {
+  const s = new Float32Array(SAMPLES);
+  const n = data.length;
+  for (let i = 0; i < SAMPLES && n > 0; i++) {
+    s[i] = data[Math.floor((i * (n - 1)) / (SAMPLES - 1))]!;
+  }
+  return s;
+}
+
+function sameSample(a: Float32Array, b: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
+/** Loads the module and returns the `wasm-simd` kernel set (one WASM instance per call). */
+export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
+  const wasm = await loadWasm(options.url);
+  return new WasmSimdKernels(wasm);
+}
+
+class WasmSimdKernels implements WasmKernels {
+  readonly id = "wasm-simd";
+  readonly #wasm: WasmExports;
+  readonly #heap: WasmHeap;
+  readonly #f32 = new WeakMap<Matrix, F32Entry>();
+  readonly #fused = new WeakMap<PackedWeight, FusedEntry>();
+  readonly #reclaim: FinalizationRegistry<number[]>;
+  #scratch = 0;
+  #scratchBytes = 0;
+  readonly #ws: number;
+
+  constructor(wasm: WasmExports) {
+    this.#wasm = wasm;
+    this.#heap = new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
+    this.#reclaim = new FinalizationRegistry((ptrs) => this.#freeAll(ptrs));
+    this.#ws = this.#heap.alloc(GEMM_WS * 4);
+  }
+
+  matmul(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
+    const { rows, cols } = w;
+    if (
+      !Number.isInteger(tokens) || tokens < 0 || w.data.length !== rows * cols ||
+      x.length < tokens * cols || out.length < tokens * rows
+    ) {
+      throw new RangeError(
+        `matmul: x holds ${x.length} values for ${tokens}×${cols}, out ${out.length} for ` +
+          `${tokens}×${rows}, weight ${rows}×${cols} holds ${w.data.length}`,
+      );
+    }
+    if (tokens === 0 || rows === 0) return;
+    const bp = this.#panels(w);
+    const xBytes = tokens * cols * 4;
+    const base = this.#scratchFor(xBytes + tokens * rows * 4);
+    const heap = this.#heap;
+    heap.f32(base, tokens * cols).set(x.subarray(0, tokens * cols));
+    const o = base + xBytes;
+    if (tokens === 1) this.#wasm.gemv_f32(rows, cols, base, bp, o);
+    else this.#wasm.gemm_f32(tokens, rows, cols, base, bp, o, this.#ws);
+    out.set(heap.f32(o, tokens * rows));
+  }
+
+  rmsnorm(
+    x: Float32Array,
+    tokens: number,
+    weight: Float32Array,
+    eps: number,
+    out: Float32Array,
+  ): void {
+    const d = weight.length;
+    if (
+      !Number.isInteger(tokens) || tokens < 0 || x.length < tokens * d || out.length < tokens * d
+    ) {
+      throw new RangeError(
+        `rmsnorm: x holds ${x.length} and out ${out.length} values, need ${tokens}×${d}`,
+      );
+    }
+    if (tokens === 0 || d === 0) return;
+    const n = tokens * d;
+    const base = this.#scratchFor((2 * n + d) * 4);
+    const heap = this.#heap;
+    heap.f32(base, n).set(x.subarray(0, n));
+    heap.f32(base + n * 4, d).set(weight);
+    const o = base + (n + d) * 4;
+    this.#wasm.rmsnorm_f32(tokens, d, base, base + n * 4, eps, o);
+    out.set(heap.f32(o, n));
+  }
+
+  matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void {
+    validatePacked("matmulPacked", x, tokens, p, out);
+    if (tokens === 0 || p.rows === 0) return;
+    const e = this.#fusedEntry(p);
+    const L = e.layout;
+    const xpBytes = tokens * L.kp * 4;
+    const base = this.#scratchFor(xpBytes + L.groups * 4 + tokens * L.rows * 4);
+    const xp = this.#heap.f32(base, tokens * L.kp);
+    if (L.colmap === null) xp.set(x.subarray(0, tokens * L.cols));
+    else {
+      const map = L.colmap;
+      for (let t = 0; t < tokens; t++) {
+        const xo = t * L.cols, po = t * L.kp;
+        for (let k = 0; k < L.kp; k++) {
+          const c = map[k]!;
+          xp[po + k] = c < 0 ? 0 : x[xo + c]!;
+        }
+      }
+    }
+    const xs = base + xpBytes;
+    const o = xs + L.groups * 4;
+    const rc = this.#wasm.dq_gemv(
+      L.bits,
+      tokens,
+      L.rows,
+      L.blocks,
+      L.words,
+      L.groups,
+      e.codes,
+      e.scales,
+      e.zeros,
+      e.groupEnds,
+      base,
+      xs,
+      o,
+    );
+    if (rc !== 0) throw new RangeError(`matmulPacked: ${L.bits}-bit codes are not supported`);
+    out.set(this.#heap.f32(o, tokens * L.rows));
+  }
+
+  forget(w: Matrix | PackedWeight): void {
+    if ("data" in w) {
+      const e = this.#f32.get(w);
+      if (e) {
+        this.#f32.delete(w);
+        this.#reclaim.unregister(e);
+        this.#heap.free(e.ptr);
+      }
+    } else {
+      const e = this.#fused.get(w);
+      if (e) {
+        this.#fused.delete(w);
+        this.#reclaim.unregister(e);
+        this.#freeAll([e.codes, e.scales, e.zeros, e.groupEnds]);
+      }
+    }
+  }
+
+  #freeAll(ptrs: number[]): void {
+    for (const p of ptrs) this.#heap.free(p);
+  }
+
+  /** A scratch block of at least `bytes`, reused across calls. */
+  #scratchFor(bytes: number): number {
+    if (bytes > this.#scratchBytes) {
+      if (this.#scratchBytes > 0) this.#heap.free(this.#scratch);
+      this.#scratchBytes = Math.max(bytes, this.#scratchBytes * 2);
+      this.#scratch = this.#heap.alloc(this.#scratchBytes);
+    }
+    return this.#scratch;
+  }
+
+  /** The weight's packed panels in WASM memory, copied on first use. */
+  #panels(w: Matrix): number {
+    const cached = this.#f32.get(w);
+    if (cached && cached.data === w.data && sameSample(cached.sample, sampleOf(w.data))) {
+      return cached.ptr;
+    }
+    if (cached) this.forget(w);
+    const { rows, cols, data } = w;
+    const panels = Math.ceil(rows / NR);
+    const ptr = this.#heap.alloc(panels * cols * NR * 4);
+    const bp = this.#heap.f32(ptr, panels * cols * NR);
+    bp.fill(0);
+    for (let r = 0; r < rows; r++) {
+      const dst = Math.floor(r / NR) * cols * NR + (r % NR);
+      const src = r * cols;
+      for (let k = 0; k < cols; k++) bp[dst + k * NR] = data[src + k]!;
+    }
+    const entry: F32Entry = { ptr, data, sample: sampleOf(data) };
+    this.#f32.set(w, entry);
+    this.#reclaim.register(w, [ptr], entry);
+    return ptr;
+  }
+
+  #fusedEntry(p: PackedWeight): FusedEntry {
+    const cached = this.#fused.get(p);
+    if (cached) return cached;
+    const layout = fusedLayout(p);
+    const heap = this.#heap;
+    const codes = heap.alloc(layout.codes.length * 4);
+    const scales = heap.alloc(layout.scales.length * 4);
+    const zeros = heap.alloc(layout.zeros.length * 4);
+    const groupEnds = heap.alloc(layout.groupEnds.length * 4);
+    heap.u32(codes, layout.codes.length).set(layout.codes);
+    heap.f32(scales, layout.scales.length).set(layout.scales);
+    heap.f32(zeros, layout.zeros.length).set(layout.zeros);
+    heap.u32(groupEnds, layout.groupEnds.length).set(layout.groupEnds);
+    const entry: FusedEntry = { layout, codes, scales, zeros, groupEnds };
+    this.#fused.set(p, entry);
+    this.#reclaim.register(p, [codes, scales, zeros, groupEnds], entry);
+    return entry;
+  }
+}
