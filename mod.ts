@@ -17,6 +17,20 @@
  * );
  * ```
  *
+ * @example GPTQ at 3 bits, calibrated on TinyStories' first half, evaluated on its second half
+ * ```ts ignore
+ * import { drawCalibrationSet, DEFAULT_CALIBRATION, getTask, loadModel, METHODS, refKernels,
+ *   resolveParams } from "./mod.ts";
+ * const model = await loadModel("stories260K");
+ * const calibration = await drawCalibrationSet(
+ *   DEFAULT_CALIBRATION, model.tokenizer, model.config.maxSeqLen, "../shared/data");
+ * const gptq = METHODS.get("gptq");
+ * const q = await gptq.quantize(model, {
+ *   wBits: 3, aBits: 16, granularity: "channel", symmetric: false,
+ * }, resolveParams(gptq, { actOrder: true }), { kernels: refKernels, calibration });
+ * console.log(q.diagnostics?.relErrorByKind);
+ * ```
+ *
  * @module
  */
 
@@ -26,24 +40,59 @@ export { type ModelEntry, MODELS } from "./models/registry.ts";
 export { hubCacheDir, hubFile, parseHfRef } from "./models/hub.ts";
 export {
   createKvCache,
+  denseMlp,
+  embedTokens,
   forward,
   type ForwardModel,
   type ForwardOptions,
   generateGreedy,
   type KvCache,
+  layerForward,
+  type LinearObserver,
+  selfAttention,
 } from "./models/forward.ts";
 export { type LinearSite, listLinears, mapLinears } from "./models/linears.ts";
 export * from "./core/quantizer.ts";
 export * from "./core/errors.ts";
 export { createRegistry, type Registry } from "./core/registry.ts";
 export { METHODS } from "./methods/mod.ts";
+export { gptq } from "./methods/gptq.ts";
+export {
+  GPTQ_DEFAULTS,
+  type GptqLayerOptions,
+  type GptqLayerResult,
+  gptqQuantizeLayer,
+  groupParamsMse,
+  HessianNotPositiveDefiniteError,
+  upperCholeskyOfInverse,
+} from "./methods/gptq_core.ts";
+export { rtn } from "./methods/rtn.ts";
+export {
+  type CalibrationRecord,
+  calibrationRecord,
+  type CalibrationSet,
+  type CalibrationSpec,
+  DEFAULT_CALIBRATION,
+  drawCalibrationSet,
+} from "./calibration/set.ts";
+export {
+  type LinearDiagnostic,
+  type LinearInputs,
+  type LinearOutcome,
+  type LinearQuantizer,
+  quantizeSequential,
+  relativeReconstructionError,
+  type SequentialOptions,
+  type SequentialResult,
+} from "./calibration/sequential.ts";
+export { type MethodSpec, parseMethodSpec } from "./bench/method_spec.ts";
 export * from "./methods/types.ts";
 export { getTask, TASK_IDS } from "./tasks/mod.ts";
 export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
 export { EvalPool } from "./tasks/eval_pool.ts";
 export { datasetInfo, readDocuments, readTextDataset, TEXT_DATASETS } from "./corpora/text.ts";
 export type { CorpusRef, DatasetInfo, TextCorpus } from "./corpora/text.ts";
-export type { SplitInfo } from "./corpora/splits.ts";
+export { applySplit, type SplitInfo } from "./corpora/splits.ts";
 export type * from "./tasks/types.ts";
 export type { Kernels } from "./kernels/types.ts";
 export { refKernels } from "./kernels/ref/mod.ts";
@@ -52,6 +101,7 @@ export {
   expandMatrix,
   type GroupSetting,
   type MatrixSpec,
+  type MethodEntry,
   parsePreset,
 } from "./bench/matrix.ts";
 export { planMatrix, type RunEvent, runMatrix, type RunOptions } from "./bench/runner.ts";
