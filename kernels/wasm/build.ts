@@ -1,10 +1,11 @@
 /**
- * Builds `kernels/wasm/kernels.wasm` from `kernels.c` with Debian's clang-19 and wasm-ld-19, with
- * pinned flags and no paths, timestamps or debug info in the output, so the committed binary can
- * be reproduced byte for byte.
+ * Builds `kernels/wasm/kernels.wasm` (SIMD128) and `kernels_fma.wasm` (plus relaxed-SIMD
+ * `f32x4.relaxed_madd`) from `kernels.c` with Debian's clang-19 and wasm-ld-19, with pinned flags
+ * and no paths, timestamps or debug info in the output, so the committed binaries can be
+ * reproduced byte for byte.
  *
- * `deno task build:wasm` rewrites the binary; `deno task build:wasm --check` builds into a
- * temporary file and fails unless it equals the committed one (what CI runs).
+ * `deno task build:wasm` rewrites the binaries; `deno task build:wasm --check` builds into
+ * temporary files and fails unless they equal the committed ones (what CI runs).
  *
  * @module
  */
@@ -34,16 +35,22 @@ export const FLAGS: readonly string[] = [
   "-Wl,--max-memory=4294967296",
 ];
 
+/** The binaries built from `kernels.c`, with their extra flags. */
+export const VARIANTS: readonly { readonly file: string; readonly flags: readonly string[] }[] = [
+  { file: "kernels.wasm", flags: [] },
+  { file: "kernels_fma.wasm", flags: ["-mrelaxed-simd", "-DLOWBIT_RELAXED=1"] },
+];
+
 const here = new URL(".", import.meta.url);
 
-/** Compiles `kernels.c` into `outPath`; throws with the compiler's output on failure. */
-export async function buildWasm(outPath: string): Promise<void> {
+/** Compiles `kernels.c` with `extra` flags into `outPath`; throws with the compiler's output. */
+export async function buildWasm(outPath: string, extra: readonly string[] = []): Promise<void> {
   const dir = here.pathname;
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(CLANG, {
       // Relative source path and fixed cwd: nothing machine-specific reaches the output.
-      args: [...FLAGS, "-ffile-prefix-map=" + dir + "=./", "-o", outPath, "kernels.c"],
+      args: [...FLAGS, ...extra, "-ffile-prefix-map=" + dir + "=./", "-o", outPath, "kernels.c"],
       cwd: dir,
       env: { SOURCE_DATE_EPOCH: "0", LC_ALL: "C" },
     }).output();
@@ -58,24 +65,27 @@ export async function buildWasm(outPath: string): Promise<void> {
 }
 
 if (import.meta.main) {
-  const target = new URL("kernels.wasm", here).pathname;
   const check = Deno.args.includes("--check");
-  const outPath = check ? await Deno.makeTempFile({ suffix: ".wasm" }) : target;
-  await buildWasm(outPath);
-  const built = await Deno.readFile(outPath);
-  const hash = await sha256Hex(built);
-  if (check) {
-    await Deno.remove(outPath);
-    const committed = await Deno.readFile(target).catch(() => new Uint8Array());
-    const want = await sha256Hex(committed);
-    if (want !== hash) {
-      console.error(
-        `build:wasm --check: ${target} (sha256 ${want}) differs from a fresh build ${hash}`,
-      );
-      Deno.exit(1);
+  let failed = false;
+  for (const v of VARIANTS) {
+    const target = new URL(v.file, here).pathname;
+    const outPath = check ? await Deno.makeTempFile({ suffix: ".wasm" }) : target;
+    await buildWasm(outPath, v.flags);
+    const built = await Deno.readFile(outPath);
+    const hash = await sha256Hex(built);
+    if (check) {
+      await Deno.remove(outPath);
+      const committed = await Deno.readFile(target).catch(() => new Uint8Array());
+      const want = await sha256Hex(committed);
+      if (want !== hash) {
+        console.error(
+          `build:wasm --check: ${target} (sha256 ${want}) differs from a fresh build ${hash}`,
+        );
+        failed = true;
+      } else console.log(`${v.file} reproduced: sha256 ${hash}`);
+    } else {
+      console.log(`wrote ${target} (${built.length} bytes, sha256 ${hash})`);
     }
-    console.log(`kernels.wasm reproduced: sha256 ${hash}`);
-  } else {
-    console.log(`wrote ${target} (${built.length} bytes, sha256 ${hash})`);
   }
+  if (failed) Deno.exit(1);
 }

@@ -11,6 +11,8 @@ import { absProducts, assertWithin, randomFloats } from "./test_util.ts";
 const FUSED_REL = 1e-5;
 
 const kernels = await wasmKernels();
+/** Both builds: plain SIMD128 and (where the engine runs it) relaxed-SIMD FMA. */
+const variants = [kernels, await wasmKernels({ fma: true })];
 
 /** Σ|x[t][c]|·|s[o][g(c)]|·2^bits: an upper bound of the magnitudes the kernel sums. */
 function fusedScale(x: Float32Array, tokens: number, p: PackedWeight): Float64Array {
@@ -28,11 +30,14 @@ function check(p: PackedWeight, tokens: number, seed: number): void {
   const x = randomFloats(tokens * p.cols, seed);
   const want = new Float32Array(tokens * p.rows);
   matmulPackedRef(x, tokens, p, want);
-  const got = new Float32Array(tokens * p.rows).fill(NaN);
-  kernels.matmulPacked(x, tokens, p, got);
-  const what = `matmulPacked ${tokens}×${p.rows}×${p.cols} ${p.bits}-bit g${p.groupSize}` +
-    (p.groupIndex ? " act-order" : "");
-  assertWithin(got, want, fusedScale(x, tokens, p), FUSED_REL, what);
+  const scale = fusedScale(x, tokens, p);
+  for (const k of variants) {
+    const got = new Float32Array(tokens * p.rows).fill(NaN);
+    k.matmulPacked(x, tokens, p, got);
+    const what = `${k.id} matmulPacked ${tokens}×${p.rows}×${p.cols} ${p.bits}-bit ` +
+      `g${p.groupSize}${p.groupIndex ? " act-order" : ""}`;
+    assertWithin(got, want, scale, FUSED_REL, what);
+  }
 }
 
 Deno.test("reference fused matmul equals matmul over the dequantized weights", () => {

@@ -18,6 +18,13 @@ typedef unsigned int u32;
 #define EXPORT(name) __attribute__((export_name(#name)))
 #define INLINE static inline __attribute__((always_inline))
 
+/* a * b + c: one fused (or not: the hardware decides) relaxed-SIMD op in the FMA build. */
+#ifdef LOWBIT_RELAXED
+#define MADD(a, b, c) wasm_f32x4_relaxed_madd(a, b, c)
+#else
+#define MADD(a, b, c) wasm_f32x4_add(c, wasm_f32x4_mul(a, b))
+#endif
+
 #define MR 4
 #define NR 8
 #define KC 256
@@ -56,17 +63,17 @@ static void micro_4x8(int kc, const float *ap, const float *bp, float *c, int ld
     v128_t b0 = wasm_v128_load(bp + 8 * k);
     v128_t b1 = wasm_v128_load(bp + 8 * k + 4);
     v128_t a0 = wasm_v128_load32_splat(ap + 4 * k + 0);
-    c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(a0, b0));
-    c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(a0, b1));
+    c00 = MADD(a0, b0, c00);
+    c01 = MADD(a0, b1, c01);
     v128_t a1 = wasm_v128_load32_splat(ap + 4 * k + 1);
-    c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(a1, b0));
-    c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(a1, b1));
+    c10 = MADD(a1, b0, c10);
+    c11 = MADD(a1, b1, c11);
     v128_t a2 = wasm_v128_load32_splat(ap + 4 * k + 2);
-    c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(a2, b0));
-    c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(a2, b1));
+    c20 = MADD(a2, b0, c20);
+    c21 = MADD(a2, b1, c21);
     v128_t a3 = wasm_v128_load32_splat(ap + 4 * k + 3);
-    c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(a3, b0));
-    c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(a3, b1));
+    c30 = MADD(a3, b0, c30);
+    c31 = MADD(a3, b1, c31);
   }
   if (mr == MR && nr == NR) {
     float *r0 = c, *r1 = c + ldc, *r2 = c + 2 * ldc, *r3 = c + 3 * ldc;
@@ -143,19 +150,19 @@ void gemv_f32(int n, int k, const float *x, const float *bp, float *out) {
       v128_t x1 = wasm_v128_load32_splat(x + i + 1);
       v128_t x2 = wasm_v128_load32_splat(x + i + 2);
       v128_t x3 = wasm_v128_load32_splat(x + i + 3);
-      s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(x0, wasm_v128_load(bb)));
-      s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(x0, wasm_v128_load(bb + 4)));
-      t0 = wasm_f32x4_add(t0, wasm_f32x4_mul(x1, wasm_v128_load(bb + 8)));
-      t1 = wasm_f32x4_add(t1, wasm_f32x4_mul(x1, wasm_v128_load(bb + 12)));
-      u0 = wasm_f32x4_add(u0, wasm_f32x4_mul(x2, wasm_v128_load(bb + 16)));
-      u1 = wasm_f32x4_add(u1, wasm_f32x4_mul(x2, wasm_v128_load(bb + 20)));
-      v0 = wasm_f32x4_add(v0, wasm_f32x4_mul(x3, wasm_v128_load(bb + 24)));
-      v1 = wasm_f32x4_add(v1, wasm_f32x4_mul(x3, wasm_v128_load(bb + 28)));
+      s0 = MADD(x0, wasm_v128_load(bb), s0);
+      s1 = MADD(x0, wasm_v128_load(bb + 4), s1);
+      t0 = MADD(x1, wasm_v128_load(bb + 8), t0);
+      t1 = MADD(x1, wasm_v128_load(bb + 12), t1);
+      u0 = MADD(x2, wasm_v128_load(bb + 16), u0);
+      u1 = MADD(x2, wasm_v128_load(bb + 20), u1);
+      v0 = MADD(x3, wasm_v128_load(bb + 24), v0);
+      v1 = MADD(x3, wasm_v128_load(bb + 28), v1);
     }
     for (; i < k; i++) {
       v128_t xi = wasm_v128_load32_splat(x + i);
-      s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(xi, wasm_v128_load(b + 8 * i)));
-      s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(xi, wasm_v128_load(b + 8 * i + 4)));
+      s0 = MADD(xi, wasm_v128_load(b + 8 * i), s0);
+      s1 = MADD(xi, wasm_v128_load(b + 8 * i + 4), s1);
     }
     s0 = wasm_f32x4_add(wasm_f32x4_add(s0, t0), wasm_f32x4_add(u0, v0));
     s1 = wasm_f32x4_add(wasm_f32x4_add(s1, t1), wasm_f32x4_add(u1, v1));
@@ -243,20 +250,20 @@ INLINE void dq_gemv_bits(const int bits, int tokens, int rows, int blocks, int w
             v128_t q1 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v1, up), down));
             switch (j & 3) {
               case 0:
-                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(q0, xj));
-                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(q1, xj));
+                a0 = MADD(q0, xj, a0);
+                a1 = MADD(q1, xj, a1);
                 break;
               case 1:
-                b0 = wasm_f32x4_add(b0, wasm_f32x4_mul(q0, xj));
-                b1 = wasm_f32x4_add(b1, wasm_f32x4_mul(q1, xj));
+                b0 = MADD(q0, xj, b0);
+                b1 = MADD(q1, xj, b1);
                 break;
               case 2:
-                c0 = wasm_f32x4_add(c0, wasm_f32x4_mul(q0, xj));
-                c1 = wasm_f32x4_add(c1, wasm_f32x4_mul(q1, xj));
+                c0 = MADD(q0, xj, c0);
+                c1 = MADD(q1, xj, c1);
                 break;
               default:
-                d0 = wasm_f32x4_add(d0, wasm_f32x4_mul(q0, xj));
-                d1 = wasm_f32x4_add(d1, wasm_f32x4_mul(q1, xj));
+                d0 = MADD(q0, xj, d0);
+                d1 = MADD(q1, xj, d1);
             }
           }
         }
@@ -265,8 +272,8 @@ INLINE void dq_gemv_bits(const int bits, int tokens, int rows, int blocks, int w
         v128_t xsg = wasm_f32x4_splat(xs[g]);
         g0 = wasm_f32x4_sub(g0, wasm_f32x4_mul(wasm_v128_load(zb + 8 * g), xsg));
         g1 = wasm_f32x4_sub(g1, wasm_f32x4_mul(wasm_v128_load(zb + 8 * g + 4), xsg));
-        tot0 = wasm_f32x4_add(tot0, wasm_f32x4_mul(wasm_v128_load(sb + 8 * g), g0));
-        tot1 = wasm_f32x4_add(tot1, wasm_f32x4_mul(wasm_v128_load(sb + 8 * g + 4), g1));
+        tot0 = MADD(wasm_v128_load(sb + 8 * g), g0, tot0);
+        tot1 = MADD(wasm_v128_load(sb + 8 * g + 4), g1, tot1);
       }
       float tile[8] __attribute__((aligned(16)));
       wasm_v128_store(tile, tot0);

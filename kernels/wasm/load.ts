@@ -33,6 +33,47 @@ const REQUIRED = ["memory", "__heap_base", "gemm_f32", "gemv_f32", "rmsnorm_f32"
 /** URL of the kernel binary (beside this module, wherever it is served from). */
 export const WASM_URL: URL = new URL("./kernels.wasm", import.meta.url);
 
+/** URL of the same kernels built with relaxed-SIMD `f32x4.relaxed_madd` (FMA where available). */
+export const WASM_FMA_URL: URL = new URL("./kernels_fma.wasm", import.meta.url);
+
+/** `(func (result v128) v128.const 0 ×3 f32x4.relaxed_madd)`: validates iff relaxed SIMD runs. */
+const RELAXED_PROBE = new Uint8Array([
+  0x00,
+  0x61,
+  0x73,
+  0x6d,
+  0x01,
+  0x00,
+  0x00,
+  0x00, // magic, version
+  0x01,
+  0x05,
+  0x01,
+  0x60,
+  0x00,
+  0x01,
+  0x7b, // type: () -> v128
+  0x03,
+  0x02,
+  0x01,
+  0x00, // one function of type 0
+  0x0a,
+  0x3d,
+  0x01,
+  0x3b,
+  0x00, // code: one body of 59 bytes, no locals
+  ...[0, 1, 2].flatMap(() => [0xfd, 0x0c, ...new Array(16).fill(0)]), // v128.const 0
+  0xfd,
+  0x85,
+  0x02, // f32x4.relaxed_madd (0xfd 0x105)
+  0x0b, // end
+]);
+
+/** Whether this engine runs relaxed-SIMD instructions (checked by validating a probe module). */
+export function relaxedSimdSupported(): boolean {
+  return WebAssembly.validate(RELAXED_PROBE);
+}
+
 async function readBytes(url: URL): Promise<Uint8Array> {
   if (url.protocol === "file:") return await Deno.readFile(url);
   const res = await fetch(url);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadWasm, WASM_URL } from "./load.ts";
+import { loadWasm, relaxedSimdSupported, WASM_FMA_URL, WASM_URL } from "./load.ts";
 import { wasmKernels } from "./mod.ts";
 
 Deno.test("the committed kernels.wasm loads and exports every kernel", async () => {
@@ -8,6 +8,11 @@ Deno.test("the committed kernels.wasm loads and exports every kernel", async () 
     assert.equal(typeof wasm[name], "function", name);
   }
   assert.equal((await wasmKernels()).id, "wasm-simd");
+  // Deno's V8 runs relaxed SIMD; the FMA build must load there and say so in its id.
+  assert.equal(relaxedSimdSupported(), true);
+  assert.equal((await wasmKernels({ fma: true })).id, "wasm-simd-fma");
+  const fma = await loadWasm(WASM_FMA_URL);
+  assert.equal(typeof fma.gemm_f32, "function");
   assert.ok(WASM_URL.pathname.endsWith("/kernels/wasm/kernels.wasm"));
 });
 

@@ -7,16 +7,20 @@ import { absProducts, assertWithin, randomFloats } from "./test_util.ts";
 const MATMUL_REL = 1e-5;
 
 const kernels = await wasmKernels();
+/** Both builds: plain SIMD128 and (where the engine runs it) relaxed-SIMD FMA. */
+const variants = [kernels, await wasmKernels({ fma: true })];
 
 function check(tokens: number, rows: number, cols: number, seed: number): void {
   const x = randomFloats(tokens * cols, seed);
   const w = { rows, cols, data: randomFloats(rows * cols, seed + 1) };
   const want = new Float32Array(tokens * rows);
   matmulRef(x, tokens, w, want);
-  const got = new Float32Array(tokens * rows).fill(NaN);
-  kernels.matmul(x, tokens, w, got);
   const scale = absProducts(x, tokens, w.data, rows, cols);
-  assertWithin(got, want, scale, MATMUL_REL, `matmul ${tokens}×${rows}×${cols}`);
+  for (const k of variants) {
+    const got = new Float32Array(tokens * rows).fill(NaN);
+    k.matmul(x, tokens, w, got);
+    assertWithin(got, want, scale, MATMUL_REL, `${k.id} matmul ${tokens}×${rows}×${cols}`);
+  }
 }
 
 Deno.test("wasm matmul matches the reference on awkward shapes (GEMV and GEMM paths)", () => {
@@ -82,10 +86,12 @@ Deno.test("wasm rmsnorm matches the reference within 1e-6 relative", () => {
       const weight = randomFloats(d, seed++);
       const want = new Float32Array(tokens * d);
       rmsnormRef(x, tokens, weight, 1e-5, want);
-      const got = new Float32Array(tokens * d).fill(NaN);
-      kernels.rmsnorm(x, tokens, weight, 1e-5, got);
       const scale = Float64Array.from(want, (v) => Math.abs(v));
-      assertWithin(got, want, scale, 1e-6, `rmsnorm ${tokens}×${d}`);
+      for (const k of variants) {
+        const got = new Float32Array(tokens * d).fill(NaN);
+        k.rmsnorm(x, tokens, weight, 1e-5, got);
+        assertWithin(got, want, scale, 1e-6, `${k.id} rmsnorm ${tokens}×${d}`);
+      }
     }
   }
   assert.throws(

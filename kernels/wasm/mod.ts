@@ -21,7 +21,13 @@ import { validatePacked } from "../ref/packed.ts";
 import type { Kernels } from "../types.ts";
 import { type FusedLayout, fusedLayout } from "./fused_layout.ts";
 import { WasmHeap } from "./heap.ts";
-import { loadWasm, type WasmExports } from "./load.ts";
+import {
+  loadWasm,
+  relaxedSimdSupported,
+  WASM_FMA_URL,
+  WASM_URL,
+  type WasmExports,
+} from "./load.ts";
 
 /** Output rows per packed f32 panel (NR in `kernels.c`). */
 const NR = 8;
@@ -39,7 +45,13 @@ export interface WasmKernels extends Kernels {
 
 /** Options of {@linkcode wasmKernels}. */
 export interface WasmKernelsOptions {
-  /** Where the binary is (default: `kernels.wasm` beside this module). */
+  /**
+   * Use the relaxed-SIMD build (`f32x4.relaxed_madd`, id `wasm-simd-fma`) when the engine runs
+   * it, else the plain SIMD128 one. Off by default: relaxed results may differ in the last bits
+   * between machines (fused or unfused multiply-add), plain SIMD128 results do not.
+   */
+  readonly fma?: boolean;
+  /** Where the binary is (default: `kernels.wasm`, or `kernels_fma.wasm`, beside this module). */
   readonly url?: URL;
 }
 
@@ -71,14 +83,18 @@ function sameSample(a: Float32Array, b: Float32Array): boolean {
   return true;
 }
 
-/** Loads the module and returns the `wasm-simd` kernel set (one WASM instance per call). */
+/**
+ * Loads the module and returns the `wasm-simd` kernel set (or `wasm-simd-fma`, see
+ * {@linkcode WasmKernelsOptions.fma}); one WASM instance per call.
+ */
 export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
-  const wasm = await loadWasm(options.url);
-  return new WasmSimdKernels(wasm);
+  const fma = options.fma === true && relaxedSimdSupported();
+  const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL));
+  return new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd");
 }
 
 class WasmSimdKernels implements WasmKernels {
-  readonly id = "wasm-simd";
+  readonly id: string;
   readonly #wasm: WasmExports;
   readonly #heap: WasmHeap;
   readonly #f32 = new WeakMap<Matrix, F32Entry>();
@@ -88,7 +104,8 @@ class WasmSimdKernels implements WasmKernels {
   #scratchBytes = 0;
   readonly #ws: number;
 
-  constructor(wasm: WasmExports) {
+  constructor(wasm: WasmExports, id: string) {
+    this.id = id;
     this.#wasm = wasm;
     this.#heap = new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
     this.#reclaim = new FinalizationRegistry((ptrs) => this.#freeAll(ptrs));
