@@ -36,6 +36,7 @@ export const CASES: readonly KernelCase[] = [
   { name: "GEMV", m: 1, n: 4096, k: 4096 },
   { name: "dequant-GEMV 4-bit g128", m: 1, n: 4096, k: 4096, bits: 4 },
   { name: "dequant-GEMV 2-bit g128", m: 1, n: 4096, k: 4096, bits: 2 },
+  { name: "dequant-GEMM 4-bit g128", m: 128, n: 4096, k: 4096, bits: 4, refM: 2 },
 ];
 
 /**

@@ -167,7 +167,8 @@ class WasmSimdKernels implements WasmKernels {
     const e = this.#fusedEntry(p);
     const L = e.layout;
     const xpBytes = tokens * L.kp * 4;
-    const base = this.#scratchFor(xpBytes + L.groups * 4 + tokens * L.rows * 4);
+    // xs: group sums of x for up to four tokens at once (the kernel's token tile).
+    const base = this.#scratchFor(xpBytes + 4 * L.groups * 4 + tokens * L.rows * 4);
     const xp = this.#heap.f32(base, tokens * L.kp);
     if (L.colmap === null) xp.set(x.subarray(0, tokens * L.cols));
     else {
@@ -181,7 +182,7 @@ class WasmSimdKernels implements WasmKernels {
       }
     }
     const xs = base + xpBytes;
-    const o = xs + L.groups * 4;
+    const o = xs + 4 * L.groups * 4;
     const rc = this.#wasm.dq_gemv(
       L.bits,
       tokens,
