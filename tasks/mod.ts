@@ -1,7 +1,12 @@
 /**
- * The task registry. Perplexity tasks are named by corpus (`tinystories`, `wikitext2`), by a
- * corpus split (`tinystories:eval`, the half of TinyStories no calibration set draws from), or by
- * a local file (`file:PATH`).
+ * The task registry.
+ *
+ * - Perplexity tasks are named by corpus (`tinystories`, `wikitext2`), by a corpus split
+ *   (`tinystories:eval`, the half of TinyStories no calibration set draws from), or by a local
+ *   file (`file:PATH`).
+ * - Zero-shot tasks (family `zero-shot`) follow lm-evaluation-harness: `arc_easy`,
+ *   `arc_challenge`, `piqa`, `hellaswag`, `winogrande`, `boolq`, `lambada_openai`
+ *   (see `zero_shot.ts`), plus `tinystories_cloze` (see `tinystories_cloze.ts`).
  *
  * @module
  */
@@ -9,13 +14,23 @@
 import { unknownIdError } from "../core/registry.ts";
 import { TEXT_DATASETS } from "../corpora/text.ts";
 import { perplexityTask } from "./perplexity.ts";
+import { tinystoriesClozeTask } from "./tinystories_cloze.ts";
 import type { Task } from "./types.ts";
+import { ZERO_SHOT_TASK_IDS, zeroShotTask } from "./zero_shot.ts";
+
+/** Ids of the perplexity tasks (besides `file:PATH`). */
+export const PERPLEXITY_TASK_IDS: readonly string[] = TEXT_DATASETS.filter((d) =>
+  d.format === "text"
+).flatMap((d) => [
+  d.id,
+  ...(d.splits ?? []).filter((s) => s === "eval").map((s) => `${d.id}:${s}`),
+]);
+
+/** Ids of the zero-shot tasks. */
+export const ZERO_SHOT_IDS: readonly string[] = [...ZERO_SHOT_TASK_IDS, "tinystories_cloze"];
 
 /** Ids of the registered tasks (besides `file:PATH`). */
-export const TASK_IDS: readonly string[] = TEXT_DATASETS.filter((d) => d.format === "text")
-  .flatMap((
-    d,
-  ) => [d.id, ...(d.splits ?? []).filter((s) => s === "eval").map((s) => `${d.id}:${s}`)]);
+export const TASK_IDS: readonly string[] = [...PERPLEXITY_TASK_IDS, ...ZERO_SHOT_IDS];
 
 /** The task with this id; throws a `TypeError` listing valid ids for an unknown one. */
 export function getTask(id: string): Task {
@@ -23,6 +38,9 @@ export function getTask(id: string): Task {
     if (id.length === 5) throw new TypeError(`Task "file:" needs a path, e.g. file:./my_text.txt`);
     return perplexityTask(id);
   }
-  if (TASK_IDS.includes(id)) return perplexityTask(id);
+  if (PERPLEXITY_TASK_IDS.includes(id)) return perplexityTask(id);
+  if (id === "tinystories_cloze") return tinystoriesClozeTask();
+  const zs = zeroShotTask(id);
+  if (zs) return zs;
   throw unknownIdError("task", id, [...TASK_IDS, "file:PATH"]);
 }

@@ -1,0 +1,299 @@
+/**
+ * The lm-evaluation-harness zero-shot tasks: `arc_easy`, `arc_challenge`, `piqa`, `hellaswag`,
+ * `winogrande`, `boolq` (multiple choice, scored as `multiple_choice.ts` describes) and
+ * `lambada_openai` (greedy last-word accuracy and perplexity).
+ *
+ * | task | data (under `--data`) | context | choices | metrics |
+ * |---|---|---|---|---|
+ * | `arc_easy`, `arc_challenge` | llm-foundry `arc_*.jsonl` (test: 2,376 / 1,172) | `Question: {question}\nAnswer:` | `choices.text` | acc, acc_norm |
+ * | `piqa` | original `piqa/valid.jsonl` + `valid-labels.lst` (1,838) | `Question: {goal}\nAnswer:` | `[sol1, sol2]` | acc, acc_norm |
+ * | `hellaswag` | llama.cpp `hellaswag_val_full.txt.gz` (10,042) | `{activity_label}: {ctx_a} {ctx_b.capitalize()}`, preprocessed | 4 preprocessed endings | acc, acc_norm |
+ * | `winogrande` | original `winogrande/dev.jsonl` + `dev-labels.lst` (1,267) | partial: `sentence[:_] + option` | shared `sentence[_+1:].strip()` | acc |
+ * | `boolq` | original `boolq/v6_test.json` (dev, 3,270) | `{passage}\nQuestion: {question}?\nAnswer:` | `["no", "yes"]` | acc, acc_norm |
+ * | `lambada_openai` | llm-foundry `lambada_openai.jsonl` (5,153) | text without its last word | `" " + last word` | acc (greedy), ppl |
+ *
+ * Zero-shot, target delimiter `" "` (none for LAMBADA), BOS before every sequence (a deliberate
+ * difference from lm-eval, recorded in the protocol), left truncation to the model's context.
+ * lm-eval lists only `acc` for boolq; `acc_norm` is computed the same way for it and reported too.
+ * WinoGrande has no `acc_norm` (its choices are contexts). Every row's protocol names the lm-eval
+ * task, its YAML version, the prompt, the file format and the counts (docs, scored, gold labels
+ * out of range, truncated requests). `--limit N` keeps the first N docs of the file.
+ *
+ * @module
+ */
+
+import { RunningStats } from "../core/stats.ts";
+import {
+  DATASET_FILES,
+  datasetFingerprint,
+  type LambadaDoc,
+  type McDataset,
+  readArc,
+  readBoolq,
+  readHellaswag,
+  readLambada,
+  readPiqa,
+  readWinogrande,
+  type TaskDatasetInfo,
+} from "./mc_datasets.ts";
+import {
+  encodePair,
+  evaluateMultipleChoice,
+  ForwardLogProbs,
+  type LogProbModel,
+  meanMetric,
+  scorePair,
+  TARGET_DELIMITER,
+} from "./multiple_choice.ts";
+import type { EvalModel, Metric, Task, TaskContext, TaskResult } from "./types.ts";
+import type { Tokenizer } from "../models/types.ts";
+
+/** How every zero-shot sequence is built (shared part of each protocol). */
+export const SEQUENCE_PROTOCOL = {
+  fewshot: 0,
+  bosPerSequence: true,
+  bosNote: "BOS is prepended to every sequence (lm-eval feeds Llama models none); " +
+    "it is the first token dropped by left truncation",
+  dummyPrefix: true,
+  encodePair: "lm-eval _encode_pair: context's trailing whitespace moved into the continuation; " +
+    "cont = encode(ctx + cont)[len(encode(ctx)):]",
+  truncation: "left: the model reads ([BOS] + ctx + cont)[-(maxLength+1):][:-1]",
+  stderr: "sample std / sqrt(n) over docs (lm-eval mean_stderr)",
+} as const;
+
+/** What a multiple-choice task definition says. */
+interface McTaskDef {
+  readonly id: keyof typeof DATASET_FILES;
+  readonly title: string;
+  readonly version: number;
+  readonly lmEval: { readonly task: string; readonly yamlVersion: string };
+  readonly format: TaskDatasetInfo["format"];
+  readonly prompt: string;
+  readonly choices: string;
+  readonly accNorm: boolean;
+  read(dataDir: string): Promise<McDataset & { recapitalized?: number }>;
+  readonly notes?: readonly string[];
+}
+
+const MC_TASKS: readonly McTaskDef[] = [
+  {
+    id: "arc_easy",
+    title: "ARC-Easy (test), zero-shot",
+    version: 1,
+    lmEval: { task: "arc_easy", yamlVersion: "1.0" },
+    format: "llm-foundry",
+    prompt: "Question: {question}\\nAnswer:",
+    choices: "choices.text",
+    accNorm: true,
+    read: (dataDir) => readArc(dataDir, "arc_easy"),
+    notes: ["llm-foundry's query is 'Question: {question}'; '\\nAnswer:' is appended"],
+  },
+  {
+    id: "arc_challenge",
+    title: "ARC-Challenge (test), zero-shot",
+    version: 1,
+    lmEval: { task: "arc_challenge", yamlVersion: "1.0" },
+    format: "llm-foundry",
+    prompt: "Question: {question}\\nAnswer:",
+    choices: "choices.text",
+    accNorm: true,
+    read: (dataDir) => readArc(dataDir, "arc_challenge"),
+    notes: ["llm-foundry's query is 'Question: {question}'; '\\nAnswer:' is appended"],
+  },
+  {
+    id: "piqa",
+    title: "PIQA (validation), zero-shot",
+    version: 1,
+    lmEval: { task: "piqa", yamlVersion: "1.0" },
+    format: "original",
+    prompt: "Question: {goal}\\nAnswer:",
+    choices: "[sol1, sol2] as in the file (not stripped); gold from valid-labels.lst",
+    accNorm: true,
+    read: readPiqa,
+  },
+  {
+    id: "hellaswag",
+    title: "HellaSwag (validation), zero-shot",
+    version: 1,
+    lmEval: { task: "hellaswag", yamlVersion: "1.0" },
+    format: "original",
+    prompt: "preprocess({activity_label}: {ctx_a} {ctx_b.capitalize()})",
+    choices: "the 4 preprocessed endings",
+    accNorm: true,
+    read: readHellaswag,
+    notes: [
+      "llama.cpp's text format (preprocessed as lm-eval, ctx_b not capitalised); ctx_b is " +
+      "recovered heuristically (text after the last sentence end of a context not ending in " +
+      ". ! ?) and capitalised Python-style",
+    ],
+  },
+  {
+    id: "winogrande",
+    title: "WinoGrande (dev = winogrande_xl validation), zero-shot, partial scoring",
+    version: 1,
+    lmEval: { task: "winogrande", yamlVersion: "1.0" },
+    format: "original",
+    prompt: "partial scoring: contexts sentence[:blank] + option1/option2",
+    choices: "the shared continuation sentence[blank+1:].strip()",
+    accNorm: false,
+    read: readWinogrande,
+  },
+  {
+    id: "boolq",
+    title: "BoolQ (dev), zero-shot",
+    version: 1,
+    lmEval: { task: "boolq", yamlVersion: "2.0" },
+    format: "original",
+    prompt: "{passage}\\nQuestion: {question}?\\nAnswer:",
+    choices: '["no", "yes"]; gold = answer (false → 0, true → 1)',
+    accNorm: true,
+    read: readBoolq,
+    notes: ["lm-eval's YAML lists acc only; acc_norm is reported as well"],
+  },
+];
+
+/** Ids of the zero-shot lm-eval tasks. */
+export const ZERO_SHOT_TASK_IDS: readonly string[] = [
+  ...MC_TASKS.map((t) => t.id),
+  "lambada_openai",
+];
+
+function limited<T>(docs: readonly T[], limit: number | undefined): T[] {
+  if (limit === undefined) return docs.slice();
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new RangeError(`--limit must be a positive integer, got ${limit}`);
+  }
+  return docs.slice(0, limit);
+}
+
+function mcTask(def: McTaskDef): Task {
+  return {
+    id: def.id,
+    title: def.title,
+    family: "zero-shot",
+    version: def.version,
+    dataset: (ctx) => datasetFingerprint(ctx.dataDir, def.id, def.format),
+    async run(model: EvalModel, ctx: TaskContext): Promise<TaskResult> {
+      const data = await def.read(ctx.dataDir);
+      const docs = limited(data.docs, ctx.limit);
+      const lm = new ForwardLogProbs(model, ctx.kernels);
+      const r = evaluateMultipleChoice(lm, model.tokenizer, docs, {
+        accNorm: def.accNorm,
+        ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+      });
+      return {
+        metrics: r.metrics,
+        dataset: data.info,
+        protocol: {
+          name: "lm-eval-multiple-choice",
+          lmEvalTask: def.lmEval.task,
+          lmEvalYamlVersion: def.lmEval.yamlVersion,
+          dataFormat: def.format,
+          prompt: def.prompt,
+          choices: def.choices,
+          targetDelimiter: TARGET_DELIMITER,
+          partialScoring: def.id === "winogrande",
+          accNorm: def.accNorm
+            ? "argmax of ll / character (code point) length of the choice, delimiter excluded"
+            : null,
+          ...SEQUENCE_PROTOCOL,
+          context: lm.maxLength,
+          limit: ctx.limit ?? null,
+          fileDocs: data.docs.length,
+          ...r.counts,
+          ...(data.recapitalized !== undefined
+            ? { recapitalizedContextsInFile: data.recapitalized }
+            : {}),
+          notes: def.notes ?? [],
+        },
+      };
+    },
+  };
+}
+
+/** Scores LAMBADA docs: per doc Σ log p of the last word and whether it is the greedy output. */
+export function evaluateLambada(
+  lm: LogProbModel,
+  tokenizer: Pick<Tokenizer, "encode" | "bosId">,
+  docs: readonly LambadaDoc[],
+  onProgress?: (done: number, total: number) => void,
+): { metrics: Metric[]; truncated: number; tokens: number } {
+  if (docs.length === 0) throw new RangeError("No LAMBADA docs to score");
+  const acc: number[] = [];
+  const ll = new RunningStats();
+  let truncated = 0, tokens = 0;
+  docs.forEach((d, i) => {
+    const s = scorePair(lm, tokenizer.bosId, encodePair(tokenizer, d.context, d.continuation));
+    acc.push(s.isGreedy ? 1 : 0);
+    ll.push(s.ll);
+    tokens += s.tokens;
+    if (s.truncated) truncated++;
+    onProgress?.(i + 1, docs.length);
+  });
+  const ppl = Math.exp(-ll.mean);
+  return {
+    metrics: [
+      meanMetric("acc", acc),
+      {
+        metric: "ppl",
+        value: ppl,
+        stderr: ll.n >= 2 ? ppl * ll.stderr : null,
+        n: ll.n,
+        higherIsBetter: false,
+      },
+      {
+        metric: "nll",
+        value: -ll.mean,
+        stderr: ll.n >= 2 ? ll.stderr : null,
+        n: ll.n,
+        higherIsBetter: false,
+        unit: "nats/doc",
+      },
+    ],
+    truncated,
+    tokens,
+  };
+}
+
+const lambadaTask: Task = {
+  id: "lambada_openai",
+  title: "LAMBADA OpenAI, zero-shot last-word prediction",
+  family: "zero-shot",
+  version: 1,
+  dataset: (ctx) => datasetFingerprint(ctx.dataDir, "lambada_openai", "llm-foundry"),
+  async run(model, ctx) {
+    const data = await readLambada(ctx.dataDir);
+    const docs = limited(data.docs, ctx.limit);
+    const lm = new ForwardLogProbs(model, ctx.kernels);
+    const r = evaluateLambada(lm, model.tokenizer, docs, ctx.onProgress);
+    return {
+      metrics: r.metrics,
+      dataset: data.info,
+      protocol: {
+        name: "lm-eval-loglikelihood",
+        lmEvalTask: "lambada_openai",
+        lmEvalYamlVersion: "1.0",
+        dataFormat: "llm-foundry",
+        prompt: "text.split(' ')[:-1] joined by ' ' (text = context + ' ' + continuation)",
+        target: "' ' + text.split(' ')[-1]; no target delimiter",
+        acc: "is_greedy: every token of the last word is the argmax",
+        ppl: "exp(-mean over docs of the last word's summed log-likelihood) (lm-eval " +
+          "'perplexity' aggregation); stderr by the delta method (lm-eval bootstraps)",
+        ...SEQUENCE_PROTOCOL,
+        context: lm.maxLength,
+        limit: ctx.limit ?? null,
+        fileDocs: data.docs.length,
+        docs: docs.length,
+        truncatedRequests: r.truncated,
+        continuationTokens: r.tokens,
+      },
+    };
+  },
+};
+
+/** The zero-shot task with this id, or undefined. */
+export function zeroShotTask(id: string): Task | undefined {
+  if (id === "lambada_openai") return lambadaTask;
+  const def = MC_TASKS.find((t) => t.id === id);
+  return def ? mcTask(def) : undefined;
+}
