@@ -15,6 +15,12 @@ import { sha256Hex } from "../../core/hash.ts";
 /** The compiler the committed binary was built with (Debian bookworm's `clang-19`). */
 export const CLANG = "clang-19";
 
+/**
+ * `clang-19 --version` of the build (apt package `clang-19=1:19.1.7-3~deb12u1`, with
+ * `lld-19` of the same version); another version may emit different bytes.
+ */
+export const CLANG_VERSION = "Debian clang version 19.1.7 (3~deb12u1)";
+
 /** Every flag of the build; changing one changes the binary. */
 export const FLAGS: readonly string[] = [
   "--target=wasm32",
@@ -64,8 +70,26 @@ export async function buildWasm(outPath: string, extra: readonly string[] = []):
   }
 }
 
+/** The first line of `clang-19 --version`, or `undefined` when it does not run. */
+export async function clangVersion(): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command(CLANG, { args: ["--version"] }).output();
+    return new TextDecoder().decode(out.stdout).split("\n")[0]?.trim();
+  } catch {
+    return undefined;
+  }
+}
+
 if (import.meta.main) {
   const check = Deno.args.includes("--check");
+  const version = await clangVersion();
+  if (version !== CLANG_VERSION) {
+    console.error(
+      `build:wasm: expected "${CLANG_VERSION}", found ${version ? `"${version}"` : "no " + CLANG}` +
+        " (apt-get install -y clang-19=1:19.1.7-3~deb12u1 lld-19=1:19.1.7-3~deb12u1)",
+    );
+    if (check) Deno.exit(1);
+  }
   let failed = false;
   for (const v of VARIANTS) {
     const target = new URL(v.file, here).pathname;
