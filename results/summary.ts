@@ -14,15 +14,30 @@ function fmt(x: number | undefined, digits: number): string {
   return x === undefined || !Number.isFinite(x) ? "" : x.toFixed(digits);
 }
 
+/** `value ±stderr` of an accuracy-like metric, empty when the row has none. */
+function withSe(m: { value: number; stderr: number | null } | undefined): string {
+  if (!m || !Number.isFinite(m.value)) return "";
+  return m.stderr === null || !Number.isFinite(m.stderr)
+    ? m.value.toFixed(4)
+    : `${m.value.toFixed(4)} ±${m.stderr.toFixed(4)}`;
+}
+
 /**
  * One line per cell: model, task, method, configuration, bits per weight, perplexity ± stderr,
- * its change against the FP cell of the same model and task, KL, top-1 agreement and status.
+ * its change against the FP cell of the same model and task, KL, top-1 agreement, then for
+ * zero-shot rows `acc` and `acc_norm` (± stderr; both always shown, never their max) with the
+ * change of `acc` against the FP cell, and status. Limits read "win" (windows) for perplexity
+ * rows and "items" for the others.
  */
 export function formatSummary(rows: readonly ResultRow[]): string {
   const fpPpl = new Map<string, number>();
+  const fpAcc = new Map<string, number>();
   for (const r of rows) {
     const p = metric(r, "ppl");
-    if (r.method.id === "fp" && p) fpPpl.set(`${r.model.id}|${r.task.id}`, p.value);
+    const a = metric(r, "acc");
+    const key = `${r.model.id}|${r.task.id}|${r.task.limit ?? ""}`;
+    if (r.method.id === "fp" && p) fpPpl.set(key, p.value);
+    if (r.method.id === "fp" && a) fpAcc.set(key, a.value);
   }
   const header = [
     "model",
@@ -35,14 +50,21 @@ export function formatSummary(rows: readonly ResultRow[]): string {
     "Δppl",
     "KL",
     "top-1",
+    "acc ± se",
+    "acc_norm ± se",
+    "Δacc",
     "status",
   ];
   const lines = rows.map((r) => {
     const ppl = metric(r, "ppl");
-    const base = fpPpl.get(`${r.model.id}|${r.task.id}`);
+    const key = `${r.model.id}|${r.task.id}|${r.task.limit ?? ""}`;
+    const base = fpPpl.get(key);
+    const acc = metric(r, "acc");
+    const baseAcc = fpAcc.get(key);
+    const unit = r.task.family === "perplexity" ? "win" : "items";
     return [
       r.model.id,
-      r.task.id + (r.task.limit ? ` (${r.task.limit} win)` : ""),
+      r.task.id + (r.task.limit ? ` (${r.task.limit} ${unit})` : ""),
       r.method.spec ?? r.method.id,
       r.quant.label,
       fmt(r.quant.bitsPerWeight ?? undefined, 2),
@@ -53,11 +75,16 @@ export function formatSummary(rows: readonly ResultRow[]): string {
         : "",
       fmt(metric(r, "kl")?.value, 5),
       fmt(metric(r, "top1")?.value, 4),
+      withSe(acc),
+      withSe(metric(r, "acc_norm")),
+      acc && baseAcc !== undefined && r.method.id !== "fp"
+        ? `${acc.value >= baseAcc ? "+" : ""}${(acc.value - baseAcc).toFixed(4)}`
+        : "",
       r.status === "ok" ? "ok" : `${r.status}: ${r.error ?? ""}`.slice(0, 60),
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const numeric = new Set([4, 5, 6, 7, 8, 9]);
+  const numeric = new Set([4, 5, 6, 7, 8, 9, 10, 11, 12]);
   const row = (cells: string[]) =>
     "| " +
     cells.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(

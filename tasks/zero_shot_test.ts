@@ -3,7 +3,9 @@ import { getTask } from "./mod.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
-import type { TaskResult } from "./types.ts";
+import type { Metric, TaskResult } from "./types.ts";
+import { formatSummary } from "../results/summary.ts";
+import type { ResultRow } from "../results/row.ts";
 
 const dataDir = sharedPath("data");
 const ids = (r: TaskResult) => r.metrics.map((m) => m.metric);
@@ -52,4 +54,38 @@ Deno.test("--limit must be a positive integer", async () => {
     () => getTask("piqa").run(model, { kernels: refKernels, dataDir, limit: 0 }),
     /positive integer/,
   );
+});
+
+Deno.test("summary table: acc and acc_norm (± se) for zero-shot rows, Δacc against FP", () => {
+  const row = (method: string, family: string, task: string, metrics: Metric[]) =>
+    ({
+      model: { id: "m" },
+      method: { id: method },
+      quant: {
+        label: method === "fp" ? "FP32" : "W4A16",
+        bitsPerWeight: method === "fp" ? null : 4.5,
+      },
+      task: { id: task, family, limit: 100 },
+      metrics,
+      status: "ok",
+    }) as unknown as ResultRow;
+  const m = (metric: string, value: number, stderr: number | null): Metric => ({
+    metric,
+    value,
+    stderr,
+    n: 100,
+    higherIsBetter: true,
+  });
+  const table = formatSummary([
+    row("fp", "zero-shot", "arc_easy", [m("acc", 0.5, 0.05), m("acc_norm", 0.25, 0.04)]),
+    row("rtn", "zero-shot", "arc_easy", [m("acc", 0.375, 0.048), m("acc_norm", 0.3, 0.046)]),
+    row("fp", "zero-shot", "winogrande", [m("acc", 0.5, null)]),
+    row("fp", "perplexity", "tinystories", [{ ...m("ppl", 5.5, 0.1), higherIsBetter: false }]),
+  ]);
+  const lines = table.split("\n");
+  assert.match(lines[0]!, /\|\s+acc ± se \|\s+acc_norm ± se \|\s+Δacc \|/);
+  assert.match(lines[2]!, /arc_easy \(100 items\).*0\.5000 ±0\.0500 \|\s+0\.2500 ±0\.0400 \|/);
+  assert.match(lines[3]!, /0\.3750 ±0\.0480 \|\s+0\.3000 ±0\.0460 \|\s+-0\.1250 \|/);
+  assert.match(lines[4]!, /winogrande.*\|\s+0\.5000 \|\s+\|/);
+  assert.match(lines[5]!, /tinystories \(100 win\).*5\.5000/);
 });
