@@ -99,3 +99,17 @@ Deno.test("wasm rmsnorm matches the reference within 1e-6 relative", () => {
     /rmsnorm: x holds 5 .* need 2×3/,
   );
 });
+
+Deno.test("wasm kernel methods work detached from their object, like the reference's", () => {
+  const { matmul, rmsnorm } = kernels;
+  const w = { rows: 3, cols: 5, data: randomFloats(15, 1) };
+  const x = randomFloats(10, 2);
+  const got = new Float32Array(6);
+  const want = new Float32Array(6);
+  matmul(x, 2, w, got);
+  matmulRef(x, 2, w, want);
+  assertWithin(got, want, absProducts(x, 2, w.data, 3, 5), MATMUL_REL, "detached matmul");
+  const n = new Float32Array(10);
+  rmsnorm(x, 2, randomFloats(5, 3), 1e-5, n);
+  assert.ok(n.every(Number.isFinite) && n.some((v) => v !== 0));
+});

@@ -90,7 +90,16 @@ function sameSample(a: Float32Array, b: Float32Array): boolean {
 export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
   const fma = options.fma === true && relaxedSimdSupported();
   const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL));
-  return new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd");
+  const k = new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd");
+  // Plain closures, so the methods work detached (`const { matmul } = kernels`) like the
+  // reference's functions.
+  return {
+    id: k.id,
+    matmul: (x, tokens, w, out) => k.matmul(x, tokens, w, out),
+    rmsnorm: (x, tokens, weight, eps, out) => k.rmsnorm(x, tokens, weight, eps, out),
+    matmulPacked: (x, tokens, p, out) => k.matmulPacked(x, tokens, p, out),
+    forget: (w) => k.forget(w),
+  };
 }
 
 class WasmSimdKernels implements WasmKernels {
