@@ -330,7 +330,8 @@ function lineCol(text: string, offset: number): string {
 }
 
 /**
- * BoolQ (super_glue, lm-eval `boolq`): `"{passage}\nQuestion: {question}?\nAnswer:"`, choices
+ * BoolQ (super_glue, lm-eval `boolq`): `"{passage}\nQuestion: {question}?\nAnswer:"`, where
+ * SuperGLUE's `passage` is the original release's `"{title} -- {passage}"`; choices
  * `["no", "yes"]`, gold = `answer` (false → 0, true → 1; a non-boolean answer is out of range).
  * The file is a JSON array, or JSON lines.
  */
@@ -365,7 +366,7 @@ export function parseBoolq(path: string, text: string): McDoc[] {
     const answer = value.answer;
     return {
       kind: "choices",
-      context: `${field("passage")}\nQuestion: ${field("question")}?\nAnswer:`,
+      context: `${field("title")} -- ${field("passage")}\nQuestion: ${field("question")}?\nAnswer:`,
       choices: ["no", "yes"],
       gold: answer === true ? 1 : answer === false ? 0 : -1,
     };

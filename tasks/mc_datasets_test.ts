@@ -96,7 +96,10 @@ Deno.test("BoolQ reader: 3,270 dev items, lm-eval prompt, golds agree with llm-f
   assert.equal(info.sha256, await pinned("data/tasks/boolq/v6_test.json"));
   const d = docs[0]!;
   assert.ok(d.kind === "choices");
-  assert.ok(d.context.startsWith("All biomass goes through at least some of these steps"));
+  // SuperGLUE's passage (what lm-eval reads) is "{title} -- {passage}" of the original release.
+  assert.ok(
+    d.context.startsWith("Ethanol fuel -- All biomass goes through at least some of these"),
+  );
   assert.ok(
     d.context.endsWith("\nQuestion: does ethanol take more energy make that produces?\nAnswer:"),
   );
@@ -199,11 +202,14 @@ Deno.test("bad lines: file and line number in the error", () => {
   );
   assert.throws(
     () =>
-      parseBoolq("b.json", '[{"question": "q", "passage": "p", "answer": true},\n {"question": ]'),
+      parseBoolq(
+        "b.json",
+        '[{"question": "q", "title": "t", "passage": "p", "answer": true},\n {"question": ]',
+      ),
     /b\.json:2(:\d+)?: not valid JSON/,
   );
   assert.throws(
-    () => parseBoolq("b.json", '[{"question": "q", "answer": true}]'),
+    () => parseBoolq("b.json", '[{"question": "q", "title": "t", "answer": true}]'),
     /b\.json:item 1: expected a string field "passage"/,
   );
   const hs = "Label: ctx.\n1\na\nb\nc\nd\n";
@@ -237,7 +243,10 @@ Deno.test("gold labels out of range are kept, then counted and reported by scori
     "w.jsonl",
     JSON.stringify({ sentence: "a _ b", option1: "A", option2: "B", answer: "3" }),
   );
-  const boolq = parseBoolq("b.json", '[{"question": "q", "passage": "p", "answer": "maybe"}]');
+  const boolq = parseBoolq(
+    "b.json",
+    '[{"question": "q", "title": "t", "passage": "p", "answer": "maybe"}]',
+  );
   const hs = parseHellaswag("h.txt", "Label: ctx.\n4\na\nb\nc\nd\n").docs;
   const docs: McDoc[] = [...arc, ...piqa, ...wino, ...boolq, ...hs];
   assert.deepEqual(docs.map((d) => d.gold), [5, 2, -1, -1, 4]);

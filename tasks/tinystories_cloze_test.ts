@@ -11,6 +11,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { getTask, TASK_IDS } from "./mod.ts";
+import { rtn } from "../methods/rtn.ts";
 
 const dataDir = sharedPath("data");
 
@@ -97,4 +98,21 @@ Deno.test("registry: zero-shot ids resolve, perplexity ids still work, unknown i
   }
   assert.equal(tinystoriesClozeTask().id, "tinystories_cloze");
   assert.throws(() => getTask("arc_medium"), /arc_easy/);
+});
+
+Deno.test("RTN W2 scores below W8 on tinystories_cloze (100 items): quantization moves it", async () => {
+  const model = await stories260K();
+  const acc = async (wBits: number) => {
+    const q = { wBits, aBits: 16, granularity: "channel" as const, symmetric: false };
+    const qm = await rtn.quantize(model, q, {}, { kernels: refKernels });
+    const r = await getTask("tinystories_cloze").run(
+      { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
+      { kernels: refKernels, dataDir, limit: 100 },
+    );
+    return r.metrics.find((m) => m.metric === "acc_norm")!;
+  };
+  const w2 = await acc(2);
+  const w8 = await acc(8);
+  // Measured: 100 items W8 0.28, W2 0.14; 400 items W8 0.363 ± 0.024, W2 0.178 ± 0.019.
+  assert.ok(w8.value - w2.value > 0.08, `W2 ${w2.value} vs W8 ${w8.value}`);
 });

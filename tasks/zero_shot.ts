@@ -9,7 +9,7 @@
  * | `piqa` | original `piqa/valid.jsonl` + `valid-labels.lst` (1,838) | `Question: {goal}\nAnswer:` | `[sol1, sol2]` | acc, acc_norm |
  * | `hellaswag` | llama.cpp `hellaswag_val_full.txt.gz` (10,042) | `{activity_label}: {ctx_a} {ctx_b.capitalize()}`, preprocessed | 4 preprocessed endings | acc, acc_norm |
  * | `winogrande` | original `winogrande/dev.jsonl` + `dev-labels.lst` (1,267) | partial: `sentence[:_] + option` | shared `sentence[_+1:].strip()` | acc |
- * | `boolq` | original `boolq/v6_test.json` (dev, 3,270) | `{passage}\nQuestion: {question}?\nAnswer:` | `["no", "yes"]` | acc, acc_norm |
+ * | `boolq` | original `boolq/v6_test.json` (dev, 3,270) | `{title} -- {passage}\nQuestion: {question}?\nAnswer:` (SuperGLUE's passage) | `["no", "yes"]` | acc, acc_norm |
  * | `lambada_openai` | llm-foundry `lambada_openai.jsonl` (5,153) | text without its last word | `" " + last word` | acc (greedy), ppl |
  *
  * Zero-shot, target delimiter `" "` (none for LAMBADA), BOS before every sequence (a deliberate
@@ -144,7 +144,8 @@ const MC_TASKS: readonly McTaskDef[] = [
     version: 1,
     lmEval: { task: "boolq", yamlVersion: "2.0" },
     format: "original",
-    prompt: "{passage}\\nQuestion: {question}?\\nAnswer:",
+    prompt:
+      "{passage}\\nQuestion: {question}?\\nAnswer:, SuperGLUE passage = '{title} -- {passage}'",
     choices: '["no", "yes"]; gold = answer (false → 0, true → 1)',
     accNorm: true,
     read: readBoolq,
