@@ -14,7 +14,7 @@
 import { sha256Hex } from "../core/hash.ts";
 import { NotAvailableError } from "../core/errors.ts";
 import { dataPath, type DatasetInfo } from "../corpora/text.ts";
-import type { McDoc } from "./multiple_choice.ts";
+import { type McDoc, pyStrip } from "./multiple_choice.ts";
 
 /** One file of a dataset, fingerprinted. */
 export interface DatasetFile {
@@ -240,11 +240,6 @@ export async function readPiqa(dataDir: string): Promise<McDataset> {
 
 // ---------------------------------------------------------------------------------------------
 // WinoGrande (original v1.1 dev = winogrande_xl validation)
-
-/** Python `str.strip()` for the whitespace that occurs in these files. */
-function pyStrip(s: string): string {
-  return s.replace(/^[\t\n\v\f\r \u00a0]+|[\t\n\v\f\r \u00a0]+$/g, "");
-}
 
 /**
  * WinoGrande partial scoring: contexts `sentence[:blank] + option{1,2}`, the continuation

@@ -66,11 +66,19 @@ export interface LoglikScore {
   readonly truncated: boolean;
 }
 
-/** Characters for which Python's `str.isspace()` is true (what `str.rstrip()` removes). */
-function isPySpace(code: number): boolean {
+/** Whether a UTF-16 code unit is a character Python's `str.isspace()` accepts (`strip()` removes). */
+export function isPySpace(code: number): boolean {
   return (code >= 0x09 && code <= 0x0d) || (code >= 0x1c && code <= 0x20) || code === 0x85 ||
     code === 0xa0 || code === 0x1680 || (code >= 0x2000 && code <= 0x200a) || code === 0x2028 ||
     code === 0x2029 || code === 0x202f || code === 0x205f || code === 0x3000;
+}
+
+/** Python `str.strip()`: removes leading and trailing `str.isspace()` characters. */
+export function pyStrip(s: string): string {
+  let a = 0, b = s.length;
+  while (a < b && isPySpace(s.charCodeAt(a))) a++;
+  while (b > a && isPySpace(s.charCodeAt(b - 1))) b--;
+  return s.slice(a, b);
 }
 
 /**

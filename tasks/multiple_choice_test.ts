@@ -9,6 +9,7 @@ import {
   type LogProbModel,
   type McDoc,
   moveTrailingWhitespace,
+  pyStrip,
   scorePair,
 } from "./multiple_choice.ts";
 import { evaluateLambada } from "./zero_shot.ts";
@@ -230,6 +231,8 @@ Deno.test("trailing whitespace of the context moves into the continuation (Pytho
     continuation: "b",
   });
   assert.deepEqual(moveTrailingWhitespace("   ", "b"), { context: "", continuation: "   b" });
+  assert.equal(pyStrip("\u3000\t a b\n\x1f"), "a b");
+  assert.equal(pyStrip("\ufeffa"), "\ufeffa");
 });
 
 Deno.test("continuation tokens are encode(ctx + cont) minus encode(ctx)'s count (stories260K tokenizer)", async () => {
