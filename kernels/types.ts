@@ -8,6 +8,7 @@
  */
 
 import type { PackedWeight } from "../core/quantizer.ts";
+import type { AttentionShape } from "./ref/attention.ts";
 import type { Matrix } from "../models/types.ts";
 
 /** A set of compute kernels. */
@@ -30,4 +31,18 @@ export interface Kernels {
    * callers to dequantize. Throws a `RangeError` naming the op and both shapes on a mismatch.
    */
   matmulPacked?(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
+  /**
+   * Causal grouped-query attention of `T` queries at positions `start…start+T−1` over keys and
+   * values `[≥ start+T][nKvHeads·headDim]` (see `attentionRef`). Optional: without it the
+   * forward pass computes attention itself.
+   */
+  attention?(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    T: number,
+    start: number,
+    shape: AttentionShape,
+    out: Float32Array,
+  ): void;
 }

@@ -8,9 +8,11 @@
 
 import type { Matrix } from "../../models/types.ts";
 import type { Kernels } from "../types.ts";
+import { attentionRef } from "./attention.ts";
 import { matmulPackedRef } from "./packed.ts";
 
 export { matmulPackedRef, validatePacked } from "./packed.ts";
+export { attentionRef, type AttentionShape, validateAttention } from "./attention.ts";
 
 /** Linear layer: `out[t][o] = Σ_i x[t][i] · w[o][i]`. */
 export function matmulRef(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
@@ -75,4 +77,5 @@ export const refKernels: Kernels = {
   matmul: matmulRef,
   rmsnorm: rmsnormRef,
   matmulPacked: matmulPackedRef,
+  attention: attentionRef,
 };

@@ -393,3 +393,85 @@ int dq_gemv(int bits, int tokens, int rows, int blocks, int words, int groups, c
     default: return -1;
   }
 }
+
+/* ---------------------------------------------------------------- attention ----------- */
+
+/* e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0). */
+INLINE v128_t exp4(v128_t x) {
+  x = wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f));
+  v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)));
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
+  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
+  v128_t p = wasm_f32x4_splat(1.0f / 5040);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 720));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  return wasm_f32x4_mul(p, e);
+}
+
+/*
+ * Causal grouped-query attention, as models/forward.ts computes it: for token t (absolute
+ * position start + t) and head h, softmax over s <= start + t of q·k_s / sqrt(headDim), times v.
+ * q, out: [T][nHeads * headDim]; k, v: [start + T][nKvHeads * headDim]; scores: start + T + 4
+ * floats of scratch.
+ */
+EXPORT(attention_f32)
+void attention_f32(int T, int start, int nHeads, int nKvHeads, int headDim, const float *q,
+                   const float *k, const float *v, float *out, float *scores) {
+  const int qDim = nHeads * headDim, kvDim = nKvHeads * headDim, group = nHeads / nKvHeads;
+  const float scale = 1.0f / __builtin_sqrtf((float)headDim);
+  const int hd4 = headDim & ~3;
+  for (int t = 0; t < T; t++) {
+    const int n = start + t + 1;
+    for (int h = 0; h < nHeads; h++) {
+      const float *qh = q + t * qDim + h * headDim;
+      const int ko = (h / group) * headDim;
+      float max = -__builtin_inff();
+      for (int s = 0; s < n; s++) {
+        const float *kr = k + s * kvDim + ko;
+        v128_t acc = wasm_f32x4_splat(0);
+        int i = 0;
+        for (; i < hd4; i += 4) acc = MADD(wasm_v128_load(qh + i), wasm_v128_load(kr + i), acc);
+        float dot = wasm_f32x4_extract_lane(acc, 0) + wasm_f32x4_extract_lane(acc, 1) +
+                    wasm_f32x4_extract_lane(acc, 2) + wasm_f32x4_extract_lane(acc, 3);
+        for (; i < headDim; i++) dot += qh[i] * kr[i];
+        dot *= scale;
+        scores[s] = dot;
+        if (dot > max) max = dot;
+      }
+      const int n4 = (n + 3) & ~3;
+      for (int s = n; s < n4; s++) scores[s] = -__builtin_inff();
+      v128_t mx = wasm_f32x4_splat(max), sum4 = wasm_f32x4_splat(0);
+      for (int s = 0; s < n4; s += 4) {
+        v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + s), mx));
+        wasm_v128_store(scores + s, e);
+        sum4 = wasm_f32x4_add(sum4, e);
+      }
+      /* Padding lanes hold exp(-87) ~ 1.6e-38: negligible, but subtract them exactly. */
+      float sum = wasm_f32x4_extract_lane(sum4, 0) + wasm_f32x4_extract_lane(sum4, 1) +
+                  wasm_f32x4_extract_lane(sum4, 2) + wasm_f32x4_extract_lane(sum4, 3);
+      for (int s = n; s < n4; s++) sum -= scores[s];
+      const float inv = 1.0f / sum;
+      float *oh = out + t * qDim + h * headDim;
+      int i = 0;
+      for (; i < hd4; i += 4) {
+        v128_t acc = wasm_f32x4_splat(0);
+        for (int s = 0; s < n; s++) {
+          acc = MADD(wasm_v128_load32_splat(scores + s), wasm_v128_load(v + s * kvDim + ko + i),
+                     acc);
+        }
+        wasm_v128_store(oh + i, wasm_f32x4_mul(acc, wasm_f32x4_splat(inv)));
+      }
+      for (; i < headDim; i++) {
+        float acc = 0;
+        for (int s = 0; s < n; s++) acc += scores[s] * v[s * kvDim + ko + i];
+        oh[i] = acc * inv;
+      }
+    }
+  }
+}

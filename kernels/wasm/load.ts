@@ -26,9 +26,29 @@ export interface WasmExports {
     xs: number,
     out: number,
   ): number;
+  attention_f32(
+    T: number,
+    start: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    q: number,
+    k: number,
+    v: number,
+    out: number,
+    scores: number,
+  ): void;
 }
 
-const REQUIRED = ["memory", "__heap_base", "gemm_f32", "gemv_f32", "rmsnorm_f32", "dq_gemv"];
+const REQUIRED = [
+  "memory",
+  "__heap_base",
+  "gemm_f32",
+  "gemv_f32",
+  "rmsnorm_f32",
+  "dq_gemv",
+  "attention_f32",
+];
 
 /** URL of the kernel binary (beside this module, wherever it is served from). */
 export const WASM_URL: URL = new URL("./kernels.wasm", import.meta.url);

@@ -17,6 +17,7 @@
 
 import type { PackedWeight } from "../../core/quantizer.ts";
 import type { Matrix } from "../../models/types.ts";
+import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import type { Kernels } from "../types.ts";
 import { type FusedLayout, fusedLayout } from "./fused_layout.ts";
@@ -36,9 +37,18 @@ const GEMM_WS = 64 * 256;
 /** Values sampled to notice a weight matrix changed in place since it was copied. */
 const SAMPLES = 16;
 
-/** The `wasm-simd` kernel set; `matmulPacked` is always present. */
+/** The `wasm-simd` kernel set; `matmulPacked` and `attention` are always present. */
 export interface WasmKernels extends Kernels {
   matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
+  attention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    T: number,
+    start: number,
+    shape: AttentionShape,
+    out: Float32Array,
+  ): void;
   /** Drops the cached WASM copy of a weight (call after changing its values in place). */
   forget(w: Matrix | PackedWeight): void;
 }
@@ -98,6 +108,7 @@ export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<Was
     matmul: (x, tokens, w, out) => k.matmul(x, tokens, w, out),
     rmsnorm: (x, tokens, weight, eps, out) => k.rmsnorm(x, tokens, weight, eps, out),
     matmulPacked: (x, tokens, p, out) => k.matmulPacked(x, tokens, p, out),
+    attention: (q, kk, v, T, start, shape, out) => k.attention(q, kk, v, T, start, shape, out),
     forget: (w) => k.forget(w),
   };
 }
@@ -209,6 +220,29 @@ class WasmSimdKernels implements WasmKernels {
     );
     if (rc !== 0) throw new RangeError(`matmulPacked: ${L.bits}-bit codes are not supported`);
     out.set(this.#heap.f32(o, tokens * L.rows));
+  }
+
+  attention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    T: number,
+    start: number,
+    shape: AttentionShape,
+    out: Float32Array,
+  ): void {
+    validateAttention("attention", q, k, v, T, start, shape, out);
+    if (T === 0) return;
+    const { nHeads, nKvHeads, headDim } = shape;
+    const qn = T * nHeads * headDim, kvn = (start + T) * nKvHeads * headDim;
+    const base = this.#scratchFor((2 * qn + 2 * kvn + start + T + 4) * 4);
+    const heap = this.#heap;
+    const kp = base + qn * 4, vp = kp + kvn * 4, op = vp + kvn * 4, sp = op + qn * 4;
+    heap.f32(base, qn).set(q.subarray(0, qn));
+    heap.f32(kp, kvn).set(k.subarray(0, kvn));
+    heap.f32(vp, kvn).set(v.subarray(0, kvn));
+    this.#wasm.attention_f32(T, start, nHeads, nKvHeads, headDim, base, kp, vp, op, sp);
+    out.set(heap.f32(op, qn));
   }
 
   forget(w: Matrix | PackedWeight): void {
