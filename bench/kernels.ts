@@ -12,7 +12,7 @@
  */
 
 import { quantizeMatrix } from "../core/quantizer.ts";
-import { matmulPackedRef, matmulRef } from "../kernels/ref/mod.ts";
+import { attentionRef, matmulPackedRef, matmulRef } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { randomFloats } from "../kernels/wasm/test_util.ts";
 
@@ -121,6 +121,28 @@ async function main(): Promise<void> {
       `${(wasmG / refG).toFixed(1)}×`,
       `${(fmaG / refG).toFixed(1)}×`,
       c.m === 1 ? `${(bytes / wasmS / 1e9).toFixed(2)}, ${(bytes / fmaS / 1e9).toFixed(2)}` : "-",
+    ]);
+  }
+  // Attention of stories260K's shape over a 256-token window (8 heads, 4 KV heads, head 8).
+  {
+    const shape = { nHeads: 8, nKvHeads: 4, headDim: 8 };
+    const T = 256, qDim = 64, kvDim = 32;
+    const q = randomFloats(T * qDim, 5), k = randomFloats(T * kvDim, 6);
+    const v = randomFloats(T * kvDim, 7), out = new Float32Array(T * qDim);
+    // q·k and p·v: 2 · 2 · headDim FLOPs per (query, key, head) pair, T(T+1)/2 pairs per head.
+    const flops = 4 * shape.headDim * shape.nHeads * (T * (T + 1)) / 2;
+    const wasmS = time(() => kernels.attention(q, k, v, T, 0, shape, out));
+    const fmaS = time(() => fmaKernels.attention(q, k, v, T, 0, shape, out));
+    const refS = timeMedian(() => attentionRef(q, k, v, T, 0, shape, out), 5, 5, 0, best);
+    rows.push([
+      "attention (stories260K)",
+      `T ${T}, 8/4 heads × 8`,
+      (flops / wasmS / 1e9).toFixed(2),
+      (flops / fmaS / 1e9).toFixed(2),
+      (flops / refS / 1e9).toFixed(3),
+      `${(refS / wasmS).toFixed(1)}×`,
+      `${(refS / fmaS).toFixed(1)}×`,
+      "-",
     ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
