@@ -319,15 +319,25 @@ export function meanMetric(
 }
 
 /**
- * Scores docs with a model: the protocol in this module's header. Throws on a doc without
- * choices; docs whose gold is out of range are counted, not scored. Reports `acc`, and
- * `acc_norm` when `accNorm` is true (not for partial-scoring docs).
+ * The encoded requests of each doc (`undefined` for a doc whose gold index is out of range:
+ * it is counted, not scored). Throws on a doc without choices.
  */
-export function evaluateMultipleChoice(
-  lm: LogProbModel,
-  tokenizer: Pick<Tokenizer, "encode" | "bosId">,
+export function encodeDocs(
+  tokenizer: Pick<Tokenizer, "encode">,
   docs: readonly McDoc[],
-  options: { accNorm?: boolean; onProgress?: (done: number, total: number) => void } = {},
+): (EncodedPair[] | undefined)[] {
+  return docs.map((doc, d) => {
+    if (choiceCount(doc) === 0) throw new RangeError(`Doc ${d}: the choice list is empty`);
+    if (!goldInRange(doc)) return undefined;
+    return docRequests(doc).map((r) => encodePair(tokenizer, r.context, r.continuation));
+  });
+}
+
+/** Per-doc metrics, means and counts from each doc's request scores (`undefined`: not scored). */
+export function aggregateMultipleChoice(
+  docs: readonly McDoc[],
+  scores: readonly (readonly LoglikScore[] | undefined)[],
+  options: { accNorm?: boolean } = {},
 ): McEvaluation {
   const acc: number[] = [];
   const accNorm: number[] = [];
@@ -335,28 +345,21 @@ export function evaluateMultipleChoice(
   const invalid: number[] = [];
   let requests = 0, truncated = 0, tokens = 0;
   docs.forEach((doc, d) => {
-    if (choiceCount(doc) === 0) throw new RangeError(`Doc ${d}: the choice list is empty`);
-    if (!goldInRange(doc)) {
+    const ss = scores[d];
+    if (!ss) {
       invalid.push(d);
       perDoc.push(undefined);
-      options.onProgress?.(d + 1, docs.length);
       return;
     }
-    const lls: number[] = [];
-    const greedy: boolean[] = [];
-    for (const r of docRequests(doc)) {
-      const s = scorePair(lm, tokenizer.bosId, encodePair(tokenizer, r.context, r.continuation));
-      lls.push(s.ll);
-      greedy.push(s.isGreedy);
+    for (const s of ss) {
       requests++;
       tokens += s.tokens;
       if (s.truncated) truncated++;
     }
-    const m: McDocScore = docMetrics(doc, lls, greedy);
+    const m = docMetrics(doc, ss.map((s) => s.ll), ss.map((s) => s.isGreedy));
     perDoc.push(m);
     acc.push(m.acc);
     if (m.accNorm !== undefined) accNorm.push(m.accNorm);
-    options.onProgress?.(d + 1, docs.length);
   });
   if (acc.length === 0) {
     throw new RangeError(
@@ -378,4 +381,24 @@ export function evaluateMultipleChoice(
       continuationTokens: tokens,
     },
   };
+}
+
+/**
+ * Scores docs with a model in this thread: the protocol in this module's header. Throws on a
+ * doc without choices; docs whose gold is out of range are counted, not scored. Reports `acc`,
+ * and `acc_norm` when `accNorm` is true (not for partial-scoring docs).
+ */
+export function evaluateMultipleChoice(
+  lm: LogProbModel,
+  tokenizer: Pick<Tokenizer, "encode" | "bosId">,
+  docs: readonly McDoc[],
+  options: { accNorm?: boolean; onProgress?: (done: number, total: number) => void } = {},
+): McEvaluation {
+  const encoded = encodeDocs(tokenizer, docs);
+  const scores = encoded.map((pairs, d) => {
+    const s = pairs?.map((p) => scorePair(lm, tokenizer.bosId, p));
+    options.onProgress?.(d + 1, docs.length);
+    return s;
+  });
+  return aggregateMultipleChoice(docs, scores, options);
 }

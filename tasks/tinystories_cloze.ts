@@ -29,8 +29,8 @@ import { uniformInt } from "pure-rand/distribution/uniformInt";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import { readTextDataset } from "../corpora/text.ts";
-import { evaluateMultipleChoice, ForwardLogProbs, type McDoc } from "./multiple_choice.ts";
-import { SEQUENCE_PROTOCOL } from "./zero_shot.ts";
+import type { McDoc } from "./multiple_choice.ts";
+import { runMultipleChoice, SEQUENCE_PROTOCOL } from "./zero_shot.ts";
 import type { Task } from "./types.ts";
 
 /** Bumped whenever generation may produce different items. */
@@ -137,11 +137,7 @@ export function tinystoriesClozeTask(seed = CLOZE_SEED): Task {
         throw new RangeError(`--limit must be a positive integer, got ${ctx.limit}`);
       }
       const items = all.slice(0, ctx.limit ?? all.length);
-      const lm = new ForwardLogProbs(model, ctx.kernels);
-      const r = evaluateMultipleChoice(lm, model.tokenizer, clozeDocs(items), {
-        accNorm: true,
-        ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
-      });
+      const r = await runMultipleChoice(model, ctx, clozeDocs(items), true);
       return {
         metrics: r.metrics,
         dataset: info,
@@ -162,7 +158,7 @@ export function tinystoriesClozeTask(seed = CLOZE_SEED): Task {
           setSha256: await sha256Hex(canonicalJson(all)),
           targetDelimiter: " ",
           ...SEQUENCE_PROTOCOL,
-          context: lm.maxLength,
+          context: model.config.maxSeqLen,
           limit: ctx.limit ?? null,
           ...r.counts,
         },

@@ -37,16 +37,22 @@ import {
   type TaskDatasetInfo,
 } from "./mc_datasets.ts";
 import {
+  aggregateMultipleChoice,
+  encodeDocs,
+  type EncodedPair,
   encodePair,
-  evaluateMultipleChoice,
   ForwardLogProbs,
-  type LogProbModel,
+  type LoglikScore,
+  type McDoc,
+  type McEvaluation,
   meanMetric,
   scorePair,
   TARGET_DELIMITER,
 } from "./multiple_choice.ts";
+import { canUseLoglikPool, LoglikPool } from "./loglik_pool.ts";
 import type { EvalModel, Metric, Task, TaskContext, TaskResult } from "./types.ts";
 import type { Tokenizer } from "../models/types.ts";
+import type { LogProbModel } from "./multiple_choice.ts";
 
 /** How every zero-shot sequence is built (shared part of each protocol). */
 export const SEQUENCE_PROTOCOL = {
@@ -167,6 +173,51 @@ function limited<T>(docs: readonly T[], limit: number | undefined): T[] {
   return docs.slice(0, limit);
 }
 
+/**
+ * Scores each doc's encoded requests (`undefined` docs are skipped): in worker threads when the
+ * run has a pool of several threads and the reference kernels, else in this thread. The numbers
+ * are the same either way.
+ */
+export async function scoreEncoded(
+  model: EvalModel,
+  ctx: Pick<TaskContext, "kernels" | "pool" | "onProgress">,
+  encoded: readonly (readonly EncodedPair[] | undefined)[],
+): Promise<(LoglikScore[] | undefined)[]> {
+  const bos = model.tokenizer.bosId;
+  let done = 0;
+  const progress = () => ctx.onProgress?.(++done, encoded.length);
+  const threads = ctx.pool?.threads ?? 1;
+  if (threads > 1 && canUseLoglikPool(ctx.kernels)) {
+    const pool = new LoglikPool(threads, model);
+    try {
+      return await Promise.all(encoded.map(async (pairs, d) => {
+        const s = pairs ? await pool.score(d, bos, pairs) : undefined;
+        progress();
+        return s;
+      }));
+    } finally {
+      pool.close();
+    }
+  }
+  const lm = new ForwardLogProbs(model, ctx.kernels);
+  return encoded.map((pairs) => {
+    const s = pairs?.map((p) => scorePair(lm, bos, p));
+    progress();
+    return s;
+  });
+}
+
+/** Multiple-choice evaluation of docs with {@linkcode scoreEncoded}. */
+export async function runMultipleChoice(
+  model: EvalModel,
+  ctx: Pick<TaskContext, "kernels" | "pool" | "onProgress">,
+  docs: readonly McDoc[],
+  accNorm: boolean,
+): Promise<McEvaluation> {
+  const scores = await scoreEncoded(model, ctx, encodeDocs(model.tokenizer, docs));
+  return aggregateMultipleChoice(docs, scores, { accNorm });
+}
+
 function mcTask(def: McTaskDef): Task {
   return {
     id: def.id,
@@ -177,11 +228,7 @@ function mcTask(def: McTaskDef): Task {
     async run(model: EvalModel, ctx: TaskContext): Promise<TaskResult> {
       const data = await def.read(ctx.dataDir);
       const docs = limited(data.docs, ctx.limit);
-      const lm = new ForwardLogProbs(model, ctx.kernels);
-      const r = evaluateMultipleChoice(lm, model.tokenizer, docs, {
-        accNorm: def.accNorm,
-        ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
-      });
+      const r = await runMultipleChoice(model, ctx, docs, def.accNorm);
       return {
         metrics: r.metrics,
         dataset: data.info,
@@ -198,7 +245,7 @@ function mcTask(def: McTaskDef): Task {
             ? "argmax of ll / character (code point) length of the choice, delimiter excluded"
             : null,
           ...SEQUENCE_PROTOCOL,
-          context: lm.maxLength,
+          context: model.config.maxSeqLen,
           limit: ctx.limit ?? null,
           fileDocs: data.docs.length,
           ...r.counts,
@@ -212,29 +259,22 @@ function mcTask(def: McTaskDef): Task {
   };
 }
 
-/** Scores LAMBADA docs: per doc Σ log p of the last word and whether it is the greedy output. */
-export function evaluateLambada(
-  lm: LogProbModel,
-  tokenizer: Pick<Tokenizer, "encode" | "bosId">,
-  docs: readonly LambadaDoc[],
-  onProgress?: (done: number, total: number) => void,
+/** LAMBADA metrics from each doc's score: acc = greedy match, ppl = exp(−mean ll). */
+export function aggregateLambada(
+  scores: readonly LoglikScore[],
 ): { metrics: Metric[]; truncated: number; tokens: number } {
-  if (docs.length === 0) throw new RangeError("No LAMBADA docs to score");
-  const acc: number[] = [];
+  if (scores.length === 0) throw new RangeError("No LAMBADA docs to score");
   const ll = new RunningStats();
   let truncated = 0, tokens = 0;
-  docs.forEach((d, i) => {
-    const s = scorePair(lm, tokenizer.bosId, encodePair(tokenizer, d.context, d.continuation));
-    acc.push(s.isGreedy ? 1 : 0);
+  for (const s of scores) {
     ll.push(s.ll);
     tokens += s.tokens;
     if (s.truncated) truncated++;
-    onProgress?.(i + 1, docs.length);
-  });
+  }
   const ppl = Math.exp(-ll.mean);
   return {
     metrics: [
-      meanMetric("acc", acc),
+      meanMetric("acc", scores.map((s) => (s.isGreedy ? 1 : 0))),
       {
         metric: "ppl",
         value: ppl,
@@ -256,6 +296,19 @@ export function evaluateLambada(
   };
 }
 
+/** Scores LAMBADA docs in this thread (see {@linkcode aggregateLambada}). */
+export function evaluateLambada(
+  lm: LogProbModel,
+  tokenizer: Pick<Tokenizer, "encode" | "bosId">,
+  docs: readonly LambadaDoc[],
+): { metrics: Metric[]; truncated: number; tokens: number } {
+  return aggregateLambada(
+    docs.map((d) =>
+      scorePair(lm, tokenizer.bosId, encodePair(tokenizer, d.context, d.continuation))
+    ),
+  );
+}
+
 const lambadaTask: Task = {
   id: "lambada_openai",
   title: "LAMBADA OpenAI, zero-shot last-word prediction",
@@ -265,8 +318,9 @@ const lambadaTask: Task = {
   async run(model, ctx) {
     const data = await readLambada(ctx.dataDir);
     const docs = limited(data.docs, ctx.limit);
-    const lm = new ForwardLogProbs(model, ctx.kernels);
-    const r = evaluateLambada(lm, model.tokenizer, docs, ctx.onProgress);
+    const encoded = docs.map((d) => [encodePair(model.tokenizer, d.context, d.continuation)]);
+    const scores = await scoreEncoded(model, ctx, encoded);
+    const r = aggregateLambada(scores.map((s) => s![0]!));
     return {
       metrics: r.metrics,
       dataset: data.info,
@@ -281,7 +335,7 @@ const lambadaTask: Task = {
         ppl: "exp(-mean over docs of the last word's summed log-likelihood) (lm-eval " +
           "'perplexity' aggregation); stderr by the delta method (lm-eval bootstraps)",
         ...SEQUENCE_PROTOCOL,
-        context: lm.maxLength,
+        context: model.config.maxSeqLen,
         limit: ctx.limit ?? null,
         fileDocs: data.docs.length,
         docs: docs.length,

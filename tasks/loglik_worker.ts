@@ -1,0 +1,35 @@
+/**
+ * Worker side of {@linkcode LoglikPool}: holds a model and scores the encoded requests of one
+ * doc at a time with the same code as the in-thread path (`scorePair` over `ForwardLogProbs`
+ * with the reference kernels).
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { refKernels } from "../kernels/ref/mod.ts";
+import { ForwardLogProbs, scorePair } from "./multiple_choice.ts";
+import type { LoglikRequestMsg, LoglikResponseMsg } from "./loglik_pool.ts";
+
+let lm: ForwardLogProbs | undefined;
+
+self.onmessage = (e: MessageEvent<LoglikRequestMsg>) => {
+  const msg = e.data;
+  if (msg.op === "model") {
+    lm = new ForwardLogProbs(msg.model, refKernels);
+    return;
+  }
+  let reply: LoglikResponseMsg;
+  try {
+    if (!lm) throw new Error("no model set");
+    const model = lm;
+    reply = { id: msg.id, scores: msg.pairs.map((p) => scorePair(model, msg.bos, p)) };
+  } catch (err) {
+    reply = {
+      id: msg.id,
+      error: err instanceof Error ? `${err.name}: ${err.message}` : String(err),
+    };
+  }
+  self.postMessage(reply);
+};
