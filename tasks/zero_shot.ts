@@ -43,6 +43,7 @@ import {
   encodePair,
   ForwardLogProbs,
   type LoglikScore,
+  type LogProbModel,
   type McDoc,
   type McEvaluation,
   meanMetric,
@@ -52,7 +53,6 @@ import {
 import { canUseLoglikPool, LoglikPool } from "./loglik_pool.ts";
 import type { EvalModel, Metric, Task, TaskContext, TaskResult } from "./types.ts";
 import type { Tokenizer } from "../models/types.ts";
-import type { LogProbModel } from "./multiple_choice.ts";
 
 /** How every zero-shot sequence is built (shared part of each protocol). */
 export const SEQUENCE_PROTOCOL = {
