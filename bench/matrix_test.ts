@@ -81,3 +81,13 @@ Deno.test("parsePreset() reads method entries with their own bits and checks cal
     /p\.json: calibration\.samples is not valid/,
   );
 });
+
+Deno.test("the tasks preset names only registered tasks: FP32, RTN W3 and W4 on each", async () => {
+  const { getTask } = await import("../tasks/mod.ts");
+  const file = new URL("./presets/tasks.json", import.meta.url);
+  const spec = parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
+  const cells = expandMatrix(spec);
+  assert.equal(cells.length, 3 * spec.tasks.length);
+  for (const t of spec.tasks) assert.equal(getTask(t).id, t);
+  assert.ok(spec.tasks.includes("tinystories_cloze"));
+});

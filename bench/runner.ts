@@ -175,6 +175,9 @@ export async function planMatrix(
         id: task.id,
         version: task.version,
         dataset: dataset.sha256,
+        // Tasks reading several files (items + labels) list them all.
+        files: (dataset as { files?: readonly { sha256: string }[] }).files?.map((f) => f.sha256) ??
+          null,
         split: dataset.split ?? null,
         limit: c.limit ?? null,
       },
