@@ -16,6 +16,7 @@ import {
   parsePreset,
 } from "./bench/matrix.ts";
 import { planMatrix, type RunEvent, runMatrix } from "./bench/runner.ts";
+import { selectKernels } from "./kernels/backend.ts";
 import { formatSummary } from "./results/summary.ts";
 import { METHODS } from "./methods/mod.ts";
 import { MODELS } from "./models/registry.ts";
@@ -44,6 +45,8 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --out DIR          results directory (default results/runs/<matrix id>)
   --shard I/N        run every N-th cell starting at I (0-based), for CI fan-out
   --threads N        worker threads for evaluation (default: the number of cores)
+  --backend NAME     kernels: ts (reference), wasm (SIMD128), wasm-fma (relaxed SIMD),
+                     auto (wasm, else ts with a warning)                         [auto]
   --force            recompute cells that already have a row
   --dry-run          list the cells and exit
   --quiet            no progress on stderr
@@ -168,6 +171,7 @@ async function main(argv: string[]): Promise<number> {
       out: { type: "string" },
       shard: { type: "string" },
       threads: { type: "string" },
+      backend: { type: "string", default: "auto" },
       force: { type: "boolean", default: false },
       "dry-run": { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
@@ -240,8 +244,15 @@ async function main(argv: string[]): Promise<number> {
   const dataDir = values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir();
   const outDir = values.out ?? `results/runs/${spec.id}`;
   const onEvent = progressRenderer(values.quiet);
+  const { kernels, fallback } = await selectKernels(values.backend);
+  if (fallback) console.error(`warning: ${fallback}`);
   if (values["dry-run"]) {
-    const { cells } = await planMatrix(spec, { dataDir, onEvent, ...(shard ? { shard } : {}) });
+    const { cells } = await planMatrix(spec, {
+      dataDir,
+      onEvent,
+      kernels,
+      ...(shard ? { shard } : {}),
+    });
     for (const c of cells) {
       console.log(
         `${c.cellId}  ${c.spec.model}  ${c.spec.method}  ${quantLabel(c.spec.quant)}  ${c.task.id}`,
@@ -255,6 +266,7 @@ async function main(argv: string[]): Promise<number> {
     dataDir,
     force: values.force,
     threads,
+    kernels,
     onEvent,
     ...(shard ? { shard } : {}),
   });

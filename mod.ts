@@ -96,6 +96,14 @@ export { applySplit, type SplitInfo } from "./corpora/splits.ts";
 export type * from "./tasks/types.ts";
 export type { Kernels } from "./kernels/types.ts";
 export { refKernels } from "./kernels/ref/mod.ts";
+export { type WasmKernels, wasmKernels, type WasmKernelsOptions } from "./kernels/wasm/mod.ts";
+export {
+  type Backend,
+  BACKENDS,
+  kernelsById,
+  type SelectedKernels,
+  selectKernels,
+} from "./kernels/backend.ts";
 export {
   type CellSpec,
   expandMatrix,

@@ -223,7 +223,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
   const references = new Map<string, ReferenceModel>();
   const threads = options.threads ?? 1;
   const pool = threads > 1 && cells.length > existing.size
-    ? new EvalPool(threads, options.referenceCacheBytes)
+    ? new EvalPool(threads, options.referenceCacheBytes, kernels.id)
     : undefined;
   try {
     return await runCells();

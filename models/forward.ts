@@ -197,7 +197,7 @@ export function selfAttention(
   kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
   applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
   applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
-  attention(q, kCache, vCache, T, start, c, att);
+  (kernels.attention ?? attention)(q, kCache, vCache, T, start, c, att);
 }
 
 // --- RoPE -------------------------------------------------------------------------------------

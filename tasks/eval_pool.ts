@@ -14,6 +14,7 @@ import type { WindowScore } from "./window_score.ts";
 
 /** Messages to a worker. */
 export type PoolRequest =
+  | { readonly op: "backend"; readonly id: string }
   | { readonly op: "model"; readonly model: ForwardModel }
   | { readonly op: "reference"; readonly model: ForwardModel; readonly cacheBytes: number }
   | {
@@ -42,12 +43,19 @@ export class EvalPool {
   #model: ForwardModel | undefined;
   #reference: ForwardModel | undefined;
 
-  /** Starts `threads` workers; `referenceCacheBytes` is split evenly between them. */
-  constructor(threads: number, referenceCacheBytes = 2 ** 30) {
+  /** Kernel id the workers compute with (`js-ref`, `wasm-simd`, …). */
+  readonly kernelsId: string;
+
+  /**
+   * Starts `threads` workers computing with the kernels of id `kernelsId` (default the
+   * reference); `referenceCacheBytes` is split evenly between them.
+   */
+  constructor(threads: number, referenceCacheBytes = 2 ** 30, kernelsId = "js-ref") {
     if (!Number.isInteger(threads) || threads < 1) {
       throw new RangeError(`threads must be a positive integer, got ${threads}`);
     }
     this.threads = threads;
+    this.kernelsId = kernelsId;
     this.#cacheBytes = Math.floor(referenceCacheBytes / threads);
     for (let i = 0; i < threads; i++) {
       const w = new Worker(new URL("./eval_worker.ts", import.meta.url).href, { type: "module" });
@@ -64,6 +72,7 @@ export class EvalPool {
         for (const p of this.#pending.values()) p.reject(err);
         this.#pending.clear();
       };
+      w.postMessage({ op: "backend", id: kernelsId } satisfies PoolRequest);
       this.#workers.push(w);
     }
   }

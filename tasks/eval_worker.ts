@@ -7,7 +7,9 @@
 
 /// <reference lib="deno.worker" />
 
+import { kernelsById } from "../kernels/backend.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
+import type { Kernels } from "../kernels/types.ts";
 import type { ForwardModel } from "../models/forward.ts";
 import { scoreWindow, windowLogProbs } from "./window_score.ts";
 import type { PoolRequest, PoolResponse } from "./eval_pool.ts";
@@ -18,8 +20,16 @@ let budget = 0;
 let used = 0;
 const refCache = new Map<string, Float32Array>();
 
-self.onmessage = (e: MessageEvent<PoolRequest>) => {
+// Messages are handled in order; scoring waits for the backend the pool asked for.
+let kernels: Promise<Kernels> = Promise.resolve(refKernels);
+
+self.onmessage = async (e: MessageEvent<PoolRequest>) => {
   const msg = e.data;
+  if (msg.op === "backend") {
+    kernels = kernelsById(msg.id);
+    kernels.catch(() => {}); // reported with the first window
+    return;
+  }
   if (msg.op === "model") {
     model = msg.model;
     return;
@@ -33,15 +43,16 @@ self.onmessage = (e: MessageEvent<PoolRequest>) => {
   }
   let reply: PoolResponse;
   try {
+    const k = await kernels;
     if (!model) throw new Error("no model set");
     const vocab = model.config.vocabSize;
-    const lp = windowLogProbs(model, msg.window, refKernels);
+    const lp = windowLogProbs(model, msg.window, k);
     let refLp: Float32Array | undefined;
     if (msg.cacheKey !== undefined) {
       if (!reference) throw new Error("no reference model set");
       refLp = refCache.get(msg.cacheKey);
       if (!refLp) {
-        refLp = windowLogProbs(reference, msg.window, refKernels);
+        refLp = windowLogProbs(reference, msg.window, k);
         if (used + refLp.byteLength <= budget) {
           refCache.set(msg.cacheKey, refLp);
           used += refLp.byteLength;

@@ -17,7 +17,7 @@ import type { EncodedPair, LoglikScore } from "./multiple_choice.ts";
 
 /** Messages to a worker. */
 export type LoglikRequestMsg =
-  | { readonly op: "model"; readonly model: ForwardModel }
+  | { readonly op: "model"; readonly model: ForwardModel; readonly kernelsId: string }
   | {
     readonly op: "score";
     readonly id: number;
@@ -30,9 +30,9 @@ export type LoglikResponseMsg =
   | { readonly id: number; readonly scores: LoglikScore[]; readonly error?: undefined }
   | { readonly id: number; readonly error: string; readonly scores?: undefined };
 
-/** Whether workers (which use the reference kernels) compute what `kernels` would. */
+/** Whether workers can rebuild `kernels` from its id (the reference and the WASM backends). */
 export function canUseLoglikPool(kernels: Kernels): boolean {
-  return kernels.id === refKernels.id;
+  return [refKernels.id, "wasm-simd", "wasm-simd-fma"].includes(kernels.id);
 }
 
 /** Workers that score encoded requests of one model; `close()` when done. */
@@ -45,8 +45,8 @@ export class LoglikPool {
   >();
   #nextId = 0;
 
-  /** Starts `threads` workers holding `model`. */
-  constructor(threads: number, model: ForwardModel) {
+  /** Starts `threads` workers holding `model`, computing with the kernels of id `kernelsId`. */
+  constructor(threads: number, model: ForwardModel, kernelsId: string = refKernels.id) {
     if (!Number.isInteger(threads) || threads < 1) {
       throw new RangeError(`threads must be a positive integer, got ${threads}`);
     }
@@ -67,7 +67,7 @@ export class LoglikPool {
         for (const p of this.#pending.values()) p.reject(err);
         this.#pending.clear();
       };
-      w.postMessage({ op: "model", model: plain } satisfies LoglikRequestMsg);
+      w.postMessage({ op: "model", model: plain, kernelsId } satisfies LoglikRequestMsg);
       this.#workers.push(w);
     }
   }

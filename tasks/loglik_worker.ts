@@ -8,20 +8,27 @@
 
 /// <reference lib="deno.worker" />
 
-import { refKernels } from "../kernels/ref/mod.ts";
+import { kernelsById } from "../kernels/backend.ts";
 import { ForwardLogProbs, scorePair } from "./multiple_choice.ts";
 import type { LoglikRequestMsg, LoglikResponseMsg } from "./loglik_pool.ts";
 
 let lm: ForwardLogProbs | undefined;
 
-self.onmessage = (e: MessageEvent<LoglikRequestMsg>) => {
+let ready: Promise<void> = Promise.resolve();
+
+self.onmessage = async (e: MessageEvent<LoglikRequestMsg>) => {
   const msg = e.data;
   if (msg.op === "model") {
-    lm = new ForwardLogProbs(msg.model, refKernels);
+    const model = msg.model;
+    ready = kernelsById(msg.kernelsId).then((k) => {
+      lm = new ForwardLogProbs(model, k);
+    });
+    ready.catch(() => {}); // reported with the first request
     return;
   }
   let reply: LoglikResponseMsg;
   try {
+    await ready;
     if (!lm) throw new Error("no model set");
     const model = lm;
     reply = { id: msg.id, scores: msg.pairs.map((p) => scorePair(model, msg.bos, p)) };

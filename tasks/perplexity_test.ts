@@ -8,6 +8,7 @@ import { rtn } from "../methods/rtn.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import type { Metric, ReferenceModel, TaskResult } from "./types.ts";
+import { kernelsById } from "../kernels/backend.ts";
 import { EvalPool } from "./eval_pool.ts";
 
 const dataDir = sharedPath("data");
@@ -119,36 +120,49 @@ Deno.test("a missing dataset names the path and how to set the data root", async
   );
 });
 
-Deno.test("the worker pool gives exactly the numbers of the in-thread path", async () => {
-  const model = await stories260K();
-  const q = await rtn.quantize(
-    model,
-    { wBits: 3, aBits: 16, granularity: "channel", symmetric: false },
-    {},
-    { kernels: refKernels },
-  );
-  const quantized = { ...q, tokenizer: model.tokenizer };
-  const task = getTask("tinystories");
-  const inline = await task.run(quantized, {
-    kernels: refKernels,
-    dataDir,
-    limit: 5,
-    reference: { model, cache: new Map(), cacheBudgetBytes: 2 ** 30 },
-  });
-  const pool = new EvalPool(2);
-  try {
-    const pooled = await task.run(quantized, {
-      kernels: refKernels,
+for (const backend of ["js-ref", "wasm-simd"]) {
+  Deno.test(`the worker pool gives exactly the numbers of the in-thread path (${backend})`, async () => {
+    const kernels = await kernelsById(backend);
+    const model = await stories260K();
+    const q = await rtn.quantize(
+      model,
+      { wBits: 3, aBits: 16, granularity: "channel", symmetric: false },
+      {},
+      { kernels },
+    );
+    const quantized = { ...q, tokenizer: model.tokenizer };
+    const task = getTask("tinystories");
+    const inline = await task.run(quantized, {
+      kernels,
       dataDir,
       limit: 5,
-      reference: { model, cache: new Map(), cacheBudgetBytes: 0 },
-      pool,
+      reference: { model, cache: new Map(), cacheBudgetBytes: 2 ** 30 },
     });
-    assert.deepEqual(pooled.metrics, inline.metrics);
-    assert.ok(get(pooled, "kl").value > 0);
-  } finally {
-    pool.close();
-  }
+    const pool = new EvalPool(2, 2 ** 30, kernels.id);
+    try {
+      const pooled = await task.run(quantized, {
+        kernels,
+        dataDir,
+        limit: 5,
+        reference: { model, cache: new Map(), cacheBudgetBytes: 0 },
+        pool,
+      });
+      assert.deepEqual(pooled.metrics, inline.metrics);
+      assert.ok(get(pooled, "kl").value > 0);
+    } finally {
+      pool.close();
+    }
+  });
+}
+
+Deno.test("WASM and reference kernels give the same perplexity within 1e-5 relative", async () => {
+  const model = await stories260K();
+  const task = getTask("tinystories:eval");
+  const wasm = await kernelsById("wasm-simd");
+  const a = await task.run(model, { kernels: refKernels, dataDir, limit: 8 });
+  const b = await task.run(model, { kernels: wasm, dataDir, limit: 8 });
+  const pa = get(a, "ppl").value, pb = get(b, "ppl").value;
+  assert.ok(Math.abs(pa - pb) / pa < 1e-5, `${pa} vs ${pb}`);
 });
 
 Deno.test("wikitext2 reads the canonical raw test file and fingerprints it", async () => {

@@ -188,7 +188,7 @@ export async function scoreEncoded(
   const progress = () => ctx.onProgress?.(++done, encoded.length);
   const threads = ctx.pool?.threads ?? 1;
   if (threads > 1 && canUseLoglikPool(ctx.kernels)) {
-    const pool = new LoglikPool(threads, model);
+    const pool = new LoglikPool(threads, model, ctx.kernels.id);
     try {
       return await Promise.all(encoded.map(async (pairs, d) => {
         const s = pairs ? await pool.score(d, bos, pairs) : undefined;
