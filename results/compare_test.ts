@@ -1,0 +1,293 @@
+import assert from "node:assert/strict";
+import { compareMetric, compareRuns, formatMarkdown } from "./compare.ts";
+import { compareMain } from "./compare_cli.ts";
+import { loadRows } from "./load.ts";
+import { makeRow } from "./make_row.ts";
+import type { ResultRow } from "./row.ts";
+
+const BASE: ResultRow[] = [
+  makeRow({ method: "fp", metrics: { ppl: [6.1, 0.13], kl: [0, 0] } }),
+  makeRow({ method: "rtn", wBits: 4, metrics: { ppl: [6.7, 0.15], kl: [0.14, 0.01] } }),
+  makeRow({ method: "gptq", wBits: 4, metrics: { ppl: [6.6, 0.15] } }),
+  makeRow({ method: "fp", task: "arc", metrics: { acc: [0.5, 0.02], acc_norm: [0.52, 0.02] } }),
+  makeRow({ method: "rtn", task: "arc", metrics: { acc: [0.48, 0.02], acc_norm: [0.5, 0.02] } }),
+];
+
+/** A copy of `rows` with one metric of one cell replaced. */
+function withMetric(
+  rows: readonly ResultRow[],
+  cellId: string,
+  metric: string,
+  f: (v: number) => number,
+  se?: number,
+): ResultRow[] {
+  return rows.map((r) =>
+    r.cellId !== cellId ? r : {
+      ...r,
+      metrics: r.metrics.map((m) =>
+        m.metric !== metric ? m : { ...m, value: f(m.value), stderr: se ?? m.stderr }
+      ),
+    }
+  );
+}
+
+const RTN4 = BASE[1]!.cellId;
+const RTN_ARC = BASE[4]!.cellId;
+
+Deno.test("compare: an unchanged run has no regression", () => {
+  const c = compareRuns(BASE, structuredClone(BASE));
+  assert.equal(c.regressions, 0);
+  assert.equal(c.common, 5);
+  // ppl of 3 cells + acc and acc_norm of 2 cells; kl is not gated
+  assert.equal(c.metrics.length, 7);
+  assert.ok(c.metrics.every((m) => m.verdict === "unchanged"));
+  assert.match(formatMarkdown(c, { baseline: "b", current: "c" }), /✅ no regressions/);
+});
+
+Deno.test("compare: a 5% perplexity bump is a regression, 0.5% is not", () => {
+  const bumped = compareRuns(BASE, withMetric(BASE, RTN4, "ppl", (v) => v * 1.05));
+  assert.equal(bumped.regressions, 1);
+  const r = bumped.metrics.find((m) => m.verdict === "regression")!;
+  assert.equal(r.cellId, RTN4);
+  assert.equal(r.metric, "ppl");
+  assert.ok(Math.abs(r.current! - 7.035) < 1e-9);
+  const md = formatMarkdown(bumped, { baseline: "b", current: "c" });
+  assert.match(md, /❌ 1 regression/);
+  assert.match(
+    md,
+    /### Regressions\n\n\| model .*\n.*\n\| tiny \| tinystories:eval \| rtn \| W4A16 \| ppl \|/,
+  );
+
+  assert.equal(compareRuns(BASE, withMetric(BASE, RTN4, "ppl", (v) => v * 1.005)).regressions, 0);
+  const better = compareRuns(BASE, withMetric(BASE, RTN4, "ppl", (v) => v * 0.95));
+  assert.equal(better.regressions, 0);
+  assert.equal(better.metrics.filter((m) => m.verdict === "improvement").length, 1);
+  // a tighter tolerance flags the 0.5% bump
+  const tight = compareRuns(BASE, withMetric(BASE, RTN4, "ppl", (v) => v * 1.005), {
+    pplTolerance: 0.001,
+  });
+  assert.equal(tight.regressions, 1);
+});
+
+Deno.test("compare: accuracy drops must exceed tolerance and 2 se of the difference", () => {
+  // drop 0.03 with se 0.02 each: se of difference 0.0283, 1.06 se → not significant
+  const within = compareRuns(BASE, withMetric(BASE, RTN_ARC, "acc", (v) => v - 0.03));
+  assert.equal(within.regressions, 0);
+  assert.match(within.metrics.find((m) => m.cellId === RTN_ARC)!.reason, /not significant/);
+  // drop 0.10: 3.5 se → regression
+  const big = compareRuns(BASE, withMetric(BASE, RTN_ARC, "acc", (v) => v - 0.1));
+  assert.equal(big.regressions, 1);
+  // drop 0.005 with tiny stderr: significant but within the 0.01 tolerance
+  const tiny = withMetric(
+    withMetric(BASE, RTN_ARC, "acc", (v) => v, 0.0001),
+    RTN_ARC,
+    "acc",
+    (v) => v,
+    0.0001,
+  );
+  assert.equal(
+    compareRuns(tiny, withMetric(tiny, RTN_ARC, "acc", (v) => v - 0.005)).regressions,
+    0,
+  );
+  assert.equal(compareRuns(tiny, withMetric(tiny, RTN_ARC, "acc", (v) => v - 0.02)).regressions, 1);
+});
+
+Deno.test("compareMetric: direction follows higherIsBetter", () => {
+  const up = compareMetric("relative", true, { value: 1, stderr: null }, {
+    value: 0.9,
+    stderr: null,
+  });
+  assert.equal(up.verdict, "regression");
+  const down = compareMetric("relative", false, { value: 1, stderr: null }, {
+    value: 0.9,
+    stderr: null,
+  });
+  assert.equal(down.verdict, "improvement");
+  const noSe = compareMetric("stderr", true, { value: 0.5, stderr: null }, {
+    value: 0.45,
+    stderr: null,
+  });
+  assert.equal(noSe.verdict, "regression");
+});
+
+Deno.test("compare: missing, new and failed cells", () => {
+  const extra = makeRow({ method: "rtn", wBits: 3, metrics: { ppl: [9, 0.2] } });
+  const failed = { ...BASE[2]!, status: "failed" as const, error: "OOM", metrics: [] };
+  const current = [BASE[0]!, BASE[1]!, failed, BASE[3]!, extra];
+  const c = compareRuns(BASE, current);
+  assert.deepEqual(c.missing.map((m) => m.cellId), [RTN_ARC]);
+  assert.deepEqual(c.added.map((m) => m.cellId), [extra.cellId]);
+  assert.equal(c.statusChanges.length, 1);
+  assert.equal(c.statusChanges[0]!.verdict, "regression");
+  assert.equal(c.regressions, 1);
+  const md = formatMarkdown(c, { baseline: "b", current: "c" });
+  assert.match(md, /### Missing cells/);
+  assert.match(md, /### New cells/);
+  assert.match(md, /\| ok \| failed \| regression \| OOM \|/);
+  // a lost metric is a regression too
+  const lost = BASE.map((r) =>
+    r.cellId === RTN4 ? { ...r, metrics: r.metrics.filter((m) => m.metric !== "ppl") } : r
+  );
+  assert.equal(compareRuns(BASE, lost).regressions, 1);
+});
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const jsonl = (rows: readonly unknown[]) => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
+
+async function run(args: string[]) {
+  let out = "";
+  let err = "";
+  const code = await compareMain(args, {
+    out: (t) => void (out += t + "\n"),
+    err: (t) => void (err += t + "\n"),
+  });
+  return { code, out, err };
+}
+
+Deno.test("compare CLI: exit 0 unchanged, 1 on regression, Markdown on stdout", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/baseline.jsonl`, jsonl(BASE));
+    await Deno.mkdir(`${dir}/cur/shard-1`, { recursive: true });
+    await Deno.mkdir(`${dir}/cur/shard-2`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/cur/shard-1/results.jsonl`, jsonl(BASE.slice(0, 3)));
+    await Deno.writeTextFile(`${dir}/cur/shard-2/results.jsonl`, jsonl(BASE.slice(3)));
+    const ok = await run(["--baseline", `${dir}/baseline.jsonl`, "--current", `${dir}/cur`]);
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /^## lowbit regression check: ✅/);
+    assert.match(ok.out, /\| 5 \| 0 \| 0 \| 0 \| 0 \|/);
+
+    await Deno.writeTextFile(
+      `${dir}/cur/shard-1/results.jsonl`,
+      jsonl(withMetric(BASE.slice(0, 3), RTN4, "ppl", (v) => v * 1.05)),
+    );
+    const bad = await run(["--baseline", `${dir}/baseline.jsonl`, "--current", `${dir}/cur`]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.out, /❌ 1 regression/);
+    // and with a 10% tolerance it passes
+    const loose = await run([
+      "--baseline",
+      `${dir}/baseline.jsonl`,
+      "--current",
+      `${dir}/cur`,
+      "--ppl-tol=0.1",
+    ]);
+    assert.equal(loose.code, 0);
+    // missing cells fail only with --fail-on-missing
+    await Deno.remove(`${dir}/cur/shard-2`, { recursive: true });
+    const args = [
+      "--baseline",
+      `${dir}/baseline.jsonl`,
+      "--current",
+      `${dir}/cur`,
+      "--ppl-tol",
+      "1",
+    ];
+    assert.equal((await run(args)).code, 0);
+    assert.equal((await run([...args, "--fail-on-missing"])).code, 1);
+  });
+});
+
+Deno.test("compare CLI: bad inputs exit 2 with clear messages", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/base.jsonl`, jsonl(BASE));
+    await Deno.mkdir(`${dir}/empty`);
+    await Deno.mkdir(`${dir}/blank`);
+    await Deno.writeTextFile(`${dir}/blank/results.jsonl`, "\n");
+    await Deno.mkdir(`${dir}/newer`);
+    await Deno.writeTextFile(
+      `${dir}/newer/results.jsonl`,
+      jsonl([BASE[0], { ...BASE[1]!, schemaVersion: 99 }]),
+    );
+    await Deno.mkdir(`${dir}/dup/a`, { recursive: true });
+    await Deno.mkdir(`${dir}/dup/b`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/dup/a/results.jsonl`, jsonl(BASE));
+    await Deno.writeTextFile(
+      `${dir}/dup/b/results.jsonl`,
+      jsonl(withMetric(BASE, RTN4, "ppl", (v) => v + 1)),
+    );
+    await Deno.mkdir(`${dir}/same/a`, { recursive: true });
+    await Deno.mkdir(`${dir}/same/b`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/same/a/results.jsonl`, jsonl(BASE));
+    await Deno.writeTextFile(`${dir}/same/b/results.jsonl`, jsonl(BASE));
+    await Deno.mkdir(`${dir}/junk`);
+    await Deno.writeTextFile(`${dir}/junk/results.jsonl`, "{not json\n");
+
+    const cases: [string[], RegExp][] = [
+      [["--baseline", `${dir}/nope.jsonl`, "--current", `${dir}/same`], /baseline: .*no such file/],
+      [["--baseline", `${dir}/base.jsonl`, "--current", `${dir}/empty`], /no results\.jsonl found/],
+      [["--baseline", `${dir}/base.jsonl`, "--current", `${dir}/blank`], /empty results/],
+      [
+        ["--baseline", `${dir}/base.jsonl`, "--current", `${dir}/newer`],
+        /results\.jsonl:2: row has schemaVersion 99, newer than this lowbit's 1/,
+      ],
+      [
+        ["--baseline", `${dir}/base.jsonl`, "--current", `${dir}/dup`],
+        /cell .* appears twice with different values/,
+      ],
+      [["--baseline", `${dir}/base.jsonl`, "--current", `${dir}/junk`], /:1: not valid JSON/],
+      [["--baseline", `${dir}/base.jsonl`], /--baseline and --current are required/],
+      [["--baseline", `${dir}/base.jsonl`, "--current", dir, "--z", "x"], /non-negative number/],
+      [["--bogus"], /unknown argument --bogus/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await run(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.err}`);
+      assert.match(r.err, message);
+      assert.equal(r.out, "");
+    }
+    // identical duplicates (the same run twice) are merged, not an error
+    const same = await run(["--baseline", `${dir}/base.jsonl`, "--current", `${dir}/same`]);
+    assert.equal(same.code, 0, same.err);
+  });
+});
+
+Deno.test("compare CLI as a process: exit code 1 reaches the shell", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/base.jsonl`, jsonl(BASE));
+    await Deno.mkdir(`${dir}/cur`);
+    await Deno.writeTextFile(
+      `${dir}/cur/results.jsonl`,
+      jsonl(withMetric(BASE, RTN4, "ppl", (v) => v * 1.05)),
+    );
+    const cli = new URL("./compare_cli.ts", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-read",
+        cli,
+        "--baseline",
+        `${dir}/base.jsonl`,
+        "--current",
+        `${dir}/cur`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 1, new TextDecoder().decode(out.stderr));
+    assert.match(new TextDecoder().decode(out.stdout), /❌ 1 regression/);
+  });
+});
+
+const REAL = new URL("./runs/w2-w8/results.jsonl", import.meta.url).pathname;
+const hasReal = await Deno.stat(REAL).then(() => true, () => false);
+
+Deno.test({
+  name: "compare over the real w2-w8 rows (skipped without results/runs)",
+  ignore: !hasReal,
+  fn: async () => {
+    const rows = await loadRows(REAL);
+    assert.equal(compareRuns(rows, rows).regressions, 0);
+    const target = rows.find((r) => r.method.id === "rtn" && r.status === "ok")!;
+    const c = compareRuns(rows, withMetric(rows, target.cellId, "ppl", (v) => v * 1.05));
+    assert.equal(c.regressions, 1);
+    assert.equal(c.metrics.find((m) => m.verdict === "regression")!.cellId, target.cellId);
+  },
+});
