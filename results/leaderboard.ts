@@ -59,6 +59,11 @@ export interface ModelTable {
   readonly model: string;
   readonly columns: readonly Column[];
   readonly groups: readonly ClassGroup[];
+  /**
+   * Rows not shown because a newer row has the same method spec, task and bit configuration
+   * (e.g. the same matrix run on another backend, which gives another cell id).
+   */
+  readonly shadowed: readonly ResultRow[];
 }
 
 /** Options of {@linkcode buildTable} and {@linkcode buildSite}. */
@@ -111,10 +116,14 @@ export function buildTable(
 
   // Cells: the newest row for each (spec, task, label).
   const byKey = new Map<string, ResultRow>();
+  const shadowed: ResultRow[] = [];
   for (const r of rows) {
     const k = `${specOf(r)}\u0000${taskKey(r)}\u0000${r.quant.label}`;
     const prev = byKey.get(k);
-    if (!prev || (r.finishedAt ?? "") > (prev.finishedAt ?? "")) byKey.set(k, r);
+    if (!prev || (r.finishedAt ?? "") > (prev.finishedAt ?? "")) {
+      byKey.set(k, r);
+      if (prev) shadowed.push(prev);
+    } else shadowed.push(r);
   }
   const refValue = new Map<string, number>();
   for (const r of rows) {
@@ -178,7 +187,7 @@ export function buildTable(
       Number(b.reference) - Number(a.reference) || a.spec.localeCompare(b.spec)
     ),
   }));
-  return { model: rows[0]?.model.id ?? "", columns, groups };
+  return { model: rows[0]?.model.id ?? "", columns, groups, shadowed };
 }
 
 function fmtValue(metric: string, v: number): string {
@@ -321,7 +330,20 @@ export function renderTable(t: ModelTable): string {
 <thead><tr><th rowspan="2" scope="col" data-sort="method"><button type="button">method</button></th>${top}</tr>
 <tr>${leaves}</tr></thead>
 ${bodies}
-</table>`;
+</table>${shadowedNote(t)}`;
+}
+
+function shadowedNote(t: ModelTable): string {
+  if (!t.shadowed.length) return "";
+  const items = t.shadowed.map((r) =>
+    `<li>${esc(specOf(r))} ${esc(r.quant.label)} ${esc(taskKey(r))}: backend ${
+      esc(r.env?.backend ?? "?")
+    }, finished ${esc(r.finishedAt)}, cell <code>${esc(r.cellId)}</code></li>`
+  ).join("\n");
+  return `<details><summary>${t.shadowed.length} older row(s) with the same method, task and bit configuration are not shown (the newest is)</summary>
+<ul>
+${items}
+</ul></details>`;
 }
 
 function figure(c: Chart): string {
@@ -439,7 +461,8 @@ export async function buildSite(
     for (let k = 2; used.has(name); k++) name = `${slug(model)}-${k}`;
     used.add(name);
     const table = buildTable(mrows, opts);
-    const charts = await buildCharts(mrows, name, opts);
+    const hidden = new Set(table.shadowed);
+    const charts = await buildCharts(mrows.filter((r) => !hidden.has(r)), name, opts);
     for (const c of charts) files.set(`${name}-${c.name}.svg`, c.svg + "\n");
     const ok = mrows.filter((r) => r.status === "ok").length;
     const commits = [...new Set(mrows.map((r) => r.env?.git?.commit).filter(Boolean))];

@@ -137,6 +137,32 @@ Deno.test("buildSite: charts are inline SVG figures and separate files", async (
   assert.equal(new Set(ids).size, ids.length);
 });
 
+Deno.test("buildTable: a second run of the same cell is shown once, the older one listed", async () => {
+  const older = {
+    ...ppl("rtn", 4, 13),
+    cellId: "other-backend",
+    finishedAt: "2026-01-01T00:00:00Z",
+  };
+  const t = buildTable([...ROWS, older]);
+  assert.deepEqual(t.shadowed.map((r) => r.cellId), ["other-backend"]);
+  const rtn = t.groups.flatMap((g) => g.rows).find((r) => r.spec === "rtn")!;
+  assert.equal(rtn.cells[2]!.value, 12);
+  assert.match(renderTable(t), /1 older row\(s\)[^]*<code>other-backend<\/code>/);
+  const page = (await buildSite([...ROWS, older])).get("tiny.html")!;
+  // the chart plots one point per configuration: rtn W4 at ppl 12, not 13
+  assert.match(
+    page,
+    /Perplexity on tinystories:eval for 2 method\(s\) \(rtn, gptq\) at 3 quantized/,
+  );
+});
+
+Deno.test("the page's inline script parses", async () => {
+  const page = (await buildSite(ROWS)).get("tiny.html")!;
+  const script = page.match(/<script>([^]*?)<\/script>/)![1]!;
+  assert.ok(script.includes("addEventListener"));
+  new Function(script); // throws SyntaxError if the generated script is broken
+});
+
 Deno.test("paretoFront keeps points no cheaper point beats", () => {
   const p = (bitsPerWeight: number, acc: number) => ({
     method: "m",
