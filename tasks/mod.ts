@@ -7,12 +7,15 @@
  * - Zero-shot tasks (family `zero-shot`) follow lm-evaluation-harness: `arc_easy`,
  *   `arc_challenge`, `piqa`, `hellaswag`, `winogrande`, `boolq`, `lambada_openai`
  *   (see `zero_shot.ts`), plus `tinystories_cloze` (see `tinystories_cloze.ts`).
+ * - Reasoning tasks (family `reasoning`): `gsm8k`, few-shot chain-of-thought generation scored
+ *   by exact match (see `gsm8k.ts`).
  *
  * @module
  */
 
 import { unknownIdError } from "../core/registry.ts";
 import { TEXT_DATASETS } from "../corpora/text.ts";
+import { gsm8kTask } from "./gsm8k.ts";
 import { perplexityTask } from "./perplexity.ts";
 import { tinystoriesClozeTask } from "./tinystories_cloze.ts";
 import type { Task } from "./types.ts";
@@ -29,8 +32,15 @@ export const PERPLEXITY_TASK_IDS: readonly string[] = TEXT_DATASETS.filter((d) =
 /** Ids of the zero-shot tasks. */
 export const ZERO_SHOT_IDS: readonly string[] = [...ZERO_SHOT_TASK_IDS, "tinystories_cloze"];
 
+/** Ids of the reasoning (generation) tasks. */
+export const REASONING_IDS: readonly string[] = ["gsm8k"];
+
 /** Ids of the registered tasks (besides `file:PATH`). */
-export const TASK_IDS: readonly string[] = [...PERPLEXITY_TASK_IDS, ...ZERO_SHOT_IDS];
+export const TASK_IDS: readonly string[] = [
+  ...PERPLEXITY_TASK_IDS,
+  ...ZERO_SHOT_IDS,
+  ...REASONING_IDS,
+];
 
 /** The task with this id; throws a `TypeError` listing valid ids for an unknown one. */
 export function getTask(id: string): Task {
@@ -40,6 +50,7 @@ export function getTask(id: string): Task {
   }
   if (PERPLEXITY_TASK_IDS.includes(id)) return perplexityTask(id);
   if (id === "tinystories_cloze") return tinystoriesClozeTask();
+  if (id === "gsm8k") return gsm8kTask();
   const zs = zeroShotTask(id);
   if (zs) return zs;
   throw unknownIdError("task", id, [...TASK_IDS, "file:PATH"]);
