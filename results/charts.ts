@@ -98,7 +98,12 @@ export async function pplChart(
     },
     mark: { type: "line", point: true },
     encoding: {
-      x: { field: "bitsPerWeight", type: "quantitative", title: "bits per weight" },
+      x: {
+        field: "bitsPerWeight",
+        type: "quantitative",
+        title: "bits per weight",
+        scale: { zero: false },
+      },
       y: {
         field: "ppl",
         type: "quantitative",
@@ -242,7 +247,12 @@ export async function accChart(
       data: { values },
       mark: { type: "rule" },
       encoding: {
-        x: { field: "bitsPerWeight", type: "quantitative", title: "bits per weight" },
+        x: {
+          field: "bitsPerWeight",
+          type: "quantitative",
+          title: "bits per weight",
+          scale: { zero: false },
+        },
         y: { field: "lo", type: "quantitative", title: metric, scale: { zero: false } },
         y2: { field: "hi" },
         color: { field: "method", type: "nominal", title: "method" },

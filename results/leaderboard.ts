@@ -232,7 +232,8 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
 th[scope=row],tr.group th{text-align:left}
-thead th{background:#f3f3f3;position:sticky;top:0}
+thead th{background:#f3f3f3}
+.scroll{overflow-x:auto;max-width:100%}
 tr.group th{background:#e8eef8;font-weight:600}
 th button{font:inherit;background:none;border:0;cursor:pointer;padding:0}
 .se{color:#777;font-size:.85em}
@@ -274,8 +275,8 @@ const JS = `
     document.querySelectorAll("input[data-filter-wbits]").forEach(function(cb){
       table.querySelectorAll('[data-wbits="'+cb.getAttribute("data-filter-wbits")+'"]').forEach(function(el){el.classList.toggle("hidden",!cb.checked);});
     });
-    table.querySelectorAll("thead th[data-task]").forEach(function(th){
-      var n=table.querySelectorAll('thead th[data-sort][data-task="'+th.getAttribute("data-task")+'"]:not(.hidden)').length;
+    table.querySelectorAll("thead th[data-taskgroup]").forEach(function(th){
+      var n=table.querySelectorAll('thead th[data-sort][data-task="'+th.getAttribute("data-taskgroup")+'"]:not(.hidden)').length;
       th.colSpan=Math.max(n,1);th.classList.toggle("hidden",n===0);
     });
   }
@@ -288,7 +289,7 @@ export function renderTable(t: ModelTable): string {
   const tasks = [...new Set(t.columns.map((c) => c.task))];
   const top = tasks.map((task, ti) => {
     const n = t.columns.filter((c) => c.task === task).length;
-    return `<th scope="colgroup" colspan="${n}" data-task="${ti}">${esc(task)}</th>`;
+    return `<th scope="colgroup" colspan="${n}" data-taskgroup="${ti}">${esc(task)}</th>`;
   }).join("");
   const leaves = t.columns.map((c, i) =>
     `<th scope="col" data-sort="${i}" data-task="${
@@ -323,6 +324,7 @@ export function renderTable(t: ModelTable): string {
 <fieldset><legend>Taxonomy class</legend>${classBoxes}</fieldset>
 <fieldset><legend>Weight bits</legend>${bitBoxes}</fieldset>
 </form>
+<div class="scroll">
 <table id="lb">
 <caption>${
     esc(t.model)
@@ -330,7 +332,8 @@ export function renderTable(t: ModelTable): string {
 <thead><tr><th rowspan="2" scope="col" data-sort="method"><button type="button">method</button></th>${top}</tr>
 <tr>${leaves}</tr></thead>
 ${bodies}
-</table>${shadowedNote(t)}`;
+</table>
+</div>${shadowedNote(t)}`;
 }
 
 function shadowedNote(t: ModelTable): string {

@@ -1,0 +1,143 @@
+/**
+ * Browser test of the generated leaderboard: Chromium (Debian's `chromium` package, or
+ * `$CHROMIUM_PATH`) driven by puppeteer-core opens the page from disk. Skipped when no Chromium
+ * is installed. The screenshot goes to `$LOWBIT_TEST_OUTPUT` (default: a temporary directory).
+ */
+
+import assert from "node:assert/strict";
+import puppeteer from "puppeteer-core";
+import { buildSite } from "./leaderboard.ts";
+import { makeRow } from "./make_row.ts";
+
+const CANDIDATES = [
+  Deno.env.get("CHROMIUM_PATH"),
+  "/usr/bin/chromium",
+  "/usr/bin/chromium-browser",
+  "/usr/bin/google-chrome",
+].filter((p): p is string => !!p);
+
+function findChromium(): string | undefined {
+  for (const p of CANDIDATES) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+}
+
+const chromium = findChromium();
+
+const ROWS = [
+  makeRow({ method: "fp", metrics: { ppl: [10, 0.2], kl: [0, 0] } }),
+  makeRow({ method: "rtn", wBits: 8, metrics: { ppl: [10.1, 0.2], kl: [0.001, 0] } }),
+  makeRow({ method: "rtn", wBits: 4, metrics: { ppl: [12, 0.2], kl: [0.2, 0] } }),
+  makeRow({ method: "gptq", wBits: 4, metrics: { ppl: [11, 0.2], kl: [0.1, 0] } }),
+  makeRow({ method: "gptq:actOrder=true", wBits: 4, metrics: { ppl: [10.5, 0.2], kl: [0.08, 0] } }),
+  makeRow({ method: "gptq", wBits: 8, status: "failed", error: "Hessian not PD" }),
+  makeRow({ method: "fp", task: "arc", metrics: { acc: [0.5, 0.02] } }),
+  makeRow({ method: "rtn", wBits: 4, task: "arc", metrics: { acc: [0.45, 0.02] } }),
+  makeRow({ method: "gptq", wBits: 4, task: "arc", metrics: { acc: [0.48, 0.02] } }),
+];
+
+Deno.test({
+  name: "leaderboard page in Chromium: no console errors, charts drawn, sorting and filters work",
+  ignore: !chromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "lowbit-site-" });
+    const files = await buildSite(ROWS);
+    for (const [name, text] of files) await Deno.writeTextFile(`${dir}/${name}`, text);
+    const browser = await puppeteer.launch({
+      executablePath: chromium,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      const requests: string[] = [];
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("pageerror", (e) => errors.push(String(e)));
+      page.on("request", (r) => requests.push(r.url()));
+      await page.goto(`file://${dir}/tiny.html`, { waitUntil: "load" });
+
+      // every chart rendered with marks
+      const marks = await page.$$eval(
+        "figure svg",
+        (svgs) => svgs.map((s) => s.querySelectorAll("path, rect, line, circle").length),
+      );
+      assert.equal(marks.length, 3);
+      for (const n of marks) assert.ok(n > 5, `chart with ${n} marks`);
+
+      const order = () =>
+        page.$$eval(
+          'tbody[data-class="compensation"] tr.m th',
+          (ths) => ths.map((t) => t.textContent),
+        );
+      assert.deepEqual(await order(), ["gptq", "gptq:actOrder=true"]);
+      // the W4A16 ppl column of tinystories:eval: ascending puts the lower ppl first
+      const header = await page.$$eval(
+        "thead th[data-sort] button",
+        (bs) => bs.findIndex((b) => b.textContent?.startsWith("W4A16 ppl")),
+      );
+      assert.ok(header >= 0);
+      const buttons = await page.$$("thead th[data-sort] button");
+      await buttons[header]!.click();
+      assert.deepEqual(await order(), ["gptq:actOrder=true", "gptq"]);
+      await buttons[header]!.click();
+      assert.deepEqual(await order(), ["gptq", "gptq:actOrder=true"]);
+
+      // the failed cell carries its reason on hover
+      const failed = await page.$eval("td.status.failed", (td) => td.getAttribute("title"));
+      assert.equal(failed, "Hessian not PD");
+
+      // filters: hide a class, hide the W8 columns
+      await page.click('input[data-filter-class="compensation"]');
+      const hidden = await page.$eval(
+        'tbody[data-class="compensation"]',
+        (tb) => tb.ownerDocument.defaultView!.getComputedStyle(tb).display,
+      );
+      assert.equal(hidden, "none");
+      await page.click('input[data-filter-wbits="8"]');
+      const w8 = await page.$$eval(
+        'td[data-wbits="8"]',
+        (tds) =>
+          tds.filter((td) => td.ownerDocument.defaultView!.getComputedStyle(td).display !== "none")
+            .length,
+      );
+      assert.equal(w8, 0);
+      // headers stay aligned with the cells: as many visible leaf headers as cells in a row
+      const visible = (sel: string) =>
+        page.$$eval(
+          sel,
+          (els) =>
+            els.filter((e) => e.ownerDocument.defaultView!.getComputedStyle(e).display !== "none")
+              .length,
+        );
+      const leaves = await visible("thead th[data-sort]:not([data-sort=method])");
+      assert.equal(leaves, await visible('tbody[data-class="baseline"] tr.group + tr.m td'));
+      assert.equal(leaves, 4); // FP32 and W4A16 of arc (acc) and of tinystories (ppl)
+      const spans = await page.$$eval(
+        "thead th[data-taskgroup]",
+        (ths) => ths.map((t) => Number(t.getAttribute("colspan"))),
+      );
+      assert.deepEqual(spans, [2, 2]);
+
+      const out = Deno.env.get("LOWBIT_TEST_OUTPUT") ?? dir;
+      await Deno.mkdir(out, { recursive: true });
+      await page.screenshot({ path: `${out}/leaderboard.png` as `${string}.png`, fullPage: true });
+      assert.ok((await Deno.stat(`${out}/leaderboard.png`)).size > 10_000);
+
+      assert.deepEqual(errors, []);
+      assert.deepEqual(requests.filter((u) => !u.startsWith("file://")), [], "network requests");
+    } finally {
+      await browser.close();
+      if (!Deno.env.get("LOWBIT_TEST_OUTPUT")) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
