@@ -10,6 +10,11 @@ function metric(r: ResultRow, id: string) {
   return r.metrics.find((m) => m.metric === id);
 }
 
+/** The accuracy shown in the `acc` column: `acc`, or strict exact match for generation tasks. */
+function accOf(r: ResultRow) {
+  return metric(r, "acc") ?? metric(r, "exact_match_strict");
+}
+
 function fmt(x: number | undefined, digits: number): string {
   return x === undefined || !Number.isFinite(x) ? "" : x.toFixed(digits);
 }
@@ -26,7 +31,8 @@ function withSe(m: { value: number; stderr: number | null } | undefined): string
  * One line per cell: model, task, method, configuration, bits per weight, perplexity ± stderr,
  * its change against the FP cell of the same model and task, KL, top-1 agreement, then for
  * zero-shot rows `acc` and `acc_norm` (± stderr; both always shown, never their max) with the
- * change of `acc` against the FP cell, and status. Limits read "win" (windows) for perplexity
+ * change of `acc` against the FP cell (for gsm8k the `acc` column holds strict exact match), and
+ * status. Limits read "win" (windows) for perplexity
  * rows and "items" for the others.
  */
 export function formatSummary(rows: readonly ResultRow[]): string {
@@ -34,7 +40,7 @@ export function formatSummary(rows: readonly ResultRow[]): string {
   const fpAcc = new Map<string, number>();
   for (const r of rows) {
     const p = metric(r, "ppl");
-    const a = metric(r, "acc");
+    const a = accOf(r);
     const key = `${r.model.id}|${r.task.id}|${r.task.limit ?? ""}`;
     if (r.method.id === "fp" && p) fpPpl.set(key, p.value);
     if (r.method.id === "fp" && a) fpAcc.set(key, a.value);
@@ -59,7 +65,7 @@ export function formatSummary(rows: readonly ResultRow[]): string {
     const ppl = metric(r, "ppl");
     const key = `${r.model.id}|${r.task.id}|${r.task.limit ?? ""}`;
     const base = fpPpl.get(key);
-    const acc = metric(r, "acc");
+    const acc = accOf(r);
     const baseAcc = fpAcc.get(key);
     const unit = r.task.family === "perplexity" ? "win" : "items";
     return [
