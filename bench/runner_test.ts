@@ -1,29 +1,12 @@
 import assert from "node:assert/strict";
 import { type RunEvent, runMatrix } from "./runner.ts";
 import type { MatrixSpec } from "./matrix.ts";
-import { startMirror } from "../testing/mirror_server.ts";
+import { sandbox } from "../testing/sandbox.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import type { ResultRow } from "../results/row.ts";
 
 const dataDir = sharedPath("data");
 const cli = new URL("../cli.ts", import.meta.url).pathname;
-
-/** A fresh HF cache and results directory, and a mirror serving ../shared/hf-mirror. */
-async function sandbox() {
-  const mirror = await startMirror();
-  const dir = await Deno.makeTempDir({ prefix: "lowbit-run-" });
-  const vars: Record<string, string> = { HF_ENDPOINT: mirror.endpoint, HF_HUB_CACHE: `${dir}/hf` };
-  return {
-    mirror,
-    dir,
-    vars,
-    env: (name: string) => vars[name],
-    async [Symbol.asyncDispose]() {
-      await mirror.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 async function readJsonl(path: string): Promise<ResultRow[]> {
   const text = await Deno.readTextFile(path);
@@ -31,7 +14,7 @@ async function readJsonl(path: string): Promise<ResultRow[]> {
 }
 
 Deno.test("runMatrix(): unsupported and failing cells become rows, never stop the matrix; reruns skip finished cells", async () => {
-  await using sb = await sandbox();
+  await using sb = await sandbox("lowbit-run-");
   const short = `${sb.dir}/short.txt`;
   await Deno.writeTextFile(short, "Too short for one window of 511 tokens.");
   const spec: MatrixSpec = {
@@ -98,7 +81,7 @@ Deno.test("runMatrix(): unsupported and failing cells become rows, never stop th
 });
 
 Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid ones", async () => {
-  await using sb = await sandbox();
+  await using sb = await sandbox("lowbit-run-");
   const base: MatrixSpec = {
     id: "t",
     models: ["stories260K"],
@@ -126,7 +109,7 @@ Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid o
 });
 
 Deno.test("a killed bench run leaves no partial row and resumes without duplicates", async () => {
-  await using sb = await sandbox();
+  await using sb = await sandbox("lowbit-run-");
   const out = `${sb.dir}/out`;
   const args = [
     "run",
@@ -188,7 +171,7 @@ Deno.test("a killed bench run leaves no partial row and resumes without duplicat
 });
 
 Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is valid", async () => {
-  await using sb = await sandbox();
+  await using sb = await sandbox("lowbit-run-");
   let env: Record<string, string> = { HF_HUB_OFFLINE: "1" };
   const run = async (...args: string[]) => {
     const o = await new Deno.Command(Deno.execPath(), {
@@ -219,7 +202,7 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
 });
 
 Deno.test("GPTQ rows: the same seed gives identical rows with the offsets recorded; another seed other offsets", async () => {
-  await using sb = await sandbox();
+  await using sb = await sandbox("lowbit-run-");
   const spec: MatrixSpec = {
     id: "g",
     models: ["stories260K"],

@@ -101,15 +101,12 @@ export function validateSpec(spec: QuantizerSpec, cols: number): number {
   return g;
 }
 
-/** Scale and zero point for one group of values `x[from..to)` (strided by 1). */
-export function groupParams(
+/** The range `[lo, hi]` of `x[from..to)`, widened to include zero. */
+export function rangeWithZero(
   x: ArrayLike<number>,
   from: number,
   to: number,
-  bits: number,
-  symmetric: boolean,
-): { scale: number; zero: number } {
-  const maxq = 2 ** bits - 1;
+): { lo: number; hi: number } {
   let lo = 0;
   let hi = 0;
   for (let i = from; i < to; i++) {
@@ -117,6 +114,21 @@ export function groupParams(
     if (v < lo) lo = v;
     if (v > hi) hi = v;
   }
+  return { lo, hi };
+}
+
+/**
+ * Scale and zero point for values in `[lo, hi]` (`lo ≤ 0 ≤ hi`): symmetric absmax
+ * (`scale = max|x| / (2^(b−1) − 1)`, zero `2^(b−1)`) or asymmetric min-max with the zero point
+ * rounded into the grid. An all-zero range gives scale 1 (symmetric) or the range [−1, 1].
+ */
+export function paramsForRange(
+  lo: number,
+  hi: number,
+  bits: number,
+  symmetric: boolean,
+): { scale: number; zero: number } {
+  const maxq = 2 ** bits - 1;
   if (symmetric) {
     const m = Math.max(-lo, hi);
     const half = 2 ** (bits - 1);
@@ -131,6 +143,18 @@ export function groupParams(
   const scale = Math.fround((hi - lo) / maxq) || F32_MIN_SUBNORMAL;
   const zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo / scale)));
   return { scale, zero };
+}
+
+/** Scale and zero point for one group of values `x[from..to)` (strided by 1). */
+export function groupParams(
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  bits: number,
+  symmetric: boolean,
+): { scale: number; zero: number } {
+  const { lo, hi } = rangeWithZero(x, from, to);
+  return paramsForRange(lo, hi, bits, symmetric);
 }
 
 /** The code of one value under `(scale, zero)`. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { randomMatrix } from "../testing/random.ts";
 import {
   bitsPerWeight,
   codesPerWord,
@@ -10,21 +11,6 @@ import {
   roundHalfEven,
   unpackCodes,
 } from "./quantizer.ts";
-
-/** Deterministic pseudo-random floats in [-a, a] (xorshift32), independent of the code under test. */
-function randomMatrix(n: number, seed: number, a = 1): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
-  }
-  return out;
-}
 
 Deno.test("roundHalfEven() rounds ties to the even neighbour like torch.round", () => {
   const cases: [number, number][] = [

@@ -129,12 +129,12 @@ export const gptq: Method = {
       kernels: ctx.kernels,
       ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     });
-    return await Promise.resolve({
+    return {
       config: model.config,
       weights: result.weights,
       packed: result.packed,
       notes,
       diagnostics: summarizeDiagnostics(result.diagnostics),
-    });
+    };
   },
 };

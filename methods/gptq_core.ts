@@ -52,8 +52,9 @@ import {
   MIN_BITS,
   packCodes,
   type PackedWeight,
+  paramsForRange,
   quantizeValue,
-  roundHalfEven,
+  rangeWithZero,
 } from "../core/quantizer.ts";
 
 /** Options of {@linkcode gptqQuantizeLayer}. */
@@ -121,8 +122,6 @@ export const MSE_GRID = 100;
 export const MSE_MAX_SHRINK = 0.8;
 /** Exponent of the search's error `Σ |x̂ − x|^norm`. */
 export const MSE_NORM = 2.4;
-
-const F32_MIN_SUBNORMAL = 1.401298464324817e-45;
 
 /** The damped Hessian stayed indefinite for every damping tried. */
 export class HessianNotPositiveDefiniteError extends Error {
@@ -194,37 +193,18 @@ export function groupParamsMse(
   symmetric: boolean,
 ): { scale: number; zero: number } {
   const maxq = 2 ** bits - 1;
-  let lo = 0;
-  let hi = 0;
-  for (let i = from; i < to; i++) {
-    const v = x[i]!;
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  let best = groupParams(x, from, to, bits, symmetric);
+  const { lo, hi } = rangeWithZero(x, from, to);
+  let best = paramsForRange(lo, hi, bits, symmetric);
   if (lo === 0 && hi === 0) return best;
   let bestErr = mseError(x, from, to, best.scale, best.zero, maxq, Infinity);
   const steps = Math.floor(MSE_MAX_SHRINK * MSE_GRID);
-  const half = 2 ** (bits - 1);
-  const m = Math.max(-lo, hi);
   for (let i = 1; i < steps; i++) {
     const p = 1 - i / MSE_GRID;
-    let scale: number;
-    let zero: number;
-    if (symmetric) {
-      scale = Math.fround((p * m) / (half - 1));
-      if (scale === 0) continue;
-      zero = half;
-    } else {
-      const lo1 = p * lo;
-      const hi1 = p * hi;
-      scale = Math.fround((hi1 - lo1) / maxq) || F32_MIN_SUBNORMAL;
-      zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo1 / scale)));
-    }
-    const err = mseError(x, from, to, scale, zero, maxq, bestErr);
+    const cand = paramsForRange(p * lo, p * hi, bits, symmetric);
+    const err = mseError(x, from, to, cand.scale, cand.zero, maxq, bestErr);
     if (err < bestErr) {
       bestErr = err;
-      best = { scale, zero };
+      best = cand;
     }
   }
   return best;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { randomMatrix } from "../testing/random.ts";
 import {
   dequantizePacked,
   groupParams,
@@ -21,21 +22,6 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Independent helpers (none of them call into gptq_core.ts)
 // ---------------------------------------------------------------------------------------------
-
-/** Deterministic pseudo-random floats in [-a, a] (xorshift32). */
-function randomMatrix(n: number, seed: number, a = 1): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
-  }
-  return out;
-}
 
 /**
  * Calibration-like inputs X `[cols][samples]` with correlated features (a few shared factors plus

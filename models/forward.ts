@@ -3,8 +3,9 @@
  *
  * One function serves both uses: batched prefill of an evaluation window and token-by-token
  * decoding, through a {@linkcode KvCache} that remembers keys and values of earlier positions.
- * Linear layers and norms go through a {@linkcode Kernels} backend (the reference one by default);
- * attention, RoPE and SwiGLU are computed here.
+ * Linear layers, norms and attention go through a {@linkcode Kernels} backend (the reference one
+ * by default; a backend without `attention` uses the reference's); RoPE and SwiGLU are computed
+ * here.
  *
  * Per block: `h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))`,
  * `x' = h + mlp(n2 h)`, `mlp(u) = down(silu(gate u) · up u)`; then `logits = lmHead(norm x)`.
@@ -14,6 +15,7 @@
 
 import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
+import { attentionRef } from "../kernels/ref/attention.ts";
 import type { DenseMlp, LinearKind, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
 
 /** What the forward pass needs of a model. */
@@ -197,7 +199,7 @@ export function selfAttention(
   kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
   applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
   applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
-  (kernels.attention ?? attention)(q, kCache, vCache, T, start, c, att);
+  (kernels.attention ?? attentionRef)(q, kCache, vCache, T, start, c, att);
 }
 
 // --- RoPE -------------------------------------------------------------------------------------
@@ -258,50 +260,6 @@ function applyRope(
         v[a] = x0 * cs - x1 * sn;
         v[b] = x0 * sn + x1 * cs;
       }
-    }
-  }
-}
-
-// --- Attention --------------------------------------------------------------------------------
-
-/** Causal grouped-query attention of `T` new queries over all cached positions. */
-function attention(
-  q: Float32Array,
-  kCache: Float32Array,
-  vCache: Float32Array,
-  T: number,
-  start: number,
-  c: LlamaConfig,
-  out: Float32Array,
-): void {
-  const { headDim, nHeads, nKvHeads } = c;
-  const qDim = nHeads * headDim;
-  const kvDim = nKvHeads * headDim;
-  const group = nHeads / nKvHeads;
-  const scale = 1 / Math.sqrt(headDim);
-  const scores = new Float64Array(start + T);
-  const acc = new Float64Array(headDim);
-  for (let t = 0; t < T; t++) {
-    const n = start + t + 1;
-    for (let h = 0; h < nHeads; h++) {
-      const qo = t * qDim + h * headDim;
-      const ko = Math.floor(h / group) * headDim;
-      let max = -Infinity;
-      for (let s = 0, kr = ko; s < n; s++, kr += kvDim) {
-        let dot = 0;
-        for (let i = 0; i < headDim; i++) dot += q[qo + i]! * kCache[kr + i]!;
-        dot *= scale;
-        scores[s] = dot;
-        if (dot > max) max = dot;
-      }
-      acc.fill(0);
-      let sum = 0;
-      for (let s = 0, vr = ko; s < n; s++, vr += kvDim) {
-        const e = Math.exp(scores[s]! - max);
-        sum += e;
-        for (let i = 0; i < headDim; i++) acc[i] = acc[i]! + e * vCache[vr + i]!;
-      }
-      for (let i = 0; i < headDim; i++) out[qo + i] = acc[i]! / sum;
     }
   }
 }

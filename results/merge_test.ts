@@ -2,27 +2,12 @@ import assert from "node:assert/strict";
 import { runMatrix } from "../bench/runner.ts";
 import type { MatrixSpec } from "../bench/matrix.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { startMirror } from "../testing/mirror_server.ts";
+import { sandbox } from "../testing/sandbox.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import type { ResultRow } from "./row.ts";
 import { mergeMain } from "./merge_cli.ts";
 
 const dataDir = sharedPath("data");
-
-/** A fresh HF cache and results directory, and a mirror serving ../shared/hf-mirror. */
-async function sandbox() {
-  const mirror = await startMirror();
-  const dir = await Deno.makeTempDir({ prefix: "lowbit-merge-" });
-  const vars: Record<string, string> = { HF_ENDPOINT: mirror.endpoint, HF_HUB_CACHE: `${dir}/hf` };
-  return {
-    dir,
-    env: (name: string) => vars[name],
-    async [Symbol.asyncDispose]() {
-      await mirror.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 async function readJsonl(path: string): Promise<ResultRow[]> {
   const text = await Deno.readTextFile(path);
@@ -53,7 +38,7 @@ const SPEC: MatrixSpec = {
 };
 
 Deno.test("results:merge: 3 shards merged give exactly the rows of the unsharded run; conflicts and empty inputs are refused", async () => {
-  await using sb = await sandbox();
+  await using sb = await sandbox("lowbit-merge-");
   const base = { dataDir, env: sb.env, kernels: refKernels };
   const full = await runMatrix(SPEC, { ...base, outDir: `${sb.dir}/full` });
   assert.equal(full.length, 5); // FP32 + W4, W8 × channel, g32

@@ -1,0 +1,21 @@
+/**
+ * Test helper: deterministic pseudo-random floats (xorshift32), independent of the code under
+ * test.
+ *
+ * @module
+ */
+
+/** `n` pseudo-random floats uniform in [−a, a] from `seed` (xorshift32). */
+export function randomMatrix(n: number, seed: number, a = 1): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
+  }
+  return out;
+}
