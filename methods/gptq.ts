@@ -25,7 +25,13 @@
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { quantizeSequential } from "../calibration/sequential.ts";
 import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
-import { type Method, summarizeDiagnostics } from "./types.ts";
+import {
+  type Method,
+  type MethodContext,
+  type QuantConfig,
+  type QuantizedModel,
+  summarizeDiagnostics,
+} from "./types.ts";
 
 /** The GPTQ method. */
 export const gptq: Method = {
@@ -82,59 +88,68 @@ export const gptq: Method = {
       doc: "Retries with ×10 damping when H + λI is not positive definite",
     },
   },
-  async quantize(model, q, params, ctx) {
-    if (q.aBits < 16) {
-      throw new UnsupportedConfigError(
-        `gptq quantizes weights only; A${q.aBits} needs another method`,
-      );
-    }
-    if (q.granularity === "tensor") {
-      throw new UnsupportedConfigError(
-        "gptq quantizes per output channel or per group, not per tensor",
-      );
-    }
-    const calib = ctx.calibration;
-    if (!calib) throw new TypeError("gptq needs a calibration set (MethodContext.calibration)");
-    const notes: string[] = [
-      "windows start with BOS; float64 arithmetic; ×10 damping retries",
-    ];
-    if (q.symmetric) notes.push("symmetric grid: core absmax convention, not GPTQ sym=True");
-    const options = {
-      bits: q.wBits,
-      ...(q.granularity === "group" ? { groupSize: q.groupSize! } : {}),
-      symmetric: q.symmetric,
-      percdamp: params.percdamp as number,
-      blockSize: params.blockSize as number,
-      actOrder: params.actOrder as boolean,
-      groupParams: params.groupParams as "reference" | "updated" | "static",
-      mse: params.mse as boolean,
-      maxDampRetries: params.maxDampRetries as number,
-    };
-    const result = quantizeSequential(model, calib, (inp) => {
-      const n = inp.matrix.cols;
-      const h = new Float64Array(n * n);
-      const f = 2 / inp.sequences;
-      for (let i = 0; i < h.length; i++) h[i] = f * inp.gram[i]!;
-      const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, h, options);
-      if (r.dampRetries > 0) {
-        notes.push(`${inp.site.name}: H + λI needed percdamp ${r.percdampUsed}`);
-      }
-      return {
-        matrix: { rows: inp.matrix.rows, cols: n, data: r.dequantized },
-        packed: r.groupIndex ? { ...r.packed, groupIndex: r.groupIndex } : r.packed,
-        stats: { loss: r.loss, dampRetries: r.dampRetries, deadColumns: r.deadColumns },
-      };
-    }, {
-      trueSequential: params.trueSequential as boolean,
-      kernels: ctx.kernels,
-      ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
-    });
-    return {
-      config: model.config,
-      weights: result.weights,
-      packed: result.packed,
-      notes,
-      diagnostics: summarizeDiagnostics(result.diagnostics),
-    };
-  },
+  // A promise whose executor runs the (synchronous) work, so a throw becomes a rejection.
+  quantize: (model, q, params, ctx) =>
+    new Promise((resolve) => resolve(quantizeGptq(model, q, params, ctx))),
 };
+
+function quantizeGptq(
+  model: Parameters<Method["quantize"]>[0],
+  q: QuantConfig,
+  params: Readonly<Record<string, number | boolean | string>>,
+  ctx: MethodContext,
+): QuantizedModel {
+  if (q.aBits < 16) {
+    throw new UnsupportedConfigError(
+      `gptq quantizes weights only; A${q.aBits} needs another method`,
+    );
+  }
+  if (q.granularity === "tensor") {
+    throw new UnsupportedConfigError(
+      "gptq quantizes per output channel or per group, not per tensor",
+    );
+  }
+  const calib = ctx.calibration;
+  if (!calib) throw new TypeError("gptq needs a calibration set (MethodContext.calibration)");
+  const notes: string[] = [
+    "windows start with BOS; float64 arithmetic; ×10 damping retries",
+  ];
+  if (q.symmetric) notes.push("symmetric grid: core absmax convention, not GPTQ sym=True");
+  const options = {
+    bits: q.wBits,
+    ...(q.granularity === "group" ? { groupSize: q.groupSize! } : {}),
+    symmetric: q.symmetric,
+    percdamp: params.percdamp as number,
+    blockSize: params.blockSize as number,
+    actOrder: params.actOrder as boolean,
+    groupParams: params.groupParams as "reference" | "updated" | "static",
+    mse: params.mse as boolean,
+    maxDampRetries: params.maxDampRetries as number,
+  };
+  const result = quantizeSequential(model, calib, (inp) => {
+    const n = inp.matrix.cols;
+    const h = new Float64Array(n * n);
+    const f = 2 / inp.sequences;
+    for (let i = 0; i < h.length; i++) h[i] = f * inp.gram[i]!;
+    const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, h, options);
+    if (r.dampRetries > 0) {
+      notes.push(`${inp.site.name}: H + λI needed percdamp ${r.percdampUsed}`);
+    }
+    return {
+      matrix: { rows: inp.matrix.rows, cols: n, data: r.dequantized },
+      packed: r.groupIndex ? { ...r.packed, groupIndex: r.groupIndex } : r.packed,
+      stats: { loss: r.loss, dampRetries: r.dampRetries, deadColumns: r.deadColumns },
+    };
+  }, {
+    trueSequential: params.trueSequential as boolean,
+    kernels: ctx.kernels,
+    ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+  });
+  return {
+    config: model.config,
+    weights: result.weights,
+    packed: result.packed,
+    notes,
+    diagnostics: summarizeDiagnostics(result.diagnostics),
+  };
+}
