@@ -11,14 +11,17 @@ import { sharedDataDir } from "./core/paths.ts";
 import {
   type GroupSetting,
   type MatrixSpec,
+  type MethodEntry,
+  parseAct,
   parseGroups,
   parseIntList,
   parsePreset,
 } from "./bench/matrix.ts";
+import { sweepParam } from "./bench/method_spec.ts";
 import { planMatrix, type RunEvent, runMatrix } from "./bench/runner.ts";
 import { selectKernels } from "./kernels/backend.ts";
 import { formatSummary } from "./results/summary.ts";
-import { METHODS } from "./methods/mod.ts";
+import { getMethod, METHODS } from "./methods/mod.ts";
 import { MODELS } from "./models/registry.ts";
 import { TASK_IDS } from "./tasks/mod.ts";
 import { quantLabel } from "./methods/types.ts";
@@ -33,8 +36,14 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --methods SPECS    method specs (comma list) from: ${METHODS.items.map((m) => m.id).join(", ")};
                      parameters as id:key=value[:key=value], e.g. gptq:actOrder=true
   --bits LIST        weight bits, e.g. 2-8 or 3,4,8
+  --abits LIST       activation bits, e.g. 4,8 (16 = unquantized)                [16]
+  --configs LIST     exact configurations instead of bits × abits, e.g. W8A8,W4A8,W4A16g32
   --group LIST       channel, tensor or a column count, e.g. channel,32
   --symmetric        symmetric absmax instead of asymmetric min-max
+  --act OPTS         activation quantizer (A < 16), comma list of: token (default), tensor,
+                     static (calibrated per-tensor range), asym, clip=R, bmm
+  --alpha LIST       sweep α: one spec per value for each method with an α parameter,
+                     e.g. 0.1,0.3,0.5,0.7,0.9
   --tasks IDS        tasks (comma list): ${TASK_IDS.join(", ")}, file:PATH
   --limit N          keep the first N windows/documents of each task
   --calib SOURCE     calibration corpus: tinystories (its calib half), c4, wikitext2  [tinystories]
@@ -54,6 +63,26 @@ Usage: deno task bench --matrix w2-w8 [flags]
 
 Models: ${MODELS.items.map((m) => m.id).join(", ")} (downloads go through HF_ENDPOINT into the
 Hugging Face cache; HF_HUB_OFFLINE=1 forbids the network).`;
+
+/** `--act tensor,static,asym,clip=0.9,bmm` → activation settings. */
+function parseActFlag(text: string): ReturnType<typeof parseAct> {
+  const o: Record<string, unknown> = {};
+  for (const part of text.split(",").map((x) => x.trim()).filter(Boolean)) {
+    if (part === "token" || part === "tensor") o.granularity = part;
+    else if (part === "static") {
+      o.static = true;
+      o.granularity = "tensor";
+    } else if (part === "asym") o.symmetric = false;
+    else if (part === "bmm") o.bmm = true;
+    else if (part.startsWith("clip=")) o.clip = Number(part.slice(5));
+    else {
+      throw new SyntaxError(
+        `--act: unknown option "${part}" (token, tensor, static, asym, clip=R, bmm)`,
+      );
+    }
+  }
+  return parseAct(o, "--act");
+}
 
 function list(s: string | undefined): string[] | undefined {
   return s === undefined ? undefined : s.split(",").map((x) => x.trim()).filter(Boolean);
@@ -159,6 +188,10 @@ async function main(argv: string[]): Promise<number> {
       model: { type: "string" },
       methods: { type: "string" },
       bits: { type: "string" },
+      abits: { type: "string" },
+      configs: { type: "string" },
+      act: { type: "string" },
+      alpha: { type: "string" },
       group: { type: "string" },
       symmetric: { type: "boolean" },
       tasks: { type: "string" },
@@ -209,20 +242,55 @@ async function main(argv: string[]): Promise<number> {
     ...(seqLen !== undefined ? { seqLen } : {}),
     ...(seed !== undefined ? { seed } : {}),
   };
-  // --bits / --group apply to every method, overriding a preset entry's own lists.
-  const methods = list(values.methods) ?? preset.methods.map((e) =>
-    typeof e === "string" ? e : {
-      method: e.method,
-      ...(e.bits && !values.bits ? { bits: e.bits } : {}),
-      ...(e.groups && !values.group ? { groups: e.groups } : {}),
-    }
-  );
+  // --bits / --abits / --group / --configs / --act apply to every method, overriding a preset
+  // entry's own lists.
+  const bitFlags = values.bits || values.abits || values.configs;
+  let methods: (string | MethodEntry)[] = list(values.methods) ??
+    preset.methods.map((e) =>
+      typeof e === "string" ? e : {
+        method: e.method,
+        ...(e.bits && !bitFlags ? { bits: e.bits } : {}),
+        ...(e.abits && !bitFlags ? { abits: e.abits } : {}),
+        ...(e.configs && !bitFlags ? { configs: e.configs } : {}),
+        ...(e.groups && !values.group ? { groups: e.groups } : {}),
+        ...(e.act && !values.act ? { act: e.act } : {}),
+        ...(e.level && !values.act && !values.group ? { level: e.level } : {}),
+      }
+    );
+  if (values.alpha !== undefined) {
+    const alphas = values.alpha.split(",").map((x) => x.trim()).filter(Boolean).map((x) => {
+      const a = Number(x);
+      if (!(a >= 0 && a <= 1)) throw new RangeError(`--alpha values must be in [0, 1], got "${x}"`);
+      return a;
+    });
+    methods = methods.flatMap((e) => {
+      const entry = typeof e === "string" ? { method: e } : e;
+      return sweepParam(entry.method, "alpha", alphas, (id) => "alpha" in getMethod(id).params)
+        .map((method) => typeof e === "string" ? method : { ...entry, method });
+    });
+  }
+  const configs = values.configs !== undefined
+    ? list(values.configs)!
+    : values.bits || values.abits
+    ? undefined
+    : preset.configs;
   const spec: MatrixSpec = {
     id: preset.id,
     ...(preset.description ? { description: preset.description } : {}),
     models: list(values.model) ?? preset.models,
     methods,
     bits: values.bits ? parseIntList(values.bits, "bits") : preset.bits,
+    ...(values.abits
+      ? { abits: parseIntList(values.abits, "abits") }
+      : preset.abits
+      ? { abits: preset.abits }
+      : {}),
+    ...(configs ? { configs } : {}),
+    ...(values.act !== undefined
+      ? { act: parseActFlag(values.act) }
+      : preset.act
+      ? { act: preset.act }
+      : {}),
     groups,
     tasks: list(values.tasks) ?? preset.tasks,
     symmetric: values.symmetric ?? preset.symmetric,

@@ -2,26 +2,51 @@
  * The matrix: models × methods × bit configurations × tasks, from a preset and flag overrides.
  *
  * A preset is a JSON file in `bench/presets/` (`{id, description, models, methods, bits, groups,
- * tasks, symmetric, limit?, calibration?}`). A `methods` entry is a method spec (`gptq`,
- * `gptq:actOrder=true`) or `{method, bits?, groups?}` to give that method its own bit-widths or
- * groups. Every model × task pair also gets the full-precision cell (`fp`), the reference of KL and
- * agreement metrics.
+ * tasks, symmetric, abits?, configs?, act?, limit?, calibration?}`). A `methods` entry is a method
+ * spec (`gptq`, `gptq:actOrder=true`, `smoothquant+gptq`) or `{method, bits?, abits?, groups?,
+ * configs?, act?, level?}` to give that method its own settings.
+ *
+ * Bit configurations are `bits × abits × groups` (abits default `[16]`: weight-only), or, when
+ * `configs` is given, exactly the listed pairs (`["W8A8", "W4A8", "W4A16g32"]`; a `g` suffix
+ * overrides `groups`). `act` sets the activation quantizer of cells with A < 16 (granularity
+ * `token`/`tensor`, `static`, `symmetric`, `clip`, `bmm`; default per-token dynamic symmetric).
+ * `level` names SmoothQuant's efficiency levels: `O1` per-tensor weights and per-token dynamic
+ * activations, `O2` per-tensor dynamic, `O3` per-tensor static. Every model × task pair also gets
+ * the full-precision cell (`fp`), the reference of KL and agreement metrics.
  *
  * @module
  */
 
 import type { CalibrationSpec } from "../calibration/set.ts";
+import { type ActQuantOptions, DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import type { QuantConfig } from "../methods/types.ts";
 
 /** A group setting: per output channel, per tensor, or a number of input columns. */
 export type GroupSetting = "channel" | "tensor" | number;
 
-/** A method spec with, optionally, its own bit-widths and groups. */
+/** SmoothQuant's efficiency levels as weight granularity and activation settings. */
+export const LEVELS: Readonly<
+  Record<string, { group: GroupSetting; act: Partial<ActQuantOptions> }>
+> = {
+  O1: { group: "tensor", act: { granularity: "token", static: false } },
+  O2: { group: "tensor", act: { granularity: "tensor", static: false } },
+  O3: { group: "tensor", act: { granularity: "tensor", static: true } },
+};
+
+/** A method spec with, optionally, its own bit configurations. */
 export interface MethodEntry {
   /** Method spec: `rtn`, `gptq:actOrder=true`. */
   readonly method: string;
   readonly bits?: readonly number[];
+  /** Activation bit-widths (16 = unquantized). */
+  readonly abits?: readonly number[];
   readonly groups?: readonly GroupSetting[];
+  /** Exact configurations (`W8A8`, `W4A16g32`) instead of bits × abits × groups. */
+  readonly configs?: readonly string[];
+  /** Activation quantizer settings for this entry. */
+  readonly act?: Partial<ActQuantOptions>;
+  /** `O1`, `O2` or `O3` (see {@linkcode LEVELS}). */
+  readonly level?: string;
 }
 
 /** Everything that defines a matrix. */
@@ -33,6 +58,12 @@ export interface MatrixSpec {
   readonly methods: readonly (string | MethodEntry)[];
   readonly bits: readonly number[];
   readonly groups: readonly GroupSetting[];
+  /** Activation bit-widths (default `[16]`). */
+  readonly abits?: readonly number[];
+  /** Exact configurations (`W8A8`), replacing bits × abits × groups. */
+  readonly configs?: readonly string[];
+  /** Activation quantizer settings (cells with A < 16). */
+  readonly act?: Partial<ActQuantOptions>;
   readonly tasks: readonly string[];
   readonly symmetric: boolean;
   /** Keep only the first N evaluation units of each task. */
@@ -59,15 +90,40 @@ export const FP_QUANT: QuantConfig = {
   symmetric: false,
 };
 
-/** The quantizer configuration of a bit-width and group setting (weights only). */
-export function quantFor(bits: number, group: GroupSetting, symmetric: boolean): QuantConfig {
+/**
+ * The quantizer configuration of a bit-width and group setting; with `aBits` < 16 the activation
+ * settings `act` (over the per-token dynamic symmetric default) are included.
+ */
+export function quantFor(
+  bits: number,
+  group: GroupSetting,
+  symmetric: boolean,
+  aBits = 16,
+  act: Partial<ActQuantOptions> = {},
+): QuantConfig {
+  const a = aBits < 16 ? { act: { ...DEFAULT_ACT_OPTIONS, ...act } } : {};
   if (group === "channel" || group === "tensor") {
-    return { wBits: bits, aBits: 16, granularity: group, symmetric };
+    return { wBits: bits, aBits, granularity: group, symmetric, ...a };
   }
-  return { wBits: bits, aBits: 16, granularity: "group", groupSize: group, symmetric };
+  return { wBits: bits, aBits, granularity: "group", groupSize: group, symmetric, ...a };
 }
 
-/** Expands a spec into cells: per model and task the `fp` cell, then methods × bits × groups. */
+/** Parses `W4A8`, `W4A16g32`: weight bits, activation bits, and an optional group size. */
+export function parseConfig(text: string): { wBits: number; aBits: number; group?: number } {
+  const m = /^W(\d+)A(\d+)(?:g(\d+))?$/.exec(text.trim());
+  if (!m) {
+    throw new SyntaxError(
+      `Cannot parse configuration "${text}": expected W<bits>A<bits>[g<group>], e.g. W4A8`,
+    );
+  }
+  return {
+    wBits: Number(m[1]),
+    aBits: Number(m[2]),
+    ...(m[3] !== undefined ? { group: Number(m[3]) } : {}),
+  };
+}
+
+/** Expands a spec into cells: per model and task the `fp` cell, then each method's configurations. */
 export function expandMatrix(spec: MatrixSpec): CellSpec[] {
   const cells: CellSpec[] = [];
   const lim = spec.limit !== undefined ? { limit: spec.limit } : {};
@@ -78,21 +134,44 @@ export function expandMatrix(spec: MatrixSpec): CellSpec[] {
         const e: MethodEntry = typeof entry === "string" ? { method: entry } : entry;
         const method = e.method;
         if (method === "fp") continue;
-        for (const bits of e.bits ?? spec.bits) {
-          for (const group of e.groups ?? spec.groups) {
-            cells.push({
-              model,
-              method,
-              quant: quantFor(bits, group, spec.symmetric),
-              task,
-              ...lim,
-            });
-          }
+        for (const quant of entryConfigs(spec, e)) {
+          cells.push({ model, method, quant, task, ...lim });
         }
       }
     }
   }
   return cells;
+}
+
+function entryConfigs(spec: MatrixSpec, e: MethodEntry): QuantConfig[] {
+  let level: (typeof LEVELS)[string] | undefined;
+  if (e.level !== undefined) {
+    level = LEVELS[e.level];
+    if (!level) {
+      throw new SyntaxError(
+        `Unknown level "${e.level}" of ${e.method}: expected ${Object.keys(LEVELS).join(", ")}`,
+      );
+    }
+  }
+  const act = { ...spec.act, ...e.act, ...level?.act };
+  const groups = level ? [level.group] : e.groups ?? spec.groups;
+  const out: QuantConfig[] = [];
+  const configs = e.configs ?? spec.configs;
+  if (configs) {
+    for (const text of configs) {
+      const c = parseConfig(text);
+      for (const group of c.group !== undefined ? [c.group] : groups) {
+        out.push(quantFor(c.wBits, group, spec.symmetric, c.aBits, act));
+      }
+    }
+    return out;
+  }
+  for (const bits of e.bits ?? spec.bits) {
+    for (const aBits of e.abits ?? spec.abits ?? [16]) {
+      for (const group of groups) out.push(quantFor(bits, group, spec.symmetric, aBits, act));
+    }
+  }
+  return out;
 }
 
 /** Parses `2-8`, `2,3,4` or `2-4,8` into a sorted list of distinct integers. */
@@ -159,10 +238,24 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
     if (e.groups !== undefined && !Array.isArray(e.groups)) {
       throw new SyntaxError(`${file}: methods[${i}].groups must be an array`);
     }
+    if (e.abits !== undefined && !(Array.isArray(e.abits) && e.abits.every(Number.isInteger))) {
+      throw new SyntaxError(`${file}: methods[${i}].abits must be an array of integers`);
+    }
+    if (e.level !== undefined && !(typeof e.level === "string" && e.level in LEVELS)) {
+      throw new SyntaxError(
+        `${file}: methods[${i}].level must be one of ${Object.keys(LEVELS).join(", ")}`,
+      );
+    }
     return {
       method: e.method,
       ...(e.bits !== undefined ? { bits: e.bits as number[] } : {}),
+      ...(e.abits !== undefined ? { abits: e.abits as number[] } : {}),
       ...(e.groups !== undefined ? { groups: parseGroups((e.groups as unknown[]).join(",")) } : {}),
+      ...(e.configs !== undefined
+        ? { configs: parseConfigs(e.configs, `${file}: methods[${i}].configs`) }
+        : {}),
+      ...(e.act !== undefined ? { act: parseAct(e.act, `${file}: methods[${i}].act`) } : {}),
+      ...(e.level !== undefined ? { level: e.level as string } : {}),
     };
   });
   let calibration: Partial<CalibrationSpec> | undefined;
@@ -191,10 +284,52 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
     methods,
     bits,
     groups: parseGroups(groups.join(",")),
+    ...(o.abits !== undefined ? { abits: integers(o.abits, `${file}: field "abits"`) } : {}),
+    ...(o.configs !== undefined
+      ? { configs: parseConfigs(o.configs, `${file}: field "configs"`) }
+      : {}),
+    ...(o.act !== undefined ? { act: parseAct(o.act, `${file}: field "act"`) } : {}),
     tasks: strings("tasks"),
     symmetric: o.symmetric === true,
     ...(typeof o.limit === "number" ? { limit: o.limit } : {}),
     ...(calibration ? { calibration } : {}),
   };
   return spec;
+}
+
+function integers(v: unknown, where: string): number[] {
+  if (!Array.isArray(v) || !v.every(Number.isInteger)) {
+    throw new SyntaxError(`${where} must be an array of integers`);
+  }
+  return v;
+}
+
+function parseConfigs(v: unknown, where: string): string[] {
+  if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) {
+    throw new SyntaxError(`${where} must be an array of strings like "W4A8"`);
+  }
+  for (const c of v) parseConfig(c);
+  return v;
+}
+
+/** Checks activation settings (`{granularity?, static?, symmetric?, clip?, bmm?}`). */
+export function parseAct(v: unknown, where: string): Partial<ActQuantOptions> {
+  if (!v || typeof v !== "object" || Array.isArray(v)) {
+    throw new SyntaxError(
+      `${where} must be an object {granularity?, static?, symmetric?, clip?, bmm?}`,
+    );
+  }
+  const out: { -readonly [K in keyof ActQuantOptions]?: ActQuantOptions[K] } = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (k === "granularity" && (x === "token" || x === "tensor")) out.granularity = x;
+    else if ((k === "static" || k === "symmetric" || k === "bmm") && typeof x === "boolean") {
+      out[k] = x;
+    } else if (k === "clip" && typeof x === "number" && x > 0 && x <= 1) out.clip = x;
+    else {
+      throw new SyntaxError(
+        `${where}.${k} is not valid (granularity: "token" | "tensor"; static, symmetric, bmm: booleans; clip: a number in (0, 1])`,
+      );
+    }
+  }
+  return out;
 }

@@ -4,8 +4,9 @@
  *
  * Values `true`/`false` are booleans, numbers are numbers, anything else is a string. The
  * parameters are checked against the method's registry entry when the matrix is planned.
- * Chains (`smoothquant+gptq`) are reserved for methods that transform weights before another
- * quantizes them, and are rejected until such a method exists.
+ * Chains join two specs with `+` (`smoothquant:alpha=0.8+gptq:actOrder=true`): the id is
+ * `smoothquant+gptq` and parameters are namespaced by method (`smoothquant.alpha`), as the chain
+ * method (`methods/chain.ts`) expects.
  *
  * @module
  */
@@ -27,16 +28,28 @@ function parseValue(v: string): number | boolean | string {
   return v;
 }
 
-/** Parses `id[:key=value]*`; throws a `SyntaxError` naming the malformed part. */
+/** Parses `id[:key=value]*[+id[:key=value]*]`; throws a `SyntaxError` naming the malformed part. */
 export function parseMethodSpec(text: string): MethodSpec {
   const spec = text.trim();
   if (spec.includes("+")) {
-    throw new SyntaxError(
-      `Method chain "${spec}": chains (a+b) are not supported yet; give one method per spec`,
-    );
+    const steps = spec.split("+").map((s) => parseOne(s.trim()));
+    if (steps.length !== 2) {
+      throw new SyntaxError(
+        `Method chain "${spec}": a chain is a transform and a weight quantizer, e.g. smoothquant+gptq`,
+      );
+    }
+    const params: Record<string, number | boolean | string> = {};
+    for (const st of steps) {
+      for (const [k, v] of Object.entries(st.params)) params[`${st.id}.${k}`] = v;
+    }
+    return { spec, id: steps.map((s) => s.id).join("+"), params };
   }
+  return parseOne(spec);
+}
+
+function parseOne(spec: string): MethodSpec {
   const [id, ...parts] = spec.split(":");
-  if (!id) throw new SyntaxError(`Method spec "${text}" has no method id`);
+  if (!id) throw new SyntaxError(`Method spec "${spec}" has no method id`);
   const params: Record<string, number | boolean | string> = {};
   for (const p of parts) {
     const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.+)$/.exec(p);
@@ -49,4 +62,27 @@ export function parseMethodSpec(text: string): MethodSpec {
     params[m[1]!] = parseValue(m[2]!);
   }
   return { spec, id, params };
+}
+
+/**
+ * One spec per value of parameter `name` for a spec whose method (or, in a chain, member)
+ * `hasParam` accepts it — `smoothquant` with α 0.1, 0.5 → `smoothquant:alpha=0.1`,
+ * `smoothquant:alpha=0.5`; `smoothquant+gptq` → `smoothquant:alpha=0.1+gptq`. Specs that already
+ * set the parameter, or whose methods lack it, are returned unchanged.
+ */
+export function sweepParam(
+  spec: string,
+  name: string,
+  values: readonly number[],
+  hasParam: (id: string) => boolean,
+): string[] {
+  const steps = spec.split("+");
+  const i = steps.findIndex((st) => {
+    const one = parseOne(st.trim());
+    return hasParam(one.id) && !(name in one.params);
+  });
+  if (i < 0) return [spec];
+  return values.map((v) =>
+    steps.map((st, j) => (j === i ? `${st.trim()}:${name}=${v}` : st.trim())).join("+")
+  );
 }

@@ -15,10 +15,12 @@
 
 import denoJson from "../deno.json" with { type: "json" };
 import { UnsupportedConfigError } from "../core/errors.ts";
+import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
-import { METHODS } from "../methods/mod.ts";
+import { getMethod } from "../methods/mod.ts";
+import { applyActivationQuant } from "../methods/activations.ts";
 import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../methods/types.ts";
 import { bitsPerWeight } from "../core/quantizer.ts";
 import type { DownloadEvent } from "../models/hub.ts";
@@ -109,16 +111,26 @@ export async function planMatrix(
     "fp",
     ...spec.methods.map((e) => typeof e === "string" ? e : e.method),
   ]);
-  const methods = new Map<
-    string,
-    { method: Method; params: Record<string, number | boolean | string> }
-  >();
+  const methods = new Map<string, { method: Method; given: Record<string, unknown> }>();
   for (const text of methodSpecs) {
     const ms = parseMethodSpec(text);
-    const method = METHODS.get(ms.id);
-    const params = resolveParams(method, { ...options.methodParams?.[ms.id], ...ms.params });
-    methods.set(text, { method, params });
+    const method = getMethod(ms.id);
+    // Flag-level parameters by method id; a chain's are namespaced by its members' ids.
+    const byFlag: Record<string, unknown> = {};
+    for (const id of ms.id.split("+")) {
+      for (const [k, v] of Object.entries(options.methodParams?.[id] ?? {})) {
+        byFlag[ms.id === id ? k : `${id}.${k}`] = v;
+      }
+    }
+    const given = { ...byFlag, ...ms.params };
+    resolveParams(method, given); // reject unknown or ill-typed parameters before any compute
+    methods.set(text, { method, given });
   }
+  /** Parameters of a method for a model: the method's model defaults, then the given ones. */
+  const paramsFor = (text: string, modelId: string) => {
+    const { method, given } = methods.get(text)!;
+    return resolveParams(method, { ...method.modelDefaults?.(modelId), ...given });
+  };
   const calibSpec: CalibrationSpec = { ...DEFAULT_CALIBRATION, ...spec.calibration };
   const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
   const datasets = new Map<string, DatasetInfo>();
@@ -136,7 +148,10 @@ export async function planMatrix(
     );
   }
   const calibrations = new Map<string, CalibrationSet>();
-  if ([...methods.values()].some((m) => m.method.needsCalibration)) {
+  const expanded = expandMatrix(spec);
+  // Weight-activation cells calibrate static ranges and measure the quantization kernel.
+  const calibrated = (method: Method, c: CellSpec) => method.needsCalibration || c.quant.aBits < 16;
+  if (expanded.some((c) => calibrated(methods.get(c.method)!.method, c))) {
     for (const [id, model] of models) {
       calibrations.set(
         id,
@@ -150,12 +165,13 @@ export async function planMatrix(
     }
   }
   let cells: PlannedCell[] = [];
-  for (const c of expandMatrix(spec)) {
+  for (const c of expanded) {
     const model = models.get(c.model)!;
-    const { method, params: p } = methods.get(c.method)!;
+    const { method } = methods.get(c.method)!;
+    const p = paramsFor(c.method, c.model);
     const task = tasks.get(c.task)!;
     const dataset = datasets.get(c.task)!;
-    const calibration = method.needsCalibration ? calibrations.get(c.model) : undefined;
+    const calibration = calibrated(method, c) ? calibrations.get(c.model) : undefined;
     const identity = {
       schemaVersion: SCHEMA_VERSION,
       model: model.files.map((f) => f.sha256),
@@ -279,21 +295,20 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
         ]);
         if (quantized?.key !== qKey) {
           quantized = undefined; // release the previous model before building the next
-          quantized = {
-            key: qKey,
-            model: await cell.method.quantize(model, q, cell.params, {
-              kernels,
-              ...(cell.calibration ? { calibration: cell.calibration } : {}),
-              onProgress: (d, total) =>
-                options.onEvent?.({
-                  type: "cell-progress",
-                  index,
-                  phase: "quantize",
-                  done: d,
-                  total,
-                }),
-            }),
+          const ctx = {
+            kernels,
+            ...(cell.calibration ? { calibration: cell.calibration } : {}),
+            onProgress: (d: number, total: number) =>
+              options.onEvent?.({
+                type: "cell-progress",
+                index,
+                phase: "quantize",
+                done: d,
+                total,
+              }),
           };
+          const weightsDone = await cell.method.quantize(model, q, cell.params, ctx);
+          quantized = { key: qKey, model: applyActivationQuant(weightsDone, q, ctx) };
         }
         qm = quantized.model;
         const result = await cell.task.run(
@@ -314,9 +329,20 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
               }),
           },
         );
+        const zeros = qm.activationZeros;
         row = buildRow(cell, model, env, {
           status: "ok",
-          metrics: result.metrics,
+          metrics: zeros
+            ? [...result.metrics, {
+              metric: "act_zero_frac",
+              value: zeros.fraction,
+              stderr: zeros.stderr,
+              n: zeros.windows,
+              higherIsBetter: false,
+              unit: "fraction",
+            }]
+            : result.metrics,
+          ...(zeros ? { activationZeros: zeros } : {}),
           dataset: result.dataset,
           protocol: result.protocol,
           notes: qm.notes,
@@ -368,6 +394,7 @@ function buildRow(
     protocol: ResultRow["task"]["protocol"];
     notes: readonly string[];
     diagnostics?: ResultRow["diagnostics"];
+    activationZeros?: ResultRow["activationZeros"];
     bpw: number | null;
     wallMs: number;
   },
@@ -397,6 +424,7 @@ function buildRow(
       rangeIncludesZero: !q.symmetric,
       rounding: "half-even",
       bitsPerWeight: r.bpw,
+      act: q.aBits < 16 ? q.act ?? DEFAULT_ACT_OPTIONS : null,
     },
     task: {
       id: cell.task.id,
@@ -409,6 +437,7 @@ function buildRow(
     metrics: r.metrics,
     ...(cell.calibration ? { calibration: calibrationRecord(cell.calibration) } : {}),
     ...(r.diagnostics ? { diagnostics: r.diagnostics } : {}),
+    ...(r.activationZeros ? { activationZeros: r.activationZeros } : {}),
     notes: r.notes,
     env,
     finishedAt: new Date().toISOString(),

@@ -5,12 +5,12 @@
  * independently with the shared uniform quantizer (`core/quantizer.ts`): per output channel,
  * per group of input columns, or per tensor; asymmetric min-max with zero in range by default (as
  * GPTQ's `--nearest`), or symmetric absmax. Embeddings, norms, routers and the classifier stay in
- * full precision. No deviation from the reference.
+ * full precision. No deviation from the reference. With activation bits below 16 the cell's
+ * activation quantizer is attached after the weights (`activations.ts`): naive W8A8 / W4A4.
  *
  * @module
  */
 
-import { UnsupportedConfigError } from "../core/errors.ts";
 import { type PackedWeight, quantizeMatrix } from "../core/quantizer.ts";
 import { mapLinears } from "../models/linears.ts";
 import type { Method } from "./types.ts";
@@ -23,16 +23,11 @@ export const rtn: Method = {
   scope: "weight-only",
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
-  aBits: [16],
+  aBits: [2, 3, 4, 5, 6, 7, 8, 16],
   needsCalibration: false,
   reference: "IST-DASLab/gptq `--nearest` (quant.py Quantizer)",
   params: {},
   quantize(model, q) {
-    if (q.aBits < 16) {
-      throw new UnsupportedConfigError(
-        `rtn quantizes weights only; A${q.aBits} needs another method`,
-      );
-    }
     const packed = new Map<string, PackedWeight>();
     const spec = {
       bits: q.wBits,

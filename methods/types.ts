@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { ActQuantOptions } from "../core/act_quantizer.ts";
 import type { Granularity, PackedWeight } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
@@ -36,13 +37,31 @@ export interface QuantConfig {
   readonly groupSize?: number;
   /** Symmetric absmax (true) or asymmetric min-max with zero in range (false). */
   readonly symmetric: boolean;
+  /**
+   * How activations are quantized when `aBits` < 16 (absent: per-token dynamic symmetric, no
+   * clipping — `DEFAULT_ACT_OPTIONS`). Omitted for weight-only configurations.
+   */
+  readonly act?: ActQuantOptions;
 }
 
-/** `W4A16`, `W4A16g32`, `W8A16t` (per-tensor), `FP32`. */
+/**
+ * `W4A16`, `W4A16g32`, `W8A16t` (per-tensor weights), `W8A8s` (symmetric weights), `FP32`; an
+ * activation quantizer other than per-token dynamic symmetric adds `-tensor`, `-static`, `-asym`,
+ * `-clip0.9`, `-bmm` (e.g. `W8A8st-static`, SmoothQuant O3).
+ */
 export function quantLabel(q: QuantConfig): string {
   if (q.wBits >= 32 && q.aBits >= 16) return "FP32";
   const g = q.granularity === "group" ? `g${q.groupSize}` : q.granularity === "tensor" ? "t" : "";
-  return `W${q.wBits}A${q.aBits}${g}${q.symmetric ? "s" : ""}`;
+  let a = "";
+  if (q.aBits < 16 && q.act) {
+    const o = q.act;
+    if (o.static) a += "-static";
+    else if (o.granularity === "tensor") a += "-tensor";
+    if (!o.symmetric) a += "-asym";
+    if (o.clip !== 1) a += `-clip${o.clip}`;
+    if (o.bmm) a += "-bmm";
+  }
+  return `W${q.wBits}A${q.aBits}${g}${q.symmetric ? "s" : ""}${a}`;
 }
 
 /** One tunable parameter of a method, documented for `--help` and the README. */
@@ -77,6 +96,30 @@ export interface QuantizedModel {
   readonly notes: readonly string[];
   /** Per-linear diagnostics of calibrated methods (reconstruction error, the method's own loss). */
   readonly diagnostics?: QuantDiagnostics;
+  /** The quantization-kernel share of weight-activation models (see `methods/activations.ts`). */
+  readonly activationZeros?: ActivationZeros;
+}
+
+/** Fraction of activation elements that quantize to zero (CrossQuant's "quantization kernel"). */
+export interface ActivationZeros {
+  /** Over all sites: mean of the per-window fractions. */
+  readonly fraction: number;
+  /** Standard error of `fraction` over windows. */
+  readonly stderr: number | null;
+  /** Windows measured. */
+  readonly windows: number;
+  /** Fraction per input site (`qkv`, `o`, `gateup`, `down`, and `bmm` when set). */
+  readonly bySite: Readonly<Record<string, number>>;
+  /** What the windows were. */
+  readonly source: string;
+}
+
+/** A model after a function-preserving transform (smoothing), ready for a weight quantizer. */
+export interface TransformedModel {
+  readonly config: LlamaConfig;
+  /** Full-precision weights; `activations` set when the transform defines the activation quantizer. */
+  readonly weights: LlamaWeights;
+  readonly notes: readonly string[];
 }
 
 /** Diagnostics of a calibrated quantization, as stored in rows. */
@@ -122,6 +165,19 @@ export interface Method {
   /** Paper or code the implementation follows. */
   readonly reference?: string;
   readonly params: Readonly<Record<string, ParamSpec>>;
+  /** Parameter defaults that depend on the model (e.g. SmoothQuant's α per model family). */
+  modelDefaults?(modelId: string): Readonly<Record<string, number | boolean | string>>;
+  /**
+   * Methods that transform the full-precision weights before quantizing them (SmoothQuant,
+   * static CrossQuant) expose the transform alone, so another method can quantize the result:
+   * the chain `smoothquant+gptq`.
+   */
+  transform?(
+    model: { config: LlamaConfig; weights: LlamaWeights },
+    q: QuantConfig,
+    params: Readonly<Record<string, number | boolean | string>>,
+    ctx: MethodContext,
+  ): Promise<TransformedModel>;
   /**
    * Quantize a model. Throws `UnsupportedConfigError` for a configuration the method does not
    * handle (the runner records the cell as unsupported).

@@ -10,6 +10,12 @@
  * Per block: `h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))`,
  * `x' = h + mlp(n2 h)`, `mlp(u) = down(silu(gate u) · up u)`; then `logits = lmHead(norm x)`.
  *
+ * When the weights carry an activation quantizer (`weights.activations`, weight-activation
+ * cells), the inputs of the linears are fake-quantized first: once for q/k/v (they share an
+ * input), for o, once for gate/up (in MoE blocks before routing, so the router sees it too) and
+ * for down; with `bmm`, also the q, k and v outputs before RoPE (SmoothQuant's
+ * `quantize_bmm_input`). Embeddings, norms and the classifier stay in float.
+ *
  * @module
  */
 
@@ -17,6 +23,7 @@ import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { attentionRef } from "../kernels/ref/attention.ts";
 import type { DenseMlp, LinearKind, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
+import { type ActSite, fakeQuantActivations, type ZeroCounter } from "../core/act_quantizer.ts";
 
 /** What the forward pass needs of a model. */
 export interface ForwardModel {
@@ -56,6 +63,8 @@ export interface ForwardOptions {
   cache?: KvCache;
   /** Logits of every position (`all`, default) or only of the last one (`last`). */
   logits?: "all" | "last";
+  /** Counts activation elements that quantize to zero (weight-activation models). */
+  zeroCounter?: ZeroCounter;
 }
 
 /**
@@ -77,7 +86,9 @@ export function forward(
   const cache = options.cache ?? createKvCache(c, Math.max(tokens.length, 1));
   const T = tokens.length;
   const x = embedTokens(model, tokens);
-  for (let l = 0; l < c.nLayers; l++) layerForward(model, l, x, T, cache, kernels);
+  for (let l = 0; l < c.nLayers; l++) {
+    layerForward(model, l, x, T, cache, kernels, undefined, options.zeroCounter);
+  }
   cache.pos += T;
 
   const { dim } = c;
@@ -128,7 +139,8 @@ export type LinearObserver = (
 /**
  * Applies decoder block `l` to the hidden states `x` (`[T][dim]`, updated in place) at positions
  * `cache.pos … cache.pos + T − 1`, writing keys and values into the cache (`cache.pos` is not
- * advanced: the caller does that after the last block).
+ * advanced: the caller does that after the last block). `observe` sees float inputs, before
+ * any activation quantization; `zeros` counts zero-quantized activations.
  */
 export function layerForward(
   model: ForwardModel,
@@ -138,6 +150,7 @@ export function layerForward(
   cache: KvCache,
   kernels: Kernels = refKernels,
   observe?: LinearObserver,
+  zeros?: ZeroCounter,
 ): void {
   const c = model.config;
   const layer = model.weights.layers[l]!;
@@ -151,25 +164,42 @@ export function layerForward(
     const stop = [observe("q", xn, T), observe("k", xn, T), observe("v", xn, T)];
     if (stop.includes(true)) return;
   }
-  selfAttention(model, l, xn, T, cache, kernels, att);
+  const act = activationQuantizer(model, l, zeros);
+  selfAttention(model, l, act ? act("qkv", xn, T, c.dim) : xn, T, cache, kernels, att, zeros);
   if (observe?.("o", att, T) === true) return;
-  kernels.matmul(att, T, layer.o, proj);
+  kernels.matmul(act ? act("o", att, T, qDim) : att, T, layer.o, proj);
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
 
   kernels.rmsnorm(x, T, layer.mlpNorm, c.normEps, xn);
   if (layer.mlp.kind === "dense") {
-    if (!denseMlp(layer.mlp, xn, T, kernels, proj, observe)) return;
+    if (!denseMlp(layer.mlp, xn, T, kernels, proj, observe, act)) return;
   } else {
     if (observe) throw new TypeError("Observing linear inputs of MoE layers is not supported yet");
-    moeMlp(layer.mlp, c, xn, T, kernels, proj);
+    moeMlp(layer.mlp, c, act ? act("gateup", xn, T, c.dim) : xn, T, kernels, proj, act);
   }
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+}
+
+/** Fake-quantizes the input `x` (`[T][n]`) of a site; returns a new array. */
+export type SiteQuantizer = (site: ActSite, x: Float32Array, T: number, n: number) => Float32Array;
+
+/** The activation quantizer of block `l`, or undefined when the model has float activations. */
+function activationQuantizer(
+  model: ForwardModel,
+  l: number,
+  zeros?: ZeroCounter,
+): SiteQuantizer | undefined {
+  const aq = model.weights.activations;
+  if (!aq) return undefined;
+  const sites = aq.layers?.[l];
+  return (site, x, T, n) => fakeQuantActivations(aq, x, T, n, sites?.[site], zeros, site);
 }
 
 /**
  * The attention half of block `l` before the output projection: q, k, v projections of the
  * normalized states `xn` (`[T][dim]`), RoPE, keys and values into the cache at `cache.pos…`, and
- * causal grouped-query attention into `att` (`[T][nHeads·headDim]`, the input of `o`).
+ * causal grouped-query attention into `att` (`[T][nHeads·headDim]`, the input of `o`). With an
+ * activation quantizer whose `bmm` is set, q, k and v are fake-quantized per token before RoPE.
  */
 export function selfAttention(
   model: ForwardModel,
@@ -179,6 +209,7 @@ export function selfAttention(
   cache: KvCache,
   kernels: Kernels,
   att: Float32Array,
+  zeros?: ZeroCounter,
 ): void {
   const c = model.config;
   const layer = model.weights.layers[l]!;
@@ -197,6 +228,19 @@ export function selfAttention(
   const vCache = cache.v[l]!;
   kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
   kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
+  const aq = model.weights.activations;
+  if (aq?.options.bmm) {
+    const bmm = {
+      ...aq,
+      kernel: "uniform" as const,
+      options: { ...aq.options, granularity: "token" as const, static: false },
+    };
+    q.set(fakeQuantActivations(bmm, q, T, nHeads * headDim, undefined, zeros, "bmm"));
+    for (const c of [kCache, vCache]) {
+      const rows = c.subarray(start * kvDim, (start + T) * kvDim);
+      rows.set(fakeQuantActivations(bmm, rows, T, kvDim, undefined, zeros, "bmm"));
+    }
+  }
   applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
   applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
   (kernels.attention ?? attentionRef)(q, kCache, vCache, T, start, c, att);
@@ -266,7 +310,10 @@ function applyRope(
 
 // --- Feed-forward -----------------------------------------------------------------------------
 
-/** `out = down(silu(gate x) · up x)` for `T` tokens; false when the observer stopped it. */
+/**
+ * `out = down(silu(gate x) · up x)` for `T` tokens; false when the observer stopped it. With
+ * `act`, the input of down is fake-quantized (the caller quantizes `x`).
+ */
 export function denseMlp(
   mlp: DenseMlp,
   x: Float32Array,
@@ -274,6 +321,7 @@ export function denseMlp(
   kernels: Kernels,
   out: Float32Array,
   observe?: LinearObserver,
+  act?: SiteQuantizer,
 ): boolean {
   const hidden = mlp.gate.rows;
   const g = new Float32Array(T * hidden);
@@ -289,7 +337,7 @@ export function denseMlp(
     g[i] = (a / (1 + Math.exp(-a))) * u[i]!;
   }
   if (observe?.("down", g, T) === true) return false;
-  kernels.matmul(g, T, mlp.down, out);
+  kernels.matmul(act ? act("down", g, T, hidden) : g, T, mlp.down, out);
   return true;
 }
 
@@ -304,6 +352,7 @@ function moeMlp(
   T: number,
   kernels: Kernels,
   out: Float32Array,
+  act?: SiteQuantizer,
 ): void {
   const moe = c.moe;
   if (!moe) throw new TypeError("MoE layer in a model whose config has no `moe` section");
@@ -330,7 +379,7 @@ function moeMlp(
     for (let k = 0; k < moe.topK; k++) {
       const e = order[k]!;
       const weight = moe.normTopK ? probs[e]! / norm : probs[e]!;
-      denseMlp(mlp.experts[e]!, one, 1, kernels, y);
+      denseMlp(mlp.experts[e]!, one, 1, kernels, y, undefined, act);
       for (let i = 0; i < dim; i++) out[t * dim + i] = out[t * dim + i]! + weight * y[i]!;
     }
   }

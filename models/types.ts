@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { ActivationQuantization } from "../core/act_quantizer.ts";
+
 /** A row-major float32 matrix; for a linear layer `rows` = out features, `cols` = in features. */
 export interface Matrix {
   /** Number of rows (output features of a linear layer). */
@@ -105,6 +107,12 @@ export interface LlamaWeights {
   readonly norm: Float32Array;
   /** Classifier `[vocabSize][dim]`; the same object as `embed` when tied. */
   readonly lmHead: Matrix;
+  /**
+   * Fake quantization of the linear layers' inputs (weight-activation cells); absent: float
+   * activations. Carried with the weights so every consumer of the model (tasks, worker pools)
+   * runs it the same way.
+   */
+  readonly activations?: ActivationQuantization;
 }
 
 /** The seven kinds of linear layer that weight quantization acts on. */

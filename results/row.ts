@@ -8,7 +8,8 @@
  */
 
 import type { CalibrationRecord } from "../calibration/set.ts";
-import type { QuantDiagnostics } from "../methods/types.ts";
+import type { ActQuantOptions } from "../core/act_quantizer.ts";
+import type { ActivationZeros, QuantDiagnostics } from "../methods/types.ts";
 import type { DatasetInfo, Metric } from "../tasks/types.ts";
 
 /** The schema version written in every row. */
@@ -51,6 +52,8 @@ export interface ResultRow {
     readonly rounding: "half-even";
     /** Average storage bits per quantized weight (codes + scales + zeros), null for FP. */
     readonly bitsPerWeight: number | null;
+    /** The activation quantizer's settings (A < 16), null for weight-only cells. */
+    readonly act?: ActQuantOptions | null;
   };
   readonly task: {
     readonly id: string;
@@ -65,6 +68,8 @@ export interface ResultRow {
   readonly calibration?: CalibrationRecord;
   /** Per-linear diagnostics of calibrated methods (reconstruction error, the method's loss). */
   readonly diagnostics?: QuantDiagnostics;
+  /** Weight-activation cells: the share of activations quantized to zero, per site. */
+  readonly activationZeros?: ActivationZeros;
   readonly notes: readonly string[];
   readonly env: {
     readonly lowbit: string;

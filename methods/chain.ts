@@ -1,0 +1,82 @@
+/**
+ * Method chains: a transform followed by a weight quantizer, written `smoothquant+gptq`. The seed
+ * paper recommends combining compensation with other strategies; a chain is one method to the
+ * runner, recorded as such in the row.
+ *
+ * The first method's `transform` runs on the full-precision model (SmoothQuant's smoothing, static
+ * CrossQuant's folding, with its activation quantizer); the second quantizes the transformed
+ * weights as a weight-only method (calibrating, if it does, on the transformed model with float
+ * activations); the activation quantizer of the first is then carried over. Parameters are
+ * namespaced by method: `smoothquant.alpha`, `gptq.actOrder`.
+ *
+ * @module
+ */
+
+import type { Method, ParamSpec } from "./types.ts";
+
+/** Separator of chained method ids. */
+export const CHAIN_SEPARATOR = "+";
+
+/**
+ * The chain `first+second` as one method. Throws a `TypeError` when `first` has no transform or
+ * `second` quantizes activations itself.
+ */
+export function chainMethods(first: Method, second: Method): Method {
+  if (!first.transform) {
+    throw new TypeError(
+      `Method "${first.id}" cannot start a chain: it does not transform weights (chains start ` +
+        `with a transform such as smoothquant)`,
+    );
+  }
+  const transform = first.transform.bind(first);
+  const params: Record<string, ParamSpec> = {};
+  for (const [k, v] of Object.entries(first.params)) params[`${first.id}.${k}`] = v;
+  for (const [k, v] of Object.entries(second.params)) params[`${second.id}.${k}`] = v;
+  const split = (p: Readonly<Record<string, number | boolean | string>>, id: string) => {
+    const out: Record<string, number | boolean | string> = {};
+    for (const [k, v] of Object.entries(p)) {
+      if (k.startsWith(`${id}.`)) out[k.slice(id.length + 1)] = v;
+    }
+    return out;
+  };
+  return {
+    id: `${first.id}${CHAIN_SEPARATOR}${second.id}`,
+    title: `${first.title} + ${second.title}`,
+    // A chain is listed under its weight quantizer's class unless that is the baseline.
+    taxonomy: second.taxonomy === "baseline" ? first.taxonomy : second.taxonomy,
+    scope: first.scope === "weight-activation" || second.scope === "weight-activation"
+      ? "weight-activation"
+      : second.scope,
+    // Both versions in one number: a change in either changes the chain's cells.
+    version: first.version * 1000 + second.version,
+    wBits: second.wBits.filter((b) => first.wBits.includes(b)),
+    aBits: first.aBits,
+    needsCalibration: first.needsCalibration || second.needsCalibration,
+    reference: `${first.reference ?? first.id}; then ${second.reference ?? second.id}`,
+    params,
+    modelDefaults: (modelId) => {
+      const out: Record<string, number | boolean | string> = {};
+      for (const m of [first, second]) {
+        for (const [k, v] of Object.entries(m.modelDefaults?.(modelId) ?? {})) {
+          out[`${m.id}.${k}`] = v;
+        }
+      }
+      return out;
+    },
+    async quantize(model, q, p, ctx) {
+      const t = await transform(model, q, split(p, first.id), ctx);
+      const activations = t.weights.activations;
+      const qm = await second.quantize(
+        { config: t.config, weights: { ...t.weights, activations: undefined } },
+        { ...q, aBits: 16 },
+        split(p, second.id),
+        ctx,
+      );
+      return {
+        ...qm,
+        weights: { ...qm.weights, activations },
+        notes: [...t.notes, ...qm.notes, `weights: ${second.id}`],
+      };
+    },
+  };
+}
