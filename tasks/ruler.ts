@@ -23,8 +23,10 @@
  * template; RULER adds no BOS of its own). Decoding: greedy with the KV cache (`generate.ts`),
  * at most `tokens_to_generate` new tokens (128 NIAH, 30 vt, 120 cwe, 50 fwe, 32 QA), stopping at
  * EOS, no stop sequences. Scoring: RULER's post-processing then `string_match_all` (NIAH, vt,
- * cwe, fwe) or `string_match_part` (QA), see `ruler_score.ts`; the metric is the mean in
- * **percent** (RULER's ×100) with its standard error (sample std / √n), one metric per length
+ * cwe, fwe) or `string_match_part` (QA), see `ruler_score.ts`; the metric is the mean as a
+ * **fraction** in [0, 1] (unit `fraction`, like every accuracy of this suite, whose regression
+ * tolerances are absolute fractions; RULER prints it ×100, so RULER's 85.6 threshold is 0.856
+ * here) with its standard error (sample std / √n), one metric per length
  * (`string_match_all@512`) and, with several lengths, their pooled mean (`string_match_all`).
  * Every row records the sha256 of each generated set and the deviations from RULER:
  * {@linkcode RULER_DEVIATIONS}.
@@ -61,6 +63,8 @@ export const DEFAULT_SAMPLES = 25;
 export const RULER_LENGTHS: readonly number[] = [4096, 8192, 16384, 32768, 65536, 131072];
 /** The essay corpus by default (RULER: Paul Graham essays, not available offline). */
 export const DEFAULT_ESSAY = "wikitext2";
+/** Predictions recorded per length in the protocol (first 200 characters each). */
+const EXAMPLES = 3;
 /** Bumped whenever generation or scoring may change. */
 export const RULER_GENERATOR_VERSION = 1;
 
@@ -178,16 +182,16 @@ export function evaluateRulerSet(
   });
 }
 
-function percentMetric(metric: string, scores: readonly number[]): Metric {
+function fractionMetric(metric: string, scores: readonly number[]): Metric {
   const s = new RunningStats();
-  for (const x of scores) s.push(x * 100);
+  for (const x of scores) s.push(x);
   return {
     metric,
     value: s.mean,
     stderr: s.n >= 2 ? s.stderr : null,
     n: s.n,
     higherIsBetter: true,
-    unit: "%",
+    unit: "fraction",
   };
 }
 
@@ -248,10 +252,10 @@ export function rulerTask(id: string, options: RulerOptions = {}): Task {
         })
       );
       const metrics = sets.map((set, i) =>
-        percentMetric(`${def.metric}@${set.length}`, outcomes[i]!.map((o) => o.score))
+        fractionMetric(`${def.metric}@${set.length}`, outcomes[i]!.map((o) => o.score))
       );
       if (sets.length > 1) {
-        metrics.push(percentMetric(def.metric, outcomes.flat().map((o) => o.score)));
+        metrics.push(fractionMetric(def.metric, outcomes.flat().map((o) => o.score)));
       }
       const template = TEMPLATES[def.config.kind];
       return {
@@ -283,7 +287,8 @@ export function rulerTask(id: string, options: RulerOptions = {}): Task {
           decoding: "greedy (argmax, lowest id on ties), KV cache, stop at EOS or the budget",
           scoring: `RULER postprocess (strip; [\\x00-\\x1f] -> '\\n'; strip), ${def.metric}, ` +
             "case-insensitive substring",
-          unit: "percent (RULER x100); stderr = sample std / sqrt(n) over samples",
+          unit:
+            "fraction in [0, 1] (RULER prints x100); stderr = sample std / sqrt(n) over samples",
           deviations: RULER_DEVIATIONS,
           sets: sets.map((s, i) => {
             const o = outcomes[i]!;
@@ -298,6 +303,11 @@ export function rulerTask(id: string, options: RulerOptions = {}): Task {
               capped: s.samples.filter((x) => x.capped).length,
               ...(s.vtExampleNoises !== undefined ? { vtExampleNoises: s.vtExampleNoises } : {}),
               nulls: o.filter((x) => x.prediction.trim() === "").length,
+              examples: o.slice(0, EXAMPLES).map((x) => ({
+                outputs: s.samples[x.index]!.outputs,
+                prediction: x.prediction.slice(0, 200),
+                score: x.score,
+              })),
               stoppedByEos: o.filter((x) => x.reason === "stop-token").length,
               stoppedByBudget: o.filter((x) => x.reason === "budget").length,
             };

@@ -8,7 +8,7 @@
  * - `string_match_part` (QA): 1 when any reference is found, else 0.
  *
  * RULER averages the per-sample scores over a task and multiplies by 100; the task does the
- * averaging (with a standard error) and reports percent.
+ * averaging (with a standard error) and reports the fraction (see `ruler.ts`).
  *
  * @module
  */

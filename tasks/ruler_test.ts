@@ -91,8 +91,8 @@ Deno.test("ruler:niah_single_2 runs end to end on stories260K (3 samples per len
   assert.deepEqual(r.metrics.map((m) => m.metric), ["string_match_all@512"]);
   const m = r.metrics[0]!;
   assert.equal(m.n, 3);
-  assert.equal(m.unit, "%");
-  assert.ok(m.value >= 0 && m.value <= 100);
+  assert.equal(m.unit, "fraction");
+  assert.ok(m.value >= 0 && m.value <= 1);
   assert.ok(m.higherIsBetter);
   assert.deepEqual(progress, [1, 2, 3]);
   const p = r.protocol;
@@ -116,10 +116,10 @@ Deno.test("ruler:niah_single_2 runs end to end on stories260K (3 samples per len
   assert.deepEqual(again.metrics, r.metrics);
 });
 
-Deno.test("scores are the mean of per-sample string_match_all in percent", async () => {
+Deno.test("scores are the mean of per-sample string_match_all (a fraction)", async () => {
   const model = await stories260K();
-  // A model that always answers with the first reference would score 100; stories260K's own
-  // answers are scored per sample and averaged: check the mean against a recomputation.
+  // stories260K's own answers are scored per sample and averaged: check the mean against a
+  // recomputation from the predictions.
   const { evaluateRulerSet, rulerResources } = await import("./ruler.ts");
   const { generateRulerSet } = await import("./ruler_fit.ts");
   const { RULER_TASKS } = await import("./ruler_generate.ts");
@@ -132,6 +132,6 @@ Deno.test("scores are the mean of per-sample string_match_all in percent", async
     assert.equal(o.score, stringMatchAll(o.prediction.trim(), set.samples[i]!.outputs));
   });
   const r = await rulerTask("ruler:fwe@512").run(model, { kernels: refKernels, dataDir, limit: 2 });
-  const mean = (out[0]!.score + out[1]!.score) / 2 * 100;
+  const mean = (out[0]!.score + out[1]!.score) / 2;
   assert.ok(Math.abs(r.metrics[0]!.value - mean) < 1e-9);
 });
