@@ -10,9 +10,14 @@ function metric(r: ResultRow, id: string) {
   return r.metrics.find((m) => m.metric === id);
 }
 
-/** The accuracy shown in the `acc` column: `acc`, or strict exact match for generation tasks. */
+/**
+ * The accuracy shown in the `acc` column: `acc`, strict exact match for gsm8k, and for RULER
+ * rows the score pooled over lengths (or the only length's score).
+ */
 function accOf(r: ResultRow) {
-  return metric(r, "acc") ?? metric(r, "exact_match_strict");
+  return metric(r, "acc") ?? metric(r, "exact_match_strict") ??
+    metric(r, "string_match_all") ?? metric(r, "string_match_part") ??
+    r.metrics.find((m) => m.metric.startsWith("string_match_"));
 }
 
 function fmt(x: number | undefined, digits: number): string {
@@ -31,7 +36,8 @@ function withSe(m: { value: number; stderr: number | null } | undefined): string
  * One line per cell: model, task, method, configuration, bits per weight, perplexity ± stderr,
  * its change against the FP cell of the same model and task, KL, top-1 agreement, then for
  * zero-shot rows `acc` and `acc_norm` (± stderr; both always shown, never their max) with the
- * change of `acc` against the FP cell (for gsm8k the `acc` column holds strict exact match), and
+ * change of `acc` against the FP cell (for gsm8k the `acc` column holds strict exact match, for
+ * RULER the string-match score as a fraction), and
  * status. Limits read "win" (windows) for perplexity
  * rows and "items" for the others.
  */

@@ -9,6 +9,8 @@
  *   (see `zero_shot.ts`), plus `tinystories_cloze` (see `tinystories_cloze.ts`).
  * - Reasoning tasks (family `reasoning`): `gsm8k`, few-shot chain-of-thought generation scored
  *   by exact match (see `gsm8k.ts`).
+ * - RULER tasks (family `ruler`): `ruler:{task}` or `ruler:{task}@{length}[+{length}…]` for the
+ *   13 RULER tasks (`niah_single_1` … `fwe`, `qa_1`, `qa_2`), see `ruler.ts`.
  *
  * @module
  */
@@ -17,6 +19,7 @@ import { unknownIdError } from "../core/registry.ts";
 import { TEXT_DATASETS } from "../corpora/text.ts";
 import { gsm8kTask } from "./gsm8k.ts";
 import { perplexityTask } from "./perplexity.ts";
+import { RULER_TASK_NAMES, rulerTask } from "./ruler.ts";
 import { tinystoriesClozeTask } from "./tinystories_cloze.ts";
 import type { Task } from "./types.ts";
 import { ZERO_SHOT_TASK_IDS, zeroShotTask } from "./zero_shot.ts";
@@ -35,11 +38,15 @@ export const ZERO_SHOT_IDS: readonly string[] = [...ZERO_SHOT_TASK_IDS, "tinysto
 /** Ids of the reasoning (generation) tasks. */
 export const REASONING_IDS: readonly string[] = ["gsm8k"];
 
+/** Ids of the RULER tasks at their default lengths (`ruler:{task}@{length}` also works). */
+export const RULER_IDS: readonly string[] = RULER_TASK_NAMES.map((t) => `ruler:${t}`);
+
 /** Ids of the registered tasks (besides `file:PATH`). */
 export const TASK_IDS: readonly string[] = [
   ...PERPLEXITY_TASK_IDS,
   ...ZERO_SHOT_IDS,
   ...REASONING_IDS,
+  ...RULER_IDS,
 ];
 
 /** The task with this id; throws a `TypeError` listing valid ids for an unknown one. */
@@ -51,6 +58,7 @@ export function getTask(id: string): Task {
   if (PERPLEXITY_TASK_IDS.includes(id)) return perplexityTask(id);
   if (id === "tinystories_cloze") return tinystoriesClozeTask();
   if (id === "gsm8k") return gsm8kTask();
+  if (id.startsWith("ruler:")) return rulerTask(id);
   const zs = zeroShotTask(id);
   if (zs) return zs;
   throw unknownIdError("task", id, [...TASK_IDS, "file:PATH"]);
