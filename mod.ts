@@ -31,6 +31,17 @@
  * console.log(q.diagnostics?.relErrorByKind);
  * ```
  *
+ * @example SmoothQuant + GPTQ at W4A8 (per-token activations), with the quantization-kernel share
+ * ```ts ignore
+ * import { applyActivationQuant, DEFAULT_ACT_OPTIONS, getMethod, resolveParams } from "./mod.ts";
+ * const chain = getMethod("smoothquant+gptq");
+ * const q = { wBits: 4, aBits: 8, granularity: "channel", symmetric: true, act: DEFAULT_ACT_OPTIONS };
+ * const ctx = { kernels: refKernels, calibration };
+ * const wq = await chain.quantize(model, q, resolveParams(chain, { "smoothquant.alpha": 0.5 }), ctx);
+ * const qm = applyActivationQuant(wq, q, ctx); // attaches the activation quantizer
+ * console.log(qm.activationZeros?.bySite);
+ * ```
+ *
  * @module
  */
 
@@ -55,7 +66,18 @@ export { type LinearSite, listLinears, mapLinears } from "./models/linears.ts";
 export * from "./core/quantizer.ts";
 export * from "./core/errors.ts";
 export { createRegistry, type Registry } from "./core/registry.ts";
-export { METHODS } from "./methods/mod.ts";
+export { getMethod, METHODS } from "./methods/mod.ts";
+export { smoothingFactors, smoothquant, smoothQuantAlpha } from "./methods/smoothquant.ts";
+export { crossquant } from "./methods/crossquant.ts";
+export { chainMethods } from "./methods/chain.ts";
+export { foldSmoothing, type LayerSmoothing } from "./methods/smoothing.ts";
+export { applyActivationQuant, ZERO_FRACTION_WINDOWS } from "./methods/activations.ts";
+export * from "./core/act_quantizer.ts";
+export {
+  type ActivationStats,
+  type ChannelStats,
+  collectActivationStats,
+} from "./calibration/act_stats.ts";
 export { gptq } from "./methods/gptq.ts";
 export {
   GPTQ_DEFAULTS,
@@ -85,7 +107,7 @@ export {
   type SequentialOptions,
   type SequentialResult,
 } from "./calibration/sequential.ts";
-export { type MethodSpec, parseMethodSpec } from "./bench/method_spec.ts";
+export { type MethodSpec, parseMethodSpec, sweepParam } from "./bench/method_spec.ts";
 export * from "./methods/types.ts";
 export { getTask, TASK_IDS } from "./tasks/mod.ts";
 export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
@@ -108,9 +130,13 @@ export {
   type CellSpec,
   expandMatrix,
   type GroupSetting,
+  LEVELS,
   type MatrixSpec,
   type MethodEntry,
+  parseAct,
+  parseConfig,
   parsePreset,
+  quantFor,
 } from "./bench/matrix.ts";
 export { planMatrix, type RunEvent, runMatrix, type RunOptions } from "./bench/runner.ts";
 export { type ResultRow, SCHEMA_VERSION } from "./results/row.ts";

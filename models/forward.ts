@@ -312,7 +312,8 @@ function applyRope(
 
 /**
  * `out = down(silu(gate x) · up x)` for `T` tokens; false when the observer stopped it. With
- * `act`, the input of down is fake-quantized (the caller quantizes `x`).
+ * `act`, the inputs of gate/up (unless `quantizeInput` is false: the caller did it) and of down
+ * are fake-quantized, after the observer has seen them in float.
  */
 export function denseMlp(
   mlp: DenseMlp,
@@ -322,6 +323,7 @@ export function denseMlp(
   out: Float32Array,
   observe?: LinearObserver,
   act?: SiteQuantizer,
+  quantizeInput = true,
 ): boolean {
   const hidden = mlp.gate.rows;
   const g = new Float32Array(T * hidden);
@@ -330,8 +332,9 @@ export function denseMlp(
     const stop = [observe("gate", x, T), observe("up", x, T)];
     if (stop.includes(true)) return false;
   }
-  kernels.matmul(x, T, mlp.gate, g);
-  kernels.matmul(x, T, mlp.up, u);
+  const xq = act && quantizeInput ? act("gateup", x, T, x.length / T) : x;
+  kernels.matmul(xq, T, mlp.gate, g);
+  kernels.matmul(xq, T, mlp.up, u);
   for (let i = 0; i < g.length; i++) {
     const a = g[i]!;
     g[i] = (a / (1 + Math.exp(-a))) * u[i]!;
@@ -379,7 +382,7 @@ function moeMlp(
     for (let k = 0; k < moe.topK; k++) {
       const e = order[k]!;
       const weight = moe.normTopK ? probs[e]! / norm : probs[e]!;
-      denseMlp(mlp.experts[e]!, one, 1, kernels, y, undefined, act);
+      denseMlp(mlp.experts[e]!, one, 1, kernels, y, undefined, act, false);
       for (let i = 0; i < dim; i++) out[t * dim + i] = out[t * dim + i]! + weight * y[i]!;
     }
   }

@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { expandMatrix, parseAct, parseConfig, parsePreset } from "./matrix.ts";
+import { parseMethodSpec, sweepParam } from "./method_spec.ts";
+import { runMatrix } from "./runner.ts";
+import { quantLabel } from "../methods/types.ts";
+import { sandbox } from "../testing/sandbox.ts";
+import { sharedPath } from "../testing/fixtures.ts";
+
+const preset = async (id: string) => {
+  const file = new URL(`./presets/${id}.json`, import.meta.url);
+  return parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
+};
+
+Deno.test("the wa preset: exactly W8A8, W6A6, W4A8, W4A4 for every method, per-token symmetric activations", async () => {
+  const cells = expandMatrix(await preset("wa"));
+  assert.equal(cells.length, 1 + 5 * 4);
+  const labels = cells.filter((c) => c.method === "smoothquant+gptq").map((c) =>
+    quantLabel(c.quant)
+  );
+  assert.deepEqual(labels, ["W8A8s", "W6A6s", "W4A8s", "W4A4s"]);
+  for (const c of cells.slice(1)) {
+    assert.deepEqual(c.quant.act, {
+      granularity: "token",
+      static: false,
+      symmetric: true,
+      clip: 1,
+      bmm: false,
+    });
+  }
+  // The α sweep is one preset: 9 values for each of the two methods, all at W4A8.
+  const sweep = expandMatrix(await preset("wa-alpha")).slice(1);
+  assert.equal(sweep.length, 18);
+  assert.ok(sweep.every((c) => quantLabel(c.quant) === "W4A8s"));
+});
+
+Deno.test("SmoothQuant levels: O1 per-token, O2 per-tensor dynamic, O3 per-tensor static, all with per-tensor weights", async () => {
+  const cells = expandMatrix(await preset("wa-levels")).filter((c) => c.method === "smoothquant");
+  assert.deepEqual(cells.map((c) => quantLabel(c.quant)), [
+    "W8A8ts",
+    "W8A8ts-tensor",
+    "W8A8ts-static",
+  ]);
+  assert.ok(cells.every((c) => c.quant.granularity === "tensor"));
+  assert.equal(cells[2]!.quant.act!.static, true);
+});
+
+Deno.test("configurations, activation settings and chains parse, or fail naming what is wrong", () => {
+  assert.deepEqual(parseConfig("W4A16g32"), { wBits: 4, aBits: 16, group: 32 });
+  assert.throws(() => parseConfig("4/8"), /Cannot parse configuration "4\/8"/);
+  assert.deepEqual(parseAct({ granularity: "tensor", clip: 0.9 }, "x"), {
+    granularity: "tensor",
+    clip: 0.9,
+  });
+  assert.throws(() => parseAct({ clip: 1.5 }, 'p.json: field "act"'), /p\.json: field "act"\.clip/);
+  const chain = parseMethodSpec("smoothquant:alpha=0.8+gptq:actOrder=true");
+  assert.equal(chain.id, "smoothquant+gptq");
+  assert.deepEqual(chain.params, { "smoothquant.alpha": 0.8, "gptq.actOrder": true });
+  assert.throws(() => parseMethodSpec("a+b+c"), /a transform and a weight quantizer/);
+  const has = (id: string) => id === "smoothquant";
+  assert.deepEqual(sweepParam("smoothquant+gptq", "alpha", [0.1, 0.9], has), [
+    "smoothquant:alpha=0.1+gptq",
+    "smoothquant:alpha=0.9+gptq",
+  ]);
+  assert.deepEqual(sweepParam("rtn", "alpha", [0.1], has), ["rtn"]);
+  assert.deepEqual(sweepParam("smoothquant:alpha=0.3", "alpha", [0.1], has), [
+    "smoothquant:alpha=0.3",
+  ]);
+});
+
+Deno.test("runMatrix(): weight-activation rows record the activation quantizer and its zero share; weight-only methods and impossible bits are unsupported", async () => {
+  await using sb = await sandbox("lowbit-wa-");
+  const rows = await runMatrix({
+    id: "wa-test",
+    models: ["stories260K"],
+    methods: ["rtn", "gptq", "smoothquant:alpha=0.6+gptq"],
+    bits: [8],
+    groups: ["channel"],
+    configs: ["W8A8", "W8A17", "W8A1"],
+    tasks: ["tinystories:eval"],
+    symmetric: true,
+    limit: 1,
+    calibration: { source: "tinystories", samples: 4, seqLen: 64, seed: 0 },
+  }, { outDir: `${sb.dir}/out`, dataDir: sharedPath("data"), env: sb.env });
+  const row = (method: string, label: string) =>
+    rows.find((r) => r.method.spec === method && r.quant.label === label)!;
+  const rtn = row("rtn", "W8A8s");
+  assert.equal(rtn.status, "ok");
+  assert.equal(rtn.quant.aBits, 8);
+  assert.equal(rtn.quant.act!.granularity, "token");
+  const zeros = rtn.metrics.find((m) => m.metric === "act_zero_frac")!;
+  assert.ok(zeros.value > 0 && zeros.value < 1 && zeros.n === 4);
+  assert.deepEqual(Object.keys(rtn.activationZeros!.bySite).sort(), ["down", "gateup", "o", "qkv"]);
+  assert.ok(rtn.calibration, "weight-activation cells record their calibration windows");
+  assert.equal(row("gptq", "W8A8s").status, "unsupported");
+  assert.match(row("gptq", "W8A8s").error!, /gptq supports .*A16, not W8A8s/);
+  for (const bad of ["W8A17s", "W8A1s"]) assert.equal(row("rtn", bad).status, "unsupported");
+  const chain = row("smoothquant:alpha=0.6+gptq", "W8A8s");
+  assert.equal(chain.status, "ok", chain.error ?? "");
+  assert.equal(chain.method.id, "smoothquant+gptq");
+  assert.equal(chain.method.taxonomy, "compensation");
+  assert.equal(chain.method.params["smoothquant.alpha"], 0.6);
+  assert.equal(chain.method.params["gptq.actOrder"], false);
+  assert.ok(chain.notes.some((n) => n.includes("smoothquant α=0.6")));
+});
