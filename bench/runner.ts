@@ -20,7 +20,8 @@ import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { getMethod } from "../methods/mod.ts";
-import { applyActivationQuant } from "../methods/activations.ts";
+import { applyActivationQuant, ZERO_FRACTION_WINDOWS } from "../methods/activations.ts";
+import { routingConsistency } from "../tasks/routing.ts";
 import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../methods/types.ts";
 import { bitsPerWeight } from "../core/quantizer.ts";
 import type { DownloadEvent } from "../models/hub.ts";
@@ -150,7 +151,10 @@ export async function planMatrix(
   const calibrations = new Map<string, CalibrationSet>();
   const expanded = expandMatrix(spec);
   // Weight-activation cells calibrate static ranges and measure the quantization kernel.
-  const calibrated = (method: Method, c: CellSpec) => method.needsCalibration || c.quant.aBits < 16;
+  // and MoE cells measure routing consistency, on calibration windows.
+  const calibrated = (method: Method, c: CellSpec) =>
+    method.needsCalibration || c.quant.aBits < 16 ||
+    (method.id !== "fp" && models.get(c.model)!.config.moe !== undefined);
   if (expanded.some((c) => calibrated(methods.get(c.method)!.method, c))) {
     for (const [id, model] of models) {
       calibrations.set(
@@ -248,7 +252,9 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
   }
 
   async function runCells(): Promise<ResultRow[]> {
-    let quantized: { key: string; model: QuantizedModel } | undefined;
+    let quantized:
+      | { key: string; model: QuantizedModel; routing?: ReturnType<typeof routingConsistency> }
+      | undefined;
     const rows: ResultRow[] = [];
     for (const [index, cell] of cells.entries()) {
       options.onEvent?.({ type: "cell-start", index, label: cell.label });
@@ -308,7 +314,17 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
               }),
           };
           const weightsDone = await cell.method.quantize(model, q, cell.params, ctx);
-          quantized = { key: qKey, model: applyActivationQuant(weightsDone, q, ctx) };
+          const qmodel = applyActivationQuant(weightsDone, q, ctx);
+          const routing = model.config.moe && cell.calibration
+            ? routingConsistency(
+              model,
+              qmodel,
+              cell.calibration.windows.slice(0, ZERO_FRACTION_WINDOWS),
+              kernels,
+              `first ${ZERO_FRACTION_WINDOWS} calibration windows`,
+            )
+            : undefined;
+          quantized = { key: qKey, model: qmodel, ...(routing ? { routing } : {}) };
         }
         qm = quantized.model;
         const result = await cell.task.run(
@@ -330,19 +346,34 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
           },
         );
         const zeros = qm.activationZeros;
+        const routing = quantized.routing;
         row = buildRow(cell, model, env, {
           status: "ok",
-          metrics: zeros
-            ? [...result.metrics, {
-              metric: "act_zero_frac",
-              value: zeros.fraction,
-              stderr: zeros.stderr,
-              n: zeros.windows,
-              higherIsBetter: false,
-              unit: "fraction",
-            }]
-            : result.metrics,
+          metrics: [
+            ...result.metrics,
+            ...(zeros
+              ? [{
+                metric: "act_zero_frac",
+                value: zeros.fraction,
+                stderr: zeros.stderr,
+                n: zeros.windows,
+                higherIsBetter: false,
+                unit: "fraction",
+              }]
+              : []),
+            ...(routing?.metrics ?? []),
+          ],
           ...(zeros ? { activationZeros: zeros } : {}),
+          ...(routing
+            ? {
+              routing: {
+                loadFp: routing.loadFp,
+                loadQuantized: routing.loadQuantized,
+                windows: routing.windows,
+                source: routing.source,
+              },
+            }
+            : {}),
           dataset: result.dataset,
           protocol: result.protocol,
           notes: qm.notes,
@@ -395,6 +426,7 @@ function buildRow(
     notes: readonly string[];
     diagnostics?: ResultRow["diagnostics"];
     activationZeros?: ResultRow["activationZeros"];
+    routing?: ResultRow["routing"];
     bpw: number | null;
     wallMs: number;
   },
@@ -438,6 +470,7 @@ function buildRow(
     ...(cell.calibration ? { calibration: calibrationRecord(cell.calibration) } : {}),
     ...(r.diagnostics ? { diagnostics: r.diagnostics } : {}),
     ...(r.activationZeros ? { activationZeros: r.activationZeros } : {}),
+    ...(r.routing ? { routing: r.routing } : {}),
     notes: r.notes,
     env,
     finishedAt: new Date().toISOString(),

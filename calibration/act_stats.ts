@@ -4,11 +4,16 @@
  * in one pass of every window through the model as given (SmoothQuant `calibration.py`
  * `get_act_scales`: a running max of `|x|` per input channel of every linear, over all tokens).
  *
+ * In MoE blocks the gate/up site is the router's input (every token), the down site runs over every
+ * expert's routed tokens, and each expert also gets its own statistics of the tokens routed to it
+ * (at most `expertTokenCap` of them, in window order: EAQuant's calibration balance), with its
+ * token count. An expert that received no token has empty statistics (`tokens: 0`); what to do
+ * with it is the consumer's rule.
+ *
  * @module
  */
 
 import { ACT_SITES, type ActSite } from "../core/act_quantizer.ts";
-import { UnsupportedConfigError } from "../core/errors.ts";
 import type { Kernels } from "../kernels/types.ts";
 import {
   createKvCache,
@@ -28,17 +33,47 @@ export interface ChannelStats {
   readonly absMax: Float32Array;
 }
 
-/** Statistics of every site of every block. */
-export type ActivationStats = readonly Readonly<Record<ActSite, ChannelStats>>[];
+/** Statistics of one expert's routed tokens. */
+export interface ExpertStats {
+  readonly gateup: ChannelStats;
+  readonly down: ChannelStats;
+  /** Routed tokens counted (after the cap). */
+  readonly tokens: number;
+  /** Routed tokens seen, before the cap. */
+  readonly routed: number;
+}
 
-const SITE_OF: Partial<Record<LinearKind, ActSite>> = {
+/** Statistics of every site of one block (and of each expert in MoE blocks). */
+export type LayerActivationStats = Readonly<Record<ActSite, ChannelStats>> & {
+  readonly experts?: readonly ExpertStats[];
+};
+
+/** Statistics of every site of every block. */
+export type ActivationStats = readonly LayerActivationStats[];
+
+const SITE_OF: Partial<Record<LinearKind | "router", ActSite>> = {
   q: "qkv",
   o: "o",
   gate: "gateup",
+  router: "gateup",
   down: "down",
 };
 
-function emptyStats(n: number): ChannelStats & { min: Float32Array; max: Float32Array } {
+type Mutable = ChannelStats & { min: Float32Array; max: Float32Array };
+
+function record(s: Mutable, input: Float32Array, T: number): void {
+  const n = s.min.length;
+  for (let t = 0; t < T; t++) {
+    for (let j = 0; j < n; j++) {
+      const v = input[t * n + j]!;
+      // Comparisons written so that NaN propagates into the statistics.
+      if (!(v >= s.min[j]!)) s.min[j] = v;
+      if (!(v <= s.max[j]!)) s.max[j] = v;
+    }
+  }
+}
+
+function emptyStats(n: number): Mutable {
   return {
     min: new Float32Array(n).fill(Infinity),
     max: new Float32Array(n).fill(-Infinity),
@@ -48,62 +83,83 @@ function emptyStats(n: number): ChannelStats & { min: Float32Array; max: Float32
 
 /**
  * Runs every window through `model` (with its activation quantizer, if any) and records the
- * per-channel extremes of each linear input. Throws `UnsupportedConfigError` for MoE models and a
- * `RangeError` naming the layer and site when a statistic is NaN or infinite.
+ * per-channel extremes of each linear input. Throws a `RangeError` naming the layer and site when
+ * a statistic is NaN or infinite.
  */
 export function collectActivationStats(
   model: { readonly config: LlamaConfig; readonly weights: LlamaWeights },
   windows: readonly ArrayLike<number>[],
   kernels: Kernels,
+  options: { readonly expertTokenCap?: number } = {},
 ): ActivationStats {
   const c = model.config;
-  if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
-    throw new UnsupportedConfigError(
-      "Activation statistics of MoE blocks (per-expert inputs) are not implemented yet",
-    );
-  }
   if (windows.length === 0) throw new RangeError("Activation statistics need at least one window");
-  const stats = model.weights.layers.map((layer) => ({
-    qkv: emptyStats(c.dim),
-    o: emptyStats(layer.o.cols),
-    gateup: emptyStats(c.dim),
-    down: emptyStats(layer.mlp.kind === "dense" ? layer.mlp.down.cols : 0),
-  }));
+  const cap = options.expertTokenCap ?? Infinity;
+  const stats = model.weights.layers.map((layer) => {
+    const mlp = layer.mlp;
+    const hidden = mlp.kind === "dense" ? mlp.down.cols : mlp.experts[0]!.down.cols;
+    return {
+      qkv: emptyStats(c.dim),
+      o: emptyStats(layer.o.cols),
+      gateup: emptyStats(c.dim),
+      down: emptyStats(hidden),
+      experts: mlp.kind === "dense" ? undefined : mlp.experts.map(() => ({
+        gateup: emptyStats(c.dim),
+        down: emptyStats(hidden),
+        tokens: 0,
+        routed: 0,
+        // Tokens of the current window admitted for this expert (gate input), for its down input.
+        admitted: 0,
+      })),
+    };
+  });
   for (const w of windows) {
     const x = embedTokens(model, w);
     const T = w.length;
     const cache = createKvCache(c, T);
     for (let l = 0; l < c.nLayers; l++) {
-      const observe: LinearObserver = (kind, input) => {
-        const site = SITE_OF[kind];
-        if (!site) return;
-        const s = stats[l]![site];
-        const n = s.min.length;
-        for (let t = 0; t < T; t++) {
-          for (let j = 0; j < n; j++) {
-            const v = input[t * n + j]!;
-            // Comparisons written so that NaN propagates into the statistics.
-            if (!(v >= s.min[j]!)) s.min[j] = v;
-            if (!(v <= s.max[j]!)) s.max[j] = v;
-          }
+      const layer = stats[l]!;
+      const observe: LinearObserver = (kind, input, n, expert) => {
+        if (expert !== undefined && layer.experts) {
+          const e = layer.experts[expert]!;
+          if (kind === "gate") {
+            const take = Math.max(0, Math.min(n, cap - e.tokens));
+            e.routed += n;
+            e.tokens += take;
+            e.admitted = take;
+            record(e.gateup, input, take);
+          } else if (kind === "down") record(e.down, input, e.admitted);
+          if (kind === "down") record(layer.down, input, n);
+          return;
         }
+        const site = SITE_OF[kind];
+        if (!site || (kind === "gate" && layer.experts)) return;
+        record(layer[site], input, n);
       };
       layerForward(model, l, x, T, cache, kernels, observe);
     }
   }
-  stats.forEach((layer, l) => {
-    for (const site of ACT_SITES) {
-      const s = layer[site];
-      for (let j = 0; j < s.min.length; j++) {
-        if (!Number.isFinite(s.min[j]!) || !Number.isFinite(s.max[j]!)) {
-          throw new RangeError(
-            `Activation statistics of layer ${l} (${site} input, channel ${j}) are not finite: ` +
-              `the calibration activations hold NaN or ±Infinity`,
-          );
-        }
-        s.absMax[j] = Math.max(-s.min[j]!, s.max[j]!);
+  const check = (s: Mutable, l: number, site: string) => {
+    for (let j = 0; j < s.min.length; j++) {
+      if (!Number.isFinite(s.min[j]!) || !Number.isFinite(s.max[j]!)) {
+        throw new RangeError(
+          `Activation statistics of layer ${l} (${site} input, channel ${j}) are not finite: ` +
+            `the calibration activations hold NaN or ±Infinity`,
+        );
       }
+      s.absMax[j] = Math.max(-s.min[j]!, s.max[j]!);
     }
+  };
+  return stats.map((layer, l) => {
+    for (const site of ACT_SITES) check(layer[site], l, site);
+    const experts = layer.experts?.map((e, i): ExpertStats => {
+      if (e.tokens > 0) {
+        check(e.gateup, l, `expert ${i} gate/up`);
+        check(e.down, l, `expert ${i} down`);
+      }
+      return { gateup: e.gateup, down: e.down, tokens: e.tokens, routed: e.routed };
+    });
+    const { qkv, o, gateup, down } = layer;
+    return experts ? { qkv, o, gateup, down, experts } : { qkv, o, gateup, down };
   });
-  return stats;
 }

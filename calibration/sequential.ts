@@ -16,7 +16,12 @@
  * Every linear also gets a diagnostic: the relative output reconstruction error on the inputs it
  * was calibrated with, `‖(W − Ŵ)X‖² / ‖WX‖² = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)` with `G = Σ x xᵀ`.
  *
- * MoE blocks (per-expert inputs selected by the router) are not supported yet.
+ * MoE blocks are processed in stages {q,k,v} → {o} → {every expert's gate, up} → {every expert's
+ * down} (also without `trueSequential`): each expert is calibrated on the tokens the (full-
+ * precision) router sends to it in the block as quantized so far. An expert that receives no
+ * calibration token is calibrated on every token of the block's router input instead (EAQuant's
+ * fallback rule; never an empty Gram matrix or a NaN scale); the diagnostics carry each expert's
+ * token count and the fallbacks. The router itself is not quantized here.
  *
  * @module
  */
@@ -30,6 +35,7 @@ import {
   embedTokens,
   layerForward,
   type LinearObserver,
+  mlpForward,
   selfAttention,
 } from "../models/forward.ts";
 import type { LinearSite } from "../models/linears.ts";
@@ -40,6 +46,7 @@ import type {
   LlamaLayer,
   LlamaWeights,
   Matrix,
+  MoeMlp,
 } from "../models/types.ts";
 import type { CalibrationSet } from "./set.ts";
 
@@ -89,6 +96,12 @@ export interface LinearDiagnostic {
   readonly name: string;
   readonly layer: number;
   readonly kind: LinearKind;
+  /** Expert index in MoE blocks. */
+  readonly expert?: number;
+  /** Calibration tokens of this linear (MoE experts: those routed to it). */
+  readonly tokens?: number;
+  /** True when an expert got no routed token and was calibrated on every token instead. */
+  readonly fallback?: boolean;
   /** `‖(W − Ŵ)X‖² / ‖WX‖²` on the calibration inputs of this layer. */
   readonly relError: number;
   readonly stats?: Readonly<Record<string, number>>;
@@ -127,6 +140,17 @@ interface Accumulator {
   /** Scratch: `[cols][tokens]` transpose of one window's inputs and its Gram. */
   xt: Float32Array;
   readonly g32: Float32Array;
+}
+
+function newAccumulator(cols: number): Accumulator {
+  return {
+    cols,
+    gram: new Float64Array(cols * cols),
+    absMax: new Float32Array(cols),
+    tokens: 0,
+    xt: new Float32Array(0),
+    g32: new Float32Array(cols * cols),
+  };
 }
 
 function accumulate(acc: Accumulator, x: Float32Array, T: number, kernels: Kernels): void {
@@ -177,14 +201,18 @@ export function relativeReconstructionError(
   return den > 0 ? num / den : num === 0 ? 0 : Infinity;
 }
 
-function linearOf(layer: LlamaLayer, kind: LinearKind): Matrix {
+function linearOf(layer: LlamaLayer, kind: LinearKind, expert?: number): Matrix {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
-  return (layer.mlp as DenseMlp)[kind];
+  const mlp = layer.mlp;
+  return mlp.kind === "dense" ? mlp[kind] : mlp.experts[expert!]![kind];
 }
 
-function withLinear(layer: LlamaLayer, kind: LinearKind, m: Matrix): LlamaLayer {
+function withLinear(layer: LlamaLayer, kind: LinearKind, m: Matrix, expert?: number): LlamaLayer {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return { ...layer, [kind]: m };
-  return { ...layer, mlp: { ...(layer.mlp as DenseMlp), [kind]: m } };
+  const mlp = layer.mlp;
+  if (mlp.kind === "dense") return { ...layer, mlp: { ...mlp, [kind]: m } };
+  const experts = mlp.experts.map((e, i) => (i === expert ? { ...e, [kind]: m } : e));
+  return { ...layer, mlp: { ...mlp, experts } };
 }
 
 /**
@@ -205,11 +233,6 @@ export function quantizeSequential(
 ): SequentialResult {
   const { config } = model;
   const kernels = options.kernels;
-  if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
-    throw new UnsupportedConfigError(
-      "Calibrated quantization of MoE blocks (per-expert inputs) is not implemented yet",
-    );
-  }
   const trueSequential = options.trueSequential !== false;
   const stages = trueSequential ? TRUE_SEQUENTIAL_STAGES : ONE_STAGE;
   const layers = [...model.weights.layers];
@@ -218,7 +241,10 @@ export function quantizeSequential(
   const diagnostics: LinearDiagnostic[] = [];
   const sequences = calib.windows.length;
   const xs = calib.windows.map((w) => embedTokens(work, w));
-  const total = config.nLayers * (stages.length + 1);
+  const total = model.weights.layers.reduce(
+    (n, layer) => n + (layer.mlp.kind === "moe" ? 5 : stages.length + 1),
+    0,
+  );
   let passes = 0;
 
   const runBlock = (l: number, x: Float32Array, T: number, observe?: LinearObserver) => {
@@ -236,24 +262,26 @@ export function quantizeSequential(
     for (const kind of stage) {
       const g = inputGroup(kind);
       if (accs.has(g)) continue;
-      const cols = linearOf(layers[l]!, kind).cols;
-      accs.set(g, {
-        cols,
-        gram: new Float64Array(cols * cols),
-        absMax: new Float32Array(cols),
-        tokens: 0,
-        xt: new Float32Array(0),
-        g32: new Float32Array(cols * cols),
-      });
+      accs.set(g, newAccumulator(linearOf(layers[l]!, kind).cols));
     }
     fill(accs);
     options.onProgress?.(++passes, total);
     for (const kind of stage) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
   };
 
-  const quantizeOne = (l: number, kind: LinearKind, acc: Accumulator) => {
-    const name = `layers.${l}.${kind}`;
-    const site: LinearSite = { layer: l, kind, name };
+  const quantizeOne = (
+    l: number,
+    kind: LinearKind,
+    acc: Accumulator,
+    expert?: number,
+    extra: { tokens?: number; fallback?: boolean } = {},
+  ) => {
+    const name = expert === undefined
+      ? `layers.${l}.${kind}`
+      : `layers.${l}.experts.${expert}.${kind}`;
+    const site: LinearSite = expert === undefined
+      ? { layer: l, kind, name }
+      : { layer: l, kind, expert, name };
     for (let i = 0; i < acc.gram.length; i++) {
       if (!Number.isFinite(acc.gram[i]!)) {
         throw new RangeError(
@@ -261,7 +289,7 @@ export function quantizeSequential(
         );
       }
     }
-    const matrix = linearOf(layers[l]!, kind);
+    const matrix = linearOf(layers[l]!, kind, expert);
     let out: LinearOutcome;
     try {
       out = quantizeLinear({
@@ -283,12 +311,14 @@ export function quantizeSequential(
         `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
       );
     }
-    layers[l] = withLinear(layers[l]!, kind, out.matrix);
+    layers[l] = withLinear(layers[l]!, kind, out.matrix, expert);
     if (out.packed) packed.set(name, out.packed);
     diagnostics.push({
       name,
       layer: l,
       kind,
+      ...(expert !== undefined ? { expert, tokens: extra.tokens ?? acc.tokens } : {}),
+      ...(extra.fallback ? { fallback: true } : {}),
       relError: relativeReconstructionError(matrix, out.matrix, acc.gram, kernels),
       ...(out.stats ? { stats: out.stats } : {}),
     });
@@ -297,12 +327,13 @@ export function quantizeSequential(
   const { dim, normEps } = config;
   const qDim = config.nHeads * config.headDim;
   for (let l = 0; l < config.nLayers; l++) {
-    if (!trueSequential) {
+    const isMoe = layers[l]!.mlp.kind === "moe";
+    if (!trueSequential && !isMoe) {
       // One stage: every input from the full-precision block, then one pass through the
       // quantized block.
       runStage(l, ONE_STAGE[0]!, (accs) => {
         const observer: LinearObserver = (kind, x, T) => {
-          const acc = accs.get(kind);
+          const acc = kind === "router" ? undefined : accs.get(kind);
           if (acc) accumulate(acc, x, T, kernels);
           return kind === "down"; // the rest of the block is not needed
         };
@@ -337,6 +368,10 @@ export function quantizeSequential(
         atts.push(att);
       }
     });
+    if (isMoe) {
+      moeStages(l, atts);
+      continue;
+    }
     runStage(l, ["gate", "up"], (accs) => {
       xs.forEach((x, w) => {
         const T = x.length / dim;
@@ -375,4 +410,76 @@ export function quantizeSequential(
     options.onProgress?.(++passes, total);
   }
   return { weights: work.weights, packed, diagnostics };
+
+  /** The MoE half of block `l` given the attention outputs (see the module documentation). */
+  function moeStages(l: number, atts: Float32Array[]): void {
+    const layer = () => layers[l]!;
+    const E = (layer().mlp as MoeMlp).experts.length;
+    const hidden = (layer().mlp as MoeMlp).experts[0]!.down.cols;
+    const hs = xs.map((x, w) => {
+      const T = x.length / dim;
+      const h = new Float32Array(x.length);
+      kernels.matmul(atts[w]!, T, layer().o, h);
+      for (let i = 0; i < h.length; i++) h[i] = h[i]! + x[i]!;
+      return h;
+    });
+    atts.length = 0;
+    const hns = hs.map((h) => {
+      const hn = new Float32Array(h.length);
+      kernels.rmsnorm(h, h.length / dim, layer().mlpNorm, normEps, hn);
+      return hn;
+    });
+    const scratch = (T: number) => new Float32Array(T * dim);
+    // Stage: every expert's gate and up, on its routed tokens.
+    const all = newAccumulator(dim);
+    const gu = Array.from({ length: E }, () => newAccumulator(dim));
+    for (const hn of hns) {
+      const T = hn.length / dim;
+      mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
+        if (kind === "router") accumulate(all, x, n, kernels);
+        else if (kind === "gate" && e !== undefined) accumulate(gu[e]!, x, n, kernels);
+      });
+    }
+    options.onProgress?.(++passes, total);
+    const routed = gu.map((a) => a.tokens);
+    for (let e = 0; e < E; e++) {
+      const fallback = routed[e] === 0;
+      for (const kind of ["gate", "up"] as const) {
+        quantizeOne(l, kind, fallback ? all : gu[e]!, e, { tokens: routed[e]!, fallback });
+      }
+    }
+    // Stage: every expert's down, on the hidden activations of its routed tokens.
+    const dn = Array.from({ length: E }, () => newAccumulator(hidden));
+    for (const hn of hns) {
+      const T = hn.length / dim;
+      mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
+        if (kind === "down" && e !== undefined) accumulate(dn[e]!, x, n, kernels);
+      });
+    }
+    for (let e = 0; e < E; e++) {
+      if (routed[e] !== 0) continue;
+      // Fallback: the expert's hidden activations on every token of the block.
+      const expert = (layer().mlp as MoeMlp).experts[e]!;
+      for (const hn of hns) {
+        const T = hn.length / dim;
+        denseMlp(expert, hn, T, kernels, scratch(T), (kind, g, n) => {
+          if (kind === "down") accumulate(dn[e]!, g, n, kernels);
+          return kind === "down";
+        });
+      }
+    }
+    options.onProgress?.(++passes, total);
+    for (let e = 0; e < E; e++) {
+      quantizeOne(l, "down", dn[e]!, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
+    }
+    // The quantized block's outputs feed the next block.
+    hs.forEach((h, w) => {
+      const T = h.length / dim;
+      const out = scratch(T);
+      mlpForward(work, l, hns[w]!, T, kernels, out);
+      const x = xs[w]!;
+      for (let i = 0; i < x.length; i++) x[i] = h[i]! + out[i]!;
+    });
+    options.onProgress?.(++passes, total);
+  }
 }

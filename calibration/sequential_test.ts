@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { UnsupportedConfigError } from "../core/errors.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
@@ -171,11 +170,60 @@ Deno.test("relativeReconstructionError() = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ), by h
   assert.equal(relativeReconstructionError(w, w, g, kernels), 0);
 });
 
-Deno.test("quantizeSequential() rejects MoE blocks as unsupported and names a layer fed NaN", async () => {
+Deno.test("MoE blocks: each expert is calibrated on its routed tokens; a starved expert falls back to every token, never NaN", async () => {
   const calib = await smallSet();
   const moe = await loadModel(sharedPath("models/stories260K-moe"));
-  assert.throws(() => collect(moe, calib), UnsupportedConfigError);
+  const N = calib.windows.reduce((n, w) => n + w.length, 0);
+  const K = moe.config.moe!.topK;
+  const { seen, result } = collect(moe, calib);
+  for (let l = 0; l < moe.config.nLayers; l++) {
+    const tokens = [0, 1, 2, 3].map((e) => seen.get(`layers.${l}.experts.${e}.gate`)!.tokens);
+    // Every token goes to exactly K experts; gate and up of an expert share the same inputs.
+    assert.equal(tokens.reduce((a, b) => a + b, 0), K * N);
+    assert.deepEqual(
+      seen.get(`layers.${l}.experts.1.up`)!.gram,
+      seen.get(`layers.${l}.experts.1.gate`)!.gram,
+    );
+  }
+  // Identity quantizer: zero reconstruction error everywhere, and the model is unchanged.
+  assert.ok(result.diagnostics.every((d) => d.relError === 0));
 
+  // A zero router ties every expert; ties go to the lowest indices, so experts 2 and 3 starve.
+  const layers = moe.weights.layers.map((layer) => {
+    if (layer.mlp.kind !== "moe") throw new Error("MoE expected");
+    const r = layer.mlp.router;
+    return {
+      ...layer,
+      mlp: { ...layer.mlp, router: { ...r, data: new Float32Array(r.data.length) } },
+    };
+  });
+  const starved = collect({ ...moe, weights: { ...moe.weights, layers } }, calib, (inp) => ({
+    ...inp.matrix,
+    data: inp.matrix.data.map((v) => Math.round(v * 8) / 8),
+  }));
+  const d = (e: number, kind: string) =>
+    starved.result.diagnostics.find((x) => x.name === `layers.0.experts.${e}.${kind}`)!;
+  assert.equal(d(0, "gate").tokens, N);
+  assert.equal(d(0, "gate").fallback, undefined);
+  for (const kind of ["gate", "up", "down"]) {
+    assert.equal(d(3, kind).tokens, 0);
+    assert.equal(d(3, kind).fallback, true);
+    assert.ok(Number.isFinite(d(3, kind).relError));
+  }
+  // The fallback Gram is that of every token of the block's router input.
+  assert.deepEqual(
+    starved.seen.get("layers.0.experts.3.gate")!.gram,
+    starved.seen.get("layers.0.experts.2.up")!.gram,
+  );
+  assert.equal(starved.seen.get("layers.0.experts.3.gate")!.tokens, N);
+  for (const layer of starved.result.weights.layers) {
+    if (layer.mlp.kind !== "moe") throw new Error("MoE expected");
+    for (const e of layer.mlp.experts) assert.ok(e.down.data.every(Number.isFinite));
+  }
+});
+
+Deno.test("quantizeSequential() names a layer fed NaN", async () => {
+  const calib = await smallSet();
   const model = await stories260K();
   const layers = [...model.weights.layers];
   const l1 = layers[1]!;

@@ -86,6 +86,8 @@ export interface ActivationQuantization {
   readonly options: ActQuantOptions;
   /** CrossQuant's exponent. */
   readonly alpha?: number;
+  /** Activation bits of MoE routers' input when it differs from the experts' (EAQuant: 8). */
+  readonly routerBits?: number;
   /** Per layer, calibrated data of each site (static ranges, CrossQuant channel maxima). */
   readonly layers?: readonly Readonly<Partial<Record<ActSite, SiteQuant>>>[];
 }

@@ -145,6 +145,18 @@ export function paramsForRange(
   return { scale, zero };
 }
 
+/**
+ * Chooses `(scale, zero)` for the group `x[from..to)`: min-max ({@linkcode groupParams}) by
+ * default; methods pass clipping searches.
+ */
+export type GroupParamsChooser = (
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  bits: number,
+  symmetric: boolean,
+) => { scale: number; zero: number };
+
 /** Scale and zero point for one group of values `x[from..to)` (strided by 1). */
 export function groupParams(
   x: ArrayLike<number>,
@@ -186,6 +198,7 @@ export function quantizeMatrix(
   rows: number,
   cols: number,
   spec: QuantizerSpec,
+  choose: GroupParamsChooser = groupParams,
 ): QuantizedMatrix {
   if (data.length !== rows * cols) {
     throw new RangeError(`Matrix has ${data.length} values, expected ${rows}×${cols}`);
@@ -203,7 +216,7 @@ export function quantizeMatrix(
   const scales = new Float32Array(rows * groupsPerRow);
   const zeros = new Uint8Array(rows * groupsPerRow);
   if (spec.granularity === "tensor") {
-    const p = groupParams(data, 0, data.length, spec.bits, spec.symmetric);
+    const p = choose(data, 0, data.length, spec.bits, spec.symmetric);
     scales.fill(p.scale);
     zeros.fill(p.zero);
   } else {
@@ -211,7 +224,7 @@ export function quantizeMatrix(
       for (let g = 0; g < groupsPerRow; g++) {
         const from = r * cols + g * groupSize;
         const to = r * cols + Math.min(cols, (g + 1) * groupSize);
-        const p = groupParams(data, from, to, spec.bits, spec.symmetric);
+        const p = choose(data, from, to, spec.bits, spec.symmetric);
         scales[r * groupsPerRow + g] = p.scale;
         zeros[r * groupsPerRow + g] = p.zero;
       }

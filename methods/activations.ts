@@ -17,6 +17,7 @@
  */
 
 import {
+  ACT_SITES,
   type ActivationQuantization,
   DEFAULT_ACT_OPTIONS,
   type SiteQuant,
@@ -51,6 +52,7 @@ export function applyActivationQuant(
   validateActQuant(q.aBits, options);
   let aq: ActivationQuantization = qm.weights.activations ??
     { bits: q.aBits, kernel: "uniform", options };
+  if (qm.routerAbits !== undefined) aq = { ...aq, routerBits: qm.routerAbits };
   const moe = qm.weights.layers.some((l) => l.mlp.kind !== "dense");
   if (moe && (aq.kernel !== "uniform" || options.granularity !== "token")) {
     throw new UnsupportedConfigError(
@@ -72,7 +74,8 @@ export function applyActivationQuant(
     );
     const layers = stats.map((layer) => {
       const out: Record<string, SiteQuant> = {};
-      for (const [site, s] of Object.entries(layer)) {
+      for (const site of ACT_SITES) {
+        const s = layer[site];
         let lo = 0, hi = 0;
         for (let j = 0; j < s.min.length; j++) {
           lo = Math.min(lo, s.min[j]!);

@@ -8,6 +8,7 @@
 import { createRegistry, type Registry } from "../core/registry.ts";
 import { CHAIN_SEPARATOR, chainMethods } from "./chain.ts";
 import { crossquant } from "./crossquant.ts";
+import { eaquant } from "./eaquant.ts";
 import { fp } from "./fp.ts";
 import { gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
@@ -21,6 +22,7 @@ export const METHODS: Registry<Method> = createRegistry("method", [
   gptq,
   smoothquant,
   crossquant,
+  eaquant,
 ]);
 
 /**

@@ -25,7 +25,6 @@
  * @module
  */
 
-import { UnsupportedConfigError } from "../core/errors.ts";
 import { collectActivationStats } from "../calibration/act_stats.ts";
 import type { Matrix } from "../models/types.ts";
 import { rtn } from "./rtn.ts";
@@ -107,27 +106,21 @@ export const smoothquant: Method = {
       if (!calib) {
         throw new TypeError("smoothquant needs a calibration set (MethodContext.calibration)");
       }
-      if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
-        throw new UnsupportedConfigError(
-          "smoothquant: activation statistics of MoE experts are not implemented yet",
-        );
-      }
       const alpha = params.alpha as number;
       const stats = collectActivationStats(model, calib.windows, ctx.kernels);
       const layers = model.weights.layers.map((layer, l): LayerSmoothing => {
         const mlp = layer.mlp;
-        if (mlp.kind !== "dense") throw new Error("unreachable");
+        // MoE: the router and every expert's gate and up share the MLP input.
+        const consumers = mlp.kind === "dense"
+          ? [mlp.gate, mlp.up]
+          : [mlp.router, ...mlp.experts.flatMap((e) => [e.gate, e.up])];
         return {
           qkv: smoothingFactors(
             stats[l]!.qkv.absMax,
             columnAbsMax([layer.q, layer.k, layer.v]),
             alpha,
           ),
-          gateup: smoothingFactors(
-            stats[l]!.gateup.absMax,
-            columnAbsMax([mlp.gate, mlp.up]),
-            alpha,
-          ),
+          gateup: smoothingFactors(stats[l]!.gateup.absMax, columnAbsMax(consumers), alpha),
         };
       });
       resolve({

@@ -98,6 +98,8 @@ export interface QuantizedModel {
   readonly diagnostics?: QuantDiagnostics;
   /** The quantization-kernel share of weight-activation models (see `methods/activations.ts`). */
   readonly activationZeros?: ActivationZeros;
+  /** Activation bits of MoE routers' input, when the method quantizes it apart (EAQuant: 8). */
+  readonly routerAbits?: number;
 }
 
 /** Fraction of activation elements that quantize to zero (CrossQuant's "quantization kernel"). */

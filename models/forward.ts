@@ -65,6 +65,8 @@ export interface ForwardOptions {
   logits?: "all" | "last";
   /** Counts activation elements that quantize to zero (weight-activation models). */
   zeroCounter?: ZeroCounter;
+  /** Sees every MoE router decision. */
+  routing?: RoutingObserver;
 }
 
 /**
@@ -87,7 +89,10 @@ export function forward(
   const T = tokens.length;
   const x = embedTokens(model, tokens);
   for (let l = 0; l < c.nLayers; l++) {
-    layerForward(model, l, x, T, cache, kernels, undefined, options.zeroCounter);
+    layerForward(model, l, x, T, cache, kernels, undefined, {
+      ...(options.zeroCounter ? { zeros: options.zeroCounter } : {}),
+      ...(options.routing ? { routing: options.routing } : {}),
+    });
   }
   cache.pos += T;
 
@@ -131,16 +136,38 @@ export function embedTokens(model: ForwardModel, tokens: ArrayLike<number>): Flo
  * hidden states are then left partly updated and must not be used.
  */
 export type LinearObserver = (
-  kind: LinearKind,
+  kind: LinearKind | "router",
   x: Float32Array,
   tokens: number,
+  /** In MoE blocks: the expert whose routed tokens `x` holds (absent for `router`). */
+  expert?: number,
 ) => boolean | void;
+
+/**
+ * Sees the router's decisions in MoE block `layer`: `probs` `[T][nExperts]` (softmax over all
+ * experts) and `chosen` `[T][topK]` (expert indices, best first). Valid only during the call.
+ */
+export type RoutingObserver = (
+  layer: number,
+  probs: Float64Array,
+  chosen: Int32Array,
+  tokens: number,
+) => void;
+
+/** Optional instruments of {@linkcode layerForward}. */
+export interface LayerHooks {
+  /** Counts zero-quantized activations. */
+  readonly zeros?: ZeroCounter;
+  /** Sees every MoE router decision. */
+  readonly routing?: RoutingObserver;
+}
 
 /**
  * Applies decoder block `l` to the hidden states `x` (`[T][dim]`, updated in place) at positions
  * `cache.pos … cache.pos + T − 1`, writing keys and values into the cache (`cache.pos` is not
  * advanced: the caller does that after the last block). `observe` sees float inputs, before
- * any activation quantization; `zeros` counts zero-quantized activations.
+ * any activation quantization (in MoE blocks: the router's input as `router`, then each expert's
+ * routed tokens with the expert's index).
  */
 export function layerForward(
   model: ForwardModel,
@@ -150,8 +177,9 @@ export function layerForward(
   cache: KvCache,
   kernels: Kernels = refKernels,
   observe?: LinearObserver,
-  zeros?: ZeroCounter,
+  hooks: LayerHooks = {},
 ): void {
+  const { zeros } = hooks;
   const c = model.config;
   const layer = model.weights.layers[l]!;
   const qDim = c.nHeads * c.headDim;
@@ -174,10 +202,43 @@ export function layerForward(
   if (layer.mlp.kind === "dense") {
     if (!denseMlp(layer.mlp, xn, T, kernels, proj, observe, act)) return;
   } else {
-    if (observe) throw new TypeError("Observing linear inputs of MoE layers is not supported yet");
-    moeMlp(layer.mlp, c, act ? act("gateup", xn, T, c.dim) : xn, T, kernels, proj, act);
+    if (observe?.("router", xn, T) === true) return;
+    const xq = act ? act("gateup", xn, T, c.dim) : xn;
+    // A router with its own activation bits (EAQuant: A8) gets its own copy of the input.
+    const aq = model.weights.activations;
+    const xr = aq?.routerBits !== undefined && aq.routerBits < 16
+      ? fakeQuantActivations(
+        { ...aq, bits: aq.routerBits },
+        xn,
+        T,
+        c.dim,
+        undefined,
+        zeros,
+        "router",
+      )
+      : xq;
+    if (!moeMlp(layer.mlp, c, l, xq, T, kernels, proj, act, observe, hooks.routing, xr)) return;
   }
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+}
+
+/**
+ * The feed-forward half of block `l` on the normalized states `xn` (`[T][dim]`) into `out`, with
+ * float activations: dense SwiGLU or the routed experts. False when the observer stopped it.
+ */
+export function mlpForward(
+  model: ForwardModel,
+  l: number,
+  xn: Float32Array,
+  T: number,
+  kernels: Kernels,
+  out: Float32Array,
+  observe?: LinearObserver,
+): boolean {
+  const mlp = model.weights.layers[l]!.mlp;
+  if (mlp.kind === "dense") return denseMlp(mlp, xn, T, kernels, out, observe);
+  if (observe?.("router", xn, T) === true) return false;
+  return moeMlp(mlp, model.config, l, xn, T, kernels, out, undefined, observe);
 }
 
 /** Fake-quantizes the input `x` (`[T][n]`) of a site; returns a new array. */
@@ -346,46 +407,80 @@ export function denseMlp(
 
 /**
  * Mixtral-style sparse MoE: softmax over router logits, the `topK` largest experts, their weights
- * renormalised to sum to 1 when `normTopK`, output = Σ weight · expert(x).
+ * renormalised to sum to 1 when `normTopK`, output = Σ weight · expert(x). Each expert runs once
+ * on the rows of the tokens routed to it. False when the observer stopped it.
  */
 function moeMlp(
   mlp: MoeMlp,
   c: LlamaConfig,
+  l: number,
   x: Float32Array,
   T: number,
   kernels: Kernels,
   out: Float32Array,
   act?: SiteQuantizer,
-): void {
+  observe?: LinearObserver,
+  routing?: RoutingObserver,
+  xRouter: Float32Array = x,
+): boolean {
   const moe = c.moe;
   if (!moe) throw new TypeError("MoE layer in a model whose config has no `moe` section");
   const E = mlp.experts.length;
+  const K = moe.topK;
   const dim = c.dim;
   const logits = new Float32Array(T * E);
-  kernels.matmul(x, T, mlp.router, logits);
-  out.fill(0, 0, T * dim);
-  const one = new Float32Array(dim);
-  const y = new Float32Array(dim);
-  const probs = new Float64Array(E);
+  kernels.matmul(xRouter, T, mlp.router, logits);
+  const probs = new Float64Array(T * E);
+  const chosen = new Int32Array(T * K);
+  const gate = new Float64Array(T * K);
   const order = Array.from({ length: E }, (_, i) => i);
   for (let t = 0; t < T; t++) {
     let max = -Infinity;
     for (let e = 0; e < E; e++) max = Math.max(max, logits[t * E + e]!);
+    if (!Number.isFinite(max)) {
+      throw new RangeError(`MoE router of layer ${l} produced ${max} for token ${t}`);
+    }
     let sum = 0;
-    for (let e = 0; e < E; e++) sum += probs[e] = Math.exp(logits[t * E + e]! - max);
-    for (let e = 0; e < E; e++) probs[e] = probs[e]! / sum;
+    for (let e = 0; e < E; e++) sum += probs[t * E + e] = Math.exp(logits[t * E + e]! - max);
+    for (let e = 0; e < E; e++) probs[t * E + e] = probs[t * E + e]! / sum;
     // Stable sort: ties go to the lower expert index, as torch.topk does on CPU.
-    order.sort((a, b) => probs[b]! - probs[a]! || a - b);
+    order.sort((a, b) => probs[t * E + b]! - probs[t * E + a]! || a - b);
     let norm = 0;
-    for (let k = 0; k < moe.topK; k++) norm += probs[order[k]!]!;
-    one.set(x.subarray(t * dim, (t + 1) * dim));
-    for (let k = 0; k < moe.topK; k++) {
+    for (let k = 0; k < K; k++) norm += probs[t * E + order[k]!]!;
+    for (let k = 0; k < K; k++) {
       const e = order[k]!;
-      const weight = moe.normTopK ? probs[e]! / norm : probs[e]!;
-      denseMlp(mlp.experts[e]!, one, 1, kernels, y, undefined, act, false);
-      for (let i = 0; i < dim; i++) out[t * dim + i] = out[t * dim + i]! + weight * y[i]!;
+      chosen[t * K + k] = e;
+      gate[t * K + k] = moe.normTopK ? probs[t * E + e]! / norm : probs[t * E + e]!;
     }
   }
+  routing?.(l, probs, chosen, T);
+  out.fill(0, 0, T * dim);
+  for (let e = 0; e < E; e++) {
+    const rows: number[] = [];
+    const weights: number[] = [];
+    for (let t = 0; t < T; t++) {
+      for (let k = 0; k < K; k++) {
+        if (chosen[t * K + k] === e) {
+          rows.push(t);
+          weights.push(gate[t * K + k]!);
+        }
+      }
+    }
+    if (rows.length === 0) continue;
+    const n = rows.length;
+    const xe = new Float32Array(n * dim);
+    rows.forEach((t, i) => xe.set(x.subarray(t * dim, (t + 1) * dim), i * dim));
+    const ye = new Float32Array(n * dim);
+    const seen = observe
+      ? (k: LinearKind | "router", v: Float32Array, tt: number) => observe(k, v, tt, e)
+      : undefined;
+    if (!denseMlp(mlp.experts[e]!, xe, n, kernels, ye, seen, act, false)) return false;
+    rows.forEach((t, i) => {
+      const w = weights[i]!;
+      for (let j = 0; j < dim; j++) out[t * dim + j] = out[t * dim + j]! + w * ye[i * dim + j]!;
+    });
+  }
+  return true;
 }
 
 /** Greedy decoding: feeds `prompt`, then appends the argmax token `steps` times. */

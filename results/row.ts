@@ -70,6 +70,13 @@ export interface ResultRow {
   readonly diagnostics?: QuantDiagnostics;
   /** Weight-activation cells: the share of activations quantized to zero, per site. */
   readonly activationZeros?: ActivationZeros;
+  /** MoE cells: tokens routed to each expert per block, full precision and quantized. */
+  readonly routing?: {
+    readonly loadFp: readonly (readonly number[])[];
+    readonly loadQuantized: readonly (readonly number[])[];
+    readonly windows: number;
+    readonly source: string;
+  };
   readonly notes: readonly string[];
   readonly env: {
     readonly lowbit: string;

@@ -82,12 +82,12 @@ export class EvalPool {
     if (reference && reference !== this.#reference) {
       this.#reference = reference;
       for (const w of this.#workers) {
-        w.postMessage({ op: "reference", model: reference, cacheBytes: this.#cacheBytes });
+        w.postMessage({ op: "reference", model: plain(reference), cacheBytes: this.#cacheBytes });
       }
     }
     if (model !== this.#model) {
       this.#model = model;
-      for (const w of this.#workers) w.postMessage({ op: "model", model });
+      for (const w of this.#workers) w.postMessage({ op: "model", model: plain(model) });
     }
   }
 
@@ -112,4 +112,9 @@ export class EvalPool {
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
   }
+}
+
+/** Config and weights only: a model object may carry things workers cannot receive (a tokenizer). */
+function plain(m: ForwardModel): ForwardModel {
+  return { config: m.config, weights: m.weights };
 }
