@@ -58,6 +58,11 @@ export const crossquant: Method = {
   },
   transform(model, q, params, ctx) {
     return new Promise<TransformedModel>((resolve) => {
+      if (model.config.moe) {
+        throw new UnsupportedConfigError(
+          "crossquant on MoE blocks is not implemented (experts' channel maxima are per expert)",
+        );
+      }
       const options = q.act ?? DEFAULT_ACT_OPTIONS;
       if (q.aBits >= 16) {
         throw new UnsupportedConfigError("crossquant is an activation quantizer: give A bits < 16");

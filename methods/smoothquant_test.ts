@@ -11,7 +11,7 @@ import { crossquant } from "./crossquant.ts";
 import { getMethod } from "./mod.ts";
 import { columnAbsMax, smoothingFactors, smoothquant, smoothQuantAlpha } from "./smoothquant.ts";
 import { type QuantConfig, resolveParams } from "./types.ts";
-import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
+import { DEFAULT_ACT_OPTIONS, ZeroCounter } from "../core/act_quantizer.ts";
 
 const dataDir = sharedPath("data");
 const kernels = refKernels;
@@ -160,4 +160,27 @@ Deno.test("W8A8 SmoothQuant stays within 1 % of FP32 perplexity on the eval half
   const pc = await ppl(applyActivationQuant(cq, q, { kernels, calibration }).weights);
   assert.ok(Math.abs(pc / fp - 1) < 0.01, `smoothquant+gptq W8A8 ${pc} vs FP ${fp}`);
   assert.throws(() => getMethod("gptq+rtn"), /cannot start a chain/);
+});
+
+Deno.test("bmm: the q, k and v outputs are fake-quantized too, every element counted", async () => {
+  const { model } = await setup();
+  const c = model.config;
+  const base = { bits: 4, kernel: "uniform" as const, options: DEFAULT_ACT_OPTIONS };
+  const run = (bmm: boolean) => {
+    const zeroCounter = new ZeroCounter();
+    const aq = { ...base, options: { ...DEFAULT_ACT_OPTIONS, bmm } };
+    const logits = forward({ config: c, weights: { ...model.weights, activations: aq } }, TOKENS, {
+      zeroCounter,
+    });
+    return { logits, zeroCounter };
+  };
+  const off = run(false), on = run(true);
+  assert.equal(off.zeroCounter.total.bmm, undefined);
+  const T = TOKENS.length;
+  const kv = c.nKvHeads * c.headDim;
+  assert.equal(on.zeroCounter.total.bmm, c.nLayers * T * (c.nHeads * c.headDim + 2 * kv));
+  // The four linear-input sites are counted in both runs: q/k/v, o, gate/up, down.
+  assert.equal(on.zeroCounter.total.qkv, c.nLayers * T * c.dim);
+  assert.equal(on.zeroCounter.total.down, c.nLayers * T * c.hiddenDim);
+  assert.ok(relDiff(on.logits, off.logits) > 1e-4);
 });

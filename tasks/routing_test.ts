@@ -59,3 +59,24 @@ Deno.test("routingConsistency(): a model against itself agrees exactly; a zeroed
   assert.ok(m(zeroed, "router_topk_exact") < 1);
   assert.ok(m(zeroed, "router_kl") > 0);
 });
+
+Deno.test("a router producing NaN fails naming the layer", async () => {
+  const moe = await loadModel(sharedPath("models", "stories260K-moe"));
+  const layers = moe.weights.layers.map((l, i) => {
+    if (i !== 3 || l.mlp.kind !== "moe") return l;
+    const data = l.mlp.router.data.slice();
+    data[0] = NaN;
+    return { ...l, mlp: { ...l.mlp, router: { ...l.mlp.router, data } } };
+  });
+  const ids = moe.tokenizer.encode("A cat.", { bos: true });
+  assert.throws(
+    () =>
+      routingConsistency(
+        moe,
+        { config: moe.config, weights: { ...moe.weights, layers } },
+        [ids],
+        refKernels,
+      ),
+    /MoE router of layer 3 produced NaN/,
+  );
+});
