@@ -4,29 +4,30 @@
  *
  * Forward (as `attentionRef`, float64 scores and sums):
  * `out[t][h] = Σ_{s≤t} p_ts · v[s][h/g]`, `p_ts = softmax_s(q[t][h] · k[s][h/g] / √headDim)`,
- * with `g = nHeads / nKvHeads`. Only the row maximum and the softmax denominator of every
- * `(t, h)` are kept; the backward pass recomputes the probabilities from them (as FlashAttention
- * does), so memory stays `O(T · nHeads)` instead of `O(T² · nHeads)`.
+ * with `g = nHeads / nKvHeads`. The block's forward pass uses the backend's attention kernel
+ * (as `layerForward` does); {@linkcode attentionForward} is the plain-loop version that also takes
+ * float64 (the oracle of the gradient checks). Nothing but the output is kept: the backward pass
+ * recomputes the probabilities (as FlashAttention does), so memory stays `O(T · nHeads · headDim)`.
  *
  * Backward, with `dp_ts = dout[t][h] · v_s` and `D_t = dout[t][h] · out[t][h] = Σ_s p_ts dp_ts`:
  * `ds_ts = p_ts (dp_ts − D_t)`, `dq_t += ds_ts k_s / √d`, `dk_s += ds_ts q_t / √d`,
  * `dv_s += p_ts dout_t`. Keys and values shared by a group of query heads sum their gradients.
+ * {@linkcode attentionBackward} does this per head with five `[T]×[T]×[headDim]` products through
+ * the {@linkcode Kernels} interface (`S = Q Kᵀ`, `dP = dO Vᵀ`, `dQ = dS K`, `dK = dSᵀ Q`,
+ * `dV = Pᵀ dO`) and only the `O(T²)` softmax algebra in plain loops;
+ * {@linkcode attentionBackwardLoop} is the same in plain loops (float64-capable).
  *
  * @module
  */
 
+import type { Kernels } from "../kernels/types.ts";
+import type { Matrix } from "../models/types.ts";
+import { releaseMatrix } from "./linear.ts";
 import type { HeadShape, Vec } from "./types.ts";
-
-/** Softmax statistics of a forward pass, `[T][nHeads]` each. */
-export interface AttentionStats {
-  readonly max: Float64Array;
-  readonly sum: Float64Array;
-}
 
 /**
  * Writes the attention output into `out` (`[T][nHeads·headDim]`) for queries `q`
- * (`[T][nHeads·headDim]`) and keys/values `k`, `v` (`[T][nKvHeads·headDim]`); returns the softmax
- * statistics for {@linkcode attentionBackward}.
+ * (`[T][nHeads·headDim]`) and keys/values `k`, `v` (`[T][nKvHeads·headDim]`).
  */
 export function attentionForward(
   q: Vec,
@@ -35,7 +36,7 @@ export function attentionForward(
   T: number,
   shape: HeadShape,
   out: Vec,
-): AttentionStats {
+): void {
   const { headDim, nHeads, nKvHeads } = shape;
   if (nHeads % nKvHeads !== 0) {
     throw new RangeError(`attention: ${nHeads} heads do not share ${nKvHeads} KV heads evenly`);
@@ -44,8 +45,6 @@ export function attentionForward(
   const kvDim = nKvHeads * headDim;
   const group = nHeads / nKvHeads;
   const scale = 1 / Math.sqrt(headDim);
-  const max = new Float64Array(T * nHeads);
-  const sum = new Float64Array(T * nHeads);
   const scores = new Float64Array(T);
   const acc = new Float64Array(headDim);
   for (let t = 0; t < T; t++) {
@@ -68,33 +67,29 @@ export function attentionForward(
         for (let i = 0; i < headDim; i++) acc[i] = acc[i]! + e * v[vr + i]!;
       }
       for (let i = 0; i < headDim; i++) out[qo + i] = acc[i]! / z;
-      max[t * nHeads + h] = m;
-      sum[t * nHeads + h] = z;
     }
   }
-  return { max, sum };
 }
 
-/** Inputs and gradient buffers of {@linkcode attentionBackward}. */
-export interface AttentionGrads {
-  /** `∂L/∂q`, `[T][nHeads·headDim]`, accumulated into. */
-  readonly dq: Vec;
-  /** `∂L/∂k`, `[T][nKvHeads·headDim]`, accumulated into. */
-  readonly dk: Vec;
-  /** `∂L/∂v`, `[T][nKvHeads·headDim]`, accumulated into. */
-  readonly dv: Vec;
+/** Gradient buffers of the attention inputs (accumulated into). */
+export interface AttentionGrads<V extends Vec = Vec> {
+  /** `∂L/∂q`, `[T][nHeads·headDim]`. */
+  readonly dq: V;
+  /** `∂L/∂k`, `[T][nKvHeads·headDim]`. */
+  readonly dk: V;
+  /** `∂L/∂v`, `[T][nKvHeads·headDim]`. */
+  readonly dv: V;
 }
 
 /**
- * Adds the gradients of `q`, `k`, `v` to `grads` given `dout = ∂L/∂out`, the forward inputs, its
- * output `out` and its statistics.
+ * Adds the gradients of `q`, `k`, `v` to `grads` given `dout = ∂L/∂out` and the forward inputs
+ * and output, in plain loops (float32 or float64).
  */
-export function attentionBackward(
+export function attentionBackwardLoop(
   q: Vec,
   k: Vec,
   v: Vec,
   out: Vec,
-  stats: AttentionStats,
   dout: Vec,
   T: number,
   shape: HeadShape,
@@ -107,23 +102,27 @@ export function attentionBackward(
   const scale = 1 / Math.sqrt(headDim);
   const { dq, dk, dv } = grads;
   const dqAcc = new Float64Array(headDim);
+  const scores = new Float64Array(T);
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < nHeads; h++) {
       const qo = t * qDim + h * headDim;
       const ko = Math.floor(h / group) * headDim;
-      const m = stats.max[t * nHeads + h]!;
-      const z = stats.sum[t * nHeads + h]!;
+      let m = -Infinity;
+      for (let s = 0, kr = ko; s <= t; s++, kr += kvDim) {
+        let dot = 0;
+        for (let i = 0; i < headDim; i++) dot += q[qo + i]! * k[kr + i]!;
+        scores[s] = dot * scale;
+        if (scores[s]! > m) m = scores[s]!;
+      }
+      let z = 0;
+      for (let s = 0; s <= t; s++) z += Math.exp(scores[s]! - m);
       let D = 0;
       for (let i = 0; i < headDim; i++) D += dout[qo + i]! * out[qo + i]!;
       dqAcc.fill(0);
       for (let s = 0, kr = ko; s <= t; s++, kr += kvDim) {
-        let dot = 0;
         let dp = 0;
-        for (let i = 0; i < headDim; i++) {
-          dot += q[qo + i]! * k[kr + i]!;
-          dp += dout[qo + i]! * v[kr + i]!;
-        }
-        const p = Math.exp(dot * scale - m) / z;
+        for (let i = 0; i < headDim; i++) dp += dout[qo + i]! * v[kr + i]!;
+        const p = Math.exp(scores[s]! - m) / z;
         const ds = p * (dp - D) * scale;
         for (let i = 0; i < headDim; i++) {
           dqAcc[i] = dqAcc[i]! + ds * k[kr + i]!;
@@ -133,5 +132,119 @@ export function attentionBackward(
       }
       for (let i = 0; i < headDim; i++) dq[qo + i] = dq[qo + i]! + dqAcc[i]!;
     }
+  }
+}
+
+/** Columns `[off, off+n)` of every row of `src` (`[T][stride]`) into `dst` (`[T][n]`). */
+function gather(
+  src: Float32Array,
+  T: number,
+  stride: number,
+  off: number,
+  n: number,
+  dst: Float32Array,
+) {
+  for (let t = 0; t < T; t++) {
+    const o = t * stride + off;
+    for (let i = 0; i < n; i++) dst[t * n + i] = src[o + i]!;
+  }
+}
+
+/** Adds `src` (`[T][n]`) into columns `[off, off+n)` of `dst` (`[T][stride]`). */
+function scatterAdd(
+  src: Float32Array,
+  T: number,
+  stride: number,
+  off: number,
+  n: number,
+  dst: Float32Array,
+) {
+  for (let t = 0; t < T; t++) {
+    const o = t * stride + off;
+    for (let i = 0; i < n; i++) dst[o + i] = dst[o + i]! + src[t * n + i]!;
+  }
+}
+
+/**
+ * {@linkcode attentionBackwardLoop} with the `O(T² · headDim)` products through `kernels`
+ * (float32). Same inputs and result.
+ */
+export function attentionBackward(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  out: Float32Array,
+  dout: Float32Array,
+  T: number,
+  shape: HeadShape,
+  grads: AttentionGrads<Float32Array>,
+  kernels: Kernels,
+): void {
+  const { headDim: d, nHeads, nKvHeads } = shape;
+  const qDim = nHeads * d;
+  const kvDim = nKvHeads * d;
+  const group = nHeads / nKvHeads;
+  const scale = 1 / Math.sqrt(d);
+  const qh = new Float32Array(T * d), kh = new Float32Array(T * d), vh = new Float32Array(T * d);
+  const oh = new Float32Array(T * d), doh = new Float32Array(T * d);
+  const qT = new Float32Array(d * T), kT = new Float32Array(d * T), doT = new Float32Array(d * T);
+  const S = new Float32Array(T * T), dP = new Float32Array(T * T);
+  const dS = new Float32Array(T * T), dST = new Float32Array(T * T), PT = new Float32Array(T * T);
+  const res = new Float32Array(T * d);
+  const mat = (rows: number, cols: number, data: Float32Array): Matrix => ({ rows, cols, data });
+  const kM = mat(T, d, kh), vM = mat(T, d, vh), kTM = mat(d, T, kT);
+  const qTM = mat(d, T, qT), doTM = mat(d, T, doT);
+  for (let h = 0; h < nHeads; h++) {
+    const kvOff = Math.floor(h / group) * d;
+    gather(q, T, qDim, h * d, d, qh);
+    gather(out, T, qDim, h * d, d, oh);
+    gather(dout, T, qDim, h * d, d, doh);
+    gather(k, T, kvDim, kvOff, d, kh);
+    gather(v, T, kvDim, kvOff, d, vh);
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < d; i++) {
+        qT[i * T + t] = qh[t * d + i]!;
+        kT[i * T + t] = kh[t * d + i]!;
+        doT[i * T + t] = doh[t * d + i]!;
+      }
+    }
+    kernels.matmul(qh, T, kM, S); // S[t][s] = q_t · k_s
+    kernels.matmul(doh, T, vM, dP); // dP[t][s] = dout_t · v_s
+    releaseMatrix(kernels, kM);
+    releaseMatrix(kernels, vM);
+    for (let t = 0; t < T; t++) {
+      const r = t * T;
+      let m = -Infinity;
+      for (let s = 0; s <= t; s++) {
+        const x = S[r + s]! * scale;
+        S[r + s] = x;
+        if (x > m) m = x;
+      }
+      let z = 0;
+      for (let s = 0; s <= t; s++) z += Math.exp(S[r + s]! - m);
+      let D = 0;
+      for (let i = 0; i < d; i++) D += doh[t * d + i]! * oh[t * d + i]!;
+      for (let s = 0; s <= t; s++) {
+        const p = Math.exp(S[r + s]! - m) / z;
+        const ds = p * (dP[r + s]! - D) * scale;
+        dS[r + s] = ds;
+        dST[s * T + t] = ds;
+        PT[s * T + t] = p;
+      }
+      for (let s = t + 1; s < T; s++) {
+        dS[r + s] = 0;
+        dST[s * T + t] = 0;
+        PT[s * T + t] = 0;
+      }
+    }
+    kernels.matmul(dS, T, kTM, res); // dQ = dS K
+    scatterAdd(res, T, qDim, h * d, d, grads.dq);
+    kernels.matmul(dST, T, qTM, res); // dK = dSᵀ Q
+    scatterAdd(res, T, kvDim, kvOff, d, grads.dk);
+    kernels.matmul(PT, T, doTM, res); // dV = Pᵀ dO
+    scatterAdd(res, T, kvDim, kvOff, d, grads.dv);
+    releaseMatrix(kernels, kTM);
+    releaseMatrix(kernels, qTM);
+    releaseMatrix(kernels, doTM);
   }
 }

@@ -25,7 +25,8 @@
 
 import type { Kernels } from "../kernels/types.ts";
 import type { LinearKind, LlamaConfig, Matrix } from "../models/types.ts";
-import { attentionBackward, attentionForward, type AttentionStats } from "./attention.ts";
+import { attentionRef } from "../kernels/ref/attention.ts";
+import { attentionBackward } from "./attention.ts";
 import { linearInputGrad, LinearScratch, linearWeightGrad } from "./linear.ts";
 import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
 import { squaredError } from "./mse.ts";
@@ -78,7 +79,6 @@ export interface BlockActivations {
   readonly k: Float32Array;
   readonly v: Float32Array;
   readonly att: Float32Array;
-  readonly stats: AttentionStats;
   readonly h: Float32Array;
   readonly hn: Float32Array;
   readonly inv2: Float32Array;
@@ -126,7 +126,7 @@ export function blockForward(
   applyRope(q, T, nHeads, headDim, rope, c.ropeStyle);
   applyRope(k, T, nKvHeads, headDim, rope, c.ropeStyle);
   const att = new Float32Array(T * qDim);
-  const stats = attentionForward(q, k, v, T, c, att);
+  (kernels.attention ?? attentionRef)(q, k, v, T, 0, c, att);
   const h = new Float32Array(T * dim);
   kernels.matmul(att, T, w.o, h);
   for (let i = 0; i < h.length; i++) h[i] = x[i]! + h[i]!;
@@ -142,7 +142,7 @@ export function blockForward(
   const out = new Float32Array(T * dim);
   kernels.matmul(a, T, w.down, out);
   for (let i = 0; i < out.length; i++) out[i] = h[i]! + out[i]!;
-  return { T, x, xn, inv1, q, k, v, att, stats, h, hn, inv2, g, u, a, out };
+  return { T, x, xn, inv1, q, k, v, att, h, hn, inv2, g, u, a, out };
 }
 
 /** Options of {@linkcode blockBackward}. */
@@ -195,7 +195,7 @@ export function blockBackward(
   const dq = new Float32Array(T * qDim);
   const dk = new Float32Array(T * kvDim);
   const dv = new Float32Array(T * kvDim);
-  attentionBackward(act.q, act.k, act.v, act.att, act.stats, datt, T, c, { dq, dk, dv });
+  attentionBackward(act.q, act.k, act.v, act.att, datt, T, c, { dq, dk, dv }, kernels);
   const rope = ropeFor(c, T);
   applyRope(dq, T, nHeads, headDim, rope, c.ropeStyle, true);
   applyRope(dk, T, nKvHeads, headDim, rope, c.ropeStyle, true);

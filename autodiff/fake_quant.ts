@@ -49,31 +49,45 @@ export function groupsPerRow(p: { cols: number; groupSize: number }): number {
   return Math.ceil(p.cols / p.groupSize);
 }
 
-/** `Ŵ` into `out` (`[rows][cols]`). */
-export function fakeQuantForward(w: Vec, p: FakeQuantParams, out: Vec): void {
+/**
+ * `Ŵ` into `out` (`[rows][cols]`); when `uOut` is given, also the unrounded quotients
+ * `u = W / exp(δ₁ + δ₂ + δ₃)`, which {@linkcode fakeQuantBackward} can reuse while the
+ * parameters are unchanged.
+ */
+export function fakeQuantForward(w: Vec, p: FakeQuantParams, out: Vec, uOut?: Vec): void {
   const { rows, cols, groupSize } = p;
   const gpr = groupsPerRow(p);
   const maxq = 2 ** p.bits - 1;
   for (let r = 0; r < rows; r++) {
     const d3 = p.row[r]!;
-    for (let c = 0; c < cols; c++) {
-      const gi = r * gpr + Math.floor(c / groupSize);
+    for (let g = 0; g < gpr; g++) {
+      const gi = r * gpr + g;
       const d1 = p.logScale[gi]!;
+      const s1 = Math.exp(d1);
       const z = p.zero[gi]!;
-      const i = r * cols + c;
-      const q = roundHalfEven(w[i]! / Math.exp(d1 + p.elem[i]! + d3));
-      const cl = q < -z ? -z : q > maxq - z ? maxq - z : q;
-      out[i] = cl * Math.exp(d1);
+      const end = Math.min(cols, (g + 1) * groupSize);
+      for (let c = g * groupSize; c < end; c++) {
+        const i = r * cols + c;
+        const u = w[i]! / Math.exp(d1 + p.elem[i]! + d3);
+        if (uOut) uOut[i] = u;
+        const q = roundHalfEven(u);
+        const cl = q < -z ? -z : q > maxq - z ? maxq - z : q;
+        out[i] = cl * s1;
+      }
     }
   }
 }
 
-/** Adds the gradients of `δ₁, δ₂, δ₃` to `grads` given `dOut = ∂L/∂Ŵ`. */
+/**
+ * Adds the gradients of `δ₁, δ₂, δ₃` to `grads` given `dOut = ∂L/∂Ŵ`; `u`, when given, holds the
+ * quotients of a forward pass with the same parameters.
+ */
 export function fakeQuantBackward(
   w: Vec,
   p: FakeQuantParams,
   dOut: Vec,
   grads: FakeQuantGrads,
+  u?: Vec,
 ): void {
   const { rows, cols, groupSize } = p;
   const gpr = groupsPerRow(p);
@@ -81,21 +95,26 @@ export function fakeQuantBackward(
   for (let r = 0; r < rows; r++) {
     const d3 = p.row[r]!;
     let rowGrad = 0;
-    for (let c = 0; c < cols; c++) {
-      const gi = r * gpr + Math.floor(c / groupSize);
+    for (let g = 0; g < gpr; g++) {
+      const gi = r * gpr + g;
       const d1 = p.logScale[gi]!;
-      const z = p.zero[gi]!;
-      const i = r * cols + c;
       const s1 = Math.exp(d1);
-      const u = w[i]! / Math.exp(d1 + p.elem[i]! + d3);
-      const q = roundHalfEven(u);
-      const inside = q >= -z && q <= maxq - z;
-      const cl = q < -z ? -z : q > maxq - z ? maxq - z : q;
-      const g = dOut[i]!;
-      const viaU = inside ? -g * s1 * u : 0;
-      grads.elem[i] = grads.elem[i]! + viaU;
-      rowGrad += viaU;
-      grads.logScale[gi] = grads.logScale[gi]! + g * cl * s1 + viaU;
+      const z = p.zero[gi]!;
+      const end = Math.min(cols, (g + 1) * groupSize);
+      let groupGrad = 0;
+      for (let c = g * groupSize; c < end; c++) {
+        const i = r * cols + c;
+        const ui = u ? u[i]! : w[i]! / Math.exp(d1 + p.elem[i]! + d3);
+        const q = roundHalfEven(ui);
+        const inside = q >= -z && q <= maxq - z;
+        const cl = q < -z ? -z : q > maxq - z ? maxq - z : q;
+        const gr = dOut[i]!;
+        const viaU = inside ? -gr * s1 * ui : 0;
+        grads.elem[i] = grads.elem[i]! + viaU;
+        rowGrad += viaU;
+        groupGrad += gr * cl * s1 + viaU;
+      }
+      grads.logScale[gi] = grads.logScale[gi]! + groupGrad;
     }
     grads.row[r] = grads.row[r]! + rowGrad;
   }

@@ -4,7 +4,8 @@ import { attentionRef } from "../kernels/ref/attention.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { assertClose, type Buf, dot, numericGrad, random64 } from "../testing/gradcheck.ts";
 import { Adam, cosineLr } from "./adam.ts";
-import { attentionBackward, attentionForward } from "./attention.ts";
+import { attentionBackward, attentionBackwardLoop, attentionForward } from "./attention.ts";
+import { wasmKernels } from "../kernels/wasm/mod.ts";
 import {
   fakeQuantBackward,
   fakeQuantForward,
@@ -58,12 +59,12 @@ Deno.test("applyRope: both styles rotate pairs, the inverse undoes it, and the b
   }
 });
 
-Deno.test("attentionForward equals attentionRef; attentionBackward matches finite differences for q, k and v (GQA, float64)", () => {
+Deno.test("attentionForward equals attentionRef; attentionBackwardLoop matches finite differences for q, k and v (GQA, float64); attentionBackward through the kernels equals it", async () => {
   const T = 5, shape = { nHeads: 4, nKvHeads: 2, headDim: 3 };
   const qDim = 12, kvDim = 6;
   const q = random64(T * qDim, 11, 2), k = random64(T * kvDim, 12, 2), v = random64(T * kvDim, 13);
   const out = new Float64Array(T * qDim);
-  const stats = attentionForward(q, k, v, T, shape, out);
+  attentionForward(q, k, v, T, shape, out);
   const ref = new Float32Array(T * qDim);
   attentionRef(
     Float32Array.from(q),
@@ -83,12 +84,25 @@ Deno.test("attentionForward equals attentionRef; attentionBackward matches finit
   };
   const dq = new Float64Array(q.length), dk = new Float64Array(k.length);
   const dv = new Float64Array(v.length);
-  attentionBackward(q, k, v, out, stats, r, T, shape, { dq, dk, dv });
+  attentionBackwardLoop(q, k, v, out, r, T, shape, { dq, dk, dv });
   assertClose(dq, numericGrad(f, q, all(q.length), 1e-6), 1e-6, 1e-9, "dq");
   assertClose(dk, numericGrad(f, k, all(k.length), 1e-6), 1e-6, 1e-9, "dk");
   assertClose(dv, numericGrad(f, v, all(v.length), 1e-6), 1e-6, 1e-9, "dv");
   // Causality: the first query sees only the first value.
   assertClose(out.subarray(0, 3), v.subarray(0, 3), 0, 1e-12, "t=0 head 0");
+  // The kernel version (float32, reference and WASM backends) equals the loop version.
+  const f32 = (a: Float64Array) => Float32Array.from(a);
+  for (const kernels of [refKernels, await wasmKernels()]) {
+    const g = {
+      dq: new Float32Array(q.length),
+      dk: new Float32Array(k.length),
+      dv: new Float32Array(v.length),
+    };
+    attentionBackward(f32(q), f32(k), f32(v), f32(out), f32(r), T, shape, g, kernels);
+    assertClose(g.dq, dq, 1e-4, 1e-5, `${kernels.id} dq`);
+    assertClose(g.dk, dk, 1e-4, 1e-5, `${kernels.id} dk`);
+    assertClose(g.dv, dv, 1e-4, 1e-5, `${kernels.id} dv`);
+  }
 });
 
 Deno.test("swigluBackward matches finite differences (float64)", () => {
@@ -210,6 +224,16 @@ Deno.test("fakeQuantBackward is the straight-through gradient: finite difference
         row: new Float64Array(p.row.length),
       };
       fakeQuantBackward(w, p, r, grads);
+      // Reusing the forward's quotients gives the same gradients.
+      const u = new Float64Array(rows * cols);
+      fakeQuantForward(w, p, new Float64Array(rows * cols), u);
+      const again = {
+        logScale: new Float64Array(p.logScale.length),
+        elem: new Float64Array(p.elem.length),
+        row: new Float64Array(p.row.length),
+      };
+      fakeQuantBackward(w, p, r, again, u);
+      assert.deepEqual(again, grads);
       for (const name of ["logScale", "elem", "row"] as const) {
         const param: Buf = p[name];
         const fd = numericGrad(surrogate, param, all(param.length), 1e-7);
