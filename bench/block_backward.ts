@@ -121,9 +121,11 @@ function measure(
     learner.backward(dW, grads);
   }, reps);
   const row = (what: string, ms: number) =>
-    console.log(`${name.padEnd(14)} ${what.padEnd(34)} ${ms.toFixed(2).padStart(9)} ms  ${
-      (ms / fwd).toFixed(2).padStart(6)
-    }× forward`);
+    console.log(
+      `${name.padEnd(14)} ${what.padEnd(40)} ${ms.toFixed(2).padStart(9)} ms  ${
+        (ms / fwd).toFixed(2).padStart(6)
+      }× forward`,
+    );
   row(`forward (T=${T})`, fwd);
   row("layerForward (inference)", inf);
   row("forward+backward", fb);
