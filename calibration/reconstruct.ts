@@ -49,7 +49,12 @@ import { LinearScratch, releaseMatrix } from "../autodiff/linear.ts";
 import { squaredError } from "../autodiff/mse.ts";
 import type { Vec } from "../autodiff/types.ts";
 import type { Kernels } from "../kernels/types.ts";
-import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
+import {
+  createKvCache,
+  embedTokens,
+  layerForward,
+  type LinearObserver,
+} from "../models/forward.ts";
 import {
   type DenseMlp,
   LINEAR_KINDS,
@@ -163,6 +168,20 @@ export function denseBlockWeights(layer: LlamaLayer): BlockWeights {
   };
 }
 
+/** `layers` with block `l`'s linears and norms replaced by `w`, as a model's weights. */
+function withBlock(
+  layers: readonly LlamaLayer[],
+  l: number,
+  w: BlockWeights,
+): LlamaWeights & { layers: LlamaLayer[] } {
+  const out = [...layers];
+  const { attnNorm, mlpNorm, q, k, v, o, gate, up, down } = w;
+  out[l] = { attnNorm, mlpNorm, q, k, v, o, mlp: { kind: "dense", gate, up, down } };
+  return { embed: EMPTY, norm: new Float32Array(0), lmHead: EMPTY, layers: out };
+}
+
+const EMPTY: Matrix = { rows: 0, cols: 0, data: new Float32Array(0) };
+
 function allFinite(arrays: readonly Vec[]): boolean {
   for (const a of arrays) {
     for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return false;
@@ -179,17 +198,6 @@ function shuffled(n: number, rng: ReturnType<typeof xoroshiro128plus>): number[]
   }
   return order;
 }
-
-/** Input of each linear kind in a block's activations. */
-const INPUT_OF: Record<LinearKind, "xn" | "att" | "hn" | "a"> = {
-  q: "xn",
-  k: "xn",
-  v: "xn",
-  o: "att",
-  gate: "hn",
-  up: "hn",
-  down: "a",
-};
 
 /**
  * Quantizes every block of a dense Llama model by block reconstruction (see the module
@@ -237,19 +245,27 @@ export function reconstructBlocks(
       layerForward(fpModel, l, y, T, createKvCache(config, T), kernels);
       return y;
     });
-    const lossOver = (w: BlockWeights) => {
-      let s = 0;
-      for (let n = 0; n < N; n++) {
-        const x = quant[n]!;
-        const out = blockForward(w, config, x, x.length / dim, kernels).out;
-        s += squaredError(out, targets[n]!, 1 / out.length);
-      }
-      return s / N;
+    /** Runs the `quant` stream through block `l` of `weights` (the inference forward pass). */
+    const runQuant = (
+      weights: LlamaWeights,
+      each: (out: Float32Array, n: number) => void,
+      observe?: LinearObserver,
+    ) => {
+      const m = { config, weights };
+      quant.forEach((x, n) => {
+        const y = x.slice();
+        const T = x.length / dim;
+        layerForward(m, l, y, T, createKvCache(config, T), kernels, observe);
+        each(y, n);
+      });
     };
+    const lossOf = (out: Float32Array, n: number) =>
+      squaredError(out, targets[n]!, 1 / out.length) / N;
 
     // 2. Learn.
     const lrn = learner(layers[l]!, l, kernels);
-    const initialLoss = lossOver(lrn.weights());
+    let initialLoss = 0;
+    runQuant(withBlock(layers, l, lrn.weights()), (out, n) => initialLoss += lossOf(out, n));
     const grads = lrn.params.map((p) => new Float64Array(p.length));
     const opt = new Adam(lrn.params, { lr: options.lr, steps: totalSteps });
     const rng = xoroshiro128plus(options.seed * 7919 + l);
@@ -305,7 +321,6 @@ export function reconstructBlocks(
       o: folded.o.matrix,
       mlp: { ...mlp, gate: folded.gate.matrix, up: folded.up.matrix, down: folded.down.matrix },
     };
-    const wq = denseBlockWeights(layers[l]!);
     const num = new Map<LinearKind, number>(), den = new Map<LinearKind, number>();
     const deltas = new Map<LinearKind, Matrix>();
     for (const kind of LINEAR_KINDS) {
@@ -316,22 +331,22 @@ export function reconstructBlocks(
       num.set(kind, 0);
       den.set(kind, 0);
     }
+    // The inputs each folded linear sees, for `‖ΔW X‖² / ‖W X‖²`.
+    const observe: LinearObserver = (kind, input, T) => {
+      const w0 = linearOf(original, kind);
+      const y = new Float32Array(T * w0.rows);
+      kernels.matmul(input, T, deltas.get(kind)!, y);
+      num.set(kind, num.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
+      kernels.matmul(input, T, w0, y);
+      den.set(kind, den.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
+    };
     let finalLoss = 0;
-    quant = quant.map((x, n) => {
-      const T = x.length / dim;
-      const act = blockForward(wq, config, x, T, kernels);
-      finalLoss += squaredError(act.out, targets[n]!, 1 / act.out.length) / N;
-      for (const kind of LINEAR_KINDS) {
-        const w0 = linearOf(original, kind);
-        const y = new Float32Array(T * w0.rows);
-        const input = act[INPUT_OF[kind]];
-        kernels.matmul(input, T, deltas.get(kind)!, y);
-        num.set(kind, num.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
-        kernels.matmul(input, T, w0, y);
-        den.set(kind, den.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
-      }
-      return act.out;
-    });
+    const next: Float32Array[] = [];
+    runQuant({ ...model.weights, layers }, (out, n) => {
+      finalLoss += lossOf(out, n);
+      next.push(out);
+    }, observe);
+    quant = next;
     for (const kind of LINEAR_KINDS) releaseMatrix(kernels, deltas.get(kind)!);
     fp = targets;
     for (const kind of LINEAR_KINDS) {
