@@ -212,6 +212,7 @@ export function attentionBackward(
     kernels.matmul(doh, T, vM, dP); // dP[t][s] = dout_t · v_s
     releaseMatrix(kernels, kM);
     releaseMatrix(kernels, vM);
+    // Only the causal (s ≤ t) entries are written: the rest of dS, dSᵀ and Pᵀ stays 0.
     for (let t = 0; t < T; t++) {
       const r = t * T;
       let m = -Infinity;
@@ -221,20 +222,20 @@ export function attentionBackward(
         if (x > m) m = x;
       }
       let z = 0;
-      for (let s = 0; s <= t; s++) z += Math.exp(S[r + s]! - m);
+      for (let s = 0; s <= t; s++) {
+        const e = Math.exp(S[r + s]! - m);
+        S[r + s] = e;
+        z += e;
+      }
       let D = 0;
       for (let i = 0; i < d; i++) D += doh[t * d + i]! * oh[t * d + i]!;
+      const invZ = 1 / z;
       for (let s = 0; s <= t; s++) {
-        const p = Math.exp(S[r + s]! - m) / z;
+        const p = S[r + s]! * invZ;
         const ds = p * (dP[r + s]! - D) * scale;
         dS[r + s] = ds;
         dST[s * T + t] = ds;
         PT[s * T + t] = p;
-      }
-      for (let s = t + 1; s < T; s++) {
-        dS[r + s] = 0;
-        dST[s * T + t] = 0;
-        PT[s * T + t] = 0;
       }
     }
     kernels.matmul(dS, T, kTM, res); // dQ = dS K
