@@ -20,8 +20,10 @@
  *    replace the block's weights; the `quant` stream goes through the folded block (its loss
  *    against the target is the block's final loss), the `fp` stream becomes the targets.
  *
- * Every linear also gets the sequential pipeline's diagnostic, measured on the inputs the folded
- * linear sees in that last pass: `‖(W − Ŵ)X‖² / ‖WX‖²`.
+ * The loss before training and the folded pass run the inference forward (`layerForward`);
+ * training runs the differentiable block, whose forward equals it (tested to 1e-5). Every linear
+ * also gets the sequential pipeline's diagnostic, measured on the inputs the folded linear sees in
+ * that last pass: `‖(W − Ŵ)X‖² / ‖WX‖²`.
  *
  * Mean squared error here is the mean over all elements; the official FlexRound `lp_loss` sums
  * over the sequence axis and averages the rest, a constant multiple that Adam is invariant to
