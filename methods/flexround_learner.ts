@@ -15,7 +15,8 @@
  *   the initial block *is* the RTN block. (Official `calculate_qparams` is the same formula
  *   except for all-zero rows: scale 1e-8 there, the (−1, 1) range here.)
  * - `clipping: true` (official W4A8): the 2-D search of `perform_2D_search`: 100 range widths ×
- *   every zero point, minimising `Σ |Ŵ − W|^2.4` per group.
+ *   every zero point, minimising `Σ |Ŵ − W|^2.4` per group (asymmetric grids only; the official
+ *   1-D search for tensors of one sign is not reproduced).
  * - symmetric: the core absmax grid (scale `max|W|/(2^(b−1)−1)`, zero `2^(b−1)`, codes clamped to
  *   `[−2^(b−1), 2^(b−1)−1]` as the official symmetric branch clamps); the official symmetric scale
  *   is `2·max|W|/(2^b−1)`. Not used by any official script.
