@@ -10,7 +10,9 @@
  * - `synthetic-768`: random weights of a 768-hidden Llama block (12 heads of 64, no GQA, MLP
  *   hidden 2048), the same number of tokens.
  *
- * Per block it reports the median over `--reps` runs (after 2 warm-up runs) of: `forward` (the
+ * Per block it reports the median over `--reps` runs (default 15; the four measurements called
+ * round-robin, after 20 warm-up rounds for stories260K and 2 for the synthetic block, so V8 runs
+ * optimized code and load from other processes affects all alike) of: `forward` (the
  * differentiable forward, which keeps activations), `layerForward` (the inference forward of
  * `models/forward.ts`), `forward+backward` (`blockForward` then `blockBackward` of an MSE
  * gradient), and the FlexRound extra (fake-quantizing the seven linears and the STE backward to
@@ -21,7 +23,7 @@
 
 import { parseArgs } from "node:util";
 import { blockBackward, blockForward, zeroLinearGrads } from "../autodiff/block.ts";
-import type { LinearScratch } from "../autodiff/linear.ts";
+import { LinearScratch } from "../autodiff/linear.ts";
 import { denseBlockWeights } from "../calibration/reconstruct.ts";
 import { selectKernels } from "../kernels/backend.ts";
 import type { Kernels } from "../kernels/types.ts";
@@ -36,16 +38,21 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function time(fn: () => void, reps: number): number {
-  fn();
-  fn();
-  const ts: number[] = [];
+/**
+ * Medians of `reps` timed calls of each function, called round-robin (so load from other processes
+ * affects all of them alike) after `warmup` untimed rounds.
+ */
+function timeAll(fns: readonly (() => void)[], reps: number, warmup: number): number[] {
+  for (let i = 0; i < warmup; i++) for (const fn of fns) fn();
+  const ts = fns.map(() => [] as number[]);
   for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    ts.push(performance.now() - t0);
+    fns.forEach((fn, k) => {
+      const t0 = performance.now();
+      fn();
+      ts[k]!.push(performance.now() - t0);
+    });
   }
-  return median(ts);
+  return ts.map(median);
 }
 
 function syntheticBlock(): { config: LlamaConfig; layer: LlamaLayer } {
@@ -91,6 +98,7 @@ function measure(
   T: number,
   kernels: Kernels,
   reps: number,
+  warmup: number,
 ) {
   const w = denseBlockWeights(layer);
   const x = randomMatrix(T * config.dim, 77, 1);
@@ -104,22 +112,26 @@ function measure(
     },
   };
   const dOut = randomMatrix(T * config.dim, 78, 1e-3);
-  let scratch: LinearScratch | undefined;
-  const fwd = time(() => blockForward(w, config, x, T, kernels), reps);
-  const inf = time(() => {
-    layerForward(model, 0, x.slice(), T, createKvCache(config, T), kernels);
-  }, reps);
-  const fb = time(() => {
-    const act = blockForward(w, config, x, T, kernels);
-    blockBackward(w, config, act, dOut, kernels, zeroLinearGrads(w), scratch ? { scratch } : {});
-  }, reps);
+  const scratch = new LinearScratch();
   const learner = flexRoundLearner(layer, { bits: 3, symmetric: false, clipping: false }, kernels);
   const grads = learner.params.map((p) => new Float64Array(p.length));
   const dW = zeroLinearGrads(w);
-  const fq = time(() => {
-    learner.weights();
-    learner.backward(dW, grads);
-  }, reps);
+  const [fwd, inf, fb, fq] = timeAll(
+    [
+      () => blockForward(w, config, x, T, kernels),
+      () => layerForward(model, 0, x.slice(), T, createKvCache(config, T), kernels),
+      () => {
+        const act = blockForward(w, config, x, T, kernels);
+        blockBackward(w, config, act, dOut, kernels, zeroLinearGrads(w), { scratch });
+      },
+      () => {
+        learner.weights();
+        learner.backward(dW, grads);
+      },
+    ],
+    reps,
+    warmup,
+  ) as [number, number, number, number];
   const row = (what: string, ms: number) =>
     console.log(
       `${name.padEnd(14)} ${what.padEnd(40)} ${ms.toFixed(2).padStart(9)} ms  ${
@@ -137,7 +149,7 @@ const { values: args } = parseArgs({
   options: {
     backend: { type: "string", default: "wasm" },
     tokens: { type: "string", default: "256" },
-    reps: { type: "string", default: "5" },
+    reps: { type: "string", default: "15" },
   },
 });
 const { kernels } = await selectKernels(args.backend);
@@ -145,6 +157,6 @@ const T = Number(args.tokens);
 const reps = Number(args.reps);
 console.log(`backend ${kernels.id}, ${T} tokens, median of ${reps}`);
 const model = await stories260K();
-measure("stories260K", model.config, model.weights.layers[0]!, T, kernels, reps);
+measure("stories260K", model.config, model.weights.layers[0]!, T, kernels, reps, 20);
 const syn = syntheticBlock();
-measure("synthetic-768", syn.config, syn.layer, T, kernels, Math.max(1, Math.min(reps, 3)));
+measure("synthetic-768", syn.config, syn.layer, T, kernels, Math.max(1, Math.min(reps, 3)), 2);
