@@ -94,7 +94,7 @@ Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid o
   const opts = { outDir: `${sb.dir}/out`, dataDir, env: sb.env };
   await assert.rejects(
     runMatrix({ ...base, methods: ["rnt"] }, opts),
-    /Cannot find method "rnt". Did you mean "rtn"\? Available: fp, gptq, rtn/,
+    /Cannot find method "rnt". Did you mean "rtn"\? Available: crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
   );
   await assert.rejects(
     runMatrix({ ...base, tasks: ["tinystory"] }, opts),
@@ -189,7 +189,10 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
   assert.match(big.err, /needs 25500000 tokens, more than the \d+ tokens of "tinystories:calib"/);
   const a = await run("--methods", "gptqq", "--dry-run");
   assert.equal(a.code, 2);
-  assert.match(a.err, /Cannot find method "gptqq".*Available: fp, gptq, rtn/);
+  assert.match(
+    a.err,
+    /Cannot find method "gptqq".*Available: crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+  );
   const b = await run("--matrix", "w2-w9");
   assert.equal(b.code, 2);
   assert.match(b.err, /Cannot find matrix preset "w2-w9". Did you mean "w2-w8"/);

@@ -9,6 +9,7 @@ import { createRegistry, type Registry } from "../core/registry.ts";
 import { CHAIN_SEPARATOR, chainMethods } from "./chain.ts";
 import { crossquant } from "./crossquant.ts";
 import { eaquant } from "./eaquant.ts";
+import { flexround } from "./flexround.ts";
 import { fp } from "./fp.ts";
 import { gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
@@ -20,6 +21,7 @@ export const METHODS: Registry<Method> = createRegistry("method", [
   fp,
   rtn,
   gptq,
+  flexround,
   smoothquant,
   crossquant,
   eaquant,
