@@ -41,7 +41,6 @@ import { UnsupportedConfigError } from "../core/errors.ts";
 import type { PackedWeight } from "../core/quantizer.ts";
 import { Adam } from "../autodiff/adam.ts";
 import {
-  blockForward,
   blockForwardBackward,
   type BlockWeights,
   type LinearGrads,

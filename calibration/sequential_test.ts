@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { withZeroRouters } from "../testing/moe.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
@@ -189,15 +190,7 @@ Deno.test("MoE blocks: each expert is calibrated on its routed tokens; a starved
   assert.ok(result.diagnostics.every((d) => d.relError === 0));
 
   // A zero router ties every expert; ties go to the lowest indices, so experts 2 and 3 starve.
-  const layers = moe.weights.layers.map((layer) => {
-    if (layer.mlp.kind !== "moe") throw new Error("MoE expected");
-    const r = layer.mlp.router;
-    return {
-      ...layer,
-      mlp: { ...layer.mlp, router: { ...r, data: new Float32Array(r.data.length) } },
-    };
-  });
-  const starved = collect({ ...moe, weights: { ...moe.weights, layers } }, calib, (inp) => ({
+  const starved = collect(withZeroRouters(moe), calib, (inp) => ({
     ...inp.matrix,
     data: inp.matrix.data.map((v) => Math.round(v * 8) / 8),
   }));

@@ -169,6 +169,58 @@ export function groupParams(
   return paramsForRange(lo, hi, bits, symmetric);
 }
 
+/**
+ * The clipping search methods share: the range `[r·lo, r·hi]` of `x[from..to)` (zero kept in
+ * range) for the ratio `r` among `ratios` with the least `Σ |fround(x̂) − x|^norm`; the min-max
+ * range (`r = 1`) is tried first and wins ties. GPTQ's MSE grid and EAQuant's clipping search are
+ * instances.
+ */
+export function clipRangeSearch(
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  bits: number,
+  symmetric: boolean,
+  ratios: Iterable<number>,
+  norm: number,
+): { scale: number; zero: number } {
+  const maxq = 2 ** bits - 1;
+  const { lo, hi } = rangeWithZero(x, from, to);
+  let best = paramsForRange(lo, hi, bits, symmetric);
+  if (lo === 0 && hi === 0) return best;
+  let bestErr = rangeError(x, from, to, best.scale, best.zero, maxq, norm, Infinity);
+  for (const r of ratios) {
+    const cand = paramsForRange(r * lo, r * hi, bits, symmetric);
+    const err = rangeError(x, from, to, cand.scale, cand.zero, maxq, norm, bestErr);
+    if (err < bestErr) {
+      bestErr = err;
+      best = cand;
+    }
+  }
+  return best;
+}
+
+/** `Σ |fround(scale·(q − zero)) − x|^norm` over `x[from..to)`, stopping once it reaches `bound`. */
+function rangeError(
+  x: ArrayLike<number>,
+  from: number,
+  to: number,
+  scale: number,
+  zero: number,
+  maxq: number,
+  norm: number,
+  bound: number,
+): number {
+  let err = 0;
+  for (let i = from; i < to; i++) {
+    const v = x[i]!;
+    const d = Math.abs(Math.fround(scale * (quantizeValue(v, scale, zero, maxq) - zero)) - v);
+    if (d !== 0) err += Math.pow(d, norm);
+    if (err >= bound) return err;
+  }
+  return err;
+}
+
 /** The code of one value under `(scale, zero)`. */
 export function quantizeValue(x: number, scale: number, zero: number, maxq: number): number {
   const q = roundHalfEven(x / scale) + zero;

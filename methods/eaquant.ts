@@ -39,6 +39,7 @@
 
 import { UnsupportedConfigError } from "../core/errors.ts";
 import {
+  clipRangeSearch,
   type PackedWeight,
   paramsForRange,
   quantizeMatrix,
@@ -59,23 +60,6 @@ export const CLIP_GRID = Array.from({ length: 101 }, (_, i) => 0.35 + (0.65 * i)
 /** Router inputs used by the KL search (the first ones, in window order). */
 export const ROUTER_SEARCH_TOKENS = 4096;
 
-/** Squared error of `x[from..to)` under `(scale, zero)`. */
-function sqError(
-  x: ArrayLike<number>,
-  from: number,
-  to: number,
-  scale: number,
-  zero: number,
-  maxq: number,
-) {
-  let e = 0;
-  for (let i = from; i < to; i++) {
-    const d = x[i]! - scale * (quantizeValue(x[i]!, scale, zero, maxq) - zero);
-    e += d * d;
-  }
-  return e;
-}
-
 /** `per_channel_tensor`: the clipping ratio on {@linkcode CLIP_GRID} with the least squared error. */
 export function clipSearchMse(
   x: ArrayLike<number>,
@@ -84,20 +68,7 @@ export function clipSearchMse(
   bits: number,
   symmetric: boolean,
 ): { scale: number; zero: number } {
-  const maxq = 2 ** bits - 1;
-  const { lo, hi } = rangeWithZero(x, from, to);
-  let best = paramsForRange(lo, hi, bits, symmetric);
-  if (lo === 0 && hi === 0) return best;
-  let bestErr = sqError(x, from, to, best.scale, best.zero, maxq);
-  for (const r of CLIP_GRID) {
-    const p = paramsForRange(r * lo, r * hi, bits, symmetric);
-    const e = sqError(x, from, to, p.scale, p.zero, maxq);
-    if (e < bestErr) {
-      bestErr = e;
-      best = p;
-    }
-  }
-  return best;
+  return clipRangeSearch(x, from, to, bits, symmetric, CLIP_GRID, 2);
 }
 
 /** A router row quantized at clipping ratio `r` (per-row asymmetric 8-bit). */

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
+import { withZeroRouters } from "../testing/moe.ts";
 import { drawCalibrationSet } from "../calibration/set.ts";
 import { groupParams, quantizeValue } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { forward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
-import type { LlamaLayer } from "../models/types.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import { randomMatrix } from "../testing/random.ts";
 import { alignRouter, clipSearchMse, eaquant, topkKl } from "./eaquant.ts";
@@ -85,18 +85,7 @@ Deno.test("EAQuant on the MoE fixture: finite weights, W8 router, starved expert
     for (const e of layer.mlp.experts) assert.ok(e.gate.data.every(Number.isFinite));
   }
   // A zero router sends every token to experts 0 and 1: experts 2 and 3 starve.
-  const layers = moe.weights.layers.map((l): LlamaLayer =>
-    l.mlp.kind === "moe"
-      ? {
-        ...l,
-        mlp: {
-          ...l.mlp,
-          router: { ...l.mlp.router, data: new Float32Array(l.mlp.router.data.length) },
-        },
-      }
-      : l
-  );
-  const starved = { config: moe.config, weights: { ...moe.weights, layers } };
+  const starved = withZeroRouters(moe);
   const balanced = await eaquant.quantize(
     starved,
     q,

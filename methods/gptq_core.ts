@@ -47,14 +47,13 @@
  */
 
 import {
+  clipRangeSearch,
   groupParams,
   MAX_BITS,
   MIN_BITS,
   packCodes,
   type PackedWeight,
-  paramsForRange,
   quantizeValue,
-  rangeWithZero,
 } from "../core/quantizer.ts";
 
 /** Options of {@linkcode gptqQuantizeLayer}. */
@@ -139,26 +138,6 @@ export class HessianNotPositiveDefiniteError extends Error {
   }
 }
 
-/** `Σ |fround(scale·(q − zero)) − x|^2.4` over `x[from..to)`, stopping once it reaches `bound`. */
-function mseError(
-  x: ArrayLike<number>,
-  from: number,
-  to: number,
-  scale: number,
-  zero: number,
-  maxq: number,
-  bound: number,
-): number {
-  let err = 0;
-  for (let i = from; i < to; i++) {
-    const v = x[i]!;
-    const d = Math.abs(Math.fround(scale * (quantizeValue(v, scale, zero, maxq) - zero)) - v);
-    if (d !== 0) err += Math.pow(d, MSE_NORM);
-    if (err >= bound) return err;
-  }
-  return err;
-}
-
 /**
  * Scale and zero point for one group `x[from..to)`, chosen by GPTQ's MSE grid search
  * (`quant.py` `Quantizer.find_params` with `mse=True`): the min-max range is shrunk by
@@ -192,23 +171,14 @@ export function groupParamsMse(
   bits: number,
   symmetric: boolean,
 ): { scale: number; zero: number } {
-  const maxq = 2 ** bits - 1;
-  const { lo, hi } = rangeWithZero(x, from, to);
-  let best = paramsForRange(lo, hi, bits, symmetric);
-  if (lo === 0 && hi === 0) return best;
-  let bestErr = mseError(x, from, to, best.scale, best.zero, maxq, Infinity);
-  const steps = Math.floor(MSE_MAX_SHRINK * MSE_GRID);
-  for (let i = 1; i < steps; i++) {
-    const p = 1 - i / MSE_GRID;
-    const cand = paramsForRange(p * lo, p * hi, bits, symmetric);
-    const err = mseError(x, from, to, cand.scale, cand.zero, maxq, bestErr);
-    if (err < bestErr) {
-      bestErr = err;
-      best = cand;
-    }
-  }
-  return best;
+  return clipRangeSearch(x, from, to, bits, symmetric, MSE_RATIOS, MSE_NORM);
 }
+
+/** GPTQ's shrink factors `1 − i/100`, `i = 1 … 79`. */
+const MSE_RATIOS: readonly number[] = Array.from(
+  { length: Math.floor(MSE_MAX_SHRINK * MSE_GRID) - 1 },
+  (_, i) => 1 - (i + 1) / MSE_GRID,
+);
 
 /**
  * In-place lower Cholesky factor of the lower triangle of `a` (row-major `n×n`; the strict upper

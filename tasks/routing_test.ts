@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { withZeroRouters } from "../testing/moe.ts";
 import { compareRouting, routingConsistency, type RoutingTally } from "./routing.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { loadModel } from "../models/load.ts";
@@ -37,23 +38,7 @@ Deno.test("routingConsistency(): a model against itself agrees exactly; a zeroed
   const T = windows[0]!.length;
   for (const load of same.loadFp) assert.equal(load.reduce((a, b) => a + b, 0), 2 * T);
   assert.deepEqual(same.loadQuantized, same.loadFp);
-  const layers = moe.weights.layers.map((l) =>
-    l.mlp.kind === "moe"
-      ? {
-        ...l,
-        mlp: {
-          ...l.mlp,
-          router: { ...l.mlp.router, data: new Float32Array(l.mlp.router.data.length) },
-        },
-      }
-      : l
-  );
-  const zeroed = routingConsistency(
-    moe,
-    { config: moe.config, weights: { ...moe.weights, layers } },
-    windows,
-    refKernels,
-  );
+  const zeroed = routingConsistency(moe, withZeroRouters(moe), windows, refKernels);
   // A zero router always picks experts 0 and 1 (ties to the lower index) with uniform probabilities.
   for (const load of zeroed.loadQuantized) assert.deepEqual(load, [T, T, 0, 0]);
   assert.ok(m(zeroed, "router_topk_exact") < 1);
