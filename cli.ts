@@ -52,7 +52,7 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --seed N           calibration sampling seed                                   [0]
   --data DIR         dataset root (env LOWBIT_DATA; default ../shared/data)
   --out DIR          results directory (default results/runs/<matrix id>)
-  --shard I/N        run every N-th cell starting at I (0-based), for CI fan-out
+  --shard I/N        run part I of N (0-based; parts balanced by expected cost), for CI fan-out
   --threads N        worker threads for evaluation (default: the number of cores)
   --backend NAME     kernels: ts (reference), wasm (SIMD128), wasm-fma (relaxed SIMD),
                      auto (wasm, else ts with a warning)                         [auto]

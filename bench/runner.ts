@@ -7,7 +7,8 @@
  *   skips cells whose row exists (unless `force`); failed cells are retried.
  * - One failing cell never stops the matrix: an `UnsupportedConfigError` gives an `unsupported`
  *   row, any other error a `failed` row with the message.
- * - `shard: {index, count}` runs every `count`-th cell starting at `index`, for CI fan-out.
+ * - `shard: {index, count}` runs one of `count` parts of the cells, balanced by expected cost
+ *   (`shard.ts`), for CI fan-out.
  * - Bad ids, unreadable models and missing datasets fail before any compute.
  *
  * @module
@@ -34,6 +35,7 @@ import { EvalPool } from "../tasks/eval_pool.ts";
 import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
 import { parseMethodSpec } from "./method_spec.ts";
+import { shardIndices } from "./shard.ts";
 import {
   calibrationRecord,
   type CalibrationSet,
@@ -72,7 +74,7 @@ export interface RunOptions {
   /** Recompute cells that already have a row. */
   readonly force?: boolean;
   readonly kernels?: Kernels;
-  /** Only cells `i` with `i % count === index`. */
+  /** Only the cells of this shard (see `shard.ts`). */
   readonly shard?: { readonly index: number; readonly count: number };
   /** Method parameters by method id (defaults fill the rest; a method spec's own win). */
   readonly methodParams?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
@@ -216,14 +218,8 @@ export async function planMatrix(
     });
   }
   if (options.shard) {
-    const { index, count } = options.shard;
-    if (
-      !(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 0 &&
-        index < count)
-    ) {
-      throw new RangeError(`Shard ${index}/${count}: expected 0 ≤ index < count`);
-    }
-    cells = cells.filter((_, i) => i % count === index);
+    const keep = new Set(shardIndices(cells.map((c) => c.method.relativeCost ?? 1), options.shard));
+    cells = cells.filter((_, i) => keep.has(i));
   }
   return { cells, models };
 }

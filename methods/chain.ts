@@ -52,6 +52,7 @@ export function chainMethods(first: Method, second: Method): Method {
     wBits: second.wBits.filter((b) => first.wBits.includes(b)),
     aBits: first.aBits,
     needsCalibration: first.needsCalibration || second.needsCalibration,
+    relativeCost: (first.relativeCost ?? 1) + (second.relativeCost ?? 1) - 1,
     reference: `${first.reference ?? first.id}; then ${second.reference ?? second.id}`,
     params,
     modelDefaults: (modelId) => {

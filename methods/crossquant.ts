@@ -39,6 +39,7 @@ export const crossquant: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [2, 3, 4, 5, 6, 7, 8],
+  relativeCost: 1.2,
   needsCalibration: true,
   reference: "arXiv 2410.07505 (no public code; see the module documentation)",
   params: {

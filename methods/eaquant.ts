@@ -203,6 +203,7 @@ export const eaquant: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [2, 3, 4, 5, 6, 7, 8, 16],
+  relativeCost: 1.5,
   needsCalibration: true,
   reference: "darren-fzq1/EAQuant (eaquant.py, smooth.py, quantizer.py); arXiv 2506.13329",
   params: {

@@ -52,6 +52,7 @@ export const flexround: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [16],
+  relativeCost: 4,
   needsCalibration: true,
   reference:
     "onliwad101/FlexRound_LRQ (quant/UniformAffineQuantizer.py mode=flexround, quant/REM_fast.py)",

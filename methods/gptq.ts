@@ -42,6 +42,7 @@ export const gptq: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [16],
+  relativeCost: 3.5,
   needsCalibration: true,
   reference: "IST-DASLab/gptq (gptq.py GPTQ.fasterquant, llama.py llama_sequential)",
   params: {

@@ -88,6 +88,7 @@ export const smoothquant: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [2, 3, 4, 5, 6, 7, 8, 16],
+  relativeCost: 1.3,
   needsCalibration: true,
   reference: "mit-han-lab/smoothquant (smooth.py smooth_lm, calibration.py get_act_scales)",
   params: {

@@ -167,6 +167,11 @@ export interface Method {
   /** Paper or code the implementation follows. */
   readonly reference?: string;
   readonly params: Readonly<Record<string, ParamSpec>>;
+  /**
+   * Expected cost of one cell (quantization and evaluation) relative to an RTN cell (1 when unset),
+   * for balancing shards; rough ratios measured on stories260K.
+   */
+  readonly relativeCost?: number;
   /** Parameter defaults that depend on the model (e.g. SmoothQuant's α per model family). */
   modelDefaults?(modelId: string): Readonly<Record<string, number | boolean | string>>;
   /**
