@@ -76,7 +76,28 @@ interface FusedEntry {
   readonly codes: number;
   readonly scales: number;
   readonly zeros: number;
-  readonly groupEnds: number;
+  readonly segmentEnds: number;
+}
+
+/** Writes `tokens` rows of `x` into `xp` in the layout's column order (zeros in the padding). */
+export function permuteActivations(
+  x: Float32Array,
+  tokens: number,
+  L: FusedLayout,
+  xp: Float32Array,
+): void {
+  if (L.colmap === null) {
+    xp.set(x.subarray(0, tokens * L.cols));
+    return;
+  }
+  const map = L.colmap;
+  for (let t = 0; t < tokens; t++) {
+    const xo = t * L.cols, po = t * L.kp;
+    for (let k = 0; k < L.kp; k++) {
+      const c = map[k]!;
+      xp[po + k] = c < 0 ? 0 : x[xo + c]!;
+    }
+  }
 }
 
 function sampleOf(data: Float32Array): Float32Array {
@@ -187,35 +208,29 @@ class WasmSimdKernels implements WasmKernels {
     const e = this.#fusedEntry(p);
     const L = e.layout;
     const xpBytes = tokens * L.kp * 4;
-    // xs: group sums of x for up to four tokens at once (the kernel's token tile).
-    const base = this.#scratchFor(xpBytes + 4 * L.groups * 4 + tokens * L.rows * 4);
+    // xq: one token's int16 activations; sxs: its per-segment steps and sums.
+    const xqBytes = Math.ceil(L.kp / 8) * 16;
+    const base = this.#scratchFor(xpBytes + xqBytes + 2 * L.segments * 4 + tokens * L.rows * 4);
     const xp = this.#heap.f32(base, tokens * L.kp);
-    if (L.colmap === null) xp.set(x.subarray(0, tokens * L.cols));
-    else {
-      const map = L.colmap;
-      for (let t = 0; t < tokens; t++) {
-        const xo = t * L.cols, po = t * L.kp;
-        for (let k = 0; k < L.kp; k++) {
-          const c = map[k]!;
-          xp[po + k] = c < 0 ? 0 : x[xo + c]!;
-        }
-      }
-    }
-    const xs = base + xpBytes;
-    const o = xs + 4 * L.groups * 4;
+    permuteActivations(x, tokens, L, xp);
+    const xq = base + xpBytes;
+    const sxs = xq + xqBytes;
+    const o = sxs + 2 * L.segments * 4;
     const rc = this.#wasm.dq_gemv(
       L.bits,
       tokens,
       L.rows,
-      L.blocks,
-      L.words,
-      L.groups,
+      0,
+      L.rows,
+      L.chunks,
+      L.segments,
       e.codes,
       e.scales,
       e.zeros,
-      e.groupEnds,
+      e.segmentEnds,
       base,
-      xs,
+      xq,
+      sxs,
       o,
     );
     if (rc !== 0) throw new RangeError(`matmulPacked: ${L.bits}-bit codes are not supported`);
@@ -258,7 +273,7 @@ class WasmSimdKernels implements WasmKernels {
       if (e) {
         this.#fused.delete(w);
         this.#reclaim.unregister(e);
-        this.#freeAll([e.codes, e.scales, e.zeros, e.groupEnds]);
+        this.#freeAll([e.codes, e.scales, e.zeros, e.segmentEnds]);
       }
     }
   }
@@ -305,17 +320,17 @@ class WasmSimdKernels implements WasmKernels {
     if (cached) return cached;
     const layout = fusedLayout(p);
     const heap = this.#heap;
-    const codes = heap.alloc(layout.codes.length * 4);
+    const codes = heap.alloc(layout.codes.length * 2);
     const scales = heap.alloc(layout.scales.length * 4);
     const zeros = heap.alloc(layout.zeros.length * 4);
-    const groupEnds = heap.alloc(layout.groupEnds.length * 4);
-    heap.u32(codes, layout.codes.length).set(layout.codes);
+    const segmentEnds = heap.alloc(layout.segmentEnds.length * 4);
+    heap.u16(codes, layout.codes.length).set(layout.codes);
     heap.f32(scales, layout.scales.length).set(layout.scales);
     heap.f32(zeros, layout.zeros.length).set(layout.zeros);
-    heap.u32(groupEnds, layout.groupEnds.length).set(layout.groupEnds);
-    const entry: FusedEntry = { layout, codes, scales, zeros, groupEnds };
+    heap.u32(segmentEnds, layout.segmentEnds.length).set(layout.segmentEnds);
+    const entry: FusedEntry = { layout, codes, scales, zeros, segmentEnds };
     this.#fused.set(p, entry);
-    this.#reclaim.register(p, [codes, scales, zeros, groupEnds], entry);
+    this.#reclaim.register(p, [codes, scales, zeros, segmentEnds], entry);
     return entry;
   }
 }
