@@ -115,15 +115,16 @@ static void micro_4x8(int kc, const float *ap, const float *bp, float *c, int ld
 }
 
 /* out[m][n] = sum_k a[m][k] * w[n][k] with w in packed panels; ws holds MC * KC floats. */
+/* Only panels [p0, p1) (output columns 8 * p0 .. 8 * p1): a share of the work for one thread. */
 EXPORT(gemm_f32)
-void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, float *ws) {
-  int panels = (n + NR - 1) / NR;
+void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, float *ws, int p0,
+              int p1) {
   for (int pc = 0; pc < k; pc += KC) {
     int kc = k - pc < KC ? k - pc : KC;
     for (int ic = 0; ic < m; ic += MC) {
       int mc = m - ic < MC ? m - ic : MC;
       pack_a(a + ic * k + pc, k, mc, kc, ws);
-      for (int p = 0; p < panels; p++) {
+      for (int p = p0; p < p1; p++) {
         const float *b = bp + ((long)p * k + pc) * NR;
         int nr = n - p * NR < NR ? n - p * NR : NR;
         for (int ir = 0; ir < mc; ir += MR) {
@@ -135,11 +136,10 @@ void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, fl
   }
 }
 
-/* out[n] = sum_k x[k] * w[n][k] (one token), streaming the packed panels once. */
+/* out[n] = sum_k x[k] * w[n][k] (one token), streaming the packed panels [p0, p1) once. */
 EXPORT(gemv_f32)
-void gemv_f32(int n, int k, const float *x, const float *bp, float *out) {
-  int panels = (n + NR - 1) / NR;
-  for (int p = 0; p < panels; p++) {
+void gemv_f32(int n, int k, const float *x, const float *bp, float *out, int p0, int p1) {
+  for (int p = p0; p < p1; p++) {
     const float *b = bp + (long)p * k * NR;
     v128_t s0 = wasm_f32x4_splat(0), s1 = s0, t0 = s0, t1 = s0;
     v128_t u0 = s0, u1 = s0, v0 = s0, v1 = s0;
