@@ -47,6 +47,11 @@ const THREAD_STACK = 65536;
 
 /** The `wasm-simd` kernel set; `matmulPacked` and `attention` are always present. */
 export interface WasmKernels extends Kernels {
+  /**
+   * Fused dequant-matmul on integer dot products: each token's activations are rounded to int16
+   * per segment of ≤ 256 columns within a group (step `max|x_seg| / 32767`), then the products
+   * with the codes are exact; see README.md for the error budget.
+   */
   matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
   attention(
     q: Float32Array,
