@@ -3,16 +3,18 @@
  * fused dequant kernels) for the `wasm-simd` kernels next to the plain-TS reference, with their
  * ratio, all measured in the same run. Medians of repeated timings after a warm-up.
  *
- * Two more tables, from the same run: **kernel threads** (GEMM at 1 and N threads, N = 2 by
- * default, measured alternately so both see the same machine load; the ratio is the median of
- * the per-pair ratios) and **decoding** (the fused dequant-GEMV against the f32 GEMV on
- * 1×4096×4096, also alternated). Each table prints the load average while it ran.
+ * Two more tables, from the same run: **kernel threads** (GEMM and the fused 4-bit GEMV at 1
+ * and N threads, N = 2 by default, measured alternately so both see the same machine load; the
+ * ratio is the median of the per-pair ratios) and **decoding** (the fused dequant-GEMV against
+ * the f32 GEMV on 1×4096×4096, also alternated). Each table prints the load average while it ran.
+ * On Linux with autogroup scheduling, a process gets one session's fair share of the cores
+ * whatever its thread count: thread ratios are meaningful only on an otherwise idle machine.
  *
- * Usage: `deno run --allow-read --allow-sys=loadavg bench/kernels.ts [--quick] [--best] [--threads N]
- * [--only kernels,threads,decode]` (`--quick`: fewer repetitions; `--best`: fastest run instead
- * of the median, the uncontended speed on a shared machine; `--only`: some tables). The
- * reference is timed on fewer tokens where it would take minutes; its rate is per FLOP, so the
- * ratio stays meaningful.
+ * Usage: `deno run --allow-read --allow-sys=loadavg bench/kernels.ts [--quick] [--best]
+ * [--threads N] [--only kernels,threads,decode]` (`--quick`: fewer repetitions; `--best`: fastest
+ * run instead of the median, the uncontended speed on a shared machine; `--only`: some tables).
+ * The reference is timed on fewer tokens where it would take minutes; its rate is per FLOP, so
+ * the ratio stays meaningful.
  *
  * @module
  */
@@ -117,7 +119,7 @@ function printTable(rows: string[][]): void {
   for (const r of rows) console.log(r.map((v, i) => v.padEnd(widths[i]!)).join("  "));
 }
 
-/** GEMM at 1 and `threads` kernel threads, alternated. */
+/** GEMM and the fused 4-bit GEMV at 1 and `threads` kernel threads, alternated. */
 async function threadsTable(threads: number, reps: number): Promise<void> {
   const one = await wasmKernels();
   const many = await wasmKernels({ threads });
@@ -140,6 +142,32 @@ async function threadsTable(threads: number, reps: number): Promise<void> {
       rows.push([
         "GEMM",
         `${m}×${n}×${k}`,
+        (flops / t.a / 1e9).toFixed(2),
+        (flops / t.b / 1e9).toFixed(2),
+        `${t.ratio.toFixed(2)}×`,
+        String(reps),
+      ]);
+    }
+    {
+      const n = 4096, k = 4096;
+      const data = randomFloats(n * k, 3);
+      const x = randomFloats(k, 4);
+      const out = new Float32Array(n);
+      const { packed } = quantizeMatrix(data, n, k, {
+        bits: 4,
+        granularity: "group",
+        groupSize: 128,
+        symmetric: false,
+      });
+      const t = timePairs(
+        () => one.matmulPacked(x, 1, packed, out),
+        () => many.matmulPacked(x, 1, packed, out),
+        reps,
+      );
+      const flops = 2 * n * k;
+      rows.push([
+        "dequant-GEMV 4-bit g128",
+        `1×${n}×${k}`,
         (flops / t.a / 1e9).toFixed(2),
         (flops / t.b / 1e9).toFixed(2),
         `${t.ratio.toFixed(2)}×`,
