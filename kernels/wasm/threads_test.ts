@@ -119,3 +119,21 @@ Deno.test("kernel threads: bad shapes are refused before any thread runs; close(
   await assert.rejects(() => wasmKernels({ threads: 0 }), /threads must be a positive integer/);
   await assert.rejects(() => wasmKernels({ threads: 2, fma: true }), /cannot be combined/);
 });
+
+Deno.test("kernel threads: a missing kernels_mt.wasm gives an error naming the file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lowbit-wasm-mt-" });
+  try {
+    const missing = new URL(`file://${dir}/kernels_mt.wasm`);
+    await assert.rejects(
+      () => wasmKernels({ threads: 2, url: missing }),
+      (e: unknown) => e instanceof Error && e.message.includes(`cannot read ${missing.pathname}`),
+    );
+    // The single-threaded binary imports no memory: refused, naming it.
+    await assert.rejects(
+      () => wasmKernels({ threads: 2, url: new URL("./kernels.wasm", import.meta.url) }),
+      /kernels\.wasm imports no shared memory/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
