@@ -7,10 +7,12 @@
  *   cut into *segments* of at most {@linkcode SEGMENT_COLS} columns, each padded to whole
  *   *chunks*. A segment is the unit of the int16 activation scale and of the int32 accumulators,
  *   which it keeps far from overflow (≤ 64 products of ≤ 255 · 32767 per lane).
- * - A chunk is `8 · floor(16 / bits)` columns of one row in one 128-bit vector: eight 16-bit
- *   lanes, lane `i` holding the codes of columns `i, 8 + i, 16 + i, …` at bits `0, bits, 2·bits,
- *   …`. A shift and a mask give eight codes (one plane) in column order, ready for a dot product
- *   with eight consecutive activations.
+ * - A chunk is `8 · planes` columns of one row in one 128-bit vector: eight 16-bit lanes, lane
+ *   `i` holding the codes of columns `i, 8 + i, 16 + i, …` at bits `0, bits, 2·bits, …`. A shift
+ *   and a mask give eight codes (one plane) in column order, ready for a dot product with eight
+ *   consecutive activations. `planes` is `floor(16 / bits)`, or the largest power of two below
+ *   it when that pads fewer columns (3 bits with groups of 128: 4 planes, 128 columns per group,
+ *   instead of 5 planes, 4 chunks of 40 = 160).
  * - Rows are in blocks of {@linkcode BLOCK_ROWS}: `[block][chunk][row][8 lanes]`, so the kernel
  *   streams the codes once, front to back, and shares every activation vector among four rows.
  *
@@ -32,7 +34,9 @@ export interface FusedLayout {
   readonly cols: number;
   /** Row blocks of {@linkcode BLOCK_ROWS}. */
   readonly blocks: number;
-  /** Columns per chunk: `8 · floor(16 / bits)`. */
+  /** Codes per 16-bit lane (see the module doc). */
+  readonly planes: number;
+  /** Columns per chunk: `8 · planes`. */
   readonly chunkCols: number;
   /** Chunks per row (all segments, padded). */
   readonly chunks: number;
@@ -56,13 +60,15 @@ export function fusedLayout(p: PackedWeight): FusedLayout {
   const { bits, rows, cols } = p;
   const per = codesPerWord(bits);
   const mask = 2 ** bits - 1;
-  const planes = Math.floor(16 / bits);
-  const chunkCols = 8 * planes;
-  const segCols = Math.floor(SEGMENT_COLS / chunkCols) * chunkCols;
   const groups = p.groupsPerRow;
   const groupOf = (c: number) => p.groupIndex ? p.groupIndex[c]! : Math.floor(c / p.groupSize);
   const members: number[][] = Array.from({ length: groups }, () => []);
   for (let c = 0; c < cols; c++) members[groupOf(c)]!.push(c);
+  const most = Math.floor(16 / bits);
+  const pow2 = 2 ** Math.floor(Math.log2(most));
+  const planes = paddedCols(members, 8 * pow2) < paddedCols(members, 8 * most) ? pow2 : most;
+  const chunkCols = 8 * planes;
+  const segCols = segmentCols(chunkCols);
   const pos = new Int32Array(cols);
   const ends: number[] = [];
   const segGroup: number[] = [];
@@ -111,6 +117,7 @@ export function fusedLayout(p: PackedWeight): FusedLayout {
     rows,
     cols,
     blocks,
+    planes,
     chunkCols,
     chunks,
     segments,
@@ -121,4 +128,21 @@ export function fusedLayout(p: PackedWeight): FusedLayout {
     segmentEnds: Uint32Array.from(ends),
     colmap,
   };
+}
+
+/** Columns of a segment: whole chunks, at most {@linkcode SEGMENT_COLS}. */
+function segmentCols(chunkCols: number): number {
+  return Math.floor(SEGMENT_COLS / chunkCols) * chunkCols;
+}
+
+/** Padded columns of a row when each group's segments are padded to chunks of `chunkCols`. */
+function paddedCols(members: readonly number[][], chunkCols: number): number {
+  const segCols = segmentCols(chunkCols);
+  let n = 0;
+  for (const m of members) {
+    for (let s = 0; s < m.length; s += segCols) {
+      n += Math.ceil(Math.min(segCols, m.length - s) / chunkCols) * chunkCols;
+    }
+  }
+  return n;
 }

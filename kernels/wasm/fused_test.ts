@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { dequantizePacked, type PackedWeight, quantizeMatrix } from "../../core/quantizer.ts";
 import { matmulPackedRef, matmulRef } from "../ref/mod.ts";
+import { fusedLayout } from "./fused_layout.ts";
 import { wasmKernels } from "./mod.ts";
 import { assertWithin, randomFloats } from "./test_util.ts";
 
@@ -177,4 +178,26 @@ Deno.test("wasm fused dequant-matmul rejects bad shapes naming the op and both s
     /groupIndex\[0\] = 3/,
   );
   assert.throws(() => ok({ ...packed, bits: 9 }), /bits 9/);
+});
+
+Deno.test("fusedLayout() picks the plane count that pads fewer columns", () => {
+  const layout = (bits: number, cols: number, groupSize: number) =>
+    fusedLayout(
+      quantizeMatrix(randomFloats(4 * cols, bits), 4, cols, {
+        bits,
+        granularity: "group",
+        groupSize,
+        symmetric: false,
+      }).packed,
+    );
+  // 3 bits, groups of 128: 4 planes (chunks of 32) pad nothing; 5 planes would need 160.
+  const a = layout(3, 256, 128);
+  assert.deepEqual([a.planes, a.kp, a.segments], [4, 256, 2]);
+  // 3 bits, one group of 300 (segments of ≤ 256 columns): 5 planes, 240 + 80 = 320 columns
+  // (4 planes would pad to 256 + 64 = 320 too; ties keep the denser packing).
+  const b = layout(3, 300, 300);
+  assert.deepEqual([b.planes, b.kp, b.segments], [5, 320, 2]);
+  // 4 bits: always 4 planes; 8 bits: 2.
+  assert.equal(layout(4, 64, 32).planes, 4);
+  assert.equal(layout(8, 64, 32).planes, 2);
 });

@@ -252,10 +252,10 @@ INLINE v128_t hsum4(v128_t a, v128_t b, v128_t c, v128_t d) {
  * mask) holds the codes of 8 consecutive columns, multiplied with 8 int16 activations by one
  * i32x4.dot_i16x8_s. Blocks of 4 rows share the activation vectors.
  */
-INLINE void dq_gemv_bits(const int bits, int rows, int blocks, int chunks, int segs,
-                         const v128_t *codes, const float *sc, const float *zp, const u32 *sege,
-                         const short *xq, const float *sx, const float *xs, float *out) {
-  const int planes = 16 / bits;
+INLINE void dq_gemv_bits(const int bits, const int planes, int rows, int blocks, int chunks,
+                         int segs, const v128_t *codes, const float *sc, const float *zp,
+                         const u32 *sege, const short *xq, const float *sx, const float *xs,
+                         float *out) {
   const int chunk = 8 * planes;
   const v128_t mask = wasm_i16x8_splat((short)((1 << bits) - 1));
   for (int b = 0; b < blocks; b++) {
@@ -313,33 +313,52 @@ INLINE void dq_gemv_bits(const int bits, int rows, int blocks, int chunks, int s
   }
 }
 
-#define DQ(B)                                                                                 \
-  static void dq_gemv_##B(int rows, int blocks, int chunks, int segs, const v128_t *codes,    \
-                          const float *sc, const float *zp, const u32 *sege, const short *xq, \
-                          const float *sx, const float *xs, float *out) {                     \
-    dq_gemv_bits(B, rows, blocks, chunks, segs, codes, sc, zp, sege, xq, sx, xs, out);        \
+/* One kernel per (bits, planes): planes = floor(16 / bits), or the largest power of two below it
+   (fewer padded columns when groups are multiples of 32, e.g. 3 bits with groups of 128). */
+#define DQ(B, P)                                                                               \
+  static void dq_gemv_##B##_##P(int rows, int blocks, int chunks, int segs,                    \
+                                const v128_t *codes, const float *sc, const float *zp,         \
+                                const u32 *sege, const short *xq, const float *sx,             \
+                                const float *xs, float *out) {                                 \
+    dq_gemv_bits(B, P, rows, blocks, chunks, segs, codes, sc, zp, sege, xq, sx, xs, out);      \
   }
-DQ(2)
-DQ(3)
-DQ(4)
-DQ(5)
-DQ(6)
-DQ(7)
-DQ(8)
+DQ(2, 8)
+DQ(3, 5)
+DQ(3, 4)
+DQ(4, 4)
+DQ(5, 3)
+DQ(5, 2)
+DQ(6, 2)
+DQ(7, 2)
+DQ(8, 2)
 
 /*
  * out[t][o] = Σ_c x[t][c] · s · (q[o][c] − z) over the fused layout (fused_layout.ts), with each
  * token's activations rounded to int16 per segment. xp: [tokens][chunks · chunk] floats (already
  * permuted and padded); xq: chunks · chunk int16 of scratch; sxs: 2 · segs floats of scratch.
  * Rows [r0, r1) of the output only (r0, r1 multiples of 4 or r1 = rows), for splitting the work.
- * Returns 0 on success, -1 for an unsupported bit-width.
+ * Returns 0 on success, -1 for an unsupported (bits, planes).
  */
 EXPORT(dq_gemv)
-int dq_gemv(int bits, int tokens, int rows, int r0, int r1, int chunks, int segs,
+int dq_gemv(int bits, int planes, int tokens, int rows, int r0, int r1, int chunks, int segs,
             const v128_t *codes, const float *sc, const float *zp, const u32 *sege,
             const float *xp, short *xq, float *sxs, float *out) {
-  if (bits < 2 || bits > 8) return -1;
-  const int chunk = 8 * (16 / bits);
+  typedef void (*kernel)(int, int, int, int, const v128_t *, const float *, const float *,
+                         const u32 *, const short *, const float *, const float *, float *);
+  kernel f = 0;
+  switch (bits * 16 + planes) {
+    case 2 * 16 + 8: f = dq_gemv_2_8; break;
+    case 3 * 16 + 5: f = dq_gemv_3_5; break;
+    case 3 * 16 + 4: f = dq_gemv_3_4; break;
+    case 4 * 16 + 4: f = dq_gemv_4_4; break;
+    case 5 * 16 + 3: f = dq_gemv_5_3; break;
+    case 5 * 16 + 2: f = dq_gemv_5_2; break;
+    case 6 * 16 + 2: f = dq_gemv_6_2; break;
+    case 7 * 16 + 2: f = dq_gemv_7_2; break;
+    case 8 * 16 + 2: f = dq_gemv_8_2; break;
+    default: return -1;
+  }
+  const int chunk = 8 * planes;
   const long kp = (long)chunks * chunk;
   const int b0 = r0 / 4, blocks = (r1 - r0 + 3) / 4;
   const v128_t *cb = codes + (long)b0 * chunks * 4;
@@ -347,17 +366,7 @@ int dq_gemv(int bits, int tokens, int rows, int r0, int r1, int chunks, int segs
   float *sx = sxs, *xs = sxs + segs;
   for (int t = 0; t < tokens; t++) {
     quant_x(segs, sege, chunk, xp + t * kp, xq, sx, xs);
-    float *o = out + (long)t * rows + r0;
-    const int n = r1 - r0;
-    switch (bits) {
-      case 2: dq_gemv_2(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-      case 3: dq_gemv_3(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-      case 4: dq_gemv_4(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-      case 5: dq_gemv_5(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-      case 6: dq_gemv_6(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-      case 7: dq_gemv_7(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-      default: dq_gemv_8(n, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, o); break;
-    }
+    f(r1 - r0, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, out + (long)t * rows + r0);
   }
   return 0;
 }

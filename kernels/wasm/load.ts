@@ -25,6 +25,7 @@ export interface WasmExports {
   rmsnorm_f32(tokens: number, d: number, x: number, w: number, eps: number, out: number): void;
   dq_gemv(
     bits: number,
+    planes: number,
     tokens: number,
     rows: number,
     r0: number,

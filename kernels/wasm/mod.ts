@@ -326,6 +326,7 @@ class WasmSimdKernels implements WasmKernels {
       const xq = base + xpBytes + i * (xqBytes + sxsBytes);
       return [
         L.bits,
+        L.planes,
         tokens,
         L.rows,
         b0 * 4,
