@@ -55,7 +55,11 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --shard I/N        run part I of N (0-based; parts balanced by expected cost), for CI fan-out
   --threads N        worker threads for evaluation (default: the number of cores)
   --backend NAME     kernels: ts (reference), wasm (SIMD128), wasm-fma (relaxed SIMD),
+                     wasm-mt (SIMD128 on kernel threads, the numbers of wasm),
                      auto (wasm, else ts with a warning)                         [auto]
+  --kernel-threads N kernel threads of --backend wasm-mt in the main thread (single-stream
+                     work: calibration, GPTQ); evaluation workers stay single-threaded
+                     (default: the number of cores)
   --force            recompute cells that already have a row
   --dry-run          list the cells and exit
   --quiet            no progress on stderr
@@ -205,6 +209,7 @@ async function main(argv: string[]): Promise<number> {
       shard: { type: "string" },
       threads: { type: "string" },
       backend: { type: "string", default: "auto" },
+      "kernel-threads": { type: "string" },
       force: { type: "boolean", default: false },
       "dry-run": { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
@@ -312,7 +317,15 @@ async function main(argv: string[]): Promise<number> {
   const dataDir = values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir();
   const outDir = values.out ?? `results/runs/${spec.id}`;
   const onEvent = progressRenderer(values.quiet);
-  const { kernels, fallback } = await selectKernels(values.backend);
+  const kernelThreads = values["kernel-threads"] === undefined
+    ? navigator.hardwareConcurrency
+    : Number(values["kernel-threads"]);
+  if (!Number.isInteger(kernelThreads) || kernelThreads < 1) {
+    throw new RangeError(
+      `--kernel-threads must be a positive integer, got "${values["kernel-threads"]}"`,
+    );
+  }
+  const { kernels, fallback } = await selectKernels(values.backend, { kernelThreads });
   if (fallback) console.error(`warning: ${fallback}`);
   if (values["dry-run"]) {
     const { cells } = await planMatrix(spec, {

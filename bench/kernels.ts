@@ -3,10 +3,18 @@
  * fused dequant kernels) for the `wasm-simd` kernels next to the plain-TS reference, with their
  * ratio, all measured in the same run. Medians of repeated timings after a warm-up.
  *
- * Usage: `deno run --allow-read bench/kernels.ts [--quick] [--best]` (`--quick`: fewer
- * repetitions; `--best`: fastest run instead of the median, the uncontended speed on a shared
- * machine). The reference is timed on fewer tokens where it would take minutes; its rate is
- * per FLOP, so the ratio stays meaningful.
+ * Two more tables, from the same run: **kernel threads** (GEMM and the fused 4-bit GEMV at 1
+ * and N threads, N = 2 by default, measured alternately so both see the same machine load; the
+ * ratio is the median of the per-pair ratios) and **decoding** (the fused dequant-GEMV against
+ * the f32 GEMV on 1×4096×4096, also alternated). Each table prints the load average while it ran.
+ * On Linux with autogroup scheduling, a process gets one session's fair share of the cores
+ * whatever its thread count: thread ratios are meaningful only on an otherwise idle machine.
+ *
+ * Usage: `deno run --allow-read --allow-sys=loadavg bench/kernels.ts [--quick] [--best]
+ * [--threads N] [--only kernels,threads,decode]` (`--quick`: fewer repetitions; `--best`: fastest
+ * run instead of the median, the uncontended speed on a shared machine; `--only`: some tables).
+ * The reference is timed on fewer tokens where it would take minutes; its rate is per FLOP, so
+ * the ratio stays meaningful.
  *
  * @module
  */
@@ -65,11 +73,173 @@ export function timeMedian(
   return best ? t[0]! : t[Math.floor(t.length / 2)]!;
 }
 
+/**
+ * Alternates `a` and `b` (after a warm-up of each) for `reps` pairs or `budget` seconds; returns
+ * the median seconds of each and the median of the per-pair ratios `a / b`.
+ */
+export function timePairs(
+  a: () => void,
+  b: () => void,
+  reps: number,
+  budget = 20,
+): { a: number; b: number; ratio: number } {
+  for (const fn of [a, b]) {
+    const w0 = performance.now();
+    for (let i = 0; i < 2 || performance.now() - w0 < 500; i++) fn();
+  }
+  const ta: number[] = [], tb: number[] = [], r: number[] = [];
+  const start = performance.now();
+  for (let i = 0; i < reps; i++) {
+    let t0 = performance.now();
+    a();
+    const x = performance.now() - t0;
+    t0 = performance.now();
+    b();
+    const y = performance.now() - t0;
+    ta.push(x / 1000);
+    tb.push(y / 1000);
+    r.push(x / y);
+    if ((performance.now() - start) / 1000 > budget && r.length >= 3) break;
+  }
+  const median = (v: number[]) => v.sort((p, q) => p - q)[Math.floor(v.length / 2)]!;
+  return { a: median(ta), b: median(tb), ratio: median(r) };
+}
+
+/** The 1-, 5- and 15-minute load averages (needs `--allow-sys=loadavg`), or "?". */
+export function loadAverage(): string {
+  try {
+    return Deno.loadavg().map((v) => v.toFixed(2)).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const r of rows) console.log(r.map((v, i) => v.padEnd(widths[i]!)).join("  "));
+}
+
+/** GEMM and the fused 4-bit GEMV at 1 and `threads` kernel threads, alternated. */
+async function threadsTable(threads: number, reps: number): Promise<void> {
+  const one = await wasmKernels();
+  const many = await wasmKernels({ threads });
+  try {
+    const load0 = loadAverage();
+    const rows: string[][] = [[
+      "kernel",
+      "M×N×K",
+      `${one.id} GFLOP/s`,
+      `${many.id} GFLOP/s`,
+      `${threads} threads / 1`,
+      "pairs",
+    ]];
+    for (const [m, n, k] of [[512, 768, 768], [128, 4096, 4096]] as const) {
+      const x = randomFloats(m * k, 1);
+      const w = { rows: n, cols: k, data: randomFloats(n * k, 2) };
+      const out = new Float32Array(m * n);
+      const t = timePairs(() => one.matmul(x, m, w, out), () => many.matmul(x, m, w, out), reps);
+      const flops = 2 * m * n * k;
+      rows.push([
+        "GEMM",
+        `${m}×${n}×${k}`,
+        (flops / t.a / 1e9).toFixed(2),
+        (flops / t.b / 1e9).toFixed(2),
+        `${t.ratio.toFixed(2)}×`,
+        String(reps),
+      ]);
+    }
+    {
+      const n = 4096, k = 4096;
+      const data = randomFloats(n * k, 3);
+      const x = randomFloats(k, 4);
+      const out = new Float32Array(n);
+      const { packed } = quantizeMatrix(data, n, k, {
+        bits: 4,
+        granularity: "group",
+        groupSize: 128,
+        symmetric: false,
+      });
+      const t = timePairs(
+        () => one.matmulPacked(x, 1, packed, out),
+        () => many.matmulPacked(x, 1, packed, out),
+        reps,
+      );
+      const flops = 2 * n * k;
+      rows.push([
+        "dequant-GEMV 4-bit g128",
+        `1×${n}×${k}`,
+        (flops / t.a / 1e9).toFixed(2),
+        (flops / t.b / 1e9).toFixed(2),
+        `${t.ratio.toFixed(2)}×`,
+        String(reps),
+      ]);
+    }
+    console.log(`\nKernel threads (load average before: ${load0}, after: ${loadAverage()})`);
+    printTable(rows);
+  } finally {
+    many.close();
+  }
+}
+
+/** Fused dequant-GEMV against the f32 GEMV on 1×4096×4096, alternated. */
+async function decodeTable(reps: number): Promise<void> {
+  const kernels = await wasmKernels();
+  const load0 = loadAverage();
+  const n = 4096, k = 4096;
+  const data = randomFloats(n * k, 3);
+  const w = { rows: n, cols: k, data };
+  const x = randomFloats(k, 4);
+  const out = new Float32Array(n);
+  const rows: string[][] = [[
+    "1×4096×4096",
+    "f32 GEMV ms",
+    "fused ms",
+    "fused / f32 speed",
+    "GB/s of weights (f32, fused)",
+  ]];
+  for (const bits of [8, 4, 3, 2]) {
+    const { packed } = quantizeMatrix(data, n, k, {
+      bits,
+      granularity: "group",
+      groupSize: 128,
+      symmetric: false,
+    });
+    const t = timePairs(
+      () => kernels.matmul(x, 1, w, out),
+      () => kernels.matmulPacked(x, 1, packed, out),
+      reps,
+    );
+    const bytes = packed.words.byteLength + packed.scales.byteLength + packed.zeros.byteLength;
+    rows.push([
+      `${bits}-bit g128 vs f32`,
+      (t.a * 1e3).toFixed(3),
+      (t.b * 1e3).toFixed(3),
+      `${t.ratio.toFixed(2)}×`,
+      `${(n * k * 4 / t.a / 1e9).toFixed(1)}, ${(bytes / t.b / 1e9).toFixed(1)}`,
+    ]);
+  }
+  console.log(
+    `\nDecoding, ${kernels.id} (load average before: ${load0}, after: ${loadAverage()})`,
+  );
+  printTable(rows);
+}
+
 async function main(): Promise<void> {
   const quick = Deno.args.includes("--quick");
   const reps = quick ? 5 : 21;
   const best = Deno.args.includes("--best");
+  const ti = Deno.args.indexOf("--threads");
+  const threads = ti >= 0 ? Number(Deno.args[ti + 1]) : 2;
+  const oi = Deno.args.indexOf("--only");
+  const only = oi >= 0 ? Deno.args[oi + 1]!.split(",") : ["kernels", "threads", "decode"];
+  if (only.includes("kernels")) await kernelsTable(quick, reps, best);
+  if (only.includes("threads")) await threadsTable(threads, quick ? 7 : 21);
+  if (only.includes("decode")) await decodeTable(quick ? 11 : 41);
+}
+
+async function kernelsTable(quick: boolean, reps: number, best: boolean): Promise<void> {
   const time = (fn: () => void) => timeMedian(fn, reps, 5, 0.5, best);
+  const load0 = loadAverage();
   const kernels = await wasmKernels();
   const fmaKernels = await wasmKernels({ fma: true });
   const rows: string[][] = [[
@@ -145,8 +315,8 @@ async function main(): Promise<void> {
       "-",
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) console.log(r.map((v, i) => v.padEnd(widths[i]!)).join("  "));
+  console.log(`Kernels (load average before: ${load0}, after: ${loadAverage()})`);
+  printTable(rows);
 }
 
 if (import.meta.main) await main();

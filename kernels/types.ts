@@ -31,6 +31,8 @@ export interface Kernels {
    * callers to dequantize. Throws a `RangeError` naming the op and both shapes on a mismatch.
    */
   matmulPacked?(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
+  /** Stops the backend's threads, if it has any (later calls may then fail). Optional. */
+  close?(): void;
   /**
    * Causal grouped-query attention of `T` queries at positions `start…start+T−1` over keys and
    * values `[≥ start+T][nKvHeads·headDim]` (see `attentionRef`). Optional: without it the

@@ -1,6 +1,7 @@
 /**
- * Builds `kernels/wasm/kernels.wasm` (SIMD128) and `kernels_fma.wasm` (plus relaxed-SIMD
- * `f32x4.relaxed_madd`) from `kernels.c` with Debian's clang-19 and wasm-ld-19, with pinned flags
+ * Builds `kernels/wasm/kernels.wasm` (SIMD128), `kernels_fma.wasm` (plus relaxed-SIMD
+ * `f32x4.relaxed_madd`) and `kernels_mt.wasm` (SIMD128 over an imported shared memory, for
+ * kernel threads) from `kernels.c` with Debian's clang-19 and wasm-ld-19, with pinned flags
  * and no paths, timestamps or debug info in the output, so the committed binaries can be
  * reproduced byte for byte.
  *
@@ -45,6 +46,18 @@ export const FLAGS: readonly string[] = [
 export const VARIANTS: readonly { readonly file: string; readonly flags: readonly string[] }[] = [
   { file: "kernels.wasm", flags: [] },
   { file: "kernels_fma.wasm", flags: ["-mrelaxed-simd", "-DLOWBIT_RELAXED=1"] },
+  // Kernel threads: the same code over a shared memory imported from JS (one per kernel set,
+  // shared by its workers' instances); each instance's stack pointer is set from outside.
+  {
+    file: "kernels_mt.wasm",
+    flags: [
+      "-matomics",
+      "-mbulk-memory",
+      "-Wl,--shared-memory",
+      "-Wl,--import-memory",
+      "-Wl,--export=__stack_pointer",
+    ],
+  },
 ];
 
 const here = new URL(".", import.meta.url);

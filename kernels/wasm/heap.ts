@@ -64,6 +64,11 @@ export class WasmHeap {
     return new Float32Array(this.#memory.buffer, ptr, n);
   }
 
+  /** A uint16 view of `n` values at `ptr` (valid until the next allocation). */
+  u16(ptr: number, n: number): Uint16Array {
+    return new Uint16Array(this.#memory.buffer, ptr, n);
+  }
+
   /** A uint32 view of `n` values at `ptr` (valid until the next allocation). */
   u32(ptr: number, n: number): Uint32Array {
     return new Uint32Array(this.#memory.buffer, ptr, n);

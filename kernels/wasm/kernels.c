@@ -5,11 +5,11 @@
  * - Packed f32 weights: panels of NR = 8 output rows; panel p holds, for every input column k,
  *   the 8 values w[8p + r][k] (r < 8) contiguously: bp[(p * K + k) * 8 + r]. Missing rows are 0.
  * - Activations: row-major [M][K]; outputs row-major [M][N].
- * - Packed low-bit weights: blocks of 8 output rows; for every (padded) word index w, 8 uint32
- *   words (one per row) holding floor(32 / bits) codes, code j at bit j * bits, each stored as
- *   q ^ 2^(bits-1) (read back sign-extended as q - 2^(bits-1)). Columns are in
- *   the layout's own (group-sorted, group-padded) order; the caller permutes x to match.
- *   Per block and group: 8 float scales and 8 float zero points minus 2^(bits-1).
+ * - Packed low-bit weights (fused_layout.ts): blocks of 4 output rows; per row and chunk of
+ *   8 * floor(16 / bits) columns one 128-bit vector of eight 16-bit lanes, lane i holding the
+ *   codes of columns i, 8 + i, 16 + i, ... at bits 0, bits, 2 * bits, ... Columns are in the
+ *   layout's own (group-sorted, segment-padded) order; the caller permutes x to match.
+ *   Per block and segment: 4 float scales and 4 float zero points.
  */
 #include <wasm_simd128.h>
 
@@ -115,15 +115,16 @@ static void micro_4x8(int kc, const float *ap, const float *bp, float *c, int ld
 }
 
 /* out[m][n] = sum_k a[m][k] * w[n][k] with w in packed panels; ws holds MC * KC floats. */
+/* Only panels [p0, p1) (output columns 8 * p0 .. 8 * p1): a share of the work for one thread. */
 EXPORT(gemm_f32)
-void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, float *ws) {
-  int panels = (n + NR - 1) / NR;
+void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, float *ws, int p0,
+              int p1) {
   for (int pc = 0; pc < k; pc += KC) {
     int kc = k - pc < KC ? k - pc : KC;
     for (int ic = 0; ic < m; ic += MC) {
       int mc = m - ic < MC ? m - ic : MC;
       pack_a(a + ic * k + pc, k, mc, kc, ws);
-      for (int p = 0; p < panels; p++) {
+      for (int p = p0; p < p1; p++) {
         const float *b = bp + ((long)p * k + pc) * NR;
         int nr = n - p * NR < NR ? n - p * NR : NR;
         for (int ir = 0; ir < mc; ir += MR) {
@@ -135,11 +136,10 @@ void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, fl
   }
 }
 
-/* out[n] = sum_k x[k] * w[n][k] (one token), streaming the packed panels once. */
+/* out[n] = sum_k x[k] * w[n][k] (one token), streaming the packed panels [p0, p1) once. */
 EXPORT(gemv_f32)
-void gemv_f32(int n, int k, const float *x, const float *bp, float *out) {
-  int panels = (n + NR - 1) / NR;
-  for (int p = 0; p < panels; p++) {
+void gemv_f32(int n, int k, const float *x, const float *bp, float *out, int p0, int p1) {
+  for (int p = p0; p < p1; p++) {
     const float *b = bp + (long)p * k * NR;
     v128_t s0 = wasm_f32x4_splat(0), s1 = s0, t0 = s0, t1 = s0;
     v128_t u0 = s0, u1 = s0, v0 = s0, v1 = s0;
@@ -207,191 +207,168 @@ void rmsnorm_f32(int tokens, int d, const float *x, const float *w, float eps, f
 
 /* ---------------------------------------------------------- fused dequant GEMV ---------- */
 
-/* Group sums xs[g] of one token's permuted activations (scalar; O(K) per token). */
-static void group_sums(int per, int groups, const u32 *gend, const float *x, float *xs) {
-  u32 w0 = 0;
-  for (int g = 0; g < groups; g++) {
-    float acc = 0;
-    for (u32 c = w0 * per; c < gend[g] * per; c++) acc += x[c];
-    xs[g] = acc;
-    w0 = gend[g];
-  }
-}
-
 /*
- * For each token t: out[t][o] = sum_g s[o][g] * (sum_{c in g} x[c] q[o][c] - z[o][g] xs[g]),
- * xs[g] = sum_{c in g} x[c]. Codes are read and converted in registers; no dequantized copy.
- * blocks: row blocks of 8; words: padded words per row; gend[g]: end word of group g.
+ * Activations rounded to int16 per segment: xq[c] = nearest(x[c] · 32767 / max|x|_seg), and per
+ * segment sx[s] = max / 32767 (the step) and xs[s] = sx · Σ xq (the rounded activations' sum).
+ * Segments are whole chunks, so whole vectors of 8; kp floats of x, kp int16 of xq.
  */
-INLINE void dq_gemv_bits(const int bits, int tokens, int rows, int blocks, int words, int groups,
-                         const u32 *codes, const float *sc, const float *zp, const u32 *gend,
-                         const float *xp, float *xs, float *out) {
-  const int per = 32 / bits;
-  const int kp = words * per;
-  for (int t = 0; t < tokens; t++) {
-    const float *x = xp + (long)t * kp;
-    group_sums(per, groups, gend, x, xs);
-    for (int b = 0; b < blocks; b++) {
-      const u32 *cb = codes + (long)b * words * 8;
-      const float *sb = sc + (long)b * groups * 8;
-      const float *zb = zp + (long)b * groups * 8;
-      v128_t tot0 = wasm_f32x4_splat(0), tot1 = tot0;
-      u32 w = 0;
-      for (int g = 0; g < groups; g++) {
-        v128_t a0 = wasm_f32x4_splat(0), a1 = a0, b0 = a0, b1 = a0;
-        v128_t c0 = a0, c1 = a0, d0 = a0, d1 = a0;
-        for (; w < gend[g]; w++) {
-          v128_t v0 = wasm_v128_load(cb + 8 * w);
-          v128_t v1 = wasm_v128_load(cb + 8 * w + 4);
-          const float *xw = x + w * per;
-#pragma unroll
-          for (int j = 0; j < per; j++) {
-            v128_t xj = wasm_v128_load32_splat(xw + j);
-            /* Sign-extending extraction: codes are stored with the top bit flipped (q ^ half), so
-               this yields q - half exactly and the signed convert (one x64 instruction) applies. */
-            const int up = 32 - (j + 1) * bits, down = 32 - bits;
-            v128_t q0 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v0, up), down));
-            v128_t q1 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v1, up), down));
-            switch (j & 3) {
-              case 0:
-                a0 = MADD(q0, xj, a0);
-                a1 = MADD(q1, xj, a1);
-                break;
-              case 1:
-                b0 = MADD(q0, xj, b0);
-                b1 = MADD(q1, xj, b1);
-                break;
-              case 2:
-                c0 = MADD(q0, xj, c0);
-                c1 = MADD(q1, xj, c1);
-                break;
-              default:
-                d0 = MADD(q0, xj, d0);
-                d1 = MADD(q1, xj, d1);
-            }
-          }
-        }
-        v128_t g0 = wasm_f32x4_add(wasm_f32x4_add(a0, b0), wasm_f32x4_add(c0, d0));
-        v128_t g1 = wasm_f32x4_add(wasm_f32x4_add(a1, b1), wasm_f32x4_add(c1, d1));
-        v128_t xsg = wasm_f32x4_splat(xs[g]);
-        g0 = wasm_f32x4_sub(g0, wasm_f32x4_mul(wasm_v128_load(zb + 8 * g), xsg));
-        g1 = wasm_f32x4_sub(g1, wasm_f32x4_mul(wasm_v128_load(zb + 8 * g + 4), xsg));
-        tot0 = MADD(wasm_v128_load(sb + 8 * g), g0, tot0);
-        tot1 = MADD(wasm_v128_load(sb + 8 * g + 4), g1, tot1);
-      }
-      float tile[8] __attribute__((aligned(16)));
-      wasm_v128_store(tile, tot0);
-      wasm_v128_store(tile + 4, tot1);
-      int nr = rows - b * 8 < 8 ? rows - b * 8 : 8;
-      float *o = out + (long)t * rows + b * 8;
-      for (int r = 0; r < nr; r++) o[r] = tile[r];
+static void quant_x(int segs, const u32 *sege, int chunk, const float *x, short *xq, float *sx,
+                    float *xs) {
+  int c = 0;
+  for (int s = 0; s < segs; s++) {
+    const int end = (int)sege[s] * chunk;
+    v128_t mx = wasm_f32x4_splat(0);
+    for (int i = c; i < end; i += 4) mx = wasm_f32x4_max(mx, wasm_f32x4_abs(wasm_v128_load(x + i)));
+    mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
+    mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
+    const float m = wasm_f32x4_extract_lane(mx, 0);
+    const float inv = m > 0 ? 32767.0f / m : 0.0f;
+    const v128_t vi = wasm_f32x4_splat(inv);
+    v128_t sum = wasm_i32x4_splat(0);
+    for (int i = c; i < end; i += 8) {
+      v128_t a = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i), vi)));
+      v128_t b = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i + 4), vi)));
+      sum = wasm_i32x4_add(sum, wasm_i32x4_add(a, b));
+      wasm_v128_store(xq + i, wasm_i16x8_narrow_i32x4(a, b));
     }
+    const int total = wasm_i32x4_extract_lane(sum, 0) + wasm_i32x4_extract_lane(sum, 1) +
+                      wasm_i32x4_extract_lane(sum, 2) + wasm_i32x4_extract_lane(sum, 3);
+    sx[s] = m / 32767.0f;
+    xs[s] = sx[s] * (float)total;
+    c = end;
   }
 }
 
+/* The four lanes' sums of four int32x4 accumulators: [Σa, Σb, Σc, Σd]. */
+INLINE v128_t hsum4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 2, 6), wasm_i32x4_shuffle(a, b, 1, 5, 3, 7));
+  v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 2, 6), wasm_i32x4_shuffle(c, d, 1, 5, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
+}
+
 /*
- * Four tokens at once: each code vector is extracted and converted once and used for four
- * tokens (8 accumulators), so the decode cost per multiply-add drops about fourfold.
- * xs holds 4 * groups floats of scratch.
+ * One token: out[o] = Σ_s s[o][s] · (sx[s] · Σ_{c in s} xq[c] · q[o][c] − z[o][s] · xs[s]).
+ * Codes stay packed: per row and chunk one vector of eight 16-bit lanes; plane n (a shift and a
+ * mask) holds the codes of 8 consecutive columns, multiplied with 8 int16 activations by one
+ * i32x4.dot_i16x8_s. Blocks of 4 rows share the activation vectors.
  */
-INLINE void dq_tile4_bits(const int bits, int rows, int blocks, int words, int groups,
-                          const u32 *codes, const float *sc, const float *zp, const u32 *gend,
-                          const float *xp, float *xs, float *out) {
-  const int per = 32 / bits;
-  const int kp = words * per;
-  const float *x0 = xp, *x1 = xp + kp, *x2 = xp + 2 * kp, *x3 = xp + 3 * kp;
-  for (int i = 0; i < 4; i++) group_sums(per, groups, gend, xp + (long)i * kp, xs + i * groups);
+INLINE void dq_gemv_bits(const int bits, const int planes, int rows, int blocks, int chunks,
+                         int segs, const v128_t *codes, const float *sc, const float *zp,
+                         const u32 *sege, const short *xq, const float *sx, const float *xs,
+                         float *out) {
+  const int chunk = 8 * planes;
+  const v128_t mask = wasm_i16x8_splat((short)((1 << bits) - 1));
   for (int b = 0; b < blocks; b++) {
-    const u32 *cb = codes + (long)b * words * 8;
-    const float *sb = sc + (long)b * groups * 8;
-    const float *zb = zp + (long)b * groups * 8;
-    v128_t tot[4][2];
-    for (int i = 0; i < 4; i++) tot[i][0] = tot[i][1] = wasm_f32x4_splat(0);
-    u32 w = 0;
-    for (int g = 0; g < groups; g++) {
-      v128_t a00 = wasm_f32x4_splat(0), a01 = a00, a10 = a00, a11 = a00;
-      v128_t a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-      for (; w < gend[g]; w++) {
-        v128_t v0 = wasm_v128_load(cb + 8 * w);
-        v128_t v1 = wasm_v128_load(cb + 8 * w + 4);
-        const int c = w * per;
+    const v128_t *cb = codes + (long)b * chunks * 4;
+    const float *sb = sc + (long)b * segs * 4;
+    const float *zb = zp + (long)b * segs * 4;
+    v128_t tot = wasm_f32x4_splat(0);
+    int k = 0;
+    for (int s = 0; s < segs; s++) {
+      v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+      const int end = (int)sege[s];
+      for (; k < end; k++) {
+        const v128_t *v = cb + 4 * k;
+        const short *xk = xq + k * chunk;
+        v128_t v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
 #pragma unroll
-        for (int j = 0; j < per; j++) {
-          const int up = 32 - (j + 1) * bits, down = 32 - bits;
-          v128_t q0 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v0, up), down));
-          v128_t q1 = wasm_f32x4_convert_i32x4(wasm_i32x4_shr(wasm_i32x4_shl(v1, up), down));
-          v128_t y = wasm_v128_load32_splat(x0 + c + j);
-          a00 = MADD(q0, y, a00);
-          a01 = MADD(q1, y, a01);
-          y = wasm_v128_load32_splat(x1 + c + j);
-          a10 = MADD(q0, y, a10);
-          a11 = MADD(q1, y, a11);
-          y = wasm_v128_load32_splat(x2 + c + j);
-          a20 = MADD(q0, y, a20);
-          a21 = MADD(q1, y, a21);
-          y = wasm_v128_load32_splat(x3 + c + j);
-          a30 = MADD(q0, y, a30);
-          a31 = MADD(q1, y, a31);
+        for (int n = 0; n < planes; n++) {
+          v128_t xn = wasm_v128_load(xk + 8 * n);
+          v128_t p0, p1, p2, p3;
+          if (n == 0) {
+            p0 = wasm_v128_and(v0, mask);
+            p1 = wasm_v128_and(v1, mask);
+            p2 = wasm_v128_and(v2, mask);
+            p3 = wasm_v128_and(v3, mask);
+          } else if (n == planes - 1) {
+            /* The bits above the last plane are zero: no mask needed. */
+            p0 = wasm_u16x8_shr(v0, n * bits);
+            p1 = wasm_u16x8_shr(v1, n * bits);
+            p2 = wasm_u16x8_shr(v2, n * bits);
+            p3 = wasm_u16x8_shr(v3, n * bits);
+          } else {
+            p0 = wasm_v128_and(wasm_u16x8_shr(v0, n * bits), mask);
+            p1 = wasm_v128_and(wasm_u16x8_shr(v1, n * bits), mask);
+            p2 = wasm_v128_and(wasm_u16x8_shr(v2, n * bits), mask);
+            p3 = wasm_v128_and(wasm_u16x8_shr(v3, n * bits), mask);
+          }
+          a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(p0, xn));
+          a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(p1, xn));
+          a2 = wasm_i32x4_add(a2, wasm_i32x4_dot_i16x8(p2, xn));
+          a3 = wasm_i32x4_add(a3, wasm_i32x4_dot_i16x8(p3, xn));
         }
       }
-      v128_t s0 = wasm_v128_load(sb + 8 * g), s1 = wasm_v128_load(sb + 8 * g + 4);
-      v128_t z0 = wasm_v128_load(zb + 8 * g), z1 = wasm_v128_load(zb + 8 * g + 4);
-      v128_t acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-      for (int i = 0; i < 4; i++) {
-        v128_t xsg = wasm_f32x4_splat(xs[i * groups + g]);
-        v128_t g0 = wasm_f32x4_sub(acc[i][0], wasm_f32x4_mul(z0, xsg));
-        v128_t g1 = wasm_f32x4_sub(acc[i][1], wasm_f32x4_mul(z1, xsg));
-        tot[i][0] = MADD(s0, g0, tot[i][0]);
-        tot[i][1] = MADD(s1, g1, tot[i][1]);
-      }
+      v128_t dot = wasm_f32x4_convert_i32x4(hsum4(a0, a1, a2, a3));
+      v128_t g = wasm_f32x4_sub(wasm_f32x4_mul(dot, wasm_f32x4_splat(sx[s])),
+                                wasm_f32x4_mul(wasm_v128_load(zb + 4 * s), wasm_f32x4_splat(xs[s])));
+      tot = MADD(wasm_v128_load(sb + 4 * s), g, tot);
     }
-    int nr = rows - b * 8 < 8 ? rows - b * 8 : 8;
-    for (int i = 0; i < 4; i++) {
-      float tile[8] __attribute__((aligned(16)));
-      wasm_v128_store(tile, tot[i][0]);
-      wasm_v128_store(tile + 4, tot[i][1]);
-      float *o = out + (long)i * rows + b * 8;
-      for (int r = 0; r < nr; r++) o[r] = tile[r];
+    const int nr = rows - b * 4 < 4 ? rows - b * 4 : 4;
+    if (nr == 4) wasm_v128_store(out + b * 4, tot);
+    else {
+      float tile[4] __attribute__((aligned(16)));
+      wasm_v128_store(tile, tot);
+      for (int r = 0; r < nr; r++) out[b * 4 + r] = tile[r];
     }
   }
 }
 
-#define DQ(B)                                                                                \
-  static void dq_gemv_##B(int tokens, int rows, int blocks, int words, int groups,           \
-                          const u32 *codes, const float *sc, const float *zp, const u32 *gend, \
-                          const float *xp, float *xs, float *out) {                          \
-    const long kp = (long)words * (32 / B);                                                  \
-    int t = 0;                                                                               \
-    for (; t + 4 <= tokens; t += 4) {                                                        \
-      dq_tile4_bits(B, rows, blocks, words, groups, codes, sc, zp, gend, xp + t * kp, xs,    \
-                    out + (long)t * rows);                                                   \
-    }                                                                                        \
-    dq_gemv_bits(B, tokens - t, rows, blocks, words, groups, codes, sc, zp, gend,            \
-                 xp + t * kp, xs, out + (long)t * rows);                                     \
+/* One kernel per (bits, planes): planes = floor(16 / bits), or the largest power of two below it
+   (fewer padded columns when groups are multiples of 32, e.g. 3 bits with groups of 128). */
+#define DQ(B, P)                                                                               \
+  static void dq_gemv_##B##_##P(int rows, int blocks, int chunks, int segs,                    \
+                                const v128_t *codes, const float *sc, const float *zp,         \
+                                const u32 *sege, const short *xq, const float *sx,             \
+                                const float *xs, float *out) {                                 \
+    dq_gemv_bits(B, P, rows, blocks, chunks, segs, codes, sc, zp, sege, xq, sx, xs, out);      \
   }
-DQ(2)
-DQ(3)
-DQ(4)
-DQ(5)
-DQ(6)
-DQ(7)
-DQ(8)
+DQ(2, 8)
+DQ(3, 5)
+DQ(3, 4)
+DQ(4, 4)
+DQ(5, 3)
+DQ(5, 2)
+DQ(6, 2)
+DQ(7, 2)
+DQ(8, 2)
 
-/* Returns 0 on success, -1 for an unsupported bit-width. xs holds 4 * groups floats of scratch. */
+/*
+ * out[t][o] = Σ_c x[t][c] · s · (q[o][c] − z) over the fused layout (fused_layout.ts), with each
+ * token's activations rounded to int16 per segment. xp: [tokens][chunks · chunk] floats (already
+ * permuted and padded); xq: chunks · chunk int16 of scratch; sxs: 2 · segs floats of scratch.
+ * Rows [r0, r1) of the output only (r0, r1 multiples of 4 or r1 = rows), for splitting the work.
+ * Returns 0 on success, -1 for an unsupported (bits, planes).
+ */
 EXPORT(dq_gemv)
-int dq_gemv(int bits, int tokens, int rows, int blocks, int words, int groups, const u32 *codes,
-            const float *sc, const float *zp, const u32 *gend, const float *xp, float *xs,
-            float *out) {
-  switch (bits) {
-    case 2: dq_gemv_2(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
-    case 3: dq_gemv_3(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
-    case 4: dq_gemv_4(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
-    case 5: dq_gemv_5(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
-    case 6: dq_gemv_6(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
-    case 7: dq_gemv_7(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
-    case 8: dq_gemv_8(tokens, rows, blocks, words, groups, codes, sc, zp, gend, xp, xs, out); return 0;
+int dq_gemv(int bits, int planes, int tokens, int rows, int r0, int r1, int chunks, int segs,
+            const v128_t *codes, const float *sc, const float *zp, const u32 *sege,
+            const float *xp, short *xq, float *sxs, float *out) {
+  typedef void (*kernel)(int, int, int, int, const v128_t *, const float *, const float *,
+                         const u32 *, const short *, const float *, const float *, float *);
+  kernel f = 0;
+  switch (bits * 16 + planes) {
+    case 2 * 16 + 8: f = dq_gemv_2_8; break;
+    case 3 * 16 + 5: f = dq_gemv_3_5; break;
+    case 3 * 16 + 4: f = dq_gemv_3_4; break;
+    case 4 * 16 + 4: f = dq_gemv_4_4; break;
+    case 5 * 16 + 3: f = dq_gemv_5_3; break;
+    case 5 * 16 + 2: f = dq_gemv_5_2; break;
+    case 6 * 16 + 2: f = dq_gemv_6_2; break;
+    case 7 * 16 + 2: f = dq_gemv_7_2; break;
+    case 8 * 16 + 2: f = dq_gemv_8_2; break;
     default: return -1;
   }
+  const int chunk = 8 * planes;
+  const long kp = (long)chunks * chunk;
+  const int b0 = r0 / 4, blocks = (r1 - r0 + 3) / 4;
+  const v128_t *cb = codes + (long)b0 * chunks * 4;
+  const float *sb = sc + (long)b0 * segs * 4, *zb = zp + (long)b0 * segs * 4;
+  float *sx = sxs, *xs = sxs + segs;
+  for (int t = 0; t < tokens; t++) {
+    quant_x(segs, sege, chunk, xp + t * kp, xq, sx, xs);
+    f(r1 - r0, blocks, chunks, segs, cb, sb, zb, sege, xq, sx, xs, out + (long)t * rows + r0);
+  }
+  return 0;
 }
 
 /* ---------------------------------------------------------------- attention ----------- */

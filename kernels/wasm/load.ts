@@ -8,22 +8,37 @@
 export interface WasmExports {
   readonly memory: WebAssembly.Memory;
   readonly __heap_base: WebAssembly.Global;
-  gemm_f32(m: number, n: number, k: number, a: number, bp: number, c: number, ws: number): void;
-  gemv_f32(n: number, k: number, x: number, bp: number, out: number): void;
+  /** Only in `kernels_mt.wasm`: each thread's instance gets its own stack. */
+  readonly __stack_pointer?: WebAssembly.Global;
+  gemm_f32(
+    m: number,
+    n: number,
+    k: number,
+    a: number,
+    bp: number,
+    c: number,
+    ws: number,
+    p0: number,
+    p1: number,
+  ): void;
+  gemv_f32(n: number, k: number, x: number, bp: number, out: number, p0: number, p1: number): void;
   rmsnorm_f32(tokens: number, d: number, x: number, w: number, eps: number, out: number): void;
   dq_gemv(
     bits: number,
+    planes: number,
     tokens: number,
     rows: number,
-    blocks: number,
-    words: number,
-    groups: number,
+    r0: number,
+    r1: number,
+    chunks: number,
+    segments: number,
     codes: number,
     scales: number,
     zeros: number,
-    groupEnds: number,
+    segmentEnds: number,
     xp: number,
-    xs: number,
+    xq: number,
+    sxs: number,
     out: number,
   ): number;
   attention_f32(
@@ -52,6 +67,9 @@ const REQUIRED = [
 
 /** URL of the kernel binary (beside this module, wherever it is served from). */
 export const WASM_URL: URL = new URL("./kernels.wasm", import.meta.url);
+
+/** URL of the same kernels over an imported shared memory, for kernel threads. */
+export const WASM_MT_URL: URL = new URL("./kernels_mt.wasm", import.meta.url);
 
 /** URL of the same kernels built with relaxed-SIMD `f32x4.relaxed_madd` (FMA where available). */
 export const WASM_FMA_URL: URL = new URL("./kernels_fma.wasm", import.meta.url);
@@ -101,12 +119,16 @@ async function readBytes(url: URL): Promise<Uint8Array> {
   return new Uint8Array(await res.arrayBuffer());
 }
 
+function fileName(url: URL): string {
+  return url.protocol === "file:" ? url.pathname : url.href;
+}
+
 /**
- * Reads, compiles and instantiates the kernel module at `url` (default {@linkcode WASM_URL}).
- * Throws an error naming the file when it is missing, not WebAssembly, or lacks an export.
+ * Reads and compiles the kernel module at `url`. Throws an error naming the file when it is
+ * missing or not WebAssembly.
  */
-export async function loadWasm(url: URL = WASM_URL): Promise<WasmExports> {
-  const name = url.protocol === "file:" ? url.pathname : url.href;
+export async function compileWasm(url: URL = WASM_URL): Promise<WebAssembly.Module> {
+  const name = fileName(url);
   let bytes: Uint8Array;
   try {
     bytes = await readBytes(url);
@@ -116,10 +138,30 @@ export async function loadWasm(url: URL = WASM_URL): Promise<WasmExports> {
         "rebuild it with `deno task build:wasm`",
     );
   }
+  try {
+    return await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+  } catch (e) {
+    throw new Error(
+      `wasm kernels: ${name} is not a valid kernel module (${
+        e instanceof Error ? e.message : e
+      }); rebuild it with \`deno task build:wasm\``,
+    );
+  }
+}
+
+/**
+ * Instantiates a compiled kernel module (`url` only names it in errors); `memory` is the shared
+ * memory a `kernels_mt.wasm` instance imports. Throws when an export is missing.
+ */
+export async function instantiateWasm(
+  module: WebAssembly.Module,
+  url: URL,
+  memory?: WebAssembly.Memory,
+): Promise<WasmExports> {
+  const name = fileName(url);
   let instance: WebAssembly.Instance;
   try {
-    const module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
-    instance = await WebAssembly.instantiate(module, {});
+    instance = await WebAssembly.instantiate(module, memory ? { env: { memory } } : {});
   } catch (e) {
     throw new Error(
       `wasm kernels: ${name} is not a valid kernel module (${
@@ -132,4 +174,12 @@ export async function loadWasm(url: URL = WASM_URL): Promise<WasmExports> {
     throw new Error(`wasm kernels: ${name} lacks the exports ${missing.join(", ")}`);
   }
   return instance.exports as unknown as WasmExports;
+}
+
+/**
+ * Reads, compiles and instantiates the kernel module at `url` (default {@linkcode WASM_URL}).
+ * Throws an error naming the file when it is missing, not WebAssembly, or lacks an export.
+ */
+export async function loadWasm(url: URL = WASM_URL): Promise<WasmExports> {
+  return await instantiateWasm(await compileWasm(url), url);
 }

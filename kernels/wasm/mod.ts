@@ -23,12 +23,16 @@ import type { Kernels } from "../types.ts";
 import { type FusedLayout, fusedLayout } from "./fused_layout.ts";
 import { WasmHeap } from "./heap.ts";
 import {
+  compileWasm,
+  instantiateWasm,
   loadWasm,
   relaxedSimdSupported,
   WASM_FMA_URL,
+  WASM_MT_URL,
   WASM_URL,
   type WasmExports,
 } from "./load.ts";
+import { KernelThreads, shareOf } from "./threads.ts";
 
 /** Output rows per packed f32 panel (NR in `kernels.c`). */
 const NR = 8;
@@ -36,9 +40,18 @@ const NR = 8;
 const GEMM_WS = 64 * 256;
 /** Values sampled to notice a weight matrix changed in place since it was copied. */
 const SAMPLES = 16;
+/** Multiply-adds below which a call stays on one thread (waking workers costs ~10–50 µs). */
+const MIN_SPLIT = 1 << 20;
+/** Bytes of stack per worker thread (as `-z stack-size` in `build.ts`). */
+const THREAD_STACK = 65536;
 
 /** The `wasm-simd` kernel set; `matmulPacked` and `attention` are always present. */
 export interface WasmKernels extends Kernels {
+  /**
+   * Fused dequant-matmul on integer dot products: each token's activations are rounded to int16
+   * per segment of ≤ 256 columns within a group (step `max|x_seg| / 32767`), then the products
+   * with the codes are exact; see README.md for the error budget.
+   */
   matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
   attention(
     q: Float32Array,
@@ -51,6 +64,8 @@ export interface WasmKernels extends Kernels {
   ): void;
   /** Drops the cached WASM copy of a weight (call after changing its values in place). */
   forget(w: Matrix | PackedWeight): void;
+  /** Stops the kernel threads, if any (later calls then fail); a no-op for one thread. */
+  close(): void;
 }
 
 /** Options of {@linkcode wasmKernels}. */
@@ -61,7 +76,23 @@ export interface WasmKernelsOptions {
    * between machines (fused or unfused multiply-add), plain SIMD128 results do not.
    */
   readonly fma?: boolean;
-  /** Where the binary is (default: `kernels.wasm`, or `kernels_fma.wasm`, beside this module). */
+  /**
+   * Kernel threads, the calling one included (default 1). Above 1, `kernels_mt.wasm` runs on
+   * `threads − 1` workers plus the caller over one shared memory, each taking a share of the
+   * output rows of `matmul` and `matmulPacked` (results are bit-identical to one thread); the
+   * id becomes `wasm-simd-mt<threads>`. Not combinable with `fma` yet. Call `close()` when done.
+   */
+  readonly threads?: number;
+  /**
+   * Multiply-adds from which a call is split over the threads (default 2^20; smaller calls run
+   * on the caller alone, as waking the workers costs ~10–50 µs). Tests lower it to split tiny
+   * shapes.
+   */
+  readonly minSplit?: number;
+  /**
+   * Where the binary is (default: `kernels.wasm`, `kernels_fma.wasm` or `kernels_mt.wasm`,
+   * beside this module).
+   */
   readonly url?: URL;
 }
 
@@ -76,7 +107,28 @@ interface FusedEntry {
   readonly codes: number;
   readonly scales: number;
   readonly zeros: number;
-  readonly groupEnds: number;
+  readonly segmentEnds: number;
+}
+
+/** Writes `tokens` rows of `x` into `xp` in the layout's column order (zeros in the padding). */
+export function permuteActivations(
+  x: Float32Array,
+  tokens: number,
+  L: FusedLayout,
+  xp: Float32Array,
+): void {
+  if (L.colmap === null) {
+    xp.set(x.subarray(0, tokens * L.cols));
+    return;
+  }
+  const map = L.colmap;
+  for (let t = 0; t < tokens; t++) {
+    const xo = t * L.cols, po = t * L.kp;
+    for (let k = 0; k < L.kp; k++) {
+      const c = map[k]!;
+      xp[po + k] = c < 0 ? 0 : x[xo + c]!;
+    }
+  }
 }
 
 function sampleOf(data: Float32Array): Float32Array {
@@ -98,9 +150,42 @@ function sameSample(a: Float32Array, b: Float32Array): boolean {
  * {@linkcode WasmKernelsOptions.fma}); one WASM instance per call.
  */
 export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
+  const threads = options.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new RangeError(`wasmKernels: threads must be a positive integer, got ${threads}`);
+  }
+  if (threads > 1) {
+    if (options.fma === true) {
+      throw new TypeError("wasmKernels: fma and threads > 1 cannot be combined (no such build)");
+    }
+    return await threadedKernels(threads, options.url ?? WASM_MT_URL, options.minSplit);
+  }
   const fma = options.fma === true && relaxedSimdSupported();
   const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL));
-  const k = new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd");
+  return detached(new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd"));
+}
+
+async function threadedKernels(
+  threads: number,
+  url: URL,
+  minSplit = MIN_SPLIT,
+): Promise<WasmKernels> {
+  const module = await compileWasm(url);
+  const mem = WebAssembly.Module.imports(module).find((i) => i.kind === "memory");
+  if (!mem) throw new Error(`wasm kernels: ${url.pathname} imports no shared memory`);
+  // The module's minimum (16 pages) and maximum (4 GiB) as linked in build.ts.
+  const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
+  const wasm = await instantiateWasm(module, url, memory);
+  const heap = new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
+  const stackTops: number[] = [];
+  for (let i = 1; i < threads; i++) stackTops.push(heap.alloc(THREAD_STACK) + THREAD_STACK);
+  const pool = await KernelThreads.start(module, memory, stackTops);
+  const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}`, heap, pool);
+  k.minSplit = minSplit;
+  return detached(k);
+}
+
+function detached(k: WasmSimdKernels): WasmKernels {
   // Plain closures, so the methods work detached (`const { matmul } = kernels`) like the
   // reference's functions.
   return {
@@ -110,6 +195,7 @@ export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<Was
     matmulPacked: (x, tokens, p, out) => k.matmulPacked(x, tokens, p, out),
     attention: (q, kk, v, T, start, shape, out) => k.attention(q, kk, v, T, start, shape, out),
     forget: (w) => k.forget(w),
+    close: () => k.close(),
   };
 }
 
@@ -122,14 +208,30 @@ class WasmSimdKernels implements WasmKernels {
   readonly #reclaim: FinalizationRegistry<number[]>;
   #scratch = 0;
   #scratchBytes = 0;
-  readonly #ws: number;
+  /** GEMM workspace of every thread (index 0: the caller). */
+  readonly #ws: number[] = [];
+  readonly #pool: KernelThreads | undefined;
+  /** See {@linkcode WasmKernelsOptions.minSplit}. */
+  minSplit = MIN_SPLIT;
 
-  constructor(wasm: WasmExports, id: string) {
+  constructor(wasm: WasmExports, id: string, heap?: WasmHeap, pool?: KernelThreads) {
     this.id = id;
     this.#wasm = wasm;
-    this.#heap = new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
+    this.#heap = heap ?? new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
+    this.#pool = pool;
     this.#reclaim = new FinalizationRegistry((ptrs) => this.#freeAll(ptrs));
-    this.#ws = this.#heap.alloc(GEMM_WS * 4);
+    for (let i = 0; i < (pool?.threads ?? 1); i++) this.#ws.push(this.#heap.alloc(GEMM_WS * 4));
+  }
+
+  close(): void {
+    this.#pool?.close();
+  }
+
+  /** Threads to split `units` of `macs` multiply-adds over (1: run on the caller alone). */
+  #split(units: number, macs: number): number {
+    const pool = this.#pool;
+    if (!pool || macs < this.minSplit) return 1;
+    return Math.min(pool.threads, units);
   }
 
   matmul(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
@@ -150,8 +252,31 @@ class WasmSimdKernels implements WasmKernels {
     const heap = this.#heap;
     heap.f32(base, tokens * cols).set(x.subarray(0, tokens * cols));
     const o = base + xBytes;
-    if (tokens === 1) this.#wasm.gemv_f32(rows, cols, base, bp, o);
-    else this.#wasm.gemm_f32(tokens, rows, cols, base, bp, o, this.#ws);
+    const panels = Math.ceil(rows / NR);
+    const wasm = this.#wasm;
+    const T = this.#split(panels, tokens * rows * cols);
+    if (T === 1) {
+      if (tokens === 1) wasm.gemv_f32(rows, cols, base, bp, o, 0, panels);
+      else wasm.gemm_f32(tokens, rows, cols, base, bp, o, this.#ws[0]!, 0, panels);
+    } else {
+      // Thread i owns panels (8 output columns each) shareOf(panels, T, i): disjoint outputs,
+      // each computed exactly as on one thread.
+      const args = (i: number) => {
+        const [p0, p1] = shareOf(panels, T, i);
+        return tokens === 1
+          ? [rows, cols, base, bp, o, p0, p1]
+          : [tokens, rows, cols, base, bp, o, this.#ws[i]!, p0, p1];
+      };
+      const [p0, p1] = shareOf(panels, T, 0);
+      this.#pool!.run(
+        tokens === 1 ? "gemv_f32" : "gemm_f32",
+        Array.from({ length: T - 1 }, (_, i) => args(i + 1)),
+        () =>
+          tokens === 1
+            ? wasm.gemv_f32(rows, cols, base, bp, o, p0, p1)
+            : wasm.gemm_f32(tokens, rows, cols, base, bp, o, this.#ws[0]!, p0, p1),
+      );
+    }
     out.set(heap.f32(o, tokens * rows));
   }
 
@@ -187,37 +312,49 @@ class WasmSimdKernels implements WasmKernels {
     const e = this.#fusedEntry(p);
     const L = e.layout;
     const xpBytes = tokens * L.kp * 4;
-    // xs: group sums of x for up to four tokens at once (the kernel's token tile).
-    const base = this.#scratchFor(xpBytes + 4 * L.groups * 4 + tokens * L.rows * 4);
+    const T = this.#split(L.blocks, tokens * L.rows * L.cols);
+    // Per thread, xq: one token's int16 activations; sxs: its per-segment steps and sums.
+    const xqBytes = Math.ceil(L.kp / 8) * 16;
+    const sxsBytes = Math.ceil(L.segments / 2) * 16;
+    const base = this.#scratchFor(xpBytes + T * (xqBytes + sxsBytes) + tokens * L.rows * 4);
     const xp = this.#heap.f32(base, tokens * L.kp);
-    if (L.colmap === null) xp.set(x.subarray(0, tokens * L.cols));
+    permuteActivations(x, tokens, L, xp);
+    const o = base + xpBytes + T * (xqBytes + sxsBytes);
+    // Thread i owns the 4-row blocks shareOf(blocks, T, i).
+    const args = (i: number) => {
+      const [b0, b1] = shareOf(L.blocks, T, i);
+      const xq = base + xpBytes + i * (xqBytes + sxsBytes);
+      return [
+        L.bits,
+        L.planes,
+        tokens,
+        L.rows,
+        b0 * 4,
+        Math.min(L.rows, b1 * 4),
+        L.chunks,
+        L.segments,
+        e.codes,
+        e.scales,
+        e.zeros,
+        e.segmentEnds,
+        base,
+        xq,
+        xq + xqBytes,
+        o,
+      ];
+    };
+    const wasm = this.#wasm;
+    const dq = wasm.dq_gemv as (...a: number[]) => number;
+    const own = () => dq(...args(0));
+    let rc = 0;
+    if (T === 1) rc = own();
     else {
-      const map = L.colmap;
-      for (let t = 0; t < tokens; t++) {
-        const xo = t * L.cols, po = t * L.kp;
-        for (let k = 0; k < L.kp; k++) {
-          const c = map[k]!;
-          xp[po + k] = c < 0 ? 0 : x[xo + c]!;
-        }
-      }
+      this.#pool!.run(
+        "dq_gemv",
+        Array.from({ length: T - 1 }, (_, i) => args(i + 1)),
+        () => void (rc = own()),
+      );
     }
-    const xs = base + xpBytes;
-    const o = xs + 4 * L.groups * 4;
-    const rc = this.#wasm.dq_gemv(
-      L.bits,
-      tokens,
-      L.rows,
-      L.blocks,
-      L.words,
-      L.groups,
-      e.codes,
-      e.scales,
-      e.zeros,
-      e.groupEnds,
-      base,
-      xs,
-      o,
-    );
     if (rc !== 0) throw new RangeError(`matmulPacked: ${L.bits}-bit codes are not supported`);
     out.set(this.#heap.f32(o, tokens * L.rows));
   }
@@ -258,7 +395,7 @@ class WasmSimdKernels implements WasmKernels {
       if (e) {
         this.#fused.delete(w);
         this.#reclaim.unregister(e);
-        this.#freeAll([e.codes, e.scales, e.zeros, e.groupEnds]);
+        this.#freeAll([e.codes, e.scales, e.zeros, e.segmentEnds]);
       }
     }
   }
@@ -305,17 +442,17 @@ class WasmSimdKernels implements WasmKernels {
     if (cached) return cached;
     const layout = fusedLayout(p);
     const heap = this.#heap;
-    const codes = heap.alloc(layout.codes.length * 4);
+    const codes = heap.alloc(layout.codes.length * 2);
     const scales = heap.alloc(layout.scales.length * 4);
     const zeros = heap.alloc(layout.zeros.length * 4);
-    const groupEnds = heap.alloc(layout.groupEnds.length * 4);
-    heap.u32(codes, layout.codes.length).set(layout.codes);
+    const segmentEnds = heap.alloc(layout.segmentEnds.length * 4);
+    heap.u16(codes, layout.codes.length).set(layout.codes);
     heap.f32(scales, layout.scales.length).set(layout.scales);
     heap.f32(zeros, layout.zeros.length).set(layout.zeros);
-    heap.u32(groupEnds, layout.groupEnds.length).set(layout.groupEnds);
-    const entry: FusedEntry = { layout, codes, scales, zeros, groupEnds };
+    heap.u32(segmentEnds, layout.segmentEnds.length).set(layout.segmentEnds);
+    const entry: FusedEntry = { layout, codes, scales, zeros, segmentEnds };
     this.#fused.set(p, entry);
-    this.#reclaim.register(p, [codes, scales, zeros, groupEnds], entry);
+    this.#reclaim.register(p, [codes, scales, zeros, segmentEnds], entry);
     return entry;
   }
 }
