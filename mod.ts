@@ -59,7 +59,10 @@ export {
   generateGreedy,
   type KvCache,
   layerForward,
+  type LayerHooks,
   type LinearObserver,
+  mlpForward,
+  type RoutingObserver,
   selfAttention,
 } from "./models/forward.ts";
 export { type LinearSite, listLinears, mapLinears } from "./models/linears.ts";
@@ -70,6 +73,22 @@ export { getMethod, METHODS } from "./methods/mod.ts";
 export { smoothingFactors, smoothquant, smoothQuantAlpha } from "./methods/smoothquant.ts";
 export { crossquant } from "./methods/crossquant.ts";
 export { chainMethods } from "./methods/chain.ts";
+export { alignRouter, clipSearchMse, eaquant, topkKl } from "./methods/eaquant.ts";
+export { flexround, quantizeFlexRound } from "./methods/flexround.ts";
+export {
+  type BlockReport,
+  reconstructBlocks,
+  type ReconstructionOptions,
+  type ReconstructionResult,
+} from "./calibration/reconstruct.ts";
+export {
+  blockBackward,
+  blockForward,
+  blockForwardBackward,
+  type BlockWeights,
+} from "./autodiff/block.ts";
+export { routingConsistency, type RoutingReport } from "./tasks/routing.ts";
+export { type Shard, shardIndices } from "./bench/shard.ts";
 export { foldSmoothing, type LayerSmoothing } from "./methods/smoothing.ts";
 export { applyActivationQuant, ZERO_FRACTION_WINDOWS } from "./methods/activations.ts";
 export * from "./core/act_quantizer.ts";
@@ -77,6 +96,8 @@ export {
   type ActivationStats,
   type ChannelStats,
   collectActivationStats,
+  type ExpertStats,
+  type LayerActivationStats,
 } from "./calibration/act_stats.ts";
 export { gptq } from "./methods/gptq.ts";
 export {
