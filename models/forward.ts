@@ -24,6 +24,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { attentionRef } from "../kernels/ref/attention.ts";
 import type { DenseMlp, LinearKind, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
 import { type ActSite, fakeQuantActivations, type ZeroCounter } from "../core/act_quantizer.ts";
+import { applyRope, type RopeTable, ropeTable } from "./rope.ts";
 
 /** What the forward pass needs of a model. */
 export interface ForwardModel {
@@ -283,7 +284,7 @@ export function selfAttention(
   const { headDim, nHeads, nKvHeads } = c;
   const kvDim = nKvHeads * headDim;
   const q = new Float32Array(T * nHeads * headDim);
-  const rope = ropeTable(c, start + T);
+  const rope = ropeFor(c, start + T);
   kernels.matmul(xn, T, layer.q, q);
   const kCache = cache.k[l]!;
   const vCache = cache.v[l]!;
@@ -309,64 +310,15 @@ export function selfAttention(
 
 // --- RoPE -------------------------------------------------------------------------------------
 
-interface RopeTable {
-  readonly positions: number;
-  /** `[positions][headDim/2]`. */
-  readonly cos: Float32Array;
-  readonly sin: Float32Array;
-}
-
 const ropeCache = new WeakMap<LlamaConfig, RopeTable>();
 
-/** cos/sin of `pos · θ^(−2i/headDim)` for every position and pair index `i`. */
-function ropeTable(c: LlamaConfig, positions: number): RopeTable {
+/** The model's RoPE table covering at least `positions` (and its whole context), cached. */
+function ropeFor(c: LlamaConfig, positions: number): RopeTable {
   const cached = ropeCache.get(c);
   if (cached && cached.positions >= positions) return cached;
-  const n = Math.max(positions, c.maxSeqLen);
-  const half = c.headDim / 2;
-  const cos = new Float32Array(n * half);
-  const sin = new Float32Array(n * half);
-  for (let i = 0; i < half; i++) {
-    const freq = Math.fround(1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim));
-    for (let p = 0; p < n; p++) {
-      const angle = Math.fround(p * freq);
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
-    }
-  }
-  const table = { positions: n, cos, sin };
+  const table = ropeTable(c.headDim, c.ropeTheta, Math.max(positions, c.maxSeqLen));
   ropeCache.set(c, table);
   return table;
-}
-
-/** Rotate each head of `[T][heads*headDim]` in place for positions `start..start+T`. */
-function applyRope(
-  v: Float32Array,
-  T: number,
-  heads: number,
-  headDim: number,
-  start: number,
-  table: RopeTable,
-  style: "interleaved" | "half",
-): void {
-  const half = headDim / 2;
-  const stride = heads * headDim;
-  for (let t = 0; t < T; t++) {
-    const row = (start + t) * half;
-    for (let h = 0; h < heads; h++) {
-      const base = t * stride + h * headDim;
-      for (let i = 0; i < half; i++) {
-        const cs = table.cos[row + i]!;
-        const sn = table.sin[row + i]!;
-        const a = style === "interleaved" ? base + 2 * i : base + i;
-        const b = style === "interleaved" ? a + 1 : a + half;
-        const x0 = v[a]!;
-        const x1 = v[b]!;
-        v[a] = x0 * cs - x1 * sn;
-        v[b] = x0 * sn + x1 * cs;
-      }
-    }
-  }
 }
 
 // --- Feed-forward -----------------------------------------------------------------------------
