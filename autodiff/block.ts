@@ -30,7 +30,8 @@ import { attentionBackward } from "./attention.ts";
 import { linearInputGrad, LinearScratch, linearWeightGrad } from "./linear.ts";
 import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
 import { squaredError } from "./mse.ts";
-import { applyRope, type RopeTable, ropeTable } from "./rope.ts";
+import { applyRope, type RopeTable } from "./rope.ts";
+import { cachedRopeTable } from "../models/rope.ts";
 import { swigluBackward, swigluForward } from "./swiglu.ts";
 
 /** The weights of one dense block, as used by the forward pass (e.g. fake-quantized linears). */
@@ -89,15 +90,8 @@ export interface BlockActivations {
   readonly out: Float32Array;
 }
 
-const ropeTables = new Map<string, RopeTable>();
-
 function ropeFor(c: BlockConfig, T: number): RopeTable {
-  const key = `${c.headDim}:${c.ropeTheta}`;
-  const t = ropeTables.get(key);
-  if (t && t.positions >= T) return t;
-  const table = ropeTable(c.headDim, c.ropeTheta, Math.max(T, t?.positions ?? 0));
-  ropeTables.set(key, table);
-  return table;
+  return cachedRopeTable(c.headDim, c.ropeTheta, T);
 }
 
 /** Runs the block on `x` (`[T][dim]`, not modified) and keeps the activations. */

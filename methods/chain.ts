@@ -12,7 +12,14 @@
  * @module
  */
 
-import type { Method, ParamSpec } from "./types.ts";
+import type {
+  Method,
+  MethodContext,
+  ParamSpec,
+  QuantConfig,
+  QuantizedModel,
+  TransformedModel,
+} from "./types.ts";
 
 /** Separator of chained method ids. */
 export const CHAIN_SEPARATOR = "+";
@@ -66,18 +73,32 @@ export function chainMethods(first: Method, second: Method): Method {
     },
     async quantize(model, q, p, ctx) {
       const t = await transform(model, q, split(p, first.id), ctx);
-      const activations = t.weights.activations;
-      const qm = await second.quantize(
-        { config: t.config, weights: { ...t.weights, activations: undefined } },
-        { ...q, aBits: 16 },
-        split(p, second.id),
-        ctx,
-      );
-      return {
-        ...qm,
-        weights: { ...qm.weights, activations },
-        notes: [...t.notes, ...qm.notes, `weights: ${second.id}`],
-      };
+      return quantizeTransformed(t, second, q, split(p, second.id), ctx);
     },
+  };
+}
+
+/**
+ * Quantizes the weights of a transformed model with `second` as a weight-only method, then
+ * carries the transform's activation quantizer (if any) over; notes of both are kept.
+ */
+export async function quantizeTransformed(
+  t: TransformedModel,
+  second: Method,
+  q: QuantConfig,
+  params: Readonly<Record<string, number | boolean | string>>,
+  ctx: MethodContext,
+): Promise<QuantizedModel> {
+  const activations = t.weights.activations;
+  const qm = await second.quantize(
+    { config: t.config, weights: { ...t.weights, activations: undefined } },
+    { ...q, aBits: 16 },
+    params,
+    ctx,
+  );
+  return {
+    ...qm,
+    weights: { ...qm.weights, activations },
+    notes: [...t.notes, ...qm.notes, `weights: ${second.id}`],
   };
 }

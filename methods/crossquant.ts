@@ -26,6 +26,7 @@ import { UnsupportedConfigError } from "../core/errors.ts";
 import type { ActivationQuantization, SiteQuant } from "../core/act_quantizer.ts";
 import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import { collectActivationStats } from "../calibration/act_stats.ts";
+import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import type { Method, TransformedModel } from "./types.ts";
@@ -118,8 +119,6 @@ export const crossquant: Method = {
     });
   },
   async quantize(model, q, params, ctx) {
-    const t = await crossquant.transform!(model, q, params, ctx);
-    const qm = await rtn.quantize(t, { ...q, aBits: 16 }, {}, ctx);
-    return { ...qm, notes: [...t.notes, ...qm.notes, "weights: RTN"] };
+    return quantizeTransformed(await crossquant.transform!(model, q, params, ctx), rtn, q, {}, ctx);
   },
 };

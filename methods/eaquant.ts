@@ -40,7 +40,6 @@
 import { UnsupportedConfigError } from "../core/errors.ts";
 import {
   clipRangeSearch,
-  type PackedWeight,
   paramsForRange,
   quantizeMatrix,
   quantizeValue,
@@ -48,7 +47,7 @@ import {
 } from "../core/quantizer.ts";
 import { collectActivationStats } from "../calibration/act_stats.ts";
 import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
-import { mapLinears } from "../models/linears.ts";
+import { quantizeLinears } from "./rtn.ts";
 import type { LlamaConfig, LlamaWeights, Matrix, MoeMlp } from "../models/types.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import { columnAbsMax, smoothingFactors } from "./smoothquant.ts";
@@ -320,18 +319,9 @@ export const eaquant: Method = {
         );
       }
       // Weights: per-row clipping search on every attention and expert linear.
-      const packed = new Map<string, PackedWeight>();
-      const spec = {
-        bits: q.wBits,
-        granularity: q.granularity,
-        symmetric: q.symmetric,
-        ...(q.groupSize !== undefined ? { groupSize: q.groupSize } : {}),
-      };
-      let out = mapLinears(weights, (site, m) => {
-        const r = quantizeMatrix(m.data, m.rows, m.cols, spec, clipSearchMse);
-        packed.set(site.name, r.packed);
-        return { rows: m.rows, cols: m.cols, data: r.dequantized };
-      });
+      const quantized = quantizeLinears(weights, q, clipSearchMse);
+      const packed = quantized.packed;
+      let out = quantized.weights;
       // Router: W8, KL-aligned or MSE-clipped.
       const routerBits = params.routerWbits as number;
       const inputs = params.routerAlign

@@ -11,9 +11,10 @@
  * @module
  */
 
-import { type PackedWeight, quantizeMatrix } from "../core/quantizer.ts";
+import { type GroupParamsChooser, type PackedWeight, quantizeMatrix } from "../core/quantizer.ts";
 import { mapLinears } from "../models/linears.ts";
-import type { Method } from "./types.ts";
+import type { LlamaWeights } from "../models/types.ts";
+import type { Method, QuantConfig } from "./types.ts";
 
 /** The RTN method. */
 export const rtn: Method = {
@@ -28,18 +29,31 @@ export const rtn: Method = {
   reference: "IST-DASLab/gptq `--nearest` (quant.py Quantizer)",
   params: {},
   quantize(model, q) {
-    const packed = new Map<string, PackedWeight>();
-    const spec = {
-      bits: q.wBits,
-      granularity: q.granularity,
-      symmetric: q.symmetric,
-      ...(q.groupSize !== undefined ? { groupSize: q.groupSize } : {}),
-    };
-    const weights = mapLinears(model.weights, (site, m) => {
-      const r = quantizeMatrix(m.data, m.rows, m.cols, spec);
-      packed.set(site.name, r.packed);
-      return { rows: m.rows, cols: m.cols, data: r.dequantized };
-    });
+    const { weights, packed } = quantizeLinears(model.weights, q);
     return Promise.resolve({ config: model.config, weights, packed, notes: [] });
   },
 };
+
+/**
+ * Every linear quantized independently with the weight quantizer of `q`, its groups' scales and
+ * zeros chosen by `choose` (min-max by default; EAQuant passes its clipping search).
+ */
+export function quantizeLinears(
+  w: LlamaWeights,
+  q: QuantConfig,
+  choose?: GroupParamsChooser,
+): { weights: LlamaWeights; packed: Map<string, PackedWeight> } {
+  const packed = new Map<string, PackedWeight>();
+  const spec = {
+    bits: q.wBits,
+    granularity: q.granularity,
+    symmetric: q.symmetric,
+    ...(q.groupSize !== undefined ? { groupSize: q.groupSize } : {}),
+  };
+  const weights = mapLinears(w, (site, m) => {
+    const r = quantizeMatrix(m.data, m.rows, m.cols, spec, choose);
+    packed.set(site.name, r.packed);
+    return { rows: m.rows, cols: m.cols, data: r.dequantized };
+  });
+  return { weights, packed };
+}

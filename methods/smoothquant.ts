@@ -27,6 +27,7 @@
 
 import { collectActivationStats } from "../calibration/act_stats.ts";
 import type { Matrix } from "../models/types.ts";
+import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import type { Method, TransformedModel } from "./types.ts";
@@ -134,8 +135,12 @@ export const smoothquant: Method = {
     });
   },
   async quantize(model, q, params, ctx) {
-    const t = await smoothquant.transform!(model, q, params, ctx);
-    const qm = await rtn.quantize(t, { ...q, aBits: 16 }, {}, ctx);
-    return { ...qm, notes: [...t.notes, ...qm.notes, "weights: RTN"] };
+    return quantizeTransformed(
+      await smoothquant.transform!(model, q, params, ctx),
+      rtn,
+      q,
+      {},
+      ctx,
+    );
   },
 };

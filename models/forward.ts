@@ -24,7 +24,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { attentionRef } from "../kernels/ref/attention.ts";
 import type { DenseMlp, LinearKind, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
 import { type ActSite, fakeQuantActivations, type ZeroCounter } from "../core/act_quantizer.ts";
-import { applyRope, type RopeTable, ropeTable } from "./rope.ts";
+import { applyRope, cachedRopeTable } from "./rope.ts";
 
 /** What the forward pass needs of a model. */
 export interface ForwardModel {
@@ -284,7 +284,8 @@ export function selfAttention(
   const { headDim, nHeads, nKvHeads } = c;
   const kvDim = nKvHeads * headDim;
   const q = new Float32Array(T * nHeads * headDim);
-  const rope = ropeFor(c, start + T);
+  // Built for the whole context at once, so decoding does not grow it token by token.
+  const rope = cachedRopeTable(c.headDim, c.ropeTheta, Math.max(start + T, c.maxSeqLen));
   kernels.matmul(xn, T, layer.q, q);
   const kCache = cache.k[l]!;
   const vCache = cache.v[l]!;
@@ -306,19 +307,6 @@ export function selfAttention(
   applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
   applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
   (kernels.attention ?? attentionRef)(q, kCache, vCache, T, start, c, att);
-}
-
-// --- RoPE -------------------------------------------------------------------------------------
-
-const ropeCache = new WeakMap<LlamaConfig, RopeTable>();
-
-/** The model's RoPE table covering at least `positions` (and its whole context), cached. */
-function ropeFor(c: LlamaConfig, positions: number): RopeTable {
-  const cached = ropeCache.get(c);
-  if (cached && cached.positions >= positions) return cached;
-  const table = ropeTable(c.headDim, c.ropeTheta, Math.max(positions, c.maxSeqLen));
-  ropeCache.set(c, table);
-  return table;
 }
 
 // --- Feed-forward -----------------------------------------------------------------------------

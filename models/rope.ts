@@ -33,6 +33,22 @@ export function ropeTable(headDim: number, theta: number, positions: number): Ro
   return { positions, cos, sin };
 }
 
+const cache = new Map<string, RopeTable>();
+
+/**
+ * A shared table for `headDim` and `theta` covering at least `positions`; grown (never shrunk)
+ * when a longer one is asked for. Entries depend only on the position, so every caller sees the
+ * same values.
+ */
+export function cachedRopeTable(headDim: number, theta: number, positions: number): RopeTable {
+  const key = `${headDim}:${theta}`;
+  const t = cache.get(key);
+  if (t && t.positions >= positions) return t;
+  const table = ropeTable(headDim, theta, Math.max(positions, t?.positions ?? 0));
+  cache.set(key, table);
+  return table;
+}
+
 /**
  * Rotates every head of `v` (`[T][heads·headDim]`, positions `start … start+T−1`) in place: by
  * `+angle`, or by `−angle` with `inverse`.
