@@ -3,7 +3,8 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { createKvCache, layerForward } from "../models/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix, RopeStyle } from "../models/types.ts";
-import { assertClose, directionalGrad, dot, random64 } from "../testing/gradcheck.ts";
+import { assertClose, directionalGrad, dot } from "../testing/gradcheck.ts";
+import { random64 } from "../testing/random.ts";
 import { stories260K } from "../testing/stories.ts";
 import {
   blockBackward,

@@ -45,21 +45,6 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return s;
 }
 
-/** Float64 copy of `n` pseudo-random values in [−a, a] (xorshift32 from `seed`). */
-export function random64(n: number, seed: number, a = 1): Float64Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * a;
-  }
-  return out;
-}
-
 /** Asserts `|a − b| ≤ atol + rtol · max(|a|, |b|)` elementwise, naming the first mismatch. */
 export function assertClose(
   actual: ArrayLike<number>,
