@@ -21,7 +21,12 @@ import {
   layerForward,
   type LinearObserver,
 } from "../models/forward.ts";
-import type { LinearKind, LlamaConfig, LlamaWeights } from "../models/types.ts";
+import {
+  expertMlps,
+  type LinearKind,
+  type LlamaConfig,
+  type LlamaWeights,
+} from "../models/types.ts";
 
 /** Per-channel extremes of one site's inputs. */
 export interface ChannelStats {
@@ -43,7 +48,10 @@ export interface ExpertStats {
   readonly routed: number;
 }
 
-/** Statistics of every site of one block (and of each expert in MoE blocks). */
+/**
+ * Statistics of every site of one block (and of each expert in MoE blocks: the routed ones, then
+ * the shared one if the block has it).
+ */
 export type LayerActivationStats = Readonly<Record<ActSite, ChannelStats>> & {
   readonly experts?: readonly ExpertStats[];
 };
@@ -103,9 +111,11 @@ export function collectActivationStats(
       o: emptyStats(layer.o.cols),
       gateup: emptyStats(c.dim),
       down: emptyStats(hidden),
-      experts: mlp.kind === "dense" ? undefined : mlp.experts.map(() => ({
+      // The shared expert (if any) is the last, sees every token and has no cap.
+      experts: mlp.kind === "dense" ? undefined : expertMlps(mlp).map((ex, e) => ({
         gateup: emptyStats(c.dim),
-        down: emptyStats(hidden),
+        down: emptyStats(ex.down.cols),
+        cap: e < mlp.experts.length ? cap : Infinity,
         tokens: 0,
         routed: 0,
         // Tokens of the current window admitted for this expert (gate input), for its down input.
@@ -123,13 +133,16 @@ export function collectActivationStats(
         if (expert !== undefined && layer.experts) {
           const e = layer.experts[expert]!;
           if (kind === "gate") {
-            const take = Math.max(0, Math.min(n, cap - e.tokens));
+            const take = Math.max(0, Math.min(n, e.cap - e.tokens));
             e.routed += n;
             e.tokens += take;
             e.admitted = take;
             record(e.gateup, input, take);
           } else if (kind === "down") record(e.down, input, e.admitted);
-          if (kind === "down") record(layer.down, input, n);
+          // The block's down statistics gather every expert of the routed width.
+          if (kind === "down" && input.length === n * layer.down.min.length) {
+            record(layer.down, input, n);
+          }
           return;
         }
         const site = SITE_OF[kind];

@@ -38,15 +38,16 @@ import {
   mlpForward,
   selfAttention,
 } from "../models/forward.ts";
-import type { LinearSite } from "../models/linears.ts";
-import type {
-  DenseMlp,
-  LinearKind,
-  LlamaConfig,
-  LlamaLayer,
-  LlamaWeights,
-  Matrix,
-  MoeMlp,
+import { type LinearSite, linearSite } from "../models/linears.ts";
+import {
+  type DenseMlp,
+  expertMlps,
+  type LinearKind,
+  type LlamaConfig,
+  type LlamaLayer,
+  type LlamaWeights,
+  type Matrix,
+  type MoeMlp,
 } from "../models/types.ts";
 import type { CalibrationSet } from "./set.ts";
 
@@ -204,13 +205,16 @@ export function relativeReconstructionError(
 function linearOf(layer: LlamaLayer, kind: LinearKind, expert?: number): Matrix {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
   const mlp = layer.mlp;
-  return mlp.kind === "dense" ? mlp[kind] : mlp.experts[expert!]![kind];
+  return mlp.kind === "dense" ? mlp[kind] : expertMlps(mlp)[expert!]![kind];
 }
 
 function withLinear(layer: LlamaLayer, kind: LinearKind, m: Matrix, expert?: number): LlamaLayer {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return { ...layer, [kind]: m };
   const mlp = layer.mlp;
   if (mlp.kind === "dense") return { ...layer, mlp: { ...mlp, [kind]: m } };
+  if (mlp.shared && expert === mlp.experts.length) {
+    return { ...layer, mlp: { ...mlp, shared: { ...mlp.shared, [kind]: m } } };
+  }
   const experts = mlp.experts.map((e, i) => (i === expert ? { ...e, [kind]: m } : e));
   return { ...layer, mlp: { ...mlp, experts } };
 }
@@ -276,12 +280,9 @@ export function quantizeSequential(
     expert?: number,
     extra: { tokens?: number; fallback?: boolean } = {},
   ) => {
-    const name = expert === undefined
-      ? `layers.${l}.${kind}`
-      : `layers.${l}.experts.${expert}.${kind}`;
-    const site: LinearSite = expert === undefined
-      ? { layer: l, kind, name }
-      : { layer: l, kind, expert, name };
+    const mlp = layers[l]!.mlp;
+    const site = linearSite(l, kind, expert, mlp.kind === "moe" ? mlp.experts.length : undefined);
+    const name = site.name;
     for (let i = 0; i < acc.gram.length; i++) {
       if (!Number.isFinite(acc.gram[i]!)) {
         throw new RangeError(
@@ -414,8 +415,9 @@ export function quantizeSequential(
   /** The MoE half of block `l` given the attention outputs (see the module documentation). */
   function moeStages(l: number, atts: Float32Array[]): void {
     const layer = () => layers[l]!;
-    const E = (layer().mlp as MoeMlp).experts.length;
-    const hidden = (layer().mlp as MoeMlp).experts[0]!.down.cols;
+    // The routed experts, then the shared expert (every token) if the block has one.
+    const E = expertMlps(layer().mlp as MoeMlp).length;
+    const hidden = (e: number) => expertMlps(layer().mlp as MoeMlp)[e]!.down.cols;
     const hs = xs.map((x, w) => {
       const T = x.length / dim;
       const h = new Float32Array(x.length);
@@ -449,7 +451,7 @@ export function quantizeSequential(
       }
     }
     // Stage: every expert's down, on the hidden activations of its routed tokens.
-    const dn = Array.from({ length: E }, () => newAccumulator(hidden));
+    const dn = Array.from({ length: E }, (_, e) => newAccumulator(hidden(e)));
     for (const hn of hns) {
       const T = hn.length / dim;
       mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
@@ -459,7 +461,7 @@ export function quantizeSequential(
     for (let e = 0; e < E; e++) {
       if (routed[e] !== 0) continue;
       // Fallback: the expert's hidden activations on every token of the block.
-      const expert = (layer().mlp as MoeMlp).experts[e]!;
+      const expert = expertMlps(layer().mlp as MoeMlp)[e]!;
       for (const hn of hns) {
         const T = hn.length / dim;
         denseMlp(expert, hn, T, kernels, scratch(T), (kind, g, n) => {

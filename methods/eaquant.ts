@@ -48,7 +48,13 @@ import {
 import { collectActivationStats } from "../calibration/act_stats.ts";
 import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
 import { quantizeLinears } from "./rtn.ts";
-import type { LlamaConfig, LlamaWeights, Matrix, MoeMlp } from "../models/types.ts";
+import {
+  expertMlps,
+  type LlamaConfig,
+  type LlamaWeights,
+  type Matrix,
+  type MoeMlp,
+} from "../models/types.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import { columnAbsMax, smoothingFactors } from "./smoothquant.ts";
 import type { Method, QuantizedModel } from "./types.ts";
@@ -280,7 +286,7 @@ export const eaquant: Method = {
           );
           const vectors: { s: Float32Array; w: number }[] = [];
           st.experts!.forEach((es, e) => {
-            const ex = mlp.experts[e]!;
+            const ex = expertMlps(mlp)[e]!;
             let act = es.gateup.absMax;
             if (es.tokens === 0) {
               if (!params.balance) {

@@ -104,15 +104,18 @@ export function foldSmoothing(
     }
     if (s.gateup || s.down) {
       const mlpNorm = s.gateup ? divide(next.mlpNorm, s.gateup) : next.mlpNorm;
+      if (next.mlp.kind === "moe" && s.down) {
+        throw new RangeError("Smoothing the down input of MoE experts is not supported");
+      }
+      // In MoE blocks every reader of the MLP input is scaled: router, experts, shared expert
+      // and its gate.
+      const cols = (m: Matrix) => s.gateup ? scaleColumns(m, s.gateup) : m;
       const mlp = next.mlp.kind === "dense" ? smoothMlp(next.mlp, s.gateup, s.down) : {
         ...next.mlp,
-        router: s.gateup ? scaleColumns(next.mlp.router, s.gateup) : next.mlp.router,
-        experts: next.mlp.experts.map((e) => {
-          if (s.down) {
-            throw new RangeError("Smoothing the down input of MoE experts is not supported");
-          }
-          return smoothMlp(e, s.gateup);
-        }),
+        router: cols(next.mlp.router),
+        experts: next.mlp.experts.map((e) => smoothMlp(e, s.gateup)),
+        ...(next.mlp.shared ? { shared: smoothMlp(next.mlp.shared, s.gateup) } : {}),
+        ...(next.mlp.sharedGate ? { sharedGate: cols(next.mlp.sharedGate) } : {}),
       };
       next = { ...next, mlpNorm, mlp };
     }

@@ -26,7 +26,7 @@
  */
 
 import { collectActivationStats } from "../calibration/act_stats.ts";
-import type { Matrix } from "../models/types.ts";
+import { expertMlps, type Matrix } from "../models/types.ts";
 import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
@@ -112,10 +112,13 @@ export const smoothquant: Method = {
       const stats = collectActivationStats(model, calib.windows, ctx.kernels);
       const layers = model.weights.layers.map((layer, l): LayerSmoothing => {
         const mlp = layer.mlp;
-        // MoE: the router and every expert's gate and up share the MLP input.
-        const consumers = mlp.kind === "dense"
-          ? [mlp.gate, mlp.up]
-          : [mlp.router, ...mlp.experts.flatMap((e) => [e.gate, e.up])];
+        // MoE: the router, every expert's gate and up (the shared one too) and the shared
+        // expert's gate share the MLP input.
+        const consumers = mlp.kind === "dense" ? [mlp.gate, mlp.up] : [
+          mlp.router,
+          ...expertMlps(mlp).flatMap((e) => [e.gate, e.up]),
+          ...(mlp.sharedGate ? [mlp.sharedGate] : []),
+        ];
         return {
           qkv: smoothingFactors(
             stats[l]!.qkv.absMax,

@@ -9,6 +9,8 @@
  *
  * Per block: `h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))`,
  * `x' = h + mlp(n2 h)`, `mlp(u) = down(silu(gate u) · up u)`; then `logits = lmHead(norm x)`.
+ * Variants from the config: q/k/v biases (Qwen2-MoE), RMSNorm over the whole q and k
+ * projections and `clip_qkv` clamping before RoPE (OLMoE), routed and shared experts.
  *
  * When the weights carry an activation quantizer (`weights.activations`, weight-activation
  * cells), the inputs of the linears are fake-quantized first: once for q/k/v (they share an
@@ -291,6 +293,14 @@ export function selfAttention(
   const vCache = cache.v[l]!;
   kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
   kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
+  const kNew = kCache.subarray(start * kvDim, (start + T) * kvDim);
+  const vNew = vCache.subarray(start * kvDim, (start + T) * kvDim);
+  if (layer.qBias) addBias(q, layer.qBias);
+  if (layer.kBias) addBias(kNew, layer.kBias);
+  if (layer.vBias) addBias(vNew, layer.vBias);
+  if (layer.qNorm) kernels.rmsnorm(q, T, layer.qNorm, c.normEps, q);
+  if (layer.kNorm) kernels.rmsnorm(kNew, T, layer.kNorm, c.normEps, kNew);
+  if (c.clipQkv !== undefined) { for (const a of [q, kNew, vNew]) clamp(a, c.clipQkv); }
   const aq = model.weights.activations;
   if (aq?.options.bmm) {
     const bmm = {
@@ -307,6 +317,16 @@ export function selfAttention(
   applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
   applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
   (kernels.attention ?? attentionRef)(q, kCache, vCache, T, start, c, att);
+}
+
+/** `rows[t][j] += bias[j]` for every row. */
+function addBias(rows: Float32Array, bias: Float32Array): void {
+  const n = bias.length;
+  for (let i = 0; i < rows.length; i++) rows[i] = rows[i]! + bias[i % n]!;
+}
+
+function clamp(a: Float32Array, limit: number): void {
+  for (let i = 0; i < a.length; i++) a[i] = Math.min(limit, Math.max(-limit, a[i]!));
 }
 
 // --- Feed-forward -----------------------------------------------------------------------------
@@ -347,8 +367,9 @@ export function denseMlp(
 
 /**
  * Mixtral-style sparse MoE: softmax over router logits, the `topK` largest experts, their weights
- * renormalised to sum to 1 when `normTopK`, output = Σ weight · expert(x). Each expert runs once
- * on the rows of the tokens routed to it. False when the observer stopped it.
+ * renormalised to sum to 1 when `normTopK`, output = Σ weight · expert(x), plus
+ * `sigmoid(sharedGate · x) · shared(x)` when the block has a shared expert (Qwen2-MoE). Each
+ * expert runs once on the rows of the tokens routed to it. False when the observer stopped it.
  */
 function moeMlp(
   mlp: MoeMlp,
@@ -419,6 +440,22 @@ function moeMlp(
       const w = weights[i]!;
       for (let j = 0; j < dim; j++) out[t * dim + j] = out[t * dim + j]! + w * ye[i * dim + j]!;
     });
+  }
+  if (mlp.shared) {
+    // Qwen2-MoE: every token also goes through the shared expert (number E), weighted by
+    // sigmoid(sharedGate · x); the gate reads the router's input.
+    if (!mlp.sharedGate) throw new TypeError(`MoE layer ${l}: a shared expert without its gate`);
+    const ys = new Float32Array(T * dim);
+    const seen = observe
+      ? (k: LinearKind | "router", v: Float32Array, tt: number) => observe(k, v, tt, E)
+      : undefined;
+    if (!denseMlp(mlp.shared, x, T, kernels, ys, seen, act, false)) return false;
+    const g = new Float32Array(T);
+    kernels.matmul(xRouter, T, mlp.sharedGate, g);
+    for (let t = 0; t < T; t++) {
+      const w = 1 / (1 + Math.exp(-g[t]!));
+      for (let j = 0; j < dim; j++) out[t * dim + j] = out[t * dim + j]! + w * ys[t * dim + j]!;
+    }
   }
   return true;
 }

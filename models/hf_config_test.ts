@@ -151,7 +151,13 @@ Deno.test("parseHfConfig() rejects unknown model types and unsupported features"
 
 Deno.test("parseHfConfig() reads the Mixtral MoE fixture config", async () => {
   const c = parseHfConfig(await readJson(`${MOE}/config.json`), "config.json");
-  assert.deepEqual(c.moe, { nExperts: 4, topK: 2, normTopK: true });
+  assert.deepEqual(c.moe, {
+    nExperts: 4,
+    topK: 2,
+    normTopK: true,
+    expertHiddenDim: 43,
+    denseLayers: [],
+  });
   assert.equal(c.hiddenDim, 43);
   assert.equal(c.dim, 64);
   assert.equal(c.nKvHeads, 4);

@@ -22,7 +22,7 @@ import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "./llama2c.ts";
 import { MODELS } from "./registry.ts";
 import { unknownIdError } from "../core/registry.ts";
 import { parseSafetensors, parseShardIndex, toFloat32 } from "./safetensors.ts";
-import type { LoadedModel, SourceFile } from "./types.ts";
+import { expertMlps, type LoadedModel, type SourceFile } from "./types.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -170,8 +170,11 @@ export function countParams(model: Pick<LoadedModel, "weights" | "config">): num
   for (const l of w.layers) {
     n += l.attnNorm.length + l.mlpNorm.length + l.q.data.length + l.k.data.length +
       l.v.data.length + l.o.data.length;
-    const experts = l.mlp.kind === "dense" ? [l.mlp] : l.mlp.experts;
-    if (l.mlp.kind === "moe") n += l.mlp.router.data.length;
+    const experts = l.mlp.kind === "dense" ? [l.mlp] : expertMlps(l.mlp);
+    if (l.mlp.kind === "moe") {
+      n += l.mlp.router.data.length + (l.mlp.sharedGate?.data.length ?? 0);
+    }
+    for (const v of [l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]) n += v?.length ?? 0;
     for (const e of experts) n += e.gate.data.length + e.up.data.length + e.down.data.length;
   }
   return n;

@@ -51,6 +51,15 @@ export interface LlamaConfig {
   readonly tiedEmbeddings: boolean;
   /** Mixture-of-Experts routing, absent for dense models. */
   readonly moe?: MoeConfig;
+  /** q/k/v projections carry a bias (Qwen2-MoE). Absent: no bias. */
+  readonly qkvBias?: boolean;
+  /**
+   * RMSNorm over each token's whole q and k projections before RoPE (OLMoE `q_norm`/`k_norm`,
+   * one weight per projected feature, epsilon `normEps`). Absent: no such norm.
+   */
+  readonly qkNorm?: boolean;
+  /** q, k and v are clamped to `[−clipQkv, clipQkv]` after projection (OLMoE `clip_qkv`). */
+  readonly clipQkv?: number;
 }
 
 /** Routing hyper-parameters of a Mixture-of-Experts layer (Mixtral / Qwen-MoE / OLMoE layouts). */
@@ -58,8 +67,23 @@ export interface MoeConfig {
   readonly nExperts: number;
   /** Experts chosen per token. */
   readonly topK: number;
-  /** Renormalise the chosen experts' softmax weights to sum to 1 (Mixtral: true). */
+  /**
+   * Renormalise the chosen experts' softmax weights to sum to 1 (Mixtral: true; Qwen2-MoE and
+   * OLMoE: their `norm_topk_prob`, false by default).
+   */
   readonly normTopK: boolean;
+  /** Inner size of one routed expert (Mixtral: `intermediate_size`). */
+  readonly expertHiddenDim: number;
+  /**
+   * Inner size of the always-on shared expert whose output is scaled by `sigmoid(sharedGate·x)`
+   * (Qwen2-MoE `shared_expert_intermediate_size`); absent: no shared expert.
+   */
+  readonly sharedHiddenDim?: number;
+  /**
+   * Layers whose feed-forward block is a dense MLP of `hiddenDim` (Qwen2-MoE `mlp_only_layers`
+   * and layers off `decoder_sparse_step`); empty when every layer is sparse.
+   */
+  readonly denseLayers: readonly number[];
 }
 
 /** The SwiGLU feed-forward block: down(silu(gate x) * up x). */
@@ -73,12 +97,27 @@ export interface DenseMlp {
   readonly down: Matrix;
 }
 
-/** A Mixture-of-Experts feed-forward block: a linear router over dense experts. */
+/**
+ * A Mixture-of-Experts feed-forward block: a linear router over dense experts, and optionally a
+ * shared expert every token goes through, weighted by `sigmoid(sharedGate · x)` (Qwen2-MoE).
+ *
+ * Where experts are numbered (calibration, statistics, linear sites), the shared expert is
+ * number `experts.length` (see `expertMlps`).
+ */
 export interface MoeMlp {
   readonly kind: "moe";
   /** `[nExperts][dim]` router logits. */
   readonly router: Matrix;
   readonly experts: readonly DenseMlp[];
+  /** The shared expert (Qwen2-MoE `shared_expert`). */
+  readonly shared?: DenseMlp;
+  /** `[1][dim]`, the shared expert's gate logit (Qwen2-MoE `shared_expert_gate`). */
+  readonly sharedGate?: Matrix;
+}
+
+/** The experts of a MoE block in their numbering: the routed ones, then the shared one if any. */
+export function expertMlps(mlp: MoeMlp): readonly DenseMlp[] {
+  return mlp.shared ? [...mlp.experts, mlp.shared] : mlp.experts;
 }
 
 /** One decoder block. */
@@ -93,6 +132,13 @@ export interface LlamaLayer {
   readonly v: Matrix;
   /** `[dim][nHeads*headDim]`. */
   readonly o: Matrix;
+  /** Biases of q, k and v (`[nHeads*headDim]`, `[nKvHeads*headDim]` ×2) when `qkvBias`. */
+  readonly qBias?: Float32Array;
+  readonly kBias?: Float32Array;
+  readonly vBias?: Float32Array;
+  /** RMSNorm weights over the q and k projections when `qkNorm`. */
+  readonly qNorm?: Float32Array;
+  readonly kNorm?: Float32Array;
   /** RMSNorm weight before the MLP, `[dim]`. */
   readonly mlpNorm: Float32Array;
   readonly mlp: DenseMlp | MoeMlp;
