@@ -42,6 +42,8 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --symmetric        symmetric absmax instead of asymmetric min-max
   --act OPTS         activation quantizer (A < 16), comma list of: token (default), tensor,
                      static (calibrated per-tensor range), asym, clip=R, bmm
+  --router CFG       MoE routers quantized after the method: W8A8 (EAQuant's setting), or fp
+                     (their weights in full precision; EAQuant always quantizes its own)   [fp]
   --alpha LIST       sweep α: one spec per value for each method with an α parameter,
                      e.g. 0.1,0.3,0.5,0.7,0.9
   --tasks IDS        tasks (comma list): ${TASK_IDS.join(", ")}, file:PATH
@@ -195,6 +197,7 @@ async function main(argv: string[]): Promise<number> {
       abits: { type: "string" },
       configs: { type: "string" },
       act: { type: "string" },
+      router: { type: "string" },
       alpha: { type: "string" },
       group: { type: "string" },
       symmetric: { type: "boolean" },
@@ -259,6 +262,7 @@ async function main(argv: string[]): Promise<number> {
         ...(e.configs && !bitFlags ? { configs: e.configs } : {}),
         ...(e.groups && !values.group ? { groups: e.groups } : {}),
         ...(e.act && !values.act ? { act: e.act } : {}),
+        ...(e.router && !values.router ? { router: e.router } : {}),
         ...(e.level && !values.act && !values.group ? { level: e.level } : {}),
       }
     );
@@ -295,6 +299,11 @@ async function main(argv: string[]): Promise<number> {
       ? { act: parseActFlag(values.act) }
       : preset.act
       ? { act: preset.act }
+      : {}),
+    ...(values.router !== undefined
+      ? { router: values.router }
+      : preset.router
+      ? { router: preset.router }
       : {}),
     groups,
     tasks: list(values.tasks) ?? preset.tasks,

@@ -2,14 +2,15 @@
  * The matrix: models × methods × bit configurations × tasks, from a preset and flag overrides.
  *
  * A preset is a JSON file in `bench/presets/` (`{id, description, models, methods, bits, groups,
- * tasks, symmetric, abits?, configs?, act?, limit?, calibration?}`). A `methods` entry is a method
- * spec (`gptq`, `gptq:actOrder=true`, `smoothquant+gptq`) or `{method, bits?, abits?, groups?,
- * configs?, act?, level?}` to give that method its own settings.
+ * tasks, symmetric, abits?, configs?, act?, router?, limit?, calibration?}`). A `methods` entry is a
+ * method spec (`gptq`, `gptq:actOrder=true`, `smoothquant+gptq`) or `{method, bits?, abits?,
+ * groups?, configs?, act?, router?, level?}` to give that method its own settings.
  *
  * Bit configurations are `bits × abits × groups` (abits default `[16]`: weight-only), or, when
  * `configs` is given, exactly the listed pairs (`["W8A8", "W4A8", "W4A16g32"]`; a `g` suffix
  * overrides `groups`). `act` sets the activation quantizer of cells with A < 16 (granularity
  * `token`/`tensor`, `static`, `symmetric`, `clip`, `bmm`; default per-token dynamic symmetric).
+ * `router` (`W8A8`) quantizes MoE routers after the method (see `methods/router.ts`).
  * `level` names SmoothQuant's efficiency levels: `O1` per-tensor weights and per-token dynamic
  * activations, `O2` per-tensor dynamic, `O3` per-tensor static. Every model × task pair also gets
  * the full-precision cell (`fp`), the reference of KL and agreement metrics.
@@ -19,7 +20,8 @@
 
 import type { CalibrationSpec } from "../calibration/set.ts";
 import { type ActQuantOptions, DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
-import type { QuantConfig } from "../methods/types.ts";
+import type { QuantConfig, RouterQuant } from "../methods/types.ts";
+import { parseRouterQuant } from "../methods/router.ts";
 
 /** A group setting: per output channel, per tensor, or a number of input columns. */
 export type GroupSetting = "channel" | "tensor" | number;
@@ -45,6 +47,8 @@ export interface MethodEntry {
   readonly configs?: readonly string[];
   /** Activation quantizer settings for this entry. */
   readonly act?: Partial<ActQuantOptions>;
+  /** MoE router quantization for this entry (`W8A8`, or `fp` for none). */
+  readonly router?: string;
   /** `O1`, `O2` or `O3` (see {@linkcode LEVELS}). */
   readonly level?: string;
 }
@@ -64,6 +68,8 @@ export interface MatrixSpec {
   readonly configs?: readonly string[];
   /** Activation quantizer settings (cells with A < 16). */
   readonly act?: Partial<ActQuantOptions>;
+  /** MoE router quantization of every quantized cell (`W8A8`; default and `fp`: none). */
+  readonly router?: string;
   readonly tasks: readonly string[];
   readonly symmetric: boolean;
   /** Keep only the first N evaluation units of each task. */
@@ -100,8 +106,12 @@ export function quantFor(
   symmetric: boolean,
   aBits = 16,
   act: Partial<ActQuantOptions> = {},
+  router?: RouterQuant,
 ): QuantConfig {
-  const a = aBits < 16 ? { act: { ...DEFAULT_ACT_OPTIONS, ...act } } : {};
+  const a = {
+    ...(aBits < 16 ? { act: { ...DEFAULT_ACT_OPTIONS, ...act } } : {}),
+    ...(router ? { router } : {}),
+  };
   if (group === "channel" || group === "tensor") {
     return { wBits: bits, aBits, granularity: group, symmetric, ...a };
   }
@@ -154,6 +164,8 @@ function entryConfigs(spec: MatrixSpec, e: MethodEntry): QuantConfig[] {
     }
   }
   const act = { ...spec.act, ...e.act, ...level?.act };
+  const routerText = e.router ?? spec.router;
+  const router = routerText === undefined ? undefined : parseRouterQuant(routerText);
   const groups = level ? [level.group] : e.groups ?? spec.groups;
   const out: QuantConfig[] = [];
   const configs = e.configs ?? spec.configs;
@@ -161,14 +173,16 @@ function entryConfigs(spec: MatrixSpec, e: MethodEntry): QuantConfig[] {
     for (const text of configs) {
       const c = parseConfig(text);
       for (const group of c.group !== undefined ? [c.group] : groups) {
-        out.push(quantFor(c.wBits, group, spec.symmetric, c.aBits, act));
+        out.push(quantFor(c.wBits, group, spec.symmetric, c.aBits, act, router));
       }
     }
     return out;
   }
   for (const bits of e.bits ?? spec.bits) {
     for (const aBits of e.abits ?? spec.abits ?? [16]) {
-      for (const group of groups) out.push(quantFor(bits, group, spec.symmetric, aBits, act));
+      for (const group of groups) {
+        out.push(quantFor(bits, group, spec.symmetric, aBits, act, router));
+      }
     }
   }
   return out;
@@ -255,6 +269,9 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
         ? { configs: parseConfigs(e.configs, `${file}: methods[${i}].configs`) }
         : {}),
       ...(e.act !== undefined ? { act: parseAct(e.act, `${file}: methods[${i}].act`) } : {}),
+      ...(e.router !== undefined
+        ? { router: routerField(e.router, `${file}: methods[${i}].router`) }
+        : {}),
       ...(e.level !== undefined ? { level: e.level as string } : {}),
     };
   });
@@ -289,12 +306,19 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
       ? { configs: parseConfigs(o.configs, `${file}: field "configs"`) }
       : {}),
     ...(o.act !== undefined ? { act: parseAct(o.act, `${file}: field "act"`) } : {}),
+    ...(o.router !== undefined ? { router: routerField(o.router, `${file}: field "router"`) } : {}),
     tasks: strings("tasks"),
     symmetric: o.symmetric === true,
     ...(typeof o.limit === "number" ? { limit: o.limit } : {}),
     ...(calibration ? { calibration } : {}),
   };
   return spec;
+}
+
+function routerField(v: unknown, where: string): string {
+  if (typeof v !== "string") throw new SyntaxError(`${where} must be a string like "W8A8" or "fp"`);
+  parseRouterQuant(v, where);
+  return v;
 }
 
 function integers(v: unknown, where: string): number[] {

@@ -97,3 +97,35 @@ Deno.test("the tasks preset names only registered tasks: FP32, RTN W3 and W4 on 
   for (const t of spec.tasks) assert.equal(getTask(t).id, t);
   assert.ok(spec.tasks.includes("tinystories_cloze"));
 });
+
+Deno.test("router: a preset's W8A8 router reaches every quantized cell (not FP) and its label; bad values name the field", () => {
+  const base = {
+    id: "r",
+    models: ["stories260K-moe"],
+    bits: [4],
+    groups: ["channel"],
+    tasks: ["tinystories:eval"],
+  };
+  const spec = parsePreset({
+    ...base,
+    methods: ["rtn", { method: "gptq", router: "fp" }],
+    configs: ["W4A4"],
+    router: "W8A8",
+  }, "p.json");
+  const cells = expandMatrix(spec);
+  const fp = cells.find((c) => c.method === "fp")!;
+  assert.equal(fp.quant.router, undefined);
+  const rtn = cells.find((c) => c.method === "rtn")!;
+  assert.deepEqual(rtn.quant.router, { wBits: 8, aBits: 8 });
+  assert.match(quantLabel(rtn.quant), /^W4A4.*-rW8A8$/);
+  // A method entry's own "fp" overrides the preset's router.
+  assert.equal(cells.find((c) => c.method === "gptq")!.quant.router, undefined);
+  assert.throws(
+    () => parsePreset({ ...base, methods: ["rtn"], router: "W12A8" }, "p.json"),
+    /router weight bits must be one of/,
+  );
+  assert.throws(
+    () => parsePreset({ ...base, methods: [{ method: "rtn", router: 8 }] }, "p.json"),
+    /p\.json: methods\[0\]\.router must be a string/,
+  );
+});

@@ -22,6 +22,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { getMethod } from "../methods/mod.ts";
 import { applyActivationQuant, ZERO_FRACTION_WINDOWS } from "../methods/activations.ts";
+import { quantizeRouters } from "../methods/router.ts";
 import { routingConsistency } from "../tasks/routing.ts";
 import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../methods/types.ts";
 import { bitsPerWeight } from "../core/quantizer.ts";
@@ -309,7 +310,8 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
                 total,
               }),
           };
-          const weightsDone = await cell.method.quantize(model, q, cell.params, ctx);
+          let weightsDone = await cell.method.quantize(model, q, cell.params, ctx);
+          if (q.router) weightsDone = quantizeRouters(weightsDone, q.router);
           const qmodel = applyActivationQuant(weightsDone, q, ctx);
           const routing = model.config.moe && cell.calibration
             ? routingConsistency(

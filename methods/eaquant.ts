@@ -365,6 +365,7 @@ export const eaquant: Method = {
         weights: out,
         packed,
         notes,
+        routerQuantized: true,
         ...(q.aBits < 16 ? { routerAbits: params.routerAbits as number } : {}),
       });
     }),

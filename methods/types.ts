@@ -42,12 +42,25 @@ export interface QuantConfig {
    * clipping — `DEFAULT_ACT_OPTIONS`). Omitted for weight-only configurations.
    */
   readonly act?: ActQuantOptions;
+  /**
+   * MoE routers (and shared-expert gates) quantized apart, e.g. `{wBits: 8, aBits: 8}` (see
+   * `methods/router.ts`); absent: router weights in full precision.
+   */
+  readonly router?: RouterQuant;
+}
+
+/** Bits of a MoE router's weights and of its input. */
+export interface RouterQuant {
+  readonly wBits: number;
+  /** 16 or more: the router reads the float MLP input. */
+  readonly aBits: number;
 }
 
 /**
  * `W4A16`, `W4A16g32`, `W8A16t` (per-tensor weights), `W8A8s` (symmetric weights), `FP32`; an
  * activation quantizer other than per-token dynamic symmetric adds `-tensor`, `-static`, `-asym`,
- * `-clip0.9`, `-bmm` (e.g. `W8A8st-static`, SmoothQuant O3).
+ * `-clip0.9`, `-bmm` (e.g. `W8A8st-static`, SmoothQuant O3); a quantized MoE router adds
+ * `-rW8A8`.
  */
 export function quantLabel(q: QuantConfig): string {
   if (q.wBits >= 32 && q.aBits >= 16) return "FP32";
@@ -61,7 +74,8 @@ export function quantLabel(q: QuantConfig): string {
     if (o.clip !== 1) a += `-clip${o.clip}`;
     if (o.bmm) a += "-bmm";
   }
-  return `W${q.wBits}A${q.aBits}${g}${q.symmetric ? "s" : ""}${a}`;
+  const r = q.router ? `-rW${q.router.wBits}A${q.router.aBits}` : "";
+  return `W${q.wBits}A${q.aBits}${g}${q.symmetric ? "s" : ""}${a}${r}`;
 }
 
 /** One tunable parameter of a method, documented for `--help` and the README. */
@@ -100,6 +114,8 @@ export interface QuantizedModel {
   readonly activationZeros?: ActivationZeros;
   /** Activation bits of MoE routers' input, when the method quantizes it apart (EAQuant: 8). */
   readonly routerAbits?: number;
+  /** The MoE routers' weights are quantized (EAQuant, or `QuantConfig.router`). */
+  readonly routerQuantized?: boolean;
 }
 
 /** Fraction of activation elements that quantize to zero (CrossQuant's "quantization kernel"). */

@@ -207,19 +207,15 @@ export function layerForward(
   } else {
     if (observe?.("router", xn, T) === true) return;
     const xq = act ? act("gateup", xn, T, c.dim) : xn;
-    // A router with its own activation bits (EAQuant: A8) gets its own copy of the input.
+    // A router with its own activation bits (EAQuant: A8) gets its own copy of the input
+    // (float with 16 bits); otherwise it reads the experts' input.
     const aq = model.weights.activations;
-    const xr = aq?.routerBits !== undefined && aq.routerBits < 16
-      ? fakeQuantActivations(
-        { ...aq, bits: aq.routerBits },
-        xn,
-        T,
-        c.dim,
-        undefined,
-        zeros,
-        "router",
-      )
-      : xq;
+    const rb = aq?.routerBits;
+    const xr = rb === undefined
+      ? xq
+      : rb >= 16
+      ? xn
+      : fakeQuantActivations({ ...aq!, bits: rb }, xn, T, c.dim, undefined, zeros, "router");
     if (!moeMlp(layer.mlp, c, l, xq, T, kernels, proj, act, observe, hooks.routing, xr)) return;
   }
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
