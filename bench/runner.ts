@@ -21,8 +21,7 @@ import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { getMethod } from "../methods/mod.ts";
-import { applyActivationQuant, ZERO_FRACTION_WINDOWS } from "../methods/activations.ts";
-import { quantizeRouters } from "../methods/router.ts";
+import { ZERO_FRACTION_WINDOWS } from "../methods/activations.ts";
 import { routingConsistency } from "../tasks/routing.ts";
 import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../methods/types.ts";
 import { bitsPerWeight } from "../core/quantizer.ts";
@@ -35,6 +34,7 @@ import { getTask } from "../tasks/mod.ts";
 import { EvalPool } from "../tasks/eval_pool.ts";
 import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
+import { cellParams, quantizeCell } from "./cell.ts";
 import { parseMethodSpec } from "./method_spec.ts";
 import { shardIndices } from "./shard.ts";
 import {
@@ -133,7 +133,7 @@ export async function planMatrix(
   /** Parameters of a method for a model: the method's model defaults, then the given ones. */
   const paramsFor = (text: string, modelId: string) => {
     const { method, given } = methods.get(text)!;
-    return resolveParams(method, { ...method.modelDefaults?.(modelId), ...given });
+    return cellParams(method, modelId, given);
   };
   const calibSpec: CalibrationSpec = { ...DEFAULT_CALIBRATION, ...spec.calibration };
   const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
@@ -310,9 +310,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
                 total,
               }),
           };
-          let weightsDone = await cell.method.quantize(model, q, cell.params, ctx);
-          if (q.router) weightsDone = quantizeRouters(weightsDone, q.router);
-          const qmodel = applyActivationQuant(weightsDone, q, ctx);
+          const qmodel = await quantizeCell(model, cell.method, cell.params, q, ctx);
           const routing = model.config.moe && cell.calibration
             ? routingConsistency(
               model,

@@ -117,9 +117,20 @@ export function resolveCorpus(ref: string, dataDir: string): CorpusRef {
   };
 }
 
-/** Reads a file, naming the data root when it is missing. */
+/**
+ * Reads a file, naming the data root when it is missing. A data root that is an `http(s):` URL
+ * (the browser page) is read with `fetch`.
+ */
 async function readBytes(ref: string, path: string): Promise<Uint8Array> {
   try {
+    if (/^https?:\/\//.test(path)) {
+      const res = await fetch(path);
+      if (!res.ok) {
+        await res.body?.cancel();
+        throw new Error(`HTTP ${res.status}`);
+      }
+      return new Uint8Array(await res.arrayBuffer());
+    }
     return await Deno.readFile(path);
   } catch (e) {
     throw new NotAvailableError(

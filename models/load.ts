@@ -16,12 +16,10 @@
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
 import { type DownloadEvent, hubFile, parseHfRef } from "./hub.ts";
-import { hfWeightsFromTensors, parseHfConfig } from "./hf_config.ts";
-import { hfTokenizer } from "./hf_tokenizer.ts";
+import { buildHfModel } from "./hf_model.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "./llama2c.ts";
 import { MODELS } from "./registry.ts";
 import { unknownIdError } from "../core/registry.ts";
-import { parseSafetensors, parseShardIndex, toFloat32 } from "./safetensors.ts";
 import { expertMlps, type LoadedModel, type SourceFile } from "./types.ts";
 
 /** Options of {@linkcode loadModel}. */
@@ -116,46 +114,10 @@ async function loadHf(ref: string, options: LoadOptions, id: string): Promise<Lo
       }
     };
   }
-  const files: SourceFile[] = [];
-  const readJson = async (name: string, optional = false): Promise<unknown> => {
+  return await buildHfModel(async (name, optional) => {
     const path = await resolve(name, optional);
-    if (path === undefined) return undefined;
-    const [bytes, info] = await readSource(path, name);
-    files.push(info);
-    try {
-      return JSON.parse(new TextDecoder().decode(bytes));
-    } catch (e) {
-      throw new FormatError(path, `not valid JSON (${(e as Error).message})`, { cause: e });
-    }
-  };
-  const config = parseHfConfig(await readJson("config.json"), "config.json");
-  const index = await readJson("model.safetensors.index.json", true);
-  const shards = index === undefined
-    ? ["model.safetensors"]
-    : parseShardIndex(index, "model.safetensors.index.json").files;
-  const byName = new Map<
-    string,
-    { dtype: string; shape: number[]; data: Uint8Array; file: string }
-  >();
-  for (const shard of shards) {
-    const path = (await resolve(shard))!;
-    const [bytes, info] = await readSource(path, shard);
-    files.push(info);
-    for (const [name, t] of parseSafetensors(bytes, path)) byName.set(name, { ...t, file: path });
-  }
-  const weights = hfWeightsFromTensors(
-    config,
-    (name) => {
-      const t = byName.get(name);
-      return t ? toFloat32(t, name, t.file) : undefined;
-    },
-    (name) => byName.get(name)?.shape,
-    shards.join(", "),
-  );
-  const tokJson = await readJson("tokenizer.json");
-  const tokConfig = await readJson("tokenizer_config.json", true);
-  const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
-  return { id, format: "hf", config, weights, tokenizer, files };
+    return path === undefined ? undefined : { bytes: await Deno.readFile(path), path };
+  }, id);
 }
 
 function baseName(path: string): string {

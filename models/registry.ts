@@ -1,6 +1,6 @@
 /**
  * Models known by id. Any other model is named by reference: `hf:owner/repo[@rev]` (a Hugging Face
- * Llama/Mixtral repository) or a local directory in Hugging Face layout.
+ * Llama, Mixtral, Qwen2-MoE or OLMoE repository) or a local directory in Hugging Face layout.
  *
  * @module
  */
