@@ -1,0 +1,173 @@
+/// <reference lib="dom" />
+/**
+ * The browser page: pick a model fixture, a method and a bit configuration, and see perplexity, KL
+ * and top-1 agreement against the full-precision model, computed in the tab with the library's own
+ * code (model loading, the method, the activation stage and the perplexity task are the CLI's).
+ *
+ * Everything is fetched over HTTP: the model's files from a transformers-layout directory URL,
+ * the TinyStories text from a data root URL laid out like `../shared/data`. Query parameters fill
+ * the form (`model`, `method`, `config`, `group`, `limit`, `data`) and `run=1` starts at once; the
+ * outcome is also left on `globalThis.lowbitResult` for automation.
+ *
+ * @module
+ */
+
+import { cellParams, quantizeCell } from "../bench/cell.ts";
+import { parseConfig, quantFor } from "../bench/matrix.ts";
+import { parseMethodSpec } from "../bench/method_spec.ts";
+import { DEFAULT_CALIBRATION, drawCalibrationSet } from "../calibration/set.ts";
+import { refKernels } from "../kernels/ref/mod.ts";
+import type { Kernels } from "../kernels/types.ts";
+import { wasmKernels } from "../kernels/wasm/mod.ts";
+import { getMethod, METHODS } from "../methods/mod.ts";
+import { quantLabel } from "../methods/types.ts";
+import { loadHfFromUrl } from "../models/hf_model.ts";
+import { getTask } from "../tasks/mod.ts";
+import type { Metric } from "../tasks/types.ts";
+
+/** What a finished run leaves on `globalThis.lowbitResult`. */
+export interface PageResult {
+  readonly status: "done" | "failed";
+  readonly error?: string;
+  readonly backend?: string;
+  readonly model?: string;
+  readonly method?: string;
+  readonly label?: string;
+  readonly limit?: number;
+  readonly fp?: Readonly<Record<string, Metric>>;
+  readonly quantized?: Readonly<Record<string, Metric>>;
+}
+
+const TASK = "tinystories:eval";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+function log(text: string): void {
+  $("status").textContent = text;
+}
+
+async function pickKernels(): Promise<Kernels> {
+  try {
+    return await wasmKernels({ url: new URL("kernels.wasm", location.href) });
+  } catch (e) {
+    log(`WASM kernels unavailable (${(e as Error).message}); using the TypeScript reference`);
+    return refKernels;
+  }
+}
+
+function byMetric(metrics: readonly Metric[]): Record<string, Metric> {
+  return Object.fromEntries(metrics.map((m) => [m.metric, m]));
+}
+
+async function run(): Promise<PageResult> {
+  const modelUrl = $<HTMLInputElement>("model").value.trim();
+  const methodSpec = $<HTMLSelectElement>("method").value.trim();
+  const configText = $<HTMLInputElement>("config").value.trim();
+  const group = $<HTMLInputElement>("group").value.trim();
+  const limit = Number($<HTMLInputElement>("limit").value);
+  const dataRoot = new URL($<HTMLInputElement>("data").value.trim(), location.href).href;
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new RangeError("windows must be a positive integer");
+  }
+
+  const kernels = await pickKernels();
+  log(`loading ${modelUrl} …`);
+  const model = await loadHfFromUrl(new URL(modelUrl, location.href), modelUrl);
+  const task = getTask(TASK);
+  const ms = parseMethodSpec(methodSpec);
+  const method = getMethod(ms.id);
+  const params = cellParams(method, model.id, ms.params);
+  const c = parseConfig(configText);
+  const g = c.group ?? (group === "channel" || group === "tensor" ? group : Number(group));
+  const q = quantFor(c.wBits, g, false, c.aBits);
+  const calibration = method.needsCalibration
+    ? await drawCalibrationSet(
+      DEFAULT_CALIBRATION,
+      model.tokenizer,
+      model.config.maxSeqLen,
+      dataRoot,
+    )
+    : undefined;
+  const ctx = { kernels, limit, dataDir: dataRoot };
+  log("full precision …");
+  const fp = await task.run(model, ctx);
+  log(`quantizing with ${methodSpec} at ${quantLabel(q)} …`);
+  const qm = await quantizeCell(model, method, params, q, {
+    kernels,
+    ...(calibration ? { calibration } : {}),
+  });
+  log("evaluating …");
+  const reference = { model, cache: new Map(), cacheBudgetBytes: 2 ** 28 };
+  const quantized = await task.run(
+    { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
+    { ...ctx, reference, onProgress: (d, n) => log(`evaluating: window ${d} of ${n}`) },
+  );
+  return {
+    status: "done",
+    backend: kernels.id,
+    model: modelUrl,
+    method: methodSpec,
+    label: quantLabel(q),
+    limit,
+    fp: byMetric(fp.metrics),
+    quantized: byMetric(quantized.metrics),
+  };
+}
+
+function show(r: PageResult): void {
+  const rows = $("results");
+  rows.replaceChildren();
+  const line = (name: string, m?: Readonly<Record<string, Metric>>) => {
+    const tr = document.createElement("tr");
+    const cell = (t: string) => {
+      const td = document.createElement("td");
+      td.textContent = t;
+      tr.append(td);
+    };
+    const fmt = (k: string, d: number) => {
+      const x = m?.[k];
+      return x ? `${x.value.toFixed(d)} ± ${(x.stderr ?? 0).toFixed(d)}` : "";
+    };
+    cell(name);
+    cell(fmt("ppl", 4));
+    cell(fmt("kl", 5));
+    cell(fmt("top1", 4));
+    rows.append(tr);
+  };
+  line("FP32", r.fp);
+  line(`${r.method} ${r.label}`, r.quantized);
+  log(`done on the ${r.backend} backend, ${r.limit} windows`);
+}
+
+function init(): void {
+  const select = $<HTMLSelectElement>("method");
+  for (const m of METHODS.items) {
+    if (m.id === "fp") continue;
+    const o = document.createElement("option");
+    o.value = m.id;
+    o.textContent = `${m.id} (${m.taxonomy})`;
+    select.append(o);
+  }
+  const params = new URLSearchParams(location.search);
+  for (const id of ["model", "method", "config", "group", "limit", "data"]) {
+    const v = params.get(id);
+    if (v !== null) ($(id) as HTMLInputElement).value = v;
+  }
+  const go = async () => {
+    ($("run") as HTMLButtonElement).disabled = true;
+    let result: PageResult;
+    try {
+      result = await run();
+      show(result);
+    } catch (e) {
+      result = { status: "failed", error: String((e as Error)?.message ?? e) };
+      log(`failed: ${result.error}`);
+    }
+    (globalThis as { lowbitResult?: PageResult }).lowbitResult = result;
+    ($("run") as HTMLButtonElement).disabled = false;
+  };
+  $("run").addEventListener("click", go);
+  if (params.get("run") === "1") go();
+}
+
+init();

@@ -1,0 +1,45 @@
+/**
+ * Builds the browser page into a directory (default `web/dist`): `index.html`, `app.js` (the
+ * library bundled for the browser by `deno bundle`) and the WASM kernels it loads. Serve the
+ * directory from any static host next to the model and data files (see the README).
+ *
+ * Usage: `deno task build:web [--out DIR]`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+const HERE = new URL(".", import.meta.url);
+
+/** Bundles the page into `outDir`; throws with deno bundle's output when bundling fails. */
+export async function buildWeb(outDir: string): Promise<void> {
+  await Deno.mkdir(outDir, { recursive: true });
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "bundle",
+      "--quiet",
+      "--platform",
+      "browser",
+      "--output",
+      `${outDir}/app.js`,
+      new URL("app.ts", HERE).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`deno bundle failed:\n${new TextDecoder().decode(out.stderr)}`);
+  }
+  await Deno.copyFile(new URL("index.html", HERE), `${outDir}/index.html`);
+  await Deno.copyFile(new URL("../kernels/wasm/kernels.wasm", HERE), `${outDir}/kernels.wasm`);
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { out: { type: "string", default: new URL("dist", HERE).pathname } },
+  });
+  await buildWeb(values.out!);
+  console.log(`built ${values.out}`);
+}

@@ -1,0 +1,137 @@
+/**
+ * The browser page end to end: the page is built, served with the model and data fixtures from
+ * a local HTTP server, opened in headless Chromium (Debian's `chromium`, or `$CHROMIUM_PATH`,
+ * driven by puppeteer-core), runs RTN W4 on stories260K over 4 TinyStories windows, and its
+ * numbers must equal the CLI's for the same cell (1e-4 relative). Skipped without Chromium.
+ */
+
+import assert from "node:assert/strict";
+import puppeteer from "puppeteer-core";
+import { buildWeb } from "./build.ts";
+import { sharedPath } from "../testing/fixtures.ts";
+import type { PageResult } from "./app.ts";
+
+const chromium = [Deno.env.get("CHROMIUM_PATH"), "/usr/bin/chromium", "/usr/bin/chromium-browser"]
+  .find((p) => {
+    if (!p) return false;
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  });
+
+const TYPES: Record<string, string> = {
+  html: "text/html",
+  js: "text/javascript",
+  wasm: "application/wasm",
+  json: "application/json",
+};
+
+/** Serves `/app/…` from `appDir` and `/shared/…` from the shared fixtures. */
+function serve(appDir: string) {
+  const roots: Record<string, string> = { app: appDir, shared: sharedPath() };
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    const [, top, ...rest] = path.split("/");
+    const root = roots[top ?? ""];
+    if (!root || rest.includes("..")) return new Response("not found", { status: 404 });
+    try {
+      const body = await Deno.readFile(`${root}/${rest.join("/")}`);
+      const type = TYPES[path.split(".").pop() ?? ""] ?? "application/octet-stream";
+      return new Response(body, { headers: { "content-type": type } });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+}
+
+async function cliRow(out: string): Promise<Record<string, { value: number }>> {
+  const cmd = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../cli.ts", import.meta.url).pathname,
+      "--model",
+      sharedPath("models", "stories260K-hf"),
+      "--methods",
+      "rtn",
+      "--bits",
+      "4",
+      "--group",
+      "channel",
+      "--tasks",
+      "tinystories:eval",
+      "--limit",
+      "4",
+      "--data",
+      sharedPath("data"),
+      "--out",
+      out,
+      "--quiet",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(cmd.success, new TextDecoder().decode(cmd.stderr));
+  const rows = (await Deno.readTextFile(`${out}/results.jsonl`)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  const row = rows.find((r) => r.method.id === "rtn" && r.status === "ok");
+  assert.ok(row, "the CLI wrote the RTN row");
+  return Object.fromEntries(
+    (row.metrics as { metric: string; value: number }[]).map((m) => [m.metric, m]),
+  );
+}
+
+Deno.test({
+  name: "browser page: RTN W4 on stories260K computed in Chromium equals the CLI's cell (1e-4)",
+  ignore: !chromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "lowbit-web-" });
+    const server = serve(`${dir}/app`);
+    try {
+      await buildWeb(`${dir}/app`);
+      const cli = await cliRow(`${dir}/cli`);
+      const browser = await puppeteer.launch({
+        executablePath: chromium,
+        headless: true,
+        args: ["--no-sandbox"],
+      });
+      try {
+        const page = await browser.newPage();
+        const errors: string[] = [];
+        page.on("pageerror", (e) => errors.push(String(e)));
+        const q = new URLSearchParams({
+          model: "/shared/models/stories260K-hf/",
+          data: "/shared/data/",
+          method: "rtn",
+          config: "W4A16",
+          group: "channel",
+          limit: "4",
+          run: "1",
+        });
+        await page.goto(`http://127.0.0.1:${server.addr.port}/app/index.html?${q}`);
+        await page.waitForFunction(() => "lowbitResult" in globalThis, { timeout: 240_000 });
+        const r = await page.evaluate(() =>
+          (globalThis as unknown as { lowbitResult: PageResult }).lowbitResult
+        );
+        assert.equal(r.status, "done", r.error ?? "");
+        assert.deepEqual(errors, []);
+        assert.match(r.backend!, /wasm/);
+        for (const k of ["ppl", "kl", "top1"]) {
+          const a = r.quantized![k]!.value, b = cli[k]!.value;
+          assert.ok(Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-9, `${k}: page ${a}, CLI ${b}`);
+        }
+        assert.ok(r.quantized!.ppl!.value > r.fp!.ppl!.value);
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
