@@ -1,0 +1,91 @@
+/**
+ * Our WASM GEMM/GEMV against onnxruntime-web's MatMul (its WASM execution provider) at equal
+ * thread counts, on the shapes of the kernels issue, alternating the two so both see the same
+ * machine load; prints GFLOP/s and the ratio (median of per-pair ratios). onnxruntime-web gets
+ * the weights pre-transposed to `[in][out]` (its MatMul layout, a one-time conversion) in a
+ * one-node graph built in code (`onnx_matmul.ts`); ours reads them as stored, `[out][in]`.
+ *
+ * Usage: `deno run --allow-read --allow-env --allow-sys=loadavg bench/kernels_ort.ts
+ * [--threads N] [--reps R]` (onnxruntime-web fixes its thread count once per process, so run once
+ * per thread count). Ratios are meaningful only on an otherwise idle machine.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import * as ort from "onnxruntime-web";
+import { wasmKernels } from "../kernels/wasm/mod.ts";
+import { randomFloats } from "../kernels/wasm/test_util.ts";
+import { onnxMatMulModel } from "./onnx_matmul.ts";
+
+const SHAPES = [
+  { name: "GEMM", m: 512, n: 768, k: 768 },
+  { name: "GEMM", m: 128, n: 4096, k: 4096 },
+  { name: "GEMV", m: 1, n: 4096, k: 4096 },
+] as const;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { threads: { type: "string", default: "1" }, reps: { type: "string", default: "9" } },
+  });
+  const threads = Number(values.threads);
+  const reps = Number(values.reps);
+  ort.env.wasm.numThreads = threads;
+  const ours = await wasmKernels(threads > 1 ? { threads } : {});
+  console.log(`threads ${threads}, ${reps} alternating pairs per shape; ours: ${ours.id}`);
+  console.log("| shape | ours GFLOP/s | onnxruntime-web GFLOP/s | ours / ort |");
+  console.log("| --- | ---: | ---: | ---: |");
+  const load0 = Deno.loadavg()[0]!;
+  for (const s of SHAPES) {
+    const w = randomFloats(s.n * s.k, 1);
+    const b = new Float32Array(s.k * s.n);
+    for (let o = 0; o < s.n; o++) for (let i = 0; i < s.k; i++) b[i * s.n + o] = w[o * s.k + i]!;
+    const x = randomFloats(s.m * s.k, 2);
+    const out = new Float32Array(s.m * s.n);
+    const matrix = { rows: s.n, cols: s.k, data: w };
+    const session = await ort.InferenceSession.create(onnxMatMulModel(s.m, s.k, s.n, b));
+    const feeds = { X: new ort.Tensor("float32", x, [s.m, s.k]) };
+    // Warm-up (tier-up of both WASM modules) and a check that both compute the same product.
+    let y: Float32Array | undefined;
+    for (let i = 0; i < 3; i++) {
+      ours.matmul(x, s.m, matrix, out);
+      y = (await session.run(feeds)).Y!.data as Float32Array;
+    }
+    let diff = 0, scale = 0;
+    for (let i = 0; i < out.length; i++) {
+      diff = Math.max(diff, Math.abs(out[i]! - y![i]!));
+      scale = Math.max(scale, Math.abs(y![i]!));
+    }
+    if (diff > 1e-4 * scale) {
+      throw new Error(`${s.name}: ours and onnxruntime-web differ by ${diff}`);
+    }
+    const a: number[] = [], r: number[] = [], ratio: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      let t0 = performance.now();
+      ours.matmul(x, s.m, matrix, out);
+      const ta = performance.now() - t0;
+      t0 = performance.now();
+      await session.run(feeds);
+      const tr = performance.now() - t0;
+      a.push(ta);
+      r.push(tr);
+      ratio.push(tr / ta);
+    }
+    await session.release();
+    const flops = 2 * s.m * s.n * s.k;
+    const gf = (ms: number) => (flops / ms / 1e6).toFixed(1);
+    console.log(
+      `| ${s.name} ${s.m}×${s.n}×${s.k} | ${gf(median(a))} | ${gf(median(r))} | ${
+        median(ratio).toFixed(2)
+      }× |`,
+    );
+  }
+  ours.close?.();
+  console.log(`load average ${load0.toFixed(2)} → ${Deno.loadavg()[0]!.toFixed(2)}`);
+}
