@@ -72,7 +72,7 @@ Deno.test("runMatrix(): weight-activation rows record the activation quantizer a
   const rows = await runMatrix({
     id: "wa-test",
     models: ["stories260K"],
-    methods: ["rtn", "gptq", "smoothquant:alpha=0.6+gptq"],
+    methods: ["rtn", "flexround", "smoothquant:alpha=0.6+gptq"],
     bits: [8],
     groups: ["channel"],
     configs: ["W8A8", "W8A17", "W8A1"],
@@ -91,8 +91,8 @@ Deno.test("runMatrix(): weight-activation rows record the activation quantizer a
   assert.ok(zeros.value > 0 && zeros.value < 1 && zeros.n === 4);
   assert.deepEqual(Object.keys(rtn.activationZeros!.bySite).sort(), ["down", "gateup", "o", "qkv"]);
   assert.ok(rtn.calibration, "weight-activation cells record their calibration windows");
-  assert.equal(row("gptq", "W8A8s").status, "unsupported");
-  assert.match(row("gptq", "W8A8s").error!, /gptq supports .*A16, not W8A8s/);
+  assert.equal(row("flexround", "W8A8s").status, "unsupported");
+  assert.match(row("flexround", "W8A8s").error!, /flexround supports .*A16, not W8A8s/);
   for (const bad of ["W8A17s", "W8A1s"]) assert.equal(row("rtn", bad).status, "unsupported");
   const chain = row("smoothquant:alpha=0.6+gptq", "W8A8s");
   assert.equal(chain.status, "ok", chain.error ?? "");

@@ -19,6 +19,11 @@
  * - calibration windows start with BOS (see `calibration/set.ts`);
  * - `trueSequential` defaults to on (the reference's LLaMA recommendation, off in its CLI).
  *
+ * Weight-activation cells (A < 16): GPTQ calibrates the weights on float inputs and the cell's
+ * activation quantizer is attached afterwards (`methods/activations.ts`), as the GPTQ baselines of
+ * weight-activation papers are run (GPTQ weights, round-to-nearest activations); GPTQ itself
+ * quantizes only weights.
+ *
  * @module
  */
 
@@ -41,7 +46,7 @@ export const gptq: Method = {
   scope: "weight-only",
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
-  aBits: [16],
+  aBits: [2, 3, 4, 5, 6, 7, 8, 16],
   relativeCost: 3.5,
   needsCalibration: true,
   reference: "IST-DASLab/gptq (gptq.py GPTQ.fasterquant, llama.py llama_sequential)",
@@ -100,11 +105,6 @@ function quantizeGptq(
   params: Readonly<Record<string, number | boolean | string>>,
   ctx: MethodContext,
 ): QuantizedModel {
-  if (q.aBits < 16) {
-    throw new UnsupportedConfigError(
-      `gptq quantizes weights only; A${q.aBits} needs another method`,
-    );
-  }
   if (q.granularity === "tensor") {
     throw new UnsupportedConfigError(
       "gptq quantizes per output channel or per group, not per tensor",
