@@ -36,7 +36,7 @@ import {
   type TaskDatasetInfo,
   utf8,
 } from "./mc_datasets.ts";
-import { HF_SCHEMAS, hfFingerprint, readHfDataset } from "./hf_schemas.ts";
+import { HF_SCHEMAS, hfFingerprint, readHfDataset, resolveHfSource } from "./hf_schemas.ts";
 import { MalformedRows, type SkippedRows } from "./malformed.ts";
 import { meanMetric } from "./multiple_choice.ts";
 import { exactMatch, extractFlexible, extractStrict, parseGold } from "./answer_extract.ts";
@@ -280,6 +280,7 @@ export function gsm8kTask(options: Gsm8kOptions = {}): Task {
   const shots = options.shots ?? FEWSHOT_EXEMPLARS.length;
   const source = options.source;
   const schema = HF_SCHEMAS.gsm8k;
+  if (source !== undefined) resolveHfSource(schema, source); // a malformed source fails here
   return {
     id: "gsm8k",
     title: `GSM8K (test), ${shots}-shot chain of thought, greedy` +

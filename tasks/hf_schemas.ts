@@ -25,6 +25,7 @@ import { type McDoc, pyStrip } from "./multiple_choice.ts";
 import { pyCapitalize, type TaskDatasetInfo } from "./mc_datasets.ts";
 import {
   type DatasetRow,
+  type DatasetSource,
   type DatasetSourceOptions,
   fetchDatasetSource,
   parseDatasetSource,
@@ -232,10 +233,10 @@ function rowNumber(row: DatasetRow): number {
 
 /**
  * The source a task reads for `spec`: `hf` is the schema's default Hub file, anything else a
- * dataset source (`hf://datasets/…` or a local path).
+ * dataset source (`hf://datasets/…` or a local path). Throws a `TypeError` for a malformed one.
  */
-export function resolveHfSource(schema: HfSchema<unknown>, spec: string): string {
-  return spec === "hf" ? schema.defaultSource : spec;
+export function resolveHfSource(schema: HfSchema<unknown>, spec: string): DatasetSource {
+  return parseDatasetSource(spec === "hf" ? schema.defaultSource : spec);
 }
 
 /**
@@ -251,7 +252,7 @@ export async function readHfDataset<D>(
   spec: string,
   options: DatasetSourceOptions = {},
 ): Promise<{ docs: D[]; info: TaskDatasetInfo; skipped: SkippedRows }> {
-  const source = parseDatasetSource(resolveHfSource(schema, spec));
+  const source = resolveHfSource(schema, spec);
   const { rows, file, malformed } = await readDatasetSource(source, options);
   const docs: D[] = [];
   for (const row of rows) {
@@ -283,7 +284,7 @@ export async function hfFingerprint(
   spec: string,
   options: DatasetSourceOptions = {},
 ): Promise<TaskDatasetInfo> {
-  const source = parseDatasetSource(resolveHfSource(schema, spec));
+  const source = resolveHfSource(schema, spec);
   const { file } = await fetchDatasetSource(source, options);
   return hfInfo(source.spec, file);
 }

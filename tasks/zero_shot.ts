@@ -44,7 +44,13 @@ import {
   readWinogrande,
   type TaskDatasetInfo,
 } from "./mc_datasets.ts";
-import { HF_SCHEMAS, hfFingerprint, type HfSchema, readHfDataset } from "./hf_schemas.ts";
+import {
+  HF_SCHEMAS,
+  hfFingerprint,
+  type HfSchema,
+  readHfDataset,
+  resolveHfSource,
+} from "./hf_schemas.ts";
 import type { SkippedRows } from "./malformed.ts";
 import {
   aggregateMultipleChoice,
@@ -248,6 +254,7 @@ async function readMc(
 
 function mcTask(def: McTaskDef, source?: string): Task {
   const schema: HfSchema<McDoc> = HF_SCHEMAS[def.id];
+  if (source !== undefined) resolveHfSource(schema, source); // a malformed source fails here
   return {
     id: def.id,
     title: source === undefined ? def.title : `${def.title}, from ${source}`,
