@@ -285,6 +285,7 @@ Deno.test("runMatrix(): a malformed dataset line fails the cell naming file and 
   });
   const row = skipping[0]!;
   assert.equal(row.status, "ok");
+  assert.equal(row.task.id, `arc_easy=${file}`);
   assert.notEqual(row.cellId, strict[0]!.cellId);
   const p = row.task.protocol!;
   assert.equal(p.dataFormat, "hf");

@@ -282,7 +282,7 @@ export function gsm8kTask(options: Gsm8kOptions = {}): Task {
   const schema = HF_SCHEMAS.gsm8k;
   if (source !== undefined) resolveHfSource(schema, source); // a malformed source fails here
   return {
-    id: "gsm8k",
+    id: source === undefined ? "gsm8k" : `gsm8k=${source}`,
     title: `GSM8K (test), ${shots}-shot chain of thought, greedy` +
       (source === undefined ? "" : `, from ${source}`),
     family: "reasoning",

@@ -125,7 +125,7 @@ Deno.test("arc_easy=hf scores like arc_easy on stories260K; the row records sour
   const ctx = { kernels: refKernels, dataDir, limit: 5, env };
   const local = await getTask("arc_easy").run(model, ctx);
   const hubTask = getTask("arc_easy=hf");
-  assert.equal(hubTask.id, "arc_easy");
+  assert.equal(hubTask.id, "arc_easy=hf");
   const planned = await hubTask.dataset({ dataDir, env });
   const hub = await hubTask.run(model, ctx);
   assert.deepEqual(hub.metrics, local.metrics);
@@ -318,5 +318,5 @@ Deno.test("TASK=SOURCE: only tasks with a schema take a source; an empty source 
   assert.throws(() => getTask("tinystories=hf"), /cannot read a dataset source.*arc_easy/);
   assert.throws(() => getTask("arc_easy="), /needs a source/);
   assert.throws(() => getTask("arc_easy=hf://models/x/y/z.parquet"), TypeError);
-  assert.equal(getTask("gsm8k=hf").id, "gsm8k");
+  assert.equal(getTask("gsm8k=hf").id, "gsm8k=hf");
 });

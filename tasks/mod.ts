@@ -57,7 +57,7 @@ export const TASK_IDS: readonly string[] = [
 export const HF_TASK_IDS: readonly string[] = [...HF_ZERO_SHOT_TASK_IDS, "gsm8k"];
 
 /**
- * The task with this id (or `TASK=SOURCE`); throws a `TypeError` listing valid ids for an
+ * The task with this id (or `TASK=SOURCE`, whose task id is that whole string); throws a `TypeError` listing valid ids for an
  * unknown one, or naming the tasks that take a source.
  */
 export function getTask(id: string): Task {

@@ -256,7 +256,9 @@ function mcTask(def: McTaskDef, source?: string): Task {
   const schema: HfSchema<McDoc> = HF_SCHEMAS[def.id];
   if (source !== undefined) resolveHfSource(schema, source); // a malformed source fails here
   return {
-    id: def.id,
+    // Like `file:PATH`, a task reading another source carries it in its id, so that its rows
+    // never mix with the bundled file's in summaries and leaderboards.
+    id: source === undefined ? def.id : `${def.id}=${source}`,
     title: source === undefined ? def.title : `${def.title}, from ${source}`,
     family: "zero-shot",
     version: def.version,
