@@ -48,6 +48,8 @@ export interface HfSchema<D> {
   readonly defaultSource: string;
   /** The columns read, for the row's protocol. */
   readonly columns: string;
+  /** How choices and gold come from the columns (lm-eval `doc_to_choice`/`doc_to_target`). */
+  readonly choices: string;
   /** Maps one row; throws `TypeError` naming the row for a missing or ill-typed column. */
   toDoc(row: DatasetRow): D;
 }
@@ -98,6 +100,7 @@ function arc(config: "ARC-Easy" | "ARC-Challenge"): HfSchema<McDoc> {
     split: "test",
     defaultSource: `hf://datasets/allenai/ai2_arc/${config}/test-00000-of-00001.parquet`,
     columns: "question, choices.text, choices.label, answerKey",
+    choices: "choices.text; gold = choices.label.index(answerKey)",
     toDoc(row) {
       const choices = field(row, "choices") as Record<string, unknown> | null | undefined;
       if (choices === null || typeof choices !== "object" || Array.isArray(choices)) {
@@ -134,6 +137,7 @@ export const HF_SCHEMAS = {
     defaultSource:
       "hf://datasets/ybisk/piqa@refs%2Fconvert%2Fparquet/plain_text/validation/0000.parquet",
     columns: "goal, sol1, sol2, label",
+    choices: "[sol1, sol2]; gold = label",
     toDoc: (row) => ({
       kind: "choices",
       context: `Question: ${str(row, "goal")}\nAnswer:`,
@@ -147,6 +151,7 @@ export const HF_SCHEMAS = {
     defaultSource:
       "hf://datasets/Rowan/hellaswag@refs%2Fconvert%2Fparquet/default/validation/0000.parquet",
     columns: "activity_label, ctx_a, ctx_b, endings, label",
+    choices: "[preprocess(e) for e in endings]; gold = int(label)",
     toDoc(row) {
       const ctx = `${str(row, "ctx_a")} ${pyCapitalize(str(row, "ctx_b"))}`;
       return {
@@ -163,6 +168,7 @@ export const HF_SCHEMAS = {
     defaultSource:
       "hf://datasets/allenai/winogrande/winogrande_xl/validation-00000-of-00001.parquet",
     columns: "sentence, option1, option2, answer",
+    choices: "the shared continuation sentence[blank+1:].strip(); gold = answer '1' → 0, '2' → 1",
     toDoc(row) {
       const sentence = str(row, "sentence");
       const blank = sentence.indexOf("_");
@@ -183,6 +189,7 @@ export const HF_SCHEMAS = {
     split: "validation",
     defaultSource: "hf://datasets/aps/super_glue/boolq/validation-00000-of-00001.parquet",
     columns: "passage, question, label (or answer: bool; title when present)",
+    choices: '["no", "yes"]; gold = label (or answer: false → 0, true → 1)',
     toDoc(row) {
       const title = field(row, "title");
       const passage = typeof title === "string"
@@ -203,6 +210,7 @@ export const HF_SCHEMAS = {
     split: "test",
     defaultSource: "hf://datasets/openai/gsm8k/main/test-00000-of-00001.parquet",
     columns: "question, answer",
+    choices: "generated; gold = the number after '#### ' in answer",
     toDoc(row) {
       const question = str(row, "question");
       const answer = str(row, "answer");

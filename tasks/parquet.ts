@@ -2,12 +2,10 @@
  * Parquet files as rows of plain objects, through `hyparquet` (pure JS, no native code; snappy,
  * the Hub's codec, built in). Nested columns come out as nested objects and arrays (e.g. ARC's
  * `choices: {text: [...], label: [...]}`); 64-bit integers become numbers when they are safe
- * integers.
+ * integers. The reader is imported on first use, so runs without parquet files never load it.
  *
  * @module
  */
-
-import { parquetReadObjects } from "hyparquet";
 
 /**
  * Reads every row of a parquet file.
@@ -23,6 +21,7 @@ export async function readParquetRows(
   bytes: Uint8Array,
 ): Promise<Record<string, unknown>[]> {
   const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  const { parquetReadObjects } = await import("hyparquet");
   let rows: Record<string, unknown>[];
   try {
     rows = await parquetReadObjects({ file: file as ArrayBuffer });

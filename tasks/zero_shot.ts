@@ -286,7 +286,7 @@ function mcTask(def: McTaskDef, source?: string): Task {
             hfColumns: schema.columns,
           }),
           prompt: def.prompt,
-          choices: def.choices,
+          choices: source === undefined ? def.choices : schema.choices,
           targetDelimiter: TARGET_DELIMITER,
           partialScoring: def.id === "winogrande",
           accNorm: def.accNorm
