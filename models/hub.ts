@@ -149,6 +149,9 @@ export function hubRepoDir(
   env: EnvGetter = defaultEnv,
   repoType: RepoType = "model",
 ): string {
+  if (repoType !== "model" && repoType !== "dataset") {
+    throw new TypeError(`invalid repository type "${repoType}": expected "model" or "dataset"`);
+  }
   checkRepo(repo);
   return join(hubCacheDir(env), `${repoType}s--${repo.split("/").join("--")}`);
 }
@@ -209,16 +212,12 @@ export async function hubFile(
 ): Promise<string> {
   const revision = options.revision ?? "main";
   const repoType = options.repoType ?? "model";
-  if (repoType !== "model" && repoType !== "dataset") {
-    throw new TypeError(`invalid repository type "${repoType}": expected "model" or "dataset"`);
-  }
-  checkRepo(repo);
+  const env = options.env ?? defaultEnv;
+  const repoDir = hubRepoDir(repo, env, repoType); // checks the repository and its type
   checkPath(repo, path);
   if (!isRevision(revision)) throw new TypeError(`invalid revision "${revision}" for ${repo}`);
-  const env = options.env ?? defaultEnv;
   const emit = options.onProgress ?? (() => {});
   const expectedSha = options.sha256?.toLowerCase();
-  const repoDir = hubRepoDir(repo, env, repoType);
   const what = `${path} of ${repoType === "dataset" ? "dataset " : ""}${repo}@${revision}`;
 
   const cached = await cachedSnapshot(repoDir, revision, path);
