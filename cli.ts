@@ -23,7 +23,7 @@ import { selectKernels } from "./kernels/backend.ts";
 import { formatSummary } from "./results/summary.ts";
 import { getMethod, METHODS } from "./methods/mod.ts";
 import { MODELS } from "./models/registry.ts";
-import { TASK_IDS } from "./tasks/mod.ts";
+import { HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
 import { quantLabel } from "./methods/types.ts";
 import { unknownIdError } from "./core/registry.ts";
 
@@ -46,7 +46,13 @@ Usage: deno task bench --matrix w2-w8 [flags]
                      (their weights in full precision; EAQuant always quantizes its own)   [fp]
   --alpha LIST       sweep α: one spec per value for each method with an α parameter,
                      e.g. 0.1,0.3,0.5,0.7,0.9
-  --tasks IDS        tasks (comma list): ${TASK_IDS.join(", ")}, file:PATH
+  --tasks IDS        tasks (comma list): ${TASK_IDS.join(", ")}, file:PATH;
+                     TASK=SOURCE reads ${HF_TASK_IDS.join(", ")} from a
+                     Hugging Face dataset: SOURCE is hf (the lm-eval dataset's Hub parquet),
+                     hf://datasets/OWNER/NAME[@REV]/PATH, or a local .parquet/.jsonl/.json file
+                     with the dataset's columns, e.g. arc_easy=hf
+  --skip-malformed   skip malformed dataset rows and count them in the row (default: fail,
+                     naming the file and line)
   --limit N          keep the first N windows/documents of each task
   --calib SOURCE     calibration corpus: tinystories (its calib half), c4, wikitext2  [tinystories]
   --calib-samples N  calibration windows                                         [128]
@@ -203,6 +209,7 @@ async function main(argv: string[]): Promise<number> {
       symmetric: { type: "boolean" },
       tasks: { type: "string" },
       limit: { type: "string" },
+      "skip-malformed": { type: "boolean", default: false },
       calib: { type: "string" },
       "calib-samples": { type: "string" },
       "calib-seqlen": { type: "string" },
@@ -339,6 +346,7 @@ async function main(argv: string[]): Promise<number> {
   if (values["dry-run"]) {
     const { cells } = await planMatrix(spec, {
       dataDir,
+      skipMalformed: values["skip-malformed"],
       onEvent,
       kernels,
       ...(shard ? { shard } : {}),
@@ -354,6 +362,7 @@ async function main(argv: string[]): Promise<number> {
   const rows = await runMatrix(spec, {
     outDir,
     dataDir,
+    skipMalformed: values["skip-malformed"],
     force: values.force,
     threads,
     kernels,

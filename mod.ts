@@ -48,7 +48,7 @@
 export * from "./models/types.ts";
 export { countParams, loadLlama2c, loadModel, type LoadOptions } from "./models/load.ts";
 export { type ModelEntry, MODELS } from "./models/registry.ts";
-export { hubCacheDir, hubFile, parseHfRef } from "./models/hub.ts";
+export { hubCacheDir, hubFile, hubRepoDir, parseHfRef, type RepoType } from "./models/hub.ts";
 export {
   createKvCache,
   denseMlp,
@@ -130,7 +130,19 @@ export {
 } from "./calibration/sequential.ts";
 export { type MethodSpec, parseMethodSpec, sweepParam } from "./bench/method_spec.ts";
 export * from "./methods/types.ts";
-export { getTask, TASK_IDS } from "./tasks/mod.ts";
+export { getTask, HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
+export {
+  type DatasetRow,
+  datasetRows,
+  type DatasetSource,
+  type DatasetSourceOptions,
+  fetchDatasetSource,
+  parseDatasetSource,
+  readDatasetSource,
+} from "./tasks/dataset_source.ts";
+export { HF_SCHEMAS, type HfSchema, type HfTaskId, readHfDataset } from "./tasks/hf_schemas.ts";
+export { MalformedRows, type SkippedRows } from "./tasks/malformed.ts";
+export { readParquetRows } from "./tasks/parquet.ts";
 export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
 export { EvalPool } from "./tasks/eval_pool.ts";
 export { datasetInfo, readDocuments, readTextDataset, TEXT_DATASETS } from "./corpora/text.ts";

@@ -84,6 +84,8 @@ export interface RunOptions {
   /** Worker threads for evaluation (default 1 = this thread; the CLI defaults to the core count). */
   readonly threads?: number;
   readonly env?: (name: string) => string | undefined;
+  /** Skip and count malformed dataset rows instead of failing the cell (`--skip-malformed`). */
+  readonly skipMalformed?: boolean;
   readonly onEvent?: (e: RunEvent) => void;
 }
 
@@ -108,7 +110,10 @@ export function cellLabel(c: CellSpec): string {
 /** Resolves ids, loads models and fingerprints datasets: everything that can fail before compute. */
 export async function planMatrix(
   spec: MatrixSpec,
-  options: Pick<RunOptions, "dataDir" | "kernels" | "methodParams" | "env" | "onEvent" | "shard">,
+  options: Pick<
+    RunOptions,
+    "dataDir" | "kernels" | "methodParams" | "env" | "onEvent" | "shard" | "skipMalformed"
+  >,
 ): Promise<{ cells: PlannedCell[]; models: Map<string, LoadedModel> }> {
   const kernels = options.kernels ?? refKernels;
   const methodSpecs = new Set([
@@ -139,7 +144,13 @@ export async function planMatrix(
   const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
   const datasets = new Map<string, DatasetInfo>();
   for (const [id, task] of tasks) {
-    datasets.set(id, await task.dataset({ dataDir: options.dataDir }));
+    datasets.set(
+      id,
+      await task.dataset({
+        dataDir: options.dataDir,
+        ...(options.env ? { env: options.env } : {}),
+      }),
+    );
   }
   const models = new Map<string, LoadedModel>();
   for (const id of spec.models) {
@@ -203,6 +214,8 @@ export async function planMatrix(
           null,
         split: dataset.split ?? null,
         limit: c.limit ?? null,
+        // Only when set, so that cell ids of runs without the flag stay as they were.
+        ...(options.skipMalformed ? { skipMalformed: true } : {}),
       },
       backend: kernels.id,
     };
@@ -328,6 +341,8 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
           {
             kernels,
             dataDir: options.dataDir,
+            ...(options.env ? { env: options.env } : {}),
+            ...(options.skipMalformed ? { skipMalformed: true } : {}),
             ...(cell.method.id === "fp" ? {} : { reference }),
             ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
             ...(pool ? { pool } : {}),

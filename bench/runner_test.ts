@@ -251,3 +251,105 @@ Deno.test("GPTQ rows: the same seed gives identical rows with the offsets record
   assert.notEqual(cg.cellId, g!.cellId);
   assert.equal(c[0]!.cellId, fp!.cellId, "the FP cell does not depend on calibration");
 });
+
+Deno.test("runMatrix(): a malformed dataset line fails the cell naming file and line; --skip-malformed counts it in the row", async () => {
+  await using sb = await sandbox("lowbit-run-skip-");
+  // ARC rows in allenai/ai2_arc's schema: a good item, an answerKey naming no choice, a broken
+  // line, and a good item with digit labels.
+  const item = (answerKey: string, label = ["A", "B"]) =>
+    JSON.stringify({ question: "Is it?", choices: { text: ["yes", "no"], label }, answerKey });
+  const file = `${sb.dir}/arc.jsonl`;
+  await Deno.writeTextFile(
+    file,
+    `${item("A")}\n${item("Z")}\n{"question": oops\n${item("2", ["1", "2"])}\n`,
+  );
+  const spec: MatrixSpec = {
+    id: "t",
+    models: ["stories260K"],
+    methods: [],
+    bits: [],
+    groups: ["channel"],
+    tasks: [`arc_easy=${file}`],
+    symmetric: false,
+  };
+  const strict = await runMatrix(spec, { outDir: `${sb.dir}/strict`, dataDir, env: sb.env });
+  assert.equal(strict.length, 1);
+  assert.equal(strict[0]!.status, "failed");
+  assert.match(strict[0]!.error!, new RegExp(`SyntaxError: ${file}:3: not valid JSON`));
+
+  const skipping = await runMatrix(spec, {
+    outDir: `${sb.dir}/skip`,
+    dataDir,
+    env: sb.env,
+    skipMalformed: true,
+  });
+  const row = skipping[0]!;
+  assert.equal(row.status, "ok");
+  assert.equal(row.task.id, `arc_easy=${file}`);
+  assert.notEqual(row.cellId, strict[0]!.cellId);
+  const p = row.task.protocol!;
+  assert.equal(p.dataFormat, "hf");
+  assert.equal(p.source, file);
+  assert.equal(p.skipMalformed, true);
+  assert.equal(p.skippedMalformed, 1);
+  assert.deepEqual(p.skippedExamples, [`${file}:3: not valid JSON`]);
+  assert.equal(p.docs, 3);
+  assert.equal(p.invalidGold, 1);
+  assert.deepEqual(p.invalidGoldDocs, [1]);
+  assert.equal(p.scored, 2);
+  assert.deepEqual(row.metrics.map((m) => m.n), [2, 2]);
+  assert.equal(row.task.dataset!.path, file);
+});
+
+Deno.test("cli: --tasks TASK=FILE with --skip-malformed records the skipped lines in every row", async () => {
+  await using sb = await sandbox("lowbit-cli-skip-");
+  const file = `${sb.dir}/gsm8k.jsonl`;
+  const q = (answer: string) => JSON.stringify({ question: "1 + 1?", answer });
+  await Deno.writeTextFile(file, `${q("1 + 1 = 2\n#### 2")}\nnot json\n${q("no final answer")}\n`);
+  const out = `${sb.dir}/out`;
+  const args = [
+    "run",
+    "-A",
+    cli,
+    "--methods",
+    "rtn",
+    "--bits",
+    "4",
+    "--group",
+    "channel",
+    "--tasks",
+    `gsm8k=${file}`,
+    "--skip-malformed",
+    "--threads",
+    "1",
+    "--out",
+    out,
+    "--data",
+    dataDir,
+    "--quiet",
+  ];
+  const r = await new Deno.Command(Deno.execPath(), {
+    args,
+    env: sb.vars,
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  const rows = await readJsonl(`${out}/results.jsonl`);
+  assert.deepEqual(rows.map((x) => x.quant.label), ["FP32", "W4A16"]);
+  for (const row of rows) {
+    assert.equal(row.status, "ok");
+    assert.equal(row.task.protocol!.skippedMalformed, 2);
+    assert.equal(row.task.protocol!.docs, 1);
+    assert.equal(row.task.dataset!.sha256, row.task.protocol!.datasetSha256);
+  }
+  const help = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "--help"],
+    stdout: "piped",
+  })
+    .output();
+  const text = new TextDecoder().decode(help.stdout);
+  assert.match(text, /--skip-malformed/);
+  assert.match(text, /TASK=SOURCE/);
+});

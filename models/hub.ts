@@ -2,10 +2,14 @@
  * A small Hugging Face Hub client that downloads single files into the standard `huggingface_hub`
  * cache, so the cache is shared with Python and huggingface.js users.
  *
- * Cache layout under {@linkcode hubCacheDir} (one folder per model repository):
+ * Model and dataset repositories go through the same code; they differ only in the URL
+ * (`{endpoint}/{owner}/{name}/…` for models, `{endpoint}/datasets/{owner}/{name}/…` for datasets)
+ * and the cache folder prefix (`models--` or `datasets--`), as in `huggingface_hub`.
+ *
+ * Cache layout under {@linkcode hubCacheDir} (one folder per repository):
  *
  * ```text
- * models--{owner}--{name}/
+ * {models|datasets}--{owner}--{name}/
  *   blobs/<sha256>                 file contents, named by their sha256
  *   blobs/<...>.incomplete         a download in progress, renamed when complete and verified
  *   snapshots/<commit>/<path>      relative symlink to ../../blobs/<sha256> (a copy if symlinks fail)
@@ -21,7 +25,7 @@
  *   where `huggingface_hub` would name the blob by that sha1 instead.
  * - The temporary file carries a random infix (`<name>.<random>.incomplete`) instead of a lock file,
  *   so concurrent downloads of one file never write into the same temporary file.
- * - Only model repositories are handled (no `datasets--` or `spaces--`).
+ * - Model and dataset repositories only (no `spaces--`).
  *
  * Environment: `HF_ENDPOINT`, `HF_HUB_CACHE` (and its fallbacks), `HF_HUB_OFFLINE`, `HF_TOKEN`.
  * Every function takes an {@linkcode EnvGetter}, so tests need not touch the process environment.
@@ -52,8 +56,13 @@ export interface DownloadEvent {
   readonly total: number;
 }
 
+/** The kind of Hub repository: `model` (the default) or `dataset`. */
+export type RepoType = "model" | "dataset";
+
 /** Options of {@linkcode hubFile}. */
 export interface HubFileOptions {
+  /** `model` (default) or `dataset`: selects the URL prefix and the cache folder. */
+  repoType?: RepoType;
   /** Branch, tag or commit; default `main`. */
   revision?: string;
   /** Expected lower-case hex sha256 of the file; checked on download and on cache hits. */
@@ -131,10 +140,25 @@ export function hubCacheDir(env: EnvGetter = defaultEnv): string {
   return resolve(expand(dir));
 }
 
-/** The cache folder of a model repository: `{cacheDir}/models--{owner}--{name}`. */
-export function hubRepoDir(repo: string, env: EnvGetter = defaultEnv): string {
+/**
+ * The cache folder of a repository: `{cacheDir}/models--{owner}--{name}`, or
+ * `{cacheDir}/datasets--{owner}--{name}` for a dataset.
+ */
+export function hubRepoDir(
+  repo: string,
+  env: EnvGetter = defaultEnv,
+  repoType: RepoType = "model",
+): string {
+  if (repoType !== "model" && repoType !== "dataset") {
+    throw new TypeError(`invalid repository type "${repoType}": expected "model" or "dataset"`);
+  }
   checkRepo(repo);
-  return join(hubCacheDir(env), `models--${repo.split("/").join("--")}`);
+  return join(hubCacheDir(env), `${repoType}s--${repo.split("/").join("--")}`);
+}
+
+/** The repository's URL path below the endpoint: `owner/name` or `datasets/owner/name`. */
+function repoUrlPath(repo: string, repoType: RepoType): string {
+  return repoType === "dataset" ? `datasets/${repo}` : repo;
 }
 
 function checkRepo(repo: string): void {
@@ -167,14 +191,16 @@ export async function sha256File(path: string): Promise<string> {
  * Returns the local path of `path` in `repo`, from the cache or downloaded into it.
  *
  * A cache hit (`refs/<revision>` → `snapshots/<commit>/<path>`, or a 40-hex revision's snapshot)
- * makes no request. Otherwise `{endpoint}/{repo}/resolve/{revision}/{path}` is streamed to
+ * makes no request. Otherwise `{endpoint}/{repo}/resolve/{revision}/{path}` (with `datasets/`
+ * before `{repo}` for a dataset) is streamed to
  * `blobs/`, checked against every known size (`x-linked-size`, `content-length`, `options.size`)
  * and sha256 (`options.sha256`, a sha256 etag), and linked into the snapshot. `HF_TOKEN` is sent
  * as a bearer token to the endpoint's origin.
  *
- * @param repo The model repository, `owner/name`.
+ * @param repo The repository, `owner/name` (a model unless `options.repoType` says `dataset`).
  * @param path The file's path inside the repository.
- * @param options Revision, expected hash and size, progress callback, env and fetch.
+ * @param options Repository type, revision, expected hash and size, progress callback, env and
+ *   fetch.
  * @returns The absolute path of the file in the cache snapshot.
  * @throws {NotAvailableError} When offline and not cached, on network failure, on 401/403/404.
  * @throws {Error} When the size or sha256 does not match (nothing is left in the cache).
@@ -185,14 +211,14 @@ export async function hubFile(
   options: HubFileOptions = {},
 ): Promise<string> {
   const revision = options.revision ?? "main";
-  checkRepo(repo);
+  const repoType = options.repoType ?? "model";
+  const env = options.env ?? defaultEnv;
+  const repoDir = hubRepoDir(repo, env, repoType); // checks the repository and its type
   checkPath(repo, path);
   if (!isRevision(revision)) throw new TypeError(`invalid revision "${revision}" for ${repo}`);
-  const env = options.env ?? defaultEnv;
   const emit = options.onProgress ?? (() => {});
   const expectedSha = options.sha256?.toLowerCase();
-  const repoDir = hubRepoDir(repo, env);
-  const what = `${path} of ${repo}@${revision}`;
+  const what = `${path} of ${repoType === "dataset" ? "dataset " : ""}${repo}@${revision}`;
 
   const cached = await cachedSnapshot(repoDir, revision, path);
   if (cached !== undefined) {
@@ -219,7 +245,8 @@ export async function hubFile(
         `HF_ENDPOINT to a reachable mirror, or populate the cache`,
     );
   }
-  const url = `${hubEndpoint(env)}/${repo}/resolve/${encodeURIComponent(revision)}/` +
+  const url =
+    `${hubEndpoint(env)}/${repoUrlPath(repo, repoType)}/resolve/${encodeURIComponent(revision)}/` +
     path.split("/").map(encodeURIComponent).join("/");
   emit({ status: "initiate", repo, file: path, loaded: 0, total: 0 });
 

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { NotAvailableError } from "../core/errors.ts";
 import { startMirror } from "../testing/mirror_server.ts";
 import { sharedPath } from "../testing/fixtures.ts";
+import { datasetMirror } from "../testing/dataset_mirror.ts";
 import {
   type DownloadEvent,
   type EnvGetter,
@@ -10,6 +11,7 @@ import {
   hubEndpoint,
   hubFile,
   hubOffline,
+  hubRepoDir,
   parseHfRef,
   sha256File,
 } from "./hub.ts";
@@ -308,4 +310,41 @@ Deno.test("startMirror() serves GET and HEAD with Content-Length and refuses tra
   } finally {
     await mirror.close();
   }
+});
+
+Deno.test("hubFile() with repoType dataset: datasets/ URL, datasets-- cache, separate from models", async () => {
+  const bytes = new TextEncoder().encode('{"question":"q","answer":"#### 1"}\n');
+  await using m = await datasetMirror([{ repo: "openai/gsm8k", path: "main/test.jsonl", bytes }]);
+  const env = m.env();
+  const path = await hubFile("openai/gsm8k", "main/test.jsonl", { repoType: "dataset", env });
+  assert.deepEqual(m.mirror.requests, ["/datasets/openai/gsm8k/resolve/main/main/test.jsonl"]);
+  const repoDir = join(m.cache, "datasets--openai--gsm8k");
+  assert.equal(hubRepoDir("openai/gsm8k", env, "dataset"), repoDir);
+  assert.equal(hubRepoDir("openai/gsm8k", env), join(m.cache, "models--openai--gsm8k"));
+  assert.equal(path, join(repoDir, "snapshots", "main", "main", "test.jsonl"));
+  assert.deepEqual(await Deno.readFile(path), bytes);
+  // The dataset's cache entry does not answer for a model repository of the same name.
+  await assert.rejects(
+    hubFile("openai/gsm8k", "main/test.jsonl", { env }),
+    (e: unknown) => e instanceof NotAvailableError && /404/.test(e.message),
+  );
+  assert.equal(m.mirror.requests[1], "/openai/gsm8k/resolve/main/main/test.jsonl");
+  // Offline: served from the dataset cache; an uncached file names the dataset and the setting.
+  const offline = m.env({ HF_HUB_OFFLINE: "1" });
+  assert.equal(
+    await hubFile("openai/gsm8k", "main/test.jsonl", { repoType: "dataset", env: offline }),
+    path,
+  );
+  await assert.rejects(
+    hubFile("openai/gsm8k", "main/train.jsonl", { repoType: "dataset", env: offline }),
+    (e: unknown) =>
+      e instanceof NotAvailableError &&
+      e.message.includes("main/train.jsonl of dataset openai/gsm8k@main") &&
+      e.message.includes("HF_HUB_OFFLINE=1"),
+  );
+  assert.equal(m.mirror.requests.length, 2);
+  await assert.rejects(
+    hubFile("openai/gsm8k", "x", { repoType: "space" as "model", env }),
+    TypeError,
+  );
 });

@@ -18,13 +18,26 @@
  * (`context_enc[-(max_length - max_gen_toks):]`); BOS is prepended (lm-eval adds none for Llama
  * models; the zero-shot tasks do the same) and is the first token truncation drops.
  *
+ * Data: the bundled `tasks/gsm8k/test.jsonl`, or with `gsm8k=SOURCE` the `openai/gsm8k` Hub file
+ * (`gsm8k=hf`), another `hf://datasets/…` file or a local parquet/JSON file with the columns
+ * `{question, answer}` (see `hf_schemas.ts`). A malformed line throws naming file and line, or is
+ * skipped and counted with `--skip-malformed`.
+ *
  * Scoring: `exact_match_strict` (`#### n`) and `exact_match_flexible` (last number), see
  * `answer_extract.ts`; mean over problems with stderr = sample std / √n (lm-eval mean_stderr).
  *
  * @module
  */
 
-import { parseJsonl, readDataFile, type TaskDatasetInfo, utf8 } from "./mc_datasets.ts";
+import {
+  parseJsonl,
+  readDataFile,
+  type ReadOptions,
+  type TaskDatasetInfo,
+  utf8,
+} from "./mc_datasets.ts";
+import { HF_SCHEMAS, hfFingerprint, readHfDataset, resolveHfSource } from "./hf_schemas.ts";
+import { MalformedRows, type SkippedRows } from "./malformed.ts";
 import { meanMetric } from "./multiple_choice.ts";
 import { exactMatch, extractFlexible, extractStrict, parseGold } from "./answer_extract.ts";
 import { generateUntil, type StopReason } from "./generate.ts";
@@ -49,7 +62,7 @@ export interface Gsm8kDoc {
   readonly answer: string;
   /** The final answer, normalised as lm-eval compares it (e.g. `72`). */
   readonly gold: string;
-  /** 1-based line of the file. */
+  /** 1-based line of the file (row of a parquet file). */
   readonly line: number;
 }
 
@@ -132,34 +145,45 @@ export function buildPrompt(question: string, shots = FEWSHOT_EXEMPLARS.length):
   return parts.join(FEWSHOT_DELIMITER);
 }
 
-/** Parses GSM8K JSONL `{question, answer}`; a malformed line throws naming `path:line`. */
-export function parseGsm8k(path: string, text: string): Gsm8kDoc[] {
-  return parseJsonl(path, text).map(({ line, value }) => {
-    const { question, answer } = value;
-    if (typeof question !== "string") {
-      throw new TypeError(`${path}:${line}: expected a string field "question"`);
-    }
-    if (typeof answer !== "string") {
-      throw new TypeError(`${path}:${line}: expected a string field "answer"`);
-    }
-    let gold: string;
-    try {
-      gold = parseGold(answer);
-    } catch (e) {
-      throw new SyntaxError(`${path}:${line}: ${(e as Error).message}`, { cause: e });
-    }
-    return { question, answer, gold, line };
-  });
+/**
+ * Parses GSM8K JSONL `{question, answer}`; a malformed line throws naming `path:line`, or is
+ * skipped and counted when `rows` skips malformed rows.
+ */
+export function parseGsm8k(path: string, text: string, rows?: MalformedRows): Gsm8kDoc[] {
+  const policy = rows ?? new MalformedRows();
+  return parseJsonl(path, text, policy).flatMap(({ line, value }) =>
+    policy.guard(() => gsm8kDoc(path, line, value)) ?? []
+  );
+}
+
+function gsm8kDoc(path: string, line: number, value: Record<string, unknown>): Gsm8kDoc {
+  const { question, answer } = value;
+  if (typeof question !== "string") {
+    throw new TypeError(`${path}:${line}: expected a string field "question"`);
+  }
+  if (typeof answer !== "string") {
+    throw new TypeError(`${path}:${line}: expected a string field "answer"`);
+  }
+  let gold: string;
+  try {
+    gold = parseGold(answer);
+  } catch (e) {
+    throw new SyntaxError(`${path}:${line}: ${(e as Error).message}`, { cause: e });
+  }
+  return { question, answer, gold, line };
 }
 
 /** Reads the GSM8K test file, fingerprinted. */
 export async function readGsm8k(
   dataDir: string,
-): Promise<{ docs: Gsm8kDoc[]; info: TaskDatasetInfo }> {
+  options?: ReadOptions,
+): Promise<{ docs: Gsm8kDoc[]; info: TaskDatasetInfo; skipped: SkippedRows }> {
   const { bytes, file } = await readDataFile(dataDir, GSM8K_FILE);
+  const rows = new MalformedRows(options?.skipMalformed ?? false);
   return {
-    docs: parseGsm8k(file.path, utf8(file.path, bytes)),
+    docs: parseGsm8k(file.path, utf8(file.path, bytes), rows),
     info: { ...fileInfo(file), files: [file], format: "original" },
+    skipped: rows.summary(),
   };
 }
 
@@ -173,6 +197,8 @@ export interface Gsm8kOptions {
   readonly maxGenToks?: number;
   /** Number of exemplars (default 8). */
   readonly shots?: number;
+  /** `hf`, `hf://datasets/…` or a local file with `{question, answer}` rows, instead of the bundled file. */
+  readonly source?: string;
 }
 
 /** The outcome for one problem. */
@@ -252,17 +278,25 @@ export function evaluateGsm8k(
 export function gsm8kTask(options: Gsm8kOptions = {}): Task {
   const maxGenToks = options.maxGenToks ?? DEFAULT_MAX_GEN_TOKS;
   const shots = options.shots ?? FEWSHOT_EXEMPLARS.length;
+  const source = options.source;
+  const schema = HF_SCHEMAS.gsm8k;
+  if (source !== undefined) resolveHfSource(schema, source); // a malformed source fails here
   return {
-    id: "gsm8k",
-    title: `GSM8K (test), ${shots}-shot chain of thought, greedy`,
+    id: source === undefined ? "gsm8k" : `gsm8k=${source}`,
+    title: `GSM8K (test), ${shots}-shot chain of thought, greedy` +
+      (source === undefined ? "" : `, from ${source}`),
     family: "reasoning",
     version: 1,
     async dataset(ctx) {
+      if (source !== undefined) return await hfFingerprint(schema, source, envOf(ctx));
       const { file } = await readDataFile(ctx.dataDir, GSM8K_FILE);
       return { ...fileInfo(file), files: [file], format: "original" } as TaskDatasetInfo;
     },
     async run(model: EvalModel, ctx: TaskContext): Promise<TaskResult> {
-      const data = await readGsm8k(ctx.dataDir);
+      const skip = { skipMalformed: ctx.skipMalformed ?? false };
+      const data = source === undefined
+        ? await readGsm8k(ctx.dataDir, skip)
+        : await readHfDataset(schema, source, { ...skip, ...envOf(ctx) });
       if (ctx.limit !== undefined && (!Number.isInteger(ctx.limit) || ctx.limit < 1)) {
         throw new RangeError(`--limit must be a positive integer, got ${ctx.limit}`);
       }
@@ -302,8 +336,16 @@ export function gsm8kTask(options: Gsm8kOptions = {}): Task {
           exactMatch: "ignore ',', '$', '(?s).*#### ', '\\.$'; ignore case; string equality",
           stderr: "sample std / sqrt(n) over problems (lm-eval mean_stderr)",
           datasetSha256: data.info.sha256,
+          dataFormat: data.info.format,
+          ...(source === undefined ? {} : {
+            source: data.info.id,
+            hfDataset: schema.dataset,
+            hfSplit: schema.split,
+            hfColumns: schema.columns,
+          }),
           limit: ctx.limit ?? null,
           fileDocs: data.docs.length,
+          ...data.skipped,
           docs: docs.length,
           truncatedPrompts: samples.filter((s) => s.truncated).length,
           stoppedBySequence: count("stop-sequence"),
@@ -315,4 +357,8 @@ export function gsm8kTask(options: Gsm8kOptions = {}): Task {
       };
     },
   };
+}
+
+function envOf(ctx: Pick<TaskContext, "env">): { env?: (name: string) => string | undefined } {
+  return ctx.env ? { env: ctx.env } : {};
 }

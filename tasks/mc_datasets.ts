@@ -5,7 +5,8 @@
  * normalized files otherwise (ARC-Easy, ARC-Challenge, LAMBADA OpenAI).
  *
  * Bad input: a line (or item) that cannot be parsed or lacks a field throws a `SyntaxError` /
- * `TypeError` naming the file and line; an empty choice list throws; a gold label that is not
+ * `TypeError` naming the file and line, or, with `skipMalformed` (`--skip-malformed`), is skipped
+ * and counted (see `malformed.ts`); an empty choice list always throws; a gold label that is not
  * one of the choices is kept as an out-of-range gold index, which scoring counts and reports.
  *
  * @module
@@ -14,6 +15,7 @@
 import { sha256Hex } from "../core/hash.ts";
 import { NotAvailableError } from "../core/errors.ts";
 import { dataPath, type DatasetInfo } from "../corpora/text.ts";
+import { MalformedRows, type SkippedRows } from "./malformed.ts";
 import { type McDoc, pyStrip } from "./multiple_choice.ts";
 
 /** One file of a dataset, fingerprinted. */
@@ -29,8 +31,13 @@ export interface DatasetFile {
  */
 export interface TaskDatasetInfo extends DatasetInfo {
   readonly files: readonly DatasetFile[];
-  /** `original` (the dataset's own release format) or `llm-foundry` (normalized JSONL). */
-  readonly format: "original" | "llm-foundry";
+  /**
+   * `original` (the dataset's own release format), `llm-foundry` (normalized JSONL) or `hf` (rows
+   * in the Hugging Face dataset's column schema, from the Hub or a local parquet/JSON file).
+   */
+  readonly format: "original" | "llm-foundry" | "hf";
+  /** The dataset source as given (`hf://datasets/…` or a local path), for `hf` data. */
+  readonly source?: string;
 }
 
 /** A file's bytes and fingerprint; a missing file names the data root. */
@@ -80,26 +87,55 @@ function lines(text: string): string[] {
   return ls;
 }
 
-/** Parses JSON lines: each non-blank line must be a JSON object; errors name file and line. */
-export function parseJsonl(
-  path: string,
-  text: string,
-): { line: number; value: Record<string, unknown> }[] {
-  const out: { line: number; value: Record<string, unknown> }[] = [];
+/** A parsed JSON line: its 1-based line, 0-based index among the non-blank lines, and object. */
+export interface JsonlRow {
+  readonly line: number;
+  readonly index: number;
+  readonly value: Record<string, unknown>;
+}
+
+/**
+ * Parses JSON lines: each non-blank line must be a JSON object; errors name file and line. With
+ * `rows` skipping malformed rows, a bad line is skipped and counted instead.
+ */
+export function parseJsonl(path: string, text: string, rows?: MalformedRows): JsonlRow[] {
+  const out: JsonlRow[] = [];
+  let index = 0;
   lines(text).forEach((l, i) => {
     if (!l.trim()) return;
-    let v: unknown;
-    try {
-      v = JSON.parse(l);
-    } catch (e) {
-      throw new SyntaxError(`${path}:${i + 1}: not valid JSON`, { cause: e });
-    }
-    if (v === null || typeof v !== "object" || Array.isArray(v)) {
-      throw new TypeError(`${path}:${i + 1}: expected a JSON object`);
-    }
-    out.push({ line: i + 1, value: v as Record<string, unknown> });
+    const row = (rows ?? new MalformedRows()).guard(() => {
+      let v: unknown;
+      try {
+        v = JSON.parse(l);
+      } catch (e) {
+        throw new SyntaxError(`${path}:${i + 1}: not valid JSON`, { cause: e });
+      }
+      if (v === null || typeof v !== "object" || Array.isArray(v)) {
+        throw new TypeError(`${path}:${i + 1}: expected a JSON object`);
+      }
+      return { line: i + 1, index, value: v as Record<string, unknown> };
+    });
+    index++;
+    if (row) out.push(row);
   });
   return out;
+}
+
+/** Maps rows with `parse`, skipping (and counting) the malformed ones when `rows` says so. */
+function mapRows<R, T>(items: readonly R[], parse: (r: R) => T, rows?: MalformedRows): T[] {
+  const policy = rows ?? new MalformedRows();
+  const out: T[] = [];
+  for (const item of items) {
+    const t = policy.guard(() => parse(item));
+    if (t !== undefined) out.push(t);
+  }
+  return out;
+}
+
+/** Options of the dataset readers. */
+export interface ReadOptions {
+  /** Skip and count malformed rows instead of throwing (`--skip-malformed`). */
+  readonly skipMalformed?: boolean;
 }
 
 function str(path: string, line: number, o: Record<string, unknown>, key: string): string {
@@ -136,10 +172,16 @@ function labelLine(path: string, line: number, text: string): number {
   return Number(t);
 }
 
-/** Docs read from a dataset, with its fingerprint and how the file was read. */
+/** Docs read from a dataset, with its fingerprint, how the file was read and what was skipped. */
 export interface McDataset {
   readonly docs: McDoc[];
   readonly info: TaskDatasetInfo;
+  /** Malformed rows skipped (present when the reader was asked to skip them). */
+  readonly skipped?: SkippedRows;
+}
+
+function policy(options: ReadOptions | undefined): MalformedRows {
+  return new MalformedRows(options?.skipMalformed ?? false);
 }
 
 function info(
@@ -169,8 +211,8 @@ export const DATASET_FILES = {
  * ARC from llm-foundry's `{query: "Question: …", choices, gold}`: lm-eval's prompt
  * `"Question: {question}\nAnswer:"` is the query plus `"\nAnswer:"`; choices are `choices.text`.
  */
-export function parseArc(path: string, text: string): McDoc[] {
-  return parseJsonl(path, text).map(({ line, value }) => {
+export function parseArc(path: string, text: string, rows?: MalformedRows): McDoc[] {
+  return mapRows(parseJsonl(path, text, rows), ({ line, value }): McDoc => {
     const query = str(path, line, value, "query");
     if (!query.startsWith("Question: ")) {
       throw new TypeError(`${path}:${line}: expected "query" to start with "Question: "`);
@@ -181,19 +223,22 @@ export function parseArc(path: string, text: string): McDoc[] {
       choices: strList(path, line, value, "choices"),
       gold: intField(path, line, value, "gold"),
     };
-  });
+  }, rows);
 }
 
 /** Reads ARC-Easy or ARC-Challenge (test split, llm-foundry file). */
 export async function readArc(
   dataDir: string,
   which: "arc_easy" | "arc_challenge",
+  options?: ReadOptions,
 ): Promise<McDataset> {
   const rel = DATASET_FILES[which][0];
   const { bytes, file } = await readDataFile(dataDir, rel);
+  const rows = policy(options);
   return {
-    docs: parseArc(file.path, utf8(file.path, bytes)),
+    docs: parseArc(file.path, utf8(file.path, bytes), rows),
     info: info(rel, "llm-foundry", [file]),
+    skipped: rows.summary(),
   };
 }
 
@@ -206,35 +251,43 @@ export function parsePiqa(
   text: string,
   labelsPath: string,
   labelsText: string,
+  rows?: MalformedRows,
 ): McDoc[] {
-  const rows = parseJsonl(dataPath, text);
+  const items = nonBlankLines(text);
   const labels = lines(labelsText);
-  if (labels.length !== rows.length) {
+  if (labels.length !== items) {
     throw new RangeError(
-      `${labelsPath}: ${labels.length} labels for ${rows.length} items in ${dataPath}`,
+      `${labelsPath}: ${labels.length} labels for ${items} items in ${dataPath}`,
     );
   }
-  return rows.map(({ line, value }, i) => ({
+  return mapRows(parseJsonl(dataPath, text, rows), ({ line, index, value }): McDoc => ({
     kind: "choices",
     context: `Question: ${str(dataPath, line, value, "goal")}\nAnswer:`,
     choices: [str(dataPath, line, value, "sol1"), str(dataPath, line, value, "sol2")],
-    gold: labelLine(labelsPath, i + 1, labels[i]!),
-  }));
+    gold: labelLine(labelsPath, index + 1, labels[index]!),
+  }), rows);
+}
+
+function nonBlankLines(text: string): number {
+  return lines(text).filter((l) => l.trim()).length;
 }
 
 /** Reads PIQA validation (1,838 items). */
-export async function readPiqa(dataDir: string): Promise<McDataset> {
+export async function readPiqa(dataDir: string, options?: ReadOptions): Promise<McDataset> {
   const [relData, relLabels] = DATASET_FILES.piqa;
   const d = await readDataFile(dataDir, relData);
   const l = await readDataFile(dataDir, relLabels);
+  const rows = policy(options);
   return {
     docs: parsePiqa(
       d.file.path,
       utf8(d.file.path, d.bytes),
       l.file.path,
       utf8(l.file.path, l.bytes),
+      rows,
     ),
     info: info(relData, "original", [d.file, l.file]),
+    skipped: rows.summary(),
   };
 }
 
@@ -251,15 +304,16 @@ export function parseWinogrande(
   text: string,
   labelsPath?: string,
   labelsText?: string,
+  rows?: MalformedRows,
 ): McDoc[] {
-  const rows = parseJsonl(dataPath, text);
+  const items = nonBlankLines(text);
   const labels = labelsText === undefined ? undefined : lines(labelsText);
-  if (labels && labels.length !== rows.length) {
+  if (labels && labels.length !== items) {
     throw new RangeError(
-      `${labelsPath}: ${labels.length} labels for ${rows.length} items in ${dataPath}`,
+      `${labelsPath}: ${labels.length} labels for ${items} items in ${dataPath}`,
     );
   }
-  return rows.map(({ line, value }, i) => {
+  return mapRows(parseJsonl(dataPath, text, rows), ({ line, index: i, value }): McDoc => {
     const sentence = str(dataPath, line, value, "sentence");
     const blank = sentence.indexOf("_");
     if (blank < 0) throw new TypeError(`${dataPath}:${line}: the sentence has no blank "_"`);
@@ -280,22 +334,25 @@ export function parseWinogrande(
       continuation: pyStrip(sentence.slice(blank + 1)),
       gold: answer === "1" ? 0 : answer === "2" ? 1 : -1,
     };
-  });
+  }, rows);
 }
 
 /** Reads WinoGrande dev (1,267 items). */
-export async function readWinogrande(dataDir: string): Promise<McDataset> {
+export async function readWinogrande(dataDir: string, options?: ReadOptions): Promise<McDataset> {
   const [relData, relLabels] = DATASET_FILES.winogrande;
   const d = await readDataFile(dataDir, relData);
   const l = await readDataFile(dataDir, relLabels);
+  const rows = policy(options);
   return {
     docs: parseWinogrande(
       d.file.path,
       utf8(d.file.path, d.bytes),
       l.file.path,
       utf8(l.file.path, l.bytes),
+      rows,
     ),
     info: info(relData, "original", [d.file, l.file]),
+    skipped: rows.summary(),
   };
 }
 
@@ -330,7 +387,7 @@ function lineCol(text: string, offset: number): string {
  * `["no", "yes"]`, gold = `answer` (false → 0, true → 1; a non-boolean answer is out of range).
  * The file is a JSON array, or JSON lines.
  */
-export function parseBoolq(path: string, text: string): McDoc[] {
+export function parseBoolq(path: string, text: string, rows?: MalformedRows): McDoc[] {
   let items: { where: string; value: Record<string, unknown> }[];
   if (text.trimStart().startsWith("[")) {
     let v: unknown;
@@ -341,16 +398,16 @@ export function parseBoolq(path: string, text: string): McDoc[] {
       throw new SyntaxError(`${where}: not valid JSON`, { cause: e });
     }
     if (!Array.isArray(v)) throw new TypeError(`${path}: expected a JSON array of items`);
-    items = v.map((x, i) => {
+    items = mapRows(v.map((x, i) => ({ x, i })), ({ x, i }) => {
       if (x === null || typeof x !== "object" || Array.isArray(x)) {
         throw new TypeError(`${path}: item ${i + 1} is not a JSON object`);
       }
       return { where: `item ${i + 1}`, value: x as Record<string, unknown> };
-    });
+    }, rows);
   } else {
-    items = parseJsonl(path, text).map(({ line, value }) => ({ where: `${line}`, value }));
+    items = parseJsonl(path, text, rows).map(({ line, value }) => ({ where: `${line}`, value }));
   }
-  return items.map(({ where, value }) => {
+  return mapRows(items, ({ where, value }): McDoc => {
     const field = (k: string) => {
       const s = value[k];
       if (typeof s !== "string") {
@@ -365,16 +422,18 @@ export function parseBoolq(path: string, text: string): McDoc[] {
       choices: ["no", "yes"],
       gold: answer === true ? 1 : answer === false ? 0 : -1,
     };
-  });
+  }, rows);
 }
 
 /** Reads BoolQ dev (3,270 items). */
-export async function readBoolq(dataDir: string): Promise<McDataset> {
+export async function readBoolq(dataDir: string, options?: ReadOptions): Promise<McDataset> {
   const rel = DATASET_FILES.boolq[0];
   const { bytes, file } = await readDataFile(dataDir, rel);
+  const rows = policy(options);
   return {
-    docs: parseBoolq(file.path, utf8(file.path, bytes)),
+    docs: parseBoolq(file.path, utf8(file.path, bytes), rows),
     info: info(rel, "original", [file]),
+    skipped: rows.summary(),
   };
 }
 
@@ -417,6 +476,7 @@ export function recapitalizeHellaswag(ctx: string): { text: string; changed: boo
 export function parseHellaswag(
   path: string,
   text: string,
+  rows?: MalformedRows,
 ): { docs: McDoc[]; recapitalized: number } {
   const ls = lines(text);
   if (ls.length % 6 !== 0) {
@@ -426,10 +486,14 @@ export function parseHellaswag(
   }
   const docs: McDoc[] = [];
   let recapitalized = 0;
+  const policy = rows ?? new MalformedRows();
   for (let i = 0; i < ls.length; i += 6) {
     const ctx = ls[i]!;
-    if (!ctx.trim()) throw new SyntaxError(`${path}:${i + 1}: empty context line`);
-    const gold = labelLine(path, i + 2, ls[i + 1]!);
+    const gold = policy.guard(() => {
+      if (!ctx.trim()) throw new SyntaxError(`${path}:${i + 1}: empty context line`);
+      return labelLine(path, i + 2, ls[i + 1]!);
+    });
+    if (gold === undefined) continue;
     const r = recapitalizeHellaswag(ctx);
     if (r.changed) recapitalized++;
     docs.push({ kind: "choices", context: r.text, choices: ls.slice(i + 2, i + 6), gold });
@@ -440,12 +504,14 @@ export function parseHellaswag(
 /** Reads HellaSwag validation (10,042 items). */
 export async function readHellaswag(
   dataDir: string,
+  options?: ReadOptions,
 ): Promise<McDataset & { recapitalized: number }> {
   const rel = DATASET_FILES.hellaswag[0];
   const { bytes, file } = await readDataFile(dataDir, rel);
   const text = utf8(file.path, await gunzip(file.path, bytes));
-  const { docs, recapitalized } = parseHellaswag(file.path, text);
-  return { docs, recapitalized, info: info(rel, "original", [file]) };
+  const rows = policy(options);
+  const { docs, recapitalized } = parseHellaswag(file.path, text, rows);
+  return { docs, recapitalized, info: info(rel, "original", [file]), skipped: rows.summary() };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -463,25 +529,28 @@ export interface LambadaDoc {
  * is every `" "`-separated word but the last, joined by `" "`; the target is `" " + last word`
  * (no target delimiter: `output_type: loglikelihood`).
  */
-export function parseLambada(path: string, text: string): LambadaDoc[] {
-  return parseJsonl(path, text).map(({ line, value }) => {
+export function parseLambada(path: string, text: string, rows?: MalformedRows): LambadaDoc[] {
+  return mapRows(parseJsonl(path, text, rows), ({ line, value }): LambadaDoc => {
     const whole = `${str(path, line, value, "context")} ${str(path, line, value, "continuation")}`;
     const words = whole.split(" ");
     const last = words.pop()!;
     if (!last) throw new TypeError(`${path}:${line}: the text has no last word`);
     return { context: words.join(" "), continuation: ` ${last}` };
-  });
+  }, rows);
 }
 
 /** Reads LAMBADA OpenAI (5,153 items). */
 export async function readLambada(
   dataDir: string,
-): Promise<{ docs: LambadaDoc[]; info: TaskDatasetInfo }> {
+  options?: ReadOptions,
+): Promise<{ docs: LambadaDoc[]; info: TaskDatasetInfo; skipped: SkippedRows }> {
   const rel = DATASET_FILES.lambada_openai[0];
   const { bytes, file } = await readDataFile(dataDir, rel);
+  const rows = policy(options);
   return {
-    docs: parseLambada(file.path, utf8(file.path, bytes)),
+    docs: parseLambada(file.path, utf8(file.path, bytes), rows),
     info: info(rel, "llm-foundry", [file]),
+    skipped: rows.summary(),
   };
 }
 

@@ -18,6 +18,8 @@ import {
   recapitalizeHellaswag,
 } from "./mc_datasets.ts";
 import { evaluateMultipleChoice, type LogProbModel, type McDoc } from "./multiple_choice.ts";
+import { MalformedRows } from "./malformed.ts";
+import { parseGsm8k } from "./gsm8k.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 
 const dataDir = sharedPath("data");
@@ -270,4 +272,84 @@ Deno.test("gunzip: a corrupt gzip file is an error naming it", async () => {
     () => gunzip("x.gz", new Uint8Array([1, 2, 3, 4])),
     /x\.gz is not a valid gzip file/,
   );
+});
+
+Deno.test("skip-malformed: bad lines are skipped and counted with file and line; the rest still errors", () => {
+  const good = (gold: number) =>
+    JSON.stringify({ query: "Question: q", choices: ["a", "b"], gold });
+  const arcText = `${good(0)}\n{"query": \n${JSON.stringify({ query: "Question: q" })}\n${
+    good(1)
+  }\n`;
+  const rows = new MalformedRows(true);
+  assert.deepEqual(parseArc("arc.jsonl", arcText, rows).map((d) => d.gold), [0, 1]);
+  assert.deepEqual(rows.summary(), {
+    skipMalformed: true,
+    skippedMalformed: 2,
+    skippedExamples: [
+      "arc.jsonl:2: not valid JSON",
+      'arc.jsonl:3: expected a list of strings "choices"',
+    ],
+  });
+  // An empty choice list is never skipped.
+  assert.throws(
+    () =>
+      parseArc(
+        "arc.jsonl",
+        JSON.stringify({ query: "Question: q", choices: [], gold: 0 }),
+        new MalformedRows(true),
+      ),
+    /arc\.jsonl:1: the choice list "choices" is empty/,
+  );
+
+  // PIQA: a skipped item keeps the labels aligned with the items after it.
+  const piqa = (goal: string) => JSON.stringify({ goal, sol1: "a", sol2: "b" });
+  const piqaRows = new MalformedRows(true);
+  const docs = parsePiqa(
+    "p.jsonl",
+    `${piqa("one")}\n{broken\n${piqa("three")}\n`,
+    "p.lst",
+    "0\n1\n1\n",
+    piqaRows,
+  );
+  assert.deepEqual(
+    docs.map((d) => [d.kind === "choices" ? d.context : "", d.gold]),
+    [["Question: one\nAnswer:", 0], ["Question: three\nAnswer:", 1]],
+  );
+  assert.equal(piqaRows.summary().skippedMalformed, 1);
+  // The labels file must still match the item count (a structural error, never skipped).
+  assert.throws(
+    () =>
+      parsePiqa("p.jsonl", `${piqa("one")}\n{broken\n`, "p.lst", "0\n", new MalformedRows(true)),
+    /p\.lst: 1 labels for 2 items/,
+  );
+
+  // BoolQ as a JSON array: an item without its fields is skipped, named by item number.
+  const boolqRows = new MalformedRows(true);
+  const b = parseBoolq(
+    "b.json",
+    JSON.stringify([
+      { question: "q", title: "t", passage: "p", answer: true },
+      { question: "q" },
+      { question: "q", title: "t", passage: "p", answer: "maybe" },
+    ]),
+    boolqRows,
+  );
+  assert.deepEqual(b.map((d) => d.gold), [1, -1]);
+  assert.match(boolqRows.summary().skippedExamples[0]!, /^b\.json:item 2: /);
+
+  // HellaSwag: an item whose label line is not an integer is skipped as a whole.
+  const hs = ["ctx one", "1", "a", "b", "c", "d", "ctx two", "x", "a", "b", "c", "d"].join("\n");
+  const hsRows = new MalformedRows(true);
+  assert.deepEqual(parseHellaswag("h.txt", hs, hsRows).docs.map((d) => d.gold), [1]);
+  assert.deepEqual(hsRows.summary().skippedExamples, [
+    'h.txt:8: expected an integer label, got "x"',
+  ]);
+
+  // GSM8K: a missing "#### n" answer is malformed.
+  const g = (answer: string) => JSON.stringify({ question: "q", answer });
+  const gRows = new MalformedRows(true);
+  const gsm = parseGsm8k("g.jsonl", `${g("so 3\n#### 3")}\n${g("no answer")}\n`, gRows);
+  assert.deepEqual(gsm.map((d) => [d.line, d.gold]), [[1, "3"]]);
+  assert.match(gRows.summary().skippedExamples[0]!, /^g\.jsonl:2: /);
+  assert.throws(() => parseGsm8k("g.jsonl", `${g("no answer")}\n`), /g\.jsonl:1: /);
 });

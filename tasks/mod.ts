@@ -11,6 +11,10 @@
  *   by exact match (see `gsm8k.ts`).
  * - RULER tasks (family `ruler`): `ruler:{task}` or `ruler:{task}@{length}[+{length}…]` for the
  *   13 RULER tasks (`niah_single_1` … `fwe`, `qa_1`, `qa_2`), see `ruler.ts`.
+ * - `TASK=SOURCE` reads a task's data from a Hugging Face dataset instead of the bundled file, for
+ *   `arc_easy`, `arc_challenge`, `piqa`, `hellaswag`, `winogrande`, `boolq` and `gsm8k`: `SOURCE`
+ *   is `hf` (the lm-eval dataset's Hub parquet file), `hf://datasets/{owner}/{name}[@{rev}]/{path}`
+ *   or a local `.parquet`/`.jsonl`/`.json` file with the dataset's columns (see `hf_schemas.ts`).
  *
  * @module
  */
@@ -22,7 +26,7 @@ import { perplexityTask } from "./perplexity.ts";
 import { RULER_TASK_NAMES, rulerTask } from "./ruler.ts";
 import { tinystoriesClozeTask } from "./tinystories_cloze.ts";
 import type { Task } from "./types.ts";
-import { ZERO_SHOT_TASK_IDS, zeroShotTask } from "./zero_shot.ts";
+import { HF_ZERO_SHOT_TASK_IDS, ZERO_SHOT_TASK_IDS, zeroShotTask } from "./zero_shot.ts";
 
 /** Ids of the perplexity tasks (besides `file:PATH`). */
 export const PERPLEXITY_TASK_IDS: readonly string[] = TEXT_DATASETS.filter((d) =>
@@ -49,8 +53,31 @@ export const TASK_IDS: readonly string[] = [
   ...RULER_IDS,
 ];
 
-/** The task with this id; throws a `TypeError` listing valid ids for an unknown one. */
+/** Ids of the tasks that take a dataset source (`TASK=SOURCE`). */
+export const HF_TASK_IDS: readonly string[] = [...HF_ZERO_SHOT_TASK_IDS, "gsm8k"];
+
+/**
+ * The task with this id (or `TASK=SOURCE`, whose task id is that whole string); throws a `TypeError` listing valid ids for an
+ * unknown one, or naming the tasks that take a source.
+ */
 export function getTask(id: string): Task {
+  const eq = id.indexOf("=");
+  if (eq >= 0 && !id.startsWith("file:")) {
+    const [name, source] = [id.slice(0, eq), id.slice(eq + 1)];
+    if (!HF_TASK_IDS.includes(name)) {
+      throw new TypeError(
+        `Task "${name}" cannot read a dataset source ("${id}"); tasks that can: ` +
+          HF_TASK_IDS.join(", "),
+      );
+    }
+    if (!source) {
+      throw new TypeError(
+        `Task "${id}" needs a source after "=": hf, hf://datasets/{owner}/{name}/{path} or a ` +
+          `file path`,
+      );
+    }
+    return name === "gsm8k" ? gsm8kTask({ source }) : zeroShotTask(name, source)!;
+  }
   if (id.startsWith("file:")) {
     if (id.length === 5) throw new TypeError(`Task "file:" needs a path, e.g. file:./my_text.txt`);
     return perplexityTask(id);

@@ -52,6 +52,10 @@ export interface TaskContext {
   readonly onProgress?: (done: number, total: number) => void;
   /** Worker threads to spread evaluation units over; absent = this thread. */
   readonly pool?: EvalPool;
+  /** Environment lookup for Hugging Face dataset sources (`HF_ENDPOINT`, `HF_HUB_OFFLINE`, …). */
+  readonly env?: (name: string) => string | undefined;
+  /** Skip and count malformed dataset rows instead of failing (`--skip-malformed`). */
+  readonly skipMalformed?: boolean;
 }
 
 /** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */
@@ -71,6 +75,6 @@ export interface Task {
   /** Bumped whenever the task's numbers may change; stored in every row. */
   readonly version: number;
   /** The dataset the task reads, fingerprinted (read before any compute; part of the cell id). */
-  dataset(ctx: Pick<TaskContext, "dataDir">): Promise<DatasetInfo>;
+  dataset(ctx: Pick<TaskContext, "dataDir" | "env">): Promise<DatasetInfo>;
   run(model: EvalModel, ctx: TaskContext): Promise<TaskResult>;
 }

@@ -17,7 +17,14 @@
  * lm-eval lists only `acc` for boolq; `acc_norm` is computed the same way for it and reported too.
  * WinoGrande has no `acc_norm` (its choices are contexts). Every row's protocol names the lm-eval
  * task, its YAML version, the prompt, the file format and the counts (docs, scored, gold labels
- * out of range, truncated requests). `--limit N` keeps the first N docs of the file.
+ * out of range, truncated requests, malformed rows skipped). `--limit N` keeps the first N docs of
+ * the file.
+ *
+ * Each multiple-choice task can also read its Hugging Face dataset instead of the bundled file:
+ * `arc_easy=hf` (the lm-eval dataset's default Hub parquet file), `arc_easy=hf://datasets/…`
+ * or `arc_easy=./my_arc.parquet` (rows in the HF column schema); see `hf_schemas.ts` for the
+ * columns and `dataset_source.ts` for the sources. The row then records `dataFormat: "hf"` and
+ * the source, and the dataset fingerprint is that file's sha256.
  *
  * @module
  */
@@ -32,10 +39,19 @@ import {
   readBoolq,
   readHellaswag,
   readLambada,
+  type ReadOptions,
   readPiqa,
   readWinogrande,
   type TaskDatasetInfo,
 } from "./mc_datasets.ts";
+import {
+  HF_SCHEMAS,
+  hfFingerprint,
+  type HfSchema,
+  readHfDataset,
+  resolveHfSource,
+} from "./hf_schemas.ts";
+import type { SkippedRows } from "./malformed.ts";
 import {
   aggregateMultipleChoice,
   encodeDocs,
@@ -69,7 +85,7 @@ export const SEQUENCE_PROTOCOL = {
 
 /** What a multiple-choice task definition says. */
 interface McTaskDef {
-  readonly id: keyof typeof DATASET_FILES;
+  readonly id: keyof typeof DATASET_FILES & keyof typeof HF_SCHEMAS;
   readonly title: string;
   readonly version: number;
   readonly lmEval: { readonly task: string; readonly yamlVersion: string };
@@ -77,7 +93,7 @@ interface McTaskDef {
   readonly prompt: string;
   readonly choices: string;
   readonly accNorm: boolean;
-  read(dataDir: string): Promise<McDataset & { recapitalized?: number }>;
+  read(dataDir: string, options: ReadOptions): Promise<McDataset & { recapitalized?: number }>;
   readonly notes?: readonly string[];
 }
 
@@ -91,7 +107,7 @@ const MC_TASKS: readonly McTaskDef[] = [
     prompt: "Question: {question}\\nAnswer:",
     choices: "choices.text",
     accNorm: true,
-    read: (dataDir) => readArc(dataDir, "arc_easy"),
+    read: (dataDir, options) => readArc(dataDir, "arc_easy", options),
     notes: ["llm-foundry's query is 'Question: {question}'; '\\nAnswer:' is appended"],
   },
   {
@@ -103,7 +119,7 @@ const MC_TASKS: readonly McTaskDef[] = [
     prompt: "Question: {question}\\nAnswer:",
     choices: "choices.text",
     accNorm: true,
-    read: (dataDir) => readArc(dataDir, "arc_challenge"),
+    read: (dataDir, options) => readArc(dataDir, "arc_challenge", options),
     notes: ["llm-foundry's query is 'Question: {question}'; '\\nAnswer:' is appended"],
   },
   {
@@ -218,15 +234,41 @@ export async function runMultipleChoice(
   return aggregateMultipleChoice(docs, scores, { accNorm });
 }
 
-function mcTask(def: McTaskDef): Task {
+/**
+ * Reads a task's docs: the bundled file under the data root, or `source` through the task's
+ * Hugging Face schema.
+ */
+async function readMc(
+  def: McTaskDef,
+  source: string | undefined,
+  ctx: Pick<TaskContext, "dataDir" | "env" | "skipMalformed">,
+): Promise<McDataset & { recapitalized?: number; skipped: SkippedRows }> {
+  const skip = { skipMalformed: ctx.skipMalformed ?? false };
+  if (source === undefined) {
+    const data = await def.read(ctx.dataDir, skip);
+    return { ...data, skipped: data.skipped! };
+  }
+  const schema: HfSchema<McDoc> = HF_SCHEMAS[def.id];
+  return await readHfDataset(schema, source, { ...skip, ...(ctx.env ? { env: ctx.env } : {}) });
+}
+
+function mcTask(def: McTaskDef, source?: string): Task {
+  const schema: HfSchema<McDoc> = HF_SCHEMAS[def.id];
+  if (source !== undefined) resolveHfSource(schema, source); // a malformed source fails here
   return {
-    id: def.id,
-    title: def.title,
+    // Like `file:PATH`, a task reading another source carries it in its id, so that its rows
+    // never mix with the bundled file's in summaries and leaderboards.
+    id: source === undefined ? def.id : `${def.id}=${source}`,
+    title: source === undefined ? def.title : `${def.title}, from ${source}`,
     family: "zero-shot",
     version: def.version,
-    dataset: (ctx) => datasetFingerprint(ctx.dataDir, def.id, def.format),
+    dataset: (ctx) =>
+      source === undefined
+        ? datasetFingerprint(ctx.dataDir, def.id, def.format)
+        : hfFingerprint(schema, source, ctx.env ? { env: ctx.env } : {}),
     async run(model: EvalModel, ctx: TaskContext): Promise<TaskResult> {
-      const data = await def.read(ctx.dataDir);
+      const data = await readMc(def, source, ctx);
+      if (data.docs.length === 0) throw new RangeError(`${data.info.path}: no docs to score`);
       const docs = limited(data.docs, ctx.limit);
       const r = await runMultipleChoice(model, ctx, docs, def.accNorm);
       return {
@@ -236,9 +278,15 @@ function mcTask(def: McTaskDef): Task {
           name: "lm-eval-multiple-choice",
           lmEvalTask: def.lmEval.task,
           lmEvalYamlVersion: def.lmEval.yamlVersion,
-          dataFormat: def.format,
+          dataFormat: source === undefined ? def.format : "hf",
+          ...(source === undefined ? {} : {
+            source: data.info.id,
+            hfDataset: schema.dataset,
+            hfSplit: schema.split,
+            hfColumns: schema.columns,
+          }),
           prompt: def.prompt,
-          choices: def.choices,
+          choices: source === undefined ? def.choices : schema.choices,
           targetDelimiter: TARGET_DELIMITER,
           partialScoring: def.id === "winogrande",
           accNorm: def.accNorm
@@ -248,11 +296,12 @@ function mcTask(def: McTaskDef): Task {
           context: model.config.maxSeqLen,
           limit: ctx.limit ?? null,
           fileDocs: data.docs.length,
+          ...data.skipped,
           ...r.counts,
           ...(data.recapitalized !== undefined
             ? { recapitalizedContextsInFile: data.recapitalized }
             : {}),
-          notes: def.notes ?? [],
+          notes: source === undefined ? def.notes ?? [] : [],
         },
       };
     },
@@ -316,7 +365,7 @@ const lambadaTask: Task = {
   version: 1,
   dataset: (ctx) => datasetFingerprint(ctx.dataDir, "lambada_openai", "llm-foundry"),
   async run(model, ctx) {
-    const data = await readLambada(ctx.dataDir);
+    const data = await readLambada(ctx.dataDir, { skipMalformed: ctx.skipMalformed ?? false });
     const docs = limited(data.docs, ctx.limit);
     const encoded = docs.map((d) => [encodePair(model.tokenizer, d.context, d.continuation)]);
     const scores = await scoreEncoded(model, ctx, encoded);
@@ -338,6 +387,7 @@ const lambadaTask: Task = {
         context: model.config.maxSeqLen,
         limit: ctx.limit ?? null,
         fileDocs: data.docs.length,
+        ...data.skipped,
         docs: docs.length,
         truncatedRequests: r.truncated,
         continuationTokens: r.tokens,
@@ -346,9 +396,27 @@ const lambadaTask: Task = {
   },
 };
 
-/** The zero-shot task with this id, or undefined. */
-export function zeroShotTask(id: string): Task | undefined {
-  if (id === "lambada_openai") return lambadaTask;
+/** Ids of the zero-shot tasks that can read a Hugging Face dataset (`TASK=SOURCE`). */
+export const HF_ZERO_SHOT_TASK_IDS: readonly string[] = MC_TASKS.map((t) => t.id);
+
+/**
+ * The zero-shot task with this id, or undefined.
+ *
+ * @param id The task id.
+ * @param source `hf`, `hf://datasets/…` or a local file in the HF column schema, instead of the
+ *   bundled file (multiple-choice tasks only).
+ * @throws {TypeError} When `source` is given for a task without a Hugging Face schema.
+ */
+export function zeroShotTask(id: string, source?: string): Task | undefined {
+  if (id === "lambada_openai") {
+    if (source !== undefined) {
+      throw new TypeError(
+        `Task "lambada_openai" cannot read a dataset source ("${source}"): it has no Hugging Face ` +
+          `schema; sources work for ${HF_ZERO_SHOT_TASK_IDS.join(", ")}, gsm8k`,
+      );
+    }
+    return lambadaTask;
+  }
   const def = MC_TASKS.find((t) => t.id === id);
-  return def ? mcTask(def) : undefined;
+  return def ? mcTask(def, source) : undefined;
 }
