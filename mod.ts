@@ -47,6 +47,7 @@
 
 export * from "./models/types.ts";
 export { countParams, loadLlama2c, loadModel, type LoadOptions } from "./models/load.ts";
+export { buildHfModel, loadHfFromUrl, type ModelFileReader } from "./models/hf_model.ts";
 export { type ModelEntry, MODELS } from "./models/registry.ts";
 export { hubCacheDir, hubFile, hubRepoDir, parseHfRef, type RepoType } from "./models/hub.ts";
 export {
@@ -65,7 +66,7 @@ export {
   type RoutingObserver,
   selfAttention,
 } from "./models/forward.ts";
-export { type LinearSite, listLinears, mapLinears } from "./models/linears.ts";
+export { type LinearSite, linearSite, listLinears, mapLinears } from "./models/linears.ts";
 export * from "./core/quantizer.ts";
 export * from "./core/errors.ts";
 export { createRegistry, type Registry } from "./core/registry.ts";
@@ -91,6 +92,12 @@ export { routingConsistency, type RoutingReport } from "./tasks/routing.ts";
 export { type Shard, shardIndices } from "./bench/shard.ts";
 export { foldSmoothing, type LayerSmoothing } from "./methods/smoothing.ts";
 export { applyActivationQuant, ZERO_FRACTION_WINDOWS } from "./methods/activations.ts";
+export {
+  parseRouterQuant,
+  quantizeRouters,
+  ROUTER_WBITS,
+  validateRouterQuant,
+} from "./methods/router.ts";
 export * from "./core/act_quantizer.ts";
 export {
   type ActivationStats,
@@ -172,6 +179,7 @@ export {
   quantFor,
 } from "./bench/matrix.ts";
 export { planMatrix, type RunEvent, runMatrix, type RunOptions } from "./bench/runner.ts";
+export { cellParams, quantizeCell } from "./bench/cell.ts";
 export { type ResultRow, SCHEMA_VERSION } from "./results/row.ts";
 export { ResultStore, rowsToCsv } from "./results/store.ts";
 export { formatSummary } from "./results/summary.ts";
