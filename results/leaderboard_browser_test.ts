@@ -8,24 +8,7 @@ import assert from "node:assert/strict";
 import puppeteer from "puppeteer-core";
 import { buildSite } from "./leaderboard.ts";
 import { makeRow } from "./make_row.ts";
-
-const CANDIDATES = [
-  Deno.env.get("CHROMIUM_PATH"),
-  "/usr/bin/chromium",
-  "/usr/bin/chromium-browser",
-  "/usr/bin/google-chrome",
-].filter((p): p is string => !!p);
-
-function findChromium(): string | undefined {
-  for (const p of CANDIDATES) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
+import { findChromium } from "../testing/chromium.ts";
 
 const chromium = findChromium();
 

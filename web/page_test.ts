@@ -9,17 +9,10 @@ import assert from "node:assert/strict";
 import puppeteer from "puppeteer-core";
 import { buildWeb } from "./build.ts";
 import { sharedPath } from "../testing/fixtures.ts";
+import { findChromium } from "../testing/chromium.ts";
 import type { PageResult } from "./app.ts";
 
-const chromium = [Deno.env.get("CHROMIUM_PATH"), "/usr/bin/chromium", "/usr/bin/chromium-browser"]
-  .find((p) => {
-    if (!p) return false;
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  });
+const chromium = findChromium();
 
 const TYPES: Record<string, string> = {
   html: "text/html",
