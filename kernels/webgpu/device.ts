@@ -38,6 +38,8 @@ export interface GpuDeviceOptions {
   readonly allowFallback?: boolean;
   /** Power preference passed to `requestAdapter`. */
   readonly powerPreference?: GPUPowerPreference;
+  /** Use this adapter instead of requesting one (tests; a page that chose its own). */
+  readonly adapter?: GPUAdapter;
 }
 
 /** Storage buffer usage of every kernel buffer (read, written and copied both ways). */
@@ -100,7 +102,7 @@ export class GpuDevice {
    * when no adapter exists, or when only a fallback adapter does and `allowFallback` is false.
    */
   static async create(options: GpuDeviceOptions = {}): Promise<GpuDevice> {
-    const adapter = await requestAdapter(options.powerPreference);
+    const adapter = options.adapter ?? await requestAdapter(options.powerPreference);
     if (!adapter) throw new Error("Cannot use WebGPU: no adapter found");
     const info = adapterInfo(adapter);
     if (info.fallback && options.allowFallback === false) {
