@@ -319,10 +319,32 @@ export class GpuDevice {
     this.device.destroy();
   }
 
+  /**
+   * The error to report for `e`, thrown by work on this device: a {@linkcode GpuDeviceLostError}
+   * when the device is (or within a moment turns out to be) lost, since runtimes reject pending
+   * work with a bare `DOMException` before they report the loss; `e` otherwise.
+   */
+  async explain(e: unknown): Promise<unknown> {
+    if (e instanceof GpuDeviceLostError) return e;
+    if (!this.lost) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#lost.catch(() => {}),
+        new Promise((r) => timer = setTimeout(r, 250)),
+      ]);
+      clearTimeout(timer);
+    }
+    return this.#lostReason !== undefined ? new GpuDeviceLostError(this.#lostReason) : e;
+  }
+
   /** Races `p` against device loss, so pending work rejects instead of hanging. */
-  #guard<T>(p: Promise<T>): Promise<T> {
+  async #guard<T>(p: Promise<T>): Promise<T> {
     this.checkAlive();
-    return Promise.race([p, this.#lost]);
+    try {
+      return await Promise.race([p, this.#lost]);
+    } catch (e) {
+      throw await this.explain(e);
+    }
   }
 }
 

@@ -73,7 +73,8 @@ export class GpuWindowScorer implements WindowScorer {
   readonly #ops: GpuOps;
   readonly #models = new Map<LlamaWeights, GpuModel>();
   readonly #scratch = new Map<string, Scratch>();
-  readonly #refCache = new Map<string, GPUBuffer>();
+  /** Reference log-probabilities on the device, per reference model, by cache key. */
+  readonly #refCache = new Map<LlamaWeights, Map<string, GPUBuffer>>();
   readonly #refBudget: number;
   #refBytes = 0;
   #queue: Promise<unknown> = Promise.resolve();
@@ -122,7 +123,11 @@ export class GpuWindowScorer implements WindowScorer {
     reference?: { readonly model: ForwardModel; readonly cacheKey: string },
   ): Promise<WindowScore> {
     // Windows share the scratch buffers: one at a time.
-    const run = this.#queue.then(() => this.#score(model, window, reference));
+    const run = this.#queue.then(() => this.#score(model, window, reference)).catch(
+      async (e) => {
+        throw await this.#ops.dev.explain(e);
+      },
+    );
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -160,17 +165,25 @@ export class GpuWindowScorer implements WindowScorer {
     const s = this.#scratchFor(c, T);
     dev.write(s.tokens, Uint32Array.from(window));
     const V = c.vocabSize;
-    let refLp = reference ? this.#refCache.get(reference.cacheKey) : undefined;
+    let cache: Map<string, GPUBuffer> | undefined;
+    if (reference) {
+      cache = this.#refCache.get(reference.model.weights);
+      if (!cache) this.#refCache.set(reference.model.weights, cache = new Map());
+    }
+    let refLp = reference ? cache!.get(reference.cacheKey) : undefined;
     let keepRef = false;
     if (reference && !refLp) {
-      const bytes = T * V * 4;
-      refLp = dev.acquire(bytes, "reference log-probabilities");
-      keepRef = this.#refBytes + bytes <= this.#refBudget;
-      const out = refLp;
-      await dev.run((pass) => this.#forward(pass, gr!, s, T, out));
+      const out = refLp = dev.acquire(T * V * 4, "reference log-probabilities");
+      keepRef = this.#refBytes + out.size <= this.#refBudget;
+      try {
+        await dev.run((pass) => this.#forward(pass, gr!, s, T, out));
+      } catch (e) {
+        dev.release(out);
+        throw e;
+      }
       if (keepRef) {
-        this.#refCache.set(reference.cacheKey, refLp);
-        this.#refBytes += bytes;
+        cache!.set(reference.cacheKey, out);
+        this.#refBytes += out.size;
       }
     }
     try {
@@ -179,7 +192,7 @@ export class GpuWindowScorer implements WindowScorer {
         this.#ops.score(pass, s.logits, refLp, s.tokens, s.scores, { scored: T - 1, V });
       });
     } finally {
-      if (refLp && reference && !keepRef && !this.#refCache.has(reference.cacheKey)) {
+      if (refLp && reference && !keepRef && !cache!.has(reference.cacheKey)) {
         dev.release(refLp);
       }
     }
@@ -243,6 +256,11 @@ export class GpuWindowScorer implements WindowScorer {
       if (key === keep?.weights) continue;
       for (const b of old.buffers) b.destroy();
       this.#models.delete(key);
+      for (const b of this.#refCache.get(key)?.values() ?? []) {
+        this.#refBytes -= b.size;
+        this.#ops.dev.release(b);
+      }
+      this.#refCache.delete(key);
     }
     const dev = this.#ops.dev;
     const c = model.config;

@@ -6,7 +6,7 @@ import type { Metric, TaskResult } from "../../tasks/types.ts";
 import { scoreWindow, windowLogProbs } from "../../tasks/window_score.ts";
 import { sharedPath } from "../../testing/fixtures.ts";
 import { stories260K } from "../../testing/stories.ts";
-import { requestAdapter } from "./device.ts";
+import { GpuDeviceLostError, requestAdapter } from "./device.ts";
 import { GpuWindowScorer } from "./window_scorer.ts";
 
 const dataDir = sharedPath("data");
@@ -106,5 +106,48 @@ Deno.test({
       config: { ...model.config, moe: { nExperts: 2, topK: 1, normTopK: true } },
     };
     assert.match(scorer!.unsupported(moe)!, /Mixture-of-Experts/);
+  },
+});
+
+Deno.test({
+  name: "perplexity on a WebGPU device lost mid-run fails with the reason instead of hanging",
+  ...opts,
+  async fn() {
+    const model = await stories260K();
+    const lost = await GpuWindowScorer.create();
+    let windows = 0;
+    const run = getTask("tinystories").run(model, {
+      kernels: refKernels,
+      dataDir,
+      limit: 4,
+      windowScorer: lost,
+      onProgress: (done) => {
+        windows = done;
+        // Lose the device after the first window.
+        if (done === 1) lost.device.device.destroy();
+      },
+    });
+    await assert.rejects(run, GpuDeviceLostError);
+    assert.equal(windows, 1);
+    // Later work rejects at once.
+    await assert.rejects(lost.score(model, [1, 2, 3]), /^GpuDeviceLostError: WebGPU device lost/);
+  },
+});
+
+Deno.test({
+  name: "GpuWindowScorer keeps reference log-probabilities per reference model",
+  ...opts,
+  async fn() {
+    // Two different "reference" models scored under the same cache key must not share outputs.
+    const model = await stories260K();
+    const window = [1, ...model.tokenizer.encode("The dog ran to the park.")];
+    const scaled = {
+      ...model,
+      weights: { ...model.weights, norm: model.weights.norm.map((v) => v * 2) },
+    };
+    const a = await scorer!.score(model, window, { model, cacheKey: "k" });
+    const b = await scorer!.score(model, window, { model: scaled, cacheKey: "k" });
+    assert.ok(Math.abs(a.sumKl) < 1e-4, `self KL ${a.sumKl}`);
+    assert.ok(b.sumKl > 0.01, `KL against another model ${b.sumKl}`);
   },
 });
