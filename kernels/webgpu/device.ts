@@ -287,6 +287,11 @@ export class GpuDevice {
     if (err) throw new Error(`WebGPU error: ${err.message}`);
   }
 
+  /** Waits until the work submitted so far has finished on the device (for timing). */
+  async finish(): Promise<void> {
+    await this.#guard(this.device.queue.onSubmittedWorkDone());
+  }
+
   /** Reads `bytes` bytes of `buffer` back to the CPU. */
   async read(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     this.checkAlive();
