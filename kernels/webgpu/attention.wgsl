@@ -3,6 +3,9 @@
 // [≥ start+T][nKvHeads·headDim]. One workgroup of 64 threads per (token, head): keys in chunks
 // of 64 (one score per thread), an online softmax (running max and sum, rescaled per chunk), and
 // each thread accumulating up to 4 of the headDim (≤ 256) output values.
+// `attention_small` (headDim ≤ 32): one thread per (token, head) running the online softmax over
+// its keys alone, with no workgroup barriers; far faster for small heads (tiny models), where most
+// of the 64 threads above would idle.
 
 struct Params { T: u32, start: u32, nHeads: u32, nKvHeads: u32, headDim: u32, scale: f32, _p0: u32, _p1: u32 }
 
@@ -69,4 +72,44 @@ fn attention(
     let d = li + 64u * jd;
     if (d < p.headDim) { out[qo + d] = acc[jd] / l; }
   }
+}
+
+const SMALL_HEAD = 32u;
+
+@compute @workgroup_size(64)
+fn attention_small(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let g = (wid.x + wid.y * nwg.x) * 64u + li;
+  if (g >= p.T * p.nHeads) { return; }
+  let t = g / p.nHeads;
+  let h = g % p.nHeads;
+  let qDim = p.nHeads * p.headDim;
+  let kvDim = p.nKvHeads * p.headDim;
+  let qo = t * qDim + h * p.headDim;
+  let ko = (h / (p.nHeads / p.nKvHeads)) * p.headDim;
+  let n = p.start + t + 1u;
+  var qv: array<f32, SMALL_HEAD>;
+  for (var i = 0u; i < p.headDim; i++) { qv[i] = q[qo + i]; }
+  var acc: array<f32, SMALL_HEAD>;
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var s = 0u; s < n; s++) {
+    var d = 0.0;
+    let kr = s * kvDim + ko;
+    for (var i = 0u; i < p.headDim; i++) { d = fma(qv[i], k[kr + i], d); }
+    d *= p.scale;
+    if (d > m) {
+      let f = exp(m - d);
+      l *= f;
+      for (var i = 0u; i < p.headDim; i++) { acc[i] *= f; }
+      m = d;
+    }
+    let e = exp(d - m);
+    l += e;
+    for (var i = 0u; i < p.headDim; i++) { acc[i] = fma(e, v[kr + i], acc[i]); }
+  }
+  for (var i = 0u; i < p.headDim; i++) { out[qo + i] = acc[i] / l; }
 }

@@ -13,7 +13,7 @@ import type { RopeTable } from "../../models/rope.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import { GpuDevice, type GpuDeviceOptions } from "./device.ts";
-import { GpuOps, type GpuPacked } from "./ops.ts";
+import { type GemmKind, GpuOps, type GpuPacked } from "./ops.ts";
 
 /** Each op of {@linkcode Kernels}, asynchronous, plus the ops only the GPU path needs. */
 export interface AsyncKernels {
@@ -77,14 +77,17 @@ export class GpuKernels implements AsyncKernels {
     return this.ops.dev;
   }
 
-  /** Acquires a device (see {@linkcode GpuDevice.create}) and loads the shaders. */
-  static async create(options: GpuDeviceOptions = {}): Promise<GpuKernels> {
-    return new GpuKernels(await GpuOps.create(await GpuDevice.create(options)));
+  /**
+   * Acquires a device (see {@linkcode GpuDevice.create}) and loads the shaders; `gemm` forces a
+   * GEMM variant (default: by adapter, see {@linkcode GpuOps.create}).
+   */
+  static async create(options: GpuDeviceOptions & { gemm?: GemmKind } = {}): Promise<GpuKernels> {
+    return new GpuKernels(await GpuOps.create(await GpuDevice.create(options), options.gemm));
   }
 
   /** Kernels on an existing device. */
-  static async on(dev: GpuDevice): Promise<GpuKernels> {
-    return new GpuKernels(await GpuOps.create(dev));
+  static async on(dev: GpuDevice, gemm?: GemmKind): Promise<GpuKernels> {
+    return new GpuKernels(await GpuOps.create(dev, gemm));
   }
 
   async matmul(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): Promise<void> {

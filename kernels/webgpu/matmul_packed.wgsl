@@ -54,7 +54,11 @@ fn matmul_packed(
 ) {
   let m0 = wid.y * TM;
   let n0 = wid.x * TN;
-  var acc: array<f32, 16>;
+  // Row i of this thread's 4×4 output block accumulates in a<i> (vec4s stay in registers).
+  var a0 = vec4<f32>();
+  var a1 = vec4<f32>();
+  var a2 = vec4<f32>();
+  var a3 = vec4<f32>();
   for (var k0 = 0u; k0 < p.K; k0 += TK) {
     for (var e = li; e < TM * TK; e += 256u) {
       let r = e / TK;
@@ -69,25 +73,64 @@ fn matmul_packed(
     }
     workgroupBarrier();
     for (var k = 0u; k < TK; k++) {
-      var a: array<f32, 4>;
-      var b: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        a[i] = As[k * TM + lid.y * 4u + i];
-        b[i] = Bs[k * TN + lid.x * 4u + i];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          acc[i * 4u + j] = fma(a[i], b[j], acc[i * 4u + j]);
-        }
-      }
+      let ai = k * TM + lid.y * 4u;
+      let bi = k * TN + lid.x * 4u;
+      let b = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
+      a0 = fma(vec4<f32>(As[ai]), b, a0);
+      a1 = fma(vec4<f32>(As[ai + 1u]), b, a1);
+      a2 = fma(vec4<f32>(As[ai + 2u]), b, a2);
+      a3 = fma(vec4<f32>(As[ai + 3u]), b, a3);
     }
     workgroupBarrier();
   }
+  var acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
   for (var i = 0u; i < 4u; i++) {
     let m = m0 + lid.y * 4u + i;
     for (var j = 0u; j < 4u; j++) {
       let n = n0 + lid.x * 4u + j;
-      if (m < p.M && n < p.N) { store(m, n, acc[i * 4u + j]); }
+      if (m < p.M && n < p.N) { store(m, n, acc[i][j]); }
+    }
+  }
+}
+
+// `matmul_packed_blocked`: the same product with no workgroup memory, each thread a 4×4 block read
+// straight from global memory. Chosen on fallback (CPU) adapters such as llvmpipe, where
+// workgroup barriers are expensive and caches make the tiles unnecessary (5× faster there).
+@compute @workgroup_size(64)
+fn matmul_packed_blocked(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let id = (wid.x + wid.y * nwg.x) * 64u + li;
+  let nb = (p.N + 3u) / 4u;
+  let m0 = (id / nb) * 4u;
+  let n0 = (id % nb) * 4u;
+  if (m0 >= p.M) { return; }
+  // Rows past the edge are clamped onto the last one (read, never stored).
+  let r0 = min(m0, p.M - 1u) * p.K;
+  let r1 = min(m0 + 1u, p.M - 1u) * p.K;
+  let r2 = min(m0 + 2u, p.M - 1u) * p.K;
+  let r3 = min(m0 + 3u, p.M - 1u) * p.K;
+  let c0 = min(n0, p.N - 1u);
+  let c1 = min(n0 + 1u, p.N - 1u);
+  let c2 = min(n0 + 2u, p.N - 1u);
+  let c3 = min(n0 + 3u, p.N - 1u);
+  var a0 = vec4<f32>();
+  var a1 = vec4<f32>();
+  var a2 = vec4<f32>();
+  var a3 = vec4<f32>();
+  for (var k = 0u; k < p.K; k++) {
+    let b = vec4<f32>(weight(c0, k), weight(c1, k), weight(c2, k), weight(c3, k));
+    a0 = fma(vec4<f32>(x[r0 + k]), b, a0);
+    a1 = fma(vec4<f32>(x[r1 + k]), b, a1);
+    a2 = fma(vec4<f32>(x[r2 + k]), b, a2);
+    a3 = fma(vec4<f32>(x[r3 + k]), b, a3);
+  }
+  var acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+  for (var i = 0u; i < 4u; i++) {
+    for (var j = 0u; j < 4u; j++) {
+      if (m0 + i < p.M && n0 + j < p.N) { store(m0 + i, n0 + j, acc[i][j]); }
     }
   }
 }

@@ -1,7 +1,9 @@
 import { dequantizePacked, type PackedWeight, quantizeMatrix } from "../../core/quantizer.ts";
 import { matmulPackedRef, matmulRef } from "../ref/mod.ts";
 import { absProducts, assertWithin, randomFloats } from "../wasm/test_util.ts";
-import { gpuTest, U32 } from "./test_util.ts";
+import { gemmVariants, gpuTest, U32 } from "./test_util.ts";
+import type { GpuKernels } from "./kernels.ts";
+import { GEMV_MAX_TOKENS } from "./ops.ts";
 
 /**
  * Error budget of a float32 dot product of length K against the float64 reference rounded to
@@ -11,36 +13,45 @@ const budget = (K: number) => (K + 2) * U32;
 
 const SIZES = [1, 7, 63, 64, 65, 172];
 
-gpuTest("webgpu matmul (tiled GEMM and GEMV) matches the reference on awkward sizes", async (k) => {
-  let seed = 1;
-  for (const tokens of [1, 2, 5, 7, 64, 65, 130]) {
-    for (const rows of SIZES) {
-      for (const cols of [1, 7, 63, 64, 65, 172]) {
-        if (tokens * rows * cols > 600_000) continue;
-        const x = randomFloats(tokens * cols, seed++);
-        const w = { rows, cols, data: randomFloats(rows * cols, seed++) };
-        const want = new Float32Array(tokens * rows);
-        matmulRef(x, tokens, w, want);
-        const got = new Float32Array(tokens * rows).fill(NaN);
-        await k.matmul(x, tokens, w, got);
-        assertWithin(
-          got,
-          want,
-          absProducts(x, tokens, w.data, rows, cols),
-          budget(cols),
-          `matmul ${tokens}×${rows}×${cols}`,
-        );
+gpuTest(
+  "webgpu matmul (tiled and blocked GEMM, GEMV) matches the reference on awkward sizes",
+  async () => {
+    let seed = 1;
+    for (const tokens of [1, 2, 5, 7, 64, 65, 130]) {
+      for (const rows of SIZES) {
+        for (const cols of [1, 7, 63, 64, 65, 172]) {
+          if (tokens * rows * cols > 600_000) continue;
+          const x = randomFloats(tokens * cols, seed++);
+          const w = { rows, cols, data: randomFloats(rows * cols, seed++) };
+          const want = new Float32Array(tokens * rows);
+          matmulRef(x, tokens, w, want);
+          const scale = absProducts(x, tokens, w.data, rows, cols);
+          for (const v of gemmVariants) {
+            const got = new Float32Array(tokens * rows).fill(NaN);
+            await v.matmul(x, tokens, w, got);
+            assertWithin(
+              got,
+              want,
+              scale,
+              budget(cols),
+              `matmul ${v.ops.gemm} ${tokens}×${rows}×${cols}`,
+            );
+          }
+        }
       }
     }
-  }
-});
+  },
+);
 
 gpuTest("webgpu matmul on long rows (K = 4097) and a hand-computed case", async (k) => {
   const x = randomFloats(9 * 4097, 3), w = { rows: 5, cols: 4097, data: randomFloats(5 * 4097, 4) };
   const want = new Float32Array(45), got = new Float32Array(45);
   matmulRef(x, 9, w, want);
-  await k.matmul(x, 9, w, got);
-  assertWithin(got, want, absProducts(x, 9, w.data, 5, 4097), budget(4097), "matmul K=4097");
+  for (const v of gemmVariants) {
+    await v.matmul(x, 9, w, got);
+    const what = `matmul ${v.ops.gemm} K=4097`;
+    assertWithin(got, want, absProducts(x, 9, w.data, 5, 4097), budget(4097), what);
+  }
   // [1 2; 3 4] · [[1 0], [1 1], [2 −1]]ᵀ = [[1 3 0], [3 7 2]].
   const out = new Float32Array(6);
   await k.matmul(new Float32Array([1, 2, 3, 4]), 2, {
@@ -51,24 +62,24 @@ gpuTest("webgpu matmul on long rows (K = 4097) and a hand-computed case", async 
   if (out.join() !== "1,3,0,3,7,2") throw new Error(`hand case: ${out.join()}`);
 });
 
+/** Checks `p` on both GEMM variants (`_k` is the shared kernel set, unused). */
 function checkPacked(p: PackedWeight, tokens: number, seed: number) {
-  return async (k: Parameters<Parameters<typeof gpuTest>[1]>[0]) => {
+  return async (_k: unknown, k?: GpuKernels) => {
     const x = randomFloats(tokens * p.cols, seed);
     const want = new Float32Array(tokens * p.rows);
     matmulPackedRef(x, tokens, p, want);
-    const got = new Float32Array(tokens * p.rows).fill(NaN);
-    await k.matmulPacked(x, tokens, p, got);
     // The kernel decodes each weight to the same float32 as the reference (scale · integer, one
     // rounding), so the only error is the float32 dot product's.
-    assertWithin(
-      got,
-      want,
-      absProducts(x, tokens, dequantizePacked(p), p.rows, p.cols),
-      budget(p.cols),
-      `matmulPacked ${tokens}×${p.rows}×${p.cols} ${p.bits}-bit g${p.groupSize}${
-        p.groupIndex ? " act-order" : ""
-      }`,
-    );
+    const scale = absProducts(x, tokens, dequantizePacked(p), p.rows, p.cols);
+    // Up to GEMV_MAX_TOKENS tokens, both variants run the same GEMV.
+    const variants = tokens <= GEMV_MAX_TOKENS ? gemmVariants.slice(0, 1) : gemmVariants;
+    for (const v of k ? [k] : variants) {
+      const got = new Float32Array(tokens * p.rows).fill(NaN);
+      await v.matmulPacked(x, tokens, p, got);
+      const what = `matmulPacked ${v.ops.gemm} ${tokens}×${p.rows}×${p.cols} ${p.bits}-bit ` +
+        `g${p.groupSize}${p.groupIndex ? " act-order" : ""}`;
+      assertWithin(got, want, scale, budget(p.cols), what);
+    }
   };
 }
 

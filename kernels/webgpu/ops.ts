@@ -12,6 +12,9 @@ import { loadShaders, type Shaders } from "./shaders.ts";
 /** Below this many tokens a linear layer runs as GEMV (one workgroup per output value). */
 export const GEMV_MAX_TOKENS = 4;
 
+/** Head sizes up to this run one thread per (token, head) (`attention_small`). */
+export const SMALL_HEAD_DIM = 32;
+
 /** Largest head size of the attention kernel (4 values per thread, 64 threads). */
 export const MAX_HEAD_DIM = 256;
 
@@ -32,20 +35,30 @@ export interface GpuPacked {
   readonly useGroupIndex: boolean;
 }
 
+/**
+ * How GEMMs of more than {@linkcode GEMV_MAX_TOKENS} tokens run: `tiled` (64×64 tiles through
+ * workgroup memory, for GPUs) or `blocked` (4×4 register blocks from global memory, for fallback
+ * CPU adapters, where workgroup barriers are expensive).
+ */
+export type GemmKind = "tiled" | "blocked";
+
 /** The WGSL kernels of one device, recorded into a compute pass. */
 export class GpuOps {
   /** The device the kernels run on. */
   readonly dev: GpuDevice;
+  /** The GEMM variant in use. */
+  readonly gemm: GemmKind;
   readonly #sh: Shaders;
 
-  private constructor(dev: GpuDevice, shaders: Shaders) {
+  private constructor(dev: GpuDevice, shaders: Shaders, gemm: GemmKind) {
     this.dev = dev;
     this.#sh = shaders;
+    this.gemm = gemm;
   }
 
-  /** Loads the shaders for `dev`. */
-  static async create(dev: GpuDevice): Promise<GpuOps> {
-    return new GpuOps(dev, await loadShaders());
+  /** Loads the shaders for `dev`; `gemm` defaults to `blocked` on a fallback adapter. */
+  static async create(dev: GpuDevice, gemm?: GemmKind): Promise<GpuOps> {
+    return new GpuOps(dev, await loadShaders(), gemm ?? (dev.info.fallback ? "blocked" : "tiled"));
   }
 
   /** `out[M][N] (+)= x[M][K] · w[N][K]ᵀ` (accumulating into `out` when `acc`). */
@@ -60,6 +73,15 @@ export class GpuOps {
     const u = this.dev.uniform([M, N, K, dims.acc ? 1 : 0]);
     if (M <= GEMV_MAX_TOKENS) {
       this.dev.dispatch(pass, this.#sh.matmul, "gemv", [x, w, out, u], M * N);
+    } else if (this.gemm === "blocked") {
+      const blocks = Math.ceil(M / 4) * Math.ceil(N / 4);
+      this.dev.dispatch(
+        pass,
+        this.#sh.matmul,
+        "matmul_blocked",
+        [x, w, out, u],
+        Math.ceil(blocks / 64),
+      );
     } else {
       this.#checkTiles(M, N, "matmul");
       this.dev.dispatch(pass, this.#sh.matmul, "matmul", [x, w, out, u], [
@@ -96,6 +118,15 @@ export class GpuOps {
     const buffers = [x, p.words, p.scales, p.zeros, p.groupIndex, out, u];
     if (M <= GEMV_MAX_TOKENS) {
       this.dev.dispatch(pass, this.#sh.matmul_packed, "gemv_packed", buffers, M * p.rows);
+    } else if (this.gemm === "blocked") {
+      const blocks = Math.ceil(M / 4) * Math.ceil(p.rows / 4);
+      this.dev.dispatch(
+        pass,
+        this.#sh.matmul_packed,
+        "matmul_packed_blocked",
+        buffers,
+        Math.ceil(blocks / 64),
+      );
     } else {
       this.#checkTiles(M, p.rows, "matmulPacked");
       this.dev.dispatch(pass, this.#sh.matmul_packed, "matmul_packed", buffers, [
@@ -157,7 +188,13 @@ export class GpuOps {
       [T, start, nHeads, nKvHeads, headDim, 1 / Math.sqrt(headDim), 0, 0],
       [5],
     );
-    this.dev.dispatch(pass, this.#sh.attention, "attention", [q, k, v, out, u], T * nHeads);
+    const buffers = [q, k, v, out, u];
+    if (headDim <= SMALL_HEAD_DIM) {
+      const groups = Math.ceil(T * nHeads / 64);
+      this.dev.dispatch(pass, this.#sh.attention, "attention_small", buffers, groups);
+    } else {
+      this.dev.dispatch(pass, this.#sh.attention, "attention", buffers, T * nHeads);
+    }
   }
 
   /** `g = silu(g) · u` over `n` values. */

@@ -57,12 +57,15 @@ gpuTest("webgpu RoPE matches models/rope.ts in both pairings, at an offset", asy
   }
 });
 
-gpuTest("webgpu causal GQA attention matches the reference", async (k) => {
+gpuTest("webgpu causal GQA attention (both kernels) matches the reference", async (k) => {
+  // Head sizes ≤ 32 run attention_small (a thread per query and head), larger ones attention.
   let seed = 20;
   const shapes = [
     { T: 1, start: 0, nHeads: 1, nKvHeads: 1, headDim: 1 },
     { T: 7, start: 0, nHeads: 4, nKvHeads: 2, headDim: 8 },
     { T: 63, start: 9, nHeads: 8, nKvHeads: 4, headDim: 8 },
+    { T: 40, start: 3, nHeads: 4, nKvHeads: 2, headDim: 32 },
+    { T: 9, start: 1, nHeads: 2, nKvHeads: 2, headDim: 33 },
     { T: 65, start: 0, nHeads: 2, nKvHeads: 1, headDim: 64 },
     { T: 172, start: 0, nHeads: 3, nKvHeads: 3, headDim: 65 },
     { T: 2, start: 200, nHeads: 4, nKvHeads: 1, headDim: 256 },

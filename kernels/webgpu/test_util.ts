@@ -17,6 +17,11 @@ export const gpu: GpuKernels | undefined = (await requestAdapter())
   ? await GpuKernels.create()
   : undefined;
 
+/** Both GEMM variants on the shared device (`tiled` and `blocked`), for the matmul tests. */
+export const gemmVariants: GpuKernels[] = gpu
+  ? [await GpuKernels.on(gpu.device, "tiled"), await GpuKernels.on(gpu.device, "blocked")]
+  : [];
+
 /** Registers a test that needs an adapter; ignored (reported skipped) without one. */
 export function gpuTest(name: string, fn: (k: GpuKernels) => Promise<void>): void {
   Deno.test({

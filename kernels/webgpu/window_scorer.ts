@@ -20,7 +20,7 @@ import type { LlamaConfig, LlamaWeights, Matrix } from "../../models/types.ts";
 import type { WindowScore } from "../../tasks/window_score.ts";
 import type { WindowScorer } from "../../tasks/types.ts";
 import { type GpuAdapterInfo, GpuDevice, type GpuDeviceOptions } from "./device.ts";
-import { GpuOps, MAX_HEAD_DIM } from "./ops.ts";
+import { type GemmKind, GpuOps, MAX_HEAD_DIM } from "./ops.ts";
 
 /** A model's weights on the device. */
 interface GpuModel {
@@ -65,6 +65,8 @@ export interface GpuWindowScorerOptions extends GpuDeviceOptions {
   readonly device?: GpuDevice;
   /** Bytes of reference log-probabilities kept on the device between cells (default 256 MiB). */
   readonly referenceCacheBytes?: number;
+  /** GEMM variant (default: by adapter, see `GpuOps.create`). */
+  readonly gemm?: GemmKind;
 }
 
 /** Scores perplexity windows with the WGSL kernels, weights and activations on the device. */
@@ -87,7 +89,8 @@ export class GpuWindowScorer implements WindowScorer {
   /** Acquires a device (unless given one) and loads the shaders. */
   static async create(options: GpuWindowScorerOptions = {}): Promise<GpuWindowScorer> {
     const dev = options.device ?? await GpuDevice.create(options);
-    return new GpuWindowScorer(await GpuOps.create(dev), options.referenceCacheBytes ?? 2 ** 28);
+    const ops = await GpuOps.create(dev, options.gemm);
+    return new GpuWindowScorer(ops, options.referenceCacheBytes ?? 2 ** 28);
   }
 
   /** The adapter the windows run on (recorded in result rows). */

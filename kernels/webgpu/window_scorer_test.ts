@@ -96,10 +96,14 @@ Deno.test({
     const window = [1, ...model.tokenizer.encode("Once upon a time, there was a cat.")];
     const lp = windowLogProbs(model, window, refKernels);
     const want = scoreWindow(lp, undefined, window, model.config.vocabSize);
-    const got = await scorer!.score(model, window);
-    assert.equal(got.scored, want.scored);
-    assert.ok(rel(got.sumNll, want.sumNll) <= 1e-5, `${got.sumNll} vs ${want.sumNll}`);
-    assert.ok(rel(got.sumSqNll, want.sumSqNll) <= 1e-5);
+    // Both GEMM variants (the default one depends on the adapter).
+    for (const gemm of ["tiled", "blocked"] as const) {
+      const s = await GpuWindowScorer.create({ device: scorer!.device, gemm });
+      const got = await s.score(model, window);
+      assert.equal(got.scored, want.scored);
+      assert.ok(rel(got.sumNll, want.sumNll) <= 1e-5, `${gemm}: ${got.sumNll} vs ${want.sumNll}`);
+      assert.ok(rel(got.sumSqNll, want.sumSqNll) <= 1e-5);
+    }
     await assert.rejects(scorer!.score(model, [1, 99999]), /token id 99999 at 1 is outside/);
     const moe = {
       ...model,
