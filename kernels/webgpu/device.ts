@@ -65,7 +65,8 @@ export function adapterInfo(adapter: GPUAdapter): GpuAdapterInfo {
 export async function requestAdapter(
   powerPreference: GPUPowerPreference = "high-performance",
 ): Promise<GPUAdapter | undefined> {
-  const gpu = (globalThis.navigator as Navigator & { gpu?: GPU } | undefined)?.gpu;
+  // Typed structurally: worker scopes have a WorkerNavigator, not a Navigator.
+  const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (!gpu) return undefined;
   try {
     return (await gpu.requestAdapter({ powerPreference })) ?? undefined;
