@@ -2,7 +2,8 @@
  * The in-browser page end to end: built by `buildWeb`, served on 127.0.0.1, opened in headless
  * Chromium (Debian's `chromium` or `$CHROMIUM_PATH`, driven by puppeteer-core); one small cell
  * (stories260K, RTN W4 per channel, 2 windows) runs in the tab and must equal the CLI's row for
- * the same cell to 1e-4 relative. Skipped when no Chromium is installed.
+ * the same cell to 1e-4 relative, through the page default (WebGPU when the tab has an adapter:
+ * SwiftShader in headless Chromium, labelled fallback) and through WASM. Skipped without Chromium.
  */
 
 import assert from "node:assert/strict";
@@ -92,7 +93,7 @@ function serve(dir: string): Deno.HttpServer<Deno.NetAddr> {
 }
 
 Deno.test({
-  name: "in-browser page: one cell computed in Chromium equals the CLI's row to 1e-4 relative",
+  name: "in-browser page: one cell computed in Chromium (WebGPU, then WASM) equals the CLI row to 1e-4",
   ignore: !chromium,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -119,20 +120,39 @@ Deno.test({
       page.on("pageerror", (e) => errors.push(String(e)));
       await page.goto(`http://127.0.0.1:${server.addr.port}/`, { waitUntil: "load" });
       await page.waitForFunction(() => "lowbitRun" in globalThis, { timeout: 30_000 });
-      const got = await page.evaluate(() =>
-        (globalThis as unknown as { lowbitRun: (c: unknown) => Promise<WebCellResult> })
-          .lowbitRun({ model: "stories260K", method: "rtn", bits: 4, group: "channel", limit: 2 })
-      ) as WebCellResult;
-      console.log(
-        `in-tab: ${got.backend} ${JSON.stringify(got.gpu ?? null)} ${got.ms.toFixed(0)} ms`,
-      );
-      assert.deepEqual(errors, []);
-      assert.equal(got.windows, 2);
-      for (const m of ["ppl", "kl", "top1"] as const) {
-        const b = want.metrics.find((x) => x.metric === m)!.value;
-        const a = got[m];
-        assert.ok(Math.abs(a - b) <= 1e-4 * Math.abs(b), `${m}: tab ${a}, CLI ${b}`);
+      const run = (backend?: string) =>
+        page.evaluate(
+          (b) =>
+            (globalThis as unknown as { lowbitRun: (c: unknown) => Promise<WebCellResult> })
+              .lowbitRun({
+                model: "stories260K",
+                method: "rtn",
+                bits: 4,
+                group: "channel",
+                limit: 2,
+                ...(b ? { backend: b } : {}),
+              }),
+          backend,
+        ) as Promise<WebCellResult>;
+      // The page's default (WebGPU when the tab has an adapter), then WASM as without one.
+      for (const backend of [undefined, "wasm"]) {
+        const got = await run(backend);
+        console.log(
+          `in-tab: ${got.backend} ${JSON.stringify(got.gpu ?? null)} ${got.ms.toFixed(0)} ms`,
+        );
+        if (backend === "wasm") assert.equal(got.backend, "wasm-simd");
+        if (got.gpu) assert.equal(typeof got.gpu.fallback, "boolean");
+        assert.equal(got.windows, 2);
+        for (const m of ["ppl", "kl", "top1"] as const) {
+          const b = want.metrics.find((x) => x.metric === m)!.value;
+          const a = got[m];
+          assert.ok(
+            Math.abs(a - b) <= 1e-4 * Math.abs(b),
+            `${got.backend} ${m}: tab ${a}, CLI ${b}`,
+          );
+        }
       }
+      assert.deepEqual(errors, []);
       // The form shows the same cell.
       await page.select("#method", "rtn");
       await page.select("#bits", "4");

@@ -57,7 +57,7 @@ export function adapterInfo(adapter: GPUAdapter): GpuAdapterInfo {
     description,
     // Some runtimes do not flag software rasterizers; their names do.
     fallback: info.isFallbackAdapter === true || legacy === true ||
-      /llvmpipe|lavapipe|swiftshader|software|warp/i.test(description),
+      /llvmpipe|lavapipe|swiftshader|software|warp/i.test(`${description} ${info.architecture}`),
   };
 }
 
