@@ -93,7 +93,7 @@ function serve(dir: string): Deno.HttpServer<Deno.NetAddr> {
 }
 
 Deno.test({
-  name: "in-browser page: one cell computed in Chromium (WebGPU, then WASM) equals the CLI row to 1e-4",
+  name: "in-browser page: a cell in Chromium (WebGPU, then WASM) equals the CLI row to 1e-4",
   ignore: !chromium,
   sanitizeOps: false,
   sanitizeResources: false,
