@@ -64,7 +64,9 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --threads N        worker threads for evaluation (default: the number of cores)
   --backend NAME     kernels: ts (reference), wasm (SIMD128), wasm-fma (relaxed SIMD),
                      wasm-mt (SIMD128 on kernel threads, the numbers of wasm),
-                     auto (wasm, else ts with a warning)                         [auto]
+                     webgpu (perplexity windows on the GPU, the rest on wasm; a
+                     software adapter is used, and recorded as fallback),
+                     auto (webgpu on a hardware adapter, else wasm, else ts)     [auto]
   --kernel-threads N kernel threads of --backend wasm-mt in the main thread (single-stream
                      work: calibration, GPTQ); evaluation workers stay single-threaded
                      (default: the number of cores)
@@ -341,8 +343,15 @@ async function main(argv: string[]): Promise<number> {
       `--kernel-threads must be a positive integer, got "${values["kernel-threads"]}"`,
     );
   }
-  const { kernels, fallback } = await selectKernels(values.backend, { kernelThreads });
+  const { kernels, fallback, windowScorer } = await selectKernels(values.backend, {
+    kernelThreads,
+  });
   if (fallback) console.error(`warning: ${fallback}`);
+  if (windowScorer?.adapter?.fallback) {
+    console.error(
+      `warning: WebGPU runs on a software adapter (${windowScorer.adapter.description}); its speed is not GPU speed`,
+    );
+  }
   if (values["dry-run"]) {
     const { cells } = await planMatrix(spec, {
       dataDir,
@@ -366,6 +375,7 @@ async function main(argv: string[]): Promise<number> {
     force: values.force,
     threads,
     kernels,
+    ...(windowScorer ? { windowScorer } : {}),
     onEvent,
     ...(shard ? { shard } : {}),
   });

@@ -159,6 +159,7 @@ export type * from "./tasks/types.ts";
 export type { Kernels } from "./kernels/types.ts";
 export { refKernels } from "./kernels/ref/mod.ts";
 export { type WasmKernels, wasmKernels, type WasmKernelsOptions } from "./kernels/wasm/mod.ts";
+export * from "./kernels/webgpu/mod.ts";
 export {
   type Backend,
   BACKENDS,

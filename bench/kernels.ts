@@ -10,8 +10,12 @@
  * On Linux with autogroup scheduling, a process gets one session's fair share of the cores
  * whatever its thread count: thread ratios are meaningful only on an otherwise idle machine.
  *
+ * Where a WebGPU adapter exists, the kernel table gains WebGPU columns (`bench/kernels_webgpu.ts`)
+ * labelled with the adapter; a fallback (software) adapter is marked, its numbers are not GPU
+ * speed. `--no-webgpu` leaves them out.
+ *
  * Usage: `deno run --allow-read --allow-sys=loadavg bench/kernels.ts [--quick] [--best]
- * [--threads N] [--only kernels,threads,decode]` (`--quick`: fewer repetitions; `--best`: fastest
+ * [--threads N] [--only kernels,threads,decode] [--no-webgpu]` (`--quick`: fewer repetitions; `--best`: fastest
  * run instead of the median, the uncontended speed on a shared machine; `--only`: some tables).
  * The reference is timed on fewer tokens where it would take minutes; its rate is per FLOP, so
  * the ratio stays meaningful.
@@ -23,6 +27,7 @@ import { quantizeMatrix } from "../core/quantizer.ts";
 import { attentionRef, matmulPackedRef, matmulRef } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { randomFloats } from "../kernels/wasm/test_util.ts";
+import { WebGpuBench } from "./kernels_webgpu.ts";
 
 /** One benchmark row. */
 export interface KernelCase {
@@ -242,6 +247,7 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
   const load0 = loadAverage();
   const kernels = await wasmKernels();
   const fmaKernels = await wasmKernels({ fma: true });
+  const gpu = Deno.args.includes("--no-webgpu") ? undefined : await WebGpuBench.create();
   const rows: string[][] = [[
     "kernel",
     "M×N×K",
@@ -251,6 +257,7 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
     "simd/ref",
     "fma/ref",
     "GB/s of weights (simd, fma)",
+    ...(gpu ? ["webgpu GFLOP/s", "webgpu/simd"] : []),
   ]];
   for (const c of CASES) {
     const flops = 2 * c.m * c.n * c.k;
@@ -291,6 +298,7 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
       `${(wasmG / refG).toFixed(1)}×`,
       `${(fmaG / refG).toFixed(1)}×`,
       c.m === 1 ? `${(bytes / wasmS / 1e9).toFixed(2)}, ${(bytes / fmaS / 1e9).toFixed(2)}` : "-",
+      ...(gpu ? await gpuColumns(gpu, c, flops, wasmS, quick ? 3 : 11, best) : []),
     ]);
   }
   // Attention of stories260K's shape over a 256-token window (8 heads, 4 KV heads, head 8).
@@ -313,10 +321,26 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
       `${(refS / wasmS).toFixed(1)}×`,
       `${(refS / fmaS).toFixed(1)}×`,
       "-",
+      ...(gpu ? ["-", "-"] : []),
     ]);
   }
   console.log(`Kernels (load average before: ${load0}, after: ${loadAverage()})`);
+  if (gpu) console.log(`WebGPU columns: ${gpu.label}`);
   printTable(rows);
+  gpu?.close();
+}
+
+/** WebGPU GFLOP/s of case `c` and its speed relative to `wasm-simd` (`wasmS` seconds). */
+async function gpuColumns(
+  gpu: WebGpuBench,
+  c: KernelCase,
+  flops: number,
+  wasmS: number,
+  reps: number,
+  best: boolean,
+): Promise<string[]> {
+  const s = await gpu.time(c, reps, best);
+  return [(flops / s / 1e9).toFixed(2), `${(wasmS / s).toFixed(2)}×`];
 }
 
 if (import.meta.main) await main();

@@ -32,7 +32,7 @@ import { ResultStore } from "../results/store.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
 import { getTask } from "../tasks/mod.ts";
 import { EvalPool } from "../tasks/eval_pool.ts";
-import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
+import type { DatasetInfo, ReferenceModel, Task, WindowScorer } from "../tasks/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
 import { cellParams, quantizeCell } from "./cell.ts";
 import { parseMethodSpec } from "./method_spec.ts";
@@ -75,6 +75,8 @@ export interface RunOptions {
   /** Recompute cells that already have a row. */
   readonly force?: boolean;
   readonly kernels?: Kernels;
+  /** Scores perplexity windows on a GPU (backend `webgpu`); its adapter is recorded in rows. */
+  readonly windowScorer?: WindowScorer;
   /** Only the cells of this shard (see `shard.ts`). */
   readonly shard?: { readonly index: number; readonly count: number };
   /** Method parameters by method id (defaults fill the rest; a method spec's own win). */
@@ -249,7 +251,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
     if (row && row.status !== "failed") existing.set(c.cellId, row);
   }
   options.onEvent?.({ type: "plan", cells: cells.length, todo: cells.length - existing.size });
-  const env = await environment(kernels);
+  const env = await environment(kernels, options.windowScorer);
   const references = new Map<string, ReferenceModel>();
   const threads = options.threads ?? 1;
   const pool = threads > 1 && cells.length > existing.size
@@ -346,6 +348,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
             ...(cell.method.id === "fp" ? {} : { reference }),
             ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
             ...(pool ? { pool } : {}),
+            ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
             onProgress: (d, total) =>
               options.onEvent?.({
                 type: "cell-progress",
@@ -489,7 +492,7 @@ function buildRow(
   };
 }
 
-async function environment(kernels: Kernels): Promise<Env> {
+async function environment(kernels: Kernels, scorer?: WindowScorer): Promise<Env> {
   return {
     lowbit: denoJson.version,
     git: await gitState(),
@@ -500,6 +503,7 @@ async function environment(kernels: Kernels): Promise<Env> {
     arch: Deno.build.arch,
     cpus: navigator.hardwareConcurrency,
     backend: kernels.id,
+    ...(scorer?.adapter ? { gpu: { ...scorer.adapter } } : {}),
   };
 }
 

@@ -2,9 +2,13 @@
  * Choosing a kernel backend by name: `ts` (the plain-TypeScript reference, id `js-ref`), `wasm`
  * (WASM SIMD128, id `wasm-simd`), `wasm-fma` (relaxed-SIMD FMA where the engine runs it, id
  * `wasm-simd-fma`), `wasm-mt` (WASM SIMD128 on N kernel threads, id `wasm-simd-mt<N>`; the
- * numbers of `wasm-simd`, bit for bit), or `auto` (WASM, falling back to the reference with a
- * reason when the binary cannot be loaded). The id of the backend that actually ran goes in every
- * result row, and worker threads rebuild the same backend from that id.
+ * numbers of `wasm-simd`, bit for bit), `webgpu` (perplexity windows on the GPU through a
+ * {@linkcode WindowScorer}, everything else on WASM; id `webgpu+wasm-simd`), or `auto`
+ * (WebGPU when a hardware adapter exists, else WASM, falling back to the reference with a reason
+ * when the binary cannot be loaded). A software (fallback) adapter such as llvmpipe is used only
+ * when `webgpu` is asked for by name, and rows record it as such. The id of the backend that
+ * actually ran goes in every result row, and worker threads rebuild the same backend from that
+ * id.
  *
  * @module
  */
@@ -12,9 +16,12 @@
 import { refKernels } from "./ref/mod.ts";
 import type { Kernels } from "./types.ts";
 import { wasmKernels } from "./wasm/mod.ts";
+import type { WindowScorer } from "../tasks/types.ts";
+import { adapterInfo, requestAdapter } from "./webgpu/device.ts";
+import { GpuWindowScorer } from "./webgpu/window_scorer.ts";
 
 /** Backend names accepted by `--backend`. */
-export const BACKENDS = ["ts", "wasm", "wasm-fma", "wasm-mt", "auto"] as const;
+export const BACKENDS = ["ts", "wasm", "wasm-fma", "wasm-mt", "webgpu", "auto"] as const;
 
 /** A backend name. */
 export type Backend = typeof BACKENDS[number];
@@ -23,12 +30,18 @@ export type Backend = typeof BACKENDS[number];
 export interface SelectedKernels {
   readonly kernels: Kernels;
   readonly fallback?: string;
+  /** Perplexity windows on the GPU (`webgpu`, or `auto` with a hardware adapter). */
+  readonly windowScorer?: WindowScorer;
+  /** Why `auto` did not take WebGPU (no adapter, or only a software one). */
+  readonly note?: string;
 }
 
 /** Options of {@linkcode selectKernels}. */
 export interface SelectOptions {
   /** Kernel threads of `wasm-mt`, the caller included (default: the number of cores). */
   readonly kernelThreads?: number;
+  /** Where `webgpu`/`auto` get their adapter (default `navigator.gpu.requestAdapter`); tests. */
+  readonly requestAdapter?: () => Promise<GPUAdapter | undefined>;
 }
 
 /** Loads the kernels of `backend`; throws a `TypeError` listing the valid names. */
@@ -48,20 +61,63 @@ export async function selectKernels(
       const threads = options.kernelThreads ?? navigator.hardwareConcurrency;
       return { kernels: await wasmKernels({ threads }) };
     }
-    case "auto":
+    case "webgpu": {
+      const adapter = await (options.requestAdapter ?? requestAdapter)();
+      if (!adapter) throw new Error("Cannot use --backend webgpu: no WebGPU adapter found");
+      return await webgpu(adapter);
+    }
+    case "auto": {
+      const adapter = await (options.requestAdapter ?? requestAdapter)();
+      const info = adapter ? adapterInfo(adapter) : undefined;
+      let note: string;
+      if (adapter && info && !info.fallback) {
+        try {
+          return await webgpu(adapter);
+        } catch (e) {
+          note = `WebGPU adapter ${info.description} failed (${message(e)})`;
+        }
+      } else {
+        note = info
+          ? `WebGPU not used: only a fallback adapter (${info.description})`
+          : "WebGPU not used: no adapter";
+      }
       try {
-        return { kernels: await wasmKernels() };
+        return { kernels: await wasmKernels(), note };
       } catch (e) {
         return {
           kernels: refKernels,
-          fallback: `WASM kernels unavailable (${
-            e instanceof Error ? e.message : String(e)
-          }); using the TypeScript reference`,
+          note,
+          fallback: `WASM kernels unavailable (${message(e)}); using the TypeScript reference`,
         };
       }
+    }
     default:
       throw new TypeError(`Unknown backend "${backend}"; valid: ${BACKENDS.join(", ")}`);
   }
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** WebGPU windows on `adapter`; the synchronous kernels are WASM's (the reference without it). */
+async function webgpu(adapter: GPUAdapter): Promise<SelectedKernels> {
+  const windowScorer = await GpuWindowScorer.create({ adapter });
+  let sync: Kernels;
+  let fallback: string | undefined;
+  try {
+    sync = await wasmKernels();
+  } catch (e) {
+    sync = refKernels;
+    fallback = `WASM kernels unavailable (${
+      message(e)
+    }); the TypeScript reference runs beside WebGPU`;
+  }
+  return {
+    kernels: { ...sync, id: `webgpu+${sync.id}` },
+    windowScorer,
+    ...(fallback ? { fallback } : {}),
+  };
 }
 
 /**
@@ -74,6 +130,8 @@ export async function selectKernels(
  * inside them would only oversubscribe the cores.
  */
 export async function kernelsById(id: string): Promise<Kernels> {
+  // `webgpu+X`: work off the GPU (calibration, other tasks, worker threads) runs on X.
+  if (id.startsWith("webgpu+")) return { ...(await kernelsById(id.slice(7))), id };
   let k: Kernels;
   if (id === refKernels.id) k = refKernels;
   else if (id === "wasm-simd") k = await wasmKernels();
@@ -81,7 +139,7 @@ export async function kernelsById(id: string): Promise<Kernels> {
   else if (/^wasm-simd-mt[1-9][0-9]*$/.test(id)) return { ...(await wasmKernels()), id };
   else {
     throw new TypeError(
-      `Unknown kernel id "${id}"; known: js-ref, wasm-simd, wasm-simd-fma, wasm-simd-mt<N>`,
+      `Unknown kernel id "${id}"; known: js-ref, wasm-simd, wasm-simd-fma, wasm-simd-mt<N>, webgpu+<id>`,
     );
   }
   if (k.id !== id) throw new Error(`Kernel backend "${id}" is not available here (got "${k.id}")`);

@@ -88,6 +88,17 @@ export interface ResultRow {
     readonly arch: string;
     readonly cpus: number;
     readonly backend: string;
+    /**
+     * The WebGPU adapter perplexity windows ran on (backend `webgpu+…`); `fallback` marks a
+     * software adapter, whose timings are not GPU speed.
+     */
+    readonly gpu?: {
+      readonly vendor: string;
+      readonly architecture: string;
+      readonly device: string;
+      readonly description: string;
+      readonly fallback: boolean;
+    };
   };
   /** ISO time the cell finished. */
   readonly finishedAt: string;

@@ -15,6 +15,10 @@
  * window are correlated, windows much less. `ppl`'s stderr follows by the delta method
  * (`ppl · se(nll)`). `--limit N` keeps the first N windows.
  *
+ * With a `windowScorer` in the context (`--backend webgpu`), windows are scored on the GPU, one
+ * after another (the protocol then says `windowsOn: "webgpu"`); models it cannot run (activation
+ * quantization, MoE) stay on the CPU path.
+ *
  * This equals the GPTQ/lm-eval style "non-overlapping windows" perplexity except that each window
  * starts with BOS (as llama2.c and the stories models were trained) instead of a plain slice of
  * the stream.
@@ -110,7 +114,18 @@ export async function evaluatePerplexity(
   let done = 0;
   const progress = () => ctx.onProgress?.(++done, windows.length);
   let scores: WindowScore[];
-  if (ctx.pool) {
+  const gpu = ctx.windowScorer;
+  const onGpu = gpu !== undefined && gpu.unsupported(model) === undefined &&
+    (!ref || gpu.unsupported(ref.model) === undefined);
+  if (onGpu) {
+    scores = [];
+    for (const [w, window] of windows.entries()) {
+      scores.push(
+        await gpu.score(model, window, ref ? { model: ref.model, cacheKey: keyOf(w) } : undefined),
+      );
+      progress();
+    }
+  } else if (ctx.pool) {
     const pool = ctx.pool;
     pool.use(model, ref?.model);
     scores = await Promise.all(windows.map(async (window, w) => {
@@ -190,6 +205,7 @@ export async function evaluatePerplexity(
       tokenStderrNll: tokenStd / Math.sqrt(tokens),
       stderrOver: "windows",
       klReference: ref ? "fp" : "self",
+      ...(onGpu ? { windowsOn: gpu.id } : {}),
     },
   };
 }

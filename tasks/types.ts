@@ -9,6 +9,9 @@ import type { Kernels } from "../kernels/types.ts";
 
 export type { DatasetInfo };
 import type { EvalPool } from "./eval_pool.ts";
+import type { ForwardModel } from "../models/forward.ts";
+import type { WindowScore } from "./window_score.ts";
+import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
 import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
 
 /** A model as tasks see it: config, weights and tokenizer. */
@@ -56,6 +59,28 @@ export interface TaskContext {
   readonly env?: (name: string) => string | undefined;
   /** Skip and count malformed dataset rows instead of failing (`--skip-malformed`). */
   readonly skipMalformed?: boolean;
+  /** Scores perplexity windows on a GPU (`--backend webgpu`); preferred over `pool` when set. */
+  readonly windowScorer?: WindowScorer;
+}
+
+/**
+ * Scores perplexity windows asynchronously, off the synchronous kernels (the WebGPU backend:
+ * `kernels/webgpu/window_scorer.ts`); numbers equal `scoreWindow` over `windowLogProbs` up to
+ * float32 rounding.
+ */
+export interface WindowScorer {
+  /** Id recorded in the protocol of the rows it computed, e.g. `webgpu`. */
+  readonly id: string;
+  /** The adapter the windows run on, recorded in every row. */
+  readonly adapter?: GpuAdapterInfo;
+  /** Why `model` cannot run here (it then stays on the CPU path), or undefined. */
+  unsupported(model: ForwardModel): string | undefined;
+  /** Scores one window, against the reference's distribution when given. */
+  score(
+    model: ForwardModel,
+    window: readonly number[],
+    reference?: { readonly model: ForwardModel; readonly cacheKey: string },
+  ): Promise<WindowScore>;
 }
 
 /** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */

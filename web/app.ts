@@ -5,9 +5,11 @@
  * code (model loading, the method, the activation stage and the perplexity task are the CLI's).
  *
  * Everything is fetched over HTTP: the model's files from a transformers-layout directory URL,
- * the TinyStories text from a data root URL laid out like `../shared/data`. Query parameters fill
- * the form (`model`, `method`, `config`, `group`, `limit`, `data`) and `run=1` starts at once; the
- * outcome is also left on `globalThis.lowbitResult` for automation.
+ * the TinyStories text from a data root URL laid out like `../shared/data`. Perplexity windows run
+ * on WebGPU when the tab has an adapter (a software one is labelled), else on the WASM kernels.
+ * Query parameters fill the form (`model`, `method`, `config`, `group`, `limit`, `data`,
+ * `backend`) and `run=1` starts at once; the outcome is also left on `globalThis.lowbitResult`
+ * for automation.
  *
  * @module
  */
@@ -16,9 +18,8 @@ import { cellParams, quantizeCell } from "../bench/cell.ts";
 import { parseConfig, quantFor } from "../bench/matrix.ts";
 import { parseMethodSpec } from "../bench/method_spec.ts";
 import { DEFAULT_CALIBRATION, drawCalibrationSet } from "../calibration/set.ts";
-import { refKernels } from "../kernels/ref/mod.ts";
-import type { Kernels } from "../kernels/types.ts";
-import { wasmKernels } from "../kernels/wasm/mod.ts";
+import { type SelectedKernels, selectKernels } from "../kernels/backend.ts";
+import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
 import { getMethod, METHODS } from "../methods/mod.ts";
 import { quantLabel } from "../methods/types.ts";
 import { loadHfFromUrl } from "../models/hf_model.ts";
@@ -29,7 +30,10 @@ import type { Metric } from "../tasks/types.ts";
 export interface PageResult {
   readonly status: "done" | "failed";
   readonly error?: string;
+  /** Kernel id, as in the CLI's rows (`webgpu+wasm-simd`, `wasm-simd`, `js-ref`). */
   readonly backend?: string;
+  /** The WebGPU adapter the perplexity windows ran on (`fallback`: a software adapter). */
+  readonly gpu?: GpuAdapterInfo;
   readonly model?: string;
   readonly method?: string;
   readonly label?: string;
@@ -46,12 +50,16 @@ function log(text: string): void {
   $("status").textContent = text;
 }
 
-async function pickKernels(): Promise<Kernels> {
+/**
+ * `auto` in a tab: WebGPU on any adapter (a software one is labelled fallback in the result),
+ * else WASM, else the TypeScript reference; other names as the CLI's `--backend`.
+ */
+async function pickBackend(name: string): Promise<SelectedKernels> {
+  if (name !== "auto") return await selectKernels(name);
   try {
-    return await wasmKernels({ url: new URL("kernels.wasm", location.href) });
-  } catch (e) {
-    log(`WASM kernels unavailable (${(e as Error).message}); using the TypeScript reference`);
-    return refKernels;
+    return await selectKernels("webgpu");
+  } catch {
+    return await selectKernels("auto");
   }
 }
 
@@ -65,12 +73,13 @@ async function run(): Promise<PageResult> {
   const configText = $<HTMLInputElement>("config").value.trim();
   const group = $<HTMLInputElement>("group").value.trim();
   const limit = Number($<HTMLInputElement>("limit").value);
+  const backend = $<HTMLSelectElement>("backend").value;
   const dataRoot = new URL($<HTMLInputElement>("data").value.trim(), location.href).href;
   if (!Number.isInteger(limit) || limit < 1) {
     throw new RangeError("windows must be a positive integer");
   }
 
-  const kernels = await pickKernels();
+  const { kernels, windowScorer } = await pickBackend(backend);
   log(`loading ${modelUrl} …`);
   const model = await loadHfFromUrl(new URL(modelUrl, location.href), modelUrl);
   const task = getTask(TASK);
@@ -88,7 +97,7 @@ async function run(): Promise<PageResult> {
       dataRoot,
     )
     : undefined;
-  const ctx = { kernels, limit, dataDir: dataRoot };
+  const ctx = { kernels, limit, dataDir: dataRoot, ...(windowScorer ? { windowScorer } : {}) };
   log("full precision …");
   const fp = await task.run(model, ctx);
   log(`quantizing with ${methodSpec} at ${quantLabel(q)} …`);
@@ -105,6 +114,7 @@ async function run(): Promise<PageResult> {
   return {
     status: "done",
     backend: kernels.id,
+    ...(windowScorer?.adapter ? { gpu: windowScorer.adapter } : {}),
     model: modelUrl,
     method: methodSpec,
     label: quantLabel(q),
@@ -136,7 +146,12 @@ function show(r: PageResult): void {
   };
   line("FP32", r.fp);
   line(`${r.method} ${r.label}`, r.quantized);
-  log(`done on the ${r.backend} backend, ${r.limit} windows`);
+  const gpu = r.gpu
+    ? ` (${r.gpu.description || r.gpu.vendor}${
+      r.gpu.fallback ? ", a software adapter: not GPU speed" : ""
+    })`
+    : "";
+  log(`done on the ${r.backend} backend${gpu}, ${r.limit} windows`);
 }
 
 function init(): void {
@@ -149,7 +164,7 @@ function init(): void {
     select.append(o);
   }
   const params = new URLSearchParams(location.search);
-  for (const id of ["model", "method", "config", "group", "limit", "data"]) {
+  for (const id of ["model", "method", "config", "group", "limit", "data", "backend"]) {
     const v = params.get(id);
     if (v !== null) ($(id) as HTMLInputElement).value = v;
   }

@@ -1,6 +1,7 @@
 /**
  * Builds the browser page into a directory (default `web/dist`): `index.html`, `app.js` (the
- * library bundled for the browser by `deno bundle`) and the WASM kernels it loads. Serve the
+ * library bundled for the browser by `deno bundle`), and the WASM binaries and WGSL shaders it
+ * loads relative to itself. Serve the
  * directory from any static host next to the model and data files (see the README).
  *
  * Usage: `deno task build:web [--out DIR]`.
@@ -32,7 +33,15 @@ export async function buildWeb(outDir: string): Promise<void> {
     throw new Error(`deno bundle failed:\n${new TextDecoder().decode(out.stderr)}`);
   }
   await Deno.copyFile(new URL("index.html", HERE), `${outDir}/index.html`);
-  await Deno.copyFile(new URL("../kernels/wasm/kernels.wasm", HERE), `${outDir}/kernels.wasm`);
+  // Kernels the bundle loads relative to itself: the WASM builds and the WGSL shaders.
+  for (const f of ["kernels.wasm", "kernels_fma.wasm", "kernels_mt.wasm"]) {
+    await Deno.copyFile(new URL(`../kernels/wasm/${f}`, HERE), `${outDir}/${f}`);
+  }
+  for (const e of Deno.readDirSync(new URL("../kernels/webgpu/", HERE))) {
+    if (e.name.endsWith(".wgsl")) {
+      await Deno.copyFile(new URL(`../kernels/webgpu/${e.name}`, HERE), `${outDir}/${e.name}`);
+    }
+  }
 }
 
 if (import.meta.main) {

@@ -1,8 +1,10 @@
 /**
  * The browser page end to end: the page is built, served with the model and data fixtures from
  * a local HTTP server, opened in headless Chromium (Debian's `chromium`, or `$CHROMIUM_PATH`,
- * driven by puppeteer-core), runs RTN W4 on stories260K over 4 TinyStories windows, and its
- * numbers must equal the CLI's for the same cell (1e-4 relative). Skipped without Chromium.
+ * driven by puppeteer-core), runs RTN W4 on stories260K over 4 TinyStories windows — through the
+ * page's default (WebGPU when the tab has an adapter: SwiftShader in headless Chromium, labelled
+ * fallback) and through WASM — and both must equal the CLI's numbers for the same cell (1e-4
+ * relative). Skipped without Chromium.
  */
 
 import assert from "node:assert/strict";
@@ -78,7 +80,8 @@ async function cliRow(out: string): Promise<Record<string, { value: number }>> {
 }
 
 Deno.test({
-  name: "browser page: RTN W4 on stories260K computed in Chromium equals the CLI's cell (1e-4)",
+  name:
+    "browser page: RTN W4 on stories260K computed in Chromium (WebGPU, then WASM) equals the CLI's cell (1e-4)",
   ignore: !chromium,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -91,34 +94,45 @@ Deno.test({
       const browser = await puppeteer.launch({
         executablePath: chromium,
         headless: true,
-        args: ["--no-sandbox"],
+        args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan"],
       });
       try {
-        const page = await browser.newPage();
-        const errors: string[] = [];
-        page.on("pageerror", (e) => errors.push(String(e)));
-        const q = new URLSearchParams({
-          model: "/shared/models/stories260K-hf/",
-          data: "/shared/data/",
-          method: "rtn",
-          config: "W4A16",
-          group: "channel",
-          limit: "4",
-          run: "1",
-        });
-        await page.goto(`http://127.0.0.1:${server.addr.port}/app/index.html?${q}`);
-        await page.waitForFunction(() => "lowbitResult" in globalThis, { timeout: 240_000 });
-        const r = await page.evaluate(() =>
-          (globalThis as unknown as { lowbitResult: PageResult }).lowbitResult
-        );
-        assert.equal(r.status, "done", r.error ?? "");
-        assert.deepEqual(errors, []);
-        assert.match(r.backend!, /wasm/);
-        for (const k of ["ppl", "kl", "top1"]) {
-          const a = r.quantized![k]!.value, b = cli[k]!.value;
-          assert.ok(Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-9, `${k}: page ${a}, CLI ${b}`);
+        const backends: string[] = [];
+        for (const backend of ["auto", "wasm"]) {
+          const page = await browser.newPage();
+          const errors: string[] = [];
+          page.on("pageerror", (e) => errors.push(String(e)));
+          const q = new URLSearchParams({
+            model: "/shared/models/stories260K-hf/",
+            data: "/shared/data/",
+            method: "rtn",
+            config: "W4A16",
+            group: "channel",
+            limit: "4",
+            backend,
+            run: "1",
+          });
+          await page.goto(`http://127.0.0.1:${server.addr.port}/app/index.html?${q}`);
+          await page.waitForFunction(() => "lowbitResult" in globalThis, { timeout: 240_000 });
+          const r = await page.evaluate(() =>
+            (globalThis as unknown as { lowbitResult: PageResult }).lowbitResult
+          );
+          assert.equal(r.status, "done", r.error ?? "");
+          assert.deepEqual(errors, []);
+          for (const k of ["ppl", "kl", "top1"]) {
+            const a = r.quantized![k]!.value, b = cli[k]!.value;
+            assert.ok(
+              Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-9,
+              `${backend} (${r.backend}) ${k}: page ${a}, CLI ${b}`,
+            );
+          }
+          assert.ok(r.quantized!.ppl!.value > r.fp!.ppl!.value);
+          // WebGPU windows say which adapter ran them, and a software one is never GPU speed.
+          if (r.backend!.startsWith("webgpu")) assert.equal(r.gpu?.fallback, true);
+          backends.push(r.backend!);
+          await page.close();
         }
-        assert.ok(r.quantized!.ppl!.value > r.fp!.ppl!.value);
+        assert.match(backends[1]!, /^wasm/);
       } finally {
         await browser.close();
       }
