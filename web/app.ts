@@ -23,7 +23,7 @@ import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
 import { getMethod, METHODS } from "../methods/mod.ts";
 import { quantLabel } from "../methods/types.ts";
 import { loadHfFromUrl } from "../models/hf_model.ts";
-import { getTask } from "../tasks/mod.ts";
+import { perplexityTask } from "../tasks/perplexity.ts";
 import type { Metric } from "../tasks/types.ts";
 
 /** What a finished run leaves on `globalThis.lowbitResult`. */
@@ -82,7 +82,7 @@ async function run(): Promise<PageResult> {
   const { kernels, windowScorer } = await pickBackend(backend);
   log(`loading ${modelUrl} …`);
   const model = await loadHfFromUrl(new URL(modelUrl, location.href), modelUrl);
-  const task = getTask(TASK);
+  const task = perplexityTask(TASK);
   const ms = parseMethodSpec(methodSpec);
   const method = getMethod(ms.id);
   const params = cellParams(method, model.id, ms.params);

@@ -32,6 +32,15 @@ export async function buildWeb(outDir: string): Promise<void> {
   if (!out.success) {
     throw new Error(`deno bundle failed:\n${new TextDecoder().decode(out.stderr)}`);
   }
+  // A Node built-in in the import graph cannot load in a browser: fail here, naming it.
+  const js = await Deno.readTextFile(`${outDir}/app.js`);
+  const builtins = [...new Set(js.match(/["']node:[a-z_/]+["']/g) ?? [])];
+  if (builtins.length > 0) {
+    throw new Error(
+      `web/app.ts imports Node built-ins (${builtins.join(", ")}), which browsers cannot load: ` +
+        `import the modules the page needs directly instead of registries that reach them`,
+    );
+  }
   await Deno.copyFile(new URL("index.html", HERE), `${outDir}/index.html`);
   // Kernels the bundle loads relative to itself: the WASM builds and the WGSL shaders.
   for (const f of ["kernels.wasm", "kernels_fma.wasm", "kernels_mt.wasm"]) {

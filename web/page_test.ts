@@ -1,7 +1,7 @@
 /**
  * The browser page end to end: the page is built, served with the model and data fixtures from
  * a local HTTP server, opened in headless Chromium (Debian's `chromium`, or `$CHROMIUM_PATH`,
- * driven by puppeteer-core), runs RTN W4 on stories260K over 4 TinyStories windows — through the
+ * driven by puppeteer-core), runs RTN W4 on stories260K over 2 TinyStories windows — through the
  * page's default (WebGPU when the tab has an adapter: SwiftShader in headless Chromium, labelled
  * fallback) and through WASM — and both must equal the CLI's numbers for the same cell (1e-4
  * relative). Skipped without Chromium.
@@ -58,7 +58,7 @@ async function cliRow(out: string): Promise<Record<string, { value: number }>> {
       "--tasks",
       "tinystories:eval",
       "--limit",
-      "4",
+      "2",
       "--data",
       sharedPath("data"),
       "--out",
@@ -95,6 +95,7 @@ Deno.test({
         executablePath: chromium,
         headless: true,
         args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan"],
+        protocolTimeout: 600_000,
       });
       try {
         const backends: string[] = [];
@@ -108,12 +109,18 @@ Deno.test({
             method: "rtn",
             config: "W4A16",
             group: "channel",
-            limit: "4",
+            limit: "2",
             backend,
             run: "1",
           });
           await page.goto(`http://127.0.0.1:${server.addr.port}/app/index.html?${q}`);
-          await page.waitForFunction(() => "lowbitResult" in globalThis, { timeout: 240_000 });
+          await page.waitForFunction(() => "lowbitResult" in globalThis, {
+            timeout: 480_000,
+            polling: 1000,
+          }).catch(async (e) => {
+            const status = await page.$eval("#status", (el) => el.textContent);
+            throw new Error(`${backend}: no result; the page says "${status}"`, { cause: e });
+          });
           const r = await page.evaluate(() =>
             (globalThis as unknown as { lowbitResult: PageResult }).lowbitResult
           );
