@@ -259,7 +259,9 @@ export function blockBackward(
 
 /**
  * Forward, squared-error loss `lossScale · Σ (out − target)²` against `target` (`[T][dim]`), and
- * backward: adds the weight gradients of that loss to `grads` and returns the loss.
+ * backward: adds the weight gradients of that loss to `grads` and returns the loss. `extra.aq`
+ * quantizes the linears' inputs (see {@linkcode blockForward}); `extra.dNorms` also receives the
+ * RMSNorm weight gradients.
  *
  * @example Gradient of one window's mean squared error
  * ```ts ignore

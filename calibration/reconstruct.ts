@@ -15,10 +15,17 @@
  *    every epoch are recorded.
  * 3. **NaN/Inf guard**: a non-finite loss or gradient stops the block at once; the learner is
  *    reset to its initial state (for FlexRound: round-to-nearest) and the block is reported as
- *    diverged, with the step.
+ *    diverged, with the step. A learner that throws {@linkcode BlockDivergedError} (AffineQuant's
+ *    singular affine matrix) is handled the same way, with its message.
  * 4. **Fold**: the learner's final quantized linears (dequantized float32 and packed codes)
  *    replace the block's weights; the `quant` stream goes through the folded block (its loss
  *    against the target is the block's final loss), the `fp` stream becomes the targets.
+ *
+ * Options beyond FlexRound's: a constant learning rate (`schedule`; OmniQuant-family methods have
+ * no scheduler), per-tensor rate multipliers from the learner (parameter groups), RMSNorm weight
+ * gradients for learners that fold scales into the norms (`normGrads`, `foldNorms`), and an
+ * activation quantizer (`activations`) applied in training, in the initial and final losses and in
+ * the quantized stream of weight-activation cells.
  *
  * The loss before training and the folded pass run the inference forward (`layerForward`);
  * training runs the differentiable block, whose forward equals it (tested to 1e-5). Every linear
