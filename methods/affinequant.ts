@@ -109,7 +109,7 @@ export const affinequant: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [4, 5, 6, 7, 8, 16],
-  relativeCost: 8,
+  relativeCost: 10,
   needsCalibration: true,
   reference:
     "bytedance/AffineQuant (quantize/affinequant.py, models/transformation.py, models/int_llama_layer.py)",
