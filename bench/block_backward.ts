@@ -157,7 +157,7 @@ function measure(
   ) as [number, number, number, number, number];
   const row = (what: string, ms: number) =>
     console.log(
-      `${name.padEnd(14)} ${what.padEnd(40)} ${ms.toFixed(2).padStart(9)} ms  ${
+      `${name.padEnd(14)} ${what.padEnd(48)} ${ms.toFixed(2).padStart(9)} ms  ${
         (ms / fwd).toFixed(2).padStart(6)
       }× forward`,
     );
