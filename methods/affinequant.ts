@@ -31,8 +31,9 @@
  *
  * Deviations:
  * - float32 training with float64 transforms and inverses (official fp16 autocast; the upstream
- *   "loss is NaN" reports come from it), our calibration set (128 × 256 TinyStories tokens, BOS
- *   first) instead of 128 × 2048 WikiText-2, and MSE as the mean over all elements;
+ *   "loss is NaN" reports come from it) and our calibration set (128 × 256 TinyStories tokens, BOS
+ *   first) instead of 128 × 2048 WikiText-2. The loss, the mean squared error over all elements,
+ *   is the official `torch.nn.MSELoss()` (the row's note states it, it is not a deviation);
  * - LET shifts: the official code registers zero shifts as trainable for LLaMA too, which add
  *   biases to the linears; Llama linears here carry no bias, so shifts stay 0 (OmniQuant's LLaMA
  *   setting);
