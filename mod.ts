@@ -76,7 +76,19 @@ export { crossquant } from "./methods/crossquant.ts";
 export { chainMethods } from "./methods/chain.ts";
 export { alignRouter, clipSearchMse, eaquant, topkKl } from "./methods/eaquant.ts";
 export { flexround, quantizeFlexRound } from "./methods/flexround.ts";
+export { affinequant, quantizeAffineQuant } from "./methods/affinequant.ts";
 export {
+  affineQuantLearner,
+  type AffineQuantSpec,
+  gradualMask,
+  unmaskedBands,
+} from "./methods/affinequant_learner.ts";
+export { inverseBackward, invertMatrix, SingularMatrixError } from "./autodiff/inverse.ts";
+export { initLwc, lwcBackward, lwcForward, type LwcParams } from "./autodiff/lwc.ts";
+export { actQuantBackward, actQuantForward } from "./autodiff/act_quant.ts";
+export {
+  BlockDivergedError,
+  type BlockLearner,
   type BlockReport,
   reconstructBlocks,
   type ReconstructionOptions,

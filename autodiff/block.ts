@@ -23,9 +23,11 @@
  * @module
  */
 
+import type { ActivationQuantization } from "../core/act_quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { LinearKind, LlamaConfig, Matrix } from "../models/types.ts";
 import { attentionRef } from "../kernels/ref/attention.ts";
+import { actQuantBackward, actQuantForward } from "./act_quant.ts";
 import { attentionBackward } from "./attention.ts";
 import { linearInputGrad, LinearScratch, linearWeightGrad } from "./linear.ts";
 import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
@@ -88,19 +90,35 @@ export interface BlockActivations {
   readonly a: Float32Array;
   /** The block's output `[T][dim]`. */
   readonly out: Float32Array;
+  /**
+   * With activation quantization: the quantizer and the fake-quantized inputs of the four sites
+   * (q/k/v, o, gate/up, down) that the linears saw; absent for float activations.
+   */
+  readonly quant?: {
+    readonly aq: ActivationQuantization;
+    readonly xn: Float32Array;
+    readonly att: Float32Array;
+    readonly hn: Float32Array;
+    readonly a: Float32Array;
+  };
 }
 
 function ropeFor(c: BlockConfig, T: number): RopeTable {
   return cachedRopeTable(c.headDim, c.ropeTheta, T);
 }
 
-/** Runs the block on `x` (`[T][dim]`, not modified) and keeps the activations. */
+/**
+ * Runs the block on `x` (`[T][dim]`, not modified) and keeps the activations. With `aq`, the
+ * inputs of the four linear sites are fake-quantized as the inference forward pass does
+ * (`models/forward.ts`; per-token dynamic quantizers only, see `act_quant.ts`).
+ */
 export function blockForward(
   w: BlockWeights,
   c: BlockConfig,
   x: Float32Array,
   T: number,
   kernels: Kernels,
+  aq?: ActivationQuantization,
 ): BlockActivations {
   const { dim, nHeads, nKvHeads, headDim } = c;
   if (x.length < T * dim) throw new RangeError(`blockForward: x holds ${x.length} values`);
@@ -113,30 +131,35 @@ export function blockForward(
   const q = new Float32Array(T * qDim);
   const k = new Float32Array(T * kvDim);
   const v = new Float32Array(T * kvDim);
-  kernels.matmul(xn, T, w.q, q);
-  kernels.matmul(xn, T, w.k, k);
-  kernels.matmul(xn, T, w.v, v);
+  const xnIn = aq ? actQuantForward(aq, xn, T, dim) : xn;
+  kernels.matmul(xnIn, T, w.q, q);
+  kernels.matmul(xnIn, T, w.k, k);
+  kernels.matmul(xnIn, T, w.v, v);
   const rope = ropeFor(c, T);
   applyRope(q, T, nHeads, headDim, rope, c.ropeStyle);
   applyRope(k, T, nKvHeads, headDim, rope, c.ropeStyle);
   const att = new Float32Array(T * qDim);
   (kernels.attention ?? attentionRef)(q, k, v, T, 0, c, att);
   const h = new Float32Array(T * dim);
-  kernels.matmul(att, T, w.o, h);
+  const attIn = aq ? actQuantForward(aq, att, T, qDim) : att;
+  kernels.matmul(attIn, T, w.o, h);
   for (let i = 0; i < h.length; i++) h[i] = x[i]! + h[i]!;
   const hn = new Float32Array(T * dim);
   const inv2 = new Float32Array(T);
   rmsnormForward(h, T, w.mlpNorm, c.normEps, hn, inv2);
   const g = new Float32Array(T * hidden);
   const u = new Float32Array(T * hidden);
-  kernels.matmul(hn, T, w.gate, g);
-  kernels.matmul(hn, T, w.up, u);
+  const hnIn = aq ? actQuantForward(aq, hn, T, dim) : hn;
+  kernels.matmul(hnIn, T, w.gate, g);
+  kernels.matmul(hnIn, T, w.up, u);
   const a = new Float32Array(T * hidden);
   swigluForward(g, u, a);
   const out = new Float32Array(T * dim);
-  kernels.matmul(a, T, w.down, out);
+  const aIn = aq ? actQuantForward(aq, a, T, hidden) : a;
+  kernels.matmul(aIn, T, w.down, out);
   for (let i = 0; i < out.length; i++) out[i] = h[i]! + out[i]!;
-  return { T, x, xn, inv1, q, k, v, att, h, hn, inv2, g, u, a, out };
+  const quant = aq ? { aq, xn: xnIn, att: attIn, hn: hnIn, a: aIn } : undefined;
+  return { T, x, xn, inv1, q, k, v, att, h, hn, inv2, g, u, a, out, ...(quant ? { quant } : {}) };
 }
 
 /** Options of {@linkcode blockBackward}. */
@@ -145,6 +168,23 @@ export interface BlockBackwardOptions {
   readonly dx?: Float32Array;
   /** Reused scratch (one per training loop saves allocations). */
   readonly scratch?: LinearScratch;
+  /** Also add `∂L/∂attnNorm` and `∂L/∂mlpNorm` (`[dim]` each) to these buffers. */
+  readonly dNorms?: { readonly attn: Float64Array; readonly mlp: Float64Array };
+}
+
+/** Adds `∂L/∂g_j = Σ_t dxn_tj · x_tj · inv_t` (RMSNorm weight gradient) to `dg`. */
+function normWeightGrad(
+  x: Float32Array,
+  inv: Float32Array,
+  dxn: Float32Array,
+  T: number,
+  dim: number,
+  dg: Float64Array,
+): void {
+  for (let t = 0; t < T; t++) {
+    const r = inv[t]!;
+    for (let j = 0; j < dim; j++) dg[j] = dg[j]! + dxn[t * dim + j]! * x[t * dim + j]! * r;
+  }
 }
 
 /**
@@ -166,26 +206,32 @@ export function blockBackward(
   const kvDim = nKvHeads * headDim;
   const hidden = w.gate.rows;
   const s = options.scratch ?? new LinearScratch();
+  const aq = act.quant;
+  const inputs = aq ?? act;
 
   // out = h + a Wdownᵀ
-  linearWeightGrad(kernels, act.a, dOut, T, w.down, grads.down, s);
+  linearWeightGrad(kernels, inputs.a, dOut, T, w.down, grads.down, s);
   const da = new Float32Array(T * hidden);
   linearInputGrad(kernels, dOut, T, w.down, da, s);
+  if (aq) actQuantBackward(aq.aq, act.a, T, hidden, da, da);
   const dg = new Float32Array(T * hidden);
   const du = new Float32Array(T * hidden);
   swigluBackward(act.g, act.u, da, dg, du);
-  linearWeightGrad(kernels, act.hn, dg, T, w.gate, grads.gate, s);
-  linearWeightGrad(kernels, act.hn, du, T, w.up, grads.up, s);
+  linearWeightGrad(kernels, inputs.hn, dg, T, w.gate, grads.gate, s);
+  linearWeightGrad(kernels, inputs.hn, du, T, w.up, grads.up, s);
   const dhn = new Float32Array(T * dim);
   linearInputGrad(kernels, dg, T, w.gate, dhn, s);
   linearInputGrad(kernels, du, T, w.up, dhn, s, true);
+  if (aq) actQuantBackward(aq.aq, act.hn, T, dim, dhn, dhn);
+  if (options.dNorms) normWeightGrad(act.h, act.inv2, dhn, T, dim, options.dNorms.mlp);
   const dh = Float32Array.from(dOut.subarray(0, T * dim));
   rmsnormBackward(act.h, T, w.mlpNorm, act.inv2, dhn, dh);
 
   // h = x + att Woᵀ
-  linearWeightGrad(kernels, act.att, dh, T, w.o, grads.o, s);
+  linearWeightGrad(kernels, inputs.att, dh, T, w.o, grads.o, s);
   const datt = new Float32Array(T * qDim);
   linearInputGrad(kernels, dh, T, w.o, datt, s);
+  if (aq) actQuantBackward(aq.aq, act.att, T, qDim, datt, datt);
   const dq = new Float32Array(T * qDim);
   const dk = new Float32Array(T * kvDim);
   const dv = new Float32Array(T * kvDim);
@@ -193,16 +239,19 @@ export function blockBackward(
   const rope = ropeFor(c, T);
   applyRope(dq, T, nHeads, headDim, rope, c.ropeStyle, true);
   applyRope(dk, T, nKvHeads, headDim, rope, c.ropeStyle, true);
-  linearWeightGrad(kernels, act.xn, dq, T, w.q, grads.q, s);
-  linearWeightGrad(kernels, act.xn, dk, T, w.k, grads.k, s);
-  linearWeightGrad(kernels, act.xn, dv, T, w.v, grads.v, s);
+  linearWeightGrad(kernels, inputs.xn, dq, T, w.q, grads.q, s);
+  linearWeightGrad(kernels, inputs.xn, dk, T, w.k, grads.k, s);
+  linearWeightGrad(kernels, inputs.xn, dv, T, w.v, grads.v, s);
 
-  if (options.dx) {
+  if (options.dx || options.dNorms) {
     const dxn = new Float32Array(T * dim);
     linearInputGrad(kernels, dq, T, w.q, dxn, s);
     linearInputGrad(kernels, dk, T, w.k, dxn, s, true);
     linearInputGrad(kernels, dv, T, w.v, dxn, s, true);
+    if (aq) actQuantBackward(aq.aq, act.xn, T, dim, dxn, dxn);
+    if (options.dNorms) normWeightGrad(act.x, act.inv1, dxn, T, dim, options.dNorms.attn);
     const dx = options.dx;
+    if (!dx) return;
     dx.set(dh);
     rmsnormBackward(act.x, T, w.attnNorm, act.inv1, dxn, dx);
   }
@@ -210,7 +259,9 @@ export function blockBackward(
 
 /**
  * Forward, squared-error loss `lossScale · Σ (out − target)²` against `target` (`[T][dim]`), and
- * backward: adds the weight gradients of that loss to `grads` and returns the loss.
+ * backward: adds the weight gradients of that loss to `grads` and returns the loss. `extra.aq`
+ * quantizes the linears' inputs (see {@linkcode blockForward}); `extra.dNorms` also receives the
+ * RMSNorm weight gradients.
  *
  * @example Gradient of one window's mean squared error
  * ```ts ignore
@@ -225,12 +276,16 @@ export function blockForwardBackward(
   kernels: Kernels,
   grads: LinearGrads,
   scratch?: LinearScratch,
+  extra: Pick<BlockBackwardOptions, "dNorms"> & { readonly aq?: ActivationQuantization } = {},
 ): number {
-  const act = blockForward(w, c, data.x, data.T, kernels);
+  const act = blockForward(w, c, data.x, data.T, kernels, extra.aq);
   const n = data.T * c.dim;
   const scale = data.lossScale ?? 1 / n;
   const dOut = new Float32Array(n);
   const loss = squaredError(act.out, data.target.subarray(0, n), scale, dOut);
-  blockBackward(w, c, act, dOut, kernels, grads, scratch ? { scratch } : {});
+  blockBackward(w, c, act, dOut, kernels, grads, {
+    ...(scratch ? { scratch } : {}),
+    ...(extra.dNorms ? { dNorms: extra.dNorms } : {}),
+  });
   return loss;
 }

@@ -138,3 +138,57 @@ Deno.test("blockForwardBackward: zero loss and zero gradient when the target is 
   const loss = blockForwardBackward(w, config, { x, target: shifted, T }, refKernels, grads);
   assertClose([loss], [0.25], 1e-6, 0, "mse of a constant 0.5 offset");
 });
+
+Deno.test("blockBackward: RMSNorm weight gradients (dNorms) match finite-difference directional derivatives", () => {
+  const { config, layer } = synthetic("interleaved", 400);
+  const w = blockWeights(layer);
+  const T = 6;
+  const x = Float32Array.from(random64(T * 16, 17, 1));
+  const r = random64(T * 16, 18, 1);
+  const loss = () => dot(r, blockForward(w, config, x, T, refKernels).out);
+  const act = blockForward(w, config, x, T, refKernels);
+  const dNorms = { attn: new Float64Array(16), mlp: new Float64Array(16) };
+  blockBackward(w, config, act, Float32Array.from(r), refKernels, zeroLinearGrads(w), { dNorms });
+  for (
+    const [name, p, g] of [["attn", w.attnNorm, dNorms.attn], [
+      "mlp",
+      w.mlpNorm,
+      dNorms.mlp,
+    ]] as const
+  ) {
+    const d = random64(16, name === "attn" ? 19 : 20, 1);
+    const fd = directionalGrad(loss, p, d, 1e-3);
+    const an = dot(g, d);
+    assert.ok(Math.abs(fd - an) <= 2e-3 * Math.abs(an) + 1e-3, `${name}: ${an} vs ${fd}`);
+  }
+});
+
+Deno.test("blockForward with an activation quantizer equals layerForward of a model carrying it (per-token, sym and asym)", () => {
+  const { config, layer } = synthetic("half", 500);
+  const T = 9;
+  const x = Float32Array.from(random64(T * 16, 21, 1));
+  for (const symmetric of [true, false]) {
+    const activations = {
+      bits: 4,
+      kernel: "uniform" as const,
+      options: { granularity: "token" as const, static: false, symmetric, clip: 1, bmm: false },
+    };
+    const expected = x.slice();
+    const model = {
+      config,
+      weights: {
+        embed: { rows: 8, cols: 16, data: new Float32Array(128) },
+        layers: [layer],
+        norm: new Float32Array(16),
+        lmHead: { rows: 8, cols: 16, data: new Float32Array(128) },
+        activations,
+      },
+    };
+    layerForward(model, 0, expected, T, createKvCache(config, T), refKernels);
+    const act = blockForward(blockWeights(layer), config, x, T, refKernels, activations);
+    assert.ok(relDiff(act.out, expected) < 1e-6, `${symmetric}: ${relDiff(act.out, expected)}`);
+    // Quantization changed the output (the test would pass vacuously otherwise).
+    const float = blockForward(blockWeights(layer), config, x, T, refKernels);
+    assert.ok(relDiff(act.out, float.out) > 1e-3);
+  }
+});

@@ -15,8 +15,13 @@
  * optimized code and load from other processes affects all alike) of: `forward` (the
  * differentiable forward, which keeps activations), `layerForward` (the inference forward of
  * `models/forward.ts`), `forward+backward` (`blockForward` then `blockBackward` of an MSE
- * gradient), and the FlexRound extra (fake-quantizing the seven linears and the STE backward to
- * the rounding parameters), each with its ratio to `forward`.
+ * gradient), the FlexRound extra (fake-quantizing the seven linears and the STE backward to
+ * the rounding parameters) and the AffineQuant extra (truncation, masks, inverses, merging the
+ * transforms into the seven linears, LWC, and the backward of all of it to the transforms and
+ * clipping factors, at the last epoch's full mask), each with its ratio to `forward`. AffineQuant
+ * runs with its weight-only setting (full `dim × dim` q/k/v and gate/up matrices) on stories260K
+ * and with diagonal q/k/v and gate/up transforms on the synthetic block (its W·A setting: float64
+ * `768 × 768` products in TypeScript would dominate the measurement).
  *
  * @module
  */
@@ -30,6 +35,7 @@ import type { Kernels } from "../kernels/types.ts";
 import { createKvCache, layerForward } from "../models/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix } from "../models/types.ts";
 import { flexRoundLearner } from "../methods/flexround_learner.ts";
+import { affineQuantLearner } from "../methods/affinequant_learner.ts";
 import { stories260K } from "../testing/stories.ts";
 import { randomMatrix } from "../testing/random.ts";
 
@@ -99,6 +105,7 @@ function measure(
   kernels: Kernels,
   reps: number,
   warmup: number,
+  lnMatrix: boolean,
 ) {
   const w = denseBlockWeights(layer);
   const x = randomMatrix(T * config.dim, 77, 1);
@@ -116,7 +123,19 @@ function measure(
   const learner = flexRoundLearner(layer, { bits: 3, symmetric: false, clipping: false }, kernels);
   const grads = learner.params.map((p) => new Float64Array(p.length));
   const dW = zeroLinearGrads(w);
-  const [fwd, inf, fb, fq] = timeAll(
+  const kv = config.nKvHeads * config.headDim;
+  const ones = (n: number) => new Float32Array(n).fill(1);
+  const epochs = 2;
+  const affine = affineQuantLearner(
+    layer,
+    config,
+    { bits: 3, symmetric: false, lnMatrix, qkMatrix: true, sf: 0.01, epochs, letLrScale: 0.5 },
+    { qkv: ones(config.dim), fc1: ones(config.dim), out: ones(kv) },
+    kernels,
+  );
+  const affineGrads = affine.params.map((p) => new Float64Array(p.length));
+  const dNorms = { attn: new Float64Array(config.dim), mlp: new Float64Array(config.dim) };
+  const [fwd, inf, fb, fq, aq] = timeAll(
     [
       () => blockForward(w, config, x, T, kernels),
       () => layerForward(model, 0, x.slice(), T, createKvCache(config, T), kernels),
@@ -128,13 +147,17 @@ function measure(
         learner.weights();
         learner.backward(dW, grads);
       },
+      () => {
+        affine.weights(epochs - 1);
+        affine.backward(dW, affineGrads, dNorms);
+      },
     ],
     reps,
     warmup,
-  ) as [number, number, number, number];
+  ) as [number, number, number, number, number];
   const row = (what: string, ms: number) =>
     console.log(
-      `${name.padEnd(14)} ${what.padEnd(40)} ${ms.toFixed(2).padStart(9)} ms  ${
+      `${name.padEnd(14)} ${what.padEnd(48)} ${ms.toFixed(2).padStart(9)} ms  ${
         (ms / fwd).toFixed(2).padStart(6)
       }× forward`,
     );
@@ -142,6 +165,7 @@ function measure(
   row("layerForward (inference)", inf);
   row("forward+backward", fb);
   row("FlexRound fake-quant fwd+bwd (per step)", fq);
+  row(`AffineQuant transforms+LWC fwd+bwd${lnMatrix ? "" : " (diag LN)"}`, aq);
 }
 
 const { values: args } = parseArgs({
@@ -157,6 +181,15 @@ const T = Number(args.tokens);
 const reps = Number(args.reps);
 console.log(`backend ${kernels.id}, ${T} tokens, median of ${reps}`);
 const model = await stories260K();
-measure("stories260K", model.config, model.weights.layers[0]!, T, kernels, reps, 20);
+measure("stories260K", model.config, model.weights.layers[0]!, T, kernels, reps, 20, true);
 const syn = syntheticBlock();
-measure("synthetic-768", syn.config, syn.layer, T, kernels, Math.max(1, Math.min(reps, 3)), 2);
+measure(
+  "synthetic-768",
+  syn.config,
+  syn.layer,
+  T,
+  kernels,
+  Math.max(1, Math.min(reps, 3)),
+  2,
+  false,
+);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { expandMatrix, parseGroups, parseIntList, parsePreset } from "./matrix.ts";
 import { quantLabel } from "../methods/types.ts";
 
-Deno.test("the w2-w8 preset: FP32, RTN W2–W8, GPTQ W2,W3,W4,W8 and FlexRound W2–W4, per-channel and g32", async () => {
+Deno.test("the w2-w8 preset: FP32, RTN W2–W8, GPTQ W2,W3,W4,W8 and FlexRound W2–W4, per-channel and g32; AffineQuant W2–W4 per-channel", async () => {
   const file = new URL("./presets/w2-w8.json", import.meta.url);
   const spec = parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
   const cells = expandMatrix(spec);
@@ -34,6 +34,9 @@ Deno.test("the w2-w8 preset: FP32, RTN W2–W8, GPTQ W2,W3,W4,W8 and FlexRound W
     "flexround:epochs=1 W3A16g32",
     "flexround:epochs=1 W4A16",
     "flexround:epochs=1 W4A16g32",
+    "affinequant:epochs=2 W2A16",
+    "affinequant:epochs=2 W3A16",
+    "affinequant:epochs=2 W4A16",
   ]);
   assert.ok(cells.every((c) => c.model === "stories260K" && c.task === "tinystories:eval"));
   assert.deepEqual(spec.calibration, { source: "tinystories", samples: 128, seqLen: 256, seed: 0 });

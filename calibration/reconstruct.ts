@@ -15,10 +15,17 @@
  *    every epoch are recorded.
  * 3. **NaN/Inf guard**: a non-finite loss or gradient stops the block at once; the learner is
  *    reset to its initial state (for FlexRound: round-to-nearest) and the block is reported as
- *    diverged, with the step.
+ *    diverged, with the step. A learner that throws {@linkcode BlockDivergedError} (AffineQuant's
+ *    singular affine matrix) is handled the same way, with its message.
  * 4. **Fold**: the learner's final quantized linears (dequantized float32 and packed codes)
  *    replace the block's weights; the `quant` stream goes through the folded block (its loss
  *    against the target is the block's final loss), the `fp` stream becomes the targets.
+ *
+ * Options beyond FlexRound's: a constant learning rate (`schedule`; OmniQuant-family methods have
+ * no scheduler), per-tensor rate multipliers from the learner (parameter groups), RMSNorm weight
+ * gradients for learners that fold scales into the norms (`normGrads`, `foldNorms`), and an
+ * activation quantizer (`activations`) applied in training, in the initial and final losses and in
+ * the quantized stream of weight-activation cells.
  *
  * The loss before training and the folded pass run the inference forward (`layerForward`);
  * training runs the differentiable block, whose forward equals it (tested to 1e-5). Every linear
@@ -37,8 +44,10 @@
 
 import { uniformInt } from "pure-rand/distribution/uniformInt";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import type { ActivationQuantization } from "../core/act_quantizer.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import type { PackedWeight } from "../core/quantizer.ts";
+import { checkTrainableActQuant } from "../autodiff/act_quant.ts";
 import { Adam } from "../autodiff/adam.ts";
 import {
   blockForwardBackward,
@@ -74,16 +83,44 @@ export interface FoldedLinear {
   readonly packed?: PackedWeight;
 }
 
+/**
+ * Thrown by a learner when its parameters have become unusable (e.g. a singular affine matrix):
+ * the driver treats it like a non-finite loss (stop, fall back, report the message per block).
+ */
+export class BlockDivergedError extends Error {
+  /** Creates the error with the reason recorded in the block's report. */
+  constructor(message: string) {
+    super(message);
+    this.name = "BlockDivergedError";
+  }
+}
+
 /** What a method learns for one block. */
 export interface BlockLearner {
   /** Trainable tensors (updated in place by the optimizer). */
   readonly params: readonly Vec[];
-  /** The block's weights for the current parameter values. */
-  weights(): BlockWeights;
-  /** Adds `∂L/∂params` (same order as `params`) given `∂L/∂W` of the seven linears. */
-  backward(dW: LinearGrads, grads: readonly Vec[]): void;
+  /** Multiplier of the learning rate per entry of `params` (parameter groups; default 1). */
+  readonly lrScale?: readonly number[];
+  /** Whether `backward` needs the gradients of the two RMSNorm weights. */
+  readonly normGrads?: boolean;
+  /**
+   * The block's weights for the current parameter values; `epoch` (0-based) lets a learner
+   * follow a schedule (AffineQuant's gradual mask). May throw {@linkcode BlockDivergedError}.
+   */
+  weights(epoch?: number): BlockWeights;
+  /**
+   * Adds `∂L/∂params` (same order as `params`) given `∂L/∂W` of the seven linears (and, when
+   * `normGrads`, of the norm weights).
+   */
+  backward(
+    dW: LinearGrads,
+    grads: readonly Vec[],
+    dNorms?: { readonly attn: Float64Array; readonly mlp: Float64Array },
+  ): void;
   /** The quantized linears for the current parameter values. */
   fold(): Record<LinearKind, FoldedLinear>;
+  /** The RMSNorm weights that go with the folded linears (absent: unchanged). */
+  foldNorms?(): { readonly attnNorm: Float32Array; readonly mlpNorm: Float32Array };
   /** Back to the initial parameter values (the NaN/Inf guard's fallback). */
   reset(): void;
 }
@@ -106,6 +143,13 @@ export interface ReconstructionOptions {
   readonly onProgress?: (done: number, total: number) => void;
   /** Test hook: the loss of this optimizer step (0-based) of this block becomes NaN. */
   readonly injectNaN?: { readonly block: number; readonly step: number };
+  /** Learning-rate schedule: `cosine` to 0 over all steps (default) or `constant`. */
+  readonly schedule?: "cosine" | "constant";
+  /**
+   * Activation quantizer of weight-activation cells: applied in training, in the initial and
+   * final losses and in the quantized stream (per-token dynamic only).
+   */
+  readonly activations?: ActivationQuantization;
 }
 
 /** What happened to one block. */
@@ -217,6 +261,8 @@ export function reconstructBlocks(
   options: ReconstructionOptions,
 ): ReconstructionResult {
   validateReconstructionOptions(options);
+  const aq = options.activations;
+  if (aq) checkTrainableActQuant(aq);
   const { config } = model;
   const { kernels } = options;
   if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
@@ -252,7 +298,7 @@ export function reconstructBlocks(
       each: (out: Float32Array, n: number) => void,
       observe?: LinearObserver,
     ) => {
-      const m = { config, weights };
+      const m = { config, weights: aq ? { ...weights, activations: aq } : weights };
       quant.forEach((x, n) => {
         const y = x.slice();
         const T = x.length / dim;
@@ -266,9 +312,17 @@ export function reconstructBlocks(
     // 2. Learn.
     const lrn = learner(layers[l]!, l, kernels);
     let initialLoss = 0;
-    runQuant(withBlock(layers, l, lrn.weights()), (out, n) => initialLoss += lossOf(out, n));
+    runQuant(withBlock(layers, l, lrn.weights(0)), (out, n) => initialLoss += lossOf(out, n));
     const grads = lrn.params.map((p) => new Float64Array(p.length));
-    const opt = new Adam(lrn.params, { lr: options.lr, steps: totalSteps });
+    const opt = new Adam(lrn.params, {
+      lr: options.lr,
+      steps: totalSteps,
+      ...(options.schedule ? { schedule: options.schedule } : {}),
+      ...(lrn.lrScale ? { lrScale: lrn.lrScale } : {}),
+    });
+    const dNorms = lrn.normGrads
+      ? { attn: new Float64Array(config.dim), mlp: new Float64Array(config.dim) }
+      : undefined;
     const rng = xoroshiro128plus(options.seed * 7919 + l);
     const epochLosses: number[] = [];
     let diverged: string | undefined;
@@ -278,8 +332,18 @@ export function reconstructBlocks(
       let epochSum = 0;
       for (let b = 0; b < stepsPerEpoch; b++) {
         const batch = order.slice(b * options.batchSize, (b + 1) * options.batchSize);
-        const w = lrn.weights();
+        let w: BlockWeights;
+        try {
+          w = lrn.weights(e);
+        } catch (err) {
+          if (!(err instanceof BlockDivergedError)) throw err;
+          diverged = `${err.message} at step ${step} (epoch ${e})`;
+          lrn.reset();
+          break train;
+        }
         const dW = zeroLinearGrads(w);
+        dNorms?.attn.fill(0);
+        dNorms?.mlp.fill(0);
         let loss = 0;
         for (const n of batch) {
           const x = quant[n]!;
@@ -292,11 +356,12 @@ export function reconstructBlocks(
             kernels,
             dW,
             scratch,
+            { ...(aq ? { aq } : {}), ...(dNorms ? { dNorms } : {}) },
           );
         }
         if (options.injectNaN?.block === l && options.injectNaN.step === step) loss = NaN;
         for (const g of grads) g.fill(0);
-        lrn.backward(dW, grads);
+        lrn.backward(dW, grads, dNorms);
         if (!Number.isFinite(loss) || !allFinite(grads)) {
           diverged = `non-finite ${Number.isFinite(loss) ? "gradient" : `loss (${loss})`} at ` +
             `step ${step} (epoch ${e})`;
@@ -316,6 +381,7 @@ export function reconstructBlocks(
     const mlp = original.mlp as DenseMlp;
     layers[l] = {
       ...original,
+      ...(lrn.foldNorms ? lrn.foldNorms() : {}),
       q: folded.q.matrix,
       k: folded.k.matrix,
       v: folded.v.matrix,

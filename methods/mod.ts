@@ -6,6 +6,7 @@
  */
 
 import { createRegistry, type Registry } from "../core/registry.ts";
+import { affinequant } from "./affinequant.ts";
 import { CHAIN_SEPARATOR, chainMethods } from "./chain.ts";
 import { crossquant } from "./crossquant.ts";
 import { eaquant } from "./eaquant.ts";
@@ -22,6 +23,7 @@ export const METHODS: Registry<Method> = createRegistry("method", [
   rtn,
   gptq,
   flexround,
+  affinequant,
   smoothquant,
   crossquant,
   eaquant,
