@@ -199,6 +199,11 @@ export function denseBlockWeights(layer: LlamaLayer): BlockWeights {
   if (layer.mlp.kind !== "dense") {
     throw new UnsupportedConfigError("Block reconstruction of MoE blocks is not implemented yet");
   }
+  if (layer.qBias || layer.kBias || layer.vBias || layer.qNorm || layer.kNorm) {
+    throw new UnsupportedConfigError(
+      "Block reconstruction of blocks with q/k/v biases or q/k norms is not implemented yet",
+    );
+  }
   const { attnNorm, mlpNorm, q, k, v, o } = layer;
   return {
     attnNorm,
