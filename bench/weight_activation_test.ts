@@ -11,13 +11,15 @@ const preset = async (id: string) => {
   return parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
 };
 
-Deno.test("the wa preset: exactly W8A8, W6A6, W4A8, W4A4 for every method but AffineQuant (W4A8, W4A4), per-token symmetric activations", async () => {
+Deno.test("the wa preset: exactly W8A8, W6A6, W4A8, W4A4 for every method but AffineQuant and FlexRound (W4A8, W4A4), per-token symmetric activations", async () => {
   const cells = expandMatrix(await preset("wa"));
-  assert.equal(cells.length, 1 + 5 * 4 + 2);
-  assert.deepEqual(
-    cells.filter((c) => c.method.startsWith("affinequant")).map((c) => quantLabel(c.quant)),
-    ["W4A8s", "W4A4s"],
-  );
+  assert.equal(cells.length, 1 + 5 * 4 + 2 + 2);
+  for (const id of ["affinequant", "flexround"]) {
+    assert.deepEqual(
+      cells.filter((c) => c.method.startsWith(id)).map((c) => quantLabel(c.quant)),
+      ["W4A8s", "W4A4s"],
+    );
+  }
   const labels = cells.filter((c) => c.method === "smoothquant+gptq").map((c) =>
     quantLabel(c.quant)
   );

@@ -19,6 +19,12 @@
  * - `clipping` false: official W3/W4A16 (min-max initial grid, i.e. the RTN grid);
  * - per-channel asymmetric, block-wise (`transformer_block_size=1`), rounding loss 0.
  *
+ * Weight-activation cells (A < 16; the official code's `--act_quant` settings, e.g. LRQ's W4A8):
+ * the block is trained through the cell's per-token dynamic activation quantizer (the same one
+ * evaluation attaches, with a straight-through estimator), in the quantized stream only, as the
+ * official reconstruction quantizes activations of the quantized model; the official static
+ * per-tensor activation scales are not reproduced (per-token dynamic instead).
+ *
  * Deviations: float32 training (official `recon_fp16` autocast); windows start with BOS (see
  * `calibration/set.ts`); per-group quantization is an extension (one `δ₁`, zero per group); MSE
  * is the mean over all elements (a constant multiple of the official `lp_loss`).
@@ -27,6 +33,7 @@
  */
 
 import { UnsupportedConfigError } from "../core/errors.ts";
+import { DEFAULT_ACT_OPTIONS, validateActQuant } from "../core/act_quantizer.ts";
 import { reconstructBlocks, type ReconstructionOptions } from "../calibration/reconstruct.ts";
 import { flexRoundLearner } from "./flexround_learner.ts";
 import {
@@ -48,10 +55,10 @@ export const flexround: Method = {
   id: "flexround",
   title: "FlexRound",
   taxonomy: "optimization",
-  scope: "weight-only",
+  scope: "weight-activation",
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
-  aBits: [16],
+  aBits: [4, 5, 6, 7, 8, 16],
   relativeCost: 4,
   needsCalibration: true,
   reference:
@@ -122,11 +129,10 @@ export function quantizeFlexRound(
       `Parameter "batchSize" of "flexround" must be a positive integer, got ${batchSize}`,
     );
   }
-  if (q.aBits < 16) {
-    throw new UnsupportedConfigError(
-      `flexround here quantizes weights only; A${q.aBits} needs another method`,
-    );
-  }
+  const act = q.aBits < 16
+    ? { bits: q.aBits, kernel: "uniform" as const, options: q.act ?? DEFAULT_ACT_OPTIONS }
+    : undefined;
+  if (act) validateActQuant(act.bits, act.options);
   if (q.granularity === "tensor") {
     throw new UnsupportedConfigError(
       "flexround quantizes per output channel or per group, not per tensor",
@@ -150,6 +156,7 @@ export function quantizeFlexRound(
       batchSize,
       lr,
       seed: params.seed as number,
+      ...(act ? { activations: act } : {}),
       ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
       ...(hooks.injectNaN ? { injectNaN: hooks.injectNaN } : {}),
     },

@@ -10,6 +10,8 @@ import { flexround, quantizeFlexRound } from "./flexround.ts";
 import { METHODS } from "./mod.ts";
 import { rtn } from "./rtn.ts";
 import { type QuantConfig, resolveParams } from "./types.ts";
+import { applyActivationQuant } from "./activations.ts";
+import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 
 const dataDir = sharedPath("data");
 /** Evaluation windows of the eval half (of 389), as in the GPTQ test. */
@@ -53,10 +55,10 @@ Deno.test("FlexRound beats RTN at W3 and W4 per-channel: perplexity on the eval 
   }
 });
 
-Deno.test("flexround: registered as an optimization-class weight-only method; bad parameters and configurations are refused before compute", async () => {
+Deno.test("flexround: registered as an optimization-class method; bad parameters and configurations are refused before compute", async () => {
   const m = METHODS.get("flexround");
   assert.equal(m.taxonomy, "optimization");
-  assert.equal(m.scope, "weight-only");
+  assert.equal(m.scope, "weight-activation");
   assert.equal(m.needsCalibration, true);
   const model = await stories260K();
   const kernels = await wasmKernels();
@@ -88,9 +90,15 @@ Deno.test("flexround: registered as an optimization-class weight-only method; ba
     flexround.quantize(model, { ...q, granularity: "tensor" }, resolveParams(flexround), ctx),
     /not per tensor/,
   );
+  // Training goes through per-token dynamic activation quantizers only.
   await assert.rejects(
-    flexround.quantize(model, { ...q, aBits: 8 }, resolveParams(flexround), ctx),
-    /weights only/,
+    flexround.quantize(
+      model,
+      { ...q, aBits: 8, act: { ...DEFAULT_ACT_OPTIONS, granularity: "tensor", static: true } },
+      resolveParams(flexround),
+      ctx,
+    ),
+    /static/,
   );
   await assert.rejects(
     flexround.quantize(model, q, resolveParams(flexround), { kernels }),
@@ -127,4 +135,30 @@ Deno.test("flexround is deterministic for a seed (packed codes and notes' losses
   assert.deepEqual(a.diagnostics!.statTotals, b.diagnostics!.statTotals);
   // g32: one scale per 32 input columns (down has 172 inputs: 6 groups).
   assert.equal(a.packed.get("layers.0.down")!.groupsPerRow, 6);
+});
+
+Deno.test("FlexRound trained through the cell's activation quantizer beats RTN at W4A8 (both evaluated with A8 activations)", async () => {
+  const model = await stories260K();
+  const kernels = await wasmKernels();
+  const calib = await drawCalibrationSet(CALIB, model.tokenizer, model.config.maxSeqLen, dataDir);
+  const q: QuantConfig = {
+    wBits: 4,
+    aBits: 8,
+    granularity: "channel",
+    symmetric: false,
+    act: DEFAULT_ACT_OPTIONS,
+  };
+  const ctx = { kernels, calibration: calib };
+  const r = applyActivationQuant(await rtn.quantize(model, q, {}, ctx), q, ctx);
+  const f = applyActivationQuant(
+    await flexround.quantize(model, q, resolveParams(flexround, { epochs: 2 }), ctx),
+    q,
+    ctx,
+  );
+  assert.equal(f.weights.activations?.bits, 8);
+  const pr = await evalPpl(r.weights), pf = await evalPpl(f.weights);
+  assert.ok(pf < pr, `W4A8: FlexRound ppl ${pf} should be below RTN ${pr}`);
+  assert.ok(
+    f.diagnostics!.statTotals.reconLossFinal! < f.diagnostics!.statTotals.reconLossInitial!,
+  );
 });
