@@ -55,7 +55,7 @@
 
 import { collectActivationStats } from "../calibration/act_stats.ts";
 import { reconstructBlocks, type ReconstructionOptions } from "../calibration/reconstruct.ts";
-import { DEFAULT_ACT_OPTIONS, validateActQuant } from "../core/act_quantizer.ts";
+import { reconstructionSetup } from "./reconstruction_setup.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import type { Matrix } from "../models/types.ts";
 import {
@@ -195,37 +195,13 @@ export function quantizeAffineQuant(
 ): QuantizedModel {
   const lwcLr = positive("lwcLr", params.lwcLr as number);
   const letLr = positive("letLr", params.letLr as number);
-  const epochs = params.epochs as number;
-  const batchSize = params.batchSize as number;
   const sf = params.sf as number;
   const alpha = params.alpha as number;
-  if (!Number.isInteger(epochs) || epochs < 1) {
-    throw new RangeError(
-      `Parameter "epochs" of "affinequant" must be a positive integer, got ${epochs}`,
-    );
-  }
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new RangeError(
-      `Parameter "batchSize" of "affinequant" must be a positive integer, got ${batchSize}`,
-    );
-  }
   if (!(sf > 0 && sf <= 1)) {
     throw new RangeError(`Parameter "sf" of "affinequant" must be in (0, 1], got ${sf}`);
   }
-  if (q.granularity === "tensor") {
-    throw new UnsupportedConfigError(
-      "affinequant quantizes weights per output channel or per group, not per tensor",
-    );
-  }
-  const calib = ctx.calibration;
-  if (!calib) {
-    throw new TypeError("affinequant needs a calibration set (MethodContext.calibration)");
-  }
-  const quantAct = q.aBits < 16;
-  const act = quantAct
-    ? { bits: q.aBits, kernel: "uniform" as const, options: q.act ?? DEFAULT_ACT_OPTIONS }
-    : undefined;
-  if (act) validateActQuant(act.bits, act.options);
+  const { epochs, batchSize, calib, act } = reconstructionSetup("affinequant", q, params, ctx);
+  const quantAct = act !== undefined;
   const lnMatrix = (params.lnMatrix as boolean) && !quantAct;
   const qkMatrix = params.qkMatrix as boolean;
   const { config } = model;

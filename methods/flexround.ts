@@ -32,8 +32,7 @@
  * @module
  */
 
-import { UnsupportedConfigError } from "../core/errors.ts";
-import { DEFAULT_ACT_OPTIONS, validateActQuant } from "../core/act_quantizer.ts";
+import { reconstructionSetup } from "./reconstruction_setup.ts";
 import { reconstructBlocks, type ReconstructionOptions } from "../calibration/reconstruct.ts";
 import { flexRoundLearner } from "./flexround_learner.ts";
 import {
@@ -103,8 +102,8 @@ export const flexround: Method = {
 
 /**
  * FlexRound on a whole model; `hooks` exist for tests. Throws a `RangeError` naming `lr`,
- * `epochs` or `batchSize` when not positive, `UnsupportedConfigError` for activation
- * quantization, per-tensor grids and MoE models.
+ * `epochs` or `batchSize` when not positive, `UnsupportedConfigError` for activation quantizers
+ * other than per-token dynamic, per-tensor grids and MoE models.
  */
 export function quantizeFlexRound(
   model: Parameters<Method["quantize"]>[0],
@@ -114,32 +113,10 @@ export function quantizeFlexRound(
   hooks: FlexRoundHooks = {},
 ): QuantizedModel {
   const lr = params.lr as number;
-  const epochs = params.epochs as number;
-  const batchSize = params.batchSize as number;
   if (!(lr > 0) || !Number.isFinite(lr)) {
     throw new RangeError(`Parameter "lr" of "flexround" must be positive, got ${lr}`);
   }
-  if (!Number.isInteger(epochs) || epochs < 1) {
-    throw new RangeError(
-      `Parameter "epochs" of "flexround" must be a positive integer, got ${epochs}`,
-    );
-  }
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new RangeError(
-      `Parameter "batchSize" of "flexround" must be a positive integer, got ${batchSize}`,
-    );
-  }
-  const act = q.aBits < 16
-    ? { bits: q.aBits, kernel: "uniform" as const, options: q.act ?? DEFAULT_ACT_OPTIONS }
-    : undefined;
-  if (act) validateActQuant(act.bits, act.options);
-  if (q.granularity === "tensor") {
-    throw new UnsupportedConfigError(
-      "flexround quantizes per output channel or per group, not per tensor",
-    );
-  }
-  const calib = ctx.calibration;
-  if (!calib) throw new TypeError("flexround needs a calibration set (MethodContext.calibration)");
+  const { epochs, batchSize, calib, act } = reconstructionSetup("flexround", q, params, ctx);
   const spec = {
     bits: q.wBits,
     ...(q.granularity === "group" ? { groupSize: q.groupSize! } : {}),
