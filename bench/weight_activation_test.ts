@@ -73,12 +73,12 @@ Deno.test("configurations, activation settings and chains parse, or fail naming 
   ]);
 });
 
-Deno.test("runMatrix(): weight-activation rows record the activation quantizer and its zero share; weight-only methods and impossible bits are unsupported", async () => {
+Deno.test("runMatrix(): weight-activation rows record the activation quantizer and its zero share; activation widths a method does not train through and impossible bits are unsupported", async () => {
   await using sb = await sandbox("lowbit-wa-");
   const rows = await runMatrix({
     id: "wa-test",
     models: ["stories260K"],
-    methods: ["rtn", "flexround", "smoothquant:alpha=0.6+gptq"],
+    methods: ["rtn", { method: "flexround", configs: ["W8A3"] }, "smoothquant:alpha=0.6+gptq"],
     bits: [8],
     groups: ["channel"],
     configs: ["W8A8", "W8A17", "W8A1"],
@@ -97,8 +97,12 @@ Deno.test("runMatrix(): weight-activation rows record the activation quantizer a
   assert.ok(zeros.value > 0 && zeros.value < 1 && zeros.n === 4);
   assert.deepEqual(Object.keys(rtn.activationZeros!.bySite).sort(), ["down", "gateup", "o", "qkv"]);
   assert.ok(rtn.calibration, "weight-activation cells record their calibration windows");
-  assert.equal(row("flexround", "W8A8s").status, "unsupported");
-  assert.match(row("flexround", "W8A8s").error!, /flexround supports .*A16, not W8A8s/);
+  // FlexRound trains through 4–8-bit activation quantizers only.
+  assert.equal(row("flexround", "W8A3s").status, "unsupported");
+  assert.match(
+    row("flexround", "W8A3s").error!,
+    /flexround supports .*A4\/5\/6\/7\/8\/16, not W8A3s/,
+  );
   for (const bad of ["W8A17s", "W8A1s"]) assert.equal(row("rtn", bad).status, "unsupported");
   const chain = row("smoothquant:alpha=0.6+gptq", "W8A8s");
   assert.equal(chain.status, "ok", chain.error ?? "");
