@@ -5,9 +5,9 @@
  * EAQuant quantizes its router itself (W8A8, with its KL-aligned clipping) and is left alone.
  *
  * Weights: per-row asymmetric min-max round-to-nearest at `wBits`, for the router `[E][dim]` and
- * the shared expert's gate `[1][dim]` (Qwen2-MoE). Activations: the router's input (and with it
- * the shared gate's) is fake-quantized at `aBits` (per-token, the cell's activation options),
- * apart from the experts' input, when `aBits` < 16.
+ * the shared expert's gate `[1][dim]` (Qwen2-MoE). Activations, in weight-activation cells: the
+ * router's input (and with it the shared gate's) gets its own copy, fake-quantized at `aBits`
+ * (per-token, the cell's activation options) or left in float when `aBits` is 16.
  *
  * @module
  */
@@ -40,7 +40,11 @@ export function parseRouterQuant(text: string, where = "--router"): RouterQuant 
     throw new SyntaxError(`${where}: expected "fp" or W<bits>A<bits> (e.g. W8A8), got "${t}"`);
   }
   const r = { wBits: Number(m[1]), aBits: Number(m[2]) };
-  validateRouterQuant(r);
+  try {
+    validateRouterQuant(r);
+  } catch (e) {
+    throw new RangeError(`${where}: ${(e as Error).message}`);
+  }
   return r;
 }
 
@@ -91,11 +95,12 @@ export function quantizeRouters(qm: QuantizedModel, r: RouterQuant): QuantizedMo
     ...qm,
     weights: { ...qm.weights, layers },
     routerQuantized: true,
-    ...(r.aBits < 16 ? { routerAbits: r.aBits } : {}),
+    // 16 bits: the router reads the float MLP input rather than the experts' quantized one.
+    routerAbits: r.aBits,
     notes: [
       ...qm.notes,
-      `router W${r.wBits}A${r.aBits}: per-row asymmetric min-max weights` +
-      (r.aBits < 16 ? `, its input at ${r.aBits} bits` : ""),
+      `router W${r.wBits}A${r.aBits}: per-row asymmetric min-max weights, ` +
+      (r.aBits < 16 ? `its input at ${r.aBits} bits` : "its input in float"),
     ],
   };
 }

@@ -17,8 +17,11 @@ Deno.test("parseRouterQuant: W8A8, fp, and bad settings name the flag", () => {
   assert.deepEqual(parseRouterQuant("W8A8"), { wBits: 8, aBits: 8 });
   assert.deepEqual(parseRouterQuant("W4A16"), { wBits: 4, aBits: 16 });
   assert.equal(parseRouterQuant("fp"), undefined);
-  assert.throws(() => parseRouterQuant("W9A8"), /router weight bits must be one of 2, .*8, got 9/);
-  assert.throws(() => parseRouterQuant("W8A1"), /router activation bits .* got 1/);
+  assert.throws(
+    () => parseRouterQuant("W9A8"),
+    /--router: router weight bits must be one of 2, .*8, got 9/,
+  );
+  assert.throws(() => parseRouterQuant("W8A1"), /--router: router activation bits .* got 1/);
   assert.throws(
     () => parseRouterQuant("8bit", 'preset.json: field "router"'),
     /preset\.json.*"8bit"/,
@@ -49,6 +52,10 @@ Deno.test("quantizeRouters: each router row lands on a 2^b-level grid; experts a
     });
     assert.match(out.notes.at(-1)!, new RegExp(`router W${bits}A8`));
   }
+  // 16 input bits: the router's own copy of its input stays in float (see the forward test below).
+  const a16 = quantizeRouters(qm, { wBits: 8, aBits: 16 });
+  assert.equal(a16.routerAbits, 16);
+  assert.match(a16.notes.at(-1)!, /its input in float/);
   // A method that quantized its own router is left alone, and says so.
   const own = quantizeRouters({ ...qm, routerQuantized: true }, { wBits: 4, aBits: 8 });
   assert.equal(own.weights, qm.weights);

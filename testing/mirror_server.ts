@@ -10,6 +10,14 @@
 import { join, resolve } from "node:path";
 import { sharedPath } from "./fixtures.ts";
 
+/** Content types by file extension (pages and modules need theirs); others are octet streams. */
+const CONTENT_TYPES: Record<string, string> = {
+  html: "text/html",
+  js: "text/javascript",
+  json: "application/json",
+  wasm: "application/wasm",
+};
+
 /** A running mirror. */
 export interface Mirror {
   /** Base URL, e.g. `http://127.0.0.1:41234`, to use as `HF_ENDPOINT`. */
@@ -21,8 +29,8 @@ export interface Mirror {
 }
 
 /**
- * Serves the files under `root` on 127.0.0.1 at a free port: GET and HEAD, `Content-Length`,
- * 404 for missing files, 400 for paths that try to leave `root`, 405 for other methods.
+ * Serves the files under `root` on 127.0.0.1 at a free port: GET and HEAD, `Content-Length`, a
+ * content type for `.html`/`.js`/`.json`/`.wasm` (browser tests), 404 for missing files, 400 for paths that try to leave `root`, 405 for other methods.
  *
  * @param root Directory to serve; default `../shared/hf-mirror` (see `testing/fixtures.ts`).
  * @returns The running mirror; call `close()` when done.
@@ -54,9 +62,10 @@ export function startMirror(root: string = sharedPath("hf-mirror")): Promise<Mir
     const info = await file.stat();
     if (!info.isFile || req.method === "HEAD") file.close();
     if (!info.isFile) return new Response("not found\n", { status: 404 });
+    const ext = segments.at(-1)!.split(".").pop()!;
     const headers = {
       "content-length": String(info.size),
-      "content-type": "application/octet-stream",
+      "content-type": CONTENT_TYPES[ext] ?? "application/octet-stream",
     };
     return new Response(req.method === "HEAD" ? null : file.readable, { headers });
   });

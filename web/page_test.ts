@@ -12,34 +12,10 @@ import puppeteer from "puppeteer-core";
 import { buildWeb } from "./build.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import { findChromium } from "../testing/chromium.ts";
+import { startMirror } from "../testing/mirror_server.ts";
 import type { PageResult } from "./app.ts";
 
 const chromium = findChromium();
-
-const TYPES: Record<string, string> = {
-  html: "text/html",
-  js: "text/javascript",
-  wasm: "application/wasm",
-  json: "application/json",
-};
-
-/** Serves `/app/…` from `appDir` and `/shared/…` from the shared fixtures. */
-function serve(appDir: string) {
-  const roots: Record<string, string> = { app: appDir, shared: sharedPath() };
-  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-    const path = decodeURIComponent(new URL(req.url).pathname);
-    const [, top, ...rest] = path.split("/");
-    const root = roots[top ?? ""];
-    if (!root || rest.includes("..")) return new Response("not found", { status: 404 });
-    try {
-      const body = await Deno.readFile(`${root}/${rest.join("/")}`);
-      const type = TYPES[path.split(".").pop() ?? ""] ?? "application/octet-stream";
-      return new Response(body, { headers: { "content-type": type } });
-    } catch {
-      return new Response("not found", { status: 404 });
-    }
-  });
-}
 
 async function cliRow(out: string): Promise<Record<string, { value: number }>> {
   const cmd = await new Deno.Command(Deno.execPath(), {
@@ -86,10 +62,13 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
+    // One static server for the page (/app) and the fixtures (/shared, a symlink).
     const dir = await Deno.makeTempDir({ prefix: "lowbit-web-" });
-    const server = serve(`${dir}/app`);
+    await Deno.mkdir(`${dir}/site`);
+    await Deno.symlink(sharedPath(), `${dir}/site/shared`);
+    const server = await startMirror(`${dir}/site`);
     try {
-      await buildWeb(`${dir}/app`);
+      await buildWeb(`${dir}/site/app`);
       const cli = await cliRow(`${dir}/cli`);
       const browser = await puppeteer.launch({
         executablePath: chromium,
@@ -113,7 +92,7 @@ Deno.test({
             backend,
             run: "1",
           });
-          await page.goto(`http://127.0.0.1:${server.addr.port}/app/index.html?${q}`);
+          await page.goto(`${server.endpoint}/app/index.html?${q}`);
           await page.waitForFunction(() => "lowbitResult" in globalThis, {
             timeout: 480_000,
             polling: 1000,
@@ -144,7 +123,7 @@ Deno.test({
         await browser.close();
       }
     } finally {
-      await server.shutdown();
+      await server.close();
       await Deno.remove(dir, { recursive: true });
     }
   },
