@@ -452,3 +452,6 @@ void attention_f32(int T, int start, int nHeads, int nKvHeads, int headDim, cons
     }
   }
 }
+
+/* Whole-window forward pass of a dense model over resident weights (window_forward.ts). */
+#include "forward.c"

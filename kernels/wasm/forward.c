@@ -1,0 +1,1 @@
+/* Included by kernels.c (one translation unit): the whole-window forward pass. */
