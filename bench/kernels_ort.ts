@@ -21,7 +21,9 @@ import { onnxMatMulModel } from "./onnx_matmul.ts";
 
 const SHAPES = [
   { name: "GEMM", m: 512, n: 768, k: 768 },
+  { name: "GEMM", m: 512, n: 3072, k: 768 },
   { name: "GEMM", m: 128, n: 4096, k: 4096 },
+  { name: "GEMM", m: 2048, n: 2048, k: 2048 },
   { name: "GEMV", m: 1, n: 4096, k: 4096 },
 ] as const;
 

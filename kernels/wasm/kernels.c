@@ -25,87 +25,146 @@ typedef unsigned int u32;
 #define MADD(a, b, c) wasm_f32x4_add(c, wasm_f32x4_mul(a, b))
 #endif
 
-#define MR 4
-#define NR 8
-#define KC 256
-#define MC 64
-
 /* ---------------------------------------------------------------- f32 GEMM ------------- */
 
-/* Pack A[m0 .. m0 + mc)[k0 .. k0 + kc) into MR-row panels [k][MR], zero rows past M. */
+/*
+ * Register tiles, sized for V8's x64 code (15 allocatable xmm registers; every memory access
+ * also pays an explicit bounds check where the engine has no trap handler, e.g. Deno):
+ * - plain SIMD128 (mul + add needs a temporary): MR = 4 rows x NR = 8 columns, 8 accumulators
+ *   fed by ONE vector load of the 4 rows of A per k and its 3 lane rotations (no broadcasts);
+ * - relaxed SIMD (fused, no temporary): MR = 6, 12 accumulators + 2 B vectors + 1 broadcast.
+ * KC and MC bound the blocks of A packed into the workspace (GEMM_WS floats, the same for every
+ * build; `GEMM_WS` in mod.ts): a B slice (KC x 8) and an A panel (KC x MR) stay in L1, the A block
+ * (MC x KC) in L2.
+ */
+#ifdef LOWBIT_RELAXED
+#define MR 6
+#define MC 132
+#else
+#define MR 4
+#define MC 128
+#endif
+#define NR 8
+#define KC 768
+#define GEMM_WS (132 * 768)
+_Static_assert(MC % MR == 0 && MC * KC <= GEMM_WS, "GEMM workspace");
+
+/* Pack A[0 .. mc)[0 .. kc) (row stride lda) into MR-row panels [k][MR], zero rows past mc. */
 static void pack_a(const float *a, int lda, int mc, int kc, float *ap) {
-  for (int i = 0; i < mc; i += MR) {
+  for (int i = 0; i < mc; i += MR, ap += MR * kc) {
     int rows = mc - i < MR ? mc - i : MR;
-    float *dst = ap + i * kc;
+    const float *r0 = a + i * lda, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+    int k = 0;
     if (rows == MR) {
-      const float *r0 = a + (i + 0) * lda, *r1 = a + (i + 1) * lda;
-      const float *r2 = a + (i + 2) * lda, *r3 = a + (i + 3) * lda;
-      for (int k = 0; k < kc; k++) {
-        dst[4 * k + 0] = r0[k];
-        dst[4 * k + 1] = r1[k];
-        dst[4 * k + 2] = r2[k];
-        dst[4 * k + 3] = r3[k];
+      /* 4 rows x 4 columns per step: one 4x4 transpose (rows 4 and 5 interleaved in pairs). */
+      for (; k + 4 <= kc; k += 4) {
+        v128_t x0 = wasm_v128_load(r0 + k), x1 = wasm_v128_load(r1 + k);
+        v128_t x2 = wasm_v128_load(r2 + k), x3 = wasm_v128_load(r3 + k);
+        v128_t t0 = wasm_i32x4_shuffle(x0, x1, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(x2, x3, 0, 4, 1, 5);
+        v128_t t2 = wasm_i32x4_shuffle(x0, x1, 2, 6, 3, 7), t3 = wasm_i32x4_shuffle(x2, x3, 2, 6, 3, 7);
+        float *d = ap + MR * k;
+        wasm_v128_store(d, wasm_i64x2_shuffle(t0, t1, 0, 2));
+        wasm_v128_store(d + MR, wasm_i64x2_shuffle(t0, t1, 1, 3));
+        wasm_v128_store(d + 2 * MR, wasm_i64x2_shuffle(t2, t3, 0, 2));
+        wasm_v128_store(d + 3 * MR, wasm_i64x2_shuffle(t2, t3, 1, 3));
+#if MR == 6
+        v128_t x4 = wasm_v128_load(r3 + lda + k), x5 = wasm_v128_load(r3 + 2 * lda + k);
+        v128_t lo = wasm_i32x4_shuffle(x4, x5, 0, 4, 1, 5), hi = wasm_i32x4_shuffle(x4, x5, 2, 6, 3, 7);
+        wasm_v128_store64_lane(d + 4, lo, 0);
+        wasm_v128_store64_lane(d + MR + 4, lo, 1);
+        wasm_v128_store64_lane(d + 2 * MR + 4, hi, 0);
+        wasm_v128_store64_lane(d + 3 * MR + 4, hi, 1);
+#endif
       }
-    } else {
-      for (int k = 0; k < kc; k++) {
-        for (int r = 0; r < MR; r++) dst[MR * k + r] = r < rows ? a[(i + r) * lda + k] : 0.0f;
-      }
+    }
+    for (; k < kc; k++) {
+      for (int r = 0; r < MR; r++) ap[MR * k + r] = r < rows ? r0[r * lda + k] : 0.0f;
     }
   }
 }
 
-/* C[MR][NR] (+)= Ap[kc][MR] x Bp[kc][NR]; writes only rows < mr and columns < nr. */
-static void micro_4x8(int kc, const float *ap, const float *bp, float *c, int ldc, int mr, int nr,
-                      int accumulate) {
-  v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00;
-  v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-  for (int k = 0; k < kc; k++) {
-    v128_t b0 = wasm_v128_load(bp + 8 * k);
-    v128_t b1 = wasm_v128_load(bp + 8 * k + 4);
-    v128_t a0 = wasm_v128_load32_splat(ap + 4 * k + 0);
-    c00 = MADD(a0, b0, c00);
-    c01 = MADD(a0, b1, c01);
-    v128_t a1 = wasm_v128_load32_splat(ap + 4 * k + 1);
-    c10 = MADD(a1, b0, c10);
-    c11 = MADD(a1, b1, c11);
-    v128_t a2 = wasm_v128_load32_splat(ap + 4 * k + 2);
-    c20 = MADD(a2, b0, c20);
-    c21 = MADD(a2, b1, c21);
-    v128_t a3 = wasm_v128_load32_splat(ap + 4 * k + 3);
-    c30 = MADD(a3, b0, c30);
-    c31 = MADD(a3, b1, c31);
+#if MR == 4
+/*
+ * One k step of the 4x8 tile: a = rows 0..3 of A at k, a_s its rotation by s lanes
+ * (a_s[i] = a[(i + s) % 4]); d_sj[i] accumulates C[(i + s) % 4][4j + i]. Each output gets the
+ * same products in the same order as with broadcasts; only its lane differs.
+ */
+#define TILE_STEP                                                                              \
+  {                                                                                            \
+    v128_t b0 = wasm_v128_load(bp), b1 = wasm_v128_load(bp + 4);                               \
+    v128_t a = wasm_v128_load(ap);                                                             \
+    d00 = MADD(a, b0, d00);                                                                    \
+    d01 = MADD(a, b1, d01);                                                                    \
+    v128_t a1 = wasm_i32x4_shuffle(a, a, 1, 2, 3, 0);                                          \
+    d10 = MADD(a1, b0, d10);                                                                   \
+    d11 = MADD(a1, b1, d11);                                                                   \
+    v128_t a2 = wasm_i32x4_shuffle(a, a, 2, 3, 0, 1);                                          \
+    d20 = MADD(a2, b0, d20);                                                                   \
+    d21 = MADD(a2, b1, d21);                                                                   \
+    v128_t a3 = wasm_i32x4_shuffle(a, a, 3, 0, 1, 2);                                          \
+    d30 = MADD(a3, b0, d30);                                                                   \
+    d31 = MADD(a3, b1, d31);                                                                   \
   }
+/* Row r of a column quad: lane i from d_{(r - i) % 4}, given x_s = d_{(r + s) % 4}. */
+#define UNROTATE(x0, x1, x2, x3)                                                               \
+  wasm_i32x4_shuffle(wasm_i32x4_shuffle(x0, x2, 0, 0, 6, 6),                                   \
+                     wasm_i32x4_shuffle(x3, x1, 1, 1, 7, 7), 0, 5, 2, 7)
+#define ROWS(X) X(0) X(1) X(2) X(3)
+#else
+/* One k step of the 6x8 tile: B row (2 vectors) times each broadcast A value. */
+#define TILE_ROW(r)                                                                            \
+  {                                                                                            \
+    v128_t a = wasm_v128_load32_splat(ap + (r));                                               \
+    c##r##0 = MADD(a, b0, c##r##0);                                                            \
+    c##r##1 = MADD(a, b1, c##r##1);                                                            \
+  }
+#define TILE_STEP                                                                              \
+  {                                                                                            \
+    v128_t b0 = wasm_v128_load(bp), b1 = wasm_v128_load(bp + 4);                               \
+    ROWS(TILE_ROW)                                                                             \
+  }
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define TILE_ZERO(r) v128_t c##r##0 = wasm_f32x4_splat(0), c##r##1 = c##r##0;
+#endif
+#define TILE_ADD(r)                                                                            \
+  c##r##0 = wasm_f32x4_add(c##r##0, wasm_v128_load(c + (r) * ldc));                            \
+  c##r##1 = wasm_f32x4_add(c##r##1, wasm_v128_load(c + (r) * ldc + 4));
+#define TILE_STORE(r)                                                                          \
+  wasm_v128_store(c + (r) * ldc, c##r##0);                                                     \
+  wasm_v128_store(c + (r) * ldc + 4, c##r##1);
+#define TILE_SPILL(r)                                                                          \
+  wasm_v128_store(tile + (r) * NR, c##r##0);                                                   \
+  wasm_v128_store(tile + (r) * NR + 4, c##r##1);
+
+/*
+ * C[MR][NR] (+)= Ap[kc][MR] x Bp[kc][NR]; writes only rows < mr and columns < nr. Not inlined by
+ * clang, which would interleave unrolled k steps and run out of registers; V8 unrolls the loop.
+ */
+static __attribute__((noinline)) void micro_kernel(int kc, const float *ap, const float *bp,
+                                                   float *c, int ldc, int mr, int nr,
+                                                   int accumulate) {
+#if MR == 4
+  v128_t d00 = wasm_f32x4_splat(0), d01 = d00, d10 = d00, d11 = d00;
+  v128_t d20 = d00, d21 = d00, d30 = d00, d31 = d00;
+#else
+  ROWS(TILE_ZERO)
+#endif
+  for (const float *end = bp + NR * kc; bp != end; bp += NR, ap += MR) TILE_STEP
+#if MR == 4
+  v128_t c00 = UNROTATE(d00, d10, d20, d30), c01 = UNROTATE(d01, d11, d21, d31);
+  v128_t c10 = UNROTATE(d10, d20, d30, d00), c11 = UNROTATE(d11, d21, d31, d01);
+  v128_t c20 = UNROTATE(d20, d30, d00, d10), c21 = UNROTATE(d21, d31, d01, d11);
+  v128_t c30 = UNROTATE(d30, d00, d10, d20), c31 = UNROTATE(d31, d01, d11, d21);
+#endif
   if (mr == MR && nr == NR) {
-    float *r0 = c, *r1 = c + ldc, *r2 = c + 2 * ldc, *r3 = c + 3 * ldc;
     if (accumulate) {
-      c00 = wasm_f32x4_add(c00, wasm_v128_load(r0));
-      c01 = wasm_f32x4_add(c01, wasm_v128_load(r0 + 4));
-      c10 = wasm_f32x4_add(c10, wasm_v128_load(r1));
-      c11 = wasm_f32x4_add(c11, wasm_v128_load(r1 + 4));
-      c20 = wasm_f32x4_add(c20, wasm_v128_load(r2));
-      c21 = wasm_f32x4_add(c21, wasm_v128_load(r2 + 4));
-      c30 = wasm_f32x4_add(c30, wasm_v128_load(r3));
-      c31 = wasm_f32x4_add(c31, wasm_v128_load(r3 + 4));
+      ROWS(TILE_ADD)
     }
-    wasm_v128_store(r0, c00);
-    wasm_v128_store(r0 + 4, c01);
-    wasm_v128_store(r1, c10);
-    wasm_v128_store(r1 + 4, c11);
-    wasm_v128_store(r2, c20);
-    wasm_v128_store(r2 + 4, c21);
-    wasm_v128_store(r3, c30);
-    wasm_v128_store(r3 + 4, c31);
+    ROWS(TILE_STORE)
     return;
   }
   float tile[MR * NR] __attribute__((aligned(16)));
-  wasm_v128_store(tile + 0, c00);
-  wasm_v128_store(tile + 4, c01);
-  wasm_v128_store(tile + 8, c10);
-  wasm_v128_store(tile + 12, c11);
-  wasm_v128_store(tile + 16, c20);
-  wasm_v128_store(tile + 20, c21);
-  wasm_v128_store(tile + 24, c30);
-  wasm_v128_store(tile + 28, c31);
+  ROWS(TILE_SPILL)
   for (int r = 0; r < mr; r++) {
     for (int j = 0; j < nr; j++) {
       float v = tile[r * NR + j];
@@ -114,22 +173,29 @@ static void micro_4x8(int kc, const float *ap, const float *bp, float *c, int ld
   }
 }
 
-/* out[m][n] = sum_k a[m][k] * w[n][k] with w in packed panels; ws holds MC * KC floats. */
+/* out[m][n] = sum_k a[m][k] * w[n][k] with w in packed panels; ws holds GEMM_WS floats. */
 /* Only panels [p0, p1) (output columns 8 * p0 .. 8 * p1): a share of the work for one thread. */
 EXPORT(gemm_f32)
 void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, float *ws, int p0,
               int p1) {
-  for (int pc = 0; pc < k; pc += KC) {
-    int kc = k - pc < KC ? k - pc : KC;
-    for (int ic = 0; ic < m; ic += MC) {
-      int mc = m - ic < MC ? m - ic : MC;
+  /*
+   * Blocks of equal size (at most KC columns, at most MC rows rounded up to MR): no short last
+   * block streaming all of B again for a few rows, no short pass over C.
+   */
+  int kblocks = (k + KC - 1) / KC, mblocks = (m + MC - 1) / MC;
+  int kb = (k + kblocks - 1) / kblocks;
+  int mb = ((m + mblocks - 1) / mblocks + MR - 1) / MR * MR;
+  for (int pc = 0; pc < k; pc += kb) {
+    int kc = k - pc < kb ? k - pc : kb;
+    for (int ic = 0; ic < m; ic += mb) {
+      int mc = m - ic < mb ? m - ic : mb;
       pack_a(a + ic * k + pc, k, mc, kc, ws);
       for (int p = p0; p < p1; p++) {
         const float *b = bp + ((long)p * k + pc) * NR;
         int nr = n - p * NR < NR ? n - p * NR : NR;
         for (int ir = 0; ir < mc; ir += MR) {
           int mr = mc - ir < MR ? mc - ir : MR;
-          micro_4x8(kc, ws + ir * kc, b, c + (ic + ir) * n + p * NR, n, mr, nr, pc > 0);
+          micro_kernel(kc, ws + ir * kc, b, c + (ic + ir) * n + p * NR, n, mr, nr, pc > 0);
         }
       }
     }

@@ -37,6 +37,7 @@ Deno.test("wasm matmul handles long rows (K = 4097, several K blocks) and many t
   check(1, 9, 4097, 100);
   check(3, 17, 4097, 101);
   check(130, 33, 300, 102);
+  check(300, 21, 70, 103); // several row blocks of A (at most 128 or 132 rows each)
 });
 
 Deno.test("wasm matmul reuses the cached weight copy and notices in-place changes", () => {

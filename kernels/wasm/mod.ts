@@ -36,8 +36,8 @@ import { KernelThreads, shareOf } from "./threads.ts";
 
 /** Output rows per packed f32 panel (NR in `kernels.c`). */
 const NR = 8;
-/** Floats of GEMM workspace: MC × KC in `kernels.c`. */
-const GEMM_WS = 64 * 256;
+/** Floats of GEMM workspace per thread: `GEMM_WS` in `kernels.c` (≥ MC × KC of every build). */
+const GEMM_WS = 132 * 768;
 /** Values sampled to notice a weight matrix changed in place since it was copied. */
 const SAMPLES = 16;
 /** Multiply-adds below which a call stays on one thread (waking workers costs ~10–50 µs). */
