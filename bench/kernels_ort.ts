@@ -7,8 +7,9 @@
  * one-node graph built in code (`onnx_matmul.ts`); ours reads them as stored, `[out][in]`.
  *
  * Usage: `deno run --allow-read --allow-env --allow-sys=loadavg bench/kernels_ort.ts
- * [--threads N] [--reps R]` (onnxruntime-web fixes its thread count once per process, so run once
- * per thread count). Ratios are meaningful only on an otherwise idle machine.
+ * [--threads N] [--reps R] [--fma]` (onnxruntime-web fixes its thread count once per process, so
+ * run once per thread count; `--fma`: our relaxed-SIMD build, one thread only). Ratios are
+ * meaningful only on an otherwise idle machine.
  *
  * @module
  */
@@ -35,12 +36,16 @@ function median(xs: number[]): number {
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { threads: { type: "string", default: "1" }, reps: { type: "string", default: "9" } },
+    options: {
+      threads: { type: "string", default: "1" },
+      reps: { type: "string", default: "9" },
+      fma: { type: "boolean", default: false },
+    },
   });
   const threads = Number(values.threads);
   const reps = Number(values.reps);
   ort.env.wasm.numThreads = threads;
-  const ours = await wasmKernels(threads > 1 ? { threads } : {});
+  const ours = await wasmKernels(threads > 1 ? { threads, fma: values.fma } : { fma: values.fma });
   console.log(`threads ${threads}, ${reps} runs each per shape; ours: ${ours.id}`);
   console.log("| shape | ours GFLOP/s | onnxruntime-web GFLOP/s | ours / ort |");
   console.log("| --- | ---: | ---: | ---: |");
