@@ -137,8 +137,9 @@ static void pack_a(const float *a, int lda, int mc, int kc, float *ap) {
   wasm_v128_store(tile + (r) * NR + 4, c##r##1);
 
 /*
- * C[MR][NR] (+)= Ap[kc][MR] x Bp[kc][NR]; writes only rows < mr and columns < nr. Not inlined by
- * clang, which would interleave unrolled k steps and run out of registers; V8 unrolls the loop.
+ * C[MR][NR] (+)= Ap[kc][MR] x Bp[kc][NR]; writes only rows < mr and columns < nr. Neither inlined
+ * nor unrolled by clang, which would interleave k steps and run out of registers (V8 inlines it
+ * and unrolls the loop by itself, one k step after the other).
  */
 static __attribute__((noinline)) void micro_kernel(int kc, const float *ap, const float *bp,
                                                    float *c, int ldc, int mr, int nr,
@@ -149,6 +150,7 @@ static __attribute__((noinline)) void micro_kernel(int kc, const float *ap, cons
 #else
   ROWS(TILE_ZERO)
 #endif
+#pragma clang loop unroll(disable)
   for (const float *end = bp + NR * kc; bp != end; bp += NR, ap += MR) TILE_STEP
 #if MR == 4
   v128_t c00 = UNROTATE(d00, d10, d20, d30), c01 = UNROTATE(d01, d11, d21, d31);
