@@ -52,8 +52,52 @@ export function windowUnsupported(model: ForwardModel): string | undefined {
 }
 
 /**
+ * Throws a `RangeError` naming the tensor when a weight's shape disagrees with the config: the
+ * WASM code trusts the descriptor, so a wrong shape must stop here, not read past a buffer.
+ */
+function checkShapes(model: ForwardModel): void {
+  const { config: c, weights: w } = model;
+  const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
+  if (c.nKvHeads < 1 || c.nHeads % c.nKvHeads !== 0) {
+    throw new RangeError(`forward: ${c.nHeads} heads are not a multiple of ${c.nKvHeads} KV heads`);
+  }
+  const mat = (m: Matrix, rows: number, cols: number, what: string) => {
+    if (m.rows !== rows || m.cols !== cols || m.data.length !== rows * cols) {
+      throw new RangeError(
+        `forward: ${what} is ${m.rows}×${m.cols} (${m.data.length} values), expected ` +
+          `${rows}×${cols} from the config`,
+      );
+    }
+  };
+  const vec = (v: Float32Array, what: string) => {
+    if (v.length !== c.dim) {
+      throw new RangeError(`forward: ${what} holds ${v.length} values, expected ${c.dim}`);
+    }
+  };
+  mat(w.embed, c.vocabSize, c.dim, "the token embedding");
+  mat(w.lmHead, c.vocabSize, c.dim, "the classifier");
+  vec(w.norm, "the final norm");
+  if (w.layers.length !== c.nLayers) {
+    throw new RangeError(`forward: ${w.layers.length} layers, expected ${c.nLayers}`);
+  }
+  for (const [i, l] of w.layers.entries()) {
+    if (l.mlp.kind !== "dense") continue;
+    mat(l.q, qDim, c.dim, `layer ${i} q`);
+    mat(l.k, kvDim, c.dim, `layer ${i} k`);
+    mat(l.v, kvDim, c.dim, `layer ${i} v`);
+    mat(l.o, c.dim, qDim, `layer ${i} o`);
+    mat(l.mlp.gate, c.hiddenDim, c.dim, `layer ${i} gate`);
+    mat(l.mlp.up, c.hiddenDim, c.dim, `layer ${i} up`);
+    mat(l.mlp.down, c.dim, c.hiddenDim, `layer ${i} down`);
+    vec(l.attnNorm, `layer ${i} attention norm`);
+    vec(l.mlpNorm, `layer ${i} MLP norm`);
+  }
+}
+
+/**
  * Log-probabilities `[window.length][vocab]` of `model` over `window` (BOS first), or undefined
- * when {@linkcode windowUnsupported}. Throws a `RangeError` on a token id outside the vocabulary.
+ * when {@linkcode windowUnsupported}. Throws a `RangeError` on a token id outside the vocabulary
+ * or a weight whose shape disagrees with the config.
  */
 export function windowForward(
   env: WindowForwardEnv,
@@ -61,6 +105,7 @@ export function windowForward(
   window: ArrayLike<number>,
 ): Float32Array | undefined {
   if (windowUnsupported(model) !== undefined) return undefined;
+  checkShapes(model);
   const { config: c, weights: w } = model;
   const T = window.length;
   const x = embedTokens(model, window);

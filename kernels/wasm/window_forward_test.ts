@@ -129,6 +129,22 @@ Deno.test("whole-window path refuses what it does not compute, and the seam fall
   const moe = { ...model, config: { ...model.config, moe: { nExperts: 2 } as never } };
   assert.match(windowUnsupported(moe)!, /Mixture-of-Experts/);
   assert.throws(() => kernels.windowLogProbs!(model, [1, 37]), /token id 37 at 1 is outside/);
+  // A weight of the wrong shape is named before any WASM code reads it.
+  const l0 = model.weights.layers[0]!;
+  const badLayer = { ...l0, o: matrix(48, 40, 1) };
+  const bad = {
+    ...model,
+    weights: { ...model.weights, layers: [badLayer, model.weights.layers[1]!] },
+  };
+  assert.throws(
+    () => kernels.windowLogProbs!(bad, window),
+    /layer 0 o is 48×40 \(1920 values\), expected 48×48 from the config/,
+  );
+  const shortNorm = {
+    ...model,
+    weights: { ...model.weights, norm: new Float32Array(47) },
+  };
+  assert.throws(() => kernels.windowLogProbs!(shortNorm, window), /final norm holds 47 values/);
   // A weight changed and forgotten is read again.
   const before = kernels.windowLogProbs!(model, window)!;
   model.weights.lmHead.data[0] = model.weights.lmHead.data[0]! + 1;
