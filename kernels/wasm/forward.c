@@ -23,8 +23,8 @@ EXPORT(fwd_scratch_floats)
 int fwd_scratch_floats(int T, const int *d) {
   const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = d[5];
   const int T4 = ceil4(T);
-  /* xn, q, k, v, kT, att, g, u, tmp, scores */
-  return T * dim + T * qDim + 2 * T * kvDim + kvDim * T4 + T * qDim + 2 * T * hidden +
+  /* xn, q, k, v, kT, vT, att, g, u, tmp, scores */
+  return T * dim + T * qDim + 2 * T * kvDim + 2 * kvDim * T4 + T * qDim + 2 * T * hidden +
          T * dim + T4 + 8;
 }
 
@@ -45,14 +45,34 @@ static void rope(float *v, int T, int heads, int hd, const float *cs, const floa
   }
 }
 
+/* [Σa, Σb, Σc, Σd]: the lane sums of four float vectors. */
+INLINE v128_t hsum4f(v128_t a, v128_t b, v128_t c, v128_t d) {
+  v128_t ab = wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 2, 6), wasm_i32x4_shuffle(a, b, 1, 5, 3, 7));
+  v128_t cd = wasm_f32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 2, 6), wasm_i32x4_shuffle(c, d, 1, 5, 3, 7));
+  return wasm_f32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
+}
+
+/* Probabilities of keys s..s+3 (e^(score − max), 0 past the query) from the stored scores. */
+INLINE v128_t probs4(const float *scores, int s, int full, int n, v128_t mx) {
+  v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + s), mx));
+  if (s == full) {
+    v128_t idx = wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(s));
+    e = wasm_v128_and(e, wasm_i32x4_lt(idx, wasm_i32x4_splat(n)));
+  }
+  return e;
+}
+
 /*
- * One query row of attention over keys 0..n−1: scores from kT [hd][T4] (q·k, scaled), softmax,
- * then Σ_s p_s · v_s into oh. Inlined with a constant hd for the common head sizes, so the
- * query's splats stay in registers. Four independent accumulators per dot product and four keys
- * per step of the value sum keep the adds' latency off the critical path.
+ * One query row of attention over keys 0..n−1, keys and values transposed per head (kt, vt:
+ * [hd][T4]): pass 1 stores the scaled scores q·k of four keys per vector and their max, pass 2
+ * their exponentials; then the probabilities of four keys multiply the four keys' values of each
+ * dimension, summed per lane and
+ * reduced once at the end (no per-key splats: V8 bounds-checks every WASM memory access, so
+ * loads are what to save). Inlined with a constant hd for the common head sizes, so the query's
+ * splats stay in registers.
  */
-INLINE void attend_row(const int hd, int n, int T4, int kvDim, const float *qh, const float *kt,
-                       const float *vh, float *oh, float *scores, float scale) {
+INLINE void attend_row(const int hd, int n, int T4, const float *qh, const float *kt,
+                       const float *vt, float *oh, float *scores, float scale) {
   v128_t qs[hd];
   for (int i = 0; i < hd; i++) qs[i] = wasm_f32x4_splat(qh[i] * scale);
   const int n4 = ceil4(n), full = n4 - 4; /* blocks before the last are entirely causal */
@@ -77,86 +97,67 @@ INLINE void attend_row(const int hd, int n, int T4, int kvDim, const float *qh, 
   mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
   mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
   v128_t sum4 = wasm_f32x4_splat(0);
-  for (int s = 0; s < full; s += 4) {
-    v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + s), mx));
+  for (int s = 0; s <= full; s += 4) {
+    v128_t e = probs4(scores, s, full, n, mx);
     wasm_v128_store(scores + s, e);
     sum4 = wasm_f32x4_add(sum4, e);
   }
-  {
-    v128_t idx = wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(full));
-    v128_t e = wasm_v128_and(exp4(wasm_f32x4_sub(wasm_v128_load(scores + full), mx)),
-                             wasm_i32x4_lt(idx, wasm_i32x4_splat(n)));
-    wasm_v128_store(scores + full, e);
-    sum4 = wasm_f32x4_add(sum4, e);
-  }
-  const float sum = wasm_f32x4_extract_lane(sum4, 0) + wasm_f32x4_extract_lane(sum4, 1) +
-                    wasm_f32x4_extract_lane(sum4, 2) + wasm_f32x4_extract_lane(sum4, 3);
-  const v128_t inv = wasm_f32x4_splat(1.0f / sum);
-  /* The masked lanes of the last block are 0, so the value sum may run to n4 (v has T4 rows
-     only if n4 <= T: stop at n otherwise). */
+  const v128_t inv = wasm_f32x4_div(wasm_f32x4_splat(1.0f), hsum4f(sum4, sum4, sum4, sum4));
   for (int i = 0; i < hd; i += 8) {
-    const int w2 = i + 8 <= hd; /* two vectors, else one (hd % 8 == 4) */
-    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0,
-           d1 = a0;
-    int s = 0;
-    for (; s + 4 <= n; s += 4) {
-      const float *v0 = vh + s * kvDim + i;
-      v128_t p0 = wasm_v128_load32_splat(scores + s), p1 = wasm_v128_load32_splat(scores + s + 1);
-      v128_t p2 = wasm_v128_load32_splat(scores + s + 2), p3 = wasm_v128_load32_splat(scores + s + 3);
-      a0 = MADD(p0, wasm_v128_load(v0), a0);
-      b0 = MADD(p1, wasm_v128_load(v0 + kvDim), b0);
-      c0 = MADD(p2, wasm_v128_load(v0 + 2 * kvDim), c0);
-      d0 = MADD(p3, wasm_v128_load(v0 + 3 * kvDim), d0);
+    const int w2 = i + 8 <= hd; /* eight dimensions, else four (hd % 8 == 4) */
+    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const float *v0 = vt + i * T4;
+    for (int s = 0; s <= full; s += 4) {
+      v128_t p = wasm_v128_load(scores + s);
+      a0 = MADD(p, wasm_v128_load(v0 + s), a0);
+      a1 = MADD(p, wasm_v128_load(v0 + T4 + s), a1);
+      a2 = MADD(p, wasm_v128_load(v0 + 2 * T4 + s), a2);
+      a3 = MADD(p, wasm_v128_load(v0 + 3 * T4 + s), a3);
       if (w2) {
-        a1 = MADD(p0, wasm_v128_load(v0 + 4), a1);
-        b1 = MADD(p1, wasm_v128_load(v0 + kvDim + 4), b1);
-        c1 = MADD(p2, wasm_v128_load(v0 + 2 * kvDim + 4), c1);
-        d1 = MADD(p3, wasm_v128_load(v0 + 3 * kvDim + 4), d1);
+        a4 = MADD(p, wasm_v128_load(v0 + 4 * T4 + s), a4);
+        a5 = MADD(p, wasm_v128_load(v0 + 5 * T4 + s), a5);
+        a6 = MADD(p, wasm_v128_load(v0 + 6 * T4 + s), a6);
+        a7 = MADD(p, wasm_v128_load(v0 + 7 * T4 + s), a7);
       }
     }
-    for (; s < n; s++) {
-      const float *v0 = vh + s * kvDim + i;
-      v128_t p0 = wasm_v128_load32_splat(scores + s);
-      a0 = MADD(p0, wasm_v128_load(v0), a0);
-      if (w2) a1 = MADD(p0, wasm_v128_load(v0 + 4), a1);
-    }
-    v128_t r0 = wasm_f32x4_add(wasm_f32x4_add(a0, b0), wasm_f32x4_add(c0, d0));
-    wasm_v128_store(oh + i, wasm_f32x4_mul(r0, inv));
-    if (w2) {
-      v128_t r1 = wasm_f32x4_add(wasm_f32x4_add(a1, b1), wasm_f32x4_add(c1, d1));
-      wasm_v128_store(oh + i + 4, wasm_f32x4_mul(r1, inv));
+    wasm_v128_store(oh + i, wasm_f32x4_mul(hsum4f(a0, a1, a2, a3), inv));
+    if (w2) wasm_v128_store(oh + i + 4, wasm_f32x4_mul(hsum4f(a4, a5, a6, a7), inv));
+  }
+}
+
+/* Copies the heads of x [T][heads · hd] to xT [head][hd][T4], zero past T. */
+static void transpose_heads(const float *x, int T, int heads, int hd, float *xT) {
+  const int T4 = ceil4(T), stride = heads * hd;
+  for (int h = 0; h < heads; h++) {
+    for (int i = 0; i < hd; i++) {
+      float *row = xT + (h * hd + i) * T4;
+      for (int s = 0; s < T; s++) row[s] = x[s * stride + h * hd + i];
+      for (int s = T; s < T4; s++) row[s] = 0.0f;
     }
   }
 }
 
 /*
- * Causal grouped-query attention of T queries over the T keys and values of the window. Keys are
- * first transposed per KV head into kT [kvHead][hd][T4] (zero past T), so the scores of four keys
- * are one vector: Σ_d q[d] · kT[d][s..s+3]. hd is a multiple of 4.
+ * Causal grouped-query attention of T queries over the T keys and values of the window. Keys and
+ * values are first transposed per KV head into kT, vT [kvHead][hd][T4], so four keys' scores, and
+ * their share of each value dimension, are one vector each. hd is a multiple of 4.
  */
 static void attention_window(int T, int nHeads, int nKvHeads, int hd, const float *q,
-                             const float *k, const float *v, float *kT, float *out,
+                             const float *k, const float *v, float *kT, float *vT, float *out,
                              float *scores) {
-  const int qDim = nHeads * hd, kvDim = nKvHeads * hd, group = nHeads / nKvHeads;
-  const int T4 = ceil4(T);
+  const int qDim = nHeads * hd, group = nHeads / nKvHeads, T4 = ceil4(T);
   const float scale = 1.0f / __builtin_sqrtf((float)hd);
-  for (int kh = 0; kh < nKvHeads; kh++) {
-    float *kt = kT + kh * hd * T4;
-    for (int i = 0; i < hd; i++) {
-      float *row = kt + i * T4;
-      for (int s = 0; s < T; s++) row[s] = k[s * kvDim + kh * hd + i];
-      for (int s = T; s < T4; s++) row[s] = 0.0f;
-    }
-  }
+  transpose_heads(k, T, nKvHeads, hd, kT);
+  transpose_heads(v, T, nKvHeads, hd, vT);
   for (int t = 0; t < T; t++) {
     for (int h = 0; h < nHeads; h++) {
-      const int kh = h / group;
-      const float *qh = q + t * qDim + h * hd, *kt = kT + kh * hd * T4, *vh = v + kh * hd;
+      const int off = (h / group) * hd * T4;
+      const float *qh = q + t * qDim + h * hd;
       float *oh = out + t * qDim + h * hd;
       switch (hd) {
-      case 8: attend_row(8, t + 1, T4, kvDim, qh, kt, vh, oh, scores, scale); break;
-      case 16: attend_row(16, t + 1, T4, kvDim, qh, kt, vh, oh, scores, scale); break;
-      default: attend_row(hd, t + 1, T4, kvDim, qh, kt, vh, oh, scores, scale); break;
+      case 8: attend_row(8, t + 1, T4, qh, kT + off, vT + off, oh, scores, scale); break;
+      case 16: attend_row(16, t + 1, T4, qh, kT + off, vT + off, oh, scores, scale); break;
+      default: attend_row(hd, t + 1, T4, qh, kT + off, vT + off, oh, scores, scale); break;
       }
     }
   }
@@ -242,7 +243,7 @@ void forward_window(const int *d, int T, float *x, float *out) {
   const int qDim = nHeads * hd, kvDim = nKvHeads * hd, T4 = ceil4(T);
   float *xn = (float *)d[10];
   float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T * kvDim;
-  float *att = kT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden, *tmp = u + T * hidden;
+  float *vT = kT + kvDim * T4, *att = vT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden, *tmp = u + T * hidden;
   float *scores = tmp + T * dim;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
   const int dp = (dim + NR - 1) / NR, hp = (hidden + NR - 1) / NR;
@@ -254,7 +255,7 @@ void forward_window(const int *d, int T, float *x, float *out) {
     gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
     rope(q, T, nHeads, hd, cs, sn, style);
     rope(k, T, nKvHeads, hd, cs, sn, style);
-    attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, att, scores);
+    attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, vT, att, scores);
     gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
     rmsnorm_f32(T, dim, x, (const float *)L[5], eps, xn);
