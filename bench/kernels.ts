@@ -1,7 +1,10 @@
 /**
  * Kernel benchmark: prints one table of GFLOP/s (and effective GB/s of weights read for the
- * fused dequant kernels) for the `wasm-simd` kernels next to the plain-TS reference, with their
- * ratio, all measured in the same run. Medians of repeated timings after a warm-up.
+ * fused dequant kernels) for the `wasm-simd` kernels next to the plain-TS reference and, for f32
+ * weights, onnxruntime-web's MatMul (its WASM execution provider on one thread, a one-node graph
+ * built in code: `onnx_matmul.ts`), with the ratios, all measured in the same run; then
+ * stories260K perplexity tokens/s through the perplexity task with the TS reference and with
+ * `wasm-simd` (`kernels_e2e.ts`). Medians of repeated timings after a warm-up.
  *
  * Two more tables, from the same run: **kernel threads** (GEMM and the fused 4-bit GEMV at 1
  * and N threads, N = 2 by default, measured alternately so both see the same machine load; the
@@ -14,9 +17,11 @@
  * labelled with the adapter; a fallback (software) adapter is marked, its numbers are not GPU
  * speed. `--no-webgpu` leaves them out.
  *
- * Usage: `deno run --allow-read --allow-sys=loadavg bench/kernels.ts [--quick] [--best]
- * [--threads N] [--only kernels,threads,decode] [--no-webgpu]` (`--quick`: fewer repetitions; `--best`: fastest
- * run instead of the median, the uncontended speed on a shared machine; `--only`: some tables).
+ * Usage: `deno run --allow-read --allow-write --allow-env --allow-net --allow-sys=loadavg
+ * bench/kernels.ts [--quick] [--best] [--threads N] [--only kernels,e2e,threads,decode]
+ * [--no-webgpu]` (`--quick`: fewer repetitions and windows; `--best`: fastest run instead of the
+ * median, the uncontended speed on a shared machine; `--only`: some tables). onnxruntime-web at
+ * two threads: `bench/kernels_ort.ts --threads 2` (it fixes its thread count once per process).
  * The reference is timed on fewer tokens where it would take minutes; its rate is per FLOP, so
  * the ratio stays meaningful.
  *
@@ -27,7 +32,11 @@ import { quantizeMatrix } from "../core/quantizer.ts";
 import { attentionRef, matmulPackedRef, matmulRef } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { randomFloats } from "../kernels/wasm/test_util.ts";
+import * as ort from "onnxruntime-web";
+import { refKernels } from "../kernels/ref/mod.ts";
+import { perplexitySpeed } from "./kernels_e2e.ts";
 import { WebGpuBench } from "./kernels_webgpu.ts";
+import { onnxMatMulModel } from "./onnx_matmul.ts";
 
 /** One benchmark row. */
 export interface KernelCase {
@@ -45,8 +54,11 @@ export interface KernelCase {
 /** The shapes of issue 3. */
 export const CASES: readonly KernelCase[] = [
   { name: "GEMM", m: 512, n: 768, k: 768, refM: 64 },
+  { name: "GEMM", m: 512, n: 3072, k: 768, refM: 16 },
   { name: "GEMM", m: 128, n: 4096, k: 4096, refM: 4 },
+  { name: "GEMM", m: 2048, n: 2048, k: 2048, refM: 4 },
   { name: "GEMV", m: 1, n: 4096, k: 4096 },
+  { name: "GEMV", m: 16, n: 4096, k: 4096, refM: 2 },
   { name: "dequant-GEMV 4-bit g128", m: 1, n: 4096, k: 4096, bits: 4 },
   { name: "dequant-GEMV 2-bit g128", m: 1, n: 4096, k: 4096, bits: 2 },
   { name: "dequant-GEMM 4-bit g128", m: 128, n: 4096, k: 4096, bits: 4, refM: 2 },
@@ -236,8 +248,9 @@ async function main(): Promise<void> {
   const ti = Deno.args.indexOf("--threads");
   const threads = ti >= 0 ? Number(Deno.args[ti + 1]) : 2;
   const oi = Deno.args.indexOf("--only");
-  const only = oi >= 0 ? Deno.args[oi + 1]!.split(",") : ["kernels", "threads", "decode"];
+  const only = oi >= 0 ? Deno.args[oi + 1]!.split(",") : ["kernels", "e2e", "threads", "decode"];
   if (only.includes("kernels")) await kernelsTable(quick, reps, best);
+  if (only.includes("e2e")) await e2eTable(quick ? 8 : 64);
   if (only.includes("threads")) await threadsTable(threads, quick ? 7 : 21);
   if (only.includes("decode")) await decodeTable(quick ? 11 : 41);
 }
@@ -257,8 +270,11 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
     "simd/ref",
     "fma/ref",
     "GB/s of weights (simd, fma)",
+    "ort-web GFLOP/s",
+    "simd/ort",
     ...(gpu ? ["webgpu GFLOP/s", "webgpu/simd"] : []),
   ]];
+  ort.env.wasm.numThreads = 1;
   for (const c of CASES) {
     const flops = 2 * c.m * c.n * c.k;
     const x = randomFloats(c.m * c.k, 1);
@@ -267,12 +283,14 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
     const refM = Math.min(c.refM ?? c.m, c.m);
     const refFlops = 2 * refM * c.n * c.k;
     let wasmS: number, fmaS: number, refS: number, bytes: number;
+    let ortS: number | undefined;
     if (c.bits === undefined) {
       const w = { rows: c.n, cols: c.k, data: wdata };
       wasmS = time(() => kernels.matmul(x, c.m, w, out));
       fmaS = time(() => fmaKernels.matmul(x, c.m, w, out));
       refS = timeMedian(() => matmulRef(x, refM, w, out), quick ? 1 : 3, 5, 0, best);
       bytes = c.n * c.k * 4;
+      ortS = await timeOrt(c, wdata, x, out, quick ? 5 : 11, best);
     } else {
       const spec = {
         bits: c.bits,
@@ -298,6 +316,8 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
       `${(wasmG / refG).toFixed(1)}×`,
       `${(fmaG / refG).toFixed(1)}×`,
       c.m === 1 ? `${(bytes / wasmS / 1e9).toFixed(2)}, ${(bytes / fmaS / 1e9).toFixed(2)}` : "-",
+      ortS === undefined ? "-" : (flops / ortS / 1e9).toFixed(2),
+      ortS === undefined ? "-" : `${(ortS / wasmS).toFixed(2)}×`,
       ...(gpu ? await gpuColumns(gpu, c, flops, wasmS, quick ? 3 : 11, best) : []),
     ]);
   }
@@ -321,6 +341,8 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
       `${(refS / wasmS).toFixed(1)}×`,
       `${(refS / fmaS).toFixed(1)}×`,
       "-",
+      "-",
+      "-",
       ...(gpu ? ["-", "-"] : []),
     ]);
   }
@@ -328,6 +350,72 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
   if (gpu) console.log(`WebGPU columns: ${gpu.label}`);
   printTable(rows);
   gpu?.close();
+}
+
+/**
+ * Median (or best) seconds of onnxruntime-web's MatMul on case `c` (one thread, set by the
+ * caller), after checking it computes the product `out` holds (ours, just run).
+ */
+async function timeOrt(
+  c: KernelCase,
+  w: Float32Array,
+  x: Float32Array,
+  ours: Float32Array,
+  reps: number,
+  best: boolean,
+): Promise<number> {
+  // ONNX MatMul multiplies by [in][out]: the weights transposed once, outside the timing.
+  const b = new Float32Array(c.k * c.n);
+  for (let o = 0; o < c.n; o++) for (let i = 0; i < c.k; i++) b[i * c.n + o] = w[o * c.k + i]!;
+  const session = await ort.InferenceSession.create(onnxMatMulModel(c.m, c.k, c.n, b));
+  try {
+    const feeds = { X: new ort.Tensor("float32", x, [c.m, c.k]) };
+    let y = (await session.run(feeds)).Y!.data as Float32Array;
+    let diff = 0, scale = 0;
+    for (let i = 0; i < ours.length; i++) {
+      diff = Math.max(diff, Math.abs(ours[i]! - y[i]!));
+      scale = Math.max(scale, Math.abs(y[i]!));
+    }
+    if (diff > 1e-4 * scale) {
+      throw new Error(`${c.name}: ours and onnxruntime-web differ by ${diff}`);
+    }
+    for (let i = 0; i < 2; i++) y = (await session.run(feeds)).Y!.data as Float32Array;
+    const t: number[] = [];
+    const start = performance.now();
+    for (let i = 0; i < reps; i++) {
+      const t0 = performance.now();
+      await session.run(feeds);
+      t.push((performance.now() - t0) / 1000);
+      if (performance.now() - start > 5000 && t.length >= 3) break;
+    }
+    t.sort((p, q) => p - q);
+    return best ? t[0]! : t[Math.floor(t.length / 2)]!;
+  } finally {
+    await session.release();
+  }
+}
+
+/** stories260K perplexity tokens/s, the TS reference against `wasm-simd`, `windows` windows. */
+async function e2eTable(windows: number): Promise<void> {
+  const load0 = loadAverage();
+  const wasm = await wasmKernels();
+  const { context, runs } = await perplexitySpeed([refKernels, wasm], { windows });
+  const [ref, ours] = runs as [(typeof runs)[0], (typeof runs)[0]];
+  console.log(
+    `\nEnd to end: stories260K perplexity, ${ours.windows} windows × ${context} tokens, ` +
+      `one thread (load average before: ${load0}, after: ${loadAverage()})`,
+  );
+  printTable([
+    ["backend", "tokens/s", "ppl", "vs ts-ref"],
+    ...runs.map((r) => [
+      r.backend,
+      r.tokensPerS.toFixed(0),
+      r.ppl.toPrecision(10),
+      `${(r.tokensPerS / ref.tokensPerS).toFixed(2)}×`,
+    ]),
+  ]);
+  const rel = Math.abs(ours.ppl / ref.ppl - 1);
+  if (!(rel <= 1e-5)) throw new Error(`perplexities differ by ${rel} relative (budget 1e-5)`);
 }
 
 /** WebGPU GFLOP/s of case `c` and its speed relative to `wasm-simd` (`wasmS` seconds). */

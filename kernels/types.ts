@@ -10,6 +10,7 @@
 import type { PackedWeight } from "../core/quantizer.ts";
 import type { AttentionShape } from "./ref/attention.ts";
 import type { Matrix } from "../models/types.ts";
+import type { ForwardModel } from "../models/forward.ts";
 
 /** A set of compute kernels. */
 export interface Kernels {
@@ -31,6 +32,12 @@ export interface Kernels {
    * callers to dequantize. Throws a `RangeError` naming the op and both shapes on a mismatch.
    */
   matmulPacked?(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
+  /**
+   * Log-probabilities `[window.length][vocab]` of a whole window in one call (weights and
+   * activations resident in the backend), or undefined when the model needs the op-by-op forward
+   * pass. Optional; equal to `logSoftmaxRows(forward(…))` up to float32 rounding.
+   */
+  windowLogProbs?(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined;
   /** Stops the backend's threads, if it has any (later calls may then fail). Optional. */
   close?(): void;
   /**

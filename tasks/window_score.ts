@@ -37,13 +37,17 @@ export function logSoftmaxRows(logits: Float32Array, vocab: number): Float32Arra
   return logits;
 }
 
-/** Log-probabilities `[window.length][vocab]` of a model over a window. */
+/**
+ * Log-probabilities `[window.length][vocab]` of a model over a window: in one call when the
+ * backend has a whole-window path for the model, else op by op.
+ */
 export function windowLogProbs(
   model: ForwardModel,
   window: readonly number[],
   kernels: Kernels,
 ): Float32Array {
-  return logSoftmaxRows(forward(model, window, { kernels }), model.config.vocabSize);
+  return kernels.windowLogProbs?.(model, window) ??
+    logSoftmaxRows(forward(model, window, { kernels }), model.config.vocabSize);
 }
 
 /** Scores a window from its log-probabilities and, optionally, the reference's. */

@@ -441,21 +441,30 @@ int dq_gemv(int bits, int planes, int tokens, int rows, int r0, int r1, int chun
 
 /* ---------------------------------------------------------------- attention ----------- */
 
-/* e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0). */
+/*
+ * e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0): x = n·ln 2 + r with
+ * |r| <= ln 2 / 2 (ln 2 in two parts, as Cephes' expf), e^r by Cephes' degree-5 minimax polynomial
+ * in the form 1 + r + r²·p(r), and 2^n built in the exponent bits. n = round(x · log2 e) comes from
+ * adding 1.5·2^23 (ties to even, like f32x4.nearest): the sum's low mantissa bits then hold n as an
+ * integer, so no float→int conversion is needed (V8 expands that into a saturating sequence).
+ */
 INLINE v128_t exp4(v128_t x) {
   x = wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f));
-  v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)));
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)), magic);
+  v128_t n = wasm_f32x4_sub(t, magic);
   v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
   r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
-  v128_t p = wasm_f32x4_splat(1.0f / 5040);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 720));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 120));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 24));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f / 6));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(0.5f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.0f));
-  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  v128_t p = wasm_f32x4_splat(1.9875691500e-4f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.3981999507e-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(8.3334519073e-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(4.1665795894e-2f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.6666665459e-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201e-1f));
+  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), r),
+                     wasm_f32x4_splat(1.0f));
+  /* bits(t) = 0x4B400000 + n, so (bits(t) − 0x4B400000 + 127) << 23 is 2^n (n >= −126). */
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127 - 0x4B400000)), 23);
   return wasm_f32x4_mul(p, e);
 }
 

@@ -53,6 +53,10 @@ export interface WasmExports {
     out: number,
     scores: number,
   ): void;
+  /** Floats of scratch `forward_window` needs for `T` tokens of the model described at `desc`. */
+  fwd_scratch_floats(T: number, desc: number): number;
+  /** Log-probabilities of a whole window (`forward.c`; see `window_forward.ts`). */
+  forward_window(desc: number, T: number, x: number, out: number): void;
 }
 
 const REQUIRED = [
@@ -63,6 +67,8 @@ const REQUIRED = [
   "rmsnorm_f32",
   "dq_gemv",
   "attention_f32",
+  "fwd_scratch_floats",
+  "forward_window",
 ];
 
 /** URL of the kernel binary (beside this module, wherever it is served from). */

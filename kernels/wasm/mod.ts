@@ -33,6 +33,8 @@ import {
   type WasmExports,
 } from "./load.ts";
 import { KernelThreads, shareOf } from "./threads.ts";
+import { windowForward } from "./window_forward.ts";
+import type { ForwardModel } from "../../models/forward.ts";
 
 /** Output rows per packed f32 panel (NR in `kernels.c`). */
 const NR = 8;
@@ -194,6 +196,7 @@ function detached(k: WasmSimdKernels): WasmKernels {
     rmsnorm: (x, tokens, weight, eps, out) => k.rmsnorm(x, tokens, weight, eps, out),
     matmulPacked: (x, tokens, p, out) => k.matmulPacked(x, tokens, p, out),
     attention: (q, kk, v, T, start, shape, out) => k.attention(q, kk, v, T, start, shape, out),
+    windowLogProbs: (model, window) => k.windowLogProbs(model, window),
     forget: (w) => k.forget(w),
     close: () => k.close(),
   };
@@ -225,6 +228,20 @@ class WasmSimdKernels implements WasmKernels {
 
   close(): void {
     this.#pool?.close();
+  }
+
+  windowLogProbs(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
+    return windowForward(
+      {
+        wasm: this.#wasm,
+        heap: this.#heap,
+        ws: this.#ws[0]!,
+        panels: (w) => this.#panels(w),
+        scratch: (bytes) => this.#scratchFor(bytes),
+      },
+      model,
+      window,
+    );
   }
 
   /** Threads to split `units` of `macs` multiply-adds over (1: run on the caller alone). */

@@ -1,0 +1,172 @@
+/**
+ * Whole-window log-probabilities in one WASM call (`forward_window` in `forward.c`): the fast path
+ * of perplexity windows on the CPU. Per-op kernel calls copy every activation in and out of WASM
+ * memory and leave RoPE, SwiGLU, residuals and the log-softmax to JavaScript; here the weights stay
+ * resident as packed GEMM panels (the same cache as `matmul`) and only the embeddings, norm
+ * weights and RoPE rows go in, the log-probabilities out.
+ *
+ * Dense models with float activations and no q/k/v biases, q/k norms or `clip_qkv`, with a head
+ * size that is a multiple of 4: anything else is {@linkcode windowUnsupported} and takes the
+ * per-op path, which gives the same numbers up to float32 rounding.
+ *
+ * @module
+ */
+
+import { embedTokens, type ForwardModel } from "../../models/forward.ts";
+import { cachedRopeTable } from "../../models/rope.ts";
+import type { Matrix } from "../../models/types.ts";
+import type { WasmHeap } from "./heap.ts";
+import type { WasmExports } from "./load.ts";
+
+/** What the whole-window pass needs of a WASM kernel instance. */
+export interface WindowForwardEnv {
+  readonly wasm: WasmExports;
+  readonly heap: WasmHeap;
+  /** Byte offset of the GEMM workspace. */
+  readonly ws: number;
+  /** Byte offset of `w`'s packed panels (copied on first use). */
+  panels(w: Matrix): number;
+  /** Byte offset of a scratch block of at least `bytes`, reused between calls. */
+  scratch(bytes: number): number;
+}
+
+/** Words of the descriptor: the header, then nine per layer (see `forward.c`). */
+const HEAD_WORDS = 15;
+const LAYER_WORDS = 9;
+
+/** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
+export function windowUnsupported(model: ForwardModel): string | undefined {
+  const { config: c, weights: w } = model;
+  if (w.activations) return "activation quantization runs op by op";
+  if (c.moe || w.layers.some((l) => l.mlp.kind !== "dense")) {
+    return "Mixture-of-Experts blocks run op by op";
+  }
+  if (
+    c.qkvBias || c.qkNorm || c.clipQkv !== undefined ||
+    w.layers.some((l) => l.qBias || l.kBias || l.vBias || l.qNorm || l.kNorm)
+  ) {
+    return "q/k/v biases, q/k norms and clip_qkv run op by op";
+  }
+  if (c.headDim % 4 !== 0) return `head size ${c.headDim} is not a multiple of 4`;
+  return undefined;
+}
+
+/**
+ * Throws a `RangeError` naming the tensor when a weight's shape disagrees with the config: the
+ * WASM code trusts the descriptor, so a wrong shape must stop here, not read past a buffer.
+ */
+function checkShapes(model: ForwardModel): void {
+  const { config: c, weights: w } = model;
+  const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
+  if (c.nKvHeads < 1 || c.nHeads % c.nKvHeads !== 0) {
+    throw new RangeError(`forward: ${c.nHeads} heads are not a multiple of ${c.nKvHeads} KV heads`);
+  }
+  const mat = (m: Matrix, rows: number, cols: number, what: string) => {
+    if (m.rows !== rows || m.cols !== cols || m.data.length !== rows * cols) {
+      throw new RangeError(
+        `forward: ${what} is ${m.rows}×${m.cols} (${m.data.length} values), expected ` +
+          `${rows}×${cols} from the config`,
+      );
+    }
+  };
+  const vec = (v: Float32Array, what: string) => {
+    if (v.length !== c.dim) {
+      throw new RangeError(`forward: ${what} holds ${v.length} values, expected ${c.dim}`);
+    }
+  };
+  mat(w.embed, c.vocabSize, c.dim, "the token embedding");
+  mat(w.lmHead, c.vocabSize, c.dim, "the classifier");
+  vec(w.norm, "the final norm");
+  if (w.layers.length !== c.nLayers) {
+    throw new RangeError(`forward: ${w.layers.length} layers, expected ${c.nLayers}`);
+  }
+  for (const [i, l] of w.layers.entries()) {
+    if (l.mlp.kind !== "dense") continue;
+    mat(l.q, qDim, c.dim, `layer ${i} q`);
+    mat(l.k, kvDim, c.dim, `layer ${i} k`);
+    mat(l.v, kvDim, c.dim, `layer ${i} v`);
+    mat(l.o, c.dim, qDim, `layer ${i} o`);
+    mat(l.mlp.gate, c.hiddenDim, c.dim, `layer ${i} gate`);
+    mat(l.mlp.up, c.hiddenDim, c.dim, `layer ${i} up`);
+    mat(l.mlp.down, c.dim, c.hiddenDim, `layer ${i} down`);
+    vec(l.attnNorm, `layer ${i} attention norm`);
+    vec(l.mlpNorm, `layer ${i} MLP norm`);
+  }
+}
+
+/**
+ * Log-probabilities `[window.length][vocab]` of `model` over `window` (BOS first), or undefined
+ * when {@linkcode windowUnsupported}. Throws a `RangeError` on a token id outside the vocabulary
+ * or a weight whose shape disagrees with the config.
+ */
+export function windowForward(
+  env: WindowForwardEnv,
+  model: ForwardModel,
+  window: ArrayLike<number>,
+): Float32Array | undefined {
+  if (windowUnsupported(model) !== undefined) return undefined;
+  checkShapes(model);
+  const { config: c, weights: w } = model;
+  const T = window.length;
+  const x = embedTokens(model, window);
+  const half = c.headDim / 2;
+  const rope = cachedRopeTable(c.headDim, c.ropeTheta, Math.max(T, c.maxSeqLen));
+  // Panels first: copying a weight may grow the memory, which detaches earlier views.
+  const layers = w.layers.map((l) => {
+    if (l.mlp.kind !== "dense") throw new TypeError("unreachable: checked above");
+    return [l.q, l.k, l.v, l.o, l.mlp.gate, l.mlp.up, l.mlp.down].map((m) => env.panels(m));
+  });
+  const head = env.panels(w.lmHead);
+  const descWords = HEAD_WORDS + LAYER_WORDS * c.nLayers;
+  // Scratch: descriptor | x | norms | cos | sin | log-probs | forward scratch.
+  const normFloats = (2 * c.nLayers + 1) * c.dim;
+  const fixed = descWords + T * c.dim + normFloats + 2 * T * half + T * c.vocabSize;
+  // The forward scratch size depends only on the shape words of the descriptor.
+  const shape = new Int32Array([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim]);
+  const probe = env.scratch(shape.byteLength);
+  env.heap.u32(probe, shape.length).set(new Uint32Array(shape.buffer));
+  const fwdFloats = env.wasm.fwd_scratch_floats(T, probe);
+  const base = env.scratch((fixed + fwdFloats) * 4);
+  const heap = env.heap;
+  let at = base;
+  const take = (floats: number) => {
+    const p = at;
+    at += floats * 4;
+    return p;
+  };
+  const desc = take(descWords);
+  const xp = take(T * c.dim);
+  const norms = take(normFloats);
+  const cos = take(T * half);
+  const sin = take(T * half);
+  const out = take(T * c.vocabSize);
+  const fwd = take(fwdFloats);
+  heap.f32(xp, T * c.dim).set(x);
+  heap.f32(cos, T * half).set(rope.cos.subarray(0, T * half));
+  heap.f32(sin, T * half).set(rope.sin.subarray(0, T * half));
+  const normView = heap.f32(norms, normFloats);
+  const normAt = (i: number, v: Float32Array) => {
+    normView.set(v, i * c.dim);
+    return norms + i * c.dim * 4;
+  };
+  const d = new Int32Array(descWords);
+  d.set([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim, c.vocabSize]);
+  d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
+  d[8] = new Int32Array(new Float32Array([c.normEps]).buffer)[0]!;
+  d[9] = env.ws;
+  d[10] = fwd;
+  d[11] = cos;
+  d[12] = sin;
+  d[13] = normAt(2 * c.nLayers, w.norm);
+  d[14] = head;
+  for (const [i, l] of w.layers.entries()) {
+    const [q, k, v, o, gate, up, down] = layers[i]!;
+    d.set(
+      [normAt(2 * i, l.attnNorm), q!, k!, v!, o!, normAt(2 * i + 1, l.mlpNorm), gate!, up!, down!],
+      HEAD_WORDS + LAYER_WORDS * i,
+    );
+  }
+  heap.u32(desc, descWords).set(new Uint32Array(d.buffer));
+  env.wasm.forward_window(desc, T, xp, out);
+  return heap.f32(out, T * c.vocabSize).slice();
+}

@@ -1,0 +1,156 @@
+import assert from "node:assert/strict";
+import { forward, type ForwardModel } from "../../models/forward.ts";
+import type { LlamaConfig, LlamaLayer, Matrix } from "../../models/types.ts";
+import { logSoftmaxRows, windowLogProbs } from "../../tasks/window_score.ts";
+import { sharedPath } from "../../testing/fixtures.ts";
+import { randomMatrix } from "../../testing/random.ts";
+import { stories260K } from "../../testing/stories.ts";
+import { refKernels } from "../ref/mod.ts";
+import { wasmKernels } from "./mod.ts";
+import { windowUnsupported } from "./window_forward.ts";
+
+const kernels = await wasmKernels();
+const reference = (m: ForwardModel, w: readonly number[]) =>
+  logSoftmaxRows(forward(m, w, { kernels: refKernels }), m.config.vocabSize);
+
+/** Max |Δ| between the whole-window log-probabilities and the op-by-op reference's. */
+function maxError(m: ForwardModel, window: readonly number[]): number {
+  const got = kernels.windowLogProbs!(m, window);
+  assert.ok(got, `whole-window path refused: ${windowUnsupported(m)}`);
+  const want = reference(m, window);
+  assert.equal(got.length, want.length);
+  let err = 0;
+  for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(got[i]! - want[i]!));
+  return err;
+}
+
+const matrix = (rows: number, cols: number, seed: number, a = 0.3): Matrix => ({
+  rows,
+  cols,
+  data: randomMatrix(rows * cols, seed, a),
+});
+
+/** A random dense model of `config` (norm weights around 1). */
+function randomModel(config: LlamaConfig, seed: number): ForwardModel {
+  const { dim, hiddenDim, nHeads, nKvHeads, headDim, vocabSize } = config;
+  const norm = (s: number) => randomMatrix(dim, s, 0.2).map((x) => 1 + x);
+  const layers: LlamaLayer[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const s = seed + 100 * l;
+    layers.push({
+      attnNorm: norm(s),
+      q: matrix(nHeads * headDim, dim, s + 1),
+      k: matrix(nKvHeads * headDim, dim, s + 2),
+      v: matrix(nKvHeads * headDim, dim, s + 3),
+      o: matrix(dim, nHeads * headDim, s + 4),
+      mlpNorm: norm(s + 5),
+      mlp: {
+        kind: "dense",
+        gate: matrix(hiddenDim, dim, s + 6),
+        up: matrix(hiddenDim, dim, s + 7),
+        down: matrix(dim, hiddenDim, s + 8),
+      },
+    });
+  }
+  const embed = matrix(vocabSize, dim, seed + 9, 1);
+  return {
+    config,
+    weights: { embed, layers, norm: norm(seed + 10), lmHead: matrix(vocabSize, dim, seed + 11) },
+  };
+}
+
+const base: LlamaConfig = {
+  dim: 48,
+  hiddenDim: 100,
+  nLayers: 2,
+  nHeads: 4,
+  nKvHeads: 2,
+  headDim: 12,
+  vocabSize: 37,
+  maxSeqLen: 80,
+  normEps: 1e-5,
+  ropeTheta: 10000,
+  ropeStyle: "half",
+  tiedEmbeddings: false,
+};
+
+Deno.test("whole-window log-probabilities of stories260K equal the op-by-op reference's", async () => {
+  const model = await stories260K();
+  const text = await Deno.readTextFile(
+    sharedPath("data/text/tinystories/tinystories_val_head.txt"),
+  );
+  const stream = [model.tokenizer.bosId, ...model.tokenizer.encode(text.slice(0, 4000))];
+  // Window lengths around the kernels' blocks of 4 keys and 8 rows, and the full context.
+  for (const T of [2, 3, 4, 5, 7, 8, 9, 63, 64, 65, 512]) {
+    const err = maxError(model, stream.slice(0, T));
+    // The budget of the op-by-op WASM kernels (forward_test.ts): float32 rounding of sums taken
+    // in another order, far below a formula error (a wrong mask or RoPE pair moves them by O(1)).
+    assert.ok(err <= 1e-4, `T=${T}: max |Δ log p| = ${err}`);
+  }
+  // The task's seam takes it: windowLogProbs gives the same array as the direct call.
+  const w = stream.slice(0, 33);
+  assert.deepEqual(windowLogProbs(model, w, kernels), kernels.windowLogProbs!(model, w));
+});
+
+Deno.test("whole-window path: head sizes, GQA groups and both RoPE styles", () => {
+  const cases: Partial<LlamaConfig>[] = [
+    {}, // head 12 (a vector and a half per 8 columns), halves RoPE, 2 query heads per KV head
+    { ropeStyle: "interleaved", headDim: 8, nHeads: 6, nKvHeads: 6 }, // multi-head
+    { headDim: 16, nHeads: 4, nKvHeads: 1 }, // multi-query
+    { headDim: 4, nHeads: 8, nKvHeads: 4, hiddenDim: 7 },
+    { headDim: 20, dim: 40, vocabSize: 8 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const config = { ...base, ...c };
+    const model = randomModel(config, 17 + i);
+    const window = Array.from({ length: 37 }, (_, t) => (t * 7 + i) % config.vocabSize);
+    const err = maxError(model, window);
+    assert.ok(err <= 1e-4, `${JSON.stringify(c)}: max |Δ log p| = ${err}`);
+  }
+});
+
+Deno.test("whole-window path refuses what it does not compute, and the seam falls back", async () => {
+  const model = randomModel(base, 5);
+  const window = [1, 2, 3, 4, 5];
+  const odd = randomModel({ ...base, headDim: 6, nHeads: 2, nKvHeads: 1 }, 6);
+  assert.match(windowUnsupported(odd)!, /head size 6 is not a multiple of 4/);
+  assert.equal(kernels.windowLogProbs!(odd, window), undefined);
+  // Through the task seam the op-by-op path runs instead, with the same numbers.
+  const lp = windowLogProbs(odd, window, kernels);
+  const want = reference(odd, window);
+  for (let i = 0; i < want.length; i++) assert.ok(Math.abs(lp[i]! - want[i]!) <= 1e-4);
+  const biased = { ...model, config: { ...model.config, qkvBias: true } };
+  assert.match(windowUnsupported(biased)!, /biases/);
+  const withActs = {
+    ...model,
+    weights: { ...model.weights, activations: { bits: 8 } as never },
+  };
+  assert.match(windowUnsupported(withActs)!, /activation quantization/);
+  const moe = { ...model, config: { ...model.config, moe: { nExperts: 2 } as never } };
+  assert.match(windowUnsupported(moe)!, /Mixture-of-Experts/);
+  assert.throws(() => kernels.windowLogProbs!(model, [1, 37]), /token id 37 at 1 is outside/);
+  // A weight of the wrong shape is named before any WASM code reads it.
+  const l0 = model.weights.layers[0]!;
+  const badLayer = { ...l0, o: matrix(48, 40, 1) };
+  const bad = {
+    ...model,
+    weights: { ...model.weights, layers: [badLayer, model.weights.layers[1]!] },
+  };
+  assert.throws(
+    () => kernels.windowLogProbs!(bad, window),
+    /layer 0 o is 48×40 \(1920 values\), expected 48×48 from the config/,
+  );
+  const shortNorm = {
+    ...model,
+    weights: { ...model.weights, norm: new Float32Array(47) },
+  };
+  assert.throws(() => kernels.windowLogProbs!(shortNorm, window), /final norm holds 47 values/);
+  // A weight changed and forgotten is read again.
+  const before = kernels.windowLogProbs!(model, window)!;
+  model.weights.lmHead.data[0] = model.weights.lmHead.data[0]! + 1;
+  kernels.forget(model.weights.lmHead);
+  const after = kernels.windowLogProbs!(model, window)!;
+  assert.notDeepEqual(after, before);
+  assert.ok(maxError(model, window) <= 1e-4);
+  await Promise.resolve();
+});
