@@ -53,8 +53,8 @@ INLINE v128_t hsum4f(v128_t a, v128_t b, v128_t c, v128_t d) {
 }
 
 /* Probabilities of keys s..s+3 (e^(score − max), 0 past the query) from the stored scores. */
-INLINE v128_t probs4(const float *scores, int s, int full, int n, v128_t mx) {
-  v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + s), mx));
+INLINE v128_t probs4(const float *scores, int s, int full, int n, v128_t mx, const ExpK *k) {
+  v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + s), mx), k);
   if (s == full) {
     v128_t idx = wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(s));
     e = wasm_v128_and(e, wasm_i32x4_lt(idx, wasm_i32x4_splat(n)));
@@ -92,13 +92,14 @@ INLINE void attend_row(const int hd, int n, int T4, const float *qh, const float
                                wasm_i32x4_lt(idx, wasm_i32x4_splat(n)));
     }
     wasm_v128_store(scores + s, sc);
-    mx = wasm_f32x4_max(mx, sc);
+    mx = wasm_f32x4_pmax(mx, sc); /* pmax is one maxps; max adds NaN handling */
   }
-  mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
-  mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
+  mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
+  mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
   v128_t sum4 = wasm_f32x4_splat(0);
+  const ExpK ek = exp_consts();
   for (int s = 0; s <= full; s += 4) {
-    v128_t e = probs4(scores, s, full, n, mx);
+    v128_t e = probs4(scores, s, full, n, mx, &ek);
     wasm_v128_store(scores + s, e);
     sum4 = wasm_f32x4_add(sum4, e);
   }
@@ -165,19 +166,21 @@ static void attention_window(int T, int nHeads, int nKvHeads, int hd, const floa
 
 /* g = silu(g) · u, silu(a) = a / (1 + e^−a), from e^−|a| so the exponential never overflows. */
 static void swiglu(float *g, const float *u, int n) {
-  const v128_t one = wasm_f32x4_splat(1.0f);
+  const ExpK ek = exp_consts();
+  const v128_t one = ek.one, zero = wasm_f32x4_splat(0);
+  const v128_t sign = wasm_i32x4_splat((int)0x80000000);
   int i = 0;
   for (; i + 4 <= n; i += 4) {
     v128_t a = wasm_v128_load(g + i);
-    v128_t e = exp4(wasm_f32x4_neg(wasm_f32x4_abs(a)));
+    v128_t e = exp4k(wasm_v128_or(a, sign), &ek); /* e^−|a| */
     v128_t r = wasm_f32x4_div(one, wasm_f32x4_add(one, e));
-    v128_t sig = wasm_v128_bitselect(r, wasm_f32x4_mul(e, r), wasm_f32x4_ge(a, wasm_f32x4_splat(0)));
+    v128_t sig = wasm_v128_bitselect(r, wasm_f32x4_mul(e, r), wasm_f32x4_ge(a, zero));
     wasm_v128_store(g + i, wasm_f32x4_mul(wasm_f32x4_mul(a, sig), wasm_v128_load(u + i)));
   }
   for (; i < n; i++) {
     /* n is a multiple of 4 for every model the scorer accepts; kept for safety. */
     float a = g[i];
-    float e = wasm_f32x4_extract_lane(exp4(wasm_f32x4_splat(a < 0 ? a : -a)), 0);
+    float e = wasm_f32x4_extract_lane(exp4k(wasm_f32x4_splat(a < 0 ? a : -a), &ek), 0);
     float sig = a >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
     g[i] = a * sig * u[i];
   }
@@ -209,21 +212,22 @@ static double ln_d(double x) {
 
 /* Each row of `rows` × `n` logits becomes its log-softmax, in place. */
 static void log_softmax_rows(float *x, int rows, int n) {
+  const ExpK ek = exp_consts();
   for (int r = 0; r < rows; r++) {
     float *row = x + (long)r * n;
     v128_t mx = wasm_f32x4_splat(-__builtin_inff());
     int i = 0;
-    for (; i + 4 <= n; i += 4) mx = wasm_f32x4_max(mx, wasm_v128_load(row + i));
-    mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
-    mx = wasm_f32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
+    for (; i + 4 <= n; i += 4) mx = wasm_f32x4_pmax(mx, wasm_v128_load(row + i));
+    mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
+    mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
     float m = wasm_f32x4_extract_lane(mx, 0);
     for (; i < n; i++) m = row[i] > m ? row[i] : m;
     mx = wasm_f32x4_splat(m);
     v128_t s4 = wasm_f32x4_splat(0);
-    for (i = 0; i + 4 <= n; i += 4) s4 = wasm_f32x4_add(s4, exp4(wasm_f32x4_sub(wasm_v128_load(row + i), mx)));
+    for (i = 0; i + 4 <= n; i += 4) s4 = wasm_f32x4_add(s4, exp4k(wasm_f32x4_sub(wasm_v128_load(row + i), mx), &ek));
     double sum = (double)wasm_f32x4_extract_lane(s4, 0) + wasm_f32x4_extract_lane(s4, 1) +
                  wasm_f32x4_extract_lane(s4, 2) + wasm_f32x4_extract_lane(s4, 3);
-    for (; i < n; i++) sum += wasm_f32x4_extract_lane(exp4(wasm_f32x4_splat(row[i] - m)), 0);
+    for (; i < n; i++) sum += wasm_f32x4_extract_lane(exp4k(wasm_f32x4_splat(row[i] - m), &ek), 0);
     const double lse = (double)m + ln_d(sum);
     for (i = 0; i < n; i++) row[i] = (float)((double)row[i] - lse);
   }

@@ -441,31 +441,52 @@ int dq_gemv(int bits, int planes, int tokens, int rows, int r0, int r1, int chun
 
 /* ---------------------------------------------------------------- attention ----------- */
 
+/* The constants of exp4k, as vectors (see exp_consts). */
+typedef struct {
+  v128_t lo, log2e, magic, ln2hi, ln2lo, c5, c4, c3, c2, c1, c0, one, bias;
+} ExpK;
+
 /*
- * e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0): x = n·ln 2 + r with
+ * e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0), constants from k: x = n·ln 2 + r with
  * |r| <= ln 2 / 2 (ln 2 in two parts, as Cephes' expf), e^r by Cephes' degree-5 minimax polynomial
  * in the form 1 + r + r²·p(r), and 2^n built in the exponent bits. n = round(x · log2 e) comes from
  * adding 1.5·2^23 (ties to even, like f32x4.nearest): the sum's low mantissa bits then hold n as an
  * integer, so no float→int conversion is needed (V8 expands that into a saturating sequence).
  */
-INLINE v128_t exp4(v128_t x) {
-  x = wasm_f32x4_max(x, wasm_f32x4_splat(-87.0f));
-  const v128_t magic = wasm_f32x4_splat(12582912.0f);
-  v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)), magic);
-  v128_t n = wasm_f32x4_sub(t, magic);
-  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
-  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
-  v128_t p = wasm_f32x4_splat(1.9875691500e-4f);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.3981999507e-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(8.3334519073e-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(4.1665795894e-2f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.6666665459e-1f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201e-1f));
-  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), r),
-                     wasm_f32x4_splat(1.0f));
+INLINE v128_t exp4k(v128_t x, const ExpK *k) {
+  x = wasm_f32x4_pmax(x, k->lo); /* maxps: no NaN handling needed */
+  v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, k->log2e), k->magic);
+  v128_t n = wasm_f32x4_sub(t, k->magic);
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, k->ln2hi));
+  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, k->ln2lo));
+  v128_t p = k->c5;
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c4);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c3);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c2);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c1);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c0);
+  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), r), k->one);
   /* bits(t) = 0x4B400000 + n, so (bits(t) − 0x4B400000 + 127) << 23 is 2^n (n >= −126). */
-  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127 - 0x4B400000)), 23);
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(t, k->bias), 23);
   return wasm_f32x4_mul(p, e);
+}
+
+/* The constants of exp4k in memory, with external linkage so the compiler cannot fold them into
+   v128.const: V8 rebuilds a v128.const at every use on x64 (three instructions), so hot loops load
+   them once before the loop (exp_consts) and V8 keeps them in registers or stack slots. */
+float lowbit_exp_k[12] = {-87.0f, 1.44269504088896341f, 12582912.0f, 0.693359375f,
+                          -2.12194440e-4f, 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                          4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f, 1.0f};
+int lowbit_exp_bias = 127 - 0x4B400000;
+
+INLINE ExpK exp_consts(void) {
+  const float *c = lowbit_exp_k;
+  ExpK k = {wasm_f32x4_splat(c[0]), wasm_f32x4_splat(c[1]), wasm_f32x4_splat(c[2]),
+            wasm_f32x4_splat(c[3]), wasm_f32x4_splat(c[4]), wasm_f32x4_splat(c[5]),
+            wasm_f32x4_splat(c[6]), wasm_f32x4_splat(c[7]), wasm_f32x4_splat(c[8]),
+            wasm_f32x4_splat(c[9]), wasm_f32x4_splat(c[10]), wasm_f32x4_splat(c[11]),
+            wasm_i32x4_splat(lowbit_exp_bias)};
+  return k;
 }
 
 /*
@@ -480,6 +501,7 @@ void attention_f32(int T, int start, int nHeads, int nKvHeads, int headDim, cons
   const int qDim = nHeads * headDim, kvDim = nKvHeads * headDim, group = nHeads / nKvHeads;
   const float scale = 1.0f / __builtin_sqrtf((float)headDim);
   const int hd4 = headDim & ~3;
+  const ExpK ek = exp_consts();
   for (int t = 0; t < T; t++) {
     const int n = start + t + 1;
     for (int h = 0; h < nHeads; h++) {
@@ -502,7 +524,7 @@ void attention_f32(int T, int start, int nHeads, int nKvHeads, int headDim, cons
       for (int s = n; s < n4; s++) scores[s] = -__builtin_inff();
       v128_t mx = wasm_f32x4_splat(max), sum4 = wasm_f32x4_splat(0);
       for (int s = 0; s < n4; s += 4) {
-        v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(scores + s), mx));
+        v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + s), mx), &ek);
         wasm_v128_store(scores + s, e);
         sum4 = wasm_f32x4_add(sum4, e);
       }
