@@ -52,55 +52,66 @@ INLINE v128_t hsum4f(v128_t a, v128_t b, v128_t c, v128_t d) {
   return wasm_f32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
 }
 
-/* Probabilities of keys s..s+3 (e^(score − max), 0 past the query) from the stored scores. */
-INLINE v128_t probs4(const float *scores, int s, int full, int n, v128_t mx, const ExpK *k) {
-  v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + s), mx), k);
-  if (s == full) {
-    v128_t idx = wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(s));
-    e = wasm_v128_and(e, wasm_i32x4_lt(idx, wasm_i32x4_splat(n)));
+/* Lanes of keys s..s+3 that come before the query's n keys end (all-ones), else zero. */
+INLINE v128_t causal_lanes(int s, int n) {
+  return wasm_i32x4_lt(wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(s)),
+                       wasm_i32x4_splat(n));
+}
+
+/* Σ_d qs[d] · kt[d][s..s+3]: the scaled scores of four keys (four independent sums). */
+INLINE v128_t scores4(const int hd, const v128_t *qs, const float *kt, int T4, int s) {
+  v128_t a0 = wasm_f32x4_mul(qs[0], wasm_v128_load(kt + s));
+  v128_t a1 = wasm_f32x4_mul(qs[1], wasm_v128_load(kt + T4 + s));
+  v128_t a2 = wasm_f32x4_mul(qs[2], wasm_v128_load(kt + 2 * T4 + s));
+  v128_t a3 = wasm_f32x4_mul(qs[3], wasm_v128_load(kt + 3 * T4 + s));
+  for (int i = 4; i < hd; i += 4) {
+    a0 = MADD(qs[i], wasm_v128_load(kt + i * T4 + s), a0);
+    a1 = MADD(qs[i + 1], wasm_v128_load(kt + (i + 1) * T4 + s), a1);
+    a2 = MADD(qs[i + 2], wasm_v128_load(kt + (i + 2) * T4 + s), a2);
+    a3 = MADD(qs[i + 3], wasm_v128_load(kt + (i + 3) * T4 + s), a3);
   }
-  return e;
+  return wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3));
 }
 
 /*
  * One query row of attention over keys 0..n−1, keys and values transposed per head (kt, vt:
  * [hd][T4]): pass 1 stores the scaled scores q·k of four keys per vector and their max, pass 2
  * their exponentials; then the probabilities of four keys multiply the four keys' values of each
- * dimension, summed per lane and
- * reduced once at the end (no per-key splats: V8 bounds-checks every WASM memory access, so
- * loads are what to save). Inlined with a constant hd for the common head sizes, so the query's
- * splats stay in registers.
+ * dimension, summed per lane and reduced once at the end (no per-key splats: V8 bounds-checks
+ * every WASM memory access, so loads are what to save). The last block of four keys, the only one
+ * reaching past the query, is peeled off every loop so the others carry no mask. Inlined with a
+ * constant hd for the common head sizes, so the query's splats stay in registers.
  */
 INLINE void attend_row(const int hd, int n, int T4, const float *qh, const float *kt,
                        const float *vt, float *oh, float *scores, float scale) {
   v128_t qs[hd];
   for (int i = 0; i < hd; i++) qs[i] = wasm_f32x4_splat(qh[i] * scale);
-  const int n4 = ceil4(n), full = n4 - 4; /* blocks before the last are entirely causal */
+  const int n4 = ceil4(n), full = n4 - 4; /* blocks before `full` are entirely causal */
   v128_t mx = wasm_f32x4_splat(-__builtin_inff());
-  for (int s = 0; s <= full; s += 4) {
-    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
-    for (int i = 0; i < hd; i += 4) {
-      a0 = MADD(qs[i], wasm_v128_load(kt + i * T4 + s), a0);
-      a1 = MADD(qs[i + 1], wasm_v128_load(kt + (i + 1) * T4 + s), a1);
-      a2 = MADD(qs[i + 2], wasm_v128_load(kt + (i + 2) * T4 + s), a2);
-      a3 = MADD(qs[i + 3], wasm_v128_load(kt + (i + 3) * T4 + s), a3);
-    }
-    v128_t sc = wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3));
-    if (s == full) { /* keys s + lane >= n come after the query */
-      v128_t idx = wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(s));
-      sc = wasm_v128_bitselect(sc, wasm_f32x4_splat(-__builtin_inff()),
-                               wasm_i32x4_lt(idx, wasm_i32x4_splat(n)));
-    }
+  for (int s = 0; s < full; s += 4) {
+    v128_t sc = scores4(hd, qs, kt, T4, s);
     wasm_v128_store(scores + s, sc);
     mx = wasm_f32x4_pmax(mx, sc); /* pmax is one maxps; max adds NaN handling */
   }
+  {
+    v128_t sc = wasm_v128_bitselect(scores4(hd, qs, kt, T4, full),
+                                    wasm_f32x4_splat(-__builtin_inff()), causal_lanes(full, n));
+    wasm_v128_store(scores + full, sc);
+    mx = wasm_f32x4_pmax(mx, sc);
+  }
   mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
   mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
-  v128_t sum4 = wasm_f32x4_splat(0);
   const ExpK ek = exp_consts();
-  for (int s = 0; s <= full; s += 4) {
-    v128_t e = probs4(scores, s, full, n, mx, &ek);
+  v128_t sum4 = wasm_f32x4_splat(0);
+  for (int s = 0; s < full; s += 4) {
+    v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + s), mx), &ek);
     wasm_v128_store(scores + s, e);
+    sum4 = wasm_f32x4_add(sum4, e);
+  }
+  {
+    v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + full), mx), &ek);
+    e = wasm_v128_and(e, causal_lanes(full, n)); /* e^−inf is not exactly 0 after the clamp */
+    wasm_v128_store(scores + full, e);
     sum4 = wasm_f32x4_add(sum4, e);
   }
   const v128_t inv = wasm_f32x4_div(wasm_f32x4_splat(1.0f), hsum4f(sum4, sum4, sum4, sum4));
