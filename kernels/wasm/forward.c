@@ -23,23 +23,52 @@ EXPORT(fwd_scratch_floats)
 int fwd_scratch_floats(int T, const int *d) {
   const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = d[5];
   const int T4 = ceil4(T);
-  /* xn, q, k, v, kT, vT, att, g, u, tmp, scores */
+  /* xn, q, k, v, kT, vT, att, g, u, tmp, scores, RoPE lanes */
   return T * dim + T * qDim + 2 * T * kvDim + 2 * kvDim * T4 + T * qDim + 2 * T * hidden +
-         T * dim + T4 + 8;
+         T * dim + T4 + 8 + 2 * d[4];
 }
 
-/* RoPE at positions 0..T-1 over `heads` heads of v [T][heads * hd], as models/rope.ts applies it. */
-static void rope(float *v, int T, int heads, int hd, const float *cs, const float *sn, int style) {
+/*
+ * RoPE at positions 0..T-1 over `heads` heads of v [T][heads * hd], as models/rope.ts applies it
+ * (x0·c − x1·s, x0·s + x1·c per pair), four lanes at a time. Interleaved pairs: each position's
+ * (c, c) and (−s, s) lane pairs are laid out once in cw, sw (hd floats each), then a vector of two
+ * pairs is x·cw + swap(x)·sw. Halves: the two halves of the head are the two operands.
+ */
+static void rope(float *v, int T, int heads, int hd, const float *cs, const float *sn, int style,
+                 float *cw, float *sw) {
   const int half = hd / 2, stride = heads * hd;
   for (int t = 0; t < T; t++) {
     const float *c = cs + t * half, *s = sn + t * half;
+    if (style == 0) {
+      for (int i = 0; i < half; i++) {
+        cw[2 * i] = cw[2 * i + 1] = c[i];
+        sw[2 * i] = -s[i];
+        sw[2 * i + 1] = s[i];
+      }
+      for (int h = 0; h < heads; h++) {
+        float *b = v + t * stride + h * hd;
+        for (int j = 0; j < hd; j += 4) { /* hd is a multiple of 4 */
+          v128_t x = wasm_v128_load(b + j);
+          v128_t xs = wasm_i32x4_shuffle(x, x, 1, 0, 3, 2);
+          wasm_v128_store(b + j, wasm_f32x4_add(wasm_f32x4_mul(x, wasm_v128_load(cw + j)),
+                                                wasm_f32x4_mul(xs, wasm_v128_load(sw + j))));
+        }
+      }
+      continue;
+    }
     for (int h = 0; h < heads; h++) {
       float *b = v + t * stride + h * hd;
-      for (int i = 0; i < half; i++) {
-        const int ia = style ? i : 2 * i, ib = style ? i + half : 2 * i + 1;
-        const float x0 = b[ia], x1 = b[ib];
-        b[ia] = x0 * c[i] - x1 * s[i];
-        b[ib] = x0 * s[i] + x1 * c[i];
+      int i = 0;
+      for (; i + 4 <= half; i += 4) {
+        v128_t x0 = wasm_v128_load(b + i), x1 = wasm_v128_load(b + i + half);
+        v128_t cc = wasm_v128_load(c + i), ss = wasm_v128_load(s + i);
+        wasm_v128_store(b + i, wasm_f32x4_sub(wasm_f32x4_mul(x0, cc), wasm_f32x4_mul(x1, ss)));
+        wasm_v128_store(b + i + half, wasm_f32x4_add(wasm_f32x4_mul(x0, ss), wasm_f32x4_mul(x1, cc)));
+      }
+      for (; i < half; i++) {
+        const float x0 = b[i], x1 = b[i + half];
+        b[i] = x0 * c[i] - x1 * s[i];
+        b[i + half] = x0 * s[i] + x1 * c[i];
       }
     }
   }
@@ -240,7 +269,16 @@ static void log_softmax_rows(float *x, int rows, int n) {
                  wasm_f32x4_extract_lane(s4, 2) + wasm_f32x4_extract_lane(s4, 3);
     for (; i < n; i++) sum += wasm_f32x4_extract_lane(exp4k(wasm_f32x4_splat(row[i] - m), &ek), 0);
     const double lse = (double)m + ln_d(sum);
-    for (i = 0; i < n; i++) row[i] = (float)((double)row[i] - lse);
+    /* row − lse in float64, rounded once (as logSoftmaxRows), two lanes per f64x2 */
+    const v128_t l2 = wasm_f64x2_splat(lse);
+    for (i = 0; i + 4 <= n; i += 4) {
+      v128_t x = wasm_v128_load(row + i);
+      v128_t lo = wasm_f64x2_sub(wasm_f64x2_promote_low_f32x4(x), l2);
+      v128_t hi = wasm_f64x2_sub(wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(x, x, 2, 3, 0, 1)), l2);
+      v128_t a = wasm_f32x4_demote_f64x2_zero(lo), b = wasm_f32x4_demote_f64x2_zero(hi);
+      wasm_v128_store(row + i, wasm_i32x4_shuffle(a, b, 0, 1, 4, 5));
+    }
+    for (; i < n; i++) row[i] = (float)((double)row[i] - lse);
   }
 }
 
@@ -259,7 +297,7 @@ void forward_window(const int *d, int T, float *x, float *out) {
   float *xn = (float *)d[10];
   float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T * kvDim;
   float *vT = kT + kvDim * T4, *att = vT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden, *tmp = u + T * hidden;
-  float *scores = tmp + T * dim;
+  float *scores = tmp + T * dim, *cw = scores + T4 + 8, *sw = cw + hd;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
   const int dp = (dim + NR - 1) / NR, hp = (hidden + NR - 1) / NR;
   for (int l = 0; l < nLayers; l++) {
@@ -268,8 +306,8 @@ void forward_window(const int *d, int T, float *x, float *out) {
     gemm_f32(T, qDim, dim, xn, (const float *)L[1], q, ws, 0, qp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[2], k, ws, 0, kvp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
-    rope(q, T, nHeads, hd, cs, sn, style);
-    rope(k, T, nKvHeads, hd, cs, sn, style);
+    rope(q, T, nHeads, hd, cs, sn, style, cw, sw);
+    rope(k, T, nKvHeads, hd, cs, sn, style, cw, sw);
     attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, vT, att, scores);
     gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
