@@ -443,15 +443,18 @@ int dq_gemv(int bits, int planes, int tokens, int rows, int r0, int r1, int chun
 
 /* The constants of exp4k, as vectors (see exp_consts). */
 typedef struct {
-  v128_t lo, log2e, magic, ln2hi, ln2lo, c5, c4, c3, c2, c1, c0, one, bias;
+  v128_t lo, log2e, magic, ln2hi, ln2lo, c7, c6, c5, c4, c3, c2, one, bias;
 } ExpK;
 
 /*
- * e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0), constants from k: x = n·ln 2 + r with
- * |r| <= ln 2 / 2 (ln 2 in two parts, as Cephes' expf), e^r by Cephes' degree-5 minimax polynomial
- * in the form 1 + r + r²·p(r), and 2^n built in the exponent bits. n = round(x · log2 e) comes from
- * adding 1.5·2^23 (ties to even, like f32x4.nearest): the sum's low mantissa bits then hold n as an
+ * e^x for x <= 0 (float32, relative error ~2e-7; below -87 it returns ~0), constants from k:
+ * x = n·ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts, as Cephes' expf), e^r by its degree-7
+ * Taylor polynomial, 2^n built in the exponent bits. n = round(x · log2 e) comes from adding
+ * 1.5·2^23 (ties to even, like f32x4.nearest): the sum's low mantissa bits then hold n as an
  * integer, so no float→int conversion is needed (V8 expands that into a saturating sequence).
+ * The same numbers, bit for bit, as the nearest/trunc_sat form it replaced: calibration passes
+ * go through it, and methods that train on their outputs (FlexRound, AffineQuant) amplify a last
+ * bit into a different rounding decision.
  */
 INLINE v128_t exp4k(v128_t x, const ExpK *k) {
   x = wasm_f32x4_pmax(x, k->lo); /* maxps: no NaN handling needed */
@@ -459,13 +462,14 @@ INLINE v128_t exp4k(v128_t x, const ExpK *k) {
   v128_t n = wasm_f32x4_sub(t, k->magic);
   v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, k->ln2hi));
   r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, k->ln2lo));
-  v128_t p = k->c5;
+  v128_t p = k->c7;
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c6);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c5);
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c4);
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c3);
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c2);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c1);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c0);
-  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), r), k->one);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->one);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->one);
   /* bits(t) = 0x4B400000 + n, so (bits(t) − 0x4B400000 + 127) << 23 is 2^n (n >= −126). */
   v128_t e = wasm_i32x4_shl(wasm_i32x4_add(t, k->bias), 23);
   return wasm_f32x4_mul(p, e);
@@ -474,9 +478,9 @@ INLINE v128_t exp4k(v128_t x, const ExpK *k) {
 /* The constants of exp4k in memory, with external linkage so the compiler cannot fold them into
    v128.const: V8 rebuilds a v128.const at every use on x64 (three instructions), so hot loops load
    them once before the loop (exp_consts) and V8 keeps them in registers or stack slots. */
-float lowbit_exp_k[12] = {-87.0f, 1.44269504088896341f, 12582912.0f, 0.693359375f,
-                          -2.12194440e-4f, 1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
-                          4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f, 1.0f};
+float lowbit_exp_k[12] = {-87.0f,           1.44269504088896341f, 12582912.0f,   0.693359375f,
+                          -2.12194440e-4f,  1.0f / 5040,          1.0f / 720,    1.0f / 120,
+                          1.0f / 24,        1.0f / 6,             0.5f,          1.0f};
 int lowbit_exp_bias = 127 - 0x4B400000;
 
 INLINE ExpK exp_consts(void) {
