@@ -36,7 +36,7 @@ import * as ort from "onnxruntime-web";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { perplexitySpeed } from "./kernels_e2e.ts";
 import { WebGpuBench } from "./kernels_webgpu.ts";
-import { onnxMatMulModel } from "./onnx_matmul.ts";
+import { assertSameProduct, ortMatMul } from "./ort_matmul.ts";
 
 /** One benchmark row. */
 export interface KernelCase {
@@ -364,34 +364,22 @@ async function timeOrt(
   reps: number,
   best: boolean,
 ): Promise<number> {
-  // ONNX MatMul multiplies by [in][out]: the weights transposed once, outside the timing.
-  const b = new Float32Array(c.k * c.n);
-  for (let o = 0; o < c.n; o++) for (let i = 0; i < c.k; i++) b[i * c.n + o] = w[o * c.k + i]!;
-  const session = await ort.InferenceSession.create(onnxMatMulModel(c.m, c.k, c.n, b));
+  const mm = await ortMatMul(c.m, c.n, c.k, w);
   try {
-    const feeds = { X: new ort.Tensor("float32", x, [c.m, c.k]) };
-    let y = (await session.run(feeds)).Y!.data as Float32Array;
-    let diff = 0, scale = 0;
-    for (let i = 0; i < ours.length; i++) {
-      diff = Math.max(diff, Math.abs(ours[i]! - y[i]!));
-      scale = Math.max(scale, Math.abs(y[i]!));
-    }
-    if (diff > 1e-4 * scale) {
-      throw new Error(`${c.name}: ours and onnxruntime-web differ by ${diff}`);
-    }
-    for (let i = 0; i < 2; i++) y = (await session.run(feeds)).Y!.data as Float32Array;
+    assertSameProduct(c.name, ours, await mm.run(x));
+    for (let i = 0; i < 2; i++) await mm.run(x);
     const t: number[] = [];
     const start = performance.now();
     for (let i = 0; i < reps; i++) {
       const t0 = performance.now();
-      await session.run(feeds);
+      await mm.run(x);
       t.push((performance.now() - t0) / 1000);
       if (performance.now() - start > 5000 && t.length >= 3) break;
     }
     t.sort((p, q) => p - q);
     return best ? t[0]! : t[Math.floor(t.length / 2)]!;
   } finally {
-    await session.release();
+    await mm.release();
   }
 }
 

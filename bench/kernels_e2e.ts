@@ -48,6 +48,9 @@ export async function perplexitySpeed(
 ): Promise<{ readonly context: number; runs: PerplexitySpeed[] }> {
   const model = await stories260K();
   const context = options.context ?? model.config.maxSeqLen;
+  if (context > model.config.maxSeqLen) {
+    throw new RangeError(`context ${context} exceeds stories260K's ${model.config.maxSeqLen}`);
+  }
   const text = await Deno.readTextFile(sharedPath(FILE));
   const stream = model.tokenizer.encode(text, { bos: false });
   const windows = makeWindows(stream, context, model.tokenizer.bosId, options.windows);
@@ -108,8 +111,16 @@ async function main(): Promise<void> {
       backend: { type: "string", default: "wasm" },
     },
   });
+  const count = (flag: string, v: string | undefined, min: number) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) {
+      throw new RangeError(`--${flag} must be an integer ≥ ${min}, got "${v}"`);
+    }
+    return n;
+  };
+  const windows = values.windows === undefined ? undefined : count("windows", values.windows, 1);
+  if (values.context !== undefined) count("context", values.context, 2);
   const { kernels: fast } = await selectKernels(values.backend);
-  const windows = values.windows === undefined ? undefined : Number(values.windows);
   const { context, runs } = await perplexitySpeed([refKernels, fast], {
     ...(windows === undefined ? {} : { windows }),
     ...(values.context === undefined ? {} : { context: Number(values.context) }),

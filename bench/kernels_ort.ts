@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-web";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { randomFloats } from "../kernels/wasm/test_util.ts";
-import { onnxMatMulModel } from "./onnx_matmul.ts";
+import { assertSameProduct, ortMatMul } from "./ort_matmul.ts";
 
 const SHAPES = [
   { name: "GEMM", m: 512, n: 768, k: 768 },
@@ -52,26 +52,14 @@ if (import.meta.main) {
   const load0 = Deno.loadavg()[0]!;
   for (const s of SHAPES) {
     const w = randomFloats(s.n * s.k, 1);
-    const b = new Float32Array(s.k * s.n);
-    for (let o = 0; o < s.n; o++) for (let i = 0; i < s.k; i++) b[i * s.n + o] = w[o * s.k + i]!;
     const x = randomFloats(s.m * s.k, 2);
     const out = new Float32Array(s.m * s.n);
     const matrix = { rows: s.n, cols: s.k, data: w };
-    const session = await ort.InferenceSession.create(onnxMatMulModel(s.m, s.k, s.n, b));
-    const feeds = { X: new ort.Tensor("float32", x, [s.m, s.k]) };
+    const mm = await ortMatMul(s.m, s.n, s.k, w);
     // Warm-up (tier-up of both WASM modules) and a check that both compute the same product.
-    let y: Float32Array | undefined;
     for (let i = 0; i < 3; i++) {
       ours.matmul(x, s.m, matrix, out);
-      y = (await session.run(feeds)).Y!.data as Float32Array;
-    }
-    let diff = 0, scale = 0;
-    for (let i = 0; i < out.length; i++) {
-      diff = Math.max(diff, Math.abs(out[i]! - y![i]!));
-      scale = Math.max(scale, Math.abs(y![i]!));
-    }
-    if (diff > 1e-4 * scale) {
-      throw new Error(`${s.name}: ours and onnxruntime-web differ by ${diff}`);
+      assertSameProduct(s.name, out, await mm.run(x));
     }
     // Ours first, then onnxruntime-web, in blocks: its thread pool spins for a while after each
     // run, which would steal our threads' cores if the two were interleaved.
@@ -83,10 +71,10 @@ if (import.meta.main) {
     }
     for (let i = 0; i < reps; i++) {
       const t0 = performance.now();
-      await session.run(feeds);
+      await mm.run(x);
       r.push(performance.now() - t0);
     }
-    await session.release();
+    await mm.release();
     const flops = 2 * s.m * s.n * s.k;
     const gf = (ms: number) => (flops / ms / 1e6).toFixed(1);
     console.log(

@@ -1,6 +1,6 @@
 /*
  * The whole-window forward pass of a dense Llama-family model in one call (included by kernels.c,
- * which defines gemm_f32, rmsnorm_f32, exp4 and MADD). Weights stay resident in WASM memory as
+ * which defines gemm_f32, rmsnorm_f32, exp4k, exp_consts and MADD). Weights stay resident in WASM memory as
  * packed GEMM panels; activations never leave it. window_forward.ts writes the descriptor, the
  * embeddings, the norm weights and the RoPE rows; the numbers follow models/forward.ts and
  * tasks/window_score.ts (logSoftmaxRows) up to float32 rounding.
@@ -296,7 +296,8 @@ void forward_window(const int *d, int T, float *x, float *out) {
   const int qDim = nHeads * hd, kvDim = nKvHeads * hd, T4 = ceil4(T);
   float *xn = (float *)d[10];
   float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T * kvDim;
-  float *vT = kT + kvDim * T4, *att = vT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden, *tmp = u + T * hidden;
+  float *vT = kT + kvDim * T4, *att = vT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden;
+  float *tmp = u + T * hidden;
   float *scores = tmp + T * dim, *cw = scores + T4 + 8, *sw = cw + hd;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
   const int dp = (dim + NR - 1) / NR, hp = (hidden + NR - 1) / NR;
