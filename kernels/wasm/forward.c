@@ -23,9 +23,9 @@ EXPORT(fwd_scratch_floats)
 int fwd_scratch_floats(int T, const int *d) {
   const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = d[5];
   const int T4 = ceil4(T);
-  /* xn, q, k, v, kT, vT, att, g, u, tmp, scores, RoPE lanes */
-  return T * dim + T * qDim + 2 * T * kvDim + 2 * kvDim * T4 + T * qDim + 2 * T * hidden +
-         T * dim + T4 + 8 + 2 * d[4];
+  /* xn, q, k, v (T4 rows), kT, qT, att, g, u, tmp, scores, RoPE lanes */
+  return T * dim + T * qDim + T * kvDim + T4 * kvDim + 2 * kvDim * T4 + T * qDim + 2 * T * hidden +
+         T * dim + 4 * T4 + 8 + 2 * d[4];
 }
 
 /*
@@ -81,124 +81,213 @@ INLINE v128_t hsum4f(v128_t a, v128_t b, v128_t c, v128_t d) {
   return wasm_f32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
 }
 
-/* Lanes of keys s..s+3 that come before the query's n keys end (all-ones), else zero. */
-INLINE v128_t causal_lanes(int s, int n) {
-  return wasm_i32x4_lt(wasm_i32x4_add(wasm_i32x4_make(0, 1, 2, 3), wasm_i32x4_splat(s)),
-                       wasm_i32x4_splat(n));
-}
+/* The constants of exp2_4 in memory (see lowbit_exp_k for why not v128.const): the clamp, 1.5·2^23,
+   the exponent bias, and the polynomial's coefficients of r^1..r^5 (that of r^0 is 1). */
+float lowbit_exp2_k[9] = {-126.0f, 12582912.0f, 0.0f /* bias: lowbit_exp2_bias */, 0.693147004f, 0.240222424f,
+                          0.0555073358f, 0.00967151299f, 0.00132647238f, 1.0f};
 
-/* Σ_d qs[d] · kt[d][s..s+3]: the scaled scores of four keys (four independent sums). */
-INLINE v128_t scores4(const int hd, const v128_t *qs, const float *kt, int T4, int s) {
-  v128_t a0 = wasm_f32x4_mul(qs[0], wasm_v128_load(kt + s));
-  v128_t a1 = wasm_f32x4_mul(qs[1], wasm_v128_load(kt + T4 + s));
-  v128_t a2 = wasm_f32x4_mul(qs[2], wasm_v128_load(kt + 2 * T4 + s));
-  v128_t a3 = wasm_f32x4_mul(qs[3], wasm_v128_load(kt + 3 * T4 + s));
-  for (int i = 4; i < hd; i += 4) {
-    a0 = MADD(qs[i], wasm_v128_load(kt + i * T4 + s), a0);
-    a1 = MADD(qs[i + 1], wasm_v128_load(kt + (i + 1) * T4 + s), a1);
-    a2 = MADD(qs[i + 2], wasm_v128_load(kt + (i + 2) * T4 + s), a2);
-    a3 = MADD(qs[i + 3], wasm_v128_load(kt + (i + 3) * T4 + s), a3);
-  }
-  return wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3));
+int lowbit_exp2_bias = 127 - 0x4B400000; /* bits(t) − bits(1.5·2^23) + 127 */
+
+typedef struct {
+  v128_t lo, magic, bias, c1, c2, c3, c4, c5, one;
+} Exp2K;
+
+INLINE Exp2K exp2_consts(void) {
+  const float *c = lowbit_exp2_k;
+  Exp2K k = {wasm_f32x4_splat(c[0]), wasm_f32x4_splat(c[1]),
+             wasm_i32x4_splat(lowbit_exp2_bias), wasm_f32x4_splat(c[3]),
+             wasm_f32x4_splat(c[4]), wasm_f32x4_splat(c[5]), wasm_f32x4_splat(c[6]),
+             wasm_f32x4_splat(c[7]), wasm_f32x4_splat(c[8])};
+  return k;
 }
 
 /*
- * One query row of attention over keys 0..n−1, keys and values transposed per head (kt, vt:
- * [hd][T4]): pass 1 stores the scaled scores q·k of four keys per vector and their max, pass 2
- * their exponentials; then the probabilities of four keys multiply the four keys' values of each
- * dimension, summed per lane and reduced once at the end (no per-key splats: V8 bounds-checks
- * every WASM memory access, so loads are what to save). The last block of four keys, the only one
- * reaching past the query, is peeled off every loop so the others carry no mask. Inlined with a
- * constant hd for the common head sizes, so the query's splats stay in registers.
+ * 2^x for x <= 0 (float32, relative error below 2e-7; below −126 it returns 2^−126 · ~1): the
+ * attention's exponential, its scores being in base 2 (log2 e is folded into the query scale).
+ * x = n + r with n = round(x) (from adding 1.5·2^23, as exp4k) and |r| <= ½ exact, 2^r by a
+ * degree-5 polynomial fitted for relative error on [−½, ½], 2^n built in the exponent bits.
+ * Sixteen vector operations against exp4k's 25: no ln 2 range reduction, a shorter polynomial.
  */
-INLINE void attend_row(const int hd, int n, int T4, const float *qh, const float *kt,
-                       const float *vt, float *oh, float *scores, float scale) {
-  v128_t qs[hd];
-  for (int i = 0; i < hd; i++) qs[i] = wasm_f32x4_splat(qh[i] * scale);
-  const int n4 = ceil4(n), full = n4 - 4; /* blocks before `full` are entirely causal */
-  v128_t mx = wasm_f32x4_splat(-__builtin_inff());
-  for (int s = 0; s < full; s += 4) {
-    v128_t sc = scores4(hd, qs, kt, T4, s);
-    wasm_v128_store(scores + s, sc);
-    mx = wasm_f32x4_pmax(mx, sc); /* pmax is one maxps; max adds NaN handling */
+INLINE v128_t exp2_4(v128_t x, const Exp2K *k) {
+  x = wasm_f32x4_pmax(x, k->lo);
+  v128_t t = wasm_f32x4_add(x, k->magic);
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_sub(t, k->magic));
+  v128_t p = wasm_f32x4_add(wasm_f32x4_mul(k->c5, r), k->c4);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c3);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c2);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->c1);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), k->one);
+  return wasm_f32x4_mul(p, wasm_i32x4_shl(wasm_i32x4_add(t, k->bias), 23));
+}
+
+/* x rotated left by r lanes: lane i holds x[(i + r) % 4]. */
+#define ROT1(x) wasm_i32x4_shuffle(x, x, 1, 2, 3, 0)
+#define ROT2(x) wasm_i32x4_shuffle(x, x, 2, 3, 0, 1)
+#define ROT3(x) wasm_i32x4_shuffle(x, x, 3, 0, 1, 2)
+
+/*
+ * Causal attention of four queries t0..t0+3 (t0 a multiple of 4) of one head over keys
+ * 0..t0+3, as a 4×4 register tile per block of four keys, like the GEMM's rotation kernel: with
+ * qt [hd][T4] (scaled queries, transposed) and kt [hd][T4], the products of query lane i with key
+ * lane (i + r) % 4 are one vector Q_d · rot_r(K_d), so each key vector is loaded once for four
+ * queries. The scores of block b are stored as those four rotated vectors (lane i: query i), so
+ * maxima, exponentials and sums stay per lane; the probabilities then multiply the rows of v
+ * ([T][vStride], this head's hd values at vOff), broadcast from their lanes. Only the last
+ * block, the diagonal one, is masked: in rotation r, lane i is key (i + r) % 4, later than the
+ * query unless i + r >= 4. Queries past the window's end (padding) compute garbage that is never
+ * stored.
+ */
+INLINE void attend_tile(const int hd, int t0, int T, int T4, const float *qt, const float *kt,
+                        const float *v, int vStride, float *o, int oStride, float *sc) {
+  v128_t qd[hd];
+  for (int d = 0; d < hd; d++) qd[d] = wasm_v128_load(qt + d * T4 + t0);
+  const v128_t ninf = wasm_f32x4_splat(-__builtin_inff());
+  v128_t mx = ninf;
+/* a_r = Σ_d qd[d] · rot_r(k_d) for the keys s..s+3, stored at sc + 4s. */
+#define SCORES_BLOCK(s)                                                                            \
+  {                                                                                                \
+    v128_t k = wasm_v128_load(kt + (s));                                                           \
+    a0 = wasm_f32x4_mul(qd[0], k);                                                                 \
+    a1 = wasm_f32x4_mul(qd[0], ROT1(k));                                                           \
+    a2 = wasm_f32x4_mul(qd[0], ROT2(k));                                                           \
+    a3 = wasm_f32x4_mul(qd[0], ROT3(k));                                                           \
+    for (int d = 1; d < hd; d++) {                                                                 \
+      k = wasm_v128_load(kt + d * T4 + (s));                                                       \
+      a0 = MADD(qd[d], k, a0);                                                                     \
+      a1 = MADD(qd[d], ROT1(k), a1);                                                               \
+      a2 = MADD(qd[d], ROT2(k), a2);                                                               \
+      a3 = MADD(qd[d], ROT3(k), a3);                                                               \
+    }                                                                                              \
+    float *b = sc + 4 * (s);                                                                       \
+    wasm_v128_store(b, a0);                                                                        \
+    wasm_v128_store(b + 4, a1);                                                                    \
+    wasm_v128_store(b + 8, a2);                                                                    \
+    wasm_v128_store(b + 12, a3);                                                                   \
   }
-  {
-    v128_t sc = wasm_v128_bitselect(scores4(hd, qs, kt, T4, full),
-                                    wasm_f32x4_splat(-__builtin_inff()), causal_lanes(full, n));
-    wasm_v128_store(scores + full, sc);
-    mx = wasm_f32x4_pmax(mx, sc);
+  for (int s = 0; s < t0; s += 4) {
+    v128_t a0, a1, a2, a3;
+    SCORES_BLOCK(s)
+    mx = wasm_f32x4_pmax(mx, wasm_f32x4_pmax(wasm_f32x4_pmax(a0, a1), wasm_f32x4_pmax(a2, a3)));
   }
-  mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
-  mx = wasm_f32x4_pmax(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
-  const ExpK ek = exp_consts();
-  v128_t sum4 = wasm_f32x4_splat(0);
-  for (int s = 0; s < full; s += 4) {
-    v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + s), mx), &ek);
-    wasm_v128_store(scores + s, e);
-    sum4 = wasm_f32x4_add(sum4, e);
+  { /* the diagonal block: rotation r keeps lanes i >= 4 − r */
+    v128_t a0, a1, a2, a3;
+    SCORES_BLOCK(t0)
+    a1 = wasm_v128_bitselect(a1, ninf, wasm_i32x4_make(0, 0, 0, -1));
+    a2 = wasm_v128_bitselect(a2, ninf, wasm_i32x4_make(0, 0, -1, -1));
+    a3 = wasm_v128_bitselect(a3, ninf, wasm_i32x4_make(0, -1, -1, -1));
+    float *b = sc + 4 * t0;
+    wasm_v128_store(b + 4, a1);
+    wasm_v128_store(b + 8, a2);
+    wasm_v128_store(b + 12, a3);
+    mx = wasm_f32x4_pmax(mx, wasm_f32x4_pmax(wasm_f32x4_pmax(a0, a1), wasm_f32x4_pmax(a2, a3)));
   }
-  {
-    v128_t e = exp4k(wasm_f32x4_sub(wasm_v128_load(scores + full), mx), &ek);
-    e = wasm_v128_and(e, causal_lanes(full, n)); /* e^−inf is not exactly 0 after the clamp */
-    wasm_v128_store(scores + full, e);
-    sum4 = wasm_f32x4_add(sum4, e);
+#undef SCORES_BLOCK
+  const Exp2K ek = exp2_consts();
+  v128_t sum = wasm_f32x4_splat(0);
+  const int n = 4 * (t0 + 4);
+  for (int j = 0; j < n - 16; j += 4) {
+    v128_t e = exp2_4(wasm_f32x4_sub(wasm_v128_load(sc + j), mx), &ek);
+    wasm_v128_store(sc + j, e);
+    sum = wasm_f32x4_add(sum, e);
   }
-  const v128_t inv = wasm_f32x4_div(wasm_f32x4_splat(1.0f), hsum4f(sum4, sum4, sum4, sum4));
-  for (int i = 0; i < hd; i += 8) {
-    const int w2 = i + 8 <= hd; /* eight dimensions, else four (hd % 8 == 4) */
-    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    const float *v0 = vt + i * T4;
-    for (int s = 0; s <= full; s += 4) {
-      v128_t p = wasm_v128_load(scores + s);
-      a0 = MADD(p, wasm_v128_load(v0 + s), a0);
-      a1 = MADD(p, wasm_v128_load(v0 + T4 + s), a1);
-      a2 = MADD(p, wasm_v128_load(v0 + 2 * T4 + s), a2);
-      a3 = MADD(p, wasm_v128_load(v0 + 3 * T4 + s), a3);
-      if (w2) {
-        a4 = MADD(p, wasm_v128_load(v0 + 4 * T4 + s), a4);
-        a5 = MADD(p, wasm_v128_load(v0 + 5 * T4 + s), a5);
-        a6 = MADD(p, wasm_v128_load(v0 + 6 * T4 + s), a6);
-        a7 = MADD(p, wasm_v128_load(v0 + 7 * T4 + s), a7);
-      }
+  for (int j = n - 16; j < n; j += 4) { /* e^−inf is not exactly 0 after the clamp */
+    v128_t x = wasm_v128_load(sc + j);
+    v128_t e = wasm_v128_and(exp2_4(wasm_f32x4_sub(x, mx), &ek), wasm_f32x4_ne(x, ninf));
+    wasm_v128_store(sc + j, e);
+    sum = wasm_f32x4_add(sum, e);
+  }
+  const v128_t inv = wasm_f32x4_div(wasm_f32x4_splat(1.0f), sum);
+  for (int d = 0; d < hd; d += 8) {
+    const int w2 = d + 8 <= hd; /* eight dimensions, else four (hd % 8 == 4) */
+    v128_t o00 = wasm_f32x4_splat(0), o01 = o00, o10 = o00, o11 = o00;
+    v128_t o20 = o00, o21 = o00, o30 = o00, o31 = o00;
+    for (int s = 0; s <= t0; s += 4) {
+      const float *b = sc + 4 * s, *vr = v + s * vStride + d;
+      /* p_r lane i: query i, key (i + r) % 4; key k of query i is in p_{(k − i) % 4} */
+      v128_t p0 = wasm_v128_load(b), p1 = wasm_v128_load(b + 4);
+      v128_t p2 = wasm_v128_load(b + 8), p3 = wasm_v128_load(b + 12);
+#define AV_KEY(kk, x0, x1, x2, x3, l0, l1, l2, l3)                                                  \
+  {                                                                                                \
+    const v128_t va = wasm_v128_load(vr + kk * vStride);                                           \
+    const v128_t w0 = wasm_i32x4_shuffle(x0, x0, l0, l0, l0, l0);                                  \
+    const v128_t w1 = wasm_i32x4_shuffle(x1, x1, l1, l1, l1, l1);                                  \
+    const v128_t w2_ = wasm_i32x4_shuffle(x2, x2, l2, l2, l2, l2);                                 \
+    const v128_t w3 = wasm_i32x4_shuffle(x3, x3, l3, l3, l3, l3);                                  \
+    o00 = MADD(w0, va, o00);                                                                       \
+    o10 = MADD(w1, va, o10);                                                                       \
+    o20 = MADD(w2_, va, o20);                                                                      \
+    o30 = MADD(w3, va, o30);                                                                       \
+    if (w2) {                                                                                      \
+      const v128_t vb = wasm_v128_load(vr + kk * vStride + 4);                                     \
+      o01 = MADD(w0, vb, o01);                                                                     \
+      o11 = MADD(w1, vb, o11);                                                                     \
+      o21 = MADD(w2_, vb, o21);                                                                    \
+      o31 = MADD(w3, vb, o31);                                                                     \
+    }                                                                                              \
+  }
+      /* key k: query i reads p_{(k − i) mod 4} at lane i */
+      AV_KEY(0, p0, p3, p2, p1, 0, 1, 2, 3)
+      AV_KEY(1, p1, p0, p3, p2, 0, 1, 2, 3)
+      AV_KEY(2, p2, p1, p0, p3, 0, 1, 2, 3)
+      AV_KEY(3, p3, p2, p1, p0, 0, 1, 2, 3)
+#undef AV_KEY
     }
-    wasm_v128_store(oh + i, wasm_f32x4_mul(hsum4f(a0, a1, a2, a3), inv));
-    if (w2) wasm_v128_store(oh + i + 4, wasm_f32x4_mul(hsum4f(a4, a5, a6, a7), inv));
+    const v128_t r0 = wasm_i32x4_shuffle(inv, inv, 0, 0, 0, 0);
+    const v128_t r1 = wasm_i32x4_shuffle(inv, inv, 1, 1, 1, 1);
+    const v128_t r2 = wasm_i32x4_shuffle(inv, inv, 2, 2, 2, 2);
+    const v128_t r3 = wasm_i32x4_shuffle(inv, inv, 3, 3, 3, 3);
+    float *od = o + t0 * oStride + d;
+    wasm_v128_store(od, wasm_f32x4_mul(o00, r0));
+    if (w2) wasm_v128_store(od + 4, wasm_f32x4_mul(o01, r0));
+    if (t0 + 1 < T) {
+      wasm_v128_store(od + oStride, wasm_f32x4_mul(o10, r1));
+      if (w2) wasm_v128_store(od + oStride + 4, wasm_f32x4_mul(o11, r1));
+    }
+    if (t0 + 2 < T) {
+      wasm_v128_store(od + 2 * oStride, wasm_f32x4_mul(o20, r2));
+      if (w2) wasm_v128_store(od + 2 * oStride + 4, wasm_f32x4_mul(o21, r2));
+    }
+    if (t0 + 3 < T) {
+      wasm_v128_store(od + 3 * oStride, wasm_f32x4_mul(o30, r3));
+      if (w2) wasm_v128_store(od + 3 * oStride + 4, wasm_f32x4_mul(o31, r3));
+    }
   }
 }
 
-/* Copies the heads of x [T][heads · hd] to xT [head][hd][T4], zero past T. */
-static void transpose_heads(const float *x, int T, int heads, int hd, float *xT) {
-  const int T4 = ceil4(T), stride = heads * hd;
-  for (int h = 0; h < heads; h++) {
-    for (int i = 0; i < hd; i++) {
-      float *row = xT + (h * hd + i) * T4;
-      for (int s = 0; s < T; s++) row[s] = x[s * stride + h * hd + i];
-      for (int s = T; s < T4; s++) row[s] = 0.0f;
-    }
+/* Copies head h of x [T][stride] (hd values at h · hd) to xT [hd][T4], times scale, zero past T. */
+static void transpose_head(const float *x, int T, int stride, int h, int hd, float scale,
+                           float *xT) {
+  const int T4 = ceil4(T);
+  for (int i = 0; i < hd; i++) {
+    float *row = xT + i * T4;
+    for (int s = 0; s < T; s++) row[s] = x[s * stride + h * hd + i] * scale;
+    for (int s = T; s < T4; s++) row[s] = 0.0f;
   }
 }
 
 /*
- * Causal grouped-query attention of T queries over the T keys and values of the window. Keys and
- * values are first transposed per KV head into kT, vT [kvHead][hd][T4], so four keys' scores, and
- * their share of each value dimension, are one vector each. hd is a multiple of 4.
+ * Causal grouped-query attention of T queries over the T keys and values of the window, four
+ * queries of one head at a time (attend_tile). Each KV head's keys are transposed once into
+ * kT [hd][T4] and each head's queries, scaled by 1/√hd, into qT [hd][T4]; values stay in v.
+ * hd is a multiple of 4. sc holds 4 · T4 floats of scores.
  */
 static void attention_window(int T, int nHeads, int nKvHeads, int hd, const float *q,
-                             const float *k, const float *v, float *kT, float *vT, float *out,
-                             float *scores) {
-  const int qDim = nHeads * hd, group = nHeads / nKvHeads, T4 = ceil4(T);
-  const float scale = 1.0f / __builtin_sqrtf((float)hd);
-  transpose_heads(k, T, nKvHeads, hd, kT);
-  transpose_heads(v, T, nKvHeads, hd, vT);
-  for (int t = 0; t < T; t++) {
-    for (int h = 0; h < nHeads; h++) {
-      const int off = (h / group) * hd * T4;
-      const float *qh = q + t * qDim + h * hd;
-      float *oh = out + t * qDim + h * hd;
-      switch (hd) {
-      case 8: attend_row(8, t + 1, T4, qh, kT + off, vT + off, oh, scores, scale); break;
-      case 16: attend_row(16, t + 1, T4, qh, kT + off, vT + off, oh, scores, scale); break;
-      default: attend_row(hd, t + 1, T4, qh, kT + off, vT + off, oh, scores, scale); break;
+                             const float *k, const float *v, float *kT, float *qT, float *out,
+                             float *sc) {
+  const int qDim = nHeads * hd, kvDim = nKvHeads * hd, group = nHeads / nKvHeads, T4 = ceil4(T);
+  const float scale = 1.44269504088896341f / __builtin_sqrtf((float)hd); /* base 2 */
+  for (int kh = 0; kh < nKvHeads; kh++) {
+    transpose_head(k, T, kvDim, kh, hd, 1.0f, kT);
+    for (int h = kh * group; h < (kh + 1) * group; h++) {
+      transpose_head(q, T, qDim, h, hd, scale, qT);
+      const float *vh = v + kh * hd;
+      float *oh = out + h * hd;
+      for (int t0 = 0; t0 < T; t0 += 4) {
+        switch (hd) {
+        case 8: attend_tile(8, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
+        case 16: attend_tile(16, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
+        default: attend_tile(hd, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
+        }
       }
     }
   }
@@ -295,10 +384,10 @@ void forward_window(const int *d, int T, float *x, float *out) {
   const float *cs = (const float *)d[11], *sn = (const float *)d[12];
   const int qDim = nHeads * hd, kvDim = nKvHeads * hd, T4 = ceil4(T);
   float *xn = (float *)d[10];
-  float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T * kvDim;
-  float *vT = kT + kvDim * T4, *att = vT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden;
+  float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T4 * kvDim;
+  float *qT = kT + kvDim * T4, *att = qT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden;
   float *tmp = u + T * hidden;
-  float *scores = tmp + T * dim, *cw = scores + T4 + 8, *sw = cw + hd;
+  float *scores = tmp + T * dim, *cw = scores + 4 * T4 + 8, *sw = cw + hd;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
   const int dp = (dim + NR - 1) / NR, hp = (hidden + NR - 1) / NR;
   for (int l = 0; l < nLayers; l++) {
@@ -309,7 +398,8 @@ void forward_window(const int *d, int T, float *x, float *out) {
     gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
     rope(q, T, nHeads, hd, cs, sn, style, cw, sw);
     rope(k, T, nKvHeads, hd, cs, sn, style, cw, sw);
-    attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, vT, att, scores);
+    for (int i = T * kvDim; i < T4 * kvDim; i++) v[i] = 0.0f; /* the diagonal block's keys past T */
+    attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, qT, att, scores);
     gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
     rmsnorm_f32(T, dim, x, (const float *)L[5], eps, xn);
