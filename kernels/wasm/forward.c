@@ -3,7 +3,9 @@
  * which defines gemm_f32, rmsnorm_f32, exp4k, exp_consts and MADD). Weights stay resident in WASM memory as
  * packed GEMM panels; activations never leave it. window_forward.ts writes the descriptor, the
  * embeddings, the norm weights and the RoPE rows; the numbers follow models/forward.ts and
- * tasks/window_score.ts (logSoftmaxRows) up to float32 rounding.
+ * tasks/window_score.ts (logSoftmaxRows) up to float32 rounding. Attention's softmax alone uses
+ * its own base-2 exponential (exp2_4, as accurate as exp4k, other last bits): these
+ * log-probabilities are scored, never calibrated on, so nothing trains on those bits.
  *
  * Descriptor (int32 words; pointers are byte offsets):
  *   0 dim, 1 nLayers, 2 nHeads, 3 nKvHeads, 4 headDim (a multiple of 4), 5 hiddenDim, 6 vocab,
@@ -24,7 +26,7 @@ int fwd_scratch_floats(int T, const int *d) {
   const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = d[5];
   const int T4 = ceil4(T);
   /* xn, q, k, v (T4 rows), kT, qT, att, g, u, tmp, scores, RoPE lanes */
-  return T * dim + T * qDim + T * kvDim + T4 * kvDim + 2 * kvDim * T4 + T * qDim + 2 * T * hidden +
+  return T * dim + T * qDim + T * kvDim + T4 * kvDim + 2 * d[4] * T4 + T * qDim + 2 * T * hidden +
          T * dim + 4 * T4 + 8 + 2 * d[4];
 }
 
@@ -268,7 +270,8 @@ static void transpose_head(const float *x, int T, int stride, int h, int hd, flo
 /*
  * Causal grouped-query attention of T queries over the T keys and values of the window, four
  * queries of one head at a time (attend_tile). Each KV head's keys are transposed once into
- * kT [hd][T4] and each head's queries, scaled by 1/√hd, into qT [hd][T4]; values stay in v.
+ * kT [hd][T4] and each head's queries, scaled by log2 e/√hd (attend_tile's scores are in base 2),
+ * into qT [hd][T4]; values stay in v (T4 rows, zero past T).
  * hd is a multiple of 4. sc holds 4 · T4 floats of scores.
  */
 static void attention_window(int T, int nHeads, int nKvHeads, int hd, const float *q,
@@ -385,7 +388,7 @@ void forward_window(const int *d, int T, float *x, float *out) {
   const int qDim = nHeads * hd, kvDim = nKvHeads * hd, T4 = ceil4(T);
   float *xn = (float *)d[10];
   float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T4 * kvDim;
-  float *qT = kT + kvDim * T4, *att = qT + kvDim * T4, *g = att + T * qDim, *u = g + T * hidden;
+  float *qT = kT + hd * T4, *att = qT + hd * T4, *g = att + T * qDim, *u = g + T * hidden;
   float *tmp = u + T * hidden;
   float *scores = tmp + T * dim, *cw = scores + 4 * T4 + 8, *sw = cw + hd;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
