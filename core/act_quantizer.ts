@@ -133,6 +133,18 @@ export function validateActQuant(bits: number, o: ActQuantOptions): void {
   }
 }
 
+/**
+ * The quantizer of the attention products' inputs (q, k, v outputs) when `aq.options.bmm` is set:
+ * the uniform kernel, per token and dynamic, with `aq`'s bits, symmetry and clipping.
+ */
+export function bmmQuantization(aq: ActivationQuantization): ActivationQuantization {
+  return {
+    ...aq,
+    kernel: "uniform",
+    options: { ...aq.options, granularity: "token", static: false },
+  };
+}
+
 /** Symmetric step `max(m, floor) / qmax` in float32. */
 function symStep(m: number, qmax: number): number {
   return Math.fround(Math.max(m, ACT_FLOOR) / qmax);

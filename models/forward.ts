@@ -25,7 +25,12 @@ import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { attentionRef } from "../kernels/ref/attention.ts";
 import type { DenseMlp, LinearKind, LlamaConfig, LlamaWeights, MoeMlp } from "./types.ts";
-import { type ActSite, fakeQuantActivations, type ZeroCounter } from "../core/act_quantizer.ts";
+import {
+  type ActSite,
+  bmmQuantization,
+  fakeQuantActivations,
+  type ZeroCounter,
+} from "../core/act_quantizer.ts";
 import { applyRope, cachedRopeTable } from "./rope.ts";
 
 /** What the forward pass needs of a model. */
@@ -299,11 +304,7 @@ export function selfAttention(
   if (c.clipQkv !== undefined) { for (const a of [q, kNew, vNew]) clamp(a, c.clipQkv); }
   const aq = model.weights.activations;
   if (aq?.options.bmm) {
-    const bmm = {
-      ...aq,
-      kernel: "uniform" as const,
-      options: { ...aq.options, granularity: "token" as const, static: false },
-    };
+    const bmm = bmmQuantization(aq);
     q.set(fakeQuantActivations(bmm, q, T, nHeads * headDim, undefined, zeros, "bmm"));
     for (const c of [kCache, vCache]) {
       const rows = c.subarray(start * kvDim, (start + T) * kvDim);

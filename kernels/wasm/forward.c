@@ -11,11 +11,23 @@
  *   0 dim, 1 nLayers, 2 nHeads, 3 nKvHeads, 4 headDim (a multiple of 4), 5 hiddenDim, 6 vocab,
  *   7 rope style (0 interleaved pairs, 1 halves), 8 normEps (float bits), 9 GEMM workspace,
  *   10 scratch (fwd_scratch_floats(T, d) floats), 11 cos [T][headDim / 2], 12 sin (same),
- *   13 final norm [dim], 14 classifier panels,
- *   15 + 9·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels.
+ *   13 final norm [dim], 14 classifier panels, 15 activation quantization (0 none, 1 the inputs
+ *   of the linear layers, 3 those and the q, k, v outputs: see lowbit_act),
+ *   16 + 9·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels.
  */
 
-#define D_WORDS_HEAD 15
+#define D_WORDS_HEAD 16
+
+/*
+ * Fake-quantizes the activations x [T][n] of `site` in block `layer`, in place: the host's
+ * activation quantizer (window_forward.ts calls core/act_quantizer.ts on this memory), so
+ * weight-activation models take this path with exactly the quantizer of the op-by-op one. Sites:
+ * the inputs of q/k/v (0), o (1), gate/up (2) and down (3); the outputs q (4), k (5), v (6) before
+ * RoPE, when the quantizer's `bmm` is set.
+ */
+__attribute__((import_module("env"), import_name("lowbit_act"))) void
+lowbit_act(int site, int layer, float *x, int T, int n);
+enum { ACT_QKV, ACT_O, ACT_GATEUP, ACT_DOWN, ACT_Q, ACT_K, ACT_V };
 #define D_WORDS_LAYER 9
 
 INLINE int ceil4(int n) { return (n + 3) & ~3; }
@@ -381,7 +393,7 @@ static void log_softmax_rows(float *x, int rows, int n) {
 EXPORT(forward_window)
 void forward_window(const int *d, int T, float *x, float *out) {
   const int dim = d[0], nLayers = d[1], nHeads = d[2], nKvHeads = d[3], hd = d[4];
-  const int hidden = d[5], vocab = d[6], style = d[7];
+  const int hidden = d[5], vocab = d[6], style = d[7], act = d[15];
   const float eps = __builtin_bit_cast(float, d[8]);
   float *ws = (float *)d[9];
   const float *cs = (const float *)d[11], *sn = (const float *)d[12];
@@ -396,19 +408,28 @@ void forward_window(const int *d, int T, float *x, float *out) {
   for (int l = 0; l < nLayers; l++) {
     const int *L = d + D_WORDS_HEAD + D_WORDS_LAYER * l;
     rmsnorm_f32(T, dim, x, (const float *)L[0], eps, xn);
+    if (act) lowbit_act(ACT_QKV, l, xn, T, dim);
     gemm_f32(T, qDim, dim, xn, (const float *)L[1], q, ws, 0, qp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[2], k, ws, 0, kvp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
+    if (act & 2) {
+      lowbit_act(ACT_Q, l, q, T, qDim);
+      lowbit_act(ACT_K, l, k, T, kvDim);
+      lowbit_act(ACT_V, l, v, T, kvDim);
+    }
     rope(q, T, nHeads, hd, cs, sn, style, cw, sw);
     rope(k, T, nKvHeads, hd, cs, sn, style, cw, sw);
     for (int i = T * kvDim; i < T4 * kvDim; i++) v[i] = 0.0f; /* the diagonal block's keys past T */
     attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, qT, att, scores);
+    if (act) lowbit_act(ACT_O, l, att, T, qDim);
     gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
     rmsnorm_f32(T, dim, x, (const float *)L[5], eps, xn);
+    if (act) lowbit_act(ACT_GATEUP, l, xn, T, dim);
     gemm_f32(T, hidden, dim, xn, (const float *)L[6], g, ws, 0, hp);
     gemm_f32(T, hidden, dim, xn, (const float *)L[7], u, ws, 0, hp);
     swiglu(g, u, T * hidden);
+    if (act) lowbit_act(ACT_DOWN, l, g, T, hidden);
     gemm_f32(T, dim, hidden, g, (const float *)L[8], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
   }

@@ -156,18 +156,35 @@ export async function compileWasm(url: URL = WASM_URL): Promise<WebAssembly.Modu
 }
 
 /**
+ * What a kernel instance calls back into (its imports besides the memory). `act` fake-quantizes
+ * the activations `x [T][n]` at byte offset `ptr` in place: `forward_window`'s activation
+ * quantizer (`lowbit_act` in `forward.c`, set per call by `window_forward.ts`).
+ */
+export interface WasmHost {
+  act?: (site: number, layer: number, ptr: number, T: number, n: number) => void;
+}
+
+/**
  * Instantiates a compiled kernel module (`url` only names it in errors); `memory` is the shared
- * memory a `kernels_mt.wasm` instance imports. Throws when an export is missing.
+ * memory a `kernels_mt.wasm` instance imports, `host` what it calls back into. Throws when an
+ * export is missing.
  */
 export async function instantiateWasm(
   module: WebAssembly.Module,
   url: URL,
   memory?: WebAssembly.Memory,
+  host: WasmHost = {},
 ): Promise<WasmExports> {
   const name = fileName(url);
+  const lowbit_act = (site: number, layer: number, ptr: number, T: number, n: number) => {
+    if (!host.act) throw new Error(`wasm kernels: ${name} asked for an activation quantizer`);
+    host.act(site, layer, ptr, T, n);
+  };
   let instance: WebAssembly.Instance;
   try {
-    instance = await WebAssembly.instantiate(module, memory ? { env: { memory } } : {});
+    instance = await WebAssembly.instantiate(module, {
+      env: memory ? { memory, lowbit_act } : { lowbit_act },
+    });
   } catch (e) {
     throw new Error(
       `wasm kernels: ${name} is not a valid kernel module (${
@@ -186,6 +203,6 @@ export async function instantiateWasm(
  * Reads, compiles and instantiates the kernel module at `url` (default {@linkcode WASM_URL}).
  * Throws an error naming the file when it is missing, not WebAssembly, or lacks an export.
  */
-export async function loadWasm(url: URL = WASM_URL): Promise<WasmExports> {
-  return await instantiateWasm(await compileWasm(url), url);
+export async function loadWasm(url: URL = WASM_URL, host?: WasmHost): Promise<WasmExports> {
+  return await instantiateWasm(await compileWasm(url), url, undefined, host);
 }

@@ -31,6 +31,7 @@ import {
   WASM_MT_URL,
   WASM_URL,
   type WasmExports,
+  type WasmHost,
 } from "./load.ts";
 import { KernelThreads, shareOf } from "./threads.ts";
 import { windowForward } from "./window_forward.ts";
@@ -163,8 +164,9 @@ export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<Was
     return await threadedKernels(threads, options.url ?? WASM_MT_URL, options.minSplit);
   }
   const fma = options.fma === true && relaxedSimdSupported();
-  const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL));
-  return detached(new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd"));
+  const host: WasmHost = {};
+  const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL), host);
+  return detached(new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd", host));
 }
 
 async function threadedKernels(
@@ -177,12 +179,13 @@ async function threadedKernels(
   if (!mem) throw new Error(`wasm kernels: ${url.pathname} imports no shared memory`);
   // The module's minimum (16 pages) and maximum (4 GiB) as linked in build.ts.
   const memory = new WebAssembly.Memory({ initial: 16, maximum: 65536, shared: true });
-  const wasm = await instantiateWasm(module, url, memory);
+  const host: WasmHost = {};
+  const wasm = await instantiateWasm(module, url, memory, host);
   const heap = new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
   const stackTops: number[] = [];
   for (let i = 1; i < threads; i++) stackTops.push(heap.alloc(THREAD_STACK) + THREAD_STACK);
   const pool = await KernelThreads.start(module, memory, stackTops);
-  const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}`, heap, pool);
+  const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}`, host, heap, pool);
   k.minSplit = minSplit;
   return detached(k);
 }
@@ -205,6 +208,8 @@ function detached(k: WasmSimdKernels): WasmKernels {
 class WasmSimdKernels implements WasmKernels {
   readonly id: string;
   readonly #wasm: WasmExports;
+  /** What the instance calls back into (`forward_window`'s activation quantizer). */
+  readonly #host: WasmHost;
   readonly #heap: WasmHeap;
   readonly #f32 = new WeakMap<Matrix, F32Entry>();
   readonly #fused = new WeakMap<PackedWeight, FusedEntry>();
@@ -217,9 +222,16 @@ class WasmSimdKernels implements WasmKernels {
   /** See {@linkcode WasmKernelsOptions.minSplit}. */
   minSplit = MIN_SPLIT;
 
-  constructor(wasm: WasmExports, id: string, heap?: WasmHeap, pool?: KernelThreads) {
+  constructor(
+    wasm: WasmExports,
+    id: string,
+    host: WasmHost,
+    heap?: WasmHeap,
+    pool?: KernelThreads,
+  ) {
     this.id = id;
     this.#wasm = wasm;
+    this.#host = host;
     this.#heap = heap ?? new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
     this.#pool = pool;
     this.#reclaim = new FinalizationRegistry((ptrs) => this.#freeAll(ptrs));
@@ -234,6 +246,7 @@ class WasmSimdKernels implements WasmKernels {
     return windowForward(
       {
         wasm: this.#wasm,
+        host: this.#host,
         heap: this.#heap,
         ws: this.#ws[0]!,
         panels: (w) => this.#panels(w),

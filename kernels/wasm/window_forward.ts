@@ -5,22 +5,27 @@
  * resident as packed GEMM panels (the same cache as `matmul`) and only the embeddings, norm
  * weights and RoPE rows go in, the log-probabilities out.
  *
- * Dense models with float activations and no q/k/v biases, q/k norms or `clip_qkv`, with a head
- * size that is a multiple of 4: anything else is {@linkcode windowUnsupported} and takes the
- * per-op path, which gives the same numbers up to float32 rounding.
+ * Dense models with no q/k/v biases, q/k norms or `clip_qkv`, with a head size that is a multiple
+ * of 4: anything else is {@linkcode windowUnsupported} and takes the per-op path, which gives the
+ * same numbers up to float32 rounding. Weight-activation models take this path too: at each
+ * quantization site the WASM code calls back into `core/act_quantizer.ts` (`lowbit_act`), the
+ * quantizer the op-by-op path applies.
  *
  * @module
  */
 
+import { ACT_SITES, bmmQuantization, fakeQuantActivations } from "../../core/act_quantizer.ts";
 import { embedTokens, type ForwardModel } from "../../models/forward.ts";
 import { cachedRopeTable } from "../../models/rope.ts";
 import type { Matrix } from "../../models/types.ts";
 import type { WasmHeap } from "./heap.ts";
-import type { WasmExports } from "./load.ts";
+import type { WasmExports, WasmHost } from "./load.ts";
 
 /** What the whole-window pass needs of a WASM kernel instance. */
 export interface WindowForwardEnv {
   readonly wasm: WasmExports;
+  /** The instance's callbacks: `act` is set for the call when the model quantizes activations. */
+  readonly host: WasmHost;
   readonly heap: WasmHeap;
   /** Byte offset of the GEMM workspace. */
   readonly ws: number;
@@ -31,13 +36,12 @@ export interface WindowForwardEnv {
 }
 
 /** Words of the descriptor: the header, then nine per layer (see `forward.c`). */
-const HEAD_WORDS = 15;
+const HEAD_WORDS = 16;
 const LAYER_WORDS = 9;
 
 /** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
 export function windowUnsupported(model: ForwardModel): string | undefined {
   const { config: c, weights: w } = model;
-  if (w.activations) return "activation quantization runs op by op";
   if (c.moe || w.layers.some((l) => l.mlp.kind !== "dense")) {
     return "Mixture-of-Experts blocks run op by op";
   }
@@ -166,7 +170,26 @@ export function windowForward(
       HEAD_WORDS + LAYER_WORDS * i,
     );
   }
+  const aq = w.activations;
+  d[15] = aq ? (aq.options.bmm ? 3 : 1) : 0;
   heap.u32(desc, descWords).set(new Uint32Array(d.buffer));
-  env.wasm.forward_window(desc, T, xp, out);
+  if (aq) {
+    // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs.
+    const bmm = bmmQuantization(aq);
+    env.host.act = (site, layer, ptr, rows, n) => {
+      const x = heap.f32(ptr, rows * n);
+      const name = ACT_SITES[site];
+      x.set(
+        name === undefined
+          ? fakeQuantActivations(bmm, x, rows, n, undefined, undefined, "bmm")
+          : fakeQuantActivations(aq, x, rows, n, aq.layers?.[layer]?.[name], undefined, name),
+      );
+    };
+  }
+  try {
+    env.wasm.forward_window(desc, T, xp, out);
+  } finally {
+    env.host.act = undefined;
+  }
   return heap.f32(out, T * c.vocabSize).slice();
 }
