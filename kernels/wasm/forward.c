@@ -11,12 +11,14 @@
  *   0 dim, 1 nLayers, 2 nHeads, 3 nKvHeads, 4 headDim (a multiple of 4), 5 hiddenDim, 6 vocab,
  *   7 rope style (0 interleaved pairs, 1 halves), 8 normEps (float bits), 9 GEMM workspace,
  *   10 scratch (fwd_scratch_floats(T, d) floats), 11 cos [T][headDim / 2], 12 sin (same),
- *   13 final norm [dim], 14 classifier panels, 15 activation quantization (0 none, 1 the inputs
- *   of the linear layers, 3 those and the q, k, v outputs: see lowbit_act),
- *   16 + 9·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels.
+ *   13 final norm [dim], 14 classifier panels, 15 activation quantization (bit 0: the inputs of
+ *   the linear layers, bit 1: also the q, k, v outputs, bit 2: here, by act_quant, else by the
+ *   host, see lowbit_act), 16 its bits, 17 bit 0 symmetric, bit 1 one range per window (else per
+ *   token), 18–19 its clipping ratio (float64),
+ *   20 + 9·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels.
  */
 
-#define D_WORDS_HEAD 16
+#define D_WORDS_HEAD 20
 
 /*
  * Fake-quantizes the activations x [T][n] of `site` in block `layer`, in place: the host's
@@ -28,9 +30,105 @@
 __attribute__((import_module("env"), import_name("lowbit_act"))) void
 lowbit_act(int site, int layer, float *x, int T, int n);
 enum { ACT_QKV, ACT_O, ACT_GATEUP, ACT_DOWN, ACT_Q, ACT_K, ACT_V };
+
+/* Round half to even of two float64s with core/quantizer.ts roundHalfEven's zeros (from floor):
+   −0 for −0, +0 for every other input that rounds to zero. */
+INLINE v128_t rhe2(v128_t x) {
+  const v128_t zero = wasm_f64x2_splat(0.0);
+  return wasm_v128_bitselect(x, wasm_f64x2_add(wasm_f64x2_nearest(x), zero), wasm_f64x2_eq(x, zero));
+}
+
+/*
+ * Fake-quantizes x[0 .. len) in place with one step, bit for bit core/act_quantizer.ts
+ * quantizeSpan (float64 arithmetic, results rounded to float32 once), given the span's range
+ * [lo, hi] (zero included) and the clipping ratio: symmetric absmax, Δ = max(m, 1e-5) / (2^(b−1)
+ * − 1), or asymmetric min-max with an integer zero point. len is a multiple of 4.
+ */
+static void quant_span(float *x, int len, int bits, int sym, double lo, double hi, double clip) {
+  lo *= clip;
+  hi *= clip;
+  double step, zero = 0, qlo, qhi;
+  if (sym) {
+    const double qmax = (double)((1 << (bits - 1)) - 1), m = -lo > hi ? -lo : hi;
+    step = (float)((m < 1e-5 ? 1e-5 : m) / qmax);
+    qlo = -qmax;
+    qhi = qmax;
+  } else {
+    const double maxq = (double)((1 << bits) - 1), r = hi - lo;
+    step = (float)((r < 1e-5 ? 1e-5 : r) / maxq);
+    zero = __builtin_rint(-lo / step) + 0.0;
+    zero = zero < 0 ? 0 : zero;
+    zero = zero > maxq ? maxq : zero;
+    qlo = 0;
+    qhi = maxq;
+  }
+  /* symmetric: q and q · Δ as they are (adding −0 and subtracting +0 keep a −0), else q + zero and
+     (q − zero) · Δ */
+  const v128_t st = wasm_f64x2_splat(step), z = wasm_f64x2_splat(zero);
+  const v128_t za = sym ? wasm_f64x2_splat(-0.0) : z;
+  const v128_t lo2 = wasm_f64x2_splat(qlo), hi2 = wasm_f64x2_splat(qhi);
+  for (int i = 0; i < len; i += 4) {
+    const v128_t v = wasm_v128_load(x + i);
+    v128_t a = wasm_f64x2_promote_low_f32x4(v);
+    v128_t b = wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
+    /* q < qlo ? qlo : q > qhi ? qhi : q (pmax/pmin keep a NaN, as those comparisons do) */
+    a = wasm_f64x2_pmin(wasm_f64x2_pmax(wasm_f64x2_add(rhe2(wasm_f64x2_div(a, st)), za), lo2), hi2);
+    b = wasm_f64x2_pmin(wasm_f64x2_pmax(wasm_f64x2_add(rhe2(wasm_f64x2_div(b, st)), za), lo2), hi2);
+    a = wasm_f32x4_demote_f64x2_zero(wasm_f64x2_mul(wasm_f64x2_sub(a, z), st));
+    b = wasm_f32x4_demote_f64x2_zero(wasm_f64x2_mul(wasm_f64x2_sub(b, z), st));
+    wasm_v128_store(x + i, wasm_i32x4_shuffle(a, b, 0, 1, 4, 5));
+  }
+}
+
+/* [min(0, x…), max(0, x…)] of x[0 .. len), len a multiple of 4; NaNs are skipped, as in range(). */
+static void span_range(const float *x, int len, double *lo, double *hi) {
+  v128_t mn = wasm_f32x4_splat(0), mx = mn;
+  for (int i = 0; i < len; i += 4) {
+    const v128_t v = wasm_v128_load(x + i);
+    mn = wasm_f32x4_pmin(mn, v); /* v < mn ? v : mn */
+    mx = wasm_f32x4_pmax(mx, v); /* mx < v ? v : mx */
+  }
+  float a = 0, b = 0;
+  for (int j = 0; j < 4; j++) {
+    const float u = ((float *)&mn)[j], w = ((float *)&mx)[j];
+    a = u < a ? u : a;
+    b = w > b ? w : b;
+  }
+  *lo = a;
+  *hi = b;
+}
+
+/*
+ * The activation quantizer of `site` in block `layer` on x [T][n]: the uniform kernel, dynamic,
+ * per token or one range for the window (the q, k, v outputs always per token), here when the
+ * descriptor says so (d[15] bit 2), else the host's (lowbit_act). n is a multiple of 4 here.
+ */
+static void act_quant(const int *d, int site, int layer, float *x, int T, int n) {
+  if (!(d[15] & 4)) {
+    lowbit_act(site, layer, x, T, n);
+    return;
+  }
+  const int bits = d[16], sym = d[17] & 1, tensor = (d[17] & 2) && site < ACT_Q;
+  double clip, lo, hi;
+  __builtin_memcpy(&clip, d + 18, sizeof clip);
+  if (tensor) {
+    span_range(x, T * n, &lo, &hi);
+    quant_span(x, T * n, bits, sym, lo, hi, clip);
+    return;
+  }
+  for (int t = 0; t < T; t++) {
+    span_range(x + t * n, n, &lo, &hi);
+    quant_span(x + t * n, n, bits, sym, lo, hi, clip);
+  }
+}
 #define D_WORDS_LAYER 9
 
 INLINE int ceil4(int n) { return (n + 3) & ~3; }
+
+/* act_quant on its own (tests compare it with core/act_quantizer.ts): site 0 of block 0 of x [T][n]
+   under the activation words 15–19 of d. */
+EXPORT(act_quant_rows)
+void act_quant_rows(const int *d, float *x, int T, int n) { act_quant(d, ACT_QKV, 0, x, T, n); }
 
 /* Floats of scratch a window of T tokens needs (window_forward.ts allocates it). */
 EXPORT(fwd_scratch_floats)
@@ -408,28 +506,28 @@ void forward_window(const int *d, int T, float *x, float *out) {
   for (int l = 0; l < nLayers; l++) {
     const int *L = d + D_WORDS_HEAD + D_WORDS_LAYER * l;
     rmsnorm_f32(T, dim, x, (const float *)L[0], eps, xn);
-    if (act) lowbit_act(ACT_QKV, l, xn, T, dim);
+    if (act) act_quant(d, ACT_QKV, l, xn, T, dim);
     gemm_f32(T, qDim, dim, xn, (const float *)L[1], q, ws, 0, qp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[2], k, ws, 0, kvp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
     if (act & 2) {
-      lowbit_act(ACT_Q, l, q, T, qDim);
-      lowbit_act(ACT_K, l, k, T, kvDim);
-      lowbit_act(ACT_V, l, v, T, kvDim);
+      act_quant(d, ACT_Q, l, q, T, qDim);
+      act_quant(d, ACT_K, l, k, T, kvDim);
+      act_quant(d, ACT_V, l, v, T, kvDim);
     }
     rope(q, T, nHeads, hd, cs, sn, style, cw, sw);
     rope(k, T, nKvHeads, hd, cs, sn, style, cw, sw);
     for (int i = T * kvDim; i < T4 * kvDim; i++) v[i] = 0.0f; /* the diagonal block's keys past T */
     attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, qT, att, scores);
-    if (act) lowbit_act(ACT_O, l, att, T, qDim);
+    if (act) act_quant(d, ACT_O, l, att, T, qDim);
     gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
     rmsnorm_f32(T, dim, x, (const float *)L[5], eps, xn);
-    if (act) lowbit_act(ACT_GATEUP, l, xn, T, dim);
+    if (act) act_quant(d, ACT_GATEUP, l, xn, T, dim);
     gemm_f32(T, hidden, dim, xn, (const float *)L[6], g, ws, 0, hp);
     gemm_f32(T, hidden, dim, xn, (const float *)L[7], u, ws, 0, hp);
     swiglu(g, u, T * hidden);
-    if (act) lowbit_act(ACT_DOWN, l, g, T, hidden);
+    if (act) act_quant(d, ACT_DOWN, l, g, T, hidden);
     gemm_f32(T, dim, hidden, g, (const float *)L[8], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
   }

@@ -57,6 +57,8 @@ export interface WasmExports {
   fwd_scratch_floats(T: number, desc: number): number;
   /** Log-probabilities of a whole window (`forward.c`; see `window_forward.ts`). */
   forward_window(desc: number, T: number, x: number, out: number): void;
+  /** Fake-quantizes the activations `x [T][n]` in place under the descriptor's words 15–19. */
+  act_quant_rows(desc: number, x: number, T: number, n: number): void;
 }
 
 const REQUIRED = [
@@ -69,6 +71,7 @@ const REQUIRED = [
   "attention_f32",
   "fwd_scratch_floats",
   "forward_window",
+  "act_quant_rows",
 ];
 
 /** URL of the kernel binary (beside this module, wherever it is served from). */

@@ -14,7 +14,12 @@
  * @module
  */
 
-import { ACT_SITES, bmmQuantization, fakeQuantActivations } from "../../core/act_quantizer.ts";
+import {
+  ACT_SITES,
+  type ActivationQuantization,
+  bmmQuantization,
+  fakeQuantActivations,
+} from "../../core/act_quantizer.ts";
 import { embedTokens, type ForwardModel } from "../../models/forward.ts";
 import { cachedRopeTable } from "../../models/rope.ts";
 import type { Matrix } from "../../models/types.ts";
@@ -35,8 +40,29 @@ export interface WindowForwardEnv {
   scratch(bytes: number): number;
 }
 
+/** First of the descriptor's five activation-quantization words (see `forward.c`). */
+export const ACT_WORD = 15;
+
+/**
+ * The descriptor's activation words (`forward.c`, words 15–19): which sites are quantized, by
+ * `forward.c` itself (`native`, see {@linkcode quantizesInWasm}) or by the host, with which bits,
+ * symmetry, granularity and clipping ratio (float64).
+ */
+export function activationWords(
+  aq: ActivationQuantization | undefined,
+  native: boolean,
+): Int32Array {
+  const words = new Int32Array(6); // five, padded so the float64 at word 3 is aligned
+  if (!aq) return words.subarray(0, 5);
+  words[0] = (aq.options.bmm ? 3 : 1) | (native ? 4 : 0);
+  words[1] = aq.bits;
+  words[2] = (aq.options.symmetric ? 1 : 0) | (aq.options.granularity === "tensor" ? 2 : 0);
+  new DataView(words.buffer).setFloat64(12, aq.options.clip, true);
+  return words.subarray(0, 5);
+}
+
 /** Words of the descriptor: the header, then nine per layer (see `forward.c`). */
-const HEAD_WORDS = 16;
+const HEAD_WORDS = 20;
 const LAYER_WORDS = 9;
 
 /** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
@@ -53,6 +79,22 @@ export function windowUnsupported(model: ForwardModel): string | undefined {
   }
   if (c.headDim % 4 !== 0) return `head size ${c.headDim} is not a multiple of 4`;
   return undefined;
+}
+
+/**
+ * Whether `forward.c` quantizes the model's activations itself (bit for bit
+ * `fakeQuantActivations`): the uniform kernel with dynamic ranges, per token or per window, no
+ * factors folded out of a site, every quantized width a multiple of 4. Otherwise (CrossQuant,
+ * static ranges, folded factors) it calls back into `core/act_quantizer.ts` at each site.
+ */
+export function quantizesInWasm(model: ForwardModel): boolean {
+  const { config: c, weights: w } = model;
+  const aq = w.activations;
+  if (!aq || aq.kernel !== "uniform" || aq.options.static) return false;
+  if (aq.layers?.some((l) => Object.values(l).some((site) => site?.folded))) return false;
+  return [c.dim, c.hiddenDim, c.nHeads * c.headDim, c.nKvHeads * c.headDim].every((n) =>
+    n % 4 === 0
+  );
 }
 
 /**
@@ -171,9 +213,10 @@ export function windowForward(
     );
   }
   const aq = w.activations;
-  d[15] = aq ? (aq.options.bmm ? 3 : 1) : 0;
+  const native = aq !== undefined && quantizesInWasm(model);
+  d.set(activationWords(aq, native), ACT_WORD);
   heap.u32(desc, descWords).set(new Uint32Array(d.buffer));
-  if (aq) {
+  if (aq && !native) {
     // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs.
     const bmm = bmmQuantization(aq);
     env.host.act = (site, layer, ptr, rows, n) => {

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { type ActivationQuantization, DEFAULT_ACT_OPTIONS } from "../../core/act_quantizer.ts";
+import {
+  type ActivationQuantization,
+  DEFAULT_ACT_OPTIONS,
+  fakeQuantActivations,
+} from "../../core/act_quantizer.ts";
 import { forward, type ForwardModel } from "../../models/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix } from "../../models/types.ts";
 import { logSoftmaxRows, windowLogProbs } from "../../tasks/window_score.ts";
@@ -8,7 +12,9 @@ import { randomMatrix } from "../../testing/random.ts";
 import { stories260K } from "../../testing/stories.ts";
 import { refKernels } from "../ref/mod.ts";
 import { wasmKernels } from "./mod.ts";
-import { windowUnsupported } from "./window_forward.ts";
+import { WasmHeap } from "./heap.ts";
+import { loadWasm } from "./load.ts";
+import { ACT_WORD, activationWords, quantizesInWasm, windowUnsupported } from "./window_forward.ts";
 
 const kernels = await wasmKernels();
 const reference = (m: ForwardModel, w: readonly number[]) =>
@@ -198,4 +204,99 @@ Deno.test("whole-window path quantizes activations at every site, as the op-by-o
   });
   assert.throws(() => kernels.windowLogProbs!(noRange, w), /Static .* of qkv has no range/);
   assert.deepEqual(kernels.windowLogProbs!(model, w), float);
+});
+
+Deno.test("whole-window path: its own activation quantizer equals core/act_quantizer.ts bit for bit", async () => {
+  const model = await stories260K();
+  const w = Array.from({ length: 77 }, (_, t) => (t * 37 + 11) % model.config.vocabSize);
+  // Factors of 1 folded out of a site change no number but send every site to the host's
+  // quantizer (fakeQuantActivations): the two must give the same bits.
+  const ones = (n: number) => new Float32Array(n).fill(1);
+  const folded = model.weights.layers.map(() => ({ o: { folded: ones(model.config.dim) } }));
+  const options = [
+    DEFAULT_ACT_OPTIONS,
+    { ...DEFAULT_ACT_OPTIONS, symmetric: false },
+    { ...DEFAULT_ACT_OPTIONS, granularity: "tensor" as const, clip: 0.9 },
+    { ...DEFAULT_ACT_OPTIONS, granularity: "tensor" as const, symmetric: false, bmm: true },
+    { ...DEFAULT_ACT_OPTIONS, clip: 0.85, bmm: true },
+  ];
+  for (const o of options) {
+    for (const bits of [3, 4, 8]) {
+      const aq: ActivationQuantization = { bits, kernel: "uniform", options: o };
+      const here: ForwardModel = { ...model, weights: { ...model.weights, activations: aq } };
+      const host: ForwardModel = {
+        ...model,
+        weights: { ...model.weights, activations: { ...aq, layers: folded } },
+      };
+      assert.ok(quantizesInWasm(here) && !quantizesInWasm(host));
+      const a = kernels.windowLogProbs!(here, w)!, b = kernels.windowLogProbs!(host, w)!;
+      const same = a.every((x, i) => Object.is(x, b[i]));
+      assert.ok(same, `A${bits} ${JSON.stringify(o)}: the two quantizers differ`);
+    }
+  }
+  // Widths that are not multiples of 4, CrossQuant and static ranges stay with the host.
+  const odd = randomModel({ ...base, hiddenDim: 7 }, 3);
+  const aq: ActivationQuantization = { bits: 8, kernel: "uniform", options: DEFAULT_ACT_OPTIONS };
+  assert.equal(quantizesInWasm({ ...odd, weights: { ...odd.weights, activations: aq } }), false);
+  const cross = { ...aq, kernel: "crossquant" as const };
+  assert.equal(
+    quantizesInWasm({ ...model, weights: { ...model.weights, activations: cross } }),
+    false,
+  );
+});
+
+Deno.test("act_quant_rows equals fakeQuantActivations bit for bit: ties, zeros, NaN, clipping", async () => {
+  const wasm = await loadWasm();
+  const heap = new WasmHeap(wasm.memory, Number(wasm.__heap_base.value));
+  const n = 8;
+  // Row 0: absmax 21 at A4 gives the step 21 / 7 = 3, so 10.5 / 3 = 3.5 and −10.5 / 3 = −3.5 are
+  // exact ties (to 4 and −4), 7.5 / 3 = 2.5 (to 2); 10.5 · fl(1/3) would round to 3, so the
+  // division must be the quantizer's. Row 1: tiny values under the 1e-5 floor and −0. Row 2: a
+  // NaN, skipped by the range and kept. Row 3: at A5 the step is 735 / 15 = 49, and ±367.5 / 49 =
+  // ±7.5 are ties (to ±8) that ±367.5 · fl(1/49) = ±7.4999999999999991 would round to ±7. Rows 4–:
+  // random.
+  const rows = [
+    [21, 10.5, -10.5, 7.5, -7.5, 1.5, -4.5, 0],
+    [1e-7, -3e-6, -0, 0, 2e-6, -1e-7, 5e-6, 0],
+    [NaN, 1, -2, 3, -0.5, 0.25, 2.5, -3],
+    [735, -367.5, 367.5, 122.5, 0, 0, 0, 0],
+  ];
+  const random = randomMatrix(40 * n, 9, 4);
+  const x = new Float32Array([...rows.flat(), ...random]);
+  const T = x.length / n;
+  for (const bits of [2, 4, 5, 8]) {
+    for (const symmetric of [true, false]) {
+      for (const granularity of ["token", "tensor"] as const) {
+        for (const clip of [1, 0.8]) {
+          const aq: ActivationQuantization = {
+            bits,
+            kernel: "uniform",
+            options: { ...DEFAULT_ACT_OPTIONS, symmetric, granularity, clip },
+          };
+          const want = fakeQuantActivations(aq, x, T, n, undefined);
+          const d = new Int32Array(ACT_WORD + 5);
+          d.set(activationWords(aq, true), ACT_WORD);
+          const dp = heap.alloc(d.byteLength), xp = heap.alloc(x.byteLength);
+          heap.u32(dp, d.length).set(new Uint32Array(d.buffer));
+          heap.f32(xp, x.length).set(x);
+          wasm.act_quant_rows(dp, xp, T, n);
+          const got = heap.f32(xp, x.length).slice();
+          heap.free(dp);
+          heap.free(xp);
+          const what = `A${bits} ${symmetric ? "sym" : "asym"} ${granularity} clip ${clip}`;
+          for (let i = 0; i < x.length; i++) {
+            assert.ok(Object.is(got[i], want[i]), `${what}: [${i}] ${got[i]} ≠ ${want[i]}`);
+          }
+        }
+      }
+    }
+  }
+  // The hand-worked ties of rows 0 (A4) and 3 (A5), symmetric, per token, no clipping.
+  const aq: ActivationQuantization = { bits: 4, kernel: "uniform", options: DEFAULT_ACT_OPTIONS };
+  assert.deepEqual(
+    [...fakeQuantActivations(aq, x, T, n, undefined).subarray(0, n)],
+    [21, 12, -12, 6, -6, 0, -6, 0],
+  );
+  const a5 = fakeQuantActivations({ ...aq, bits: 5 }, x, T, n, undefined);
+  assert.deepEqual([...a5.subarray(3 * n, 4 * n)], [735, -392, 392, 98, 0, 0, 0, 0]);
 });
