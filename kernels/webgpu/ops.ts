@@ -71,25 +71,7 @@ export class GpuOps {
   ): void {
     const { M, N, K } = dims;
     const u = this.dev.uniform([M, N, K, dims.acc ? 1 : 0]);
-    if (M <= GEMV_MAX_TOKENS) {
-      this.dev.dispatch(pass, this.#sh.matmul, "gemv", [x, w, out, u], M * N);
-    } else if (this.gemm === "blocked") {
-      const blocks = Math.ceil(M / 4) * Math.ceil(N / 4);
-      this.dev.dispatch(
-        pass,
-        this.#sh.matmul,
-        "matmul_blocked",
-        [x, w, out, u],
-        Math.ceil(blocks / 64),
-      );
-    } else {
-      this.#checkTiles(M, N, "matmul");
-      this.dev.dispatch(pass, this.#sh.matmul, "matmul", [x, w, out, u], [
-        Math.ceil(N / 64),
-        Math.ceil(M / 64),
-        1,
-      ]);
-    }
+    this.#linear(pass, this.#sh.matmul, [x, w, out, u], M, N, "matmul");
   }
 
   /** Fused dequant-matmul: `out[M][N] (+)= x[M][K] · dequant(p)ᵀ`. */
@@ -116,24 +98,30 @@ export class GpuOps {
       0,
     ]);
     const buffers = [x, p.words, p.scales, p.zeros, p.groupIndex, out, u];
+    this.#linear(pass, this.#sh.matmul_packed, buffers, M, p.rows, "matmulPacked");
+  }
+
+  /**
+   * Dispatches the linear-layer kernel of `source` (matmul_tiles.wgsl over that file's weights)
+   * for `M` tokens and `N` outputs: `gemv` for few tokens, else `matmul_blocked` or the tiled
+   * `matmul` as chosen at creation.
+   */
+  #linear(
+    pass: GPUComputePassEncoder,
+    source: string,
+    buffers: GPUBuffer[],
+    M: number,
+    N: number,
+    op: string,
+  ): void {
     if (M <= GEMV_MAX_TOKENS) {
-      this.dev.dispatch(pass, this.#sh.matmul_packed, "gemv_packed", buffers, M * p.rows);
+      this.dev.dispatch(pass, source, "gemv", buffers, M * N);
     } else if (this.gemm === "blocked") {
-      const blocks = Math.ceil(M / 4) * Math.ceil(p.rows / 4);
-      this.dev.dispatch(
-        pass,
-        this.#sh.matmul_packed,
-        "matmul_packed_blocked",
-        buffers,
-        Math.ceil(blocks / 64),
-      );
+      const blocks = Math.ceil(M / 4) * Math.ceil(N / 4);
+      this.dev.dispatch(pass, source, "matmul_blocked", buffers, Math.ceil(blocks / 64));
     } else {
-      this.#checkTiles(M, p.rows, "matmulPacked");
-      this.dev.dispatch(pass, this.#sh.matmul_packed, "matmul_packed", buffers, [
-        Math.ceil(p.rows / 64),
-        Math.ceil(M / 64),
-        1,
-      ]);
+      this.#checkTiles(M, N, op);
+      this.dev.dispatch(pass, source, "matmul", buffers, [Math.ceil(N / 64), Math.ceil(M / 64), 1]);
     }
   }
 

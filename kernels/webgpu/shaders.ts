@@ -21,27 +21,49 @@ export const SHADER_FILES = [
 /** A shader file name. */
 export type ShaderName = typeof SHADER_FILES[number];
 
+/**
+ * Files appended to a shader's own (WGSL has no includes): the linear-layer kernels are written
+ * once, over the `weight(n, k)` each of their two files defines.
+ */
+const APPENDED: Partial<Record<ShaderName, string>> = {
+  matmul: "matmul_tiles",
+  matmul_packed: "matmul_tiles",
+};
+
 /** Source text of every shader, by name. */
 export type Shaders = Readonly<Record<ShaderName, string>>;
 
 let loaded: Promise<Shaders> | undefined;
 
-/** Loads (once) the text of every `.wgsl` file; rejects naming the file that cannot be read. */
+/**
+ * Loads (once) the text of every shader, with the files appended to it; rejects naming the file
+ * that cannot be read.
+ */
 export function loadShaders(): Promise<Shaders> {
   loaded ??= (async () => {
-    const entries = await Promise.all(SHADER_FILES.map(async (name) => {
-      const url = new URL(`./${name}.wgsl`, import.meta.url);
-      try {
-        const res = await fetch(url);
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        return [name, await res.text()] as const;
-      } catch (e) {
-        throw new Error(
-          `Cannot load WGSL kernel ${url.href}: ${e instanceof Error ? e.message : String(e)}`,
-        );
-      }
-    }));
-    return Object.fromEntries(entries) as Record<ShaderName, string>;
+    const files = [...new Set([...SHADER_FILES, ...Object.values(APPENDED)])];
+    const text = new Map(
+      await Promise.all(files.map(async (name) => {
+        const url = new URL(`./${name}.wgsl`, import.meta.url);
+        try {
+          const res = await fetch(url);
+          if (!res.ok) throw new Error(`HTTP ${res.status}`);
+          return [name, await res.text()] as const;
+        } catch (e) {
+          throw new Error(
+            `Cannot load WGSL kernel ${url.href}: ${e instanceof Error ? e.message : String(e)}`,
+          );
+        }
+      })),
+    );
+    const source = (name: ShaderName) => {
+      const extra = APPENDED[name];
+      return text.get(name)! + (extra ? "\n" + text.get(extra)! : "");
+    };
+    return Object.fromEntries(SHADER_FILES.map((n) => [n, source(n)])) as Record<
+      ShaderName,
+      string
+    >;
   })();
   loaded.catch(() => loaded = undefined);
   return loaded;
