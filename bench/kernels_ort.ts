@@ -28,6 +28,9 @@ const SHAPES = [
   { name: "GEMV", m: 1, n: 4096, k: 4096 },
 ] as const;
 
+/** Pause after onnxruntime-web's last run before timing ours (its pool's spin ends well before). */
+const SETTLE_MS = 500;
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -62,7 +65,10 @@ if (import.meta.main) {
       assertSameProduct(s.name, out, await mm.run(x));
     }
     // Ours first, then onnxruntime-web, in blocks: its thread pool spins for a while after each
-    // run, which would steal our threads' cores if the two were interleaved.
+    // run, which would steal our threads' cores if the two were interleaved. The warm-up just ran
+    // it, so its spinning threads are let go first: without the pause, the 2-thread GEMV (2 ms a
+    // run) was timed entirely against them and came out at 0.77× instead of ~1.1×.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
     const a: number[] = [], r: number[] = [];
     for (let i = 0; i < reps; i++) {
       const t0 = performance.now();
