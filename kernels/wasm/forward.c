@@ -88,12 +88,17 @@ static void span_range(const float *x, int len, double *lo, double *hi) {
     mn = wasm_f32x4_pmin(mn, v); /* v < mn ? v : mn */
     mx = wasm_f32x4_pmax(mx, v); /* mx < v ? v : mx */
   }
-  float a = 0, b = 0;
-  for (int j = 0; j < 4; j++) {
-    const float u = ((float *)&mn)[j], w = ((float *)&mx)[j];
-    a = u < a ? u : a;
-    b = w > b ? w : b;
-  }
+  const float m0 = wasm_f32x4_extract_lane(mn, 0), m1 = wasm_f32x4_extract_lane(mn, 1);
+  const float m2 = wasm_f32x4_extract_lane(mn, 2), m3 = wasm_f32x4_extract_lane(mn, 3);
+  const float x0 = wasm_f32x4_extract_lane(mx, 0), x1 = wasm_f32x4_extract_lane(mx, 1);
+  const float x2 = wasm_f32x4_extract_lane(mx, 2), x3 = wasm_f32x4_extract_lane(mx, 3);
+  float a = m0 < 0 ? m0 : 0, b = x0 > 0 ? x0 : 0;
+  a = m1 < a ? m1 : a;
+  a = m2 < a ? m2 : a;
+  a = m3 < a ? m3 : a;
+  b = x1 > b ? x1 : b;
+  b = x2 > b ? x2 : b;
+  b = x3 > b ? x3 : b;
   *lo = a;
   *hi = b;
 }

@@ -110,9 +110,12 @@ Deno.test("whole-window path: head sizes, GQA groups and both RoPE styles", () =
   for (const [i, c] of cases.entries()) {
     const config = { ...base, ...c };
     const model = randomModel(config, 17 + i);
-    const window = Array.from({ length: 37 }, (_, t) => (t * 7 + i) % config.vocabSize);
-    const err = maxError(model, window);
-    assert.ok(err <= 1e-4, `${JSON.stringify(c)}: max |Δ log p| = ${err}`);
+    // A single token, windows shorter than a block of four keys, one block and a half, and more.
+    for (const T of [1, 2, 3, 6, 37]) {
+      const window = Array.from({ length: T }, (_, t) => (t * 7 + i) % config.vocabSize);
+      const err = maxError(model, window);
+      assert.ok(err <= 1e-4, `${JSON.stringify(c)}, T=${T}: max |Δ log p| = ${err}`);
+    }
   }
 });
 
@@ -196,7 +199,7 @@ Deno.test("whole-window path quantizes activations at every site, as the op-by-o
     // The quantizer did run: 4–5-bit activations move log-probabilities by whole nats.
     assert.ok(fromFloat > 1, `${name}: within ${fromFloat} of the float model`);
   }
-  // The quantizer's errors come through the WASM call, naming the site; the next call is clean.
+  // The quantizer's errors come through the WASM call, naming the site; the instance still works.
   const noRange = withActs({
     bits: 8,
     kernel: "uniform",
@@ -212,7 +215,9 @@ Deno.test("whole-window path: its own activation quantizer equals core/act_quant
   // Factors of 1 folded out of a site change no number but send every site to the host's
   // quantizer (fakeQuantActivations): the two must give the same bits.
   const ones = (n: number) => new Float32Array(n).fill(1);
-  const folded = model.weights.layers.map(() => ({ o: { folded: ones(model.config.dim) } }));
+  const qDim = model.config.nHeads * model.config.headDim; // the width of o's input
+  const folded = model.weights.layers.map(() => ({ o: { folded: ones(qDim) } }));
+  const float = kernels.windowLogProbs!(model, w)!;
   const options = [
     DEFAULT_ACT_OPTIONS,
     { ...DEFAULT_ACT_OPTIONS, symmetric: false },
@@ -232,6 +237,8 @@ Deno.test("whole-window path: its own activation quantizer equals core/act_quant
       const a = kernels.windowLogProbs!(here, w)!, b = kernels.windowLogProbs!(host, w)!;
       const same = a.every((x, i) => Object.is(x, b[i]));
       assert.ok(same, `A${bits} ${JSON.stringify(o)}: the two quantizers differ`);
+      // …and both quantized: 3–8-bit activations move some log-probability by 1e-3 at least.
+      assert.ok(a.some((x, i) => Math.abs(x - float[i]!) > 1e-3), `A${bits}: no quantization`);
     }
   }
   // Widths that are not multiples of 4, CrossQuant and static ranges stay with the host.
