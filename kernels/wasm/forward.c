@@ -15,10 +15,14 @@
  *   the linear layers, bit 1: also the q, k, v outputs, bit 2: here, by act_quant, else by the
  *   host, see lowbit_act), 16 its bits, 17 bit 0 symmetric, bit 1 one range per window (else per
  *   token), 18–19 its clipping ratio (float64),
- *   20 + 9·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels.
+ *   20 experts per MoE block (0: a dense model), 21 experts per token, 22 an expert's hidden size,
+ *   23 the router's input (0 the experts' input, 1 the float normalised states, 2 those quantized
+ *   by the host at site ACT_ROUTER: EAQuant's router bits),
+ *   24 + 10·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
+ *   blocks), then 0 or, for a MoE block, a table [router panels, (gate, up, down panels) × E].
  */
 
-#define D_WORDS_HEAD 20
+#define D_WORDS_HEAD 24
 
 /*
  * Fake-quantizes the activations x [T][n] of `site` in block `layer`, in place: the host's
@@ -29,7 +33,15 @@
  */
 __attribute__((import_module("env"), import_name("lowbit_act"))) void
 lowbit_act(int site, int layer, float *x, int T, int n);
-enum { ACT_QKV, ACT_O, ACT_GATEUP, ACT_DOWN, ACT_Q, ACT_K, ACT_V };
+enum { ACT_QKV, ACT_O, ACT_GATEUP, ACT_DOWN, ACT_Q, ACT_K, ACT_V, ACT_ROUTER };
+
+/*
+ * Routes T tokens of MoE block `layer` from their router logits [T][E]: the host writes the
+ * chosen experts [T][K] and their weights [T][K] (float64), from models/forward.ts routeTokens,
+ * so the routing is the op-by-op path's, softmax and ties included.
+ */
+__attribute__((import_module("env"), import_name("lowbit_route"))) void
+lowbit_route(int layer, const float *logits, int T, int *chosen, double *gates);
 
 /* Round half to even of two float64s with core/quantizer.ts roundHalfEven's zeros (from floor):
    −0 for −0, +0 for every other input that rounds to zero. */
@@ -109,7 +121,7 @@ static void span_range(const float *x, int len, double *lo, double *hi) {
  * descriptor says so (d[15] bit 2), else the host's (lowbit_act). n is a multiple of 4 here.
  */
 static void act_quant(const int *d, int site, int layer, float *x, int T, int n) {
-  if (!(d[15] & 4)) {
+  if (!(d[15] & 4) || site == ACT_ROUTER) {
     lowbit_act(site, layer, x, T, n);
     return;
   }
@@ -126,7 +138,7 @@ static void act_quant(const int *d, int site, int layer, float *x, int T, int n)
     quant_span(x + t * n, n, bits, sym, lo, hi, clip);
   }
 }
-#define D_WORDS_LAYER 9
+#define D_WORDS_LAYER 10
 
 INLINE int ceil4(int n) { return (n + 3) & ~3; }
 
@@ -136,13 +148,75 @@ EXPORT(act_quant_rows)
 void act_quant_rows(const int *d, float *x, int T, int n) { act_quant(d, ACT_QKV, 0, x, T, n); }
 
 /* Floats of scratch a window of T tokens needs (window_forward.ts allocates it). */
+INLINE int hidden_max(const int *d) { return d[20] && d[22] > d[5] ? d[22] : d[5]; }
+
+/* Floats of the MoE blocks' scratch: xr, logits, chosen, gates (float64), xe, ye, rows, weights
+   (float64), with room to align the float64 arrays. */
+INLINE int moe_floats(int T, const int *d) {
+  const int dim = d[0], E = d[20], K = d[21];
+  return E ? 3 * T * dim + T * E + T * K + 2 * T * K + T + 2 * T + 8 : 0;
+}
+
 EXPORT(fwd_scratch_floats)
 int fwd_scratch_floats(int T, const int *d) {
-  const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = d[5];
+  const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = hidden_max(d);
   const int T4 = ceil4(T);
-  /* xn, q, k, v (T4 rows), kT, qT, att, g, u, tmp, scores, RoPE lanes */
+  /* xn, q, k, v (T4 rows), kT, qT, att, g, u, tmp, scores, RoPE lanes, MoE */
   return T * dim + T * qDim + T * kvDim + T4 * kvDim + 2 * d[4] * T4 + T * qDim + 2 * T * hidden +
-         T * dim + 4 * T4 + 8 + 2 * d[4];
+         T * dim + 4 * T4 + 8 + 2 * d[4] + moe_floats(T, d);
+}
+
+static void swiglu(float *g, const float *u, int n);
+
+/* n floats from src to dst (no libc memcpy in this freestanding module). */
+static void copy_f32(float *dst, const float *src, int n) {
+  for (int i = 0; i < n; i++) dst[i] = src[i];
+}
+
+/* p rounded up to 8 bytes, for float64 arrays. */
+INLINE double *align8(float *p) { return (double *)(((unsigned long)p + 7) & ~7ul); }
+
+/*
+ * The MoE feed-forward of block l, as models/forward.ts moeMlp: router logits of xr [T][dim], the
+ * host's routing, then each expert (in order) on the rows of the tokens routed to it (gathered
+ * from x, the experts' input), out[t] += weight · expert(x[t]) in float64 rounded to float32 once
+ * per expert, as moeMlp's `out + w · ye`. g and u hold the experts' hidden activations.
+ */
+static void moe_block(const int *d, int l, const int *table, const float *x, const float *xr,
+                      int T, float *out, float *g, float *u, float *m, float *ws) {
+  const int dim = d[0], E = d[20], K = d[21], eh = d[22];
+  float *logits = m, *xe = logits + T * E, *ye = xe + T * dim;
+  int *chosen = (int *)(ye + T * dim), *rows = chosen + T * K;
+  double *gates = align8((float *)(rows + T)), *wts = align8((float *)(gates + T * K));
+  gemm_f32(T, E, dim, xr, (const float *)table[0], logits, ws, 0, (E + NR - 1) / NR);
+  lowbit_route(l, logits, T, chosen, gates);
+  for (int i = 0; i < T * dim; i++) out[i] = 0.0f;
+  const int dp = (dim + NR - 1) / NR, hp = (eh + NR - 1) / NR;
+  for (int e = 0; e < E; e++) {
+    int n = 0;
+    for (int t = 0; t < T; t++) {
+      for (int k = 0; k < K; k++) {
+        if (chosen[t * K + k] == e) {
+          rows[n] = t;
+          wts[n++] = gates[t * K + k];
+        }
+      }
+    }
+    if (n == 0) continue;
+    for (int i = 0; i < n; i++) copy_f32(xe + i * dim, x + rows[i] * dim, dim);
+    const int *P = table + 1 + 3 * e;
+    gemm_f32(n, eh, dim, xe, (const float *)P[0], g, ws, 0, hp);
+    gemm_f32(n, eh, dim, xe, (const float *)P[1], u, ws, 0, hp);
+    swiglu(g, u, n * eh);
+    if (d[15]) act_quant(d, ACT_DOWN, l, g, n, eh);
+    gemm_f32(n, dim, eh, g, (const float *)P[2], ye, ws, 0, dp);
+    for (int i = 0; i < n; i++) {
+      float *o = out + rows[i] * dim;
+      const float *y = ye + i * dim;
+      const double w = wts[i];
+      for (int j = 0; j < dim; j++) o[j] = (float)((double)o[j] + w * (double)y[j]);
+    }
+  }
 }
 
 /*
@@ -502,10 +576,12 @@ void forward_window(const int *d, int T, float *x, float *out) {
   const float *cs = (const float *)d[11], *sn = (const float *)d[12];
   const int qDim = nHeads * hd, kvDim = nKvHeads * hd, T4 = ceil4(T);
   float *xn = (float *)d[10];
+  const int hmax = hidden_max(d);
   float *q = xn + T * dim, *k = q + T * qDim, *v = k + T * kvDim, *kT = v + T4 * kvDim;
-  float *qT = kT + hd * T4, *att = qT + hd * T4, *g = att + T * qDim, *u = g + T * hidden;
-  float *tmp = u + T * hidden;
+  float *qT = kT + hd * T4, *att = qT + hd * T4, *g = att + T * qDim, *u = g + T * hmax;
+  float *tmp = u + T * hmax;
   float *scores = tmp + T * dim, *cw = scores + 4 * T4 + 8, *sw = cw + hd;
+  float *xr = sw + hd, *moe = xr + T * dim;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
   const int dp = (dim + NR - 1) / NR, hp = (hidden + NR - 1) / NR;
   for (int l = 0; l < nLayers; l++) {
@@ -528,6 +604,14 @@ void forward_window(const int *d, int T, float *x, float *out) {
     gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
     add_into(x, tmp, T * dim);
     rmsnorm_f32(T, dim, x, (const float *)L[5], eps, xn);
+    if (L[9]) { /* MoE: the router reads xn as d[23] says, the experts its quantized copy */
+      if (d[23]) copy_f32(xr, xn, T * dim);
+      if (d[23] == 2) act_quant(d, ACT_ROUTER, l, xr, T, dim);
+      if (act) act_quant(d, ACT_GATEUP, l, xn, T, dim);
+      moe_block(d, l, (const int *)L[9], xn, d[23] ? xr : xn, T, tmp, g, u, moe, ws);
+      add_into(x, tmp, T * dim);
+      continue;
+    }
     if (act) act_quant(d, ACT_GATEUP, l, xn, T, dim);
     gemm_f32(T, hidden, dim, xn, (const float *)L[6], g, ws, 0, hp);
     gemm_f32(T, hidden, dim, xn, (const float *)L[7], u, ws, 0, hp);

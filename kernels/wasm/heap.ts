@@ -74,6 +74,16 @@ export class WasmHeap {
     return new Uint32Array(this.#memory.buffer, ptr, n);
   }
 
+  /** An int32 view of `n` values at `ptr` (valid until the next allocation). */
+  i32(ptr: number, n: number): Int32Array {
+    return new Int32Array(this.#memory.buffer, ptr, n);
+  }
+
+  /** A float64 view of `n` values at `ptr`, a multiple of 8 (valid until the next allocation). */
+  f64(ptr: number, n: number): Float64Array {
+    return new Float64Array(this.#memory.buffer, ptr, n);
+  }
+
   #insert(ptr: number, size: number): void {
     const f = this.#free;
     let i = 0;

@@ -159,12 +159,17 @@ export async function compileWasm(url: URL = WASM_URL): Promise<WebAssembly.Modu
 }
 
 /**
- * What a kernel instance calls back into (its imports besides the memory). `act` fake-quantizes
- * the activations `x [T][n]` at byte offset `ptr` in place: `forward_window`'s activation
- * quantizer (`lowbit_act` in `forward.c`, set per call by `window_forward.ts`).
+ * What a kernel instance calls back into (its imports besides the memory), set per call by
+ * `window_forward.ts`. `act` fake-quantizes the activations `x [T][n]` at byte offset `ptr` in
+ * place: `forward_window`'s activation quantizer (`lowbit_act` in `forward.c`).
  */
 export interface WasmHost {
   act?: (site: number, layer: number, ptr: number, T: number, n: number) => void;
+  /**
+   * Routes the `T` tokens of MoE block `layer` from the router logits at `logits`, writing the
+   * chosen experts (int32) at `chosen` and their weights (float64) at `gates` (`lowbit_route`).
+   */
+  route?: (layer: number, logits: number, T: number, chosen: number, gates: number) => void;
 }
 
 /**
@@ -183,10 +188,14 @@ export async function instantiateWasm(
     if (!host.act) throw new Error(`wasm kernels: ${name} asked for an activation quantizer`);
     host.act(site, layer, ptr, T, n);
   };
+  const lowbit_route = (layer: number, logits: number, T: number, chosen: number, g: number) => {
+    if (!host.route) throw new Error(`wasm kernels: ${name} asked for a MoE routing`);
+    host.route(layer, logits, T, chosen, g);
+  };
   let instance: WebAssembly.Instance;
   try {
     instance = await WebAssembly.instantiate(module, {
-      env: memory ? { memory, lowbit_act } : { lowbit_act },
+      env: memory ? { memory, lowbit_act, lowbit_route } : { lowbit_act, lowbit_route },
     });
   } catch (e) {
     throw new Error(

@@ -19,10 +19,11 @@ import {
   type ActivationQuantization,
   bmmQuantization,
   fakeQuantActivations,
+  FLOAT_ACT_BITS,
 } from "../../core/act_quantizer.ts";
-import { embedTokens, type ForwardModel } from "../../models/forward.ts";
+import { embedTokens, type ForwardModel, routeTokens } from "../../models/forward.ts";
 import { cachedRopeTable } from "../../models/rope.ts";
-import type { Matrix } from "../../models/types.ts";
+import type { DenseMlp, Matrix } from "../../models/types.ts";
 import type { WasmHeap } from "./heap.ts";
 import type { WasmExports, WasmHost } from "./load.ts";
 
@@ -61,15 +62,19 @@ export function activationWords(
   return words.subarray(0, 5);
 }
 
-/** Words of the descriptor: the header, then nine per layer (see `forward.c`). */
-const HEAD_WORDS = 20;
-const LAYER_WORDS = 9;
+/** Words of the descriptor: the header, then ten per layer, then MoE tables (see `forward.c`). */
+const HEAD_WORDS = 24;
+/** First of the descriptor's MoE words: experts, top-k, an expert's hidden size, router input. */
+const MOE_WORD = 20;
+/** `forward.c`'s site of a MoE router's own input. */
+const ACT_ROUTER = 7;
+const LAYER_WORDS = 10;
 
 /** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
 export function windowUnsupported(model: ForwardModel): string | undefined {
   const { config: c, weights: w } = model;
-  if (c.moe || w.layers.some((l) => l.mlp.kind !== "dense")) {
-    return "Mixture-of-Experts blocks run op by op";
+  if (w.layers.some((l) => l.mlp.kind === "moe" && l.mlp.shared)) {
+    return "shared experts (Qwen2-MoE) run op by op";
   }
   if (
     c.qkvBias || c.qkNorm || c.clipQkv !== undefined ||
@@ -92,9 +97,14 @@ export function quantizesInWasm(model: ForwardModel): boolean {
   const aq = w.activations;
   if (!aq || aq.kernel !== "uniform" || aq.options.static) return false;
   if (aq.layers?.some((l) => Object.values(l).some((site) => site?.folded))) return false;
-  return [c.dim, c.hiddenDim, c.nHeads * c.headDim, c.nKvHeads * c.headDim].every((n) =>
-    n % 4 === 0
-  );
+  return [
+    c.dim,
+    c.hiddenDim,
+    c.nHeads * c.headDim,
+    c.nKvHeads * c.headDim,
+    c.moe?.expertHiddenDim ?? 0,
+  ]
+    .every((n) => n % 4 === 0);
 }
 
 /**
@@ -126,17 +136,34 @@ function checkShapes(model: ForwardModel): void {
   if (w.layers.length !== c.nLayers) {
     throw new RangeError(`forward: ${w.layers.length} layers, expected ${c.nLayers}`);
   }
+  const ffn = (m: DenseMlp, hidden: number, what: string) => {
+    mat(m.gate, hidden, c.dim, `${what} gate`);
+    mat(m.up, hidden, c.dim, `${what} up`);
+    mat(m.down, c.dim, hidden, `${what} down`);
+  };
   for (const [i, l] of w.layers.entries()) {
-    if (l.mlp.kind !== "dense") continue;
     mat(l.q, qDim, c.dim, `layer ${i} q`);
     mat(l.k, kvDim, c.dim, `layer ${i} k`);
     mat(l.v, kvDim, c.dim, `layer ${i} v`);
     mat(l.o, c.dim, qDim, `layer ${i} o`);
-    mat(l.mlp.gate, c.hiddenDim, c.dim, `layer ${i} gate`);
-    mat(l.mlp.up, c.hiddenDim, c.dim, `layer ${i} up`);
-    mat(l.mlp.down, c.dim, c.hiddenDim, `layer ${i} down`);
     vec(l.attnNorm, `layer ${i} attention norm`);
     vec(l.mlpNorm, `layer ${i} MLP norm`);
+    if (l.mlp.kind === "dense") {
+      ffn(l.mlp, c.hiddenDim, `layer ${i}`);
+      continue;
+    }
+    const moe = c.moe;
+    if (!moe) throw new RangeError(`forward: layer ${i} is a MoE block but the config has no moe`);
+    if (l.mlp.experts.length !== moe.nExperts || !(moe.topK >= 1 && moe.topK <= moe.nExperts)) {
+      throw new RangeError(
+        `forward: layer ${i} has ${l.mlp.experts.length} experts and the config ` +
+          `${moe.nExperts}, top-${moe.topK}`,
+      );
+    }
+    mat(l.mlp.router, moe.nExperts, c.dim, `layer ${i} router`);
+    for (const [e, x] of l.mlp.experts.entries()) {
+      ffn(x, moe.expertHiddenDim, `layer ${i} expert ${e}`);
+    }
   }
 }
 
@@ -158,19 +185,38 @@ export function windowForward(
   const half = c.headDim / 2;
   const rope = cachedRopeTable(c.headDim, c.ropeTheta, Math.max(T, c.maxSeqLen));
   // Panels first: copying a weight may grow the memory, which detaches earlier views.
-  const layers = w.layers.map((l) => {
-    if (l.mlp.kind !== "dense") throw new TypeError("unreachable: checked above");
-    return [l.q, l.k, l.v, l.o, l.mlp.gate, l.mlp.up, l.mlp.down].map((m) => env.panels(m));
-  });
+  const layers = w.layers.map((l) =>
+    [l.q, l.k, l.v, l.o].map((m) => env.panels(m)).concat(
+      l.mlp.kind === "dense"
+        ? [l.mlp.gate, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
+        : [0, 0, 0],
+    )
+  );
+  // MoE blocks: [router, (gate, up, down) × E] panels each, appended to the descriptor.
+  const tables = w.layers.map((l) =>
+    l.mlp.kind === "moe"
+      ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate, x.up, x.down])].map((m) =>
+        env.panels(m)
+      )
+      : []
+  );
   const head = env.panels(w.lmHead);
-  const descWords = HEAD_WORDS + LAYER_WORDS * c.nLayers;
+  const layerWords = HEAD_WORDS + LAYER_WORDS * c.nLayers;
+  const descWords = layerWords + tables.reduce((n, t) => n + t.length, 0);
   // Scratch: descriptor | x | norms | cos | sin | log-probs | forward scratch.
   const normFloats = (2 * c.nLayers + 1) * c.dim;
   const fixed = descWords + T * c.dim + normFloats + 2 * T * half + T * c.vocabSize;
-  // The forward scratch size depends only on the shape words of the descriptor.
-  const shape = new Int32Array([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim]);
-  const probe = env.scratch(shape.byteLength);
-  env.heap.u32(probe, shape.length).set(new Uint32Array(shape.buffer));
+  // The descriptor's header; the forward scratch size depends only on its shape words.
+  const d = new Int32Array(descWords);
+  d.set([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim, c.vocabSize]);
+  const aq = w.activations;
+  if (c.moe && w.layers.some((l) => l.mlp.kind === "moe")) {
+    const rb = aq?.routerBits;
+    d.set([c.moe.nExperts, c.moe.topK, c.moe.expertHiddenDim], MOE_WORD);
+    d[MOE_WORD + 3] = rb === undefined ? 0 : rb >= FLOAT_ACT_BITS ? 1 : 2;
+  }
+  const probe = env.scratch(HEAD_WORDS * 4);
+  env.heap.u32(probe, HEAD_WORDS).set(new Uint32Array(d.buffer, 0, HEAD_WORDS));
   const fwdFloats = env.wasm.fwd_scratch_floats(T, probe);
   const base = env.scratch((fixed + fwdFloats) * 4);
   const heap = env.heap;
@@ -195,8 +241,6 @@ export function windowForward(
     normView.set(v, i * c.dim);
     return norms + i * c.dim * 4;
   };
-  const d = new Int32Array(descWords);
-  d.set([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim, c.vocabSize]);
   d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
   d[8] = new Int32Array(new Float32Array([c.normEps]).buffer)[0]!;
   d[9] = env.ws;
@@ -205,27 +249,52 @@ export function windowForward(
   d[12] = sin;
   d[13] = normAt(2 * c.nLayers, w.norm);
   d[14] = head;
+  let tableAt = layerWords;
   for (const [i, l] of w.layers.entries()) {
     const [q, k, v, o, gate, up, down] = layers[i]!;
+    const table = tables[i]!;
     d.set(
       [normAt(2 * i, l.attnNorm), q!, k!, v!, o!, normAt(2 * i + 1, l.mlpNorm), gate!, up!, down!],
       HEAD_WORDS + LAYER_WORDS * i,
     );
+    if (table.length) {
+      d[HEAD_WORDS + LAYER_WORDS * i + 9] = desc + tableAt * 4;
+      d.set(table, tableAt);
+      tableAt += table.length;
+    }
   }
-  const aq = w.activations;
   const native = aq !== undefined && quantizesInWasm(model);
   d.set(activationWords(aq, native), ACT_WORD);
   heap.u32(desc, descWords).set(new Uint32Array(d.buffer));
+  if (c.moe) {
+    const moe = c.moe, E = moe.nExperts, K = moe.topK;
+    env.host.route = (layer, logits, rows, chosen, gates) => {
+      const r = routeTokens(heap.f32(logits, rows * E), rows, E, moe, layer);
+      heap.i32(chosen, rows * K).set(r.chosen);
+      heap.f64(gates, rows * K).set(r.gate);
+    };
+  }
   if (aq && !native) {
-    // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs.
+    // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs,
+    // 7 a MoE router's own input (its `routerBits`).
     const bmm = bmmQuantization(aq);
     env.host.act = (site, layer, ptr, rows, n) => {
       const x = heap.f32(ptr, rows * n);
       const name = ACT_SITES[site];
       x.set(
-        name === undefined
-          ? fakeQuantActivations(bmm, x, rows, n, undefined, undefined, "bmm")
-          : fakeQuantActivations(aq, x, rows, n, aq.layers?.[layer]?.[name], undefined, name),
+        name !== undefined
+          ? fakeQuantActivations(aq, x, rows, n, aq.layers?.[layer]?.[name], undefined, name)
+          : site === ACT_ROUTER
+          ? fakeQuantActivations(
+            { ...aq, bits: aq.routerBits! },
+            x,
+            rows,
+            n,
+            undefined,
+            undefined,
+            "router",
+          )
+          : fakeQuantActivations(bmm, x, rows, n, undefined, undefined, "bmm"),
       );
     };
   }
@@ -233,6 +302,7 @@ export function windowForward(
     env.wasm.forward_window(desc, T, xp, out);
   } finally {
     env.host.act = undefined;
+    env.host.route = undefined;
   }
   return heap.f32(out, T * c.vocabSize).slice();
 }

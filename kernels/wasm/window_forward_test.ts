@@ -10,6 +10,7 @@ import { logSoftmaxRows, windowLogProbs } from "../../tasks/window_score.ts";
 import { sharedPath } from "../../testing/fixtures.ts";
 import { randomMatrix } from "../../testing/random.ts";
 import { stories260K } from "../../testing/stories.ts";
+import { loadModel } from "../../models/load.ts";
 import { refKernels } from "../ref/mod.ts";
 import { wasmKernels } from "./mod.ts";
 import { WasmHeap } from "./heap.ts";
@@ -131,8 +132,6 @@ Deno.test("whole-window path refuses what it does not compute, and the seam fall
   for (let i = 0; i < want.length; i++) assert.ok(Math.abs(lp[i]! - want[i]!) <= 1e-4);
   const biased = { ...model, config: { ...model.config, qkvBias: true } };
   assert.match(windowUnsupported(biased)!, /biases/);
-  const moe = { ...model, config: { ...model.config, moe: { nExperts: 2 } as never } };
-  assert.match(windowUnsupported(moe)!, /Mixture-of-Experts/);
   assert.throws(() => kernels.windowLogProbs!(model, [1, 37]), /token id 37 at 1 is outside/);
   // A weight of the wrong shape is named before any WASM code reads it.
   const l0 = model.weights.layers[0]!;
@@ -306,4 +305,95 @@ Deno.test("act_quant_rows equals fakeQuantActivations bit for bit: ties, zeros, 
   );
   const a5 = fakeQuantActivations({ ...aq, bits: 5 }, x, T, n, undefined);
   assert.deepEqual([...a5.subarray(3 * n, 4 * n)], [735, -392, 392, 98, 0, 0, 0, 0]);
+});
+
+Deno.test("whole-window path runs Mixtral-layout MoE blocks as the op-by-op path", async () => {
+  const model = await loadModel(sharedPath("models", "stories260K-moe"));
+  const moe = model.config.moe!;
+  const text = await Deno.readTextFile(
+    sharedPath("data/text/tinystories/tinystories_val_head.txt"),
+  );
+  const stream = [model.tokenizer.bosId, ...model.tokenizer.encode(text.slice(0, 8000))];
+  const asym = { ...DEFAULT_ACT_OPTIONS, symmetric: false, clip: 0.9 };
+  const cases: [string, ForwardModel, number[]][] = [
+    ["top-2, renormalised", model, [1, 5, 64, 512]],
+    ["not renormalised", {
+      ...model,
+      config: { ...model.config, moe: { ...moe, normTopK: false } },
+    }, [
+      64,
+    ]],
+    // Activations at 4 bits (through the host: the experts' 43 hidden units are not a multiple of
+    // 4), the router reading its input at 8 bits (EAQuant) or in float; windows checked free of
+    // codes within rounding of a boundary.
+    ...[undefined, 8, 16].map((routerBits): [string, ForwardModel, number[]] => [
+      `A4, router ${routerBits ?? "as the experts"}`,
+      {
+        ...model,
+        weights: {
+          ...model.weights,
+          activations: {
+            bits: 4,
+            kernel: "uniform",
+            options: asym,
+            ...(routerBits ? { routerBits } : {}),
+          },
+        },
+      },
+      [64],
+    ]),
+  ];
+  const float = kernels.windowLogProbs!(model, stream.slice(0, 64))!;
+  for (const [name, m, lengths] of cases) {
+    for (const T of lengths) {
+      const err = maxError(m, stream.slice(0, T));
+      assert.ok(err <= 1e-4, `${name}, T=${T}: max |Δ log p| = ${err}`);
+    }
+    if (m !== model) {
+      const lp = kernels.windowLogProbs!(m, stream.slice(0, 64))!;
+      assert.ok(
+        lp.some((x, i) => Math.abs(x - float[i]!) > 1e-3),
+        `${name}: same as the float model`,
+      );
+    }
+  }
+  // Shared experts stay op by op; a block's expert count and router shape are checked by name.
+  const l0 = model.weights.layers[0]!;
+  if (l0.mlp.kind !== "moe") throw new Error("the fixture's first block is not MoE");
+  const withShared = {
+    ...model,
+    weights: {
+      ...model.weights,
+      layers: [
+        { ...l0, mlp: { ...l0.mlp, shared: l0.mlp.experts[0]! } },
+        ...model.weights.layers.slice(1),
+      ],
+    },
+  };
+  assert.match(windowUnsupported(withShared)!, /shared experts/);
+  const fewer = {
+    ...model,
+    weights: {
+      ...model.weights,
+      layers: [
+        { ...l0, mlp: { ...l0.mlp, experts: l0.mlp.experts.slice(1) } },
+        ...model.weights.layers.slice(1),
+      ],
+    },
+  };
+  assert.throws(
+    () => kernels.windowLogProbs!(fewer, [1, 2, 3]),
+    /layer 0 has 3 experts and the config 4/,
+  );
+  const badRouter = {
+    ...model,
+    weights: {
+      ...model.weights,
+      layers: [
+        { ...l0, mlp: { ...l0.mlp, router: matrix(3, model.config.dim, 1) } },
+        ...model.weights.layers.slice(1),
+      ],
+    },
+  };
+  assert.throws(() => kernels.windowLogProbs!(badRouter, [1, 2, 3]), /layer 0 router is 3×64/);
 });
