@@ -5,11 +5,13 @@
  * resident as packed GEMM panels (the same cache as `matmul`) and only the embeddings, norm
  * weights and RoPE rows go in, the log-probabilities out.
  *
- * Dense models with no q/k/v biases, q/k norms or `clip_qkv`, with a head size that is a multiple
- * of 4: anything else is {@linkcode windowUnsupported} and takes the per-op path, which gives the
- * same numbers up to float32 rounding. Weight-activation models take this path too: at each
- * quantization site the WASM code calls back into `core/act_quantizer.ts` (`lowbit_act`), the
- * quantizer the op-by-op path applies.
+ * Models with no q/k/v biases, q/k norms, `clip_qkv` or shared experts, with a head size that is
+ * a multiple of 4: anything else is {@linkcode windowUnsupported} and takes the per-op path, which
+ * gives the same numbers up to float32 rounding. Weight-activation models take this path too:
+ * `forward.c` quantizes the usual settings itself, bit for bit `core/act_quantizer.ts`
+ * ({@linkcode quantizesInWasm}), and calls back into it for the others (`lowbit_act`). So do
+ * Mixtral-layout MoE blocks, whose routing is `routeTokens` of `models/forward.ts`, called back
+ * (`lowbit_route`).
  *
  * @module
  */
