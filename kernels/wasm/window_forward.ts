@@ -276,7 +276,8 @@ export function windowForward(
       heap.f64(gates, rows * K).set(r.gate);
     };
   }
-  if (aq && !native) {
+  // The host quantizes every site when forward.c does not, and a router's own bits in any case.
+  if (aq && (!native || d[MOE_WORD + 3] === 2)) {
     // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs,
     // 7 a MoE router's own input (its `routerBits`).
     const bmm = bmmQuantization(aq);

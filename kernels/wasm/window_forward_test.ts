@@ -397,3 +397,54 @@ Deno.test("whole-window path runs Mixtral-layout MoE blocks as the op-by-op path
   };
   assert.throws(() => kernels.windowLogProbs!(badRouter, [1, 2, 3]), /layer 0 router is 3×64/);
 });
+
+Deno.test("whole-window MoE: mixed dense and MoE blocks, the WASM quantizer with a router's own bits", () => {
+  const config: LlamaConfig = {
+    ...base,
+    moe: { nExperts: 5, topK: 2, normTopK: true, expertHiddenDim: 44, denseLayers: [0] },
+  };
+  const dense = randomModel(config, 41);
+  // Block 0 dense (hidden 100), block 1 routed over five experts of 44 hidden units.
+  const l1 = dense.weights.layers[1]!;
+  const expert = (e: number) => ({
+    kind: "dense" as const,
+    gate: matrix(44, config.dim, 300 + 3 * e),
+    up: matrix(44, config.dim, 301 + 3 * e),
+    down: matrix(config.dim, 44, 302 + 3 * e),
+  });
+  const model: ForwardModel = {
+    ...dense,
+    weights: {
+      ...dense.weights,
+      layers: [dense.weights.layers[0]!, {
+        ...l1,
+        mlp: {
+          kind: "moe",
+          router: matrix(5, config.dim, 299, 1),
+          experts: [0, 1, 2, 3, 4].map(expert),
+        },
+      }],
+    },
+  };
+  const window = Array.from({ length: 37 }, (_, t) => (t * 11 + 3) % config.vocabSize);
+  assert.ok(maxError(model, window) <= 1e-4);
+  const tensor = { ...DEFAULT_ACT_OPTIONS, granularity: "tensor" as const, symmetric: false };
+  // 6-bit activations, per window and asymmetric: no code of this window on a rounding boundary
+  // (at 4 and 8 bits one is, and later positions then move by up to ~1, op by op as well).
+  const outs: Float32Array[] = [];
+  for (const routerBits of [undefined, 8, 16]) {
+    const aq: ActivationQuantization = {
+      bits: 6,
+      kernel: "uniform",
+      options: tensor,
+      ...(routerBits ? { routerBits } : {}),
+    };
+    const m = { ...model, weights: { ...model.weights, activations: aq } };
+    assert.ok(quantizesInWasm(m), "every width is a multiple of 4: forward.c quantizes");
+    const err = maxError(m, window);
+    assert.ok(err <= 1e-4, `router bits ${routerBits}: max |Δ log p| = ${err}`);
+    outs.push(kernels.windowLogProbs!(m, window)!);
+  }
+  // The router's own bits reach it: 8-bit and float router inputs route differently weighted.
+  assert.ok(outs[1]!.some((x, i) => Math.abs(x - outs[2]![i]!) > 1e-5));
+});
