@@ -17,12 +17,14 @@
  *   token), 18–19 its clipping ratio (float64),
  *   20 experts per MoE block (0: a dense model), 21 experts per token, 22 an expert's hidden size,
  *   23 the router's input (0 the experts' input, 1 the float normalised states, 2 those quantized
- *   by the host at site ACT_ROUTER: EAQuant's router bits),
- *   24 + 10·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
- *   blocks), then 0 or, for a MoE block, a table [router panels, (gate, up, down panels) × E].
+ *   by the host at site ACT_ROUTER: EAQuant's router bits), 24 clip q, k and v (OLMoE clip_qkv),
+ *   25 at ± this float (bits),
+ *   26 + 15·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
+ *   blocks), then 0 or, for a MoE block, a table [router panels, (gate, up, down panels) × E],
+ *   then the q, k, v biases and the q, k norm weights (each 0 when absent).
  */
 
-#define D_WORDS_HEAD 24
+#define D_WORDS_HEAD 26
 
 /*
  * Fake-quantizes the activations x [T][n] of `site` in block `layer`, in place: the host's
@@ -138,7 +140,7 @@ static void act_quant(const int *d, int site, int layer, float *x, int T, int n)
     quant_span(x + t * n, n, bits, sym, lo, hi, clip);
   }
 }
-#define D_WORDS_LAYER 10
+#define D_WORDS_LAYER 15
 
 INLINE int ceil4(int n) { return (n + 3) & ~3; }
 
@@ -507,6 +509,26 @@ static void swiglu(float *g, const float *u, int n) {
   }
 }
 
+/* rows[t][j] += bias[j] for T rows of n values (models/forward.ts addBias). */
+static void add_bias(float *rows, int T, int n, const float *bias) {
+  for (int t = 0; t < T; t++) {
+    for (int j = 0; j < n; j++) rows[t * n + j] += bias[j];
+  }
+}
+
+/* x clamped to [−c, c], NaN kept (as Math.min(c, Math.max(−c, x)); f32x4.min/max propagate NaN). */
+static void clamp_all(float *x, int n, float c) {
+  const v128_t hi = wasm_f32x4_splat(c), lo = wasm_f32x4_splat(-c);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    wasm_v128_store(x + i, wasm_f32x4_min(hi, wasm_f32x4_max(lo, wasm_v128_load(x + i))));
+  }
+  for (; i < n; i++) {
+    const float v = x[i];
+    x[i] = v != v ? v : v < -c ? -c : v > c ? c : v;
+  }
+}
+
 static void add_into(float *x, const float *y, int n) {
   int i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -591,6 +613,18 @@ void forward_window(const int *d, int T, float *x, float *out) {
     gemm_f32(T, qDim, dim, xn, (const float *)L[1], q, ws, 0, qp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[2], k, ws, 0, kvp);
     gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
+    /* Qwen2 biases, OLMoE norms over the whole projections and clip_qkv, in forward.ts's order */
+    if (L[10]) add_bias(q, T, qDim, (const float *)L[10]);
+    if (L[11]) add_bias(k, T, kvDim, (const float *)L[11]);
+    if (L[12]) add_bias(v, T, kvDim, (const float *)L[12]);
+    if (L[13]) rmsnorm_f32(T, qDim, q, (const float *)L[13], eps, q);
+    if (L[14]) rmsnorm_f32(T, kvDim, k, (const float *)L[14], eps, k);
+    if (d[24]) {
+      const float c = __builtin_bit_cast(float, d[25]);
+      clamp_all(q, T * qDim, c);
+      clamp_all(k, T * kvDim, c);
+      clamp_all(v, T * kvDim, c);
+    }
     if (act & 2) {
       act_quant(d, ACT_Q, l, q, T, qDim);
       act_quant(d, ACT_K, l, k, T, kvDim);

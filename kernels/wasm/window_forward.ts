@@ -5,8 +5,8 @@
  * resident as packed GEMM panels (the same cache as `matmul`) and only the embeddings, norm
  * weights and RoPE rows go in, the log-probabilities out.
  *
- * Models with no q/k/v biases, q/k norms, `clip_qkv` or shared experts, with a head size that is
- * a multiple of 4: anything else is {@linkcode windowUnsupported} and takes the per-op path, which
+ * Llama-family models with a head size that is a multiple of 4, q/k/v biases (Qwen2), norms over
+ * the q and k projections and `clip_qkv` (OLMoE) included, and no shared experts: anything else is {@linkcode windowUnsupported} and takes the per-op path, which
  * gives the same numbers up to float32 rounding. Weight-activation models take this path too:
  * `forward.c` quantizes the usual settings itself, bit for bit `core/act_quantizer.ts`
  * ({@linkcode quantizesInWasm}), and calls back into it for the others (`lowbit_act`). So do
@@ -64,25 +64,21 @@ export function activationWords(
   return words.subarray(0, 5);
 }
 
-/** Words of the descriptor: the header, then ten per layer, then MoE tables (see `forward.c`). */
-const HEAD_WORDS = 24;
+/** Words of the descriptor: the header, then 15 per layer, then MoE tables (see `forward.c`). */
+const HEAD_WORDS = 26;
+/** The descriptor's `clip_qkv` words: whether to clip, and the bound (float bits). */
+const CLIP_WORD = 24;
 /** First of the descriptor's MoE words: experts, top-k, an expert's hidden size, router input. */
 const MOE_WORD = 20;
 /** `forward.c`'s site of a MoE router's own input. */
 const ACT_ROUTER = 7;
-const LAYER_WORDS = 10;
+const LAYER_WORDS = 15;
 
 /** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
 export function windowUnsupported(model: ForwardModel): string | undefined {
   const { config: c, weights: w } = model;
   if (w.layers.some((l) => l.mlp.kind === "moe" && l.mlp.shared)) {
     return "shared experts (Qwen2-MoE) run op by op";
-  }
-  if (
-    c.qkvBias || c.qkNorm || c.clipQkv !== undefined ||
-    w.layers.some((l) => l.qBias || l.kBias || l.vBias || l.qNorm || l.kNorm)
-  ) {
-    return "q/k/v biases, q/k norms and clip_qkv run op by op";
   }
   if (c.headDim % 4 !== 0) return `head size ${c.headDim} is not a multiple of 4`;
   return undefined;
@@ -150,6 +146,16 @@ function checkShapes(model: ForwardModel): void {
     mat(l.o, c.dim, qDim, `layer ${i} o`);
     vec(l.attnNorm, `layer ${i} attention norm`);
     vec(l.mlpNorm, `layer ${i} MLP norm`);
+    const sized = (v: Float32Array | undefined, n: number, what: string) => {
+      if (v && v.length !== n) {
+        throw new RangeError(`forward: layer ${i} ${what} holds ${v.length} values, expected ${n}`);
+      }
+    };
+    sized(l.qBias, qDim, "q bias");
+    sized(l.kBias, kvDim, "k bias");
+    sized(l.vBias, kvDim, "v bias");
+    sized(l.qNorm, qDim, "q norm");
+    sized(l.kNorm, kvDim, "k norm");
     if (l.mlp.kind === "dense") {
       ffn(l.mlp, c.hiddenDim, `layer ${i}`);
       continue;
@@ -205,9 +211,13 @@ export function windowForward(
   const head = env.panels(w.lmHead);
   const layerWords = HEAD_WORDS + LAYER_WORDS * c.nLayers;
   const descWords = layerWords + tables.reduce((n, t) => n + t.length, 0);
-  // Scratch: descriptor | x | norms | cos | sin | log-probs | forward scratch.
+  // q, k, v biases and q, k norm weights of each layer, where present.
+  const extras = w.layers.map((l) => [l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]);
+  const extraFloats = extras.flat().reduce((n, v) => n + (v?.length ?? 0), 0);
+  // Scratch: descriptor | x | norms | biases and q/k norms | cos | sin | log-probs | forward.
   const normFloats = (2 * c.nLayers + 1) * c.dim;
-  const fixed = descWords + T * c.dim + normFloats + 2 * T * half + T * c.vocabSize;
+  const fixed = descWords + T * c.dim + normFloats + extraFloats + 2 * T * half +
+    T * c.vocabSize;
   // The descriptor's header; the forward scratch size depends only on its shape words.
   const d = new Int32Array(descWords);
   d.set([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim, c.vocabSize]);
@@ -231,6 +241,7 @@ export function windowForward(
   const desc = take(descWords);
   const xp = take(T * c.dim);
   const norms = take(normFloats);
+  let extraAt = take(extraFloats);
   const cos = take(T * half);
   const sin = take(T * half);
   const out = take(T * c.vocabSize);
@@ -243,6 +254,16 @@ export function windowForward(
     normView.set(v, i * c.dim);
     return norms + i * c.dim * 4;
   };
+  const vectorAt = (v: Float32Array | undefined) => {
+    if (!v) return 0;
+    heap.f32(extraAt, v.length).set(v);
+    extraAt += v.length * 4;
+    return extraAt - v.length * 4;
+  };
+  if (c.clipQkv !== undefined) {
+    d[CLIP_WORD] = 1;
+    d[CLIP_WORD + 1] = new Int32Array(new Float32Array([c.clipQkv]).buffer)[0]!;
+  }
   d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
   d[8] = new Int32Array(new Float32Array([c.normEps]).buffer)[0]!;
   d[9] = env.ws;
@@ -264,6 +285,7 @@ export function windowForward(
       d.set(table, tableAt);
       tableAt += table.length;
     }
+    d.set(extras[i]!.map(vectorAt), HEAD_WORDS + LAYER_WORDS * i + 10);
   }
   const native = aq !== undefined && quantizesInWasm(model);
   d.set(activationWords(aq, native), ACT_WORD);

@@ -130,8 +130,6 @@ Deno.test("whole-window path refuses what it does not compute, and the seam fall
   const lp = windowLogProbs(odd, window, kernels);
   const want = reference(odd, window);
   for (let i = 0; i < want.length; i++) assert.ok(Math.abs(lp[i]! - want[i]!) <= 1e-4);
-  const biased = { ...model, config: { ...model.config, qkvBias: true } };
-  assert.match(windowUnsupported(biased)!, /biases/);
   assert.throws(() => kernels.windowLogProbs!(model, [1, 37]), /token id 37 at 1 is outside/);
   // A weight of the wrong shape is named before any WASM code reads it.
   const l0 = model.weights.layers[0]!;
@@ -447,4 +445,62 @@ Deno.test("whole-window MoE: mixed dense and MoE blocks, the WASM quantizer with
   }
   // The router's own bits reach it: 8-bit and float router inputs route differently weighted.
   assert.ok(outs[1]!.some((x, i) => Math.abs(x - outs[2]![i]!) > 1e-5));
+});
+
+Deno.test("whole-window path: q/k/v biases (Qwen2), q/k norms and clip_qkv (OLMoE)", () => {
+  const qDim = base.nHeads * base.headDim, kvDim = base.nKvHeads * base.headDim;
+  const plain = randomModel(base, 61);
+  const vec = (n: number, seed: number, around = 0) =>
+    randomMatrix(n, seed, 0.5).map((x) => around + x);
+  const withExtras = (
+    clipQkv: number | undefined,
+    extra: (i: number) => Partial<LlamaLayer>,
+  ): ForwardModel => ({
+    config: { ...base, qkvBias: true, qkNorm: true, ...(clipQkv ? { clipQkv } : {}) },
+    weights: {
+      ...plain.weights,
+      layers: plain.weights.layers.map((l, i) => ({ ...l, ...extra(i) })),
+    },
+  });
+  const window = Array.from({ length: 37 }, (_, t) => (t * 5 + 2) % base.vocabSize);
+  const cases: [string, ForwardModel][] = [
+    [
+      "biases",
+      withExtras(undefined, (i) => ({
+        qBias: vec(qDim, 70 + i),
+        kBias: vec(kvDim, 72 + i),
+        vBias: vec(kvDim, 74 + i),
+      })),
+    ],
+    [
+      "q/k norms, clip 0.3",
+      withExtras(0.3, (i) => ({
+        qNorm: vec(qDim, 80 + i, 1),
+        kNorm: vec(kvDim, 82 + i, 1),
+      })),
+    ],
+    [
+      "everything, clip 2",
+      withExtras(2, (i) => ({
+        qBias: vec(qDim, 90 + i),
+        kBias: vec(kvDim, 92 + i),
+        vBias: vec(kvDim, 94 + i),
+        qNorm: vec(qDim, 96 + i, 1),
+        kNorm: vec(kvDim, 98 + i, 1),
+      })),
+    ],
+  ];
+  const float = kernels.windowLogProbs!(plain, window)!;
+  for (const [name, m] of cases) {
+    assert.equal(windowUnsupported(m), undefined);
+    const err = maxError(m, window);
+    assert.ok(err <= 1e-4, `${name}: max |Δ log p| = ${err}`);
+    const lp = kernels.windowLogProbs!(m, window)!;
+    assert.ok(lp.some((x, i) => Math.abs(x - float[i]!) > 1e-2), `${name}: no effect`);
+  }
+  const short = withExtras(undefined, () => ({ kBias: vec(kvDim - 1, 1) }));
+  assert.throws(
+    () => kernels.windowLogProbs!(short, window),
+    /layer 0 k bias holds 23 values, expected 24/,
+  );
 });
