@@ -145,6 +145,14 @@ export function bmmQuantization(aq: ActivationQuantization): ActivationQuantizat
   };
 }
 
+/** The quantizer of a MoE router's own input (EAQuant's `routerBits`): `aq` at those bits. */
+export function routerQuantization(
+  aq: ActivationQuantization,
+  bits: number,
+): ActivationQuantization {
+  return { ...aq, bits };
+}
+
 /** Symmetric step `max(m, floor) / qmax` in float32. */
 function symStep(m: number, qmax: number): number {
   return Math.fround(Math.max(m, ACT_FLOOR) / qmax);

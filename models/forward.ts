@@ -36,6 +36,7 @@ import {
   type ActSite,
   bmmQuantization,
   fakeQuantActivations,
+  routerQuantization,
   type ZeroCounter,
 } from "../core/act_quantizer.ts";
 import { applyRope, cachedRopeTable } from "./rope.ts";
@@ -227,7 +228,7 @@ export function layerForward(
       ? xq
       : rb >= 16
       ? xn
-      : fakeQuantActivations({ ...aq!, bits: rb }, xn, T, c.dim, undefined, zeros, "router");
+      : fakeQuantActivations(routerQuantization(aq!, rb), xn, T, c.dim, undefined, zeros, "router");
     if (!moeMlp(layer.mlp, c, l, xq, T, kernels, proj, act, observe, hooks.routing, xr)) return;
   }
   for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;

@@ -1,6 +1,6 @@
 /*
- * The whole-window forward pass of a dense Llama-family model in one call (included by kernels.c,
- * which defines gemm_f32, rmsnorm_f32, exp4k, exp_consts and MADD). Weights stay resident in WASM memory as
+ * The whole-window forward pass of a Llama-family model (dense or Mixtral-layout MoE) in one call
+ * (included by kernels.c, which defines gemm_f32, rmsnorm_f32, exp4k, exp_consts and MADD). Weights stay resident in WASM memory as
  * packed GEMM panels; activations never leave it. window_forward.ts writes the descriptor, the
  * embeddings, the norm weights and the RoPE rows; the numbers follow models/forward.ts and
  * tasks/window_score.ts (logSoftmaxRows) up to float32 rounding. Attention's softmax alone uses
@@ -25,13 +25,14 @@
  */
 
 #define D_WORDS_HEAD 26
+#define D_WORDS_LAYER 15
 
 /*
  * Fake-quantizes the activations x [T][n] of `site` in block `layer`, in place: the host's
  * activation quantizer (window_forward.ts calls core/act_quantizer.ts on this memory), so
  * weight-activation models take this path with exactly the quantizer of the op-by-op one. Sites:
  * the inputs of q/k/v (0), o (1), gate/up (2) and down (3); the outputs q (4), k (5), v (6) before
- * RoPE, when the quantizer's `bmm` is set.
+ * RoPE, when the quantizer's `bmm` is set; a MoE router's own input (7), at its `routerBits`.
  */
 __attribute__((import_module("env"), import_name("lowbit_act"))) void
 lowbit_act(int site, int layer, float *x, int T, int n);
@@ -140,7 +141,6 @@ static void act_quant(const int *d, int site, int layer, float *x, int T, int n)
     quant_span(x + t * n, n, bits, sym, lo, hi, clip);
   }
 }
-#define D_WORDS_LAYER 15
 
 INLINE int ceil4(int n) { return (n + 3) & ~3; }
 
@@ -149,7 +149,7 @@ INLINE int ceil4(int n) { return (n + 3) & ~3; }
 EXPORT(act_quant_rows)
 void act_quant_rows(const int *d, float *x, int T, int n) { act_quant(d, ACT_QKV, 0, x, T, n); }
 
-/* Floats of scratch a window of T tokens needs (window_forward.ts allocates it). */
+/* The larger of the dense and the expert hidden sizes: the rows of g and u. */
 INLINE int hidden_max(const int *d) { return d[20] && d[22] > d[5] ? d[22] : d[5]; }
 
 /* Floats of the MoE blocks' scratch: xr, logits, chosen, gates (float64), xe, ye, rows, weights
@@ -159,6 +159,7 @@ INLINE int moe_floats(int T, const int *d) {
   return E ? 3 * T * dim + T * E + T * K + 2 * T * K + T + 2 * T + 8 : 0;
 }
 
+/* Floats of scratch a window of T tokens needs (window_forward.ts allocates it). */
 EXPORT(fwd_scratch_floats)
 int fwd_scratch_floats(int T, const int *d) {
   const int dim = d[0], qDim = d[2] * d[4], kvDim = d[3] * d[4], hidden = hidden_max(d);
@@ -179,6 +180,21 @@ static void copy_f32(float *dst, const float *src, int n) {
 INLINE double *align8(float *p) { return (double *)(((unsigned long)p + 7) & ~7ul); }
 
 /*
+ * out [n][dim] = down(silu(gate x) · up x) for n rows of x [n][dim] (models/forward.ts denseMlp),
+ * w = [gate, up, down] panels of hidden units `hidden`; the down projection's input is
+ * fake-quantized as site ACT_DOWN of block l when the model quantizes activations (d[15]).
+ */
+static void dense_ffn(const int *d, int l, const int *w, int hidden, const float *x, int n,
+                      float *out, float *g, float *u, float *ws) {
+  const int dim = d[0], hp = (hidden + NR - 1) / NR;
+  gemm_f32(n, hidden, dim, x, (const float *)w[0], g, ws, 0, hp);
+  gemm_f32(n, hidden, dim, x, (const float *)w[1], u, ws, 0, hp);
+  swiglu(g, u, n * hidden);
+  if (d[15]) act_quant(d, ACT_DOWN, l, g, n, hidden);
+  gemm_f32(n, dim, hidden, g, (const float *)w[2], out, ws, 0, (dim + NR - 1) / NR);
+}
+
+/*
  * The MoE feed-forward of block l, as models/forward.ts moeMlp: router logits of xr [T][dim], the
  * host's routing, then each expert (in order) on the rows of the tokens routed to it (gathered
  * from x, the experts' input), out[t] += weight · expert(x[t]) in float64 rounded to float32 once
@@ -193,7 +209,6 @@ static void moe_block(const int *d, int l, const int *table, const float *x, con
   gemm_f32(T, E, dim, xr, (const float *)table[0], logits, ws, 0, (E + NR - 1) / NR);
   lowbit_route(l, logits, T, chosen, gates);
   for (int i = 0; i < T * dim; i++) out[i] = 0.0f;
-  const int dp = (dim + NR - 1) / NR, hp = (eh + NR - 1) / NR;
   for (int e = 0; e < E; e++) {
     int n = 0;
     for (int t = 0; t < T; t++) {
@@ -206,12 +221,7 @@ static void moe_block(const int *d, int l, const int *table, const float *x, con
     }
     if (n == 0) continue;
     for (int i = 0; i < n; i++) copy_f32(xe + i * dim, x + rows[i] * dim, dim);
-    const int *P = table + 1 + 3 * e;
-    gemm_f32(n, eh, dim, xe, (const float *)P[0], g, ws, 0, hp);
-    gemm_f32(n, eh, dim, xe, (const float *)P[1], u, ws, 0, hp);
-    swiglu(g, u, n * eh);
-    if (d[15]) act_quant(d, ACT_DOWN, l, g, n, eh);
-    gemm_f32(n, dim, eh, g, (const float *)P[2], ye, ws, 0, dp);
+    dense_ffn(d, l, table + 1 + 3 * e, eh, xe, n, ye, g, u, ws);
     for (int i = 0; i < n; i++) {
       float *o = out + rows[i] * dim;
       const float *y = ye + i * dim;
@@ -605,7 +615,7 @@ void forward_window(const int *d, int T, float *x, float *out) {
   float *scores = tmp + T * dim, *cw = scores + 4 * T4 + 8, *sw = cw + hd;
   float *xr = sw + hd, *moe = xr + T * dim;
   const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
-  const int dp = (dim + NR - 1) / NR, hp = (hidden + NR - 1) / NR;
+  const int dp = (dim + NR - 1) / NR;
   for (int l = 0; l < nLayers; l++) {
     const int *L = d + D_WORDS_HEAD + D_WORDS_LAYER * l;
     rmsnorm_f32(T, dim, x, (const float *)L[0], eps, xn);
@@ -647,11 +657,7 @@ void forward_window(const int *d, int T, float *x, float *out) {
       continue;
     }
     if (act) act_quant(d, ACT_GATEUP, l, xn, T, dim);
-    gemm_f32(T, hidden, dim, xn, (const float *)L[6], g, ws, 0, hp);
-    gemm_f32(T, hidden, dim, xn, (const float *)L[7], u, ws, 0, hp);
-    swiglu(g, u, T * hidden);
-    if (act) act_quant(d, ACT_DOWN, l, g, T, hidden);
-    gemm_f32(T, dim, hidden, g, (const float *)L[8], tmp, ws, 0, dp);
+    dense_ffn(d, l, L + 6, hidden, xn, T, tmp, g, u, ws);
     add_into(x, tmp, T * dim);
   }
   rmsnorm_f32(T, dim, x, (const float *)d[13], eps, xn);

@@ -22,6 +22,7 @@ import {
   bmmQuantization,
   fakeQuantActivations,
   FLOAT_ACT_BITS,
+  routerQuantization,
 } from "../../core/act_quantizer.ts";
 import { embedTokens, type ForwardModel, routeTokens } from "../../models/forward.ts";
 import { cachedRopeTable } from "../../models/rope.ts";
@@ -73,6 +74,11 @@ const MOE_WORD = 20;
 /** `forward.c`'s site of a MoE router's own input. */
 const ACT_ROUTER = 7;
 const LAYER_WORDS = 15;
+
+/** The bits of `x` rounded to float32, as an int32 descriptor word. */
+function f32Bits(x: number): number {
+  return new Int32Array(new Float32Array([x]).buffer)[0]!;
+}
 
 /** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
 export function windowUnsupported(model: ForwardModel): string | undefined {
@@ -262,10 +268,10 @@ export function windowForward(
   };
   if (c.clipQkv !== undefined) {
     d[CLIP_WORD] = 1;
-    d[CLIP_WORD + 1] = new Int32Array(new Float32Array([c.clipQkv]).buffer)[0]!;
+    d[CLIP_WORD + 1] = f32Bits(c.clipQkv);
   }
   d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
-  d[8] = new Int32Array(new Float32Array([c.normEps]).buffer)[0]!;
+  d[8] = f32Bits(c.normEps);
   d[9] = env.ws;
   d[10] = fwd;
   d[11] = cos;
@@ -311,7 +317,7 @@ export function windowForward(
           ? fakeQuantActivations(aq, x, rows, n, aq.layers?.[layer]?.[name], undefined, name)
           : site === ACT_ROUTER
           ? fakeQuantActivations(
-            { ...aq, bits: aq.routerBits! },
+            routerQuantization(aq, aq.routerBits!),
             x,
             rows,
             n,
