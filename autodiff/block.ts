@@ -33,7 +33,8 @@ import { linearInputGrad, LinearScratch, linearWeightGrad } from "./linear.ts";
 import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
 import { squaredError } from "./mse.ts";
 import { applyRope, type RopeTable } from "./rope.ts";
-import { cachedRopeTable } from "../models/rope.ts";
+import { configRopeTable } from "../models/rope.ts";
+import type { ArchFeature } from "../models/arch.ts";
 import { swigluBackward, swigluForward } from "./swiglu.ts";
 
 /** The weights of one dense block, as used by the forward pass (e.g. fake-quantized linears). */
@@ -50,10 +51,18 @@ export interface BlockWeights {
 }
 
 /** The architecture fields a block needs. */
-export type BlockConfig = Pick<
-  LlamaConfig,
-  "dim" | "nHeads" | "nKvHeads" | "headDim" | "normEps" | "ropeTheta" | "ropeStyle"
->;
+export type BlockConfig =
+  & Pick<
+    LlamaConfig,
+    "dim" | "nHeads" | "nKvHeads" | "headDim" | "normEps" | "ropeTheta" | "ropeStyle"
+  >
+  & Partial<Pick<LlamaConfig, "ropeScaling" | "maxSeqLen" | "rotaryDim">>;
+
+/**
+ * The architecture features (`models/arch.ts`) the differentiable block implements: the plain
+ * Llama block with either RoPE pairing and scaled RoPE frequencies.
+ */
+export const BLOCK_FEATURES: readonly ArchFeature[] = ["interleavedRope", "ropeScaling"];
 
 /** Gradients of the seven linear weights, `[out][in]` each (accumulated into). */
 export type LinearGrads = Record<LinearKind, Float32Array>;
@@ -104,7 +113,7 @@ export interface BlockActivations {
 }
 
 function ropeFor(c: BlockConfig, T: number): RopeTable {
-  return cachedRopeTable(c.headDim, c.ropeTheta, T);
+  return configRopeTable({ maxSeqLen: T, ...c }, T);
 }
 
 /**

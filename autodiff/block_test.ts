@@ -50,7 +50,7 @@ function synthetic(style: RopeStyle, seed: number) {
 function blockWeights(layer: LlamaLayer): BlockWeights {
   if (layer.mlp.kind !== "dense") throw new Error("dense only");
   const { attnNorm, mlpNorm, q, k, v, o } = layer;
-  return { attnNorm, mlpNorm, q, k, v, o, ...layer.mlp };
+  return { attnNorm, mlpNorm, q, k, v, o, ...layer.mlp, gate: layer.mlp.gate! };
 }
 
 function relDiff(a: Float32Array, b: Float32Array): number {

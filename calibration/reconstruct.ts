@@ -75,6 +75,8 @@ import {
   type Matrix,
 } from "../models/types.ts";
 import type { LinearDiagnostic } from "./sequential.ts";
+import { unsupportedFeatures } from "../models/arch.ts";
+import { BLOCK_FEATURES } from "../autodiff/block.ts";
 import type { CalibrationSet } from "./set.ts";
 
 /** A quantized linear as the learner folds it. */
@@ -191,7 +193,9 @@ export function validateReconstructionOptions(o: ReconstructionOptions): void {
 
 function linearOf(layer: LlamaLayer, kind: LinearKind): Matrix {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
-  return (layer.mlp as DenseMlp)[kind];
+  const m = (layer.mlp as DenseMlp)[kind];
+  if (!m) throw new UnsupportedConfigError(`Block reconstruction needs a ${kind} projection`);
+  return m;
 }
 
 /** The seven linears and two norms of a dense layer. */
@@ -199,9 +203,14 @@ export function denseBlockWeights(layer: LlamaLayer): BlockWeights {
   if (layer.mlp.kind !== "dense") {
     throw new UnsupportedConfigError("Block reconstruction of MoE blocks is not implemented yet");
   }
-  if (layer.qBias || layer.kBias || layer.vBias || layer.qNorm || layer.kNorm) {
+  if (
+    layer.qBias || layer.kBias || layer.vBias || layer.qNorm || layer.kNorm || layer.oBias ||
+    layer.attnNormBias || layer.mlpNormBias || layer.postAttnNorm || layer.postMlpNorm ||
+    !layer.mlp.gate
+  ) {
     throw new UnsupportedConfigError(
-      "Block reconstruction of blocks with q/k/v biases or q/k norms is not implemented yet",
+      "Block reconstruction of blocks with biases, q/k norms, LayerNorms, sandwich norms or an " +
+        "ungated MLP is not implemented yet",
     );
   }
   const { attnNorm, mlpNorm, q, k, v, o } = layer;
@@ -275,6 +284,12 @@ export function reconstructBlocks(
       "Block reconstruction of MoE blocks (per-expert inputs) is not implemented yet",
     );
   }
+  const missing = unsupportedFeatures(
+    "the differentiable decoder block (block reconstruction)",
+    config,
+    BLOCK_FEATURES,
+  );
+  if (missing) throw new UnsupportedConfigError(missing);
   const layers = [...model.weights.layers];
   const fpModel = { config, weights: model.weights };
   const packed = new Map<string, PackedWeight>();

@@ -30,14 +30,19 @@ import { UnsupportedConfigError } from "../core/errors.ts";
 import type { PackedWeight } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import {
+  attnInput,
+  attnResidual,
   createKvCache,
   denseMlp,
   embedTokens,
   layerForward,
   type LinearObserver,
   mlpForward,
+  mlpInput,
+  mlpResidual,
   selfAttention,
 } from "../models/forward.ts";
+import type { ActSite } from "../core/act_quantizer.ts";
 import { type LinearSite, linearSite } from "../models/linears.ts";
 import {
   type DenseMlp,
@@ -127,9 +132,9 @@ export interface SequentialResult {
 }
 
 /** Which linears read the same input: the Gram matrix is collected once per group. */
-function inputGroup(kind: LinearKind): LinearKind {
-  if (kind === "k" || kind === "v") return "q";
-  if (kind === "up") return "gate";
+function inputGroup(kind: LinearKind): ActSite {
+  if (kind === "q" || kind === "k" || kind === "v") return "qkv";
+  if (kind === "gate" || kind === "up") return "gateup";
   return kind;
 }
 
@@ -202,7 +207,7 @@ export function relativeReconstructionError(
   return den > 0 ? num / den : num === 0 ? 0 : Infinity;
 }
 
-function linearOf(layer: LlamaLayer, kind: LinearKind, expert?: number): Matrix {
+function linearOf(layer: LlamaLayer, kind: LinearKind, expert?: number): Matrix | undefined {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
   const mlp = layer.mlp;
   return mlp.kind === "dense" ? mlp[kind] : expertMlps(mlp)[expert!]![kind];
@@ -260,17 +265,18 @@ export function quantizeSequential(
   const runStage = (
     l: number,
     stage: readonly LinearKind[],
-    fill: (accs: Map<LinearKind, Accumulator>) => void,
+    fill: (accs: Map<ActSite, Accumulator>) => void,
   ) => {
-    const accs = new Map<LinearKind, Accumulator>();
-    for (const kind of stage) {
+    const present = stage.filter((kind) => linearOf(layers[l]!, kind) !== undefined);
+    const accs = new Map<ActSite, Accumulator>();
+    for (const kind of present) {
       const g = inputGroup(kind);
       if (accs.has(g)) continue;
-      accs.set(g, newAccumulator(linearOf(layers[l]!, kind).cols));
+      accs.set(g, newAccumulator(linearOf(layers[l]!, kind)!.cols));
     }
     fill(accs);
     options.onProgress?.(++passes, total);
-    for (const kind of stage) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
+    for (const kind of present) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
   };
 
   const quantizeOne = (
@@ -290,7 +296,7 @@ export function quantizeSequential(
         );
       }
     }
-    const matrix = linearOf(layers[l]!, kind, expert);
+    const matrix = linearOf(layers[l]!, kind, expert)!;
     let out: LinearOutcome;
     try {
       out = quantizeLinear({
@@ -325,7 +331,7 @@ export function quantizeSequential(
     });
   };
 
-  const { dim, normEps } = config;
+  const { dim } = config;
   const qDim = config.nHeads * config.headDim;
   for (let l = 0; l < config.nLayers; l++) {
     const isMoe = layers[l]!.mlp.kind === "moe";
@@ -334,8 +340,10 @@ export function quantizeSequential(
       // quantized block.
       runStage(l, ONE_STAGE[0]!, (accs) => {
         const observer: LinearObserver = (kind, x, T) => {
-          const acc = kind === "router" ? undefined : accs.get(kind);
-          if (acc) accumulate(acc, x, T, kernels);
+          const acc = kind === "router" ? undefined : accs.get(inputGroup(kind));
+          if (acc && (kind === "q" || kind === "o" || kind === "up" || kind === "down")) {
+            accumulate(acc, x, T, kernels);
+          }
           return kind === "down"; // the rest of the block is not needed
         };
         for (const x of xs) runBlock(l, x.slice(), x.length / dim, observer);
@@ -347,22 +355,20 @@ export function quantizeSequential(
     // True-sequential. Each stage recomputes only what the previous stage's quantization changed:
     // the attention output (q, k, v quantized) once, the post-attention residual (o quantized)
     // once, the MLP hidden activation (gate, up quantized) once, and the block output at the end.
-    const layer = () => layers[l]!;
+    // The block's pieces are models/forward.ts's own stages, so every architecture feature
+    // (biases, norms of every kind, sandwich norms) is computed as in the forward pass.
     const atts: Float32Array[] = [];
     const hs: Float32Array[] = [];
     runStage(l, ["q", "k", "v"], (accs) => {
       for (const x of xs) {
         const T = x.length / dim;
-        const xn = new Float32Array(x.length);
-        kernels.rmsnorm(x, T, layer().attnNorm, normEps, xn);
-        accumulate(accs.get("q")!, xn, T, kernels);
+        accumulate(accs.get("qkv")!, attnInput(work, l, x, T, kernels), T, kernels);
       }
     });
     runStage(l, ["o"], (accs) => {
       for (const x of xs) {
         const T = x.length / dim;
-        const xn = new Float32Array(x.length);
-        kernels.rmsnorm(x, T, layer().attnNorm, normEps, xn);
+        const xn = attnInput(work, l, x, T, kernels);
         const att = new Float32Array(T * qDim);
         selfAttention(work, l, xn, T, createKvCache(config, T), kernels, att);
         accumulate(accs.get("o")!, att, T, kernels);
@@ -376,25 +382,19 @@ export function quantizeSequential(
     runStage(l, ["gate", "up"], (accs) => {
       xs.forEach((x, w) => {
         const T = x.length / dim;
-        const h = new Float32Array(x.length);
-        kernels.matmul(atts[w]!, T, layer().o, h);
-        for (let i = 0; i < h.length; i++) h[i] = h[i]! + x[i]!;
-        const hn = new Float32Array(x.length);
-        kernels.rmsnorm(h, T, layer().mlpNorm, normEps, hn);
-        accumulate(accs.get("gate")!, hn, T, kernels);
+        const h = attnResidual(work, l, atts[w]!, x, T, kernels);
+        accumulate(accs.get("gateup")!, mlpInput(work, l, h, T, kernels), T, kernels);
         hs.push(h);
       });
     });
     atts.length = 0;
-    const mlpIn = (h: Float32Array, T: number) => {
-      const hn = new Float32Array(h.length);
-      kernels.rmsnorm(h, T, layer().mlpNorm, normEps, hn);
-      return hn;
-    };
     runStage(l, ["down"], (accs) => {
       for (const h of hs) {
         const T = h.length / dim;
-        denseMlp(layer().mlp as DenseMlp, mlpIn(h, T), T, kernels, new Float32Array(0), (k, g) => {
+        mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, new Float32Array(0), (
+          k,
+          g,
+        ) => {
           if (k === "down") accumulate(accs.get("down")!, g, T, kernels);
           return k === "down";
         });
@@ -403,9 +403,8 @@ export function quantizeSequential(
     hs.forEach((h, w) => {
       const T = h.length / dim;
       const out = new Float32Array(h.length);
-      denseMlp(layer().mlp as DenseMlp, mlpIn(h, T), T, kernels, out);
-      const x = xs[w]!;
-      for (let i = 0; i < x.length; i++) x[i] = h[i]! + out[i]!;
+      mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, out);
+      mlpResidual(work, l, out, h, T, kernels, xs[w]!);
     });
     hs.length = 0;
     options.onProgress?.(++passes, total);
@@ -418,19 +417,9 @@ export function quantizeSequential(
     // The routed experts, then the shared expert (every token) if the block has one.
     const E = expertMlps(layer().mlp as MoeMlp).length;
     const hidden = (e: number) => expertMlps(layer().mlp as MoeMlp)[e]!.down.cols;
-    const hs = xs.map((x, w) => {
-      const T = x.length / dim;
-      const h = new Float32Array(x.length);
-      kernels.matmul(atts[w]!, T, layer().o, h);
-      for (let i = 0; i < h.length; i++) h[i] = h[i]! + x[i]!;
-      return h;
-    });
+    const hs = xs.map((x, w) => attnResidual(work, l, atts[w]!, x, x.length / dim, kernels));
     atts.length = 0;
-    const hns = hs.map((h) => {
-      const hn = new Float32Array(h.length);
-      kernels.rmsnorm(h, h.length / dim, layer().mlpNorm, normEps, hn);
-      return hn;
-    });
+    const hns = hs.map((h) => mlpInput(work, l, h, h.length / dim, kernels));
     const scratch = (T: number) => new Float32Array(T * dim);
     // Stage: every expert's gate and up, on its routed tokens.
     const all = newAccumulator(dim);
@@ -464,10 +453,20 @@ export function quantizeSequential(
       const expert = expertMlps(layer().mlp as MoeMlp)[e]!;
       for (const hn of hns) {
         const T = hn.length / dim;
-        denseMlp(expert, hn, T, kernels, scratch(T), (kind, g, n) => {
-          if (kind === "down") accumulate(dn[e]!, g, n, kernels);
-          return kind === "down";
-        });
+        denseMlp(
+          expert,
+          hn,
+          T,
+          kernels,
+          scratch(T),
+          (kind, g, n) => {
+            if (kind === "down") accumulate(dn[e]!, g, n, kernels);
+            return kind === "down";
+          },
+          undefined,
+          true,
+          config,
+        );
       }
     }
     options.onProgress?.(++passes, total);
@@ -479,8 +478,7 @@ export function quantizeSequential(
       const T = h.length / dim;
       const out = scratch(T);
       mlpForward(work, l, hns[w]!, T, kernels, out);
-      const x = xs[w]!;
-      for (let i = 0; i < x.length; i++) x[i] = h[i]! + out[i]!;
+      mlpResidual(work, l, out, h, T, kernels, xs[w]!);
     });
     options.onProgress?.(++passes, total);
   }

@@ -108,7 +108,7 @@ export const crossquant: Method = {
       resolve({
         config: model.config,
         weights: {
-          ...foldSmoothing(model.weights, folds),
+          ...foldSmoothing(model.weights, folds, model.config),
           activations: { ...base, layers: sites },
         },
         notes: [

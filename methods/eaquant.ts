@@ -301,7 +301,7 @@ export const eaquant: Method = {
               );
             }
             vectors.push({
-              s: smoothingFactors(act, columnAbsMax([ex.gate, ex.up]), alpha),
+              s: smoothingFactors(act, columnAbsMax([ex.gate!, ex.up]), alpha),
               w: es.tokens,
             });
           });
@@ -317,7 +317,7 @@ export const eaquant: Method = {
           }
           return { qkv, gateup };
         });
-        weights = foldSmoothing(model.weights, layers);
+        weights = foldSmoothing(model.weights, layers, model.config);
         notes.push(
           `expert-aware smoothing α=${alpha}, merge ${params.merge}${
             params.balance ? `, token cap ${cap}` : ""

@@ -82,7 +82,7 @@ Deno.test("EAQuant on the MoE fixture: finite weights, W8 router, starved expert
     // 8-bit per-row router: at most 256 distinct values per row.
     const row = layer.mlp.router.data.subarray(0, moe.config.dim);
     assert.ok(new Set(row).size <= 256);
-    for (const e of layer.mlp.experts) assert.ok(e.gate.data.every(Number.isFinite));
+    for (const e of layer.mlp.experts) assert.ok(e.gate!.data.every(Number.isFinite));
   }
   // A zero router sends every token to experts 0 and 1: experts 2 and 3 starve.
   const starved = withZeroRouters(moe);

@@ -114,9 +114,9 @@ export const smoothquant: Method = {
         const mlp = layer.mlp;
         // MoE: the router, every expert's gate and up (the shared one too) and the shared
         // expert's gate share the MLP input.
-        const consumers = mlp.kind === "dense" ? [mlp.gate, mlp.up] : [
+        const consumers = mlp.kind === "dense" ? present([mlp.gate, mlp.up]) : [
           mlp.router,
-          ...expertMlps(mlp).flatMap((e) => [e.gate, e.up]),
+          ...expertMlps(mlp).flatMap((e) => present([e.gate, e.up])),
           ...(mlp.sharedGate ? [mlp.sharedGate] : []),
         ];
         return {
@@ -130,7 +130,7 @@ export const smoothquant: Method = {
       });
       resolve({
         config: model.config,
-        weights: foldSmoothing(model.weights, layers),
+        weights: foldSmoothing(model.weights, layers, model.config),
         notes: [
           `smoothquant α=${alpha}: q/k/v and gate/up inputs smoothed; o, down not (official)`,
         ],
@@ -147,3 +147,8 @@ export const smoothquant: Method = {
     );
   },
 };
+
+/** The matrices of a list that exist (ungated MLPs have no gate). */
+function present(ms: readonly (Matrix | undefined)[]): Matrix[] {
+  return ms.filter((m): m is Matrix => m !== undefined);
+}

@@ -1,16 +1,22 @@
 /**
- * The Llama-family forward pass (dense and Mixture-of-Experts), in plain TypeScript.
+ * The decoder forward pass (dense and Mixture-of-Experts), in plain TypeScript: the reference
+ * every other execution path is checked against, and the one that runs every feature of the
+ * architecture description (`types.ts`, `arch.ts`).
  *
  * One function serves both uses: batched prefill of an evaluation window and token-by-token
  * decoding, through a {@linkcode KvCache} that remembers keys and values of earlier positions.
- * Linear layers, norms and attention go through a {@linkcode Kernels} backend (the reference one
- * by default; a backend without `attention` uses the reference's); RoPE and SwiGLU are computed
- * here.
+ * Linear layers, RMSNorms and plain attention go through a {@linkcode Kernels} backend (the
+ * reference one by default); LayerNorm, RoPE, activations, soft-capping and windowed attention
+ * are computed here (or by the reference attention).
  *
- * Per block: `h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))`,
- * `x' = h + mlp(n2 h)`, `mlp(u) = down(silu(gate u) · up u)`; then `logits = lmHead(norm x)`.
- * Variants from the config: q/k/v biases (Qwen2-MoE), RMSNorm over the whole q and k
- * projections and `clip_qkv` clamping before RoPE (OLMoE), routed and shared experts.
+ * Per block (the stages are exported so calibration runs the same block in pieces):
+ * `a = attnInput(x) = norm₁(x)`; `att = attention(rope(q(a)), rope(k(a)), v(a))`;
+ * `h = attnResidual = x + post₁(o(att))`; `m = mlpInput(h) = norm₂(h)`;
+ * `x' = h + post₂(mlp(m))`, with `mlp(u) = down(act(gate u) · up u)` (or `down(act(up u))`),
+ * `post₁`/`post₂` the identity except for Gemma 2's sandwich norms; then
+ * `logits = softcap(lmHead(norm(x)))`. Variants from the config: biases, q/k norms (over the
+ * projection or per head), `clip_qkv`, partial and scaled RoPE, learned positions, embedding
+ * scale, attention scale, soft-capping and sliding windows, routed and shared experts.
  *
  * When the weights carry an activation quantizer (`weights.activations`, weight-activation
  * cells), the inputs of the linears are fake-quantized first: once for q/k/v (they share an
@@ -23,12 +29,13 @@
 
 import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { attentionRef } from "../kernels/ref/attention.ts";
+import { attentionExtras, attentionRef, type AttentionShape } from "../kernels/ref/attention.ts";
 import type {
   DenseMlp,
   LinearKind,
   LlamaConfig,
   LlamaWeights,
+  MlpActivation,
   MoeConfig,
   MoeMlp,
 } from "./types.ts";
@@ -39,7 +46,7 @@ import {
   routerQuantization,
   type ZeroCounter,
 } from "../core/act_quantizer.ts";
-import { applyRope, cachedRopeTable } from "./rope.ts";
+import { applyRope, configRopeTable, rotaryDims } from "./rope.ts";
 
 /** What the forward pass needs of a model. */
 export interface ForwardModel {
@@ -99,11 +106,11 @@ export function forward(
   tokens: ArrayLike<number>,
   options: ForwardOptions = {},
 ): Float32Array {
-  const { config: c, weights: w } = model;
+  const { config: c } = model;
   const kernels = options.kernels ?? refKernels;
   const cache = options.cache ?? createKvCache(c, Math.max(tokens.length, 1));
   const T = tokens.length;
-  const x = embedTokens(model, tokens);
+  const x = embedTokens(model, tokens, cache.pos);
   for (let l = 0; l < c.nLayers; l++) {
     layerForward(model, l, x, T, cache, kernels, undefined, {
       ...(options.zeroCounter ? { zeros: options.zeroCounter } : {}),
@@ -111,39 +118,78 @@ export function forward(
     });
   }
   cache.pos += T;
-
-  const { dim } = c;
-  const vocab = c.vocabSize;
   if (options.logits === "last") {
-    const last = x.subarray((T - 1) * dim, T * dim);
-    const normed = new Float32Array(dim);
-    kernels.rmsnorm(last, 1, w.norm, c.normEps, normed);
-    const out = new Float32Array(vocab);
-    kernels.matmul(normed, 1, w.lmHead, out);
-    return out;
+    return finalLogits(model, x.subarray((T - 1) * c.dim, T * c.dim), 1, kernels);
   }
-  const xn = new Float32Array(T * dim);
-  kernels.rmsnorm(x, T, w.norm, c.normEps, xn);
-  const out = new Float32Array(T * vocab);
+  return finalLogits(model, x, T, kernels);
+}
+
+/**
+ * Logits `[T][vocab]` of the final hidden states `x` (`[T][dim]`): the final norm, the
+ * classifier and, when the config says so, the logit soft-cap.
+ */
+export function finalLogits(
+  model: ForwardModel,
+  x: Float32Array,
+  T: number,
+  kernels: Kernels = refKernels,
+): Float32Array {
+  const { config: c, weights: w } = model;
+  const xn = new Float32Array(T * c.dim);
+  normRows(c, kernels, x, T, w.norm, w.normBias, xn);
+  const out = new Float32Array(T * c.vocabSize);
   kernels.matmul(xn, T, w.lmHead, out);
+  if (c.finalSoftcap !== undefined) softcap(out, c.finalSoftcap);
   return out;
 }
 
-/** Token embeddings `[tokens.length][dim]`; rejects ids outside the vocabulary. */
-export function embedTokens(model: ForwardModel, tokens: ArrayLike<number>): Float32Array {
+/**
+ * Token embeddings `[tokens.length][dim]` of tokens at positions `start…`: the embedding rows,
+ * times `embedScale` (Gemma), plus the learned position rows (OPT); rejects ids outside the
+ * vocabulary.
+ */
+export function embedTokens(
+  model: ForwardModel,
+  tokens: ArrayLike<number>,
+  start = 0,
+): Float32Array {
   const { config: c, weights: w } = model;
   const T = tokens.length;
   if (T === 0) throw new RangeError("forward: no tokens given");
   const x = new Float32Array(T * c.dim);
+  const embed = w.embed.data;
   for (let t = 0; t < T; t++) {
     const id = tokens[t]!;
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
       throw new RangeError(`forward: token id ${id} at ${t} is outside [0, ${c.vocabSize})`);
     }
-    x.set(w.embed.data.subarray(id * c.dim, (id + 1) * c.dim), t * c.dim);
+    x.set(embed.subarray(id * c.dim, (id + 1) * c.dim), t * c.dim);
+  }
+  if (c.embedScale !== undefined) {
+    const s = c.embedScale;
+    for (let i = 0; i < x.length; i++) x[i] = x[i]! * s;
+  }
+  if (c.positions === "learned") {
+    const table = w.positions;
+    if (!table) throw new TypeError("forward: learned positions without a position table");
+    if (start + T + LEARNED_POSITION_OFFSET > table.rows) {
+      throw new RangeError(
+        `forward: position ${start + T - 1} is beyond the ${
+          table.rows - LEARNED_POSITION_OFFSET
+        } learned positions`,
+      );
+    }
+    const p = table.data;
+    for (let t = 0; t < T; t++) {
+      const row = (start + t + LEARNED_POSITION_OFFSET) * c.dim;
+      for (let j = 0; j < c.dim; j++) x[t * c.dim + j] = x[t * c.dim + j]! + p[row + j]!;
+    }
   }
   return x;
 }
+
+/** OPT's learned position table starts at row 2 for position 0. */
+export const LEARNED_POSITION_OFFSET = 2;
 
 /**
  * Sees the input of each linear layer just before it is applied: `x` is `[tokens][in]`, valid
@@ -199,27 +245,25 @@ export function layerForward(
   const c = model.config;
   const layer = model.weights.layers[l]!;
   const qDim = c.nHeads * c.headDim;
-  const xn = new Float32Array(T * c.dim);
-  const att = new Float32Array(T * qDim);
-  const proj = new Float32Array(T * c.dim);
 
-  kernels.rmsnorm(x, T, layer.attnNorm, c.normEps, xn);
+  const xn = attnInput(model, l, x, T, kernels);
   if (observe) {
     const stop = [observe("q", xn, T), observe("k", xn, T), observe("v", xn, T)];
     if (stop.includes(true)) return;
   }
   const act = activationQuantizer(model, l, zeros);
+  const att = new Float32Array(T * qDim);
   selfAttention(model, l, act ? act("qkv", xn, T, c.dim) : xn, T, cache, kernels, att, zeros);
   if (observe?.("o", att, T) === true) return;
-  kernels.matmul(act ? act("o", att, T, qDim) : att, T, layer.o, proj);
-  for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+  const h = attnResidual(model, l, act ? act("o", att, T, qDim) : att, x, T, kernels);
 
-  kernels.rmsnorm(x, T, layer.mlpNorm, c.normEps, xn);
+  const hn = mlpInput(model, l, h, T, kernels);
+  const y = new Float32Array(T * c.dim);
   if (layer.mlp.kind === "dense") {
-    if (!denseMlp(layer.mlp, xn, T, kernels, proj, observe, act)) return;
+    if (!denseMlp(layer.mlp, hn, T, kernels, y, observe, act, true, c)) return;
   } else {
-    if (observe?.("router", xn, T) === true) return;
-    const xq = act ? act("gateup", xn, T, c.dim) : xn;
+    if (observe?.("router", hn, T) === true) return;
+    const xq = act ? act("gateup", hn, T, c.dim) : hn;
     // A router with its own activation bits (EAQuant: A8) gets its own copy of the input
     // (float with 16 bits); otherwise it reads the experts' input.
     const aq = model.weights.activations;
@@ -227,16 +271,82 @@ export function layerForward(
     const xr = rb === undefined
       ? xq
       : rb >= 16
-      ? xn
-      : fakeQuantActivations(routerQuantization(aq!, rb), xn, T, c.dim, undefined, zeros, "router");
-    if (!moeMlp(layer.mlp, c, l, xq, T, kernels, proj, act, observe, hooks.routing, xr)) return;
+      ? hn
+      : fakeQuantActivations(routerQuantization(aq!, rb), hn, T, c.dim, undefined, zeros, "router");
+    if (!moeMlp(layer.mlp, c, l, xq, T, kernels, y, act, observe, hooks.routing, xr)) return;
   }
-  for (let i = 0; i < x.length; i++) x[i] = x[i]! + proj[i]!;
+  mlpResidual(model, l, y, h, T, kernels, x);
+}
+
+/** The normalized input of block `l`'s q/k/v projections (`[T][dim]`, a new array). */
+export function attnInput(
+  model: ForwardModel,
+  l: number,
+  x: Float32Array,
+  T: number,
+  kernels: Kernels = refKernels,
+): Float32Array {
+  const layer = model.weights.layers[l]!;
+  const xn = new Float32Array(T * model.config.dim);
+  normRows(model.config, kernels, x, T, layer.attnNorm, layer.attnNormBias, xn);
+  return xn;
+}
+
+/**
+ * The residual stream after block `l`'s attention: `x + post(o(att) + oBias)` from the input
+ * of o (`att`, `[T][nHeads·headDim]`, already fake-quantized when the model quantizes
+ * activations) and the block input `x` (a new array).
+ */
+export function attnResidual(
+  model: ForwardModel,
+  l: number,
+  att: Float32Array,
+  x: Float32Array,
+  T: number,
+  kernels: Kernels = refKernels,
+): Float32Array {
+  const c = model.config;
+  const layer = model.weights.layers[l]!;
+  const proj = new Float32Array(T * c.dim);
+  kernels.matmul(att, T, layer.o, proj);
+  if (layer.oBias) addBias(proj, layer.oBias);
+  if (layer.postAttnNorm) kernels.rmsnorm(proj, T, layer.postAttnNorm, c.normEps, proj);
+  for (let i = 0; i < proj.length; i++) proj[i] = proj[i]! + x[i]!;
+  return proj;
+}
+
+/** The normalized input of block `l`'s MLP (or router) from the residual `h` (a new array). */
+export function mlpInput(
+  model: ForwardModel,
+  l: number,
+  h: Float32Array,
+  T: number,
+  kernels: Kernels = refKernels,
+): Float32Array {
+  const layer = model.weights.layers[l]!;
+  const hn = new Float32Array(T * model.config.dim);
+  normRows(model.config, kernels, h, T, layer.mlpNorm, layer.mlpNormBias, hn);
+  return hn;
+}
+
+/** Block `l`'s output `h + post(y)` from the MLP output `y` into `out` (may be `y` or `h`). */
+export function mlpResidual(
+  model: ForwardModel,
+  l: number,
+  y: Float32Array,
+  h: Float32Array,
+  T: number,
+  kernels: Kernels,
+  out: Float32Array,
+): void {
+  const layer = model.weights.layers[l]!;
+  if (layer.postMlpNorm) kernels.rmsnorm(y, T, layer.postMlpNorm, model.config.normEps, y);
+  for (let i = 0; i < T * model.config.dim; i++) out[i] = h[i]! + y[i]!;
 }
 
 /**
  * The feed-forward half of block `l` on the normalized states `xn` (`[T][dim]`) into `out`, with
- * float activations: dense SwiGLU or the routed experts. False when the observer stopped it.
+ * float activations: the dense MLP or the routed experts. False when the observer stopped it.
  */
 export function mlpForward(
   model: ForwardModel,
@@ -248,7 +358,9 @@ export function mlpForward(
   observe?: LinearObserver,
 ): boolean {
   const mlp = model.weights.layers[l]!.mlp;
-  if (mlp.kind === "dense") return denseMlp(mlp, xn, T, kernels, out, observe);
+  if (mlp.kind === "dense") {
+    return denseMlp(mlp, xn, T, kernels, out, observe, undefined, true, model.config);
+  }
   if (observe?.("router", xn, T) === true) return false;
   return moeMlp(mlp, model.config, l, xn, T, kernels, out, undefined, observe);
 }
@@ -269,10 +381,72 @@ function activationQuantizer(
 }
 
 /**
+ * The config's normalization of `T` rows of `x` into `out` (may alias `x`): RMSNorm through the
+ * kernels, or LayerNorm (`norm: "layer"`) with its bias.
+ */
+export function normRows(
+  c: LlamaConfig,
+  kernels: Kernels,
+  x: Float32Array,
+  T: number,
+  weight: Float32Array,
+  bias: Float32Array | undefined,
+  out: Float32Array,
+): void {
+  if (c.norm === "layer") {
+    layerNorm(x, T, weight, bias, c.normEps, out);
+    return;
+  }
+  kernels.rmsnorm(x, T, weight, c.normEps, out);
+  if (bias) addBias(out.subarray(0, T * weight.length), bias);
+}
+
+/**
+ * LayerNorm over the last dimension: `(x − mean) / sqrt(var + eps) · w + b` with the biased
+ * variance (`torch.nn.LayerNorm`), sums in float64.
+ */
+export function layerNorm(
+  x: Float32Array,
+  T: number,
+  weight: Float32Array,
+  bias: Float32Array | undefined,
+  eps: number,
+  out: Float32Array,
+): void {
+  const d = weight.length;
+  for (let t = 0; t < T; t++) {
+    const o = t * d;
+    let mean = 0;
+    for (let i = 0; i < d; i++) mean += x[o + i]!;
+    mean /= d;
+    let v = 0;
+    for (let i = 0; i < d; i++) v += (x[o + i]! - mean) ** 2;
+    const inv = 1 / Math.sqrt(v / d + eps);
+    for (let i = 0; i < d; i++) {
+      out[o + i] = (x[o + i]! - mean) * inv * weight[i]! + (bias ? bias[i]! : 0);
+    }
+  }
+}
+
+/** The attention shape of block `l`: heads, score scale, soft-cap and sliding window. */
+export function attentionShape(c: LlamaConfig, l: number): AttentionShape {
+  const window = c.slidingWindows?.[l] ?? 0;
+  return {
+    nHeads: c.nHeads,
+    nKvHeads: c.nKvHeads,
+    headDim: c.headDim,
+    ...(c.attnScale !== undefined ? { scale: c.attnScale } : {}),
+    ...(c.attnSoftcap !== undefined ? { softcap: c.attnSoftcap } : {}),
+    ...(window > 0 ? { window } : {}),
+  };
+}
+
+/**
  * The attention half of block `l` before the output projection: q, k, v projections of the
- * normalized states `xn` (`[T][dim]`), RoPE, keys and values into the cache at `cache.pos…`, and
- * causal grouped-query attention into `att` (`[T][nHeads·headDim]`, the input of `o`). With an
- * activation quantizer whose `bmm` is set, q, k and v are fake-quantized per token before RoPE.
+ * normalized states `xn` (`[T][dim]`) with their biases, q/k norms and `clip_qkv`, RoPE, keys
+ * and values into the cache at `cache.pos…`, and causal grouped-query attention into `att`
+ * (`[T][nHeads·headDim]`, the input of `o`). With an activation quantizer whose `bmm` is set,
+ * q, k and v are fake-quantized per token before RoPE.
  */
 export function selfAttention(
   model: ForwardModel,
@@ -295,33 +469,42 @@ export function selfAttention(
   const { headDim, nHeads, nKvHeads } = c;
   const kvDim = nKvHeads * headDim;
   const q = new Float32Array(T * nHeads * headDim);
-  // Built for the whole context at once, so decoding does not grow it token by token.
-  const rope = cachedRopeTable(c.headDim, c.ropeTheta, Math.max(start + T, c.maxSeqLen));
   kernels.matmul(xn, T, layer.q, q);
   const kCache = cache.k[l]!;
   const vCache = cache.v[l]!;
-  kernels.matmul(xn, T, layer.k, kCache.subarray(start * kvDim, (start + T) * kvDim));
-  kernels.matmul(xn, T, layer.v, vCache.subarray(start * kvDim, (start + T) * kvDim));
   const kNew = kCache.subarray(start * kvDim, (start + T) * kvDim);
   const vNew = vCache.subarray(start * kvDim, (start + T) * kvDim);
+  kernels.matmul(xn, T, layer.k, kNew);
+  kernels.matmul(xn, T, layer.v, vNew);
   if (layer.qBias) addBias(q, layer.qBias);
+  if (c.queryScale !== undefined) {
+    const s = Math.fround(c.queryScale);
+    for (let i = 0; i < q.length; i++) q[i] = q[i]! * s;
+  }
   if (layer.kBias) addBias(kNew, layer.kBias);
   if (layer.vBias) addBias(vNew, layer.vBias);
-  if (layer.qNorm) kernels.rmsnorm(q, T, layer.qNorm, c.normEps, q);
-  if (layer.kNorm) kernels.rmsnorm(kNew, T, layer.kNorm, c.normEps, kNew);
+  if (layer.qNorm) kernels.rmsnorm(q, q.length / layer.qNorm.length, layer.qNorm, c.normEps, q);
+  if (layer.kNorm) {
+    kernels.rmsnorm(kNew, kNew.length / layer.kNorm.length, layer.kNorm, c.normEps, kNew);
+  }
   if (c.clipQkv !== undefined) { for (const a of [q, kNew, vNew]) clamp(a, c.clipQkv); }
   const aq = model.weights.activations;
   if (aq?.options.bmm) {
     const bmm = bmmQuantization(aq);
     q.set(fakeQuantActivations(bmm, q, T, nHeads * headDim, undefined, zeros, "bmm"));
-    for (const c of [kCache, vCache]) {
-      const rows = c.subarray(start * kvDim, (start + T) * kvDim);
+    for (const rows of [kNew, vNew]) {
       rows.set(fakeQuantActivations(bmm, rows, T, kvDim, undefined, zeros, "bmm"));
     }
   }
-  applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle);
-  applyRope(kCache.subarray(start * kvDim), T, nKvHeads, headDim, start, rope, c.ropeStyle);
-  (kernels.attention ?? attentionRef)(q, kCache, vCache, T, start, c, att);
+  if (c.positions !== "learned") {
+    const rope = configRopeTable(c, start + T);
+    const rd = rotaryDims(c);
+    applyRope(q, T, nHeads, headDim, start, rope, c.ropeStyle, false, rd);
+    applyRope(kNew, T, nKvHeads, headDim, start, rope, c.ropeStyle, false, rd);
+  }
+  const shape = attentionShape(c, l);
+  const attend = kernels.attention && !attentionExtras(shape) ? kernels.attention : attentionRef;
+  attend(q, kCache, vCache, T, start, shape, att);
 }
 
 /** `rows[t][j] += bias[j]` for every row. */
@@ -334,12 +517,34 @@ function clamp(a: Float32Array, limit: number): void {
   for (let i = 0; i < a.length; i++) a[i] = Math.min(limit, Math.max(-limit, a[i]!));
 }
 
+/** `x ← cap · tanh(x / cap)` elementwise (Gemma 2 soft-capping). */
+function softcap(x: Float32Array, cap: number): void {
+  for (let i = 0; i < x.length; i++) x[i] = cap * Math.tanh(x[i]! / cap);
+}
+
 // --- Feed-forward -----------------------------------------------------------------------------
 
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+/** The MLP activation `act(a)` of a config (SiLU by default). */
+export function mlpActivation(act: MlpActivation | undefined): (a: number) => number {
+  switch (act ?? "silu") {
+    case "silu":
+      return (a) => a / (1 + Math.exp(-a));
+    case "gelu_tanh":
+      return (a) => 0.5 * a * (1 + Math.tanh(GELU_C * (a + 0.044715 * a * a * a)));
+    case "relu":
+      return (a) => (a > 0 ? a : 0);
+    default:
+      throw new TypeError(`unknown MLP activation ${act}`);
+  }
+}
+
 /**
- * `out = down(silu(gate x) · up x)` for `T` tokens; false when the observer stopped it. With
- * `act`, the inputs of gate/up (unless `quantizeInput` is false: the caller did it) and of down
- * are fake-quantized, after the observer has seen them in float.
+ * `out = down(act(gate x) · up x)` (or `down(act(up x))` without a gate) for `T` tokens, with
+ * the MLP biases and the config's activation (SiLU when no config is given); false when the
+ * observer stopped it. With `act`, the inputs of gate/up (unless `quantizeInput` is false: the
+ * caller did it) and of down are fake-quantized, after the observer has seen them in float.
  */
 export function denseMlp(
   mlp: DenseMlp,
@@ -350,23 +555,29 @@ export function denseMlp(
   observe?: LinearObserver,
   act?: SiteQuantizer,
   quantizeInput = true,
+  config?: Pick<LlamaConfig, "mlpAct">,
 ): boolean {
-  const hidden = mlp.gate.rows;
-  const g = new Float32Array(T * hidden);
+  const hidden = mlp.up.rows;
   const u = new Float32Array(T * hidden);
   if (observe) {
-    const stop = [observe("gate", x, T), observe("up", x, T)];
+    const stop = [mlp.gate ? observe("gate", x, T) : false, observe("up", x, T)];
     if (stop.includes(true)) return false;
   }
   const xq = act && quantizeInput ? act("gateup", x, T, x.length / T) : x;
-  kernels.matmul(xq, T, mlp.gate, g);
   kernels.matmul(xq, T, mlp.up, u);
-  for (let i = 0; i < g.length; i++) {
-    const a = g[i]!;
-    g[i] = (a / (1 + Math.exp(-a))) * u[i]!;
+  if (mlp.upBias) addBias(u, mlp.upBias);
+  const f = mlpActivation(config?.mlpAct);
+  if (mlp.gate) {
+    const g = new Float32Array(T * hidden);
+    kernels.matmul(xq, T, mlp.gate, g);
+    if (mlp.gateBias) addBias(g, mlp.gateBias);
+    for (let i = 0; i < g.length; i++) u[i] = f(g[i]!) * u[i]!;
+  } else {
+    for (let i = 0; i < u.length; i++) u[i] = f(u[i]!);
   }
-  if (observe?.("down", g, T) === true) return false;
-  kernels.matmul(act ? act("down", g, T, hidden) : g, T, mlp.down, out);
+  if (observe?.("down", u, T) === true) return false;
+  kernels.matmul(act ? act("down", u, T, hidden) : u, T, mlp.down, out);
+  if (mlp.downBias) addBias(out.subarray(0, T * mlp.down.rows), mlp.downBias);
   return true;
 }
 
@@ -468,7 +679,7 @@ function moeMlp(
     const seen = observe
       ? (k: LinearKind | "router", v: Float32Array, tt: number) => observe(k, v, tt, e)
       : undefined;
-    if (!denseMlp(mlp.experts[e]!, xe, n, kernels, ye, seen, act, false)) return false;
+    if (!denseMlp(mlp.experts[e]!, xe, n, kernels, ye, seen, act, false, c)) return false;
     rows.forEach((t, i) => {
       const w = weights[i]!;
       for (let j = 0; j < dim; j++) out[t * dim + j] = out[t * dim + j]! + w * ye[i * dim + j]!;
@@ -482,7 +693,7 @@ function moeMlp(
     const seen = observe
       ? (k: LinearKind | "router", v: Float32Array, tt: number) => observe(k, v, tt, E)
       : undefined;
-    if (!denseMlp(mlp.shared, x, T, kernels, ys, seen, act, false)) return false;
+    if (!denseMlp(mlp.shared, x, T, kernels, ys, seen, act, false, c)) return false;
     const g = new Float32Array(T);
     kernels.matmul(xRouter, T, mlp.sharedGate, g);
     for (let t = 0; t < T; t++) {

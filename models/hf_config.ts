@@ -1,28 +1,59 @@
 /**
- * Hugging Face transformers checkpoints: `config.json` of `LlamaForCausalLM` (`model_type`
- * `llama`), `MixtralForCausalLM` (`mixtral`), `Qwen2MoeForCausalLM` (`qwen2_moe`) and
- * `OlmoeForCausalLM` (`olmoe`) into a {@linkcode LlamaConfig}, and the tensors of
- * `model.safetensors` into {@linkcode LlamaWeights}.
+ * Hugging Face transformers `config.json` → {@linkcode LlamaConfig}, the one architecture
+ * description the forward pass, the kernels and the methods read. Families (`model_type`):
+ * `llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma2`, `opt` (dense) and `mixtral`,
+ * `qwen2_moe`, `qwen3_moe`, `olmoe` (Mixture-of-Experts).
  *
- * Defaults of absent fields are transformers' own (`LlamaConfig`, `MixtralConfig`).
+ * Defaults of absent fields are each family's configuration class's own (transformers
+ * `configuration_<family>.py`), and the architectural facts each family's modeling file
+ * hard-codes (Qwen2's q/k/v biases, Gemma 2's sandwich norms and soft-caps, OPT's LayerNorm and
+ * learned positions, …) become feature fields of the config. Both config spellings are read:
+ * `rope_theta` / `rope_scaling` and transformers v5's `rope_parameters`, `torch_dtype` and
+ * `dtype`. A feature the forward pass does not implement is refused here, by name, before any
+ * weight is read.
  *
  * @module
  */
 
 import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
-import type { DenseMlp, LlamaConfig, LlamaLayer, LlamaWeights, Matrix, MoeMlp } from "./types.ts";
+import type { LlamaConfig, MlpActivation, MoeConfig, RopeScaling } from "./types.ts";
 import { describe, isRecord } from "../core/describe.ts";
 
 /** The `model_type` values {@linkcode parseHfConfig} understands. */
-export const SUPPORTED_MODEL_TYPES = ["llama", "mixtral", "qwen2_moe", "olmoe"] as const;
+export const SUPPORTED_MODEL_TYPES = [
+  "llama",
+  "mistral",
+  "qwen2",
+  "qwen3",
+  "phi3",
+  "gemma2",
+  "opt",
+  "mixtral",
+  "qwen2_moe",
+  "qwen3_moe",
+  "olmoe",
+] as const;
 
-/** transformers' defaults per model type, for fields that may be absent. */
-const DEFAULTS = {
-  llama: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 2048 },
-  mixtral: { rmsNormEps: 1e-5, ropeTheta: 1e6, maxPositions: 4096 * 32 },
-  qwen2_moe: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 32768 },
-  olmoe: { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: 4096 },
-} as const;
+/** One of {@linkcode SUPPORTED_MODEL_TYPES}. */
+export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
+
+/** transformers' configuration-class defaults per model type, for fields that may be absent. */
+const DEFAULTS: Record<
+  ModelType,
+  { rmsNormEps: number; ropeTheta: number; maxPositions: number; tied: boolean }
+> = {
+  llama: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 2048, tied: false },
+  mistral: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 4096 * 32, tied: false },
+  qwen2: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 32768, tied: false },
+  qwen3: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 32768, tied: false },
+  phi3: { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: 4096, tied: false },
+  gemma2: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 8192, tied: true },
+  opt: { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: 2048, tied: true },
+  mixtral: { rmsNormEps: 1e-5, ropeTheta: 1e6, maxPositions: 4096 * 32, tied: false },
+  qwen2_moe: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 32768, tied: false },
+  qwen3_moe: { rmsNormEps: 1e-6, ropeTheta: 10000, maxPositions: 32768, tied: false },
+  olmoe: { rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: 4096, tied: false },
+};
 
 /** Typed access to config fields, with errors naming the file and the field. */
 class Fields {
@@ -42,6 +73,11 @@ class Fields {
       this.file,
       `config field "${name}" must be ${expected}, got ${describe(this.obj[name])}`,
     );
+  }
+
+  /** Whether the field is present and not null. */
+  has(name: string): boolean {
+    return this.obj[name] !== undefined && this.obj[name] !== null;
   }
 
   /** A positive integer; `fallback` when absent or null (required when no fallback). */
@@ -86,41 +122,84 @@ class Fields {
     return v as number[];
   }
 
+  /** A list of strings, or undefined when absent or null. */
+  stringList(name: string): string[] | undefined {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) {
+      throw this.#wrong(name, "a list of strings");
+    }
+    return v as string[];
+  }
+
+  /** A list of numbers. */
+  numberList(name: string): number[] {
+    const v = this.obj[name];
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "number" || !Number.isFinite(x))) {
+      throw this.#wrong(name, "a list of numbers");
+    }
+    return v as number[];
+  }
+
   boolean(name: string, fallback: boolean): boolean {
     const v = this.#value(name, "a boolean", fallback);
     if (v === undefined) return fallback;
     if (typeof v !== "boolean") throw this.#wrong(name, "a boolean");
     return v;
   }
+
+  /** A string, or `fallback` when absent or null. */
+  string(name: string, fallback: string): string {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== "string") throw this.#wrong(name, "a string");
+    return v;
+  }
 }
 
+/** transformers' activation names → ours. */
+const ACTIVATIONS: Readonly<Record<string, MlpActivation>> = {
+  silu: "silu",
+  swish: "silu",
+  gelu_pytorch_tanh: "gelu_tanh",
+  gelu_new: "gelu_tanh",
+  relu: "relu",
+};
+
 /**
- * Parses a transformers `config.json` of a Llama (`model_type: "llama"`), Mixtral
- * (`"mixtral"`), Qwen2-MoE (`"qwen2_moe"`) or OLMoE (`"olmoe"`) model.
+ * Parses a transformers `config.json` of one of {@linkcode SUPPORTED_MODEL_TYPES}.
  *
- * Required: `model_type`, `hidden_size`, `intermediate_size`, `num_hidden_layers`,
- * `num_attention_heads`, `vocab_size`. Defaults: `num_key_value_heads` = heads,
- * `head_dim` = hidden_size / heads, `tie_word_embeddings` false, and per model type
- * `rms_norm_eps` (llama, qwen2_moe 1e-6; mixtral, olmoe 1e-5), `rope_theta` (mixtral 1e6, else
- * 10000), `max_position_embeddings` (llama 2048, mixtral 131072, qwen2_moe 32768, olmoe 4096).
- * MoE fields, with transformers' defaults:
- * - Mixtral: `num_local_experts` 8, `num_experts_per_tok` 2, renormalised top-k;
- * - Qwen2-MoE: `num_experts` 60, `num_experts_per_tok` 4, `norm_topk_prob` false,
- *   `moe_intermediate_size` 1408 (routed experts), `shared_expert_intermediate_size` 5632 (the
- *   sigmoid-gated shared expert), `decoder_sparse_step` 1 and `mlp_only_layers` [] (the other
- *   layers have a dense MLP of `intermediate_size`), q/k/v biases (`qkv_bias`, default true);
- * - OLMoE: `num_experts` 64, `num_experts_per_tok` 8, `norm_topk_prob` false, RMSNorm over the
- *   q and k projections, `clip_qkv` (none by default), experts of `intermediate_size`.
- * RoPE style is `half` (transformers' `rotate_half`).
+ * Required: `model_type`, `hidden_size`, `intermediate_size` (OPT: `ffn_dim`),
+ * `num_hidden_layers`, `num_attention_heads`, `vocab_size`. Per family, with transformers'
+ * defaults:
+ * - `llama`: `attention_bias` (q, k, v and o), `mlp_bias`, `head_dim`, `rope_scaling`
+ *   `llama3`/`linear` (`dynamic` equals the plain frequencies within the context);
+ * - `mistral`: `sliding_window` on every layer (4096 when the key is absent, as
+ *   `MistralConfig`; null: none);
+ * - `qwen2`: q/k/v biases; with `use_sliding_window`, a window on layers from
+ *   `max_window_layers` on (or as `layer_types` says);
+ * - `qwen3`: `head_dim` (default 128), RMSNorm of q and k per head, `attention_bias`;
+ * - `phi3`: fused `qkv_proj`/`gate_up_proj` (split by the loader), `partial_rotary_factor`,
+ *   `sliding_window` (none by default), `longrope` scaling within the original context;
+ * - `gemma2`: `(1 + w)` RMSNorms (folded into the weights by the loader), sandwich norms,
+ *   GeGLU (`hidden_activation`), embeddings × √hidden, attention scale
+ *   `query_pre_attn_scalar^−½`, soft-caps `attn_logit_softcapping` and
+ *   `final_logit_softcapping`, a window on even layers (or as `layer_types` says), tied;
+ * - `opt`: pre-LayerNorm blocks (eps 1e-5) with biases, ReLU MLP (`ffn_dim`), learned
+ *   positions (offset 2), queries scaled after their projection, tied;
+ * - `mixtral`: 8 experts, top-2, renormalised; optional `sliding_window`;
+ * - `qwen2_moe`: routed experts (`moe_intermediate_size`), a sigmoid-gated shared expert,
+ *   `decoder_sparse_step` and `mlp_only_layers` dense layers, q/k/v biases, `norm_topk_prob`;
+ * - `qwen3_moe`: Qwen3 attention, routed experts only;
+ * - `olmoe`: RMSNorm over the whole q and k projections, `clip_qkv`, `norm_topk_prob`.
  *
  * @param json The parsed JSON.
  * @param file The file's name or path, for error messages.
- * @returns The model's hyper-parameters.
- * @throws {FormatError} For a missing or ill-typed field, an unknown `model_type` or a top-k
- *   larger than the expert count.
- * @throws {UnsupportedConfigError} For features the forward pass does not implement
- *   (`rope_scaling`, a sliding window, biases other than Qwen2's q/k/v ones, an activation other
- *   than SiLU).
+ * @returns The model's hyper-parameters and features.
+ * @throws {FormatError} For a missing or ill-typed field, an unknown `model_type` or
+ *   inconsistent sizes.
+ * @throws {UnsupportedConfigError} For features the forward pass does not implement (naming
+ *   them), e.g. `yarn` RoPE, OPT-350m's post-LayerNorm blocks, exact-erf GELU.
  */
 export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   if (!isRecord(json)) {
@@ -138,77 +217,85 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
       }`,
     );
   }
-  const type = modelType as typeof SUPPORTED_MODEL_TYPES[number];
+  const type = modelType as ModelType;
   const defaults = DEFAULTS[type];
   const f = new Fields(json, file);
   const unsupported = (message: string) =>
     new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
 
   const dim = f.positiveInt("hidden_size");
-  const hiddenDim = f.positiveInt("intermediate_size");
+  const hiddenDim = f.positiveInt(type === "opt" ? "ffn_dim" : "intermediate_size");
   const nLayers = f.positiveInt("num_hidden_layers");
   const nHeads = f.positiveInt("num_attention_heads");
   const vocabSize = f.positiveInt("vocab_size");
-  const nKvHeads = f.positiveInt("num_key_value_heads", nHeads);
+  const nKvHeads = type === "opt" ? nHeads : f.positiveInt("num_key_value_heads", nHeads);
   if (nHeads % nKvHeads !== 0) {
     throw new FormatError(
       file,
       `config: num_attention_heads ${nHeads} is not divisible by num_key_value_heads ${nKvHeads}`,
     );
   }
-  if (json.head_dim === undefined || json.head_dim === null) {
-    if (dim % nHeads !== 0) {
-      throw new FormatError(
-        file,
-        `config: hidden_size ${dim} is not divisible by num_attention_heads ${nHeads} ` +
-          `and no "head_dim" is given`,
-      );
-    }
+  const defaultHeadDim = { qwen3: 128, gemma2: 256 }[type as string];
+  if (!f.has("head_dim") && defaultHeadDim === undefined && dim % nHeads !== 0) {
+    throw new FormatError(
+      file,
+      `config: hidden_size ${dim} is not divisible by num_attention_heads ${nHeads} ` +
+        `and no "head_dim" is given`,
+    );
   }
-  const headDim = f.positiveInt("head_dim", dim / nHeads);
-  if (headDim % 2 !== 0) {
-    throw new FormatError(file, `config: head_dim ${headDim} must be even for RoPE`);
-  }
-
-  let ropeTheta = f.positiveNumber("rope_theta", defaults.ropeTheta);
-  const ropeScaling = json.rope_scaling;
-  if (ropeScaling !== undefined && ropeScaling !== null && !isDefaultRope(ropeScaling)) {
-    throw unsupported(`rope_scaling ${describe(ropeScaling)}`);
-  }
-  // transformers v5 writes rope_theta and the scaling type into "rope_parameters".
-  const ropeParameters = json.rope_parameters;
-  if (ropeParameters !== undefined && ropeParameters !== null) {
-    if (!isRecord(ropeParameters)) {
-      throw new FormatError(
-        file,
-        `config field "rope_parameters" must be an object, got ${describe(ropeParameters)}`,
-      );
-    }
-    if (!isDefaultRope(ropeParameters)) {
-      throw unsupported(`rope_parameters ${describe(ropeParameters)}`);
-    }
-    if (ropeParameters.rope_theta !== undefined) {
-      ropeTheta = new Fields(ropeParameters, file).positiveNumber("rope_theta");
-    }
-  }
-
-  const hiddenAct = json.hidden_act;
-  if (hiddenAct !== undefined && hiddenAct !== null && hiddenAct !== "silu") {
-    throw unsupported(`hidden_act ${describe(hiddenAct)} (only "silu")`);
-  }
-  for (const bias of ["attention_bias", "mlp_bias"]) {
-    if (f.boolean(bias, false)) throw unsupported(`${bias}: true`);
-  }
+  const headDim = type === "opt" ? dim / nHeads : f.positiveInt(
+    "head_dim",
+    defaultHeadDim ?? dim / nHeads,
+  );
   const maxSeqLen = f.positiveInt("max_position_embeddings", defaults.maxPositions);
-  const window = json.sliding_window;
-  // Qwen2 configs carry a sliding_window that is used only with use_sliding_window.
-  const windowUsed = type !== "qwen2_moe" || f.boolean("use_sliding_window", false);
-  if (windowUsed && window !== undefined && window !== null) {
-    const w = f.positiveInt("sliding_window");
-    if (w < maxSeqLen) throw unsupported(`sliding_window ${w} (attention over all positions only)`);
+
+  // Activation: `hidden_act` (Gemma 2: `hidden_activation`; OPT: `activation_function`).
+  const actField = type === "gemma2"
+    ? (f.has("hidden_activation") ? "hidden_activation" : "hidden_act")
+    : type === "opt"
+    ? "activation_function"
+    : "hidden_act";
+  const actName = f.string(
+    actField,
+    type === "gemma2" ? "gelu_pytorch_tanh" : type === "opt" ? "relu" : "silu",
+  );
+  const mlpAct = ACTIVATIONS[actName];
+  if (mlpAct === undefined) {
+    throw unsupported(
+      `${actField} ${JSON.stringify(actName)} (supported: ${Object.keys(ACTIVATIONS).join(", ")})`,
+    );
   }
 
-  const base = {
+  const rope = type === "opt" ? undefined : parseRope(f, json, file, type, headDim, maxSeqLen);
+  const ropeFields = rope
+    ? {
+      ropeTheta: rope.theta,
+      ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
+      ...(rope.rotaryDim !== headDim ? { rotaryDim: rope.rotaryDim } : {}),
+    }
+    : { ropeTheta: defaults.ropeTheta };
+
+  // Biases: Qwen2 and Qwen2-MoE hard-code q/k/v biases; llama, qwen3, qwen3_moe and olmoe have
+  // `attention_bias` (q, k, v and o); llama has `mlp_bias`; OPT `enable_bias` (everything).
+  let qkvBias = false, oBias = false, mlpBias = false;
+  if (type === "qwen2") qkvBias = true;
+  else if (type === "qwen2_moe") qkvBias = f.boolean("qkv_bias", true);
+  else if (type === "opt") qkvBias = oBias = mlpBias = f.boolean("enable_bias", true);
+  else if (["llama", "qwen3", "qwen3_moe", "olmoe", "gemma2"].includes(type)) {
+    qkvBias = oBias = f.boolean("attention_bias", false);
+  }
+  if (type === "llama") mlpBias = f.boolean("mlp_bias", false);
+  for (const bias of ["attention_bias", "mlp_bias"]) {
+    const applies = bias === "attention_bias"
+      ? ["llama", "qwen3", "qwen3_moe", "olmoe", "gemma2"].includes(type)
+      : type === "llama";
+    if (!applies && f.boolean(bias, false)) {
+      throw unsupported(`${bias}: true for model_type "${type}"`);
+    }
+  }
+
+  const slidingWindows = parseWindows(f, json, file, type, nLayers);
+  const config: Record<string, unknown> = {
     dim,
     hiddenDim,
     nLayers,
@@ -217,15 +304,252 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
     headDim,
     vocabSize,
     maxSeqLen,
-    normEps: f.positiveNumber("rms_norm_eps", defaults.rmsNormEps),
-    ropeTheta,
+    normEps: f.positiveNumber(
+      type === "opt" ? "layer_norm_eps" : "rms_norm_eps",
+      defaults.rmsNormEps,
+    ),
+    ...ropeFields,
     ropeStyle: "half",
-    tiedEmbeddings: f.boolean("tie_word_embeddings", false),
-  } as const;
-  if (type === "llama") return base;
+    tiedEmbeddings: f.boolean("tie_word_embeddings", defaults.tied),
+    family: type,
+    ...(qkvBias ? { qkvBias: true } : {}),
+    ...(oBias ? { oBias: true } : {}),
+    ...(mlpBias ? { mlpBias: true } : {}),
+    ...(mlpAct !== "silu" ? { mlpAct } : {}),
+    ...(slidingWindows ? { slidingWindows } : {}),
+  };
+
+  if (type === "qwen3" || type === "qwen3_moe") config.qkNorm = "head";
+  if (type === "gemma2") {
+    config.sandwichNorms = true;
+    config.embedScale = Math.fround(Math.sqrt(dim));
+    config.attnScale = 1 / Math.sqrt(f.positiveNumber("query_pre_attn_scalar", 256));
+    const attnCap = f.has("attn_logit_softcapping")
+      ? f.positiveNumber("attn_logit_softcapping")
+      : json.attn_logit_softcapping === null
+      ? undefined
+      : 50;
+    const finalCap = f.has("final_logit_softcapping")
+      ? f.positiveNumber("final_logit_softcapping")
+      : json.final_logit_softcapping === null
+      ? undefined
+      : 30;
+    if (attnCap !== undefined) config.attnSoftcap = attnCap;
+    if (finalCap !== undefined) config.finalSoftcap = finalCap;
+  }
+  if (type === "opt") {
+    if (!f.boolean("do_layer_norm_before", true)) {
+      throw unsupported(`do_layer_norm_before: false (OPT-350m's post-LayerNorm blocks)`);
+    }
+    const proj = f.positiveInt("word_embed_proj_dim", dim);
+    if (proj !== dim) {
+      throw unsupported(`word_embed_proj_dim ${proj} ≠ hidden_size ${dim} (project_in/out)`);
+    }
+    if (f.boolean("_remove_final_layer_norm", false)) {
+      throw unsupported(`_remove_final_layer_norm: true`);
+    }
+    if (!f.boolean("layer_norm_elementwise_affine", true)) {
+      throw unsupported(`layer_norm_elementwise_affine: false`);
+    }
+    config.norm = "layer";
+    config.positions = "learned";
+    config.mlpGated = false;
+    // q_proj output (bias included) is multiplied by head_dim^−½; scores are not scaled again.
+    config.queryScale = 1 / Math.sqrt(headDim);
+    config.attnScale = 1;
+  }
+  const moe = parseMoe(f, file, type, nLayers, hiddenDim);
+  if (moe) config.moe = moe;
+  if (type === "olmoe") {
+    config.qkNorm = "projection";
+    if (f.has("clip_qkv")) config.clipQkv = f.positiveNumber("clip_qkv");
+  }
+  return config as unknown as LlamaConfig;
+}
+
+/** RoPE: base, rotated dimensions and scaling, from either config spelling. */
+function parseRope(
+  f: Fields,
+  json: Record<string, unknown>,
+  file: string,
+  type: ModelType,
+  headDim: number,
+  maxSeqLen: number,
+): { theta: number; rotaryDim: number; scaling?: RopeScaling } {
+  const unsupported = (message: string) =>
+    new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
+  // transformers v5 writes rope_theta, partial_rotary_factor and the scaling into
+  // "rope_parameters"; earlier versions use top-level rope_theta and "rope_scaling".
+  const params = json.rope_parameters;
+  if (params !== undefined && params !== null && !isRecord(params)) {
+    throw new FormatError(
+      file,
+      `config field "rope_parameters" must be an object, got ${describe(params)}`,
+    );
+  }
+  const p = isRecord(params) ? new Fields(params, `${file} rope_parameters`) : undefined;
+  let theta = f.positiveNumber("rope_theta", DEFAULTS[type].ropeTheta);
+  if (p?.has("rope_theta")) theta = p.positiveNumber("rope_theta");
+  let factor = f.has("partial_rotary_factor") ? f.positiveNumber("partial_rotary_factor") : 1;
+  if (p?.has("partial_rotary_factor")) factor = p.positiveNumber("partial_rotary_factor");
+  if (factor > 1) {
+    throw new FormatError(file, `config: partial_rotary_factor ${factor} is above 1`);
+  }
+  const rotaryDim = Math.floor(headDim * factor);
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0) {
+    throw new FormatError(
+      file,
+      `config: head_dim ${headDim} × partial_rotary_factor ${factor} gives ${rotaryDim} ` +
+        `rotary dimensions, expected a positive even number`,
+    );
+  }
+  const raw = isRecord(json.rope_scaling) ? json.rope_scaling : isRecord(params) ? params : null;
+  if (
+    json.rope_scaling !== undefined && json.rope_scaling !== null && !isRecord(json.rope_scaling)
+  ) {
+    throw new FormatError(
+      file,
+      `config field "rope_scaling" must be an object or null, got ${describe(json.rope_scaling)}`,
+    );
+  }
+  if (!raw) return { theta, rotaryDim };
+  const s = new Fields(raw, `${file} rope_scaling`);
+  const kind = s.string("rope_type", s.string("type", "default"));
+  switch (kind) {
+    case "default":
+      return { theta, rotaryDim };
+    case "dynamic":
+      // NTK-dynamic scaling changes the frequencies only beyond max_position_embeddings.
+      return { theta, rotaryDim };
+    case "linear":
+      return { theta, rotaryDim, scaling: { type: "linear", factor: s.positiveNumber("factor") } };
+    case "llama3":
+      return {
+        theta,
+        rotaryDim,
+        scaling: {
+          type: "llama3",
+          factor: s.positiveNumber("factor"),
+          lowFreqFactor: s.positiveNumber("low_freq_factor"),
+          highFreqFactor: s.positiveNumber("high_freq_factor"),
+          originalMaxPositions: s.positiveInt("original_max_position_embeddings"),
+        },
+      };
+    case "longrope":
+    case "su": {
+      // Phi-3: within the original context the short factors apply, and cos/sin are scaled by
+      // sqrt(1 + ln(max/orig) / ln(orig)) at every length.
+      const orig = f.positiveInt("original_max_position_embeddings", maxSeqLen);
+      const short = s.numberList("short_factor");
+      if (short.length !== rotaryDim / 2) {
+        throw new FormatError(
+          file,
+          `rope_scaling.short_factor has ${short.length} entries, expected ${rotaryDim / 2}`,
+        );
+      }
+      const ratio = maxSeqLen / orig;
+      const attentionFactor = s.has("attention_factor")
+        ? s.positiveNumber("attention_factor")
+        : ratio <= 1
+        ? 1
+        : Math.sqrt(1 + Math.log(ratio) / Math.log(orig));
+      return {
+        theta,
+        rotaryDim,
+        scaling: {
+          type: "longrope",
+          shortFactor: short,
+          attentionFactor,
+          originalMaxPositions: orig,
+        },
+      };
+    }
+    default:
+      throw unsupported(
+        `rope_scaling type ${JSON.stringify(kind)} (supported: llama3, linear, longrope, dynamic)`,
+      );
+  }
+}
+
+/** Per-layer sliding windows (0 = full attention), or undefined when no layer has one. */
+function parseWindows(
+  f: Fields,
+  json: Record<string, unknown>,
+  file: string,
+  type: ModelType,
+  nLayers: number,
+): number[] | undefined {
+  if (type === "opt" || type === "olmoe" || type === "llama") {
+    if (f.has("sliding_window")) {
+      throw new UnsupportedConfigError(
+        `${file}: sliding_window for model_type "${type}" is not supported yet`,
+      );
+    }
+    return undefined;
+  }
+  let window: number | undefined;
+  if (type === "mistral") {
+    window = json.sliding_window === undefined ? 4096 : undefined;
+    if (f.has("sliding_window")) window = f.positiveInt("sliding_window");
+  } else if (type === "qwen2" || type === "qwen3" || type === "qwen2_moe" || type === "qwen3_moe") {
+    if (f.boolean("use_sliding_window", false) && f.has("sliding_window")) {
+      window = f.positiveInt("sliding_window");
+    }
+  } else if (type === "gemma2") {
+    window = f.positiveInt("sliding_window", 4096);
+  } else if (f.has("sliding_window")) {
+    window = f.positiveInt("sliding_window"); // phi3, mixtral
+  }
+  if (window === undefined) return undefined;
+  const types = f.stringList("layer_types");
+  let sliding: (l: number) => boolean;
+  if (types) {
+    if (types.length !== nLayers) {
+      throw new FormatError(
+        file,
+        `config field "layer_types" has ${types.length} entries, expected ${nLayers}`,
+      );
+    }
+    for (const [i, t] of types.entries()) {
+      if (t !== "sliding_attention" && t !== "full_attention") {
+        throw new FormatError(
+          file,
+          `config field "layer_types"[${i}] is ${JSON.stringify(t)}, expected ` +
+            `"sliding_attention" or "full_attention"`,
+        );
+      }
+    }
+    sliding = (l) => types[l] === "sliding_attention";
+  } else if (type === "gemma2") {
+    sliding = (l) => l % 2 === 0;
+  } else if (type === "qwen2" || type === "qwen3" || type === "qwen2_moe") {
+    const from = f.nonNegativeInt("max_window_layers", 28);
+    sliding = (l) => l >= from;
+  } else {
+    sliding = () => true;
+  }
+  const windows = Array.from({ length: nLayers }, (_, l) => (sliding(l) ? window! : 0));
+  return windows.some((w) => w > 0) ? windows : undefined;
+}
+
+/** The Mixture-of-Experts section of the MoE families. */
+function parseMoe(
+  f: Fields,
+  file: string,
+  type: ModelType,
+  nLayers: number,
+  hiddenDim: number,
+): MoeConfig | undefined {
+  if (!["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"].includes(type)) return undefined;
   const expertsField = type === "mixtral" ? "num_local_experts" : "num_experts";
-  const nExperts = f.positiveInt(expertsField, { mixtral: 8, qwen2_moe: 60, olmoe: 64 }[type]);
-  const topK = f.positiveInt("num_experts_per_tok", { mixtral: 2, qwen2_moe: 4, olmoe: 8 }[type]);
+  const nExperts = f.positiveInt(
+    expertsField,
+    { mixtral: 8, qwen2_moe: 60, qwen3_moe: 128, olmoe: 64 }[type as string]!,
+  );
+  const topK = f.positiveInt(
+    "num_experts_per_tok",
+    { mixtral: 2, qwen2_moe: 4, qwen3_moe: 8, olmoe: 8 }[type as string]!,
+  );
   if (topK > nExperts) {
     throw new FormatError(
       file,
@@ -233,178 +557,32 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
     );
   }
   if (type === "mixtral") {
-    return {
-      ...base,
-      moe: { nExperts, topK, normTopK: true, expertHiddenDim: hiddenDim, denseLayers: [] },
-    };
+    return { nExperts, topK, normTopK: true, expertHiddenDim: hiddenDim, denseLayers: [] };
   }
   const normTopK = f.boolean("norm_topk_prob", false);
   if (type === "olmoe") {
-    const clip = json.clip_qkv;
-    return {
-      ...base,
-      qkNorm: true,
-      ...(clip === undefined || clip === null ? {} : { clipQkv: f.positiveNumber("clip_qkv") }),
-      moe: { nExperts, topK, normTopK, expertHiddenDim: hiddenDim, denseLayers: [] },
-    };
+    return { nExperts, topK, normTopK, expertHiddenDim: hiddenDim, denseLayers: [] };
   }
-  // qwen2_moe
   const step = f.positiveInt("decoder_sparse_step", 1);
   const mlpOnly = f.intList("mlp_only_layers");
   const denseLayers: number[] = [];
   for (let l = 0; l < nLayers; l++) {
     if (mlpOnly.includes(l) || (l + 1) % step !== 0) denseLayers.push(l);
   }
+  const expertHiddenDim = f.positiveInt(
+    "moe_intermediate_size",
+    type === "qwen2_moe" ? 1408 : 768,
+  );
+  if (type === "qwen3_moe") {
+    return { nExperts, topK, normTopK, expertHiddenDim, denseLayers };
+  }
   const shared = f.nonNegativeInt("shared_expert_intermediate_size", 5632);
   return {
-    ...base,
-    qkvBias: f.boolean("qkv_bias", true),
-    moe: {
-      nExperts,
-      topK,
-      normTopK,
-      expertHiddenDim: f.positiveInt("moe_intermediate_size", 1408),
-      ...(shared > 0 ? { sharedHiddenDim: shared } : {}),
-      denseLayers,
-    },
+    nExperts,
+    topK,
+    normTopK,
+    expertHiddenDim,
+    ...(shared > 0 ? { sharedHiddenDim: shared } : {}),
+    denseLayers,
   };
-}
-
-function isDefaultRope(value: unknown): boolean {
-  if (!isRecord(value)) return false;
-  const type = value.rope_type ?? value.type;
-  return type === "default" &&
-    Object.keys(value).every((k) => ["rope_type", "type", "rope_theta"].includes(k));
-}
-
-/**
- * Builds the weights of a transformers Llama, Mixtral, Qwen2-MoE or OLMoE checkpoint from its
- * tensors, checking every tensor's presence and shape against the config before reading it.
- *
- * Names: `model.embed_tokens.weight`, `model.layers.{i}.input_layernorm.weight`,
- * `.self_attn.{q,k,v,o}_proj.weight` (+ `.self_attn.{q,k,v}_proj.bias` with `qkvBias`,
- * `.self_attn.{q,k}_norm.weight` with `qkNorm`), `.post_attention_layernorm.weight`,
- * `.mlp.{gate,up,down}_proj.weight` (dense), `.block_sparse_moe.gate.weight` and
- * `.block_sparse_moe.experts.{e}.{w1,w3,w2}.weight` (Mixtral: gate, up, down) or
- * `.mlp.gate.weight` and `.mlp.experts.{e}.{gate,up,down}_proj.weight` (Qwen2-MoE, OLMoE; with
- * `.mlp.shared_expert.{gate,up,down}_proj.weight` and `.mlp.shared_expert_gate.weight` when the
- * config has a shared expert), `model.norm.weight` and `lm_head.weight` (not read when the
- * embeddings are tied). A tensor of an expert beyond the config's count is an error.
- *
- * The q/k rows stay in transformers' order (the `half` RoPE layout); nothing is permuted.
- *
- * @param config The parsed config.
- * @param get Float32 values of a tensor, or `undefined` when absent.
- * @param shapeOf Shape of a tensor, or `undefined` when absent.
- * @param file The checkpoint file(s), for error messages.
- * @returns The weights; `lmHead` is `embed` when tied.
- * @throws {FormatError} Naming the tensor, the expected and the actual shape.
- */
-export function hfWeightsFromTensors(
-  config: LlamaConfig,
-  get: (name: string) => Float32Array | undefined,
-  shapeOf: (name: string) => number[] | undefined,
-  file: string,
-): LlamaWeights {
-  const { dim, hiddenDim, vocabSize, headDim } = config;
-  const qDim = config.nHeads * headDim;
-  const kvDim = config.nKvHeads * headDim;
-
-  const read = (name: string, shape: number[]): Float32Array => {
-    const expected = `[${shape.join(", ")}]`;
-    const got = shapeOf(name);
-    if (got === undefined) {
-      throw new FormatError(file, `tensor "${name}" is missing (expected shape ${expected})`);
-    }
-    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
-      throw new FormatError(
-        file,
-        `tensor "${name}" has shape [${got.join(", ")}], expected ${expected}`,
-      );
-    }
-    const data = get(name);
-    const n = shape.reduce((a, b) => a * b, 1);
-    if (data === undefined) {
-      throw new FormatError(file, `tensor "${name}" is missing (expected shape ${expected})`);
-    }
-    if (data.length !== n) {
-      throw new FormatError(
-        file,
-        `tensor "${name}" has ${data.length} values, expected ${n} for shape ${expected}`,
-      );
-    }
-    return data;
-  };
-  const matrix = (name: string, rows: number, cols: number): Matrix => ({
-    rows,
-    cols,
-    data: read(name, [rows, cols]),
-  });
-  const vector = (name: string, n: number): Float32Array => read(name, [n]);
-
-  const embed = matrix("model.embed_tokens.weight", vocabSize, dim);
-  const dense = (p: string, names: readonly [string, string, string], hidden: number) => ({
-    kind: "dense" as const,
-    gate: matrix(`${p}.${names[0]}.weight`, hidden, dim),
-    up: matrix(`${p}.${names[1]}.weight`, hidden, dim),
-    down: matrix(`${p}.${names[2]}.weight`, dim, hidden),
-  });
-  const PROJ = ["gate_proj", "up_proj", "down_proj"] as const;
-  const layers: LlamaLayer[] = [];
-  for (let i = 0; i < config.nLayers; i++) {
-    const p = `model.layers.${i}`;
-    let mlp: DenseMlp | MoeMlp;
-    const moe = config.moe;
-    if (moe && !moe.denseLayers.includes(i)) {
-      // Mixtral: block_sparse_moe.{gate, experts.e.w1/w3/w2}; Qwen2-MoE and OLMoE:
-      // mlp.{gate, experts.e.gate_proj/up_proj/down_proj}.
-      const mixtral = shapeOf(`${p}.block_sparse_moe.gate.weight`) !== undefined;
-      const block = mixtral ? `${p}.block_sparse_moe` : `${p}.mlp`;
-      const names = mixtral ? ["w1", "w3", "w2"] as const : PROJ;
-      const extra = `${block}.experts.${moe.nExperts}.${names[0]}.weight`;
-      if (shapeOf(extra) !== undefined) {
-        throw new FormatError(
-          file,
-          `tensor "${extra}" exists but the config declares ${moe.nExperts} experts`,
-        );
-      }
-      const experts: DenseMlp[] = [];
-      for (let e = 0; e < moe.nExperts; e++) {
-        experts.push(dense(`${block}.experts.${e}`, names, moe.expertHiddenDim));
-      }
-      const router = matrix(`${block}.gate.weight`, moe.nExperts, dim);
-      mlp = moe.sharedHiddenDim === undefined ? { kind: "moe", router, experts } : {
-        kind: "moe",
-        router,
-        experts,
-        shared: dense(`${block}.shared_expert`, PROJ, moe.sharedHiddenDim),
-        sharedGate: matrix(`${block}.shared_expert_gate.weight`, 1, dim),
-      };
-    } else {
-      mlp = dense(`${p}.mlp`, PROJ, hiddenDim);
-    }
-    const a = `${p}.self_attn`;
-    layers.push({
-      attnNorm: vector(`${p}.input_layernorm.weight`, dim),
-      q: matrix(`${a}.q_proj.weight`, qDim, dim),
-      k: matrix(`${a}.k_proj.weight`, kvDim, dim),
-      v: matrix(`${a}.v_proj.weight`, kvDim, dim),
-      o: matrix(`${a}.o_proj.weight`, dim, qDim),
-      ...(config.qkvBias
-        ? {
-          qBias: vector(`${a}.q_proj.bias`, qDim),
-          kBias: vector(`${a}.k_proj.bias`, kvDim),
-          vBias: vector(`${a}.v_proj.bias`, kvDim),
-        }
-        : {}),
-      ...(config.qkNorm
-        ? { qNorm: vector(`${a}.q_norm.weight`, qDim), kNorm: vector(`${a}.k_norm.weight`, kvDim) }
-        : {}),
-      mlpNorm: vector(`${p}.post_attention_layernorm.weight`, dim),
-      mlp,
-    });
-  }
-  const norm = vector("model.norm.weight", dim);
-  const lmHead = config.tiedEmbeddings ? embed : matrix("lm_head.weight", vocabSize, dim);
-  return { embed, layers, norm, lmHead };
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
 import { sharedPath } from "../testing/fixtures.ts";
-import { hfWeightsFromTensors, parseHfConfig } from "./hf_config.ts";
+import { parseHfConfig } from "./hf_config.ts";
+import { hfWeightsFromTensors } from "./hf_weights.ts";
 import { parseLlama2cCheckpoint } from "./llama2c.ts";
 import { parseSafetensors, toFloat32 } from "./safetensors.ts";
 import type { DenseMlp, LlamaConfig, LlamaWeights, Matrix } from "./types.ts";
@@ -32,7 +33,7 @@ async function loadHf(dir: string): Promise<Loaded> {
     const t = tensors.get(name);
     return t && toFloat32(t, name, file);
   };
-  const weights = hfWeightsFromTensors(config, get, (n) => shapes.get(n), file);
+  const weights = hfWeightsFromTensors(config, get, (n: string) => shapes.get(n), file);
   return { config, weights, shapes, get };
 }
 
@@ -77,6 +78,7 @@ Deno.test("parseHfConfig() reads the stories260K-hf config", async () => {
     ropeTheta: 10000,
     ropeStyle: "half",
     tiedEmbeddings: true,
+    family: "llama",
   });
 });
 
@@ -134,7 +136,7 @@ Deno.test("parseHfConfig() rejects unknown model types and unsupported features"
   );
   assert.throws(() => parseHfConfig({ ...REQUIRED, model_type: undefined }, "c.json"), FormatError);
   assert.throws(
-    () => parseHfConfig({ ...REQUIRED, rope_scaling: { type: "linear", factor: 2 } }, "c.json"),
+    () => parseHfConfig({ ...REQUIRED, rope_scaling: { type: "yarn", factor: 2 } }, "c.json"),
     (e: unknown) =>
       e instanceof UnsupportedConfigError && e.message.includes("c.json") &&
       e.message.includes("rope_scaling") && e.message.includes("not supported"),
@@ -144,7 +146,7 @@ Deno.test("parseHfConfig() rejects unknown model types and unsupported features"
     UnsupportedConfigError,
   );
   assert.throws(
-    () => parseHfConfig({ ...REQUIRED, attention_bias: true }, "c.json"),
+    () => parseHfConfig({ ...REQUIRED, model_type: "mixtral", attention_bias: true }, "c.json"),
     UnsupportedConfigError,
   );
 });
@@ -209,11 +211,11 @@ Deno.test("hfWeightsFromTensors() reads the Mixtral fixture as a partition of th
     const owner = info.layers[l]!.expert_of_neuron;
     for (let e = 0; e < 4; e++) {
       const x: DenseMlp = mm.experts[e]!;
-      assert.deepEqual([x.gate.rows, x.gate.cols, x.down.rows, x.down.cols], [43, 64, 64, 43]);
+      assert.deepEqual([x.gate!.rows, x.gate!.cols, x.down.rows, x.down.cols], [43, 64, 64, 43]);
       const neurons = owner.flatMap((o, j) => (o === e ? [j] : []));
       assert.equal(neurons.length, 43);
       neurons.forEach((j, k) => {
-        assert.deepEqual(row(x.gate, k), row(dm.gate, j)); // w1 = gate
+        assert.deepEqual(row(x.gate!, k), row(dm.gate!, j)); // w1 = gate
         assert.deepEqual(row(x.up, k), row(dm.up, j)); // w3 = up
         for (let i = 0; i < 64; i++) {
           // w2 = down, columns scaled by w2_scale
@@ -245,7 +247,7 @@ Deno.test("hfWeightsFromTensors() names missing and misshapen tensors", async ()
   // Untied: lm_head.weight is required.
   const untied = { ...hf.config, tiedEmbeddings: false };
   assert.throws(
-    () => hfWeightsFromTensors(untied, hf.get, (n) => hf.shapes.get(n), "m.safetensors"),
+    () => hfWeightsFromTensors(untied, hf.get, (n: string) => hf.shapes.get(n), "m.safetensors"),
     /"lm_head.weight" is missing \(expected shape \[512, 64\]\)/,
   );
   // get() disagreeing with shapeOf() is caught too.
@@ -253,8 +255,8 @@ Deno.test("hfWeightsFromTensors() names missing and misshapen tensors", async ()
     () =>
       hfWeightsFromTensors(
         hf.config,
-        (n) => (n === "model.norm.weight" ? new Float32Array(3) : hf.get(n)),
-        (n) => hf.shapes.get(n),
+        (n: string) => (n === "model.norm.weight" ? new Float32Array(3) : hf.get(n)),
+        (n: string) => hf.shapes.get(n),
         "m.safetensors",
       ),
     /"model.norm.weight" has 3 values, expected 64/,

@@ -1,20 +1,27 @@
 /**
  * A transformers-layout model (`config.json`, `model.safetensors` or a sharded
- * `model.safetensors.index.json`, `tokenizer.json`, optional `tokenizer_config.json`) built from
- * a file reader, with no file-system access of its own: the CLI reads from the Hugging Face cache
- * or a directory (`load.ts`), the browser page over HTTP ({@linkcode loadHfFromUrl}).
+ * `model.safetensors.index.json`, `tokenizer.json`, optional `tokenizer_config.json`) from files
+ * on disk ({@linkcode loadHfFiles}: the Hugging Face cache or a directory) or from a file reader
+ * that returns bytes ({@linkcode buildHfModel}; the browser page reads over HTTP with
+ * {@linkcode loadHfFromUrl}).
  *
- * Every file is parsed and validated before any compute; errors name the file.
+ * Every file is parsed and validated before any compute; errors name the file. Checkpoints too
+ * large to hold in float32 keep their stored dtype: tensors are read from their files when a
+ * block is used (see `residency.ts`).
  *
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
-import { hfWeightsFromTensors, parseHfConfig } from "./hf_config.ts";
+import { parseHfConfig } from "./hf_config.ts";
+import { hfWeights, storeSource } from "./hf_weights.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
-import { parseSafetensors, parseShardIndex, toFloat32 } from "./safetensors.ts";
-import type { LoadedModel, SourceFile } from "./types.ts";
+import { residency } from "./residency.ts";
+import { parseShardIndex, SAFETENSORS_DTYPE_BYTES } from "./safetensors.ts";
+import { fileTensorStore, memoryTensorStore, type TensorStore } from "./tensor_store.ts";
+import type { LlamaConfig, LoadedModel, SourceFile, Tokenizer } from "./types.ts";
 
 /**
  * Reads one file of the model by its name in the layout: its bytes and the path or URL to name
@@ -25,8 +32,77 @@ export type ModelFileReader = (
   optional?: boolean,
 ) => Promise<{ bytes: Uint8Array; path: string } | undefined>;
 
-/** Builds a model from the files `read` returns; `id` is recorded as the model's id. */
-export async function buildHfModel(read: ModelFileReader, id: string): Promise<LoadedModel> {
+/**
+ * How weights are held: `eager` converts every tensor to float32 at load, `lazy` keeps the
+ * stored dtype and materializes blocks on access, `auto` (default) is eager when the model's
+ * float32 size is at most half the residency budget.
+ */
+export type Residence = "auto" | "eager" | "lazy";
+
+/** Options of the transformers-layout loaders. */
+export interface HfLoadOptions {
+  /** How weights are held (default `auto`). */
+  readonly residence?: Residence;
+}
+
+function parseJson(bytes: Uint8Array, path: string): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new FormatError(path, `not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/** Float32 bytes of every tensor of a store. */
+function float32Bytes(store: TensorStore): number {
+  let n = 0;
+  for (const t of store.tensors.values()) {
+    n += (t.length / (SAFETENSORS_DTYPE_BYTES[t.dtype] ?? 4)) * 4;
+  }
+  return n;
+}
+
+function isLazy(residence: Residence, store: TensorStore): boolean {
+  if (residence === "auto") return float32Bytes(store) > residency.budget / 2;
+  return residence === "lazy";
+}
+
+/** The provenance order of a model's files: config, index, shards, tokenizer files. */
+const FILE_ORDER = ["config.json", "model.safetensors.index.json"];
+const FILE_LAST = ["tokenizer.json", "tokenizer_config.json"];
+
+function fileRank(path: string): number {
+  const first = FILE_ORDER.indexOf(path);
+  if (first >= 0) return first;
+  const last = FILE_LAST.indexOf(path);
+  return last >= 0 ? 100 + last : 50;
+}
+
+function assemble(
+  id: string,
+  config: LlamaConfig,
+  store: TensorStore,
+  shards: readonly string[],
+  tokenizer: Tokenizer,
+  files: SourceFile[],
+  options: HfLoadOptions,
+): LoadedModel {
+  const lazy = isLazy(options.residence ?? "auto", store);
+  const weights = hfWeights(config, storeSource(store, lazy), shards.join(", "));
+  if (!lazy) store.close();
+  const ordered = files
+    .map((f, i) => ({ f, i }))
+    .sort((a, b) => fileRank(a.f.path) - fileRank(b.f.path) || a.i - b.i)
+    .map(({ f }) => f);
+  return { id, format: "hf", config, weights, tokenizer, files: ordered };
+}
+
+/** Builds a model from the files `read` returns (in memory); `id` is recorded as its id. */
+export async function buildHfModel(
+  read: ModelFileReader,
+  id: string,
+  options: HfLoadOptions = {},
+): Promise<LoadedModel> {
   const files: SourceFile[] = [];
   const readFile = async (name: string, optional = false) => {
     const got = await read(name, optional);
@@ -36,39 +112,76 @@ export async function buildHfModel(read: ModelFileReader, id: string): Promise<L
   };
   const readJson = async (name: string, optional = false): Promise<unknown> => {
     const got = await readFile(name, optional);
-    if (got === undefined) return undefined;
-    try {
-      return JSON.parse(new TextDecoder().decode(got.bytes));
-    } catch (e) {
-      throw new FormatError(got.path, `not valid JSON (${(e as Error).message})`, { cause: e });
-    }
+    return got === undefined ? undefined : parseJson(got.bytes, got.path);
   };
   const config = parseHfConfig(await readJson("config.json"), "config.json");
   const index = await readJson("model.safetensors.index.json", true);
   const shards = index === undefined
     ? ["model.safetensors"]
     : parseShardIndex(index, "model.safetensors.index.json").files;
-  const byName = new Map<
-    string,
-    { dtype: string; shape: number[]; data: Uint8Array; file: string }
-  >();
-  for (const shard of shards) {
-    const { bytes, path } = (await readFile(shard))!;
-    for (const [name, t] of parseSafetensors(bytes, path)) byName.set(name, { ...t, file: path });
-  }
-  const weights = hfWeightsFromTensors(
-    config,
-    (name) => {
-      const t = byName.get(name);
-      return t ? toFloat32(t, name, t.file) : undefined;
-    },
-    (name) => byName.get(name)?.shape,
-    shards.join(", "),
-  );
   const tokJson = await readJson("tokenizer.json");
   const tokConfig = await readJson("tokenizer_config.json", true);
   const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
-  return { id, format: "hf", config, weights, tokenizer, files };
+  const bytes: { path: string; bytes: Uint8Array }[] = [];
+  for (const shard of shards) bytes.push((await readFile(shard))!);
+  const store = memoryTensorStore(bytes);
+  return assemble(id, config, store, bytes.map((b) => b.path), tokenizer, files, options);
+}
+
+/** sha256 of a file, streamed (checkpoints may not fit in memory). */
+async function hashFile(path: string): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path, { read: true });
+  const buf = new Uint8Array(1 << 22);
+  let bytes = 0;
+  while (true) {
+    const n = await file.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+    bytes += n;
+  }
+  return { bytes, sha256: hash.digest("hex") };
+}
+
+/**
+ * Loads a transformers-layout model from files on disk: `resolve` maps a file of the layout to
+ * its path (`undefined` when `optional` and absent; a missing required file throws). Config,
+ * index and tokenizer are parsed before any tensor is read; every file is hashed for the
+ * provenance record.
+ */
+export async function loadHfFiles(
+  resolve: (name: string, optional?: boolean) => Promise<string | undefined>,
+  id: string,
+  options: HfLoadOptions = {},
+): Promise<LoadedModel> {
+  const files: SourceFile[] = [];
+  const record = async (name: string, path: string) => {
+    files.push({ path: name, ...await hashFile(path) });
+  };
+  const readJson = async (name: string, optional = false): Promise<unknown> => {
+    const path = await resolve(name, optional);
+    if (path === undefined) return undefined;
+    const bytes = await Deno.readFile(path);
+    files.push({ path: name, bytes: bytes.length, sha256: await sha256Hex(bytes) });
+    return parseJson(bytes, path);
+  };
+  const configPath = await resolve("config.json");
+  const config = parseHfConfig(await readJson("config.json"), configPath!);
+  const index = await readJson("model.safetensors.index.json", true);
+  const shardNames = index === undefined
+    ? ["model.safetensors"]
+    : parseShardIndex(index, "model.safetensors.index.json").files;
+  const tokJson = await readJson("tokenizer.json");
+  const tokConfig = await readJson("tokenizer_config.json", true);
+  const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
+  const paths: string[] = [];
+  for (const shard of shardNames) {
+    const path = (await resolve(shard))!;
+    paths.push(path);
+  }
+  const store = fileTensorStore(paths);
+  for (const [i, shard] of shardNames.entries()) await record(shard, paths[i]!);
+  return assemble(id, config, store, paths, tokenizer, files, options);
 }
 
 /**
@@ -76,16 +189,24 @@ export async function buildHfModel(read: ModelFileReader, id: string): Promise<L
  * `https://host/models/stories260K-hf/` or a Hub `…/resolve/main/` URL), with `fetch`: for the
  * browser, or any host without a file system. A 404 on an optional file means absent.
  */
-export function loadHfFromUrl(base: string | URL, id = String(base)): Promise<LoadedModel> {
+export function loadHfFromUrl(
+  base: string | URL,
+  id = String(base),
+  options: HfLoadOptions = {},
+): Promise<LoadedModel> {
   const root = new URL(String(base).endsWith("/") ? String(base) : `${base}/`);
-  return buildHfModel(async (name, optional) => {
-    const url = new URL(name, root);
-    const res = await fetch(url);
-    if (!res.ok) {
-      await res.body?.cancel();
-      if (optional && res.status === 404) return undefined;
-      throw new FormatError(url.href, `HTTP ${res.status} (expected a file of the model)`);
-    }
-    return { bytes: new Uint8Array(await res.arrayBuffer()), path: url.href };
-  }, id);
+  return buildHfModel(
+    async (name, optional) => {
+      const url = new URL(name, root);
+      const res = await fetch(url);
+      if (!res.ok) {
+        await res.body?.cancel();
+        if (optional && res.status === 404) return undefined;
+        throw new FormatError(url.href, `HTTP ${res.status} (expected a file of the model)`);
+      }
+      return { bytes: new Uint8Array(await res.arrayBuffer()), path: url.href };
+    },
+    id,
+    options,
+  );
 }

@@ -1,6 +1,7 @@
 /**
  * Walking and rewriting the linear layers of a model: the seven kinds methods quantize, in the
- * attention, the dense MLPs and every expert of MoE blocks (the shared one included). Routers and
+ * attention, the dense MLPs and every expert of MoE blocks (the shared one included; ungated
+ * MLPs have no gate). Biases stay with the layer. Routers and
  * the shared expert's gate are not among them (see `methods/router.ts`).
  *
  * @module
@@ -57,8 +58,10 @@ export function listLinears(w: LlamaWeights): { site: LinearSite; matrix: Matrix
     const experts = moe ? expertMlps(moe) : [layer.mlp as DenseMlp];
     experts.forEach((mlp, e) => {
       for (const kind of ["gate", "up", "down"] as const) {
+        const matrix = mlp[kind];
+        if (!matrix) continue; // ungated MLPs (OPT) have no gate
         const site = moe ? linearSite(l, kind, e, moe.experts.length) : linearSite(l, kind);
-        out.push({ site, matrix: mlp[kind] });
+        out.push({ site, matrix });
       }
     });
   });
@@ -74,8 +77,8 @@ export function mapLinears(
   fn: (site: LinearSite, matrix: Matrix) => Matrix,
 ): LlamaWeights {
   const mapDense = (mlp: DenseMlp, l: number, e?: number, n?: number): DenseMlp => ({
-    kind: "dense",
-    gate: fn(linearSite(l, "gate", e, n), mlp.gate),
+    ...mlp,
+    ...(mlp.gate ? { gate: fn(linearSite(l, "gate", e, n), mlp.gate) } : {}),
     up: fn(linearSite(l, "up", e, n), mlp.up),
     down: fn(linearSite(l, "down", e, n), mlp.down),
   });

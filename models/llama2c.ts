@@ -173,6 +173,7 @@ export function parseLlama2cCheckpoint(
     ropeTheta: 10000,
     ropeStyle: "interleaved",
     tiedEmbeddings: tied,
+    family: "llama2c",
   };
   return { config, weights: { embed, layers, norm, lmHead } };
 }

@@ -53,7 +53,7 @@ Deno.test("parseLlama2cCheckpoint() reads stories260K's published hyper-paramete
   assert.deepEqual([l0.q.rows, l0.q.cols, l0.k.rows, l0.v.rows, l0.o.cols], [64, 64, 32, 32, 64]);
   assert.equal(l0.mlp.kind, "dense");
   if (l0.mlp.kind === "dense") {
-    assert.deepEqual([l0.mlp.gate.rows, l0.mlp.gate.cols], [172, 64]);
+    assert.deepEqual([l0.mlp.gate!.rows, l0.mlp.gate!.cols], [172, 64]);
     assert.deepEqual([l0.mlp.down.rows, l0.mlp.down.cols], [64, 172]);
   }
   // Independent reads of the raw bytes: the embedding starts right after the 28-byte header,
@@ -178,7 +178,7 @@ Deno.test("parseLlama2cCheckpoint() reads an untied GQA checkpoint in file order
   assert.equal(first(l1.o.data), start.wo! + dim * dim);
   assert.equal(first(l1.mlpNorm), start.rmsFfn! + dim);
   assert.ok(l1.mlp.kind === "dense");
-  assert.equal(first(l1.mlp.gate.data), start.w1! + hidden * dim);
+  assert.equal(first(l1.mlp.gate!.data), start.w1! + hidden * dim);
   assert.equal(first(l1.mlp.down.data), start.w2! + dim * hidden);
   assert.equal(first(l1.mlp.up.data), start.w3! + hidden * dim);
   assert.equal(first(weights.norm), start.rmsFinal);

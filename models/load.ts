@@ -16,11 +16,11 @@
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
 import { type DownloadEvent, hubFile, parseHfRef } from "./hub.ts";
-import { buildHfModel } from "./hf_model.ts";
+import { loadHfFiles, type Residence } from "./hf_model.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "./llama2c.ts";
 import { MODELS } from "./registry.ts";
 import { unknownIdError } from "../core/registry.ts";
-import { expertMlps, type LoadedModel, type SourceFile } from "./types.ts";
+import { expertMlps, type LoadedModel, type Matrix, type SourceFile } from "./types.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -28,6 +28,8 @@ export interface LoadOptions {
   onProgress?: (e: DownloadEvent) => void;
   /** Environment lookup (default `Deno.env.get`), for HF_ENDPOINT, HF_HUB_OFFLINE, caches. */
   env?: (name: string) => string | undefined;
+  /** How transformers-layout weights are held (default `auto`, see `hf_model.ts`). */
+  residence?: Residence;
 }
 
 /** Loads a model by registry id, `hf:` reference or local directory. */
@@ -114,10 +116,9 @@ async function loadHf(ref: string, options: LoadOptions, id: string): Promise<Lo
       }
     };
   }
-  return await buildHfModel(async (name, optional) => {
-    const path = await resolve(name, optional);
-    return path === undefined ? undefined : { bytes: await Deno.readFile(path), path };
-  }, id);
+  return await loadHfFiles(resolve, id, {
+    ...(options.residence ? { residence: options.residence } : {}),
+  });
 }
 
 function baseName(path: string): string {
@@ -127,17 +128,34 @@ function baseName(path: string): string {
 /** Number of parameters (embedding and classifier counted once when tied). */
 export function countParams(model: Pick<LoadedModel, "weights" | "config">): number {
   const w = model.weights;
-  let n = w.embed.data.length + w.norm.length;
-  if (w.lmHead !== w.embed) n += w.lmHead.data.length;
+  const size = (m: Matrix | undefined) => (m ? m.rows * m.cols : 0);
+  const len = (v: Float32Array | undefined) => v?.length ?? 0;
+  let n = size(w.embed) + len(w.norm) + len(w.normBias) + size(w.positions);
+  if (w.lmHead !== w.embed) n += size(w.lmHead);
   for (const l of w.layers) {
-    n += l.attnNorm.length + l.mlpNorm.length + l.q.data.length + l.k.data.length +
-      l.v.data.length + l.o.data.length;
+    n += size(l.q) + size(l.k) + size(l.v) + size(l.o);
+    for (
+      const v of [
+        l.attnNorm,
+        l.mlpNorm,
+        l.attnNormBias,
+        l.mlpNormBias,
+        l.postAttnNorm,
+        l.postMlpNorm,
+        l.qBias,
+        l.kBias,
+        l.vBias,
+        l.oBias,
+        l.qNorm,
+        l.kNorm,
+      ]
+    ) n += len(v);
     const experts = l.mlp.kind === "dense" ? [l.mlp] : expertMlps(l.mlp);
-    if (l.mlp.kind === "moe") {
-      n += l.mlp.router.data.length + (l.mlp.sharedGate?.data.length ?? 0);
+    if (l.mlp.kind === "moe") n += size(l.mlp.router) + size(l.mlp.sharedGate);
+    for (const e of experts) {
+      n += size(e.gate) + size(e.up) + size(e.down) + len(e.gateBias) + len(e.upBias) +
+        len(e.downBias);
     }
-    for (const v of [l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]) n += v?.length ?? 0;
-    for (const e of experts) n += e.gate.data.length + e.up.data.length + e.down.data.length;
   }
   return n;
 }

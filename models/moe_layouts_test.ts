@@ -180,7 +180,7 @@ Deno.test("Attention with q/k/v biases, RMSNorm over the q and k projections and
     ropeStyle: "half",
     tiedEmbeddings: true,
     qkvBias: true,
-    qkNorm: true,
+    qkNorm: "projection",
     clipQkv: clip,
   };
   const x = randomMatrix(T * dim, 13, 1.5);
@@ -277,7 +277,7 @@ Deno.test("MoE configs: Qwen2-MoE dense layers, OLMoE defaults, and bad expert c
   const olmoe = parseHfConfig({ ...base, model_type: "olmoe", clip_qkv: 8 }, "config.json");
   assert.deepEqual(
     [olmoe.moe?.nExperts, olmoe.moe?.topK, olmoe.moe?.normTopK, olmoe.qkNorm, olmoe.clipQkv],
-    [64, 8, false, true, 8],
+    [64, 8, false, "projection", 8],
   );
   assert.throws(
     () => parseHfConfig({ ...base, model_type: "olmoe", num_experts: 4 }, "c.json"),
@@ -328,7 +328,7 @@ Deno.test("OLMoE layout loads q/k norms and routes without renormalisation", asy
       }),
     });
     const olmoe = await loadModel(dir);
-    assert.equal(olmoe.config.qkNorm, true);
+    assert.equal(olmoe.config.qkNorm, "projection");
     assert.equal(olmoe.config.moe?.normTopK, false);
     assert.equal(olmoe.weights.layers[3]!.qNorm![0], Math.fround(1.3));
     const logits = forward(olmoe, ids(olmoe));

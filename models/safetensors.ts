@@ -44,43 +44,73 @@ function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
+/** Where one tensor's bytes lie in a safetensors file. */
+export interface SafetensorsEntry {
+  /** Safetensors dtype name (`F32`, `F16`, `BF16`, …). */
+  readonly dtype: string;
+  readonly shape: readonly number[];
+  /** Byte offset of the tensor's first byte from the start of the file. */
+  readonly offset: number;
+  /** Byte length. */
+  readonly length: number;
+}
+
 /**
- * Parses and validates a safetensors file.
- *
- * Checks: the header fits in the file and is a JSON object; every tensor has a known `dtype`,
- * a `shape` of non-negative integers and `data_offsets` `[begin, end]` with begin ≤ end ≤ data
- * size; the byte length equals product(shape) × dtype size; no two tensors overlap.
- * `__metadata__` is ignored.
- *
- * @param bytes The whole file.
- * @param file The file's name or path, for error messages.
- * @returns Tensors by name, in header order, with views into `bytes`.
- * @throws {FormatError} Naming the file (and the tensor) when anything is malformed.
+ * Bytes of a safetensors file's prefix needed to read its header: the 8-byte length field.
+ * {@linkcode parseSafetensorsHeader} then needs `8 + headerLength(prefix)` bytes.
  */
-export function parseSafetensors(
-  bytes: Uint8Array,
+export function safetensorsHeaderLength(
+  prefix: Uint8Array,
+  fileSize: number,
   file: string,
-): Map<string, SafetensorsTensor> {
-  if (bytes.length < 8) {
+): number {
+  if (prefix.length < 8 || fileSize < 8) {
     throw new FormatError(
       file,
-      `safetensors file too short: ${bytes.length} bytes, expected an 8-byte header length`,
+      `safetensors file too short: ${fileSize} bytes, expected an 8-byte header length`,
     );
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
   const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(bytes.length - 8)) {
+  if (headerLen > BigInt(fileSize - 8)) {
     throw new FormatError(
       file,
       `safetensors header length ${headerLen} goes past the end of the file ` +
-        `(${bytes.length - 8} bytes after the length field)`,
+        `(${fileSize - 8} bytes after the length field)`,
     );
   }
-  const dataStart = 8 + Number(headerLen);
+  return Number(headerLen);
+}
+
+/**
+ * Parses and validates a safetensors header, given the file's first `8 + headerLength` bytes
+ * and its total size (the tensor data need not be read).
+ *
+ * Checks: the header is a JSON object; every tensor has a known `dtype`, a `shape` of
+ * non-negative integers and `data_offsets` `[begin, end]` with begin ≤ end ≤ data size; the
+ * byte length equals product(shape) × dtype size; no two tensors overlap. `__metadata__` is
+ * ignored.
+ *
+ * @param prefix At least the first `8 + headerLength` bytes of the file.
+ * @param fileSize The file's size in bytes.
+ * @param file The file's name or path, for error messages.
+ * @returns Tensors by name, in header order, with absolute byte ranges.
+ * @throws {FormatError} Naming the file (and the tensor) when anything is malformed.
+ */
+export function parseSafetensorsHeader(
+  prefix: Uint8Array,
+  fileSize: number,
+  file: string,
+): Map<string, SafetensorsEntry> {
+  const headerLen = safetensorsHeaderLength(prefix, fileSize, file);
+  const dataStart = 8 + headerLen;
+  if (prefix.length < dataStart) {
+    throw new RangeError(`${file}: ${dataStart} header bytes needed, ${prefix.length} given`);
+  }
   let header: unknown;
   try {
     header = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)),
+      new TextDecoder("utf-8", { fatal: true }).decode(prefix.subarray(8, dataStart)),
     );
   } catch (e) {
     throw new FormatError(
@@ -92,8 +122,8 @@ export function parseSafetensors(
   if (!isRecord(header)) {
     throw new FormatError(file, `safetensors header is not a JSON object: ${describe(header)}`);
   }
-  const dataLen = bytes.length - dataStart;
-  const tensors = new Map<string, SafetensorsTensor>();
+  const dataLen = fileSize - dataStart;
+  const tensors = new Map<string, SafetensorsEntry>();
   const ranges: { name: string; begin: number; end: number }[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === "__metadata__") continue;
@@ -141,7 +171,8 @@ export function parseSafetensors(
     tensors.set(name, {
       dtype,
       shape: [...shape as number[]],
-      data: bytes.subarray(dataStart + begin, dataStart + end),
+      offset: dataStart + begin,
+      length: end - begin,
     });
   }
   ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -156,6 +187,31 @@ export function parseSafetensors(
       );
     }
     if (!reach || r.end > reach.end) reach = r;
+  }
+  return tensors;
+}
+
+/**
+ * Parses and validates a whole safetensors file held in memory (see
+ * {@linkcode parseSafetensorsHeader} for the checks).
+ *
+ * @param bytes The whole file.
+ * @param file The file's name or path, for error messages.
+ * @returns Tensors by name, in header order, with views into `bytes`.
+ * @throws {FormatError} Naming the file (and the tensor) when anything is malformed.
+ */
+export function parseSafetensors(
+  bytes: Uint8Array,
+  file: string,
+): Map<string, SafetensorsTensor> {
+  const entries = parseSafetensorsHeader(bytes, bytes.length, file);
+  const tensors = new Map<string, SafetensorsTensor>();
+  for (const [name, e] of entries) {
+    tensors.set(name, {
+      dtype: e.dtype,
+      shape: [...e.shape],
+      data: bytes.subarray(e.offset, e.offset + e.length),
+    });
   }
   return tensors;
 }

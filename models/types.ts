@@ -1,16 +1,25 @@
 /**
- * The in-memory form of a Llama-family model, shared by every loader, method, kernel and task.
+ * The decoder every loader, method, kernel and task shares, described once: a config whose
+ * feature fields name every way a supported architecture departs from Llama (q/k/v biases,
+ * q/k norms, LayerNorm, GeGLU or ReLU MLPs, sliding windows, soft-capping, learned positions,
+ * Mixture-of-Experts, …; see `arch.ts`), and the weights those features need.
  *
- * All weights are float32. Linear weights are stored row-major as `[out][in]` (the layout of
- * PyTorch's `nn.Linear.weight`, of safetensors files and of llama2.c checkpoints), so one output
- * channel is one contiguous row.
+ * Weights read as float32 (`Matrix.data`; large checkpoints keep their stored dtype and
+ * materialize one block at a time, see `lazy_matrix.ts`). Linear weights are row-major
+ * `[out][in]` (the layout of PyTorch's `nn.Linear.weight`, of safetensors files and of llama2.c
+ * checkpoints), so one output channel is one contiguous row.
  *
  * @module
  */
 
 import type { ActivationQuantization } from "../core/act_quantizer.ts";
+import type { PackedWeight } from "../core/quantizer.ts";
 
-/** A row-major float32 matrix; for a linear layer `rows` = out features, `cols` = in features. */
+/**
+ * A row-major float32 matrix; for a linear layer `rows` = out features, `cols` = in features.
+ * `data` may be materialized on access (`lazy_matrix.ts`: weights kept in their stored dtype or
+ * as packed codes); read it once per use rather than once per element.
+ */
 export interface Matrix {
   /** Number of rows (output features of a linear layer). */
   readonly rows: number;
@@ -18,6 +27,8 @@ export interface Matrix {
   readonly cols: number;
   /** `rows * cols` values, row after row. */
   readonly data: Float32Array;
+  /** The exact packed form when the matrix is a quantized weight (`data` is its dequantization). */
+  readonly packed?: PackedWeight;
 }
 
 /** How rotary position embeddings pair the dimensions of a head. */
@@ -51,16 +62,100 @@ export interface LlamaConfig {
   readonly tiedEmbeddings: boolean;
   /** Mixture-of-Experts routing, absent for dense models. */
   readonly moe?: MoeConfig;
-  /** q/k/v projections carry a bias (Qwen2-MoE). Absent: no bias. */
+  /** q/k/v projections carry a bias (Qwen2, Qwen2-MoE, OPT). Absent: no bias. */
   readonly qkvBias?: boolean;
   /**
-   * RMSNorm over each token's whole q and k projections before RoPE (OLMoE `q_norm`/`k_norm`,
-   * one weight per projected feature, epsilon `normEps`). Absent: no such norm.
+   * RMSNorm of q and k after projection, before RoPE, epsilon `normEps`: over each token's whole
+   * projection (`projection`: OLMoE, one weight per projected feature) or over each head
+   * (`head`: Qwen3, one weight per head dimension shared by all heads). Absent: none.
    */
-  readonly qkNorm?: boolean;
+  readonly qkNorm?: "projection" | "head";
   /** q, k and v are clamped to `[−clipQkv, clipQkv]` after projection (OLMoE `clip_qkv`). */
   readonly clipQkv?: number;
+  /**
+   * The transformers `model_type` the config came from (`llama`, `qwen2`, `gemma2`, `opt`, …),
+   * or `llama2c`. Informational (method defaults, provenance); the forward pass reads only the
+   * feature fields below.
+   */
+  readonly family?: string;
+  /**
+   * Normalization layers: RMSNorm `x / sqrt(mean x² + ε) · w` (default) or LayerNorm
+   * `(x − mean) / sqrt(var + ε) · w + b` with biases (OPT).
+   */
+  readonly norm?: "rms" | "layer";
+  /** Token embeddings are multiplied by this float32 value (Gemma: √dim). Absent: 1. */
+  readonly embedScale?: number;
+  /**
+   * Position information: rotary embeddings on q and k (`rope`, default) or a learned absolute
+   * position embedding added to the token embedding (`learned`, OPT: row `position + 2`).
+   */
+  readonly positions?: "rope" | "learned";
+  /** Leading dimensions of each head that RoPE rotates (partial rotary). Absent: `headDim`. */
+  readonly rotaryDim?: number;
+  /** RoPE frequency scaling (Llama 3 `rope_type: "llama3"`). Absent: plain frequencies. */
+  readonly ropeScaling?: RopeScaling;
+  /** Multiplier of attention scores q·k. Absent: `1/√headDim`. */
+  readonly attnScale?: number;
+  /**
+   * Queries are multiplied by this after their projection and bias, in float32 (OPT's
+   * `q_proj(x) · head_dim^−½`, with `attnScale` 1). Absent: 1.
+   */
+  readonly queryScale?: number;
+  /** Attention scores are soft-capped to `cap · tanh(s / cap)` before the mask (Gemma 2). */
+  readonly attnSoftcap?: number;
+  /**
+   * Per layer, the sliding attention window: a query at position i sees keys j with
+   * `i − window < j ≤ i`; 0 means the whole causal prefix. Absent: no window anywhere.
+   */
+  readonly slidingWindows?: readonly number[];
+  /** The attention output projection has a bias (OPT). */
+  readonly oBias?: boolean;
+  /** The MLP projections have biases (OPT fc1/fc2). */
+  readonly mlpBias?: boolean;
+  /** MLP activation (default `silu`): `gelu_tanh` (Gemma), `gelu` (erf), `relu` (OPT). */
+  readonly mlpAct?: MlpActivation;
+  /**
+   * The MLP is gated, `down(act(gate x) · up x)` (default), or plain, `down(act(up x))` (OPT's
+   * fc1 = up, fc2 = down; no gate matrix).
+   */
+  readonly mlpGated?: boolean;
+  /**
+   * Gemma 2 "sandwich" norms: the attention and MLP outputs are normalized again before being
+   * added to the residual (`postAttnNorm`, `postMlpNorm`).
+   */
+  readonly sandwichNorms?: boolean;
+  /** Final logits are soft-capped to `cap · tanh(z / cap)` (Gemma 2). */
+  readonly finalSoftcap?: number;
 }
+
+/** An MLP activation function. */
+export type MlpActivation = "silu" | "gelu_tanh" | "gelu" | "relu";
+
+/**
+ * RoPE frequency scaling. `llama3`: frequencies with wavelength above `original / low` are
+ * divided by `factor`, those below `original / high` kept, and the band between interpolated
+ * (transformers `_compute_llama3_parameters`). `linear`: every frequency divided by `factor`.
+ */
+export type RopeScaling =
+  | {
+    readonly type: "llama3";
+    readonly factor: number;
+    readonly lowFreqFactor: number;
+    readonly highFreqFactor: number;
+    readonly originalMaxPositions: number;
+  }
+  | { readonly type: "linear"; readonly factor: number }
+  | {
+    /**
+     * Phi-3 `longrope` within the original context: frequencies divided by the short factors,
+     * cos and sin multiplied by `attentionFactor`. Positions beyond `originalMaxPositions`
+     * (where transformers switches to the long factors) are refused.
+     */
+    readonly type: "longrope";
+    readonly shortFactor: readonly number[];
+    readonly attentionFactor: number;
+    readonly originalMaxPositions: number;
+  };
 
 /** Routing hyper-parameters of a Mixture-of-Experts layer (Mixtral / Qwen-MoE / OLMoE layouts). */
 export interface MoeConfig {
@@ -86,15 +181,22 @@ export interface MoeConfig {
   readonly denseLayers: readonly number[];
 }
 
-/** The SwiGLU feed-forward block: down(silu(gate x) * up x). */
+/**
+ * A dense feed-forward block: gated `down(act(gate x) · up x)` (SwiGLU, GeGLU) or, without a
+ * gate matrix, `down(act(up x))` (OPT).
+ */
 export interface DenseMlp {
   readonly kind: "dense";
-  /** `[hiddenDim][dim]` (llama2.c w1). */
-  readonly gate: Matrix;
-  /** `[hiddenDim][dim]` (llama2.c w3). */
+  /** `[hiddenDim][dim]` (llama2.c w1); absent in ungated MLPs. */
+  readonly gate?: Matrix;
+  /** `[hiddenDim][dim]` (llama2.c w3; OPT fc1). */
   readonly up: Matrix;
-  /** `[dim][hiddenDim]` (llama2.c w2). */
+  /** `[dim][hiddenDim]` (llama2.c w2; OPT fc2). */
   readonly down: Matrix;
+  /** Biases (`mlpBias`): `[hiddenDim]`, `[hiddenDim]`, `[dim]`. */
+  readonly gateBias?: Float32Array;
+  readonly upBias?: Float32Array;
+  readonly downBias?: Float32Array;
 }
 
 /**
@@ -122,7 +224,7 @@ export function expertMlps(mlp: MoeMlp): readonly DenseMlp[] {
 
 /** One decoder block. */
 export interface LlamaLayer {
-  /** RMSNorm weight before attention, `[dim]`. */
+  /** Norm weight before attention, `[dim]`. */
   readonly attnNorm: Float32Array;
   /** `[nHeads*headDim][dim]`. */
   readonly q: Matrix;
@@ -136,10 +238,21 @@ export interface LlamaLayer {
   readonly qBias?: Float32Array;
   readonly kBias?: Float32Array;
   readonly vBias?: Float32Array;
-  /** RMSNorm weights over the q and k projections when `qkNorm`. */
+  /**
+   * RMSNorm weights of q and k when `qkNorm`: `[nHeads·headDim]` and `[nKvHeads·headDim]` over
+   * the projection, or `[headDim]` each per head.
+   */
   readonly qNorm?: Float32Array;
   readonly kNorm?: Float32Array;
-  /** RMSNorm weight before the MLP, `[dim]`. */
+  /** Bias of the output projection (`oBias`), `[dim]`. */
+  readonly oBias?: Float32Array;
+  /** LayerNorm biases of the two norms (`norm: "layer"`), `[dim]`. */
+  readonly attnNormBias?: Float32Array;
+  readonly mlpNormBias?: Float32Array;
+  /** Norms of the attention and MLP outputs (`sandwichNorms`), `[dim]`. */
+  readonly postAttnNorm?: Float32Array;
+  readonly postMlpNorm?: Float32Array;
+  /** Norm weight before the MLP, `[dim]`. */
   readonly mlpNorm: Float32Array;
   readonly mlp: DenseMlp | MoeMlp;
 }
@@ -149,8 +262,15 @@ export interface LlamaWeights {
   /** Token embedding `[vocabSize][dim]`. */
   readonly embed: Matrix;
   readonly layers: readonly LlamaLayer[];
-  /** Final RMSNorm weight, `[dim]`. */
+  /** Final norm weight, `[dim]`. */
   readonly norm: Float32Array;
+  /** Final LayerNorm bias (`norm: "layer"`), `[dim]`. */
+  readonly normBias?: Float32Array;
+  /**
+   * Learned absolute positions (`positions: "learned"`): `[maxSeqLen + 2][dim]`, position `p`
+   * reads row `p + 2` (OPT's offset).
+   */
+  readonly positions?: Matrix;
   /** Classifier `[vocabSize][dim]`; the same object as `embed` when tied. */
   readonly lmHead: Matrix;
   /**

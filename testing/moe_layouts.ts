@@ -44,7 +44,7 @@ export async function writeMoeCheckpoint(
   const qDim = c.nHeads * c.headDim;
   const kvDim = c.nKvHeads * c.headDim;
   const sharedHidden = layout === "qwen2_moe"
-    ? (options.shared?.(0).mlp.gate.rows ?? moe.expertHiddenDim)
+    ? (options.shared?.(0).mlp.gate!.rows ?? moe.expertHiddenDim)
     : 0;
   put("model.embed_tokens.weight", [c.vocabSize, c.dim], model.weights.embed.data);
   model.weights.layers.forEach((layer, l) => {
@@ -69,7 +69,7 @@ export async function writeMoeCheckpoint(
     if (layer.mlp.kind !== "moe") throw new TypeError(`layer ${l} is not a MoE layer`);
     mat(`${p}.mlp.gate.weight`, layer.mlp.router);
     const expert = (prefix: string, e: DenseMlp) => {
-      mat(`${prefix}.gate_proj.weight`, e.gate);
+      mat(`${prefix}.gate_proj.weight`, e.gate!);
       mat(`${prefix}.up_proj.weight`, e.up);
       mat(`${prefix}.down_proj.weight`, e.down);
     };

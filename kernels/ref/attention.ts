@@ -10,6 +10,18 @@ export interface AttentionShape {
   readonly nHeads: number;
   readonly nKvHeads: number;
   readonly headDim: number;
+  /** Score multiplier (default `1/√headDim`). */
+  readonly scale?: number;
+  /** Scores become `softcap · tanh(score / softcap)` before the softmax (Gemma 2). */
+  readonly softcap?: number;
+  /** Sliding window: query `i` sees keys `j` with `i − window < j ≤ i` (0 or absent: all). */
+  readonly window?: number;
+}
+
+/** True when `shape` asks for more than plain scaled causal attention. */
+export function attentionExtras(shape: AttentionShape): boolean {
+  return (shape.scale !== undefined && shape.scale !== 1 / Math.sqrt(shape.headDim)) ||
+    shape.softcap !== undefined || (shape.window ?? 0) > 0;
 }
 
 /**
@@ -48,7 +60,9 @@ export function validateAttention(
 /**
  * `out[t][h] = Σ_{s ≤ start+t} softmax_s(q[t][h] · k[s][h/g] / √headDim) · v[s][h/g]` with
  * `g = nHeads / nKvHeads`; `q`, `out` are `[T][nHeads·headDim]`, `k`, `v` are
- * `[≥ start+T][nKvHeads·headDim]`.
+ * `[≥ start+T][nKvHeads·headDim]`. The shape's `scale`, `softcap` and `window` change the score
+ * multiplier, cap the scores (`cap · tanh(s / cap)`, as Gemma 2 before its mask) and restrict
+ * each query to the last `window` keys.
  */
 export function attentionRef(
   q: Float32Array,
@@ -64,25 +78,29 @@ export function attentionRef(
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;
   const group = nHeads / nKvHeads;
-  const scale = 1 / Math.sqrt(headDim);
+  const scale = shape.scale ?? 1 / Math.sqrt(headDim);
+  const cap = shape.softcap;
+  const window = shape.window ?? 0;
   const scores = new Float64Array(start + T);
   const acc = new Float64Array(headDim);
   for (let t = 0; t < T; t++) {
     const n = start + t + 1;
+    const first = window > 0 ? Math.max(0, n - window) : 0;
     for (let h = 0; h < nHeads; h++) {
       const qo = t * qDim + h * headDim;
       const ko = Math.floor(h / group) * headDim;
       let max = -Infinity;
-      for (let s = 0, kr = ko; s < n; s++, kr += kvDim) {
+      for (let s = first, kr = ko + first * kvDim; s < n; s++, kr += kvDim) {
         let dot = 0;
         for (let i = 0; i < headDim; i++) dot += q[qo + i]! * k[kr + i]!;
         dot *= scale;
+        if (cap !== undefined) dot = cap * Math.tanh(dot / cap);
         scores[s] = dot;
         if (dot > max) max = dot;
       }
       acc.fill(0);
       let sum = 0;
-      for (let s = 0, vr = ko; s < n; s++, vr += kvDim) {
+      for (let s = first, vr = ko + first * kvDim; s < n; s++, vr += kvDim) {
         const e = Math.exp(scores[s]! - max);
         sum += e;
         for (let i = 0; i < headDim; i++) acc[i] = acc[i]! + e * v[vr + i]!;

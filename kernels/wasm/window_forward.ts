@@ -25,7 +25,10 @@ import {
   routerQuantization,
 } from "../../core/act_quantizer.ts";
 import { embedTokens, type ForwardModel, routeTokens } from "../../models/forward.ts";
-import { cachedRopeTable } from "../../models/rope.ts";
+import { configRopeTable } from "../../models/rope.ts";
+import { type ArchFeature, unsupportedFeatures } from "../../models/arch.ts";
+import { isLazy } from "../../models/lazy_matrix.ts";
+import { listLinears } from "../../models/linears.ts";
 import type { DenseMlp, Matrix } from "../../models/types.ts";
 import type { WasmHeap } from "./heap.ts";
 import type { WasmExports, WasmHost } from "./load.ts";
@@ -80,13 +83,32 @@ function f32Bits(x: number): number {
   return new Int32Array(new Float32Array([x]).buffer)[0]!;
 }
 
+/**
+ * The architecture features (`models/arch.ts`) `forward.c` implements: q/k/v biases, RMSNorm
+ * over the q and k projections, `clip_qkv`, both RoPE pairings, scaled RoPE frequencies (the
+ * cos/sin table comes from `models/rope.ts`) and Mixtral-layout MoE blocks.
+ */
+export const WINDOW_FEATURES: readonly ArchFeature[] = [
+  "qkvBias",
+  "qkNormProjection",
+  "clipQkv",
+  "interleavedRope",
+  "ropeScaling",
+  "moe",
+];
+
 /** Why `model` cannot take the whole-window path (then it runs op by op), or undefined. */
 export function windowUnsupported(model: ForwardModel): string | undefined {
   const { config: c, weights: w } = model;
+  const missing = unsupportedFeatures("the whole-window WASM forward", c, WINDOW_FEATURES);
+  if (missing) return missing;
   if (w.layers.some((l) => l.mlp.kind === "moe" && l.mlp.shared)) {
     return "shared experts (Qwen2-MoE) run op by op";
   }
   if (c.headDim % 4 !== 0) return `head size ${c.headDim} is not a multiple of 4`;
+  if (listLinears(w).some(({ matrix }) => isLazy(matrix)) || isLazy(w.embed)) {
+    return "weights kept in their stored dtype (streamed per block) run op by op";
+  }
   return undefined;
 }
 
@@ -141,6 +163,7 @@ function checkShapes(model: ForwardModel): void {
     throw new RangeError(`forward: ${w.layers.length} layers, expected ${c.nLayers}`);
   }
   const ffn = (m: DenseMlp, hidden: number, what: string) => {
+    if (!m.gate) throw new RangeError(`forward: ${what} has no gate (an ungated MLP)`);
     mat(m.gate, hidden, c.dim, `${what} gate`);
     mat(m.up, hidden, c.dim, `${what} up`);
     mat(m.down, c.dim, hidden, `${what} down`);
@@ -197,19 +220,19 @@ export function windowForward(
   const T = window.length;
   const x = embedTokens(model, window);
   const half = c.headDim / 2;
-  const rope = cachedRopeTable(c.headDim, c.ropeTheta, Math.max(T, c.maxSeqLen));
+  const rope = configRopeTable(c, T);
   // Panels first: copying a weight may grow the memory, which detaches earlier views.
   const layers = w.layers.map((l) =>
     [l.q, l.k, l.v, l.o].map((m) => env.panels(m)).concat(
       l.mlp.kind === "dense"
-        ? [l.mlp.gate, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
+        ? [l.mlp.gate!, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
         : [0, 0, 0],
     )
   );
   // MoE blocks: [router, (gate, up, down) × E] panels each, appended to the descriptor.
   const tables = w.layers.map((l) =>
     l.mlp.kind === "moe"
-      ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate, x.up, x.down])].map((m) =>
+      ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate!, x.up, x.down])].map((m) =>
         env.panels(m)
       )
       : []

@@ -456,7 +456,7 @@ Deno.test("whole-window path: q/k/v biases (Qwen2), q/k norms and clip_qkv (OLMo
     clipQkv: number | undefined,
     extra: (i: number) => Partial<LlamaLayer>,
   ): ForwardModel => ({
-    config: { ...base, qkvBias: true, qkNorm: true, ...(clipQkv ? { clipQkv } : {}) },
+    config: { ...base, qkvBias: true, qkNorm: "projection", ...(clipQkv ? { clipQkv } : {}) },
     weights: {
       ...plain.weights,
       layers: plain.weights.layers.map((l, i) => ({ ...l, ...extra(i) })),

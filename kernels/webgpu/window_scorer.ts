@@ -15,7 +15,17 @@
  */
 
 import type { ForwardModel } from "../../models/forward.ts";
-import { cachedRopeTable } from "../../models/rope.ts";
+import { configRopeTable } from "../../models/rope.ts";
+import { type ArchFeature, unsupportedFeatures } from "../../models/arch.ts";
+import { isLazy } from "../../models/lazy_matrix.ts";
+import { listLinears } from "../../models/linears.ts";
+
+/**
+ * The architecture features (`models/arch.ts`) the WebGPU scorer implements: the plain Llama
+ * block with either RoPE pairing and scaled RoPE frequencies (the cos/sin table comes from
+ * `models/rope.ts`).
+ */
+export const GPU_FEATURES: readonly ArchFeature[] = ["interleavedRope", "ropeScaling"];
 import type { LlamaConfig, LlamaWeights, Matrix } from "../../models/types.ts";
 import type { WindowScore } from "../../tasks/window_score.ts";
 import type { WindowScorer } from "../../tasks/types.ts";
@@ -110,11 +120,15 @@ export class GpuWindowScorer implements WindowScorer {
     if (c.moe || model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
       return "Mixture-of-Experts blocks run on the CPU path";
     }
+    const missing = unsupportedFeatures("the WebGPU window scorer", c, GPU_FEATURES);
+    if (missing) return `${missing}; such models run on the CPU path`;
     if (
-      c.qkvBias || c.qkNorm || c.clipQkv !== undefined ||
       model.weights.layers.some((l) => l.qBias || l.kBias || l.vBias || l.qNorm || l.kNorm)
     ) {
-      return "q/k/v biases, q/k norms and clip_qkv run on the CPU path";
+      return "q/k/v biases and q/k norms run on the CPU path";
+    }
+    if (isLazy(model.weights.embed) || listLinears(model.weights).some((x) => isLazy(x.matrix))) {
+      return "weights kept in their stored dtype (streamed per block) run on the CPU path";
     }
     if (c.headDim > MAX_HEAD_DIM) return `head size ${c.headDim} exceeds ${MAX_HEAD_DIM}`;
     return undefined;
@@ -291,7 +305,7 @@ export class GpuWindowScorer implements WindowScorer {
       return b;
     };
     const mat = (m: Matrix, what: string) => put(m.data, what);
-    const rope = cachedRopeTable(c.headDim, c.ropeTheta, c.maxSeqLen);
+    const rope = configRopeTable(c, c.maxSeqLen);
     const gm: GpuModel = {
       config: c,
       buffers,
@@ -309,7 +323,7 @@ export class GpuWindowScorer implements WindowScorer {
           v: mat(l.v, `layer ${i} v`),
           o: mat(l.o, `layer ${i} o`),
           mlpNorm: put(l.mlpNorm, `layer ${i} MLP norm`),
-          gate: mat(l.mlp.gate, `layer ${i} gate`),
+          gate: mat(l.mlp.gate!, `layer ${i} gate`),
           up: mat(l.mlp.up, `layer ${i} up`),
           down: mat(l.mlp.down, `layer ${i} down`),
         };

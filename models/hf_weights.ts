@@ -1,0 +1,313 @@
+/**
+ * The tensors of a transformers checkpoint → {@linkcode LlamaWeights}, for every family of
+ * `hf_config.ts`: each family's tensor names, fused tensors split (Phi-3 `qkv_proj` and
+ * `gate_up_proj`), Gemma's `(1 + w)` norm weights folded, OPT's names mapped onto the shared
+ * layout. Every tensor's presence and shape is checked against the config before it is read,
+ * and a tensor the architecture does not use is an error (a config that disagrees with its
+ * checkpoint must not load as a different model).
+ *
+ * Matrices are read eagerly into float32, or kept in their stored dtype and materialized on
+ * access (`lazy_matrix.ts`) for checkpoints too large to hold in float32.
+ *
+ * @module
+ */
+
+import { FormatError } from "../core/errors.ts";
+import { StoredMatrix } from "./lazy_matrix.ts";
+import { readFloat32, type TensorStore } from "./tensor_store.ts";
+import type { DenseMlp, LlamaConfig, LlamaLayer, LlamaWeights, Matrix, MoeMlp } from "./types.ts";
+
+/** Where the builder reads tensors from. */
+export interface TensorSource {
+  /** The tensor names present. */
+  names(): Iterable<string>;
+  /** Shape of a tensor, or `undefined` when absent. */
+  shape(name: string): readonly number[] | undefined;
+  /** Rows `[rowStart, rowStart + rows)` of a 2-D tensor with `cols` columns. */
+  matrix(name: string, rows: number, cols: number, rowStart: number): Matrix;
+  /** All values of a tensor, as a fresh float32 array. */
+  vector(name: string): Float32Array;
+}
+
+/** A source over a {@linkcode TensorStore}: lazy (stored dtype, read on access) or eager. */
+export function storeSource(store: TensorStore, lazy: boolean): TensorSource {
+  return {
+    names: () => store.tensors.keys(),
+    shape: (name) => store.tensors.get(name)?.shape,
+    matrix: (name, rows, cols, rowStart) =>
+      lazy ? new StoredMatrix(rows, cols, store, name, rowStart) : {
+        rows,
+        cols,
+        data: readFloat32(store, name, rowStart * cols, (rowStart + rows) * cols).slice(),
+      },
+    vector: (name) => readFloat32(store, name).slice(),
+  };
+}
+
+/** Tensor names of OPT checkpoints start with `model.decoder.` (or `decoder.` in some files). */
+function optPrefix(src: TensorSource): string {
+  const set = new Set(src.names());
+  if (set.has("model.decoder.embed_tokens.weight")) return "model.decoder";
+  if (set.has("decoder.embed_tokens.weight")) return "decoder";
+  return "model.decoder";
+}
+
+/** Names a builder may leave unread: buffers some exporters save. */
+const IGNORABLE = /(^|\.)rotary_emb\.inv_freq$|(^|\.)attn\.masked_bias$|(^|\.)attn\.bias$/;
+
+/**
+ * Builds the weights of a transformers checkpoint of `config`'s family from `src`.
+ *
+ * @param config The parsed config (`parseHfConfig`).
+ * @param src The checkpoint's tensors.
+ * @param file The checkpoint file(s), for error messages.
+ * @returns The weights; `lmHead` is `embed` when tied.
+ * @throws {FormatError} Naming the tensor and the expected and actual shape when one is missing
+ *   or misshapen, or naming a tensor the config's architecture does not use.
+ */
+export function hfWeights(config: LlamaConfig, src: TensorSource, file: string): LlamaWeights {
+  const { dim, hiddenDim, vocabSize, headDim } = config;
+  const family = config.family ?? "llama";
+  const qDim = config.nHeads * headDim;
+  const kvDim = config.nKvHeads * headDim;
+  const used = new Set<string>();
+
+  const check = (name: string, shape: readonly number[]) => {
+    const expected = `[${shape.join(", ")}]`;
+    const got = src.shape(name);
+    if (got === undefined) {
+      throw new FormatError(file, `tensor "${name}" is missing (expected shape ${expected})`);
+    }
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+      throw new FormatError(
+        file,
+        `tensor "${name}" has shape [${got.join(", ")}], expected ${expected}`,
+      );
+    }
+    used.add(name);
+  };
+  const matrix = (name: string, rows: number, cols: number): Matrix => {
+    check(name, [rows, cols]);
+    return src.matrix(name, rows, cols, 0);
+  };
+  /** Consecutive row blocks of one fused tensor, as separate matrices. */
+  const split = (name: string, parts: readonly number[], cols: number): Matrix[] => {
+    const rows = parts.reduce((a, b) => a + b, 0);
+    check(name, [rows, cols]);
+    let at = 0;
+    return parts.map((n) => {
+      const m = src.matrix(name, n, cols, at);
+      at += n;
+      return m;
+    });
+  };
+  const gemma = family === "gemma2";
+  const vector = (name: string, n: number): Float32Array => {
+    check(name, [n]);
+    const v = src.vector(name);
+    // Gemma's RMSNorm multiplies by (1 + w), computed in float32: folded here once.
+    return gemma && /norm\.weight$/.test(name) ? v.map((x) => Math.fround(1 + x)) : v;
+  };
+  const bias = (name: string, n: number, present: boolean | undefined) =>
+    present ? vector(name, n) : undefined;
+
+  const opt = family === "opt";
+  const root = opt ? optPrefix(src) : "model";
+  const embed = matrix(`${root}.embed_tokens.weight`, vocabSize, dim);
+  const dense = (
+    p: string,
+    names: readonly [string, string, string],
+    hidden: number,
+  ): DenseMlp => ({
+    kind: "dense",
+    gate: matrix(`${p}.${names[0]}.weight`, hidden, dim),
+    up: matrix(`${p}.${names[1]}.weight`, hidden, dim),
+    down: matrix(`${p}.${names[2]}.weight`, dim, hidden),
+    ...(config.mlpBias
+      ? {
+        gateBias: vector(`${p}.${names[0]}.bias`, hidden),
+        upBias: vector(`${p}.${names[1]}.bias`, hidden),
+        downBias: vector(`${p}.${names[2]}.bias`, dim),
+      }
+      : {}),
+  });
+  const PROJ = ["gate_proj", "up_proj", "down_proj"] as const;
+  const layers: LlamaLayer[] = [];
+  for (let i = 0; i < config.nLayers; i++) {
+    const p = `${root}.layers.${i}`;
+    const a = `${p}.self_attn`;
+    let mlp: DenseMlp | MoeMlp;
+    const moe = config.moe;
+    if (opt) {
+      mlp = {
+        kind: "dense",
+        up: matrix(`${p}.fc1.weight`, hiddenDim, dim),
+        down: matrix(`${p}.fc2.weight`, dim, hiddenDim),
+        ...(config.mlpBias
+          ? { upBias: vector(`${p}.fc1.bias`, hiddenDim), downBias: vector(`${p}.fc2.bias`, dim) }
+          : {}),
+      };
+    } else if (family === "phi3") {
+      const [gate, up] = split(`${p}.mlp.gate_up_proj.weight`, [hiddenDim, hiddenDim], dim);
+      mlp = {
+        kind: "dense",
+        gate: gate!,
+        up: up!,
+        down: matrix(`${p}.mlp.down_proj.weight`, dim, hiddenDim),
+      };
+    } else if (moe && !moe.denseLayers.includes(i)) {
+      // Mixtral: block_sparse_moe.{gate, experts.e.w1/w3/w2}; Qwen2-MoE, Qwen3-MoE and OLMoE:
+      // mlp.{gate, experts.e.gate_proj/up_proj/down_proj}.
+      const mixtral = family === "mixtral";
+      const block = mixtral ? `${p}.block_sparse_moe` : `${p}.mlp`;
+      const names = mixtral ? ["w1", "w3", "w2"] as const : PROJ;
+      const extra = `${block}.experts.${moe.nExperts}.${names[0]}.weight`;
+      if (src.shape(extra) !== undefined) {
+        throw new FormatError(
+          file,
+          `tensor "${extra}" exists but the config declares ${moe.nExperts} experts`,
+        );
+      }
+      const experts: DenseMlp[] = [];
+      for (let e = 0; e < moe.nExperts; e++) {
+        experts.push(dense(`${block}.experts.${e}`, names, moe.expertHiddenDim));
+      }
+      const router = matrix(`${block}.gate.weight`, moe.nExperts, dim);
+      mlp = moe.sharedHiddenDim === undefined ? { kind: "moe", router, experts } : {
+        kind: "moe",
+        router,
+        experts,
+        shared: dense(`${block}.shared_expert`, PROJ, moe.sharedHiddenDim),
+        sharedGate: matrix(`${block}.shared_expert_gate.weight`, 1, dim),
+      };
+    } else {
+      mlp = dense(`${p}.mlp`, PROJ, hiddenDim);
+    }
+    let q: Matrix, k: Matrix, v: Matrix;
+    if (family === "phi3") {
+      [q, k, v] = split(`${a}.qkv_proj.weight`, [qDim, kvDim, kvDim], dim) as [
+        Matrix,
+        Matrix,
+        Matrix,
+      ];
+    } else {
+      q = matrix(`${a}.q_proj.weight`, qDim, dim);
+      k = matrix(`${a}.k_proj.weight`, kvDim, dim);
+      v = matrix(`${a}.v_proj.weight`, kvDim, dim);
+    }
+    const oName = opt ? `${a}.out_proj` : `${a}.o_proj`;
+    const qkNorm = config.qkNorm === "head"
+      ? {
+        qNorm: vector(`${a}.q_norm.weight`, headDim),
+        kNorm: vector(`${a}.k_norm.weight`, headDim),
+      }
+      : config.qkNorm === "projection"
+      ? { qNorm: vector(`${a}.q_norm.weight`, qDim), kNorm: vector(`${a}.k_norm.weight`, kvDim) }
+      : {};
+    const norms = opt
+      ? {
+        attnNorm: vector(`${p}.self_attn_layer_norm.weight`, dim),
+        attnNormBias: vector(`${p}.self_attn_layer_norm.bias`, dim),
+        mlpNorm: vector(`${p}.final_layer_norm.weight`, dim),
+        mlpNormBias: vector(`${p}.final_layer_norm.bias`, dim),
+      }
+      : gemma
+      ? {
+        attnNorm: vector(`${p}.input_layernorm.weight`, dim),
+        postAttnNorm: vector(`${p}.post_attention_layernorm.weight`, dim),
+        mlpNorm: vector(`${p}.pre_feedforward_layernorm.weight`, dim),
+        postMlpNorm: vector(`${p}.post_feedforward_layernorm.weight`, dim),
+      }
+      : {
+        attnNorm: vector(`${p}.input_layernorm.weight`, dim),
+        mlpNorm: vector(`${p}.post_attention_layernorm.weight`, dim),
+      };
+    const qBias = bias(`${a}.q_proj.bias`, qDim, config.qkvBias);
+    const kBias = bias(`${a}.k_proj.bias`, kvDim, config.qkvBias);
+    const vBias = bias(`${a}.v_proj.bias`, kvDim, config.qkvBias);
+    const oBias = bias(`${oName}.bias`, dim, config.oBias);
+    layers.push({
+      ...norms,
+      q,
+      k,
+      v,
+      o: matrix(`${oName}.weight`, dim, qDim),
+      ...(qBias ? { qBias } : {}),
+      ...(kBias ? { kBias } : {}),
+      ...(vBias ? { vBias } : {}),
+      ...(oBias ? { oBias } : {}),
+      ...qkNorm,
+      mlp,
+    });
+  }
+  const normName = opt ? `${root}.final_layer_norm` : `${root}.norm`;
+  const norm = vector(`${normName}.weight`, dim);
+  const normBias = opt ? vector(`${normName}.bias`, dim) : undefined;
+  const positions = opt
+    ? matrix(`${root}.embed_positions.weight`, config.maxSeqLen + 2, dim)
+    : undefined;
+  let lmHead: Matrix;
+  if (config.tiedEmbeddings) {
+    lmHead = embed;
+    // A tied checkpoint may still store the classifier; transformers ties it to the embedding.
+    if (src.shape("lm_head.weight") !== undefined) used.add("lm_head.weight");
+  } else {
+    lmHead = matrix("lm_head.weight", vocabSize, dim);
+  }
+  const unused = [...src.names()].filter((n) => !used.has(n) && !IGNORABLE.test(n));
+  if (unused.length > 0) {
+    const shown = unused.slice(0, 5).map((n) => `"${n}"`).join(", ");
+    throw new FormatError(
+      file,
+      `${unused.length} tensor(s) are not used by the ${family} architecture the config ` +
+        `describes (${shown}${unused.length > 5 ? ", …" : ""}): the config and the checkpoint ` +
+        `disagree (e.g. a bias, norm or expert the config does not declare)`,
+    );
+  }
+  return {
+    embed,
+    layers,
+    norm,
+    ...(normBias ? { normBias } : {}),
+    ...(positions ? { positions } : {}),
+    lmHead,
+  };
+}
+
+/**
+ * Builds the weights from float32 tensor getters (eagerly): `get` returns a tensor's values,
+ * `shapeOf` its shape, both `undefined` when absent; `names` lists every tensor (default: not
+ * checked for unused tensors).
+ */
+export function hfWeightsFromTensors(
+  config: LlamaConfig,
+  get: (name: string) => Float32Array | undefined,
+  shapeOf: (name: string) => number[] | undefined,
+  file: string,
+  names: Iterable<string> = [],
+): LlamaWeights {
+  const read = (name: string) => {
+    const data = get(name);
+    if (data === undefined) throw new FormatError(file, `tensor "${name}" is missing`);
+    const n = (shapeOf(name) ?? []).reduce((a, b) => a * b, 1);
+    if (data.length !== n) {
+      throw new FormatError(
+        file,
+        `tensor "${name}" has ${data.length} values, expected ${n} for shape [${shapeOf(name)}]`,
+      );
+    }
+    return data;
+  };
+  return hfWeights(config, {
+    names: () => names,
+    shape: shapeOf,
+    matrix: (name, rows, cols, rowStart) => {
+      const data = read(name);
+      if (data.length < (rowStart + rows) * cols) {
+        throw new FormatError(file, `tensor "${name}" has ${data.length} values`);
+      }
+      return { rows, cols, data: data.subarray(rowStart * cols, (rowStart + rows) * cols) };
+    },
+    vector: (name) => read(name).slice(),
+  }, file);
+}
