@@ -45,7 +45,6 @@ import {
 import type { ActSite } from "../core/act_quantizer.ts";
 import { type LinearSite, linearSite } from "../models/linears.ts";
 import {
-  type DenseMlp,
   expertMlps,
   type LinearKind,
   type LlamaConfig,

@@ -44,7 +44,7 @@ export async function writeMoeCheckpoint(
   const qDim = c.nHeads * c.headDim;
   const kvDim = c.nKvHeads * c.headDim;
   const sharedHidden = layout === "qwen2_moe"
-    ? (options.shared?.(0).mlp.gate!.rows ?? moe.expertHiddenDim)
+    ? (options.shared?.(0).mlp.up.rows ?? moe.expertHiddenDim)
     : 0;
   put("model.embed_tokens.weight", [c.vocabSize, c.dim], model.weights.embed.data);
   model.weights.layers.forEach((layer, l) => {
