@@ -54,6 +54,7 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --skip-malformed   skip malformed dataset rows and count them in the row (default: fail,
                      naming the file and line)
   --limit N          keep the first N windows/documents of each task
+  --context N        tokens per perplexity window (default: the model's context, at most 2048)
   --calib SOURCE     calibration corpus: tinystories (its calib half), c4, wikitext2  [tinystories]
   --calib-samples N  calibration windows                                         [128]
   --calib-seqlen N   tokens per calibration window, BOS included                 [256]
@@ -211,6 +212,7 @@ async function main(argv: string[]): Promise<number> {
       symmetric: { type: "boolean" },
       tasks: { type: "string" },
       limit: { type: "string" },
+      context: { type: "string" },
       "skip-malformed": { type: "boolean", default: false },
       calib: { type: "string" },
       "calib-samples": { type: "string" },
@@ -249,6 +251,7 @@ async function main(argv: string[]): Promise<number> {
     }
     return n;
   };
+  const context = intFlag("context", values.context, 2) ?? preset.context;
   const samples = intFlag("calib-samples", values["calib-samples"], 1);
   const seqLen = intFlag("calib-seqlen", values["calib-seqlen"], 2);
   const seed = intFlag("seed", values.seed, 0);
@@ -318,6 +321,7 @@ async function main(argv: string[]): Promise<number> {
     tasks: list(values.tasks) ?? preset.tasks,
     symmetric: values.symmetric ?? preset.symmetric,
     ...(limit !== undefined ? { limit } : {}),
+    ...(context !== undefined ? { context } : {}),
     calibration,
   };
   let shard: { index: number; count: number } | undefined;

@@ -74,6 +74,8 @@ export interface MatrixSpec {
   readonly symmetric: boolean;
   /** Keep only the first N evaluation units of each task. */
   readonly limit?: number;
+  /** Tokens per perplexity window (default: the model's context, at most 2048). */
+  readonly context?: number;
   /** Calibration set of methods that need one (defaults: `DEFAULT_CALIBRATION`). */
   readonly calibration?: Partial<CalibrationSpec>;
 }
@@ -86,6 +88,8 @@ export interface CellSpec {
   readonly quant: QuantConfig;
   readonly task: string;
   readonly limit?: number;
+  /** Tokens per perplexity window, when set explicitly. */
+  readonly context?: number;
 }
 
 /** The unquantized configuration. */
@@ -136,7 +140,10 @@ export function parseConfig(text: string): { wBits: number; aBits: number; group
 /** Expands a spec into cells: per model and task the `fp` cell, then each method's configurations. */
 export function expandMatrix(spec: MatrixSpec): CellSpec[] {
   const cells: CellSpec[] = [];
-  const lim = spec.limit !== undefined ? { limit: spec.limit } : {};
+  const lim = {
+    ...(spec.limit !== undefined ? { limit: spec.limit } : {}),
+    ...(spec.context !== undefined ? { context: spec.context } : {}),
+  };
   for (const model of spec.models) {
     for (const task of spec.tasks) {
       cells.push({ model, method: "fp", quant: FP_QUANT, task, ...lim });
@@ -310,6 +317,7 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
     tasks: strings("tasks"),
     symmetric: o.symmetric === true,
     ...(typeof o.limit === "number" ? { limit: o.limit } : {}),
+    ...(typeof o.context === "number" ? { context: o.context } : {}),
     ...(calibration ? { calibration } : {}),
   };
   return spec;

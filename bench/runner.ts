@@ -27,7 +27,9 @@ import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../
 import { bitsPerWeight } from "../core/quantizer.ts";
 import type { DownloadEvent } from "../models/hub.ts";
 import { countParams, loadModel } from "../models/load.ts";
-import type { LoadedModel } from "../models/types.ts";
+import type { LlamaWeights, LoadedModel } from "../models/types.ts";
+import { isLazy } from "../models/lazy_matrix.ts";
+import { listLinears } from "../models/linears.ts";
 import { ResultStore } from "../results/store.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
 import { getTask } from "../tasks/mod.ts";
@@ -217,6 +219,8 @@ export async function planMatrix(
         split: dataset.split ?? null,
         limit: c.limit ?? null,
         // Only when set, so that cell ids of runs without the flag stay as they were.
+        ...(c.context !== undefined ? { context: c.context } : {}),
+        // Only when set, so that cell ids of runs without the flag stay as they were.
         ...(options.skipMalformed ? { skipMalformed: true } : {}),
       },
       backend: kernels.id,
@@ -238,6 +242,11 @@ export async function planMatrix(
     cells = cells.filter((_, i) => keep.has(i));
   }
   return { cells, models };
+}
+
+/** Whether a model's weights are kept in their stored dtype and materialized per block. */
+function streamed(w: LlamaWeights): boolean {
+  return isLazy(w.embed) || listLinears(w).some(({ matrix }) => isLazy(matrix));
 }
 
 /** Runs (or resumes) a matrix; returns the rows of its cells in matrix order. */
@@ -347,7 +356,10 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
             ...(options.skipMalformed ? { skipMalformed: true } : {}),
             ...(cell.method.id === "fp" ? {} : { reference }),
             ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
-            ...(pool ? { pool } : {}),
+            ...(cell.spec.context !== undefined ? { context: cell.spec.context } : {}),
+            // Worker threads get copies of the weights: models streamed from their files stay
+            // in this thread (their kernels may still use threads).
+            ...(pool && !streamed(model.weights) ? { pool } : {}),
             ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
             onProgress: (d, total) =>
               options.onEvent?.({

@@ -27,7 +27,8 @@
  */
 
 import { UnsupportedConfigError } from "../core/errors.ts";
-import type { PackedWeight } from "../core/quantizer.ts";
+import { dequantizePacked, type PackedWeight } from "../core/quantizer.ts";
+import { isLazy, PackedMatrix } from "../models/lazy_matrix.ts";
 import type { Kernels } from "../kernels/types.ts";
 import {
   attnInput,
@@ -206,6 +207,22 @@ export function relativeReconstructionError(
   return den > 0 ? num / den : num === 0 ? 0 : Infinity;
 }
 
+/**
+ * The matrix to keep for a quantized linear: for weights streamed from their file, the packed
+ * form (dequantized on access) when it reproduces the quantizer's values bit for bit, so a model
+ * larger than memory in float32 stays compact; otherwise the quantizer's matrix.
+ */
+function compact(source: Matrix, out: LinearOutcome): Matrix {
+  if (!isLazy(source) || !out.packed) return out.matrix;
+  const packed = new PackedMatrix(out.packed);
+  const a = dequantizePacked(out.packed);
+  const b = out.matrix.data;
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) return out.matrix;
+  }
+  return packed;
+}
+
 function linearOf(layer: LlamaLayer, kind: LinearKind, expert?: number): Matrix | undefined {
   if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
   const mlp = layer.mlp;
@@ -317,7 +334,7 @@ export function quantizeSequential(
         `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
       );
     }
-    layers[l] = withLinear(layers[l]!, kind, out.matrix, expert);
+    layers[l] = withLinear(layers[l]!, kind, compact(matrix, out), expert);
     if (out.packed) packed.set(name, out.packed);
     diagnostics.push({
       name,

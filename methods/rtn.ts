@@ -13,6 +13,7 @@
 
 import { type GroupParamsChooser, type PackedWeight, quantizeMatrix } from "../core/quantizer.ts";
 import { mapLinears } from "../models/linears.ts";
+import { isLazy, PackedMatrix } from "../models/lazy_matrix.ts";
 import type { LlamaWeights } from "../models/types.ts";
 import type { Method, QuantConfig } from "./types.ts";
 
@@ -53,6 +54,9 @@ export function quantizeLinears(
   const weights = mapLinears(w, (site, m) => {
     const r = quantizeMatrix(m.data, m.rows, m.cols, spec, choose);
     packed.set(site.name, r.packed);
+    // A weight streamed from its file stays compact once quantized: its packed codes, with the
+    // dequantized values materialized on access (the same values: scale · (q − zero)).
+    if (isLazy(m)) return new PackedMatrix(r.packed);
     return { rows: m.rows, cols: m.cols, data: r.dequantized };
   });
   return { weights, packed };

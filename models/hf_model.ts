@@ -87,6 +87,13 @@ function assemble(
   files: SourceFile[],
   options: HfLoadOptions,
 ): LoadedModel {
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new FormatError(
+      "tokenizer.json",
+      `the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ` +
+        `${config.vocabSize}: ids past the embedding would be out of range (wrong tokenizer?)`,
+    );
+  }
   const lazy = isLazy(options.residence ?? "auto", store);
   const weights = hfWeights(config, storeSource(store, lazy), shards.join(", "));
   if (!lazy) store.close();

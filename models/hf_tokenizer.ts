@@ -29,7 +29,9 @@ function tokenContent(value: unknown): string | undefined {
  *
  * `encode(text, {bos})` never lets the tokenizer's post-processor add special tokens; BOS is
  * prepended only when `bos` is true. `decode` skips special tokens. BOS/EOS are the
- * `bos_token`/`eos_token` of the config (default `<s>`/`</s>`), looked up in the vocabulary.
+ * `bos_token`/`eos_token` of the config (default `<s>`/`</s>` when the vocabulary has them),
+ * looked up in the vocabulary; a tokenizer without a BOS token (`bos_token: null`, Qwen) starts
+ * sequences with its EOS token instead (lm-eval's `prefix_token_id`).
  * `clean_up_tokenization_spaces` defaults to false (transformers' Llama default).
  *
  * @param tokenizerJson The parsed `tokenizer.json`.
@@ -65,19 +67,34 @@ export function hfTokenizer(
   }
   let vocabSize = 0;
   for (const id of tok.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
-  const specialId = (field: string, fallback: string): number => {
-    const content = tokenContent(config[field]) ?? fallback;
-    const id = tok.token_to_id(content);
+  /** The id of a special token: named in the config (must exist), or the fallback if present. */
+  const specialId = (field: string, fallback: string): number | undefined => {
+    const named = tokenContent(config[field]);
+    if (named === undefined) {
+      // Absent (or null, as Qwen's bos_token): the conventional token if the vocabulary has it.
+      return config[field] === null ? undefined : tok.token_to_id(fallback);
+    }
+    const id = tok.token_to_id(named);
     if (id === undefined) {
       throw new FormatError(
         file,
-        `${field} ${JSON.stringify(content)} is not in the tokenizer's vocabulary`,
+        `${field} ${JSON.stringify(named)} is not in the tokenizer's vocabulary`,
       );
     }
     return id;
   };
-  const bosId = specialId("bos_token", "<s>");
   const eosId = specialId("eos_token", "</s>");
+  if (eosId === undefined) {
+    throw new FormatError(
+      file,
+      `no end-of-text token: tokenizer_config.json names no eos_token and "</s>" is not in the ` +
+        `vocabulary`,
+    );
+  }
+  // Without a BOS token (Qwen), sequences start with the end-of-text token, as lm-eval's
+  // prefix_token_id does.
+  const bos = specialId("bos_token", "<s>");
+  const bosId = bos ?? eosId;
 
   return {
     kind: "hf",

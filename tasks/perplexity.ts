@@ -29,7 +29,15 @@
 import { RunningStats } from "../core/stats.ts";
 import { scoreWindow, windowLogProbs, type WindowScore } from "./window_score.ts";
 import { readTextDataset, TEXT_DATASETS } from "../corpora/text.ts";
-import type { EvalModel, Metric, ReferenceModel, Task, TaskContext, TaskResult } from "./types.ts";
+import {
+  DEFAULT_MAX_CONTEXT,
+  type EvalModel,
+  type Metric,
+  type ReferenceModel,
+  type Task,
+  type TaskContext,
+  type TaskResult,
+} from "./types.ts";
 
 /** Bumped whenever the protocol's numbers may change. */
 export const PERPLEXITY_VERSION = 1;
@@ -100,7 +108,12 @@ export async function evaluatePerplexity(
   dataset: TaskResult["dataset"],
 ): Promise<TaskResult> {
   const { tokenizer, config } = model;
-  const context = config.maxSeqLen;
+  const context = ctx.context ?? Math.min(config.maxSeqLen, DEFAULT_MAX_CONTEXT);
+  if (!Number.isInteger(context) || context < 2 || context > config.maxSeqLen) {
+    throw new RangeError(
+      `--context must be an integer in [2, ${config.maxSeqLen}] (the model's context), got ${context}`,
+    );
+  }
   const stream = tokenizer.encode(text, { bos: false });
   const windows = makeWindows(stream, context, tokenizer.bosId, ctx.limit);
   if (windows.length === 0) {

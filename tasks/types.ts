@@ -14,6 +14,9 @@ import type { WindowScore } from "./window_score.ts";
 import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
 import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
 
+/** Perplexity windows are at most this long unless a context is asked for (GPTQ's 2048). */
+export const DEFAULT_MAX_CONTEXT = 2048;
+
 /** A model as tasks see it: config, weights and tokenizer. */
 export interface EvalModel {
   readonly config: LlamaConfig;
@@ -50,6 +53,11 @@ export interface TaskContext {
   readonly reference?: ReferenceModel;
   /** Keep only the first N evaluation units (windows, documents). */
   readonly limit?: number;
+  /**
+   * Tokens per perplexity window (`--context`); default: the model's context, at most
+   * {@linkcode DEFAULT_MAX_CONTEXT}.
+   */
+  readonly context?: number;
   /** Root directory of datasets (flag `--data`, env `LOWBIT_DATA`). */
   readonly dataDir: string;
   readonly onProgress?: (done: number, total: number) => void;
