@@ -35,6 +35,11 @@ export interface TensorEntry extends TensorSpec {
   readonly data: ArrayBufferView | (() => ArrayBufferView | Promise<ArrayBufferView>);
 }
 
+/** A tensor whose bytes are at hand. */
+export interface EagerTensorEntry extends TensorSpec {
+  readonly data: ArrayBufferView;
+}
+
 /** The default `__metadata__`, as PyTorch checkpoints carry it. */
 export const DEFAULT_METADATA: Readonly<Record<string, string>> = { format: "pt" };
 
@@ -110,7 +115,7 @@ async function tensorData(entry: TensorEntry): Promise<Uint8Array> {
  *   not match its shape and dtype.
  */
 export function serializeSafetensors(
-  tensors: readonly (TensorSpec & { readonly data: ArrayBufferView })[],
+  tensors: readonly EagerTensorEntry[],
   metadata: Readonly<Record<string, string>> = DEFAULT_METADATA,
 ): Uint8Array {
   assertLittleEndianHost();
@@ -263,7 +268,7 @@ export async function writeShardedSafetensors(
 export function namedEntries(
   prefix: string,
   tensors: Readonly<Record<string, RawTensor>>,
-): TensorEntry[] {
+): EagerTensorEntry[] {
   return Object.entries(tensors).map(([key, t]) => ({
     name: prefix === "" ? key : `${prefix}.${key}`,
     dtype: t.dtype,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseSafetensors, parseShardIndex } from "../models/safetensors.ts";
 import {
+  type EagerTensorEntry,
   namedEntries,
   planShards,
   serializeSafetensors,
@@ -11,8 +12,6 @@ import {
   writeShardedSafetensors,
 } from "./safetensors_write.ts";
 import { floatTensor, rawTensor } from "./tensor.ts";
-
-type EagerEntry = TensorEntry & { readonly data: ArrayBufferView };
 
 Deno.test("serializeSafetensors(): byte for byte the hand-made fixture (header padded to 8 with spaces)", () => {
   // Written by hand from the format description: 8-byte LE length, JSON, spaces, data.
@@ -33,7 +32,7 @@ Deno.test("serializeSafetensors(): byte for byte the hand-made fixture (header p
   assert.deepEqual(got, want);
 });
 
-function sampleTensors(): EagerEntry[] {
+function sampleTensors(): EagerTensorEntry[] {
   return [
     { name: "f32", dtype: "F32", shape: [2, 3], data: new Float32Array([1, -2, 3.5, 0, 1e-8, 7]) },
     { name: "f16", dtype: "F16", shape: [3], data: new Float16Array([0.5, -65504, 6e-8]) },
