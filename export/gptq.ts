@@ -27,7 +27,7 @@
 
 import { type PackedWeight, unpackCodes } from "../core/quantizer.ts";
 import { packStream, unpackStream } from "./bitpack.ts";
-import { checkPacked, columnGroups, packedFromCodes } from "./packed.ts";
+import { checkPacked, columnGroups, type ImportedLinear, packedFromCodes } from "./packed.ts";
 import { roundScales } from "./scale_rounding.ts";
 import {
   expectTensor,
@@ -177,13 +177,6 @@ export interface GptqImportOptions {
   readonly checkpointFormat: GptqCheckpointFormat;
   /** The module's name, for error messages. */
   readonly name?: string;
-}
-
-/** What a GPTQ linear reads back as. */
-export interface ImportedLinear {
-  readonly packed: PackedWeight;
-  /** The bias as float32, when the checkpoint has one. */
-  readonly bias?: Float32Array;
 }
 
 /**

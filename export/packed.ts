@@ -54,6 +54,13 @@ export function checkPacked(name: string, p: PackedWeight): void {
   }
 }
 
+/** What a checkpoint linear reads back as: the packed weight and, when present, its bias. */
+export interface ImportedLinear {
+  readonly packed: PackedWeight;
+  /** The bias as float32, when the checkpoint has one. */
+  readonly bias?: Float32Array;
+}
+
 /** The group of every column: `groupIndex`, or `⌊c / groupSize⌋`. */
 export function columnGroups(p: PackedWeight): Uint32Array {
   if (p.groupIndex) return p.groupIndex;
