@@ -84,7 +84,9 @@ Deno.test("GGUF oracle §5.10 (first half): pack → dequant equals ports of deq
       assert.ok(Math.abs(y8[t]! - x[t]!) <= d8 * 0.57 + 1e-6, `q8 block ${i} j ${j}`);
     }
   }
-  assert.deepEqual(Array.from(y4.slice(64, 96)), new Array(32).fill(0));
+  // An all-zero block: C computes d = 0.0f / −8 = −0.0f, stored as float16 0x8000; values ±0.
+  assert.deepEqual([q4[2 * 18], q4[2 * 18 + 1]], [0x00, 0x80]);
+  assert.ok(y4.slice(64, 96).every((v) => v === 0));
   assert.throws(
     () => quantizeRowQ4_0(new Float32Array(33)),
     /33 values is not a multiple of the block size 32/,
