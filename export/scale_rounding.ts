@@ -75,9 +75,8 @@ export function roundScales(
     const r = roundToDtype(scales[i]!, dtype);
     if (!Number.isFinite(r)) {
       throw new RangeError(
-        `${name}: scale ${
-          scales[i]
-        } at index ${i} is not finite in ${dtype} (largest F16 is 65504)`,
+        `${name}: scale ${scales[i]} at index ${i} is not finite in ${dtype}` +
+          (dtype === "F16" ? " (largest F16 is 65504)" : ""),
       );
     }
     out[i] = r;
