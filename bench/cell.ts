@@ -1,6 +1,7 @@
 /**
  * One cell's quantization, shared by the matrix runner and the browser page so both compute the
- * same model: the method's weights, then the routers when the cell asks (`QuantConfig.router`),
+ * same model: the method's weights (written back in the checkpoint's storage dtype, as the
+ * reference implementations do), then the routers when the cell asks (`QuantConfig.router`),
  * then the activation stage.
  *
  * @module
@@ -8,6 +9,7 @@
 
 import { applyActivationQuant } from "../methods/activations.ts";
 import { quantizeRouters } from "../methods/router.ts";
+import { roundToSourceDtype } from "../methods/storage_dtype.ts";
 import {
   type Method,
   type MethodContext,
@@ -35,6 +37,18 @@ export async function quantizeCell(
   ctx: MethodContext,
 ): Promise<QuantizedModel> {
   let weightsDone = await method.quantize(model, q, params, ctx);
+  const cast = roundToSourceDtype(model.weights, weightsDone.weights);
+  if (cast.rounded > 0) {
+    weightsDone = {
+      ...weightsDone,
+      weights: cast.weights,
+      notes: [
+        ...weightsDone.notes,
+        `dequantized weights of ${cast.rounded} linears rounded to the checkpoint's ${cast.dtype} ` +
+        `(as the reference's W.to(dtype))`,
+      ],
+    };
+  }
   if (q.router) weightsDone = quantizeRouters(weightsDone, q.router);
   return applyActivationQuant(weightsDone, q, ctx);
 }

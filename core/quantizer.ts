@@ -19,7 +19,10 @@
  *   `zero = 2^(b−1)`, so signed codes `q − zero` lie in `[−(2^(b−1) − 1), 2^(b−1) − 1]`;
  *   an all-zero group uses scale 1.
  *
- * Rounding is round-half-to-even (as `torch.round`). Scales are rounded to float32 before use.
+ * Rounding is round-half-to-even (as `torch.round`). Arithmetic is float32, as the reference's
+ * on float32 tensors: `xmax − xmin`, the scale, `−xmin / scale` and every `x / scale` are each
+ * rounded to float32 before the next step (so a quotient that float32 rounds onto a tie rounds
+ * as torch does).
  *
  * @module
  */
@@ -139,9 +142,11 @@ export function paramsForRange(
     lo = -1;
     hi = 1;
   }
-  // A range below float32's smallest subnormal would give scale 0; use that subnormal instead.
-  const scale = Math.fround((hi - lo) / maxq) || F32_MIN_SUBNORMAL;
-  const zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo / scale)));
+  // float32 arithmetic, as GPTQ's Quantizer on float32 tensors: (xmax − xmin) and the quotients
+  // are each rounded to float32. A range below float32's smallest subnormal would give scale 0;
+  // use that subnormal instead.
+  const scale = Math.fround(Math.fround(hi - lo) / maxq) || F32_MIN_SUBNORMAL;
+  const zero = Math.min(maxq, Math.max(0, roundHalfEven(Math.fround(-lo / scale))));
   return { scale, zero };
 }
 
@@ -190,7 +195,8 @@ export function clipRangeSearch(
   if (lo === 0 && hi === 0) return best;
   let bestErr = rangeError(x, from, to, best.scale, best.zero, maxq, norm, Infinity);
   for (const r of ratios) {
-    const cand = paramsForRange(r * lo, r * hi, bits, symmetric);
+    // The shrunk range in float32, as GPTQ's `p * xmin` on a float32 tensor.
+    const cand = paramsForRange(Math.fround(r * lo), Math.fround(r * hi), bits, symmetric);
     const err = rangeError(x, from, to, cand.scale, cand.zero, maxq, norm, bestErr);
     if (err < bestErr) {
       bestErr = err;
@@ -223,7 +229,7 @@ function rangeError(
 
 /** The code of one value under `(scale, zero)`. */
 export function quantizeValue(x: number, scale: number, zero: number, maxq: number): number {
-  const q = roundHalfEven(x / scale) + zero;
+  const q = roundHalfEven(Math.fround(x / scale)) + zero;
   return q < 0 ? 0 : q > maxq ? maxq : q;
 }
 

@@ -250,8 +250,9 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   const maxSeqLen = f.positiveInt("max_position_embeddings", defaults.maxPositions);
 
   // Activation: `hidden_act` (Gemma 2: `hidden_activation`; OPT: `activation_function`).
+  // Gemma2Config has only `hidden_activation` (its MLP never reads `hidden_act`).
   const actField = type === "gemma2"
-    ? (f.has("hidden_activation") ? "hidden_activation" : "hidden_act")
+    ? "hidden_activation"
     : type === "opt"
     ? "activation_function"
     : "hidden_act";
@@ -439,7 +440,9 @@ function parseRope(
     case "su": {
       // Phi-3: within the original context the short factors apply, and cos/sin are scaled by
       // sqrt(1 + ln(max/orig) / ln(orig)) at every length.
-      const orig = f.positiveInt("original_max_position_embeddings", maxSeqLen);
+      // Phi3Config declares original_max_position_embeddings (default 4096), so transformers
+      // always takes it from the config.
+      const orig = f.positiveInt("original_max_position_embeddings", 4096);
       const short = s.numberList("short_factor");
       if (short.length !== rotaryDim / 2) {
         throw new FormatError(

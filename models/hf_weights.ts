@@ -27,6 +27,35 @@ export interface TensorSource {
   matrix(name: string, rows: number, cols: number, rowStart: number): Matrix;
   /** All values of a tensor, as a fresh float32 array. */
   vector(name: string): Float32Array;
+  /**
+   * Planning only: instead of checking a tensor against the source, record that the
+   * architecture reads `name` with `shape` (see {@linkcode hfTensorSpecs}).
+   */
+  declare?(name: string, shape: readonly number[]): void;
+}
+
+/** A tensor the architecture reads: its name and shape. */
+export interface TensorShape {
+  readonly name: string;
+  readonly shape: readonly number[];
+}
+
+/**
+ * Every tensor a transformers checkpoint of `config` holds, in reading order (the inverse of
+ * {@linkcode hfWeights}: one description of the names, for loaders, writers of synthetic
+ * checkpoints and exporters). OPT names use the `model.decoder.` prefix.
+ */
+export function hfTensorSpecs(config: LlamaConfig): TensorShape[] {
+  const specs: TensorShape[] = [];
+  const empty = new Float32Array(0);
+  hfWeights(config, {
+    names: () => [],
+    shape: () => undefined,
+    matrix: (_name, rows, cols) => ({ rows, cols, data: empty }),
+    vector: () => empty,
+    declare: (name, shape) => specs.push({ name, shape: [...shape] }),
+  }, "plan");
+  return specs;
 }
 
 /** A source over a {@linkcode TensorStore}: lazy (stored dtype, read on access) or eager. */
@@ -39,6 +68,7 @@ export function storeSource(store: TensorStore, lazy: boolean): TensorSource {
         rows,
         cols,
         data: readFloat32(store, name, rowStart * cols, (rowStart + rows) * cols).slice(),
+        dtype: store.tensors.get(name)?.dtype ?? "F32",
       },
     vector: (name) => readFloat32(store, name).slice(),
   };
@@ -73,6 +103,11 @@ export function hfWeights(config: LlamaConfig, src: TensorSource, file: string):
   const used = new Set<string>();
 
   const check = (name: string, shape: readonly number[]) => {
+    if (src.declare) {
+      src.declare(name, shape);
+      used.add(name);
+      return;
+    }
     const expected = `[${shape.join(", ")}]`;
     const got = src.shape(name);
     if (got === undefined) {
@@ -104,6 +139,7 @@ export function hfWeights(config: LlamaConfig, src: TensorSource, file: string):
   const gemma = family === "gemma2";
   const vector = (name: string, n: number): Float32Array => {
     check(name, [n]);
+    if (src.declare) return src.vector(name);
     const v = src.vector(name);
     // Gemma's RMSNorm multiplies by (1 + w), computed in float32: folded here once.
     return gemma && /norm\.weight$/.test(name) ? v.map((x) => Math.fround(1 + x)) : v;

@@ -10,6 +10,7 @@
 
 import { dequantizePacked, type PackedWeight } from "../core/quantizer.ts";
 import { residency } from "./residency.ts";
+import { roundToStorage, type StorageDtype } from "../core/storage_dtype.ts";
 import { readFloat32, type TensorStore } from "./tensor_store.ts";
 import type { Matrix } from "./types.ts";
 
@@ -47,20 +48,23 @@ export class StoredMatrix implements Matrix {
   }
 }
 
-/** A quantized weight kept as packed codes; `data` is its dequantization, materialized on access. */
+/**
+ * A quantized weight kept as packed codes; `data` is its dequantization (rounded to `dtype`
+ * when that is a 16-bit storage format), materialized on access.
+ */
 export class PackedMatrix implements Matrix {
   readonly rows: number;
   readonly cols: number;
 
-  /** Wraps `packed` (its dequantization must be the matrix's values). */
-  constructor(readonly packed: PackedWeight) {
+  /** Wraps `packed`, whose dequantization (rounded to `dtype`) must be the matrix's values. */
+  constructor(readonly packed: PackedWeight, readonly dtype: StorageDtype = "F32") {
     this.rows = packed.rows;
     this.cols = packed.cols;
   }
 
   /** `scale · (code − zero)` for every element, materialized when not resident. */
   get data(): Float32Array {
-    return residency.get(this, () => dequantizePacked(this.packed));
+    return residency.get(this, () => roundToStorage(dequantizePacked(this.packed), this.dtype));
   }
 }
 

@@ -27,8 +27,13 @@ export interface Matrix {
   readonly cols: number;
   /** `rows * cols` values, row after row. */
   readonly data: Float32Array;
-  /** The exact packed form when the matrix is a quantized weight (`data` is its dequantization). */
+  /**
+   * The exact packed form when the matrix is a quantized weight (`data` is its dequantization,
+   * rounded to `dtype` when that is a 16-bit format).
+   */
   readonly packed?: PackedWeight;
+  /** Storage dtype of the checkpoint tensor (safetensors name: `BF16`, `F16`, …); absent: F32. */
+  readonly dtype?: string;
 }
 
 /** How rotary position embeddings pair the dimensions of a head. */

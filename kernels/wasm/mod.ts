@@ -17,6 +17,7 @@
 
 import type { PackedWeight } from "../../core/quantizer.ts";
 import type { Matrix } from "../../models/types.ts";
+import { isLazy } from "../../models/lazy_matrix.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import type { Kernels } from "../types.ts";
@@ -101,9 +102,18 @@ export interface WasmKernelsOptions {
 
 interface F32Entry {
   readonly ptr: number;
-  readonly data: Float32Array;
+  /** The values copied (weakly held: a streamed weight's values may be dropped and reloaded). */
+  readonly data: WeakRef<Float32Array>;
   readonly sample: Float32Array;
+  readonly bytes: number;
 }
+
+/**
+ * Bytes of WASM memory the panels of streamed weights (`models/lazy_matrix.ts`, materialized one
+ * block at a time) may occupy; the least recently used are freed beyond it. Other weights stay
+ * until their matrix is collected.
+ */
+const STREAMED_PANEL_BYTES = 2 ** 30;
 
 interface FusedEntry {
   readonly layout: FusedLayout;
@@ -212,6 +222,9 @@ class WasmSimdKernels implements WasmKernels {
   readonly #host: WasmHost;
   readonly #heap: WasmHeap;
   readonly #f32 = new WeakMap<Matrix, F32Entry>();
+  /** Panels of streamed weights, least recently used first. */
+  readonly #streamed = new Map<Matrix, number>();
+  #streamedBytes = 0;
   readonly #fused = new WeakMap<PackedWeight, FusedEntry>();
   readonly #reclaim: FinalizationRegistry<number[]>;
   #scratch = 0;
@@ -415,6 +428,11 @@ class WasmSimdKernels implements WasmKernels {
   forget(w: Matrix | PackedWeight): void {
     if ("data" in w) {
       const e = this.#f32.get(w);
+      const streamed = this.#streamed.get(w);
+      if (streamed !== undefined) {
+        this.#streamed.delete(w);
+        this.#streamedBytes -= streamed;
+      }
       if (e) {
         this.#f32.delete(w);
         this.#reclaim.unregister(e);
@@ -447,13 +465,29 @@ class WasmSimdKernels implements WasmKernels {
   /** The weight's packed panels in WASM memory, copied on first use. */
   #panels(w: Matrix): number {
     const cached = this.#f32.get(w);
-    if (cached && cached.data === w.data && sameSample(cached.sample, sampleOf(w.data))) {
+    const lazy = isLazy(w);
+    if (
+      cached && cached.data.deref() === w.data && sameSample(cached.sample, sampleOf(w.data))
+    ) {
+      if (lazy) {
+        this.#streamed.delete(w);
+        this.#streamed.set(w, cached.bytes);
+      }
       return cached.ptr;
     }
     if (cached) this.forget(w);
     const { rows, cols, data } = w;
     const panels = Math.ceil(rows / NR);
-    const ptr = this.#heap.alloc(panels * cols * NR * 4);
+    const bytes = panels * cols * NR * 4;
+    if (lazy) {
+      for (const old of this.#streamed.keys()) {
+        if (this.#streamedBytes + bytes <= STREAMED_PANEL_BYTES) break;
+        this.forget(old);
+      }
+      this.#streamed.set(w, bytes);
+      this.#streamedBytes += bytes;
+    }
+    const ptr = this.#heap.alloc(bytes);
     const bp = this.#heap.f32(ptr, panels * cols * NR);
     bp.fill(0);
     for (let r = 0; r < rows; r++) {
@@ -461,7 +495,7 @@ class WasmSimdKernels implements WasmKernels {
       const src = r * cols;
       for (let k = 0; k < cols; k++) bp[dst + k * NR] = data[src + k]!;
     }
-    const entry: F32Entry = { ptr, data, sample: sampleOf(data) };
+    const entry: F32Entry = { ptr, data: new WeakRef(data), sample: sampleOf(data), bytes };
     this.#f32.set(w, entry);
     this.#reclaim.register(w, [ptr], entry);
     return ptr;
