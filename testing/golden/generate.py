@@ -185,8 +185,10 @@ def rope_inv_freq(F, cfg, family, head_dim):
         return np.where(medium, smoothed, inv_l).astype(F), 1.0, dim
     if rtype in ("longrope", "su"):
         max_pos = cfg["max_position_embeddings"]
-        if "original_max_position_embeddings" in cfg:
-            orig = cfg["original_max_position_embeddings"]
+        # transformers tests hasattr(config, "original_max_position_embeddings"): always true for
+        # Phi3Config, whose default is 4096.
+        if family == "phi3" or "original_max_position_embeddings" in cfg:
+            orig = cfg.get("original_max_position_embeddings", 4096)
             factor = max_pos / orig
         else:
             orig = max_pos
