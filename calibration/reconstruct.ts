@@ -290,6 +290,11 @@ export function reconstructBlocks(
     BLOCK_FEATURES,
   );
   if (missing) throw new UnsupportedConfigError(missing);
+  if (model.weights.online) {
+    throw new UnsupportedConfigError(
+      "the differentiable decoder block does not implement online rotations (QuaRot)",
+    );
+  }
   const layers = [...model.weights.layers];
   const fpModel = { config, weights: model.weights };
   const packed = new Map<string, PackedWeight>();

@@ -38,6 +38,7 @@ import type {
   MlpActivation,
   MoeConfig,
   MoeMlp,
+  OnlineRotation,
 } from "./types.ts";
 import {
   type ActSite,
@@ -47,6 +48,7 @@ import {
   type ZeroCounter,
 } from "../core/act_quantizer.ts";
 import { applyRope, configRopeTable, rotaryDims } from "./rope.ts";
+import { applyOnlineRotation } from "./online_rotation.ts";
 
 /** What the forward pass needs of a model. */
 export interface ForwardModel {
@@ -260,8 +262,12 @@ export function layerForward(
   const hn = mlpInput(model, l, h, T, kernels);
   const y = new Float32Array(T * c.dim);
   if (layer.mlp.kind === "dense") {
-    if (!denseMlp(layer.mlp, hn, T, kernels, y, observe, act, true, c)) return;
+    const rot = model.weights.online?.down;
+    if (!denseMlp(layer.mlp, hn, T, kernels, y, observe, act, true, c, rot)) return;
   } else {
+    if (model.weights.online?.down) {
+      throw new TypeError(`layer ${l}: online rotations of MoE experts' inputs are not supported`);
+    }
     if (observe?.("router", hn, T) === true) return;
     const xq = act ? act("gateup", hn, T, c.dim) : hn;
     // A router with its own activation bits (EAQuant: A8) gets its own copy of the input
@@ -359,7 +365,8 @@ export function mlpForward(
 ): boolean {
   const mlp = model.weights.layers[l]!.mlp;
   if (mlp.kind === "dense") {
-    return denseMlp(mlp, xn, T, kernels, out, observe, undefined, true, model.config);
+    const rot = model.weights.online?.down;
+    return denseMlp(mlp, xn, T, kernels, out, observe, undefined, true, model.config, rot);
   }
   if (observe?.("router", xn, T) === true) return false;
   return moeMlp(mlp, model.config, l, xn, T, kernels, out, undefined, observe);
@@ -445,7 +452,7 @@ export function attentionShape(c: LlamaConfig, l: number): AttentionShape {
  * The attention half of block `l` before the output projection: q, k, v projections of the
  * normalized states `xn` (`[T][dim]`) with their biases, q/k norms and `clip_qkv`, RoPE, keys
  * and values into the cache at `cache.pos…`, and causal grouped-query attention into `att`
- * (`[T][nHeads·headDim]`, the input of `o`). With an activation quantizer whose `bmm` is set,
+ * (`[T][nHeads·headDim]`, the input of `o`, after the model's online rotation of it if any). With an activation quantizer whose `bmm` is set,
  * q, k and v are fake-quantized per token before RoPE.
  */
 export function selfAttention(
@@ -505,6 +512,8 @@ export function selfAttention(
   const shape = attentionShape(c, l);
   const attend = kernels.attention && !attentionExtras(shape) ? kernels.attention : attentionRef;
   attend(q, kCache, vCache, T, start, shape, att);
+  const rot = model.weights.online?.o;
+  if (rot) applyOnlineRotation(rot, att, T);
 }
 
 /** `rows[t][j] += bias[j]` for every row. */
@@ -542,8 +551,8 @@ export function mlpActivation(act: MlpActivation | undefined): (a: number) => nu
 
 /**
  * `out = down(act(gate x) · up x)` (or `down(act(up x))` without a gate) for `T` tokens, with
- * the MLP biases and the config's activation (SiLU when no config is given); false when the
- * observer stopped it. With `act`, the inputs of gate/up (unless `quantizeInput` is false: the
+ * the MLP biases and the config's activation (SiLU when no config is given) and, when given,
+ * the online rotation of down's input; false when the observer stopped it. With `act`, the inputs of gate/up (unless `quantizeInput` is false: the
  * caller did it) and of down are fake-quantized, after the observer has seen them in float.
  */
 export function denseMlp(
@@ -556,6 +565,7 @@ export function denseMlp(
   act?: SiteQuantizer,
   quantizeInput = true,
   config?: Pick<LlamaConfig, "mlpAct">,
+  downRotation?: OnlineRotation,
 ): boolean {
   const hidden = mlp.up.rows;
   const u = new Float32Array(T * hidden);
@@ -575,6 +585,7 @@ export function denseMlp(
   } else {
     for (let i = 0; i < u.length; i++) u[i] = f(u[i]!);
   }
+  if (downRotation) applyOnlineRotation(downRotation, u, T);
   if (observe?.("down", u, T) === true) return false;
   kernels.matmul(act ? act("down", u, T, hidden) : u, T, mlp.down, out);
   if (mlp.downBias) addBias(out.subarray(0, T * mlp.down.rows), mlp.downBias);

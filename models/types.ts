@@ -284,6 +284,34 @@ export interface LlamaWeights {
    * runs it the same way.
    */
   readonly activations?: ActivationQuantization;
+  /**
+   * Online rotations of linear inputs (QuaRot): applied to the input of o and of down in every
+   * dense block, before the activation quantizer and before calibration observers see it.
+   * Absent: none.
+   */
+  readonly online?: OnlineRotations;
+}
+
+/**
+ * An orthogonal transform applied to each token's input of a linear during the forward pass
+ * (its transpose is fused into the linear's weight, so the float model is unchanged):
+ * - `hadamard`: `x ← M_n·x` with QuaRot's Hadamard `M_n = (hadK ⊗ H_{n/K})/√n`
+ *   (`core/hadamard.ts` `applyHadamard`);
+ * - `cross-head`: `x ← (M_heads ⊗ I_headDim)·x`, a Hadamard across heads (before o);
+ * - `matrix`: `x ← Q·x` with a dense orthogonal `Q` (`[n][n]` row-major), where no Hadamard of
+ *   that size is available.
+ */
+export type OnlineRotation =
+  | { readonly kind: "hadamard"; readonly n: number }
+  | { readonly kind: "cross-head"; readonly heads: number; readonly headDim: number }
+  | { readonly kind: "matrix"; readonly n: number; readonly matrix: Float32Array };
+
+/** The online rotations of a model's linear inputs. */
+export interface OnlineRotations {
+  /** Before o (the attention output). */
+  readonly o?: OnlineRotation;
+  /** Before down (the MLP hidden activation). */
+  readonly down?: OnlineRotation;
 }
 
 /** The seven kinds of linear layer that weight quantization acts on. */

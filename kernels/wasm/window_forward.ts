@@ -106,6 +106,7 @@ export function windowUnsupported(model: ForwardModel): string | undefined {
     return "shared experts (Qwen2-MoE) run op by op";
   }
   if (c.headDim % 4 !== 0) return `head size ${c.headDim} is not a multiple of 4`;
+  if (w.online) return "online rotations (QuaRot) run op by op";
   if (listLinears(w).some(({ matrix }) => isLazy(matrix)) || isLazy(w.embed)) {
     return "weights kept in their stored dtype (streamed per block) run op by op";
   }

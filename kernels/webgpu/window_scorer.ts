@@ -117,6 +117,7 @@ export class GpuWindowScorer implements WindowScorer {
   unsupported(model: ForwardModel): string | undefined {
     const c = model.config;
     if (model.weights.activations) return "activation quantization runs on the CPU path";
+    if (model.weights.online) return "online rotations (QuaRot) run on the CPU path";
     if (c.moe || model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
       return "Mixture-of-Experts blocks run on the CPU path";
     }
