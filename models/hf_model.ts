@@ -1,9 +1,8 @@
 /**
  * A transformers-layout model (`config.json`, `model.safetensors` or a sharded
- * `model.safetensors.index.json`, `tokenizer.json`, optional `tokenizer_config.json`) from files
- * on disk ({@linkcode loadHfFiles}: the Hugging Face cache or a directory) or from a file reader
- * that returns bytes ({@linkcode buildHfModel}; the browser page reads over HTTP with
- * {@linkcode loadHfFromUrl}).
+ * `model.safetensors.index.json`, `tokenizer.json`, optional `tokenizer_config.json`) from a
+ * file reader that returns bytes ({@linkcode buildHfModel}; the browser page reads over HTTP
+ * with {@linkcode loadHfFromUrl}); files on disk are read by `hf_files.ts`.
  *
  * Every file is parsed and validated before any compute; errors name the file. Checkpoints too
  * large to hold in float32 keep their stored dtype: tensors are read from their files when a
@@ -12,7 +11,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
 import { parseHfConfig } from "./hf_config.ts";
@@ -20,7 +18,7 @@ import { hfWeights, storeSource } from "./hf_weights.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
 import { residency } from "./residency.ts";
 import { parseShardIndex, SAFETENSORS_DTYPE_BYTES } from "./safetensors.ts";
-import { fileTensorStore, memoryTensorStore, type TensorStore } from "./tensor_store.ts";
+import { memoryTensorStore, type TensorStore } from "./tensor_store.ts";
 import type { LlamaConfig, LoadedModel, SourceFile, Tokenizer } from "./types.ts";
 
 /**
@@ -45,7 +43,8 @@ export interface HfLoadOptions {
   readonly residence?: Residence;
 }
 
-function parseJson(bytes: Uint8Array, path: string): unknown {
+/** Parses a JSON file, naming it on error. */
+export function parseJson(bytes: Uint8Array, path: string): unknown {
   try {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch (e) {
@@ -78,7 +77,8 @@ function fileRank(path: string): number {
   return last >= 0 ? 100 + last : 50;
 }
 
-function assemble(
+/** The model from its parsed parts (shared with the disk loader, `hf_files.ts`). */
+export function assemble(
   id: string,
   config: LlamaConfig,
   store: TensorStore,
@@ -133,62 +133,6 @@ export async function buildHfModel(
   for (const shard of shards) bytes.push((await readFile(shard))!);
   const store = memoryTensorStore(bytes);
   return assemble(id, config, store, bytes.map((b) => b.path), tokenizer, files, options);
-}
-
-/** sha256 of a file, streamed (checkpoints may not fit in memory). */
-async function hashFile(path: string): Promise<{ bytes: number; sha256: string }> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(1 << 22);
-  let bytes = 0;
-  while (true) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-    bytes += n;
-  }
-  return { bytes, sha256: hash.digest("hex") };
-}
-
-/**
- * Loads a transformers-layout model from files on disk: `resolve` maps a file of the layout to
- * its path (`undefined` when `optional` and absent; a missing required file throws). Config,
- * index and tokenizer are parsed before any tensor is read; every file is hashed for the
- * provenance record.
- */
-export async function loadHfFiles(
-  resolve: (name: string, optional?: boolean) => Promise<string | undefined>,
-  id: string,
-  options: HfLoadOptions = {},
-): Promise<LoadedModel> {
-  const files: SourceFile[] = [];
-  const record = async (name: string, path: string) => {
-    files.push({ path: name, ...await hashFile(path) });
-  };
-  const readJson = async (name: string, optional = false): Promise<unknown> => {
-    const path = await resolve(name, optional);
-    if (path === undefined) return undefined;
-    const bytes = await Deno.readFile(path);
-    files.push({ path: name, bytes: bytes.length, sha256: await sha256Hex(bytes) });
-    return parseJson(bytes, path);
-  };
-  const configPath = await resolve("config.json");
-  const config = parseHfConfig(await readJson("config.json"), configPath!);
-  const index = await readJson("model.safetensors.index.json", true);
-  const shardNames = index === undefined
-    ? ["model.safetensors"]
-    : parseShardIndex(index, "model.safetensors.index.json").files;
-  const tokJson = await readJson("tokenizer.json");
-  const tokConfig = await readJson("tokenizer_config.json", true);
-  const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
-  const paths: string[] = [];
-  for (const shard of shardNames) {
-    const path = (await resolve(shard))!;
-    paths.push(path);
-  }
-  const store = fileTensorStore(paths);
-  for (const [i, shard] of shardNames.entries()) await record(shard, paths[i]!);
-  return assemble(id, config, store, paths, tokenizer, files, options);
 }
 
 /**

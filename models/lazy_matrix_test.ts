@@ -4,7 +4,8 @@ import { serializeSafetensors } from "../export/safetensors_write.ts";
 import { floatTensor } from "../export/tensor.ts";
 import { isLazy, PackedMatrix, StoredMatrix, withData } from "./lazy_matrix.ts";
 import { Residency, residency } from "./residency.ts";
-import { fileTensorStore, memoryTensorStore, readFloat32 } from "./tensor_store.ts";
+import { memoryTensorStore, readFloat32 } from "./tensor_store.ts";
+import { fileTensorStore } from "./file_tensor_store.ts";
 
 Deno.test("Residency: least recently used arrays go first, within the byte budget", () => {
   const r = new Residency(3 * 16); // three 4-float arrays

@@ -16,7 +16,8 @@
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
 import { type DownloadEvent, hubFile, parseHfRef } from "./hub.ts";
-import { loadHfFiles, type Residence } from "./hf_model.ts";
+import type { Residence } from "./hf_model.ts";
+import { loadHfFiles } from "./hf_files.ts";
 import { parseLlama2cCheckpoint, parseLlama2cTokenizer } from "./llama2c.ts";
 import { MODELS } from "./registry.ts";
 import { unknownIdError } from "../core/registry.ts";

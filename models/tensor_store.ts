@@ -1,8 +1,9 @@
 /**
  * Tensors of a checkpoint by name, read on demand: the headers of every safetensors shard are
  * parsed up front (names, dtypes, shapes, byte ranges), the bytes of a tensor only when asked.
- * Two sources: files on disk (read with positional reads, so a checkpoint larger than memory is
- * never held whole) and files already in memory (fetched over HTTP by the browser page).
+ * Two sources: files already in memory (here; fetched over HTTP by the browser page) and files
+ * on disk (`file_tensor_store.ts`, positional reads, so a checkpoint larger than memory is never
+ * held whole).
  *
  * @module
  */
@@ -12,7 +13,6 @@ import {
   parseSafetensorsHeader,
   SAFETENSORS_DTYPE_BYTES,
   type SafetensorsEntry,
-  safetensorsHeaderLength,
   toFloat32,
 } from "./safetensors.ts";
 
@@ -55,7 +55,8 @@ export function readFloat32(
   return toFloat32({ dtype: info.dtype, data: bytes }, name, info.file);
 }
 
-function range(t: TensorInfo, from = 0, to = t.length): [number, number] {
+/** The absolute byte range of `[from, to)` of a tensor, checked. */
+export function byteRange(t: TensorInfo, from = 0, to = t.length): [number, number] {
   if (
     !(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= t.length)
   ) {
@@ -66,7 +67,8 @@ function range(t: TensorInfo, from = 0, to = t.length): [number, number] {
   return [t.offset + from, t.offset + to];
 }
 
-function addEntries(
+/** Adds a file's header entries to `out`; a name already there is an error. */
+export function addEntries(
   out: Map<string, TensorInfo>,
   entries: Map<string, SafetensorsEntry>,
   file: string,
@@ -95,65 +97,9 @@ export function memoryTensorStore(
     bytes(name, from, to) {
       const t = tensors.get(name);
       if (!t) throw new FormatError("checkpoint", `tensor "${name}" is missing`);
-      const [a, b] = range(t, from, to);
+      const [a, b] = byteRange(t, from, to);
       return bytesOf.get(t.file)!.subarray(a, b);
     },
     close() {},
-  };
-}
-
-function readFully(file: Deno.FsFile, offset: number, out: Uint8Array, path: string): void {
-  file.seekSync(offset, Deno.SeekMode.Start);
-  let done = 0;
-  while (done < out.length) {
-    const n = file.readSync(out.subarray(done));
-    if (n === null || n === 0) {
-      throw new FormatError(path, `file ends ${out.length - done} bytes early at ${offset + done}`);
-    }
-    done += n;
-  }
-}
-
-/**
- * Tensors of safetensors files on disk: headers are read now, tensor bytes on each
- * {@linkcode TensorStore.bytes} call (synchronously, with positional reads).
- */
-export function fileTensorStore(paths: readonly string[]): TensorStore {
-  const tensors = new Map<string, TensorInfo>();
-  const open = new Map<string, Deno.FsFile>();
-  const handle = (path: string): Deno.FsFile => {
-    let f = open.get(path);
-    if (!f) {
-      f = Deno.openSync(path, { read: true });
-      open.set(path, f);
-    }
-    return f;
-  };
-  for (const path of paths) {
-    const size = Deno.statSync(path).size;
-    const f = handle(path);
-    const head = new Uint8Array(Math.min(8, size));
-    readFully(f, 0, head, path);
-    const headerLen = safetensorsHeaderLength(head, size, path);
-    const prefix = new Uint8Array(8 + headerLen);
-    readFully(f, 0, prefix, path);
-    addEntries(tensors, parseSafetensorsHeader(prefix, size, path), path);
-  }
-  return {
-    tensors,
-    bytes(name, from, to) {
-      const t = tensors.get(name);
-      if (!t) throw new FormatError("checkpoint", `tensor "${name}" is missing`);
-      const [a, b] = range(t, from, to);
-      // Aligned to the element size, so typed-array views need no copy.
-      const size = SAFETENSORS_DTYPE_BYTES[t.dtype] ?? 1;
-      const buf = new Uint8Array(new ArrayBuffer(Math.ceil((b - a) / size) * size), 0, b - a);
-      readFully(handle(t.file), a, buf, t.file);
-      return buf;
-    },
-    close() {
-      for (const f of open.values()) f.close();
-      open.clear();
-    },
   };
 }
