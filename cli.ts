@@ -300,9 +300,9 @@ async function main(argv: string[]): Promise<number> {
     ...(preset.description ? { description: preset.description } : {}),
     models: list(values.model) ?? preset.models,
     methods,
-    bits: values.bits ? parseIntList(values.bits, "bits") : preset.bits,
+    bits: values.bits ? checkBits(parseIntList(values.bits, "bits"), "bits", 2, 8) : preset.bits,
     ...(values.abits
-      ? { abits: parseIntList(values.abits, "abits") }
+      ? { abits: checkBits(parseIntList(values.abits, "abits"), "abits", 2, 16) }
       : preset.abits
       ? { abits: preset.abits }
       : {}),
@@ -397,4 +397,13 @@ if (import.meta.main) {
     if (err.code?.startsWith("ERR_PARSE_ARGS")) console.error("Run with --help for the flags.");
     Deno.exit(2);
   }
+}
+
+/** Bit-widths from a flag, each within what any quantizer supports (exit 2 otherwise). */
+function checkBits(bits: number[], flag: string, min: number, max: number): number[] {
+  const bad = bits.find((b) => b < min || b > max);
+  if (bad !== undefined) {
+    throw new RangeError(`--${flag} ${bad} is outside ${min}–${max}`);
+  }
+  return bits;
 }

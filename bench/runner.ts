@@ -166,6 +166,18 @@ export async function planMatrix(
       }),
     );
   }
+  if (spec.context !== undefined) {
+    for (const [id, model] of models) {
+      if (
+        !Number.isInteger(spec.context) || spec.context < 2 || spec.context > model.config.maxSeqLen
+      ) {
+        throw new RangeError(
+          `--context ${spec.context} must be an integer in [2, ${model.config.maxSeqLen}] ` +
+            `(the context of ${id})`,
+        );
+      }
+    }
+  }
   const calibrations = new Map<string, CalibrationSet>();
   const expanded = expandMatrix(spec);
   // Weight-activation cells calibrate static ranges and measure the quantization kernel.
@@ -371,6 +383,14 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
               }),
           },
         );
+        // A non-finite number is never a result: the model produced NaN or ±Infinity somewhere.
+        const bad = result.metrics.find((m) => !Number.isFinite(m.value));
+        if (bad) {
+          throw new RangeError(
+            `${cell.task.id}: metric "${bad.metric}" is ${bad.value}: the model's outputs are not ` +
+              `finite (a NaN or ±Infinity in its weights or activations), so no row is reported`,
+          );
+        }
         const zeros = qm.activationZeros;
         const routing = quantized.routing;
         row = buildRow(cell, model, env, {

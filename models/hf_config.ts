@@ -222,6 +222,16 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   const f = new Fields(json, file);
   const unsupported = (message: string) =>
     new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
+  const qc = json.quantization_config;
+  if (qc !== undefined && qc !== null) {
+    const method = isRecord(qc) ? qc.quant_method : undefined;
+    throw new UnsupportedConfigError(
+      `${file}: a quantized checkpoint (quantization_config.quant_method ${
+        describe(method)
+      }): its linear layers are stored as packed integers, not float weights; load the ` +
+        `unquantized model (importing quantized checkpoints is not supported yet)`,
+    );
+  }
 
   const dim = f.positiveInt("hidden_size");
   const hiddenDim = f.positiveInt(type === "opt" ? "ffn_dim" : "intermediate_size");

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { sha256Hex } from "../core/hash.ts";
 import { parseHfConfig } from "./hf_config.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
-import { assemble, type HfLoadOptions, parseJson } from "./hf_model.ts";
+import { assemble, checkSpecialTokens, type HfLoadOptions, parseJson } from "./hf_model.ts";
 import { parseShardIndex } from "./safetensors.ts";
 import { fileTensorStore } from "./file_tensor_store.ts";
 import type { LoadedModel, SourceFile } from "./types.ts";
@@ -53,7 +53,8 @@ export async function loadHfFiles(
     return parseJson(bytes, path);
   };
   const configPath = await resolve("config.json");
-  const config = parseHfConfig(await readJson("config.json"), configPath!);
+  const configJson = await readJson("config.json");
+  const config = parseHfConfig(configJson, configPath!);
   const index = await readJson("model.safetensors.index.json", true);
   const shardNames = index === undefined
     ? ["model.safetensors"]
@@ -61,6 +62,7 @@ export async function loadHfFiles(
   const tokJson = await readJson("tokenizer.json");
   const tokConfig = await readJson("tokenizer_config.json", true);
   const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
+  checkSpecialTokens(configJson, tokenizer, configPath!);
   const paths: string[] = [];
   for (const shard of shardNames) {
     const path = (await resolve(shard))!;

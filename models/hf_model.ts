@@ -77,6 +77,38 @@ function fileRank(path: string): number {
   return last >= 0 ? 100 + last : 50;
 }
 
+/**
+ * Checks the special tokens of `config.json` (`bos_token_id`, `eos_token_id`, a number or a
+ * list) against the tokenizer's: a mismatch means the tokenizer is not the model's, and every
+ * window would start with the wrong token.
+ */
+export function checkSpecialTokens(json: unknown, tokenizer: Tokenizer, file: string): void {
+  if (typeof json !== "object" || json === null) return;
+  const c = json as Record<string, unknown>;
+  const ids = (v: unknown) =>
+    typeof v === "number"
+      ? [v]
+      : Array.isArray(v) && v.every((x) => typeof x === "number")
+      ? v as number[]
+      : undefined;
+  const bos = ids(c.bos_token_id);
+  if (bos && bos.length === 1 && tokenizer.hasBos !== false && bos[0] !== tokenizer.bosId) {
+    throw new FormatError(
+      file,
+      `bos_token_id ${bos[0]} but the tokenizer's BOS token is ${tokenizer.bosId}: the tokenizer ` +
+        `does not belong to this model`,
+    );
+  }
+  const eos = ids(c.eos_token_id);
+  if (eos && eos.length > 0 && !eos.includes(tokenizer.eosId)) {
+    throw new FormatError(
+      file,
+      `eos_token_id ${JSON.stringify(c.eos_token_id)} does not include the tokenizer's EOS ` +
+        `token ${tokenizer.eosId}: the tokenizer does not belong to this model`,
+    );
+  }
+}
+
 /** The model from its parsed parts (shared with the disk loader, `hf_files.ts`). */
 export function assemble(
   id: string,
@@ -121,7 +153,8 @@ export async function buildHfModel(
     const got = await readFile(name, optional);
     return got === undefined ? undefined : parseJson(got.bytes, got.path);
   };
-  const config = parseHfConfig(await readJson("config.json"), "config.json");
+  const configJson = await readJson("config.json");
+  const config = parseHfConfig(configJson, "config.json");
   const index = await readJson("model.safetensors.index.json", true);
   const shards = index === undefined
     ? ["model.safetensors"]
@@ -129,6 +162,7 @@ export async function buildHfModel(
   const tokJson = await readJson("tokenizer.json");
   const tokConfig = await readJson("tokenizer_config.json", true);
   const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
+  checkSpecialTokens(configJson, tokenizer, "config.json");
   const bytes: { path: string; bytes: Uint8Array }[] = [];
   for (const shard of shards) bytes.push((await readFile(shard))!);
   const store = memoryTensorStore(bytes);

@@ -101,6 +101,7 @@ export function hfTokenizer(
     vocabSize,
     bosId,
     eosId,
+    hasBos: bos !== undefined,
     encode(text: string, options: { bos?: boolean } = {}): number[] {
       const ids = text.length === 0 ? [] : tok.encode(text, { add_special_tokens: false }).ids;
       return options.bos ? [bosId, ...ids] : ids;

@@ -52,7 +52,18 @@ export function readFloat32(
   const bytes = from === undefined
     ? store.bytes(name)
     : store.bytes(name, from * size, (to ?? info.length / size) * size);
-  return toFloat32({ dtype: info.dtype, data: bytes }, name, info.file);
+  const data = toFloat32({ dtype: info.dtype, data: bytes }, name, info.file);
+  // A NaN or ±Infinity in a weight is a corrupt checkpoint: refuse it rather than report its
+  // NaN perplexity.
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) {
+      throw new FormatError(
+        info.file,
+        `tensor "${name}" holds ${data[i]} at element ${(from ?? 0) + i} (expected finite values)`,
+      );
+    }
+  }
+  return data;
 }
 
 /** The absolute byte range of `[from, to)` of a tensor, checked. */

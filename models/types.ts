@@ -324,8 +324,11 @@ export interface Tokenizer {
   /** Where the vocabulary came from (`llama2c` tok*.bin or a `tokenizer.json`). */
   readonly kind: "llama2c" | "hf";
   readonly vocabSize: number;
+  /** The token sequences start with: BOS, or EOS for tokenizers without one (`hasBos` false). */
   readonly bosId: number;
   readonly eosId: number;
+  /** Whether the vocabulary has a BOS token (Qwen's has none). Absent: true. */
+  readonly hasBos?: boolean;
   /**
    * Encode text the SentencePiece-Llama way: one dummy-prefix space is prepended; BOS is added
    * only when `bos` is true. No EOS.

@@ -155,6 +155,14 @@ export async function evaluatePerplexity(
       return s;
     });
   }
+  scores.forEach((s, w) => {
+    if (!Number.isFinite(s.sumNll) || !Number.isFinite(s.sumKl)) {
+      throw new RangeError(
+        `${dataset.id}: window ${w} scores ${s.sumNll} nats (KL ${s.sumKl}): the model's ` +
+          `log-probabilities are not finite (a NaN or ±Infinity in its weights or activations)`,
+      );
+    }
+  });
   const nll = new RunningStats();
   const kl = new RunningStats();
   const top1 = new RunningStats();
