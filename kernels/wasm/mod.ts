@@ -102,10 +102,24 @@ export interface WasmKernelsOptions {
 
 interface F32Entry {
   readonly ptr: number;
-  /** The values copied (weakly held: a streamed weight's values may be dropped and reloaded). */
-  readonly data: WeakRef<Float32Array>;
+  /**
+   * Identity of the values copied ({@linkcode arrayId}; not the array itself, so a streamed
+   * weight's values can be dropped and reloaded — a WeakRef would keep them alive until the
+   * end of the synchronous job, i.e. the whole forward pass).
+   */
+  readonly dataId: number;
   readonly sample: Float32Array;
   readonly bytes: number;
+}
+
+const arrayIds = new WeakMap<Float32Array, number>();
+let nextArrayId = 1;
+
+/** A number identifying an array object for as long as it lives (never reused). */
+function arrayId(a: Float32Array): number {
+  let id = arrayIds.get(a);
+  if (id === undefined) arrayIds.set(a, id = nextArrayId++);
+  return id;
 }
 
 /**
@@ -467,7 +481,7 @@ class WasmSimdKernels implements WasmKernels {
     const cached = this.#f32.get(w);
     const lazy = isLazy(w);
     if (
-      cached && cached.data.deref() === w.data && sameSample(cached.sample, sampleOf(w.data))
+      cached && cached.dataId === arrayId(w.data) && sameSample(cached.sample, sampleOf(w.data))
     ) {
       if (lazy) {
         this.#streamed.delete(w);
@@ -495,7 +509,7 @@ class WasmSimdKernels implements WasmKernels {
       const src = r * cols;
       for (let k = 0; k < cols; k++) bp[dst + k * NR] = data[src + k]!;
     }
-    const entry: F32Entry = { ptr, data: new WeakRef(data), sample: sampleOf(data), bytes };
+    const entry: F32Entry = { ptr, dataId: arrayId(data), sample: sampleOf(data), bytes };
     this.#f32.set(w, entry);
     this.#reclaim.register(w, [ptr], entry);
     return ptr;
