@@ -71,10 +71,12 @@ Deno.test({
           [
             "--model",
             await editedModel(`${dir}/quantized`, {
-              config: (c) => (c.quantization_config = { quant_method: "gptq", bits: 4 }),
+              config: (
+                c,
+              ) => (c.quantization_config = { quant_method: "bitsandbytes", load_in_4bit: true }),
             }),
           ],
-          /a quantized checkpoint \(quantization_config.quant_method "gptq"\)/,
+          /a quantized checkpoint \(quantization_config.quant_method "bitsandbytes"\)/,
         ],
         [
           [

@@ -15,6 +15,7 @@
  * @module
  */
 
+import { parseQuantizationConfig } from "../export/quantized_import.ts";
 import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
 import type { LlamaConfig, MlpActivation, MoeConfig, RopeScaling } from "./types.ts";
 import { describe, isRecord } from "../core/describe.ts";
@@ -223,15 +224,9 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   const unsupported = (message: string) =>
     new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
   const qc = json.quantization_config;
-  if (qc !== undefined && qc !== null) {
-    const method = isRecord(qc) ? qc.quant_method : undefined;
-    throw new UnsupportedConfigError(
-      `${file}: a quantized checkpoint (quantization_config.quant_method ${
-        describe(method)
-      }): its linear layers are stored as packed integers, not float weights; load the ` +
-        `unquantized model (importing quantized checkpoints is not supported yet)`,
-    );
-  }
+  // Quantized checkpoints of the formats `export/quantized_import.ts` reads load with packed
+  // linears (the loader routes them there); any other quant_method is refused by name.
+  if (qc !== undefined && qc !== null) parseQuantizationConfig(qc, file);
 
   const dim = f.positiveInt("hidden_size");
   const hiddenDim = f.positiveInt(type === "opt" ? "ffn_dim" : "intermediate_size");

@@ -70,5 +70,5 @@ export async function loadHfFiles(
   }
   const store = fileTensorStore(paths);
   for (const [i, shard] of shardNames.entries()) await record(shard, paths[i]!);
-  return assemble(id, config, store, paths, tokenizer, files, options);
+  return assemble(id, config, store, paths, tokenizer, files, options, configJson);
 }

@@ -14,7 +14,12 @@
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
 import { parseHfConfig } from "./hf_config.ts";
-import { hfWeights, storeSource } from "./hf_weights.ts";
+import { hfWeights, storeSource, type TensorSource } from "./hf_weights.ts";
+import {
+  configStorageDtype,
+  parseQuantizationConfig,
+  quantizedTensorSource,
+} from "../export/quantized_import.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
 import { residency } from "./residency.ts";
 import { parseShardIndex, SAFETENSORS_DTYPE_BYTES } from "./safetensors.ts";
@@ -109,7 +114,10 @@ export function checkSpecialTokens(json: unknown, tokenizer: Tokenizer, file: st
   }
 }
 
-/** The model from its parsed parts (shared with the disk loader, `hf_files.ts`). */
+/**
+ * The model from its parsed parts (shared with the disk loader, `hf_files.ts`); a `configJson`
+ * with a `quantization_config` routes the quantized linears to `export/quantized_import.ts`.
+ */
 export function assemble(
   id: string,
   config: LlamaConfig,
@@ -118,6 +126,7 @@ export function assemble(
   tokenizer: Tokenizer,
   files: SourceFile[],
   options: HfLoadOptions,
+  configJson?: unknown,
 ): LoadedModel {
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new FormatError(
@@ -127,7 +136,19 @@ export function assemble(
     );
   }
   const lazy = isLazy(options.residence ?? "auto", store);
-  const weights = hfWeights(config, storeSource(store, lazy), shards.join(", "));
+  let src: TensorSource = storeSource(store, lazy);
+  const qc = (configJson as { quantization_config?: unknown } | undefined)?.quantization_config;
+  if (qc !== undefined && qc !== null) {
+    const scheme = parseQuantizationConfig(qc, "config.json");
+    src = quantizedTensorSource(
+      scheme,
+      src,
+      store,
+      shards.join(", "),
+      configStorageDtype(configJson),
+    );
+  }
+  const weights = hfWeights(config, src, shards.join(", "));
   if (!lazy) store.close();
   const ordered = files
     .map((f, i) => ({ f, i }))
@@ -166,7 +187,16 @@ export async function buildHfModel(
   const bytes: { path: string; bytes: Uint8Array }[] = [];
   for (const shard of shards) bytes.push((await readFile(shard))!);
   const store = memoryTensorStore(bytes);
-  return assemble(id, config, store, bytes.map((b) => b.path), tokenizer, files, options);
+  return assemble(
+    id,
+    config,
+    store,
+    bytes.map((b) => b.path),
+    tokenizer,
+    files,
+    options,
+    configJson,
+  );
 }
 
 /**
