@@ -539,7 +539,8 @@ async function environment(kernels: Kernels, scorer?: WindowScorer): Promise<Env
   };
 }
 
-async function gitState(): Promise<Env["git"]> {
+/** The checkout's commit and whether tracked files differ from it (nulls outside a git checkout). */
+export async function gitState(): Promise<Env["git"]> {
   try {
     const dir = new URL("..", import.meta.url).pathname;
     const run = async (...args: string[]) => {

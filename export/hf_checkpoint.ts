@@ -161,7 +161,13 @@ export function quantizedCheckpoint(
   const named = (get: (p: PackedWeight) => unknown) =>
     linears.map((l) => [l.module, get(l.packed)] as [string, unknown]);
   const bits = uniform("bit-width", named((p) => p.bits)) as number;
-  const groupSize = uniform("group size", named(gptqGroupSize)) as number;
+  // A linear with one group per row (in_features ≤ g) fits any group size ≥ its width: the
+  // config's group size is that of the linears with several groups, or −1 when none has.
+  const grouped = linears.filter((l) => gptqGroupSize(l.packed) !== -1);
+  const groupSize = grouped.length === 0 ? -1 : uniform(
+    "group size",
+    grouped.map((l) => [l.module, l.packed.groupSize] as [string, unknown]),
+  ) as number;
   const symmetric = uniform("symmetric setting", named(isSymmetricPacked)) as boolean;
   const actOrder = linears.some((l) =>
     l.packed.groupIndex !== undefined && !isContiguous(l.packed.groupIndex, l.packed.groupSize)

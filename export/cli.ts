@@ -1,0 +1,265 @@
+/**
+ * `deno task export`: quantizes one model with one method exactly as a bench cell does
+ * (`bench/cell.ts` `quantizeCell`, calibration drawn as the runner draws it) and writes it as a
+ * GPTQ checkpoint, a compressed-tensors checkpoint or an ONNX model (`export_model.ts`).
+ *
+ * Exit codes: 0 written; 2 bad flags (the message names the flag) or an existing `--out`;
+ * 1 the model or format refused the export (nothing is written) or another failure.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import denoJson from "../deno.json" with { type: "json" };
+import { calibrationRecord, type CalibrationSet, drawCalibrationSet } from "../calibration/set.ts";
+import { DEFAULT_CALIBRATION } from "../calibration/set.ts";
+import { cellParams, quantizeCell } from "../bench/cell.ts";
+import { parseMethodSpec } from "../bench/method_spec.ts";
+import { type GroupSetting, quantFor } from "../bench/matrix.ts";
+import { gitState } from "../bench/runner.ts";
+import { sharedDataDir } from "../core/paths.ts";
+import { selectKernels } from "../kernels/backend.ts";
+import { getMethod, METHODS } from "../methods/mod.ts";
+import type { Method } from "../methods/types.ts";
+import { hubFile, parseHfRef } from "../models/hub.ts";
+import { loadModel } from "../models/load.ts";
+import { MODELS } from "../models/registry.ts";
+import {
+  EXPORT_FORMATS,
+  type ExportFormat,
+  exportModel,
+  type ExportSource,
+  ExportTargetExistsError,
+} from "./export_model.ts";
+import { rtnFp16Scales } from "./fp16_rtn.ts";
+
+const HELP = `lowbit export: quantize a model and write it for deployment
+
+Usage: deno task export --model ID --method SPEC --bits N --group G --format FORMAT --out DIR
+
+  --model ID         registry id, hf:owner/repo[@rev] or a transformers-layout directory
+  --method SPEC      method spec as in the bench (${METHODS.items.map((m) => m.id).join(", ")}),
+                     e.g. gptq:actOrder=true
+  --bits N           weight bits (gptq: 2, 3, 4, 8; compressed-tensors: 4, 8; onnx: 4)
+  --group G          channel or a group size in columns (onnx: a power of two ≥ 16)
+  --symmetric        symmetric absmax instead of asymmetric min-max
+  --format FORMAT    ${EXPORT_FORMATS.join(", ")}
+  --out DIR          output directory (must not exist; written atomically)
+  --float-dtype D    safetensors float tensors: F16 (default), BF16, F32 or source
+  --gptq-format F    auto (default: v1 "gptq" when every zero point is ≥ 1, else "gptq_v2"),
+                     gptq or gptq_v2
+  --max-shard-size N largest safetensors shard in bytes                     [5000000000]
+  --tokens T         onnx: a fixed token count instead of the symbolic T
+  --calib SOURCE     calibration corpus for calibrated methods                [tinystories]
+  --calib-samples N  calibration windows                                      [128]
+  --calib-seqlen N   tokens per calibration window                            [256]
+  --data DIR         dataset root                                             [../shared/data]
+  --backend NAME     kernels for the method (as the bench)                    [auto]
+  --help
+
+RTN exported to gptq or compressed-tensors quantizes with float16-exact scales (lossless);
+other methods' scales are rounded to float16 on storage and the manifest reports by how much.
+
+Exit codes: 0 written, 2 bad flags or an existing --out, 1 the export was refused or failed.`;
+
+/** A command-line mistake: exit 2, the message names the flag. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function positiveInt(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) {
+    throw new UsageError(`${flag} must be a positive integer, got "${v}"`);
+  }
+  return n;
+}
+
+function required(flag: string, v: string | undefined): string {
+  if (v === undefined || v === "") throw new UsageError(`${flag} is required (see --help)`);
+  return v;
+}
+
+/** Reads the source model's files by layout name, where it has them. */
+function sourceReader(ref: string): (name: string) => Promise<Uint8Array | undefined> {
+  const read = async (path: string) => {
+    try {
+      return await Deno.readFile(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  };
+  const entry = MODELS.has(ref) ? MODELS.get(ref) : undefined;
+  if (entry?.format === "llama2c") return () => Promise.resolve(undefined);
+  const hf = entry ? `hf:${entry.repo}@${entry.revision}` : ref.startsWith("hf:") ? ref : undefined;
+  if (hf) {
+    const { repo, revision } = parseHfRef(hf);
+    return async (name) => {
+      try {
+        return await read(await hubFile(repo, name, { revision }));
+      } catch {
+        return undefined;
+      }
+    };
+  }
+  const dir = ref.replace(/\/+$/, "");
+  return (name) => read(`${dir}/${name}`);
+}
+
+/** Runs the command; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string" },
+      method: { type: "string" },
+      bits: { type: "string" },
+      group: { type: "string" },
+      symmetric: { type: "boolean", default: false },
+      format: { type: "string" },
+      out: { type: "string" },
+      "float-dtype": { type: "string" },
+      "gptq-format": { type: "string" },
+      "max-shard-size": { type: "string" },
+      tokens: { type: "string" },
+      calib: { type: "string" },
+      "calib-samples": { type: "string" },
+      "calib-seqlen": { type: "string" },
+      data: { type: "string" },
+      backend: { type: "string", default: "auto" },
+      help: { type: "boolean", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const modelRef = required("--model", values.model);
+  const methodText = required("--method", values.method);
+  const format = required("--format", values.format) as ExportFormat;
+  if (!EXPORT_FORMATS.includes(format)) {
+    throw new UsageError(`--format must be one of ${EXPORT_FORMATS.join(", ")}, got "${format}"`);
+  }
+  const out = required("--out", values.out);
+  const bits = positiveInt("--bits", required("--bits", values.bits))!;
+  if (bits < 2 || bits > 8) throw new UsageError(`--bits ${bits} is outside 2–8`);
+  const groupText = required("--group", values.group);
+  let group: GroupSetting;
+  if (groupText === "channel") group = "channel";
+  else if (groupText === "tensor") {
+    throw new UsageError("--group tensor: no export format stores one scale per tensor");
+  } else group = positiveInt("--group", groupText)!;
+  const floatDtype = values["float-dtype"];
+  if (floatDtype !== undefined && !["F16", "BF16", "F32", "source"].includes(floatDtype)) {
+    throw new UsageError(`--float-dtype must be F16, BF16, F32 or source, got "${floatDtype}"`);
+  }
+  const gptqFormat = values["gptq-format"];
+  if (gptqFormat !== undefined && !["auto", "gptq", "gptq_v2"].includes(gptqFormat)) {
+    throw new UsageError(`--gptq-format must be auto, gptq or gptq_v2, got "${gptqFormat}"`);
+  }
+  const maxShard = positiveInt("--max-shard-size", values["max-shard-size"]);
+  const tokens = positiveInt("--tokens", values.tokens);
+  const samples = positiveInt("--calib-samples", values["calib-samples"]);
+  const seqLen = positiveInt("--calib-seqlen", values["calib-seqlen"]);
+  let spec;
+  try {
+    spec = parseMethodSpec(methodText);
+  } catch (e) {
+    throw new UsageError(`--method: ${(e as Error).message}`);
+  }
+  let method: Method;
+  try {
+    method = getMethod(spec.id);
+  } catch (e) {
+    throw new UsageError(`--method: ${(e as Error).message}`);
+  }
+  if (method.scope === "weight-activation") {
+    throw new UsageError(
+      `--method ${spec.id} quantizes activations; the export formats are weight-only`,
+    );
+  }
+  if (method.id !== "fp" && !method.wBits.includes(bits)) {
+    throw new UsageError(`--bits ${bits}: ${method.id} supports ${method.wBits.join(", ")}`);
+  }
+  try {
+    await Deno.lstat(out);
+    throw new UsageError(`--out ${out} exists; exports never overwrite`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const q = quantFor(bits, group, values.symmetric);
+  let params;
+  try {
+    params = cellParams(method, modelRef, spec.params);
+  } catch (e) {
+    throw new UsageError(`--method: ${(e as Error).message}`);
+  }
+
+  const model = await loadModel(modelRef);
+  const { kernels } = await selectKernels(values.backend);
+  const calibrated = method.needsCalibration || (method.id !== "fp" && model.config.moe);
+  let calibration: CalibrationSet | undefined;
+  if (calibrated) {
+    calibration = await drawCalibrationSet(
+      {
+        ...DEFAULT_CALIBRATION,
+        ...(values.calib !== undefined ? { source: values.calib } : {}),
+        ...(samples !== undefined ? { samples } : {}),
+        ...(seqLen !== undefined ? { seqLen } : {}),
+      },
+      model.tokenizer,
+      model.config.maxSeqLen,
+      values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir(),
+    );
+  }
+  // RTN's scales are chosen by a pluggable chooser: for formats that store float16 scales, pick
+  // them float16-exact, so the checkpoint computes exactly the model we quantized.
+  const fp16Scales = method.id === "rtn" && format !== "onnx";
+  const run: Method = fp16Scales ? rtnFp16Scales : method;
+  const quantized = await quantizeCell(model, run, params, q, {
+    kernels,
+    ...(calibration ? { calibration } : {}),
+    onProgress: (done, total) => console.error(`quantize: ${done}/${total}`),
+  });
+  const source: ExportSource = { model, readFile: sourceReader(modelRef) };
+  const result = await exportModel(source, quantized, out, {
+    format,
+    ...(floatDtype ? { floatDtype: floatDtype as "F16" } : {}),
+    ...(gptqFormat ? { gptqFormat: gptqFormat as "auto" } : {}),
+    ...(maxShard ? { maxShardBytes: maxShard } : {}),
+    ...(tokens ? { onnx: { tokens } } : {}),
+    provenance: {
+      method: { id: method.id, version: method.version, params },
+      quant: q,
+      ...(calibration ? { calibration: calibrationRecord(calibration) } : {}),
+      lowbit: { version: denoJson.version, ...await gitState() },
+      extra: { command: ["deno", "task", "export", ...args], fp16ExactScales: fp16Scales },
+    },
+  });
+  const m = result.manifest;
+  const fmt = "checkpointFormat" in m.export && m.export.checkpointFormat
+    ? ` (checkpoint_format ${m.export.checkpointFormat})`
+    : "";
+  console.log(`wrote ${format}${fmt} to ${result.dir}`);
+  for (const f of m.files) console.log(`  ${f.path}  ${f.bytes} bytes`);
+  console.log(m.lossless ? "lossless: the export computes our quantized model" : "deviations:");
+  for (const d of m.deviations) console.log(`  - ${d}`);
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    console.error(`error: ${err.message}`);
+    const usage = e instanceof UsageError || e instanceof ExportTargetExistsError ||
+      err.code?.startsWith("ERR_PARSE_ARGS");
+    if (usage) console.error("Run with --help for the flags.");
+    Deno.exit(usage ? 2 : 1);
+  }
+}
