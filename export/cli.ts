@@ -25,6 +25,7 @@ import { hubFile, parseHfRef } from "../models/hub.ts";
 import { loadModel } from "../models/load.ts";
 import { MODELS } from "../models/registry.ts";
 import {
+  directoryReader,
   EXPORT_FORMATS,
   type ExportFormat,
   exportModel,
@@ -83,29 +84,20 @@ function required(flag: string, v: string | undefined): string {
 
 /** Reads the source model's files by layout name, where it has them. */
 function sourceReader(ref: string): (name: string) => Promise<Uint8Array | undefined> {
-  const read = async (path: string) => {
-    try {
-      return await Deno.readFile(path);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw e;
-    }
-  };
   const entry = MODELS.has(ref) ? MODELS.get(ref) : undefined;
   if (entry?.format === "llama2c") return () => Promise.resolve(undefined);
   const hf = entry ? `hf:${entry.repo}@${entry.revision}` : ref.startsWith("hf:") ? ref : undefined;
-  if (hf) {
-    const { repo, revision } = parseHfRef(hf);
-    return async (name) => {
-      try {
-        return await read(await hubFile(repo, name, { revision }));
-      } catch {
-        return undefined;
-      }
-    };
-  }
-  const dir = ref.replace(/\/+$/, "");
-  return (name) => read(`${dir}/${name}`);
+  if (!hf) return directoryReader(ref);
+  const { repo, revision } = parseHfRef(hf);
+  return async (name) => {
+    let path: string;
+    try {
+      path = await hubFile(repo, name, { revision });
+    } catch {
+      return undefined; // not in the repository
+    }
+    return await Deno.readFile(path);
+  };
 }
 
 /** Runs the command; returns the exit code. */

@@ -56,6 +56,19 @@ export interface ExportSource {
   readFile(name: string): Promise<Uint8Array | undefined>;
 }
 
+/** A reader of a directory's files by name (undefined for a missing file). */
+export function directoryReader(dir: string): (name: string) => Promise<Uint8Array | undefined> {
+  const root = dir.replace(/\/+$/, "");
+  return async (name) => {
+    try {
+      return await Deno.readFile(`${root}/${name}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  };
+}
+
 /** How the model was made, for the manifest. */
 export interface ExportProvenance {
   readonly method: {

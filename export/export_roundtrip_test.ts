@@ -15,7 +15,7 @@ import { loadModel } from "../models/load.ts";
 import type { LlamaWeights, LoadedModel } from "../models/types.ts";
 import type { QuantConfig, QuantizedModel } from "../methods/types.ts";
 import { sharedPath } from "../testing/fixtures.ts";
-import { exportModel, type ExportOptions } from "./export_model.ts";
+import { directoryReader, exportModel, type ExportOptions } from "./export_model.ts";
 import { rtnFp16Scales } from "./fp16_rtn.ts";
 
 const STORIES = sharedPath("models", "stories260K-hf");
@@ -31,11 +31,6 @@ async function quantize(model: LoadedModel, q: QuantConfig): Promise<QuantizedMo
   return await quantizeCell(model, rtnFp16Scales, {}, q, { kernels: refKernels });
 }
 
-/** A reader of a directory's files (undefined when absent). */
-export function readDir(dir: string): (name: string) => Promise<Uint8Array | undefined> {
-  return (name) => Deno.readFile(`${dir}/${name}`).catch(() => undefined);
-}
-
 async function exportTo(
   model: LoadedModel,
   srcDir: string,
@@ -43,7 +38,7 @@ async function exportTo(
   out: string,
   options: Omit<ExportOptions, "provenance">,
 ) {
-  return await exportModel({ model, readFile: readDir(srcDir) }, quantized, out, {
+  return await exportModel({ model, readFile: directoryReader(srcDir) }, quantized, out, {
     ...options,
     provenance: {
       method: { id: "rtn", version: 1, params: {} },
