@@ -194,6 +194,9 @@ export async function exportModel(
       format: options.format,
       ...(options.floatDtype ? { floatDtype: options.floatDtype } : {}),
       ...(options.gptqFormat ? { gptqFormat: options.gptqFormat } : {}),
+      ...(typeof options.provenance.method.params.percdamp === "number"
+        ? { dampPercent: options.provenance.method.params.percdamp }
+        : {}),
     });
     const config = JSON.parse(new TextDecoder().decode(configBytes)) as Record<string, unknown>;
     delete config.quantization_config;

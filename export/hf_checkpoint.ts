@@ -55,6 +55,8 @@ export interface QuantizedCheckpointOptions {
   readonly floatDtype?: FloatDtype | "source";
   /** GPTQ zero-point format: `auto` (default: v1 when possible, as `gptqFormatFor`), or forced. */
   readonly gptqFormat?: "auto" | GptqCheckpointFormat;
+  /** GPTQ `damp_percent` to record (the method's `percdamp`; default 0.01, AutoGPTQ's). */
+  readonly dampPercent?: number;
 }
 
 /** How the export's scales and floats relate to the model's (the manifest records it). */
@@ -235,6 +237,7 @@ export function quantizedCheckpoint(
       descAct: actOrder,
       sym: symmetric,
       checkpointFormat: checkpointFormat!,
+      ...(options.dampPercent !== undefined ? { dampPercent: options.dampPercent } : {}),
     };
     return {
       tensors,
