@@ -105,7 +105,11 @@ Deno.test({
           gptqFormat: "gptq_v2",
         }, "gptq_v2"],
         ["gptq-channel", quant(8, "channel", false), { format: "gptq", floatDtype: "source" }],
-        ["ct-w4g32", quant(4, 32, false), { format: "compressed-tensors", floatDtype: "source" }],
+        ["ct-w4g32", quant(4, 32, false), {
+          format: "compressed-tensors",
+          floatDtype: "source",
+          maxShardBytes: 100_000, // sharded: model-0000i-of-0000N + index
+        }],
         ["ct-w8-sym", quant(8, 64, true), { format: "compressed-tensors", floatDtype: "source" }],
       ];
       for (const [name, q, options, ckFormat] of cases) {
@@ -119,6 +123,10 @@ Deno.test({
           );
         }
         const back = await loadModel(`${dir}/${name}`);
+        if (options.maxShardBytes) {
+          assert.ok(manifest.files.some((f) => f.path === "model.safetensors.index.json"));
+          assert.ok(back.files.filter((f) => /^model-\d{5}-of-\d{5}/.test(f.path)).length > 1);
+        }
         assertSameLinears(quantized.weights, back.weights, name);
         assert.deepEqual(back.weights.embed.data, model.weights.embed.data, `${name}: embedding`);
         assert.deepEqual(

@@ -49,7 +49,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 
 Deno.test({
   name:
-    "ONNX decoder §5.9 (WASM EP): tiny Llama / Qwen2 / Mistral / Llama 3 give our logits within 1e-4, float and W4 MatMulNBits, at two lengths",
+    "ONNX decoder §5.9 (WASM EP): tiny Llama / Qwen2 / Mistral / Llama 3 give our logits within 1e-4, float and W4 MatMulNBits (g16, per-channel), at two lengths",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -59,9 +59,12 @@ Deno.test({
       const ids = [[1, 5, 9, 13, 2, 7, 30, 11, 4, 17, 23, 3], [3, 8, 1, 2, 9, 14, 21]]
         .map((s) => s.map((t) => t % v));
       const q = quantizeLinears(m.weights, W4G16);
+      const pc = quantizeLinears(m.weights, { ...W4G16, granularity: "channel", symmetric: true });
       const variants = [
         { label: "float", weights: m.weights, packed: new Map() },
         { label: "W4g16", weights: q.weights, packed: q.packed },
+        // Per-channel symmetric: one block of the next power of two, no zero_points input.
+        { label: "W4-channel-sym", weights: pc.weights, packed: pc.packed },
       ];
       for (const { label, weights, packed } of variants) {
         const { model, report } = onnxDecoder(m.config, weights, packed);
