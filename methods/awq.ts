@@ -76,7 +76,7 @@ export const awq: Method = {
   version: 1,
   wBits: [2, 3, 4, 5, 6, 7, 8],
   aBits: [16],
-  relativeCost: 2,
+  relativeCost: 5,
   needsCalibration: true,
   calibration: { recipe: PILEVAL_AWQ, seqLen: 512, seed: 42 },
   rangeIncludesZero: () => false,
