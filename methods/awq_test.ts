@@ -10,7 +10,14 @@ import type { CalibrationSet } from "../calibration/set.ts";
 import { drawCalibrationSet, methodCalibration } from "../calibration/set.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
-import { forward } from "../models/forward.ts";
+import {
+  attnInput,
+  createKvCache,
+  embedTokens,
+  forward,
+  layerForward,
+  selfAttention,
+} from "../models/forward.ts";
 import { listLinears } from "../models/linears.ts";
 import { loadModel } from "../models/load.ts";
 import type {
@@ -25,6 +32,7 @@ import { sharedPath } from "../testing/fixtures.ts";
 import { random64 } from "../testing/random.ts";
 import { stories260K } from "../testing/stories.ts";
 import { awq } from "./awq.ts";
+import { CLIP_DEFAULTS } from "./awq_clip.ts";
 import { runAwq, voApplies } from "./awq_pipeline.ts";
 import { awqQuantizeMatrix, awqSpec } from "./awq_quantizer.ts";
 import { getMethod } from "./mod.ts";
@@ -223,6 +231,69 @@ Deno.test("§5.2 llm-awq mode: r = 0 is RTN with AWQ's quantizer (a grid of one 
       assert.equal(g.losses.indexOf(g.loss), Math.round(g.ratio * 20));
     }
   }
+});
+
+Deno.test("propagate: block 1 is searched on the full-precision block 0's output (fp) or the quantized one's (quantized)", async () => {
+  const { model } = await golden("llama_bias");
+  const m = toMha(model);
+  const calibration = randomCalibration(m.config, 2, 12);
+  const q: QuantConfig = { wBits: 3, aBits: 16, granularity: "channel", symmetric: false };
+  const spec = awqSpec(q);
+  const c = m.config;
+  const seen: number[] = [];
+  for (const propagate of ["fp", "quantized"] as const) {
+    const r = runAwq(m, calibration.windows, {
+      spec,
+      rule: { duoScaling: false, grid: 20 },
+      scale: true,
+      clip: CLIP_DEFAULTS,
+      propagate,
+      quantize: true,
+      kernels,
+    });
+    // Independently: block 1's inputs, then RTN's loss of its q/k/v group on them.
+    const block0 = propagate === "fp" ? m : { config: c, weights: r.weights };
+    const l1 = m.weights.layers[1]!;
+    const rtnLayer = {
+      ...l1,
+      ...Object.fromEntries(
+        (["q", "k", "v"] as const).map((k) => [k, {
+          ...l1[k],
+          data: awqQuantizeMatrix(l1[k].data, l1[k].rows, l1[k].cols, spec).dequantized,
+        }]),
+      ),
+    };
+    const withLayer1 = (layer: LlamaLayer): Model => ({
+      config: c,
+      weights: { ...m.weights, layers: [m.weights.layers[0]!, layer] },
+    });
+    let s = 0, n = 0;
+    for (const w of calibration.windows) {
+      const x = embedTokens(m, w);
+      const T = w.length;
+      layerForward(block0, 0, x, T, createKvCache(c, T), kernels);
+      const out = (mm: Model) => {
+        const cache = createKvCache(c, T);
+        const xn = attnInput(mm, 1, x, T, kernels);
+        const att = new Float32Array(T * c.nHeads * c.headDim);
+        selfAttention(mm, 1, xn, T, cache, kernels, att);
+        const y = new Float32Array(T * c.dim);
+        kernels.matmul(att, T, l1.o, y);
+        return y.map((v, i) => v + (l1.oBias ? l1.oBias[i % c.dim]! : 0));
+      };
+      const a = out(withLayer1(l1)), b = out(withLayer1(rtnLayer));
+      for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
+      n += a.length;
+    }
+    const g = r.groups.find((x) => x.layer === 1 && x.group === "qkv")!;
+    assert.ok(
+      Math.abs(g.rtnLoss - s / n) <= 1e-6 * (s / n),
+      `${propagate}: ${g.rtnLoss} vs ${s / n}`,
+    );
+    seen.push(g.rtnLoss);
+  }
+  // The two inputs differ enough for the check to tell them apart.
+  assert.ok(Math.abs(seen[0]! - seen[1]!) > 1e-3 * seen[0]!, `${seen}`);
 });
 
 /** Mean next-token negative log-likelihood of a model over calibration windows. */
