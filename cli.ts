@@ -26,6 +26,7 @@ import { MODELS } from "./models/registry.ts";
 import { HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
 import { quantLabel } from "./methods/types.ts";
 import { unknownIdError } from "./core/registry.ts";
+import { CALIBRATION_RECIPES, type CalibrationRecipe } from "./calibration/set.ts";
 
 const HELP = `lowbit bench: run a post-training quantization matrix
 
@@ -56,8 +57,11 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --limit N          keep the first N windows/documents of each task
   --context N        tokens per perplexity window (default: the model's context, at most 2048)
   --calib SOURCE     calibration corpus: tinystories (its calib half), c4, wikitext2  [tinystories]
-  --calib-samples N  calibration windows                                         [128]
+  --calib-samples N  calibration windows (pileval-awq: documents)                [128]
   --calib-seqlen N   tokens per calibration window, BOS included                 [256]
+  --calib-recipe R   how calibration sets are drawn, for every method: windows (seeded BOS
+                     windows) or pileval-awq (AWQ's: documents concatenated and cut into
+                     blocks); default: each method's own (AWQ: pileval-awq, 512 tokens, seed 42)
   --seed N           calibration sampling seed                                   [0]
   --data DIR         dataset root (env LOWBIT_DATA; default ../shared/data)
   --out DIR          results directory (default results/runs/<matrix id>)
@@ -97,6 +101,16 @@ function parseActFlag(text: string): ReturnType<typeof parseAct> {
     }
   }
   return parseAct(o, "--act");
+}
+
+/** `--calib-recipe`: one of the calibration recipes. */
+function calibrationRecipe(text: string): CalibrationRecipe {
+  if (!CALIBRATION_RECIPES.includes(text as CalibrationRecipe)) {
+    throw new SyntaxError(
+      `--calib-recipe must be one of ${CALIBRATION_RECIPES.join(", ")}, got "${text}"`,
+    );
+  }
+  return text as CalibrationRecipe;
 }
 
 function list(s: string | undefined): string[] | undefined {
@@ -217,6 +231,7 @@ async function main(argv: string[]): Promise<number> {
       calib: { type: "string" },
       "calib-samples": { type: "string" },
       "calib-seqlen": { type: "string" },
+      "calib-recipe": { type: "string" },
       seed: { type: "string" },
       data: { type: "string" },
       out: { type: "string" },
@@ -261,6 +276,9 @@ async function main(argv: string[]): Promise<number> {
     ...(samples !== undefined ? { samples } : {}),
     ...(seqLen !== undefined ? { seqLen } : {}),
     ...(seed !== undefined ? { seed } : {}),
+    ...(values["calib-recipe"] !== undefined
+      ? { recipe: calibrationRecipe(values["calib-recipe"]) }
+      : {}),
   };
   // --bits / --abits / --group / --configs / --act apply to every method, overriding a preset
   // entry's own lists.

@@ -129,14 +129,26 @@ export {
   upperCholeskyOfInverse,
 } from "./methods/gptq_core.ts";
 export { rtn } from "./methods/rtn.ts";
+export { awq } from "./methods/awq.ts";
+export { awqGroupParams, awqQuantizeMatrix } from "./methods/awq_quantizer.ts";
 export {
+  type AwqGroupRecord,
+  type AwqOptions,
+  type AwqResult,
+  runAwq,
+} from "./methods/awq_pipeline.ts";
+export {
+  CALIBRATION_RECIPES,
+  type CalibrationRecipe,
   type CalibrationRecord,
   calibrationRecord,
   type CalibrationSet,
   type CalibrationSpec,
   DEFAULT_CALIBRATION,
   drawCalibrationSet,
+  methodCalibration,
 } from "./calibration/set.ts";
+export { PILEVAL_AWQ, samplePilevalAwq } from "./calibration/pileval_awq.ts";
 export {
   type LinearDiagnostic,
   type LinearInputs,

@@ -18,7 +18,11 @@
  * @module
  */
 
-import type { CalibrationSpec } from "../calibration/set.ts";
+import {
+  CALIBRATION_RECIPES,
+  type CalibrationRecipe,
+  type CalibrationSpec,
+} from "../calibration/set.ts";
 import { type ActQuantOptions, DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import type { QuantConfig, RouterQuant } from "../methods/types.ts";
 import { parseRouterQuant } from "../methods/router.ts";
@@ -76,7 +80,10 @@ export interface MatrixSpec {
   readonly limit?: number;
   /** Tokens per perplexity window (default: the model's context, at most 2048). */
   readonly context?: number;
-  /** Calibration set of methods that need one (defaults: `DEFAULT_CALIBRATION`). */
+  /**
+   * Calibration set of methods that need one, field by field over each method's own settings
+   * (`Method.calibration`, e.g. AWQ's `pileval-awq` recipe) over `DEFAULT_CALIBRATION`.
+   */
   readonly calibration?: Partial<CalibrationSpec>;
 }
 
@@ -293,9 +300,14 @@ export function parsePreset(json: unknown, file: string): MatrixSpec {
       if (k === "source" && typeof v === "string") out.source = v;
       else if ((k === "samples" || k === "seqLen" || k === "seed") && Number.isInteger(v)) {
         out[k] = v as number;
+      } else if (
+        k === "recipe" && CALIBRATION_RECIPES.includes(v as CalibrationRecipe)
+      ) {
+        out.recipe = v as CalibrationRecipe;
       } else {
         throw new SyntaxError(
-          `${file}: calibration.${k} is not valid (source: string; samples, seqLen, seed: integers)`,
+          `${file}: calibration.${k} is not valid (source: string; samples, seqLen, seed: ` +
+            `integers; recipe: ${CALIBRATION_RECIPES.join(" | ")})`,
         );
       }
     }

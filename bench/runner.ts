@@ -42,9 +42,8 @@ import { shardIndices } from "./shard.ts";
 import {
   calibrationRecord,
   type CalibrationSet,
-  type CalibrationSpec,
-  DEFAULT_CALIBRATION,
   drawCalibrationSet,
+  methodCalibration,
 } from "../calibration/set.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
@@ -144,7 +143,6 @@ export async function planMatrix(
     const { method, given } = methods.get(text)!;
     return cellParams(method, modelId, given);
   };
-  const calibSpec: CalibrationSpec = { ...DEFAULT_CALIBRATION, ...spec.calibration };
   const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
   const datasets = new Map<string, DatasetInfo>();
   for (const [id, task] of tasks) {
@@ -185,19 +183,18 @@ export async function planMatrix(
   const calibrated = (method: Method, c: CellSpec) =>
     method.needsCalibration || c.quant.aBits < 16 ||
     (method.id !== "fp" && models.get(c.model)!.config.moe !== undefined);
-  if (expanded.some((c) => calibrated(methods.get(c.method)!.method, c))) {
-    for (const [id, model] of models) {
-      calibrations.set(
-        id,
-        await drawCalibrationSet(
-          calibSpec,
-          model.tokenizer,
-          model.config.maxSeqLen,
-          options.dataDir,
-        ),
-      );
+  /** A cell's calibration set: one per model and distinct spec, drawn before any compute. */
+  const calibrationOf = async (method: Method, modelId: string) => {
+    const cs = methodCalibration(method, spec.calibration);
+    const key = canonicalJson([modelId, cs]);
+    let set = calibrations.get(key);
+    if (!set) {
+      const model = models.get(modelId)!;
+      set = await drawCalibrationSet(cs, model.tokenizer, model.config.maxSeqLen, options.dataDir);
+      calibrations.set(key, set);
     }
-  }
+    return set;
+  };
   let cells: PlannedCell[] = [];
   for (const c of expanded) {
     const model = models.get(c.model)!;
@@ -205,7 +202,7 @@ export async function planMatrix(
     const p = paramsFor(c.method, c.model);
     const task = tasks.get(c.task)!;
     const dataset = datasets.get(c.task)!;
-    const calibration = calibrated(method, c) ? calibrations.get(c.model) : undefined;
+    const calibration = calibrated(method, c) ? await calibrationOf(method, c.model) : undefined;
     const identity = {
       schemaVersion: SCHEMA_VERSION,
       model: model.files.map((f) => f.sha256),
@@ -499,7 +496,7 @@ function buildRow(
       granularity: q.granularity,
       groupSize: q.granularity === "group" ? q.groupSize ?? null : null,
       symmetric: q.symmetric,
-      rangeIncludesZero: !q.symmetric,
+      rangeIncludesZero: cell.method.rangeIncludesZero?.(q) ?? !q.symmetric,
       rounding: "half-even",
       bitsPerWeight: r.bpw,
       act: q.aBits < 16 ? q.act ?? DEFAULT_ACT_OPTIONS : null,

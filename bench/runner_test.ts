@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { type RunEvent, runMatrix } from "./runner.ts";
+import { planMatrix, type RunEvent, runMatrix } from "./runner.ts";
 import type { MatrixSpec } from "./matrix.ts";
 import { sandbox } from "../testing/sandbox.ts";
 import { sharedPath } from "../testing/fixtures.ts";
 import type { ResultRow } from "../results/row.ts";
+import { wasmKernels } from "../kernels/wasm/mod.ts";
 
 const dataDir = sharedPath("data");
 const cli = new URL("../cli.ts", import.meta.url).pathname;
@@ -94,7 +95,7 @@ Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid o
   const opts = { outDir: `${sb.dir}/out`, dataDir, env: sb.env };
   await assert.rejects(
     runMatrix({ ...base, methods: ["rnt"] }, opts),
-    /Cannot find method "rnt". Did you mean "rtn"\? Available: affinequant, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+    /Cannot find method "rnt". Did you mean "rtn"\? Available: affinequant, awq, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
   );
   await assert.rejects(
     runMatrix({ ...base, tasks: ["tinystory"] }, opts),
@@ -191,7 +192,7 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
   assert.equal(a.code, 2);
   assert.match(
     a.err,
-    /Cannot find method "gptqq".*Available: affinequant, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+    /Cannot find method "gptqq".*Available: affinequant, awq, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
   );
   const b = await run("--matrix", "w2-w9");
   assert.equal(b.code, 2);
@@ -352,4 +353,55 @@ Deno.test("cli: --tasks TASK=FILE with --skip-malformed records the skipped line
   const text = new TextDecoder().decode(help.stdout);
   assert.match(text, /--skip-malformed/);
   assert.match(text, /TASK=SOURCE/);
+});
+
+Deno.test("AWQ rows: each method's own calibration (AWQ's pileval-awq recipe, GPTQ's windows), AWQ's quantizer convention; a matrix recipe overrides", async () => {
+  await using sb = await sandbox("lowbit-run-awq-");
+  const spec: MatrixSpec = {
+    id: "a",
+    models: ["stories260K"],
+    methods: ["awq", "gptq", "awq+gptq"],
+    bits: [4],
+    groups: ["channel"],
+    tasks: ["tinystories:eval"],
+    symmetric: false,
+    limit: 2,
+    calibration: { samples: 16, seqLen: 64 },
+  };
+  const kernels = await wasmKernels();
+  const rows = await runMatrix(spec, { outDir: `${sb.dir}/out`, dataDir, env: sb.env, kernels });
+  const [fp, a, g, ag] = rows;
+  assert.deepEqual(rows.map((r) => r.status), ["ok", "ok", "ok", "ok"]);
+  assert.equal(fp!.calibration, undefined);
+  // AWQ: its recipe and seed under the matrix's sizes; its quantizer keeps zero out of range.
+  const ac = a!.calibration!;
+  assert.equal(ac.recipe, "pileval-awq");
+  assert.deepEqual([ac.samples, ac.seqLen, ac.seed], [16, 64, 42]);
+  assert.equal(ac.protocol.blocks, ac.offsets.length);
+  assert.equal((ac.protocol.keptDocuments as number[]).length, 16);
+  assert.equal(a!.method.taxonomy, "salience");
+  assert.equal(a!.quant.rangeIncludesZero, false);
+  assert.ok(a!.notes.some((n) => n.includes("float32 arithmetic")));
+  const t = a!.diagnostics!.statTotals;
+  assert.ok(t.scaleLoss! <= t.scaleLossRtn!);
+  // GPTQ: the suite's windows, zero in range.
+  const gc = g!.calibration!;
+  assert.equal(gc.recipe, undefined);
+  assert.deepEqual([gc.samples, gc.seqLen, gc.seed], [16, 64, 0]);
+  assert.equal(g!.quant.rangeIncludesZero, true);
+  // The chain: AWQ's calibration feeds both; GPTQ's grid rounds the weights.
+  assert.equal(ag!.calibration!.recipe, "pileval-awq");
+  assert.equal(ag!.calibration!.tokensSha256, ac.tokensSha256);
+  assert.equal(ag!.quant.rangeIncludesZero, true);
+  assert.equal(ag!.method.id, "awq+gptq");
+  // A matrix-level recipe applies to every method.
+  const { cells } = await planMatrix(
+    { ...spec, calibration: { ...spec.calibration, recipe: "windows" } },
+    { dataDir, env: sb.env, kernels },
+  );
+  const awqCell = cells.find((c) => c.method.id === "awq")!;
+  assert.equal(awqCell.calibration!.spec.recipe, "windows");
+  assert.equal(awqCell.calibration!.spec.seed, 42, "AWQ's seed, the matrix sets none");
+  assert.equal(awqCell.calibration!.windows[0]![0], 1, "BOS windows");
+  assert.notEqual(awqCell.cellId, a!.cellId);
 });

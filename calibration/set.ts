@@ -18,6 +18,10 @@
  *
  * Defaults for stories260K: 128 windows × 256 tokens, seed 0.
  *
+ * A spec's `recipe` chooses another way to sample: `pileval-awq` is AWQ's own (documents
+ * concatenated and cut into blocks; `pileval_awq.ts`), where `samples` counts documents. Methods
+ * name the recipe of their reference (`Method.calibration`); a matrix may override it.
+ *
  * @module
  */
 
@@ -32,6 +36,18 @@ import {
   TEXT_DATASETS,
 } from "../corpora/text.ts";
 import type { Tokenizer } from "../models/types.ts";
+import {
+  PILEVAL_AWQ,
+  PILEVAL_MAX_DOC_TOKENS,
+  samplePilevalAwq,
+  textDocuments,
+} from "./pileval_awq.ts";
+
+/** How windows are drawn: `windows` (the default above) or AWQ's `pileval-awq`. */
+export type CalibrationRecipe = "windows" | typeof PILEVAL_AWQ;
+
+/** Every calibration recipe. */
+export const CALIBRATION_RECIPES: readonly CalibrationRecipe[] = ["windows", PILEVAL_AWQ];
 
 /** What defines a calibration set. */
 export interface CalibrationSpec {
@@ -42,6 +58,11 @@ export interface CalibrationSpec {
   /** Tokens per window, BOS included. */
   readonly seqLen: number;
   readonly seed: number;
+  /**
+   * How the set is drawn (absent: `windows`, the seeded BOS windows above; `pileval-awq`: AWQ's
+   * recipe, with `samples` the number of documents and `seqLen` the block length).
+   */
+  readonly recipe?: CalibrationRecipe;
 }
 
 /** The defaults for stories260K: 128 × 256 tokens of TinyStories' calibration half, seed 0. */
@@ -52,16 +73,33 @@ export const DEFAULT_CALIBRATION: CalibrationSpec = {
   seed: 0,
 };
 
+/**
+ * The calibration spec of a method in a matrix: the suite's defaults, then the method's own
+ * (`Method.calibration`, e.g. AWQ's recipe), then the matrix's settings, field by field.
+ */
+export function methodCalibration(
+  method: { readonly calibration?: Partial<CalibrationSpec> },
+  matrix: Partial<CalibrationSpec> = {},
+): CalibrationSpec {
+  return { ...DEFAULT_CALIBRATION, ...method.calibration, ...matrix };
+}
+
 /** A drawn calibration set. */
 export interface CalibrationSet {
   readonly spec: CalibrationSpec;
   /** The corpus file, with the split read. */
   readonly dataset: DatasetInfo;
-  /** `samples` windows of `seqLen` token ids, each starting with BOS. */
+  /**
+   * `samples` windows of `seqLen` token ids, each starting with BOS (`pileval-awq`: its blocks,
+   * cut from a stream of BOS-prefixed documents).
+   */
   readonly windows: readonly Int32Array[];
-  /** Start of each window's body in the token stream (of its document, for document corpora). */
+  /**
+   * Start of each window's body in the token stream (of its document, for document corpora;
+   * `pileval-awq`: in the concatenated stream).
+   */
   readonly offsets: readonly number[];
-  /** Document of each window, for document corpora. */
+  /** Document of each window, for document corpora (`pileval-awq`: of its first token). */
   readonly documents?: readonly number[];
   /** Tokens of the stream windows are drawn from (sum over eligible documents for `c4`). */
   readonly streamTokens: number;
@@ -77,6 +115,7 @@ export interface CalibrationRecord {
   readonly samples: number;
   readonly seqLen: number;
   readonly seed: number;
+  readonly recipe?: CalibrationRecipe;
   readonly dataset: DatasetInfo;
   readonly tokensSha256: string;
   readonly offsets: readonly number[];
@@ -106,6 +145,11 @@ export function validateCalibrationSpec(spec: CalibrationSpec, maxSeqLen: number
   int("samples", spec.samples, 1);
   int("seqLen", spec.seqLen, 2);
   int("seed", spec.seed, 0);
+  if (spec.recipe !== undefined && !CALIBRATION_RECIPES.includes(spec.recipe)) {
+    throw new RangeError(
+      `Unknown calibration recipe "${spec.recipe}": expected ${CALIBRATION_RECIPES.join(", ")}`,
+    );
+  }
   if (spec.seqLen > maxSeqLen) {
     throw new RangeError(
       `Calibration windows of ${spec.seqLen} tokens exceed the model's context of ${maxSeqLen}`,
@@ -138,6 +182,7 @@ export async function drawCalibrationSet(
   validateCalibrationSpec(spec, maxSeqLen);
   const ref = calibrationCorpus(spec.source);
   const r = resolveCorpus(ref, dataDir);
+  if (spec.recipe === PILEVAL_AWQ) return await drawPilevalAwq(spec, ref, tokenizer, dataDir);
   const body = spec.seqLen - 1;
   const rng = xoroshiro128plus(spec.seed);
   const windows: Int32Array[] = [];
@@ -236,4 +281,54 @@ async function hashWindows(windows: readonly Int32Array[]): Promise<string> {
     }
   }
   return await sha256Hex(bytes);
+}
+
+/** The `pileval-awq` recipe over the corpus `ref` (see `pileval_awq.ts`). */
+async function drawPilevalAwq(
+  spec: CalibrationSpec,
+  ref: string,
+  tokenizer: Tokenizer,
+  dataDir: string,
+): Promise<CalibrationSet> {
+  const r = resolveCorpus(ref, dataDir);
+  const jsonl = r.corpus?.format === "jsonl";
+  const { documents, info } = jsonl
+    ? await readDocuments(ref, dataDir)
+    : await readTextDataset(ref, dataDir).then((t) => ({
+      documents: textDocuments(t.text),
+      info: t.info,
+    }));
+  const s = samplePilevalAwq(documents, (text) => tokenizer.encode(text, { bos: true }), spec);
+  return {
+    spec,
+    dataset: info,
+    windows: s.windows,
+    offsets: s.offsets,
+    documents: s.documents,
+    streamTokens: s.streamTokens,
+    tokensSha256: await hashWindows(s.windows),
+    protocol: {
+      recipe: PILEVAL_AWQ,
+      reference: "llm-awq awq/utils/calib_data.py get_calib_dataset (AutoAWQ the same), " +
+        "over this corpus instead of mit-han-lab/pile-val-backup (not available offline)",
+      corpus: ref,
+      documentsRule: jsonl
+        ? "one document per JSON line"
+        : "documents are the blocks between blank lines (TinyStories: paragraphs), empty ones dropped",
+      shuffle: "Fisher–Yates with pure-rand xoroshiro128plus(seed), uniformInt — not Hugging " +
+        "Face datasets' shuffle (numpy PCG64), so the order differs from the references'",
+      encoding: "str.strip() (Python whitespace), then BOS + dummy-prefix space" +
+        (tokenizer.bosId === tokenizer.eosId ? " (no BOS token: EOS, as our windows)" : ""),
+      maxDocumentTokens: PILEVAL_MAX_DOC_TOKENS,
+      window: "the kept documents concatenated, cut into ⌊total / seqLen⌋ blocks (tail dropped)",
+      corpusDocuments: documents.length,
+      documentsSeen: s.documentsSeen,
+      skippedLong: s.skippedLong,
+      skippedEmpty: s.skippedEmpty,
+      keptDocuments: s.keptDocuments,
+      blocks: s.windows.length,
+      droppedTokens: s.droppedTokens,
+      ...(r.corpus?.caveat ? { caveat: r.corpus.caveat } : {}),
+    },
+  };
 }

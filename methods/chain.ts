@@ -59,6 +59,12 @@ export function chainMethods(first: Method, second: Method): Method {
     wBits: second.wBits.filter((b) => first.wBits.includes(b)),
     aBits: first.aBits,
     needsCalibration: first.needsCalibration || second.needsCalibration,
+    // The first method's reference calibration (AWQ's recipe) feeds both.
+    ...(first.calibration || second.calibration
+      ? { calibration: { ...second.calibration, ...first.calibration } }
+      : {}),
+    // The weights are rounded by the second method's quantizer.
+    ...(second.rangeIncludesZero ? { rangeIncludesZero: second.rangeIncludesZero } : {}),
     relativeCost: (first.relativeCost ?? 1) + (second.relativeCost ?? 1) - 1,
     reference: `${first.reference ?? first.id}; then ${second.reference ?? second.id}`,
     params,

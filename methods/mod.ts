@@ -7,6 +7,7 @@
 
 import { createRegistry, type Registry } from "../core/registry.ts";
 import { affinequant } from "./affinequant.ts";
+import { awq } from "./awq.ts";
 import { CHAIN_SEPARATOR, chainMethods } from "./chain.ts";
 import { crossquant } from "./crossquant.ts";
 import { eaquant } from "./eaquant.ts";
@@ -27,6 +28,7 @@ export const METHODS: Registry<Method> = createRegistry("method", [
   smoothquant,
   crossquant,
   eaquant,
+  awq,
 ]);
 
 /**

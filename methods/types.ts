@@ -11,7 +11,7 @@ import type { Granularity, PackedWeight } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
 import type { LinearDiagnostic } from "../calibration/sequential.ts";
-import type { CalibrationSet } from "../calibration/set.ts";
+import type { CalibrationSet, CalibrationSpec } from "../calibration/set.ts";
 
 /** Classes of the PTQ taxonomy (PTQ-Bench's four, plus the baseline, transformation and MoE-specific). */
 export type TaxonomyClass =
@@ -180,6 +180,19 @@ export interface Method {
   /** Activation bit-widths the method supports (16 = unquantized). */
   readonly aBits: readonly number[];
   readonly needsCalibration: boolean;
+  /**
+   * Calibration settings of the method's own reference, over the suite's defaults
+   * (`DEFAULT_CALIBRATION`): AWQ's `pileval-awq` recipe with 512-token blocks and seed 42. A
+   * matrix's calibration settings override them field by field (absent: the suite's defaults).
+   */
+  readonly calibration?: Partial<CalibrationSpec>;
+  /**
+   * The weight quantizer's range convention, recorded in every row as
+   * `quant.rangeIncludesZero`: whether an asymmetric group's range is widened to include zero.
+   * Absent: the shared quantizer's (`core/quantizer.ts`), `!q.symmetric`. AWQ's own quantizer
+   * never widens it (false).
+   */
+  rangeIncludesZero?(q: QuantConfig): boolean;
   /** Paper or code the implementation follows. */
   readonly reference?: string;
   readonly params: Readonly<Record<string, ParamSpec>>;

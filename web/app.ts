@@ -17,7 +17,7 @@
 import { cellParams, quantizeCell } from "../bench/cell.ts";
 import { parseConfig, quantFor } from "../bench/matrix.ts";
 import { parseMethodSpec } from "../bench/method_spec.ts";
-import { DEFAULT_CALIBRATION, drawCalibrationSet } from "../calibration/set.ts";
+import { drawCalibrationSet, methodCalibration } from "../calibration/set.ts";
 import { type SelectedKernels, selectKernels } from "../kernels/backend.ts";
 import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
 import { getMethod, METHODS } from "../methods/mod.ts";
@@ -91,7 +91,7 @@ async function run(): Promise<PageResult> {
   const q = quantFor(c.wBits, g, false, c.aBits);
   const calibration = method.needsCalibration
     ? await drawCalibrationSet(
-      DEFAULT_CALIBRATION,
+      methodCalibration(method),
       model.tokenizer,
       model.config.maxSeqLen,
       dataRoot,
