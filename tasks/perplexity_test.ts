@@ -116,7 +116,7 @@ Deno.test("a missing dataset names the path and how to set the data root", async
   const model = await stories260K();
   await assert.rejects(
     getTask("tinystories").run(model, { kernels: refKernels, dataDir: "/nonexistent" }),
-    /not found at \/nonexistent\/text\/tinystories\/tinystories_val_head\.txt: set --data or LOWBIT_DATA/,
+    /not found at \/nonexistent\/text\/tinystories\/tinystories_val_head\.txt: .*set --data DIR or LOWBIT_DATA=DIR/,
   );
 });
 
