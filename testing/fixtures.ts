@@ -94,24 +94,25 @@ async function fillFromHub(
   if (await sha256File(dest).catch(() => undefined) === f.sha256) return;
   const env = (name: string) => Deno.env.get(name);
   const options = { revision: STORIES.revision, sha256: f.sha256, size: f.bytes };
-  let src: string;
   let scratch: string | undefined;
   try {
-    // A cache hit makes no request and writes nothing.
-    src = await hubFile(STORIES.repo, f.path, {
-      ...options,
-      env: (name) => name === "HF_HUB_OFFLINE" ? "1" : env(name),
-    });
-  } catch {
-    // Download into a private cache: parallel test modules never share a half-written one.
-    scratch = await Deno.makeTempDir({ prefix: "lowbit-test-hf-" });
-    src = await hubFile(STORIES.repo, f.path, {
-      ...options,
-      env: (name) => name === "HF_HUB_CACHE" ? scratch : env(name),
-      fetch: (input, init) => fetch(input, { ...init, signal: AbortSignal.timeout(30_000) }),
-    });
-  }
-  try {
+    let src: string;
+    try {
+      // A cache hit makes no request and writes nothing.
+      src = await hubFile(STORIES.repo, f.path, {
+        ...options,
+        env: (name) => name === "HF_HUB_OFFLINE" ? "1" : env(name),
+      });
+    } catch {
+      // Download into a private cache: parallel test modules never share a half-written one.
+      scratch = await Deno.makeTempDir({ prefix: "lowbit-test-hf-" });
+      const cache = scratch;
+      src = await hubFile(STORIES.repo, f.path, {
+        ...options,
+        env: (name) => name === "HF_HUB_CACHE" ? cache : env(name),
+        fetch: (input, init) => fetch(input, { ...init, signal: AbortSignal.timeout(30_000) }),
+      });
+    }
     await Deno.mkdir(join(dest, ".."), { recursive: true });
     const tmp = `${dest}.${crypto.randomUUID().slice(0, 8)}.tmp`;
     await Deno.copyFile(src, tmp);
