@@ -275,7 +275,13 @@ Deno.test("BoolQ in google/boolq's schema (answer: bool, no title) and lm-eval's
 });
 
 Deno.test("bad HF rows: missing column and empty choice list name the row; bad gold kept as -1", async () => {
-  const good = arcRows("arc_easy")[0]!;
+  // A valid row in allenai/ai2_arc's schema.
+  const good = {
+    id: "item-0",
+    question: "Which gas do plants take in from the air?",
+    choices: { text: ["oxygen", "carbon dioxide", "helium", "neon"], label: ["A", "B", "C", "D"] },
+    answerKey: "B",
+  };
   const dir = await Deno.makeTempDir({ prefix: "lowbit-hf-bad-" });
   try {
     const write = async (name: string, rows: Record<string, unknown>[]) => {
