@@ -9,7 +9,6 @@ import type { ResultRow } from "../results/row.ts";
 import type { EvalPool } from "./eval_pool.ts";
 
 const storiesTasks = await needs("hf-mirror", "data/tasks");
-const stories = await needs("hf-mirror");
 
 const dataDir = sharedPath("data");
 const ids = (r: TaskResult) => r.metrics.map((m) => m.metric);
@@ -53,7 +52,7 @@ storiesTasks.test("BoolQ passages longer than the context are left-truncated, an
   assert.equal(r.metrics[0]!.n, 3);
 });
 
-stories.test("--limit must be a positive integer", async () => {
+storiesTasks.test("--limit must be a positive integer", async () => {
   const model = await stories260K();
   await assert.rejects(
     () => getTask("piqa").run(model, { kernels: refKernels, dataDir, limit: 0 }),
