@@ -4,9 +4,8 @@
  * Corpora live under a data root chosen by the caller: the CLI's default is `data/` inside the
  * checkout, which holds the corpora marked `bundled` (TinyStories; see `data/README.md`), and
  * `--data DIR` or `LOWBIT_DATA=DIR` name a directory of the same layout holding the others. A
- * corpus is named
- * `id` (the whole file) or `id:split` (a documented part of it, see `splits.ts`); `file:PATH`
- * names any local text file. Plain-text corpora are read as one text; JSON-lines corpora (C4) as
+ * corpus is named `id` (the whole file) or `id:split` (a documented part of it, see `splits.ts`);
+ * `file:PATH` names any local text file. Plain-text corpora are read as one text; JSON-lines corpora (C4) as
  * a list of documents.
  *
  * @module
