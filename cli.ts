@@ -7,7 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { sharedDataDir } from "./core/paths.ts";
+import { bundledDataDir } from "./core/paths.ts";
 import {
   type GroupSetting,
   type MatrixSpec,
@@ -63,7 +63,8 @@ Usage: deno task bench --matrix w2-w8 [flags]
                      windows) or pileval-awq (AWQ's: documents concatenated and cut into
                      blocks); default: each method's own (AWQ: pileval-awq, 512 tokens, seed 42)
   --seed N           calibration sampling seed                                   [0]
-  --data DIR         dataset root (env LOWBIT_DATA; default ../shared/data)
+  --data DIR         dataset root (env LOWBIT_DATA); default: data/ in the repository, which
+                     holds TinyStories only (the default matrix's data)
   --out DIR          results directory (default results/runs/<matrix id>)
   --shard I/N        run part I of N (0-based; parts balanced by expected cost), for CI fan-out
   --threads N        worker threads for evaluation (default: the number of cores)
@@ -81,7 +82,12 @@ Usage: deno task bench --matrix w2-w8 [flags]
   -h, --help         this text
 
 Models: ${MODELS.items.map((m) => m.id).join(", ")} (downloads go through HF_ENDPOINT into the
-Hugging Face cache; HF_HUB_OFFLINE=1 forbids the network).`;
+Hugging Face cache; HF_HUB_OFFLINE=1 forbids the network).
+
+Datasets: TinyStories ships in data/ of the repository (the default root). The others (wikitext2,
+c4, the zero-shot and gsm8k files) are read from --data DIR or LOWBIT_DATA=DIR, a directory laid
+out as data/ (text/..., tasks/...), or, for ${HF_TASK_IDS.join(", ")},
+from the Hub with --tasks TASK=hf or TASK=hf://datasets/OWNER/NAME/PATH.`;
 
 /** `--act tensor,static,asym,clip=0.9,bmm` → activation settings. */
 function parseActFlag(text: string): ReturnType<typeof parseAct> {
@@ -354,7 +360,7 @@ async function main(argv: string[]): Promise<number> {
   if (!Number.isInteger(threads) || threads < 1) {
     throw new RangeError(`--threads must be a positive integer, got "${values.threads}"`);
   }
-  const dataDir = values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir();
+  const dataDir = values.data || Deno.env.get("LOWBIT_DATA") || bundledDataDir();
   const outDir = values.out ?? `results/runs/${spec.id}`;
   const onEvent = progressRenderer(values.quiet);
   const kernelThreads = values["kernel-threads"] === undefined

@@ -6,24 +6,24 @@
  *
  * @example Quantize stories260K to 4 bits and measure perplexity
  * ```ts ignore
- * import { loadModel, METHODS, getTask, refKernels } from "./mod.ts";
+ * import { bundledDataDir, loadModel, METHODS, getTask, refKernels } from "./mod.ts";
  * const model = await loadModel("stories260K");
  * const q = await METHODS.get("rtn").quantize(model, {
  *   wBits: 4, aBits: 16, granularity: "group", groupSize: 32, symmetric: false,
  * }, {}, { kernels: refKernels });
  * const result = await getTask("tinystories").run(
  *   { ...q, tokenizer: model.tokenizer },
- *   { kernels: refKernels, dataDir: "../shared/data", limit: 8 },
+ *   { kernels: refKernels, dataDir: bundledDataDir(), limit: 8 },
  * );
  * ```
  *
  * @example GPTQ at 3 bits, calibrated on TinyStories' first half, evaluated on its second half
  * ```ts ignore
- * import { drawCalibrationSet, DEFAULT_CALIBRATION, getTask, loadModel, METHODS, refKernels,
- *   resolveParams } from "./mod.ts";
+ * import { bundledDataDir, drawCalibrationSet, DEFAULT_CALIBRATION, getTask, loadModel, METHODS,
+ *   refKernels, resolveParams } from "./mod.ts";
  * const model = await loadModel("stories260K");
  * const calibration = await drawCalibrationSet(
- *   DEFAULT_CALIBRATION, model.tokenizer, model.config.maxSeqLen, "../shared/data");
+ *   DEFAULT_CALIBRATION, model.tokenizer, model.config.maxSeqLen, bundledDataDir());
  * const gptq = METHODS.get("gptq");
  * const q = await gptq.quantize(model, {
  *   wBits: 3, aBits: 16, granularity: "channel", symmetric: false,
@@ -179,6 +179,7 @@ export { EvalPool } from "./tasks/eval_pool.ts";
 export { datasetInfo, readDocuments, readTextDataset, TEXT_DATASETS } from "./corpora/text.ts";
 export type { CorpusRef, DatasetInfo, TextCorpus } from "./corpora/text.ts";
 export { applySplit, type SplitInfo } from "./corpora/splits.ts";
+export { bundledDataDir } from "./core/paths.ts";
 export type * from "./tasks/types.ts";
 export type { Kernels } from "./kernels/types.ts";
 export { refKernels } from "./kernels/ref/mod.ts";

@@ -5,6 +5,7 @@ import { createKvCache, layerForward } from "../models/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix, RopeStyle } from "../models/types.ts";
 import { assertClose, directionalGrad, dot } from "../testing/gradcheck.ts";
 import { random64 } from "../testing/random.ts";
+import { needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import {
   blockBackward,
@@ -13,6 +14,8 @@ import {
   type BlockWeights,
   zeroLinearGrads,
 } from "./block.ts";
+
+const stories = await needs("hf-mirror");
 
 function synthetic(style: RopeStyle, seed: number) {
   const config: LlamaConfig = {
@@ -62,7 +65,7 @@ function relDiff(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(num / den);
 }
 
-Deno.test("blockForward equals models/forward.ts layerForward: stories260K blocks (interleaved RoPE, WASM and reference kernels) and a synthetic half-RoPE GQA block", async () => {
+stories.test("blockForward equals models/forward.ts layerForward: stories260K blocks (interleaved RoPE, WASM and reference kernels) and a synthetic half-RoPE GQA block", async () => {
   const model = await stories260K();
   const wasm = await wasmKernels();
   const T = 40;

@@ -9,7 +9,8 @@
  * Usage: `deno run --allow-read --allow-write --allow-env --allow-net bench/kernels_e2e.ts
  * [--windows N] [--context T] [--backend wasm|wasm-fma]` (default: every window of the file at
  * the model's context of 512; the reference takes a few minutes). The model comes from the
- * `../shared` mirror, as in tests. Ratios are meaningful only on an otherwise idle machine.
+ * `../shared` mirror (or the Hub), as in tests; the text is the repository's copy (`data/`).
+ * Ratios are meaningful only on an otherwise idle machine.
  *
  * @module
  */
@@ -20,7 +21,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { evaluatePerplexity, makeWindows } from "../tasks/perplexity.ts";
 import { scoreWindow, windowLogProbs } from "../tasks/window_score.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 
 /** One backend's perplexity run. */
@@ -51,7 +52,7 @@ export async function perplexitySpeed(
   if (context > model.config.maxSeqLen) {
     throw new RangeError(`context ${context} exceeds stories260K's ${model.config.maxSeqLen}`);
   }
-  const text = await Deno.readTextFile(sharedPath(FILE));
+  const text = await Deno.readTextFile(`${bundledDataDir()}/${FILE}`);
   const stream = model.tokenizer.encode(text, { bos: false });
   const windows = makeWindows(stream, context, model.tokenizer.bosId, options.windows);
   const vocab = model.config.vocabSize;
@@ -85,13 +86,13 @@ export async function perplexityTask(
   windows?: number,
 ): Promise<{ readonly seconds: number; readonly ppl: number }> {
   const model = await stories260K();
-  const path = sharedPath(FILE);
+  const path = `${bundledDataDir()}/${FILE}`;
   const text = await Deno.readTextFile(path);
   const dataset = { id: "tinystories", path, bytes: text.length, sha256: "bench" };
   const t0 = performance.now();
   const r = await evaluatePerplexity(model, text, {
     kernels,
-    dataDir: sharedPath("data"),
+    dataDir: bundledDataDir(),
     ...(windows === undefined ? {} : { limit: windows }),
   }, dataset);
   return {
@@ -100,7 +101,7 @@ export async function perplexityTask(
   };
 }
 
-const FILE = "data/text/tinystories/tinystories_val_head.txt";
+const FILE = "text/tinystories/tinystories_val_head.txt";
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

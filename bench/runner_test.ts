@@ -2,11 +2,13 @@ import assert from "node:assert/strict";
 import { planMatrix, type RunEvent, runMatrix } from "./runner.ts";
 import type { MatrixSpec } from "./matrix.ts";
 import { sandbox } from "../testing/sandbox.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import type { ResultRow } from "../results/row.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+
+const dataDir = bundledDataDir();
 const cli = new URL("../cli.ts", import.meta.url).pathname;
 
 async function readJsonl(path: string): Promise<ResultRow[]> {
@@ -14,7 +16,7 @@ async function readJsonl(path: string): Promise<ResultRow[]> {
   return text.trim().split("\n").map((l) => JSON.parse(l));
 }
 
-Deno.test("runMatrix(): unsupported and failing cells become rows, never stop the matrix; reruns skip finished cells", async () => {
+stories.test("runMatrix(): unsupported and failing cells become rows, never stop the matrix; reruns skip finished cells", async () => {
   await using sb = await sandbox("lowbit-run-");
   const short = `${sb.dir}/short.txt`;
   await Deno.writeTextFile(short, "Too short for one window of 511 tokens.");
@@ -81,7 +83,7 @@ Deno.test("runMatrix(): unsupported and failing cells become rows, never stop th
   assert.equal((await readJsonl(`${out}/results.jsonl`)).length, 10);
 });
 
-Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid ones", async () => {
+stories.test("runMatrix(): unknown ids fail before any compute, listing the valid ones", async () => {
   await using sb = await sandbox("lowbit-run-");
   const base: MatrixSpec = {
     id: "t",
@@ -109,7 +111,7 @@ Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid o
   await assert.rejects(Deno.stat(`${sb.dir}/out`), Deno.errors.NotFound);
 });
 
-Deno.test("a killed bench run leaves no partial row and resumes without duplicates", async () => {
+stories.test("a killed bench run leaves no partial row and resumes without duplicates", async () => {
   await using sb = await sandbox("lowbit-run-");
   const out = `${sb.dir}/out`;
   const args = [
@@ -171,7 +173,7 @@ Deno.test("a killed bench run leaves no partial row and resumes without duplicat
   assert.match(stdout, /\| stories260K \| tinystories:eval \(3 win\) \| rtn +\| W2A16g32/);
 });
 
-Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is valid", async () => {
+stories.test("cli: bad flags and ids exit with code 2 and a message naming what is valid", async () => {
   await using sb = await sandbox("lowbit-run-");
   let env: Record<string, string> = { HF_HUB_OFFLINE: "1" };
   const run = async (...args: string[]) => {
@@ -205,7 +207,7 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
   assert.match(d.err, /range end below start/);
 });
 
-Deno.test("GPTQ rows: the same seed gives identical rows with the offsets recorded; another seed other offsets", async () => {
+stories.test("GPTQ rows: the same seed gives identical rows with the offsets recorded; another seed other offsets", async () => {
   await using sb = await sandbox("lowbit-run-");
   const spec: MatrixSpec = {
     id: "g",
@@ -253,7 +255,7 @@ Deno.test("GPTQ rows: the same seed gives identical rows with the offsets record
   assert.equal(c[0]!.cellId, fp!.cellId, "the FP cell does not depend on calibration");
 });
 
-Deno.test("runMatrix(): a malformed dataset line fails the cell naming file and line; --skip-malformed counts it in the row", async () => {
+stories.test("runMatrix(): a malformed dataset line fails the cell naming file and line; --skip-malformed counts it in the row", async () => {
   await using sb = await sandbox("lowbit-run-skip-");
   // ARC rows in allenai/ai2_arc's schema: a good item, an answerKey naming no choice, a broken
   // line, and a good item with digit labels.
@@ -302,7 +304,7 @@ Deno.test("runMatrix(): a malformed dataset line fails the cell naming file and 
   assert.equal(row.task.dataset!.path, file);
 });
 
-Deno.test("cli: --tasks TASK=FILE with --skip-malformed records the skipped lines in every row", async () => {
+stories.test("cli: --tasks TASK=FILE with --skip-malformed records the skipped lines in every row", async () => {
   await using sb = await sandbox("lowbit-cli-skip-");
   const file = `${sb.dir}/gsm8k.jsonl`;
   const q = (answer: string) => JSON.stringify({ question: "1 + 1?", answer });
@@ -404,4 +406,107 @@ Deno.test("AWQ rows: each method's own calibration (AWQ's pileval-awq recipe, GP
   assert.equal(awqCell.calibration!.spec.seed, 42, "AWQ's seed, the matrix sets none");
   assert.equal(awqCell.calibration!.windows[0]![0], 1, "BOS windows");
   assert.notEqual(awqCell.cellId, a!.cellId);
+});
+
+stories.test("cli: datasets come from data/ in the repository unless --data or LOWBIT_DATA is given; a dataset that is not bundled exits 2 naming them, with no row", async () => {
+  await using sb = await sandbox("lowbit-cli-data-");
+  // The child sees this process's environment without LOWBIT_DATA, plus `env`.
+  const { LOWBIT_DATA: _, ...inherited } = Deno.env.toObject();
+  const run = async (env: Record<string, string>, ...args: string[]) => {
+    const o = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        cli,
+        "--methods",
+        "rtn",
+        "--bits",
+        "4",
+        "--group",
+        "channel",
+        "--quiet",
+        ...args,
+      ],
+      env: { ...inherited, ...sb.vars, ...env },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    return { code: o.code, out: dec.decode(o.stdout), err: dec.decode(o.stderr) };
+  };
+  const ids = (stdout: string) =>
+    stdout.trim().split("\n").filter((l) => / stories260K /.test(l)).map((l) => l.split(" ")[0]);
+  // The committed copy, and its checksum from the shared fixtures' SHA256SUMS.
+  const bundled = new URL("../data/text/tinystories/tinystories_val_head.txt", import.meta.url);
+  const sha = "5fc1fb0113df62b567fb271806cd645ce8d75f59c58ca0b764c03d3b6ff34ca6";
+
+  // No --data and no LOWBIT_DATA: the bundled file.
+  const out = `${sb.dir}/default`;
+  const def = await run({}, "--tasks", "tinystories:eval", "--limit", "1", "--out", out);
+  assert.equal(def.code, 0, def.err);
+  const rows = await readJsonl(`${out}/results.jsonl`);
+  assert.equal(rows.length, 2);
+  for (const r of rows) {
+    assert.equal(r.status, "ok");
+    assert.equal(r.task.dataset!.path, decodeURIComponent(bundled.pathname));
+    assert.equal(r.task.dataset!.sha256, sha);
+  }
+
+  // The same bytes elsewhere (--data or LOWBIT_DATA): another path, the same cell ids.
+  const other = `${sb.dir}/my data`;
+  await Deno.mkdir(`${other}/text/tinystories`, { recursive: true });
+  await Deno.copyFile(bundled, `${other}/text/tinystories/tinystories_val_head.txt`);
+  const plan = ["--tasks", "tinystories:eval", "--limit", "1", "--dry-run"];
+  const byFlag = await run({}, ...plan, "--data", other);
+  const byEnv = await run({ LOWBIT_DATA: other }, ...plan);
+  assert.equal(byFlag.code, 0, byFlag.err);
+  assert.equal(byEnv.code, 0, byEnv.err);
+  assert.deepEqual(ids(byFlag.out), rows.map((r) => r.cellId));
+  assert.deepEqual(ids(byEnv.out), rows.map((r) => r.cellId));
+  // An empty LOWBIT_DATA (an unset repository variable in a workflow) means unset.
+  const byEmpty = await run({ LOWBIT_DATA: "" }, ...plan);
+  assert.equal(byEmpty.code, 0, byEmpty.err);
+  assert.deepEqual(ids(byEmpty.out), rows.map((r) => r.cellId));
+  const copied = await run(
+    { LOWBIT_DATA: other },
+    "--tasks",
+    "tinystories:eval",
+    "--limit",
+    "1",
+    "--out",
+    `${sb.dir}/copied`,
+  );
+  assert.equal(copied.code, 0, copied.err);
+  const moved = await readJsonl(`${sb.dir}/copied/results.jsonl`);
+  assert.equal(
+    moved[0]!.task.dataset!.path,
+    `${other}/text/tinystories/tinystories_val_head.txt`,
+  );
+  assert.equal(moved[0]!.task.dataset!.sha256, sha);
+  assert.deepEqual(moved.map((r) => r.metrics), rows.map((r) => r.metrics));
+
+  // A data directory replaces data/: TinyStories missing there is an error, not a fallback.
+  const empty = `${sb.dir}/empty`;
+  await Deno.mkdir(empty);
+  const noStories = await run({}, ...plan, "--data", empty);
+  assert.equal(noStories.code, 2);
+  assert.match(noStories.err, /"tinystories:eval" not found at .*empty\/text\/tinystories\//);
+
+  // Datasets that do not ship: exit 2 before any compute, naming where they can come from.
+  for (
+    const [task, rel, hub] of [
+      ["wikitext2", "text/wikitext2/wiki.test.raw", false],
+      ["arc_easy", "tasks/llm-foundry/arc_easy.jsonl", true],
+      ["gsm8k", "tasks/gsm8k/test.jsonl", true],
+    ] as const
+  ) {
+    const o = `${sb.dir}/missing-${task}`;
+    const r = await run({}, "--tasks", task, "--limit", "1", "--out", o);
+    assert.equal(r.code, 2, `${task}: ${r.err}`);
+    assert.ok(r.err.includes(rel), `${task}: names ${rel}: ${r.err}`);
+    assert.match(r.err, /--data DIR or LOWBIT_DATA=DIR/);
+    if (hub) assert.match(r.err, new RegExp(`${task}.*--tasks TASK=hf or TASK=hf://datasets/`));
+    await assert.rejects(Deno.stat(o), Deno.errors.NotFound, `${task}: no results directory`);
+  }
 });

@@ -4,7 +4,9 @@ import { parseMethodSpec, sweepParam } from "./method_spec.ts";
 import { runMatrix } from "./runner.ts";
 import { quantLabel } from "../methods/types.ts";
 import { sandbox } from "../testing/sandbox.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
+
+const stories = await needs("hf-mirror");
 
 const preset = async (id: string) => {
   const file = new URL(`./presets/${id}.json`, import.meta.url);
@@ -73,7 +75,7 @@ Deno.test("configurations, activation settings and chains parse, or fail naming 
   ]);
 });
 
-Deno.test("runMatrix(): weight-activation rows record the activation quantizer and its zero share; activation widths a method does not train through and impossible bits are unsupported", async () => {
+stories.test("runMatrix(): weight-activation rows record the activation quantizer and its zero share; activation widths a method does not train through and impossible bits are unsupported", async () => {
   await using sb = await sandbox("lowbit-wa-");
   const rows = await runMatrix({
     id: "wa-test",
@@ -86,7 +88,7 @@ Deno.test("runMatrix(): weight-activation rows record the activation quantizer a
     symmetric: true,
     limit: 1,
     calibration: { source: "tinystories", samples: 4, seqLen: 64, seed: 0 },
-  }, { outDir: `${sb.dir}/out`, dataDir: sharedPath("data"), env: sb.env });
+  }, { outDir: `${sb.dir}/out`, dataDir: bundledDataDir(), env: sb.env });
   const row = (method: string, label: string) =>
     rows.find((r) => r.method.spec === method && r.quant.label === label)!;
   const rtn = row("rtn", "W8A8s");

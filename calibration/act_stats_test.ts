@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { collectActivationStats } from "./act_stats.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
+import { needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import type { LlamaLayer } from "../models/types.ts";
 
+const stories = await needs("hf-mirror");
+
 const WINDOW = [1, 403, 407, 261, 378, 429, 282, 344];
 
-Deno.test("activation statistics: per-channel extremes of each site; the q/k/v input is the normed embedding", async () => {
+stories.test("activation statistics: per-channel extremes of each site; the q/k/v input is the normed embedding", async () => {
   const model = await stories260K();
   const stats = collectActivationStats(model, [WINDOW], refKernels);
   assert.equal(stats.length, model.config.nLayers);
@@ -32,7 +35,7 @@ Deno.test("activation statistics: per-channel extremes of each site; the q/k/v i
   assert.equal(stats[0]!.down.absMax.length, model.config.hiddenDim);
 });
 
-Deno.test("NaN reaching the calibration statistics fails naming the layer and site", async () => {
+stories.test("NaN reaching the calibration statistics fails naming the layer and site", async () => {
   const model = await stories260K();
   const layers = [...model.weights.layers];
   const o = layers[2]!.o;

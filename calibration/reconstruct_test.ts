@@ -4,10 +4,12 @@ import { dequantizePacked, quantizeMatrix } from "../core/quantizer.ts";
 import { flexRoundLearner } from "../methods/flexround_learner.ts";
 import { LINEAR_KINDS, type LlamaWeights } from "../models/types.ts";
 import { listLinears } from "../models/linears.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { drawCalibrationSet } from "./set.ts";
 import { reconstructBlocks, type ReconstructionOptions } from "./reconstruct.ts";
+
+const stories = await needs("hf-mirror");
 
 const kernels = refKernels;
 const spec = { bits: 3, symmetric: false, clipping: false };
@@ -23,7 +25,7 @@ async function setup(n: number) {
     { source: "tinystories", samples: 16, seqLen: 64, seed: 0 },
     model.tokenizer,
     model.config.maxSeqLen,
-    sharedPath("data"),
+    bundledDataDir(),
   );
   return { small, calib };
 }
@@ -37,7 +39,7 @@ function rtnLinears(w: LlamaWeights) {
   );
 }
 
-Deno.test("reconstructBlocks with FlexRound lowers the reconstruction loss of a stories260K block from its RTN start, epoch by epoch in expectation, and folds to packed codes", async () => {
+stories.test("reconstructBlocks with FlexRound lowers the reconstruction loss of a stories260K block from its RTN start, epoch by epoch in expectation, and folds to packed codes", async () => {
   const { small, calib } = await setup(1);
   const r = reconstructBlocks(small, calib, (l, _i, k) => flexRoundLearner(l, spec, k), base);
   const b = r.blocks[0]!;
@@ -60,7 +62,7 @@ Deno.test("reconstructBlocks with FlexRound lowers the reconstruction loss of a 
   assert.equal(r.diagnostics[0]!.stats!.reconLossFinal, b.finalLoss);
 });
 
-Deno.test("flexRoundLearner starts on the RTN grid: its initial fold equals round-to-nearest", async () => {
+stories.test("flexRoundLearner starts on the RTN grid: its initial fold equals round-to-nearest", async () => {
   const { small } = await setup(1);
   const folded = flexRoundLearner(small.weights.layers[0]!, spec, kernels).fold();
   const rtn = rtnLinears(small.weights);
@@ -73,7 +75,7 @@ Deno.test("flexRoundLearner starts on the RTN grid: its initial fold equals roun
   });
 });
 
-Deno.test("NaN/Inf guard: a NaN injected at a step stops that block, which falls back to its RTN state and is reported; other blocks train", async () => {
+stories.test("NaN/Inf guard: a NaN injected at a step stops that block, which falls back to its RTN state and is reported; other blocks train", async () => {
   const { small, calib } = await setup(2);
   const r = reconstructBlocks(small, calib, (l, _i, k) => flexRoundLearner(l, spec, k), {
     ...base,
@@ -97,7 +99,7 @@ Deno.test("NaN/Inf guard: a NaN injected at a step stops that block, which falls
   assert.ok(Math.abs(b0!.finalLoss - b0!.initialLoss) <= 1e-6 * b0!.initialLoss);
 });
 
-Deno.test("reconstructBlocks is deterministic for a seed and refuses non-positive epochs, batch size or learning rate", async () => {
+stories.test("reconstructBlocks is deterministic for a seed and refuses non-positive epochs, batch size or learning rate", async () => {
   const { small, calib } = await setup(1);
   const run = (seed: number) =>
     reconstructBlocks(small, calib, (l, _i, k) => flexRoundLearner(l, spec, k), {

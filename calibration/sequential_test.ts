@@ -4,7 +4,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
 import type { LlamaWeights, Matrix } from "../models/types.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import {
   type LinearInputs,
@@ -14,7 +14,10 @@ import {
 } from "./sequential.ts";
 import { type CalibrationSet, DEFAULT_CALIBRATION, drawCalibrationSet } from "./set.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+const storiesMoe = await needs("hf-mirror", "models/stories260K-moe");
+
+const dataDir = bundledDataDir();
 const kernels = refKernels;
 
 async function smallSet(): Promise<CalibrationSet> {
@@ -77,7 +80,7 @@ function maxRelDiff(a: Float64Array, b: Float64Array): number {
   return num / den;
 }
 
-Deno.test("layer 0's q Gram is Σ x xᵀ of the RMS-normalized embeddings (computed by hand)", async () => {
+stories.test("layer 0's q Gram is Σ x xᵀ of the RMS-normalized embeddings (computed by hand)", async () => {
   const model = await stories260K();
   const calib = await smallSet();
   const { seen, result } = collect(model, calib);
@@ -115,7 +118,7 @@ Deno.test("layer 0's q Gram is Σ x xᵀ of the RMS-normalized embeddings (compu
   ]);
 });
 
-Deno.test("with unchanged weights the staged and one-stage passes see the same inputs", async () => {
+stories.test("with unchanged weights the staged and one-stage passes see the same inputs", async () => {
   const model = await stories260K();
   const calib = await smallSet();
   const staged = collect(model, calib, undefined, true);
@@ -128,7 +131,7 @@ Deno.test("with unchanged weights the staged and one-stage passes see the same i
   }
 });
 
-Deno.test("the next block is calibrated on the quantized block's outputs", async () => {
+stories.test("the next block is calibrated on the quantized block's outputs", async () => {
   const model = await stories260K();
   const calib = await smallSet();
   const zeroDown = (inp: LinearInputs): Matrix =>
@@ -149,7 +152,7 @@ Deno.test("the next block is calibrated on the quantized block's outputs", async
   assert.ok(model.weights.layers[0]!.mlp.down.data.some((v) => v !== 0));
 });
 
-Deno.test("true-sequential: o's inputs see the already quantized v (halving v scales o's Gram by ¼)", async () => {
+stories.test("true-sequential: o's inputs see the already quantized v (halving v scales o's Gram by ¼)", async () => {
   const model = await stories260K();
   const calib = await smallSet();
   const halveV = (inp: LinearInputs): Matrix =>
@@ -171,7 +174,7 @@ Deno.test("relativeReconstructionError() = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ), by h
   assert.equal(relativeReconstructionError(w, w, g, kernels), 0);
 });
 
-Deno.test("MoE blocks: each expert is calibrated on its routed tokens; a starved expert falls back to every token, never NaN", async () => {
+storiesMoe.test("MoE blocks: each expert is calibrated on its routed tokens; a starved expert falls back to every token, never NaN", async () => {
   const calib = await smallSet();
   const moe = await loadModel(sharedPath("models/stories260K-moe"));
   const N = calib.windows.reduce((n, w) => n + w.length, 0);
@@ -215,7 +218,7 @@ Deno.test("MoE blocks: each expert is calibrated on its routed tokens; a starved
   }
 });
 
-Deno.test("quantizeSequential() names a layer fed NaN", async () => {
+stories.test("quantizeSequential() names a layer fed NaN", async () => {
   const calib = await smallSet();
   const model = await stories260K();
   const layers = [...model.weights.layers];

@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { calibrationCorpus, DEFAULT_CALIBRATION, drawCalibrationSet } from "./set.ts";
 import { readDocuments, readTextDataset } from "../corpora/text.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+const storiesC4 = await needs("hf-mirror", "data/text/c4/c4_validation_2k.jsonl");
 
-Deno.test("the default calibration set: 128 BOS windows of 256 tokens from TinyStories' calib half", async () => {
+const dataDir = bundledDataDir();
+
+stories.test("the default calibration set: 128 BOS windows of 256 tokens from TinyStories' calib half", async () => {
   const model = await stories260K();
   const tok = model.tokenizer;
   const set = await drawCalibrationSet(DEFAULT_CALIBRATION, tok, 512, dataDir);
@@ -29,7 +32,7 @@ Deno.test("the default calibration set: 128 BOS windows of 256 tokens from TinyS
   assert.ok(Math.min(...set.offsets) < stream.length * 0.2);
 });
 
-Deno.test("the same seed draws the same tokens; another seed other offsets", async () => {
+stories.test("the same seed draws the same tokens; another seed other offsets", async () => {
   const tok = (await stories260K()).tokenizer;
   const spec = { ...DEFAULT_CALIBRATION, samples: 16, seqLen: 64 };
   const a = await drawCalibrationSet(spec, tok, 512, dataDir);
@@ -41,15 +44,15 @@ Deno.test("the same seed draws the same tokens; another seed other offsets", asy
   assert.notEqual(a.tokensSha256, c.tokensSha256);
 });
 
-Deno.test("c4 windows come from documents long enough, at the recorded places", async () => {
+storiesC4.test("c4 windows come from documents long enough, at the recorded places", async () => {
   const tok = (await stories260K()).tokenizer;
   const set = await drawCalibrationSet(
     { source: "c4", samples: 8, seqLen: 128, seed: 0 },
     tok,
     512,
-    dataDir,
+    sharedPath("data"),
   );
-  const { documents } = await readDocuments("c4", dataDir);
+  const { documents } = await readDocuments("c4", sharedPath("data"));
   assert.equal(set.documents?.length, 8);
   set.windows.forEach((w, i) => {
     const doc = tok.encode(documents[set.documents![i]!]!, { bos: false });
@@ -60,7 +63,7 @@ Deno.test("c4 windows come from documents long enough, at the recorded places", 
   assert.match(String(set.protocol.caveat), /not GPTQ's c4 protocol/);
 });
 
-Deno.test("bad calibration specs fail before any compute, naming the limit", async () => {
+stories.test("bad calibration specs fail before any compute, naming the limit", async () => {
   const tok = (await stories260K()).tokenizer;
   const spec = DEFAULT_CALIBRATION;
   await assert.rejects(

@@ -9,11 +9,13 @@ import { forward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
 import type { DenseMlp, LlamaConfig, LlamaLayer, LlamaWeights, MoeMlp } from "../models/types.ts";
 import { foldSmoothing } from "../methods/smoothing.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { randomMatrix } from "../testing/random.ts";
 import { collectActivationStats } from "./act_stats.ts";
 import { type LinearInputs, quantizeSequential } from "./sequential.ts";
 import { type CalibrationSet, DEFAULT_CALIBRATION, drawCalibrationSet } from "./set.ts";
+
+const moeHf = await needs("models/stories260K-moe", "models/stories260K-hf");
 
 async function qwenLike(): Promise<{ config: LlamaConfig; weights: LlamaWeights }> {
   const moe = await loadModel(sharedPath("models", "stories260K-moe"));
@@ -48,11 +50,11 @@ async function smallSet(model: { config: LlamaConfig }): Promise<CalibrationSet>
     { ...DEFAULT_CALIBRATION, samples: 4, seqLen: 32 },
     tok,
     model.config.maxSeqLen,
-    sharedPath("data"),
+    bundledDataDir(),
   );
 }
 
-Deno.test("sequential calibration: the shared expert is calibrated on every token, routed experts on theirs", async () => {
+moeHf.test("sequential calibration: the shared expert is calibrated on every token, routed experts on theirs", async () => {
   const model = await qwenLike();
   const calib = await smallSet(model);
   const N = calib.windows.reduce((n, w) => n + w.length, 0);
@@ -80,7 +82,7 @@ Deno.test("sequential calibration: the shared expert is calibrated on every toke
   assert.deepEqual(b, a);
 });
 
-Deno.test("smoothing a block with a shared expert scales every reader of the MLP input: logits unchanged", async () => {
+moeHf.test("smoothing a block with a shared expert scales every reader of the MLP input: logits unchanged", async () => {
   const model = await qwenLike();
   const layers = model.weights.layers.map((_, l) => ({
     qkv: randomMatrix(64, 50 + l, 0.5).map((x) => Math.exp(x)),
@@ -113,7 +115,7 @@ Deno.test("smoothing a block with a shared expert scales every reader of the MLP
   assert.ok(e > 1e-3);
 });
 
-Deno.test("activation statistics: the shared expert is the last expert, sees every token, uncapped", async () => {
+moeHf.test("activation statistics: the shared expert is the last expert, sees every token, uncapped", async () => {
   const model = await qwenLike();
   const calib = await smallSet(model);
   const N = calib.windows.reduce((n, w) => n + w.length, 0);

@@ -4,7 +4,13 @@
  * @module
  */
 
-/** `../shared/data` beside the checkout: the default dataset root (override: `--data`, `LOWBIT_DATA`). */
-export function sharedDataDir(): string {
-  return new URL("../../shared/data", import.meta.url).pathname;
+import { fileURLToPath } from "node:url";
+
+/**
+ * `data/` inside the checkout: the datasets that ship with lowbit (TinyStories' evaluation text,
+ * see `data/README.md`), laid out as any data root. The default dataset root; `--data DIR` or
+ * `LOWBIT_DATA=DIR` choose another one.
+ */
+export function bundledDataDir(): string {
+  return fileURLToPath(new URL("../data", import.meta.url));
 }

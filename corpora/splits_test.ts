@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { applySplit, findBlankLine } from "./splits.ts";
 import { readTextDataset, resolveCorpus } from "./text.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir } from "../testing/fixtures.ts";
 
-const dataDir = sharedPath("data");
+const dataDir = bundledDataDir();
 const enc = new TextEncoder();
 
 Deno.test("applySplit() cuts at the first blank line at or after the middle byte", () => {
@@ -25,7 +25,7 @@ Deno.test("applySplit() cuts at the first blank line at or after the middle byte
 });
 
 Deno.test("tinystories calib and eval halves partition the file around one blank line", async () => {
-  const whole = await Deno.readFile(sharedPath("data/text/tinystories/tinystories_val_head.txt"));
+  const whole = await Deno.readFile(`${dataDir}/text/tinystories/tinystories_val_head.txt`);
   const calib = await readTextDataset("tinystories:calib", dataDir);
   const evalHalf = await readTextDataset("tinystories:eval", dataDir);
   const c = calib.info.split!;

@@ -1,10 +1,11 @@
 /**
  * Text corpora: where they are, what their bytes hash to, and their named splits.
  *
- * Corpora live under a data root chosen by the caller (CLI flag `--data`, environment variable
- * `LOWBIT_DATA`; the CLI's default is `../shared/data` beside the checkout). A corpus is named
- * `id` (the whole file) or `id:split` (a documented part of it, see `splits.ts`); `file:PATH`
- * names any local text file. Plain-text corpora are read as one text; JSON-lines corpora (C4) as
+ * Corpora live under a data root chosen by the caller: the CLI's default is `data/` inside the
+ * checkout, which holds the corpora marked `bundled` (TinyStories; see `data/README.md`), and
+ * `--data DIR` or `LOWBIT_DATA=DIR` name a directory of the same layout holding the others. A
+ * corpus is named `id` (the whole file) or `id:split` (a documented part of it, see `splits.ts`);
+ * `file:PATH` names any local text file. Plain-text corpora are read as one text; JSON-lines corpora (C4) as
  * a list of documents.
  *
  * @module
@@ -42,6 +43,8 @@ export interface TextCorpus {
   readonly splits?: readonly string[];
   /** Said in rows and `--help` where using the corpus needs a caveat. */
   readonly caveat?: string;
+  /** Whether the file ships in the repository's `data/` (the default data root). */
+  readonly bundled?: boolean;
 }
 
 /** Text corpora for perplexity and calibration. */
@@ -53,6 +56,7 @@ export const TEXT_DATASETS: readonly TextCorpus[] = [
     license: "CDLA-Sharing-1.0",
     format: "text",
     splits: ["calib", "eval"],
+    bundled: true,
   },
   {
     id: "wikitext2",
@@ -118,10 +122,23 @@ export function resolveCorpus(ref: string, dataDir: string): CorpusRef {
 }
 
 /**
- * Reads a file, naming the data root when it is missing. A data root that is an `http(s):` URL
- * (the browser page) is read with `fetch`.
+ * What to do about a dataset file missing under a data root: `rel` is its path below the root.
+ * Only TinyStories ships with lowbit (in `data/`, the default root); the others come from a data
+ * directory of the same layout.
  */
-async function readBytes(ref: string, path: string): Promise<Uint8Array> {
+export function missingDatasetHint(rel: string): string {
+  return `lowbit bundles only ${
+    TEXT_DATASETS.filter((d) => d.bundled).map((d) => d.path).join(", ")
+  } (in data/ of the repository, the default data root); for other datasets set --data DIR ` +
+    `or LOWBIT_DATA=DIR to a directory holding ${rel}`;
+}
+
+/**
+ * Reads a corpus file, naming the data root and how to set it when the file is missing. A data
+ * root that is an `http(s):` URL (the browser page) is read with `fetch`.
+ */
+async function readBytes(r: CorpusRef): Promise<Uint8Array> {
+  const { ref, path } = r;
   try {
     if (/^https?:\/\//.test(path)) {
       const res = await fetch(path);
@@ -134,8 +151,10 @@ async function readBytes(ref: string, path: string): Promise<Uint8Array> {
     return await Deno.readFile(path);
   } catch (e) {
     throw new NotAvailableError(
-      `Dataset "${ref}" not found at ${path}: set --data or LOWBIT_DATA to the directory holding ` +
-        `the datasets (the default is ../shared/data beside the checkout)`,
+      r.corpus
+        ? `Dataset "${ref}" not found at ${path}: ${missingDatasetHint(r.corpus.path)}, or give ` +
+          `the file itself as file:PATH`
+        : `Dataset "${ref}" not found at ${path}: expected a readable text file`,
       { cause: e },
     );
   }
@@ -158,7 +177,7 @@ export async function readTextDataset(
   if (r.corpus?.format === "jsonl") {
     throw new TypeError(`Corpus "${ref}" is a set of documents; read it with readDocuments()`);
   }
-  const bytes = await readBytes(ref, r.path);
+  const bytes = await readBytes(r);
   const base = { id: ref, path: r.path, bytes: bytes.length, sha256: await sha256Hex(bytes) };
   if (r.split === undefined) return { text: decodeUtf8(ref, r.path, bytes), info: base };
   const part = applySplit(r.corpus!.id, r.split, bytes);
@@ -177,7 +196,7 @@ export async function readDocuments(
   if (r.corpus?.format !== "jsonl") {
     throw new TypeError(`Corpus "${ref}" is one running text; read it with readTextDataset()`);
   }
-  const bytes = await readBytes(ref, r.path);
+  const bytes = await readBytes(r);
   const text = decodeUtf8(ref, r.path, bytes);
   const documents: string[] = [];
   text.split("\n").forEach((line, i) => {

@@ -17,7 +17,7 @@ import { cellParams, quantizeCell } from "../bench/cell.ts";
 import { parseMethodSpec } from "../bench/method_spec.ts";
 import { type GroupSetting, quantFor } from "../bench/matrix.ts";
 import { gitState } from "../bench/runner.ts";
-import { sharedDataDir } from "../core/paths.ts";
+import { bundledDataDir } from "../core/paths.ts";
 import { selectKernels } from "../kernels/backend.ts";
 import { getMethod, METHODS } from "../methods/mod.ts";
 import type { Method } from "../methods/types.ts";
@@ -54,7 +54,7 @@ Usage: deno task export --model ID --method SPEC --bits N --group G --format FOR
   --calib SOURCE     calibration corpus for calibrated methods                [tinystories]
   --calib-samples N  calibration windows                                      [128]
   --calib-seqlen N   tokens per calibration window                            [256]
-  --data DIR         dataset root                                             [../shared/data]
+  --data DIR         dataset root (env LOWBIT_DATA)              [data/ in the repository]
   --backend NAME     kernels for the method (as the bench)                    [auto]
   --help
 
@@ -205,7 +205,7 @@ export async function main(args: string[]): Promise<number> {
       },
       model.tokenizer,
       model.config.maxSeqLen,
-      values.data ?? Deno.env.get("LOWBIT_DATA") ?? sharedDataDir(),
+      values.data ?? (Deno.env.get("LOWBIT_DATA") || bundledDataDir()),
     );
   }
   // RTN's scales are chosen by a pluggable chooser: for formats that store float16 scales, pick

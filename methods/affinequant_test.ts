@@ -4,14 +4,16 @@ import { reconstructBlocks } from "../calibration/reconstruct.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { listLinears } from "../models/linears.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { affineInitScales, affinequant, columnMax, quantizeAffineQuant } from "./affinequant.ts";
 import { affineQuantLearner, type AffineQuantSpec } from "./affinequant_learner.ts";
 import { METHODS } from "./mod.ts";
 import { type QuantConfig, resolveParams } from "./types.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+
+const dataDir = bundledDataDir();
 
 /** stories260K cut to its first `n` blocks, and a small calibration set (16 × 64 tokens). */
 async function setup(n: number, samples = 16, seqLen = 64) {
@@ -47,7 +49,7 @@ Deno.test("affineInitScales and columnMax: hand-computed SmoothQuant diagonal wi
   assert.ok(Math.abs(affineInitScales([0], [1], 1)[0]! - 1e-5) < 1e-12);
 });
 
-Deno.test("reconstructBlocks with the AffineQuant learner lowers a stories260K block's loss from its initial state, epoch by epoch in expectation, with the mask growing to full", async () => {
+stories.test("reconstructBlocks with the AffineQuant learner lowers a stories260K block's loss from its initial state, epoch by epoch in expectation, with the mask growing to full", async () => {
   const { small, calib } = await setup(1);
   const c = small.config;
   const spec: AffineQuantSpec = {
@@ -75,7 +77,7 @@ Deno.test("reconstructBlocks with the AffineQuant learner lowers a stories260K b
   assert.equal(r.packed.size, 7);
 });
 
-Deno.test("AffineQuant W4A4: training through the per-token activation quantizer lowers a block's loss", async () => {
+stories.test("AffineQuant W4A4: training through the per-token activation quantizer lowers a block's loss", async () => {
   const { small, calib } = await setup(1);
   const c = small.config;
   const spec: AffineQuantSpec = {
@@ -113,7 +115,7 @@ Deno.test("AffineQuant W4A4: training through the per-token activation quantizer
   assert.notDeepEqual(r.weights.layers[0]!.attnNorm, small.weights.layers[0]!.attnNorm);
 });
 
-Deno.test("affinequant: a forced NaN is caught, reported in the notes and the block falls back to its initial state; a singular affine matrix is recorded per block the same way", async () => {
+stories.test("affinequant: a forced NaN is caught, reported in the notes and the block falls back to its initial state; a singular affine matrix is recorded per block the same way", async () => {
   const { small, calib } = await setup(2, 8, 32);
   const kernels = await wasmKernels();
   const params = resolveParams(affinequant, { epochs: 2, batchSize: 2 });
@@ -158,7 +160,7 @@ Deno.test("affinequant: a forced NaN is caught, reported in the notes and the bl
   assert.ok(Math.abs(b.finalLoss - b.initialLoss) <= 1e-6 * b.initialLoss);
 });
 
-Deno.test("affinequant: registered as optimization class; bad parameters and configurations are refused with errors naming them", async () => {
+stories.test("affinequant: registered as optimization class; bad parameters and configurations are refused with errors naming them", async () => {
   const m = METHODS.get("affinequant");
   assert.equal(m.taxonomy, "optimization");
   assert.equal(m.needsCalibration, true);
@@ -204,7 +206,7 @@ Deno.test("affinequant: registered as optimization class; bad parameters and con
   );
 });
 
-Deno.test("affinequant is deterministic for a seed", async () => {
+stories.test("affinequant is deterministic for a seed", async () => {
   const { small, calib } = await setup(1, 4, 32);
   const kernels = await wasmKernels();
   const run = () =>

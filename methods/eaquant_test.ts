@@ -5,11 +5,14 @@ import { groupParams, quantizeValue } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { forward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { randomMatrix } from "../testing/random.ts";
 import { alignRouter, clipSearchMse, eaquant, topkKl } from "./eaquant.ts";
 import { foldSmoothing } from "./smoothing.ts";
 import { resolveParams } from "./types.ts";
+
+const moe = await needs("models/stories260K-moe");
+const moeHf = await needs("models/stories260K-moe", "models/stories260K-hf");
 
 const kernels = refKernels;
 const moePath = sharedPath("models", "stories260K-moe");
@@ -48,7 +51,7 @@ Deno.test("clipping searches never do worse than min-max: weight MSE and router 
   assert.ok(a.matrix.data.every(Number.isFinite));
 });
 
-Deno.test("smoothing an MoE block scales the router with the experts: logits unchanged", async () => {
+moe.test("smoothing an MoE block scales the router with the experts: logits unchanged", async () => {
   const moe = await loadModel(moePath);
   const ids = moe.tokenizer.encode("Tom had a red ball. He threw it to Sue.", { bos: true });
   const s = (seed: number) => randomMatrix(moe.config.dim, seed, 0.5).map((v) => 1 + v);
@@ -65,13 +68,13 @@ Deno.test("smoothing an MoE block scales the router with the experts: logits unc
   assert.ok(d / m < 1e-5, `${d / m}`);
 });
 
-Deno.test("EAQuant on the MoE fixture: finite weights, W8 router, starved experts handled by the documented rules", async () => {
+moeHf.test("EAQuant on the MoE fixture: finite weights, W8 router, starved experts handled by the documented rules", async () => {
   const moe = await loadModel(moePath);
   const calibration = await drawCalibrationSet(
     { source: "tinystories", samples: 4, seqLen: 64, seed: 0 },
     moe.tokenizer,
     moe.config.maxSeqLen,
-    sharedPath("data"),
+    bundledDataDir(),
   );
   const q = { wBits: 4, aBits: 4, granularity: "channel" as const, symmetric: false };
   const r = await eaquant.quantize(moe, q, resolveParams(eaquant, {}), { kernels, calibration });

@@ -4,7 +4,7 @@ import { dequantizePacked } from "../core/quantizer.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { listLinears } from "../models/linears.ts";
 import { getTask } from "../tasks/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { flexround, quantizeFlexRound } from "./flexround.ts";
 import { METHODS } from "./mod.ts";
@@ -13,7 +13,9 @@ import { type QuantConfig, resolveParams } from "./types.ts";
 import { applyActivationQuant } from "./activations.ts";
 import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+
+const dataDir = bundledDataDir();
 /** Evaluation windows of the eval half (of 389), as in the GPTQ test. */
 const EVAL_WINDOWS = 64;
 /** A small calibration budget for CI: 32 windows × 128 tokens, 2 epochs (64 steps per block). */
@@ -28,7 +30,7 @@ async function evalPpl(weights: Awaited<ReturnType<typeof stories260K>>["weights
   return r.metrics.find((m) => m.metric === "ppl")!.value;
 }
 
-Deno.test("FlexRound beats RTN at W3 and W4 per-channel: perplexity on the eval half of TinyStories, losses recorded per block", async () => {
+stories.test("FlexRound beats RTN at W3 and W4 per-channel: perplexity on the eval half of TinyStories, losses recorded per block", async () => {
   const model = await stories260K();
   const kernels = await wasmKernels();
   const calib = await drawCalibrationSet(CALIB, model.tokenizer, model.config.maxSeqLen, dataDir);
@@ -55,7 +57,7 @@ Deno.test("FlexRound beats RTN at W3 and W4 per-channel: perplexity on the eval 
   }
 });
 
-Deno.test("flexround: registered as an optimization-class method; bad parameters and configurations are refused before compute", async () => {
+stories.test("flexround: registered as an optimization-class method; bad parameters and configurations are refused before compute", async () => {
   const m = METHODS.get("flexround");
   assert.equal(m.taxonomy, "optimization");
   assert.equal(m.scope, "weight-activation");
@@ -106,7 +108,7 @@ Deno.test("flexround: registered as an optimization-class method; bad parameters
   );
 });
 
-Deno.test("flexround is deterministic for a seed (packed codes and notes' losses)", async () => {
+stories.test("flexround is deterministic for a seed (packed codes and notes' losses)", async () => {
   const model = await stories260K();
   const kernels = await wasmKernels();
   const calib = await drawCalibrationSet(
@@ -137,7 +139,7 @@ Deno.test("flexround is deterministic for a seed (packed codes and notes' losses
   assert.equal(a.packed.get("layers.0.down")!.groupsPerRow, 6);
 });
 
-Deno.test("FlexRound trained through the cell's activation quantizer beats RTN at W4A8 (both evaluated with A8 activations)", async () => {
+stories.test("FlexRound trained through the cell's activation quantizer beats RTN at W4A8 (both evaluated with A8 activations)", async () => {
   const model = await stories260K();
   const kernels = await wasmKernels();
   const calib = await drawCalibrationSet(CALIB, model.tokenizer, model.config.maxSeqLen, dataDir);

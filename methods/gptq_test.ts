@@ -4,13 +4,15 @@ import { DEFAULT_CALIBRATION, drawCalibrationSet } from "../calibration/set.ts";
 import { quantizeMatrix } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { getTask } from "../tasks/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
 import { type QuantConfig, resolveParams, summarizeDiagnostics } from "./types.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+
+const dataDir = bundledDataDir();
 const kernels = refKernels;
 /** Evaluation windows of the eval half (of 389): enough to separate the methods, fast in CI. */
 const EVAL_WINDOWS = 64;
@@ -40,7 +42,7 @@ function rtnReconByKind(
   return { ...summarizeDiagnostics(r.diagnostics).relErrorByKind };
 }
 
-Deno.test("GPTQ, with and without act-order, beats RTN at W3 and W4 per-channel: perplexity on the eval half and reconstruction of every linear kind", async () => {
+stories.test("GPTQ, with and without act-order, beats RTN at W3 and W4 per-channel: perplexity on the eval half and reconstruction of every linear kind", async () => {
   const model = await stories260K();
   const calib = await drawCalibrationSet(
     DEFAULT_CALIBRATION,
@@ -74,7 +76,7 @@ Deno.test("GPTQ, with and without act-order, beats RTN at W3 and W4 per-channel:
   }
 });
 
-Deno.test("gptq: unsupported and invalid configurations are refused before compute", async () => {
+stories.test("gptq: unsupported and invalid configurations are refused before compute", async () => {
   const model = await stories260K();
   const q: QuantConfig = { wBits: 4, aBits: 16, granularity: "tensor", symmetric: false };
   await assert.rejects(

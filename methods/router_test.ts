@@ -3,10 +3,12 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
 import { loadModel } from "../models/load.ts";
 import type { MoeMlp } from "../models/types.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { parseRouterQuant, quantizeRouters } from "./router.ts";
 import { type QuantizedModel, quantLabel } from "./types.ts";
 import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
+
+const moe = await needs("models/stories260K-moe");
 
 async function moeModel(): Promise<QuantizedModel> {
   const m = await loadModel(sharedPath("models", "stories260K-moe"));
@@ -28,7 +30,7 @@ Deno.test("parseRouterQuant: W8A8, fp, and bad settings name the flag", () => {
   );
 });
 
-Deno.test("quantizeRouters: each router row lands on a 2^b-level grid; experts are untouched", async () => {
+moe.test("quantizeRouters: each router row lands on a 2^b-level grid; experts are untouched", async () => {
   const qm = await moeModel();
   for (const bits of [2, 8]) {
     const out = quantizeRouters(qm, { wBits: bits, aBits: 8 });
@@ -73,7 +75,7 @@ Deno.test("quantizeRouters: each router row lands on a 2^b-level grid; experts a
   );
 });
 
-Deno.test("a router with 16 input bits reads the float MLP input even when the experts' input is 4-bit", async () => {
+moe.test("a router with 16 input bits reads the float MLP input even when the experts' input is 4-bit", async () => {
   const qm = await moeModel();
   const ids = [1, 403, 261, 16, 30, 75, 9, 300, 47, 12];
   const run = (routerBits?: number) => {

@@ -4,7 +4,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { forward } from "../models/forward.ts";
 import type { LlamaWeights } from "../models/types.ts";
 import { getTask } from "../tasks/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { applyActivationQuant } from "./activations.ts";
 import { crossquant } from "./crossquant.ts";
@@ -13,7 +13,9 @@ import { columnAbsMax, smoothingFactors, smoothquant, smoothQuantAlpha } from ".
 import { type QuantConfig, resolveParams } from "./types.ts";
 import { DEFAULT_ACT_OPTIONS, ZeroCounter } from "../core/act_quantizer.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+
+const dataDir = bundledDataDir();
 const kernels = refKernels;
 const SMALL_CALIB = { source: "tinystories", samples: 8, seqLen: 64, seed: 0 };
 const TOKENS = [1, 403, 407, 261, 378, 429, 282, 344, 306, 262, 477, 379, 270, 274, 341, 269];
@@ -60,7 +62,7 @@ Deno.test("SmoothQuant α defaults follow the official README per family, 0.5 ot
   assert.equal(smoothQuantAlpha("stories260K"), 0.5);
 });
 
-Deno.test("SmoothQuant and static CrossQuant transforms leave the full-precision logits unchanged (1e-5)", async () => {
+stories.test("SmoothQuant and static CrossQuant transforms leave the full-precision logits unchanged (1e-5)", async () => {
   const { model, calibration } = await setup();
   const fp = forward(model, TOKENS);
   const q: QuantConfig = {
@@ -87,7 +89,7 @@ Deno.test("SmoothQuant and static CrossQuant transforms leave the full-precision
   );
 });
 
-Deno.test("static CrossQuant: the folded model quantizes exactly like the unfolded one", async () => {
+stories.test("static CrossQuant: the folded model quantizes exactly like the unfolded one", async () => {
   const { model, calibration } = await setup();
   const q: QuantConfig = {
     wBits: 8,
@@ -118,7 +120,7 @@ Deno.test("static CrossQuant: the folded model quantizes exactly like the unfold
   assert.ok(relDiff(b, forward(model, TOKENS)) > 1e-3);
 });
 
-Deno.test("W8A8 SmoothQuant stays within 1 % of FP32 perplexity on the eval half; chains run", async () => {
+stories.test("W8A8 SmoothQuant stays within 1 % of FP32 perplexity on the eval half; chains run", async () => {
   const { model, calibration } = await setup();
   const task = getTask("tinystories:eval");
   const ppl = async (weights: LlamaWeights) =>
@@ -162,7 +164,7 @@ Deno.test("W8A8 SmoothQuant stays within 1 % of FP32 perplexity on the eval half
   assert.throws(() => getMethod("gptq+rtn"), /cannot start a chain/);
 });
 
-Deno.test("bmm: the q, k and v outputs are fake-quantized too, every element counted", async () => {
+stories.test("bmm: the q, k and v outputs are fake-quantized too, every element counted", async () => {
   const { model } = await setup();
   const c = model.config;
   const base = { bits: 4, kernel: "uniform" as const, options: DEFAULT_ACT_OPTIONS };

@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
 import { createKvCache, forward, generateGreedy } from "./forward.ts";
 import { loadModel } from "./load.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 
-Deno.test("greedy decoding of stories260K from BOS gives llama2.c's documented sample", async () => {
+const stories = await needs("hf-mirror");
+const storiesHf = await needs("hf-mirror", "models/stories260K-hf");
+const hfMoe = await needs("models/stories260K-hf", "models/stories260K-moe");
+
+stories.test("greedy decoding of stories260K from BOS gives llama2.c's documented sample", async () => {
   const model = await stories260K();
   const ids = generateGreedy(model, [model.tokenizer.bosId], 40);
   const text = model.tokenizer.decode(ids);
@@ -16,13 +20,13 @@ Deno.test("greedy decoding of stories260K from BOS gives llama2.c's documented s
   );
 });
 
-Deno.test("Hugging Face layout logits equal llama2.c logits within 1e-4 (rotate-half vs interleaved RoPE)", async () => {
+storiesHf.test("Hugging Face layout logits equal llama2.c logits within 1e-4 (rotate-half vs interleaved RoPE)", async () => {
   const l2c = await stories260K();
   const hf = await loadModel(sharedPath("models", "stories260K-hf"));
   assert.equal(hf.config.ropeStyle, "half");
   assert.equal(l2c.config.ropeStyle, "interleaved");
   const text =
-    (await Deno.readTextFile(sharedPath("data", "text", "tinystories", "tinystories_val_head.txt")))
+    (await Deno.readTextFile(`${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`))
       .slice(0, 4000);
   const ids = [1, ...l2c.tokenizer.encode(text).slice(0, 511)];
   assert.equal(ids.length, 512);
@@ -37,7 +41,7 @@ Deno.test("Hugging Face layout logits equal llama2.c logits within 1e-4 (rotate-
   assert.ok(maxDiff < 1e-4, `max |Δlogit| = ${maxDiff}`);
 });
 
-Deno.test("KV-cache decoding gives the same logits as batched prefill", async () => {
+stories.test("KV-cache decoding gives the same logits as batched prefill", async () => {
   const model = await stories260K();
   const ids = [1, ...model.tokenizer.encode("Tom had a red ball. He liked to kick it.")];
   const all = forward(model, ids);
@@ -55,14 +59,14 @@ Deno.test("KV-cache decoding gives the same logits as batched prefill", async ()
   assert.equal(cache.pos, ids.length);
 });
 
-Deno.test("forward() rejects token ids outside the vocabulary and cache overflow", async () => {
+stories.test("forward() rejects token ids outside the vocabulary and cache overflow", async () => {
   const model = await stories260K();
   assert.throws(() => forward(model, [1, 512]), /token id 512 at 1 is outside \[0, 512\)/);
   const cache = createKvCache(model.config, 2);
   assert.throws(() => forward(model, [1, 2, 3], { cache }), /exceed the cache capacity 2/);
 });
 
-Deno.test("MoE forward: all experts with equal weights reproduce the dense model (MoEfication partition)", async () => {
+hfMoe.test("MoE forward: all experts with equal weights reproduce the dense model (MoEfication partition)", async () => {
   // stories260K-moe splits each dense FFN into 4 experts whose down projections are scaled by 2
   // (shared/models/README.md). With a zero router every expert gets softmax weight 1/4, so scaling
   // each expert's down by another 2 makes Σ_e ¼ · 4 · partial_e equal the dense FFN.

@@ -1,17 +1,20 @@
 import assert from "node:assert/strict";
 import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { hfMirrorRoot, needs, sharedPath } from "../testing/fixtures.ts";
 import { parseHfConfig } from "./hf_config.ts";
 import { hfWeightsFromTensors } from "./hf_weights.ts";
 import { parseLlama2cCheckpoint } from "./llama2c.ts";
 import { parseSafetensors, toFloat32 } from "./safetensors.ts";
 import type { DenseMlp, LlamaConfig, LlamaWeights, Matrix } from "./types.ts";
 
+const hf = await needs("models/stories260K-hf");
+const moe = await needs("models/stories260K-moe");
+const storiesHf = await needs("models/stories260K-hf", "hf-mirror");
+const moeHf = await needs("models/stories260K-moe", "models/stories260K-hf");
+
 const HF = sharedPath("models/stories260K-hf");
 const MOE = sharedPath("models/stories260K-moe");
-const CKPT = sharedPath(
-  "hf-mirror/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin",
-);
+const CKPT = `${await hfMirrorRoot()}/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin`;
 
 async function readJson(path: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(path));
@@ -63,7 +66,7 @@ const REQUIRED = {
   vocab_size: 512,
 };
 
-Deno.test("parseHfConfig() reads the stories260K-hf config", async () => {
+hf.test("parseHfConfig() reads the stories260K-hf config", async () => {
   const config = parseHfConfig(await readJson(`${HF}/config.json`), "config.json");
   assert.deepEqual(config, {
     dim: 64,
@@ -151,7 +154,7 @@ Deno.test("parseHfConfig() rejects unknown model types and unsupported features"
   );
 });
 
-Deno.test("parseHfConfig() reads the Mixtral MoE fixture config", async () => {
+moe.test("parseHfConfig() reads the Mixtral MoE fixture config", async () => {
   const c = parseHfConfig(await readJson(`${MOE}/config.json`), "config.json");
   assert.deepEqual(c.moe, {
     nExperts: 4,
@@ -167,7 +170,7 @@ Deno.test("parseHfConfig() reads the Mixtral MoE fixture config", async () => {
   assert.equal(c.ropeStyle, "half");
 });
 
-Deno.test("HF safetensors weights equal the llama2.c checkpoint's", async () => {
+storiesHf.test("HF safetensors weights equal the llama2.c checkpoint's", async () => {
   const hf = await loadHf(HF);
   const ref = parseLlama2cCheckpoint(await Deno.readFile(CKPT), CKPT);
   const w = hf.weights;
@@ -191,7 +194,7 @@ Deno.test("HF safetensors weights equal the llama2.c checkpoint's", async () => 
   }
 });
 
-Deno.test("hfWeightsFromTensors() reads the Mixtral fixture as a partition of the dense FFN", async () => {
+moeHf.test("hfWeightsFromTensors() reads the Mixtral fixture as a partition of the dense FFN", async () => {
   const moe = await loadHf(MOE);
   const dense = await loadHf(HF);
   const info = await readJson(`${MOE}/moefication.json`) as {
@@ -229,7 +232,7 @@ Deno.test("hfWeightsFromTensors() reads the Mixtral fixture as a partition of th
   }
 });
 
-Deno.test("hfWeightsFromTensors() names missing and misshapen tensors", async () => {
+hf.test("hfWeightsFromTensors() names missing and misshapen tensors", async () => {
   const hf = await loadHf(HF);
   const shapeOf = (override: Record<string, number[] | undefined>) => (n: string) =>
     n in override ? override[n] : hf.shapes.get(n);

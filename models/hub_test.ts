@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { NotAvailableError } from "../core/errors.ts";
 import { startMirror } from "../testing/mirror_server.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { hfMirrorRoot, needs, sharedPath } from "../testing/fixtures.ts";
 import { datasetMirror } from "../testing/dataset_mirror.ts";
 import {
   type DownloadEvent,
@@ -16,9 +16,12 @@ import {
   sha256File,
 } from "./hub.ts";
 
+const storiesSums = await needs("hf-mirror", "SHA256SUMS");
+const stories = await needs("hf-mirror");
+
 const REPO = "karpathy/tinyllamas";
 const FILE = "stories260K/stories260K.bin";
-const MIRROR_FILE = sharedPath("hf-mirror", REPO, "resolve/main", FILE);
+const MIRROR_FILE = `${await hfMirrorRoot()}/${REPO}/resolve/main/${FILE}`;
 
 function envOf(vars: Record<string, string>): EnvGetter {
   return (name) => vars[name];
@@ -57,7 +60,7 @@ async function withMirror(
   }
 }
 
-Deno.test("hubFile() downloads a file byte-identical to the pinned sha256 into the HF cache layout", async () => {
+storiesSums.test("hubFile() downloads a file byte-identical to the pinned sha256 into the HF cache layout", async () => {
   await withMirror(async ({ endpoint, cache }) => {
     const env = envOf({ HF_ENDPOINT: `${endpoint}/`, HF_HUB_CACHE: cache });
     const path = await hubFile(REPO, FILE, { env });
@@ -78,7 +81,7 @@ Deno.test("hubFile() downloads a file byte-identical to the pinned sha256 into t
   });
 });
 
-Deno.test("hubFile() serves a second call from the cache without a request", async () => {
+stories.test("hubFile() serves a second call from the cache without a request", async () => {
   await withMirror(async ({ endpoint, requests, cache }) => {
     const env = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache });
     const first = await hubFile(REPO, FILE, { env });
@@ -91,7 +94,7 @@ Deno.test("hubFile() serves a second call from the cache without a request", asy
   });
 });
 
-Deno.test("hubFile() with HF_HUB_OFFLINE=1 fails on an empty cache and works on a filled one", async () => {
+stories.test("hubFile() with HF_HUB_OFFLINE=1 fails on an empty cache and works on a filled one", async () => {
   await withMirror(async ({ endpoint, requests, cache }) => {
     const offline = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" });
     await assert.rejects(hubFile(REPO, FILE, { env: offline }), (e: unknown) => {
@@ -115,7 +118,7 @@ Deno.test("hubOffline() accepts the huggingface_hub truthy spellings", () => {
   assert.ok(!hubOffline(envOf({})));
 });
 
-Deno.test("hubFile() throws NotAvailableError naming the URL for a missing file", async () => {
+stories.test("hubFile() throws NotAvailableError naming the URL for a missing file", async () => {
   await withMirror(async ({ endpoint, cache }) => {
     const env = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache });
     await assert.rejects(hubFile(REPO, "stories260K/missing.bin", { env }), (e: unknown) => {
@@ -127,7 +130,7 @@ Deno.test("hubFile() throws NotAvailableError naming the URL for a missing file"
   });
 });
 
-Deno.test("hubFile() rejects a wrong sha256 and leaves no blob behind", async () => {
+stories.test("hubFile() rejects a wrong sha256 and leaves no blob behind", async () => {
   await withMirror(async ({ endpoint, cache }) => {
     const env = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache });
     const wrong = "0".repeat(64);
@@ -143,14 +146,14 @@ Deno.test("hubFile() rejects a wrong sha256 and leaves no blob behind", async ()
   });
 });
 
-Deno.test("hubFile() rejects a wrong expected size", async () => {
+stories.test("hubFile() rejects a wrong expected size", async () => {
   await withMirror(async ({ endpoint, cache }) => {
     const env = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache });
     await assert.rejects(hubFile(REPO, FILE, { env, size: 12 }), /size mismatch: expected 12/);
   });
 });
 
-Deno.test("hubFile() checks options.sha256 on a cache hit", async () => {
+storiesSums.test("hubFile() checks options.sha256 on a cache hit", async () => {
   await withMirror(async ({ endpoint, cache }) => {
     const env = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache });
     const sha256 = await pinnedSha256(`hf-mirror/${REPO}/resolve/main/${FILE}`);
@@ -178,7 +181,7 @@ Deno.test("hubFile() throws NotAvailableError naming HF_ENDPOINT when the endpoi
   }
 });
 
-Deno.test("hubFile() reports progress ending with done and loaded === total", async () => {
+stories.test("hubFile() reports progress ending with done and loaded === total", async () => {
   await withMirror(async ({ endpoint, cache }) => {
     const env = envOf({ HF_ENDPOINT: endpoint, HF_HUB_CACHE: cache });
     const events: DownloadEvent[] = [];
@@ -195,7 +198,7 @@ Deno.test("hubFile() reports progress ending with done and loaded === total", as
   });
 });
 
-Deno.test("hubFile() follows a Hub-style redirect, keeping x-repo-commit and the sha256 etag", async () => {
+stories.test("hubFile() follows a Hub-style redirect, keeping x-repo-commit and the sha256 etag", async () => {
   const mirror = await startMirror();
   const commit = "0123456789abcdef0123456789abcdef01234567";
   const sha = await sha256File(MIRROR_FILE);
@@ -289,7 +292,7 @@ Deno.test("hubEndpoint() strips trailing slashes and defaults to huggingface.co"
   assert.equal(hubEndpoint(envOf({})), "https://huggingface.co");
 });
 
-Deno.test("startMirror() serves GET and HEAD with Content-Length and refuses traversal", async () => {
+stories.test("startMirror() serves GET and HEAD with Content-Length and refuses traversal", async () => {
   const mirror = await startMirror();
   try {
     const url = `${mirror.endpoint}/${REPO}/resolve/main/${FILE}`;

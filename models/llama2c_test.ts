@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../core/errors.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { hfMirrorRoot, needs } from "../testing/fixtures.ts";
 import { parseLlama2cCheckpoint } from "./llama2c.ts";
 
-const CKPT = sharedPath(
-  "hf-mirror/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin",
-);
+const stories = await needs("hf-mirror");
+
+const CKPT = `${await hfMirrorRoot()}/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin`;
 
 /** A llama2.c checkpoint whose i-th float is `i` (so every tensor's position is visible). */
 function syntheticCheckpoint(header: number[], floats: number): Uint8Array {
@@ -31,7 +31,7 @@ function assertFormatError(fn: () => unknown, ...needles: (string | RegExp)[]): 
   return caught;
 }
 
-Deno.test("parseLlama2cCheckpoint() reads stories260K's published hyper-parameters", async () => {
+stories.test("parseLlama2cCheckpoint() reads stories260K's published hyper-parameters", async () => {
   const bytes = await Deno.readFile(CKPT);
   const { config, weights } = parseLlama2cCheckpoint(bytes, CKPT);
   assert.deepEqual(
@@ -75,7 +75,7 @@ Deno.test("parseLlama2cCheckpoint() reads stories260K's published hyper-paramete
   assert.ok(meanNorm > 0.1, `mean final norm weight ${meanNorm}`);
 });
 
-Deno.test("parseLlama2cCheckpoint() copies into aligned arrays from an unaligned buffer", async () => {
+stories.test("parseLlama2cCheckpoint() copies into aligned arrays from an unaligned buffer", async () => {
   const bytes = await Deno.readFile(CKPT);
   const shifted = new Uint8Array(bytes.length + 1).subarray(1);
   shifted.set(bytes);
@@ -89,7 +89,7 @@ Deno.test("parseLlama2cCheckpoint() copies into aligned arrays from an unaligned
   assert.equal(shifted[28], before);
 });
 
-Deno.test("parseLlama2cCheckpoint() rejects truncated and over-long files with byte counts", async () => {
+stories.test("parseLlama2cCheckpoint() rejects truncated and over-long files with byte counts", async () => {
   const bytes = await Deno.readFile(CKPT);
   const err = assertFormatError(
     () => parseLlama2cCheckpoint(bytes.subarray(0, bytes.length - 4), "stories260K.bin"),

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../core/errors.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { startMirror } from "../testing/mirror_server.ts";
 import { type TensorIn, writeSafetensors } from "../testing/safetensors_writer.ts";
 import { forward } from "./forward.ts";
 import { countParams, loadModel } from "./load.ts";
 import { parseSafetensors, toFloat32 } from "./safetensors.ts";
+
+const hf = await needs("models/stories260K-hf");
 
 const HF_DIR = sharedPath("models", "stories260K-hf");
 const SIDE_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json"];
@@ -37,7 +39,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-Deno.test("loadModel() reads a sharded checkpoint through model.safetensors.index.json", async () => {
+hf.test("loadModel() reads a sharded checkpoint through model.safetensors.index.json", async () => {
   const single = await loadModel(HF_DIR);
   const tensors = await fixtureTensors();
   const names = [...tensors.keys()];
@@ -69,7 +71,7 @@ Deno.test("loadModel() reads a sharded checkpoint through model.safetensors.inde
   }
 });
 
-Deno.test("loadModel() reads F16 and BF16 checkpoints, close to the F32 logits", async () => {
+hf.test("loadModel() reads F16 and BF16 checkpoints, close to the F32 logits", async () => {
   const single = await loadModel(HF_DIR);
   const ref = forward(single, PROMPT);
   const tensors = await fixtureTensors();
@@ -86,7 +88,7 @@ Deno.test("loadModel() reads F16 and BF16 checkpoints, close to the F32 logits",
   }
 });
 
-Deno.test("loadModel() names the file and field of a broken config or checkpoint", async () => {
+hf.test("loadModel() names the file and field of a broken config or checkpoint", async () => {
   const config = JSON.parse(await Deno.readTextFile(`${HF_DIR}/config.json`));
   delete config.num_attention_heads;
   const weights = await Deno.readFile(`${HF_DIR}/model.safetensors`);
@@ -113,7 +115,7 @@ Deno.test("loadModel() names the file and field of a broken config or checkpoint
   }
 });
 
-Deno.test("loadModel('hf:owner/repo') downloads a transformers-layout repo through HF_ENDPOINT", async () => {
+hf.test("loadModel('hf:owner/repo') downloads a transformers-layout repo through HF_ENDPOINT", async () => {
   // A mirror root holding the HF-layout fixture as lowbit-test/stories260K-hf@main.
   const root = await Deno.makeTempDir({ prefix: "lowbit-mirror-" });
   const repoDir = `${root}/lowbit-test/stories260K-hf/resolve/main`;

@@ -10,9 +10,12 @@ import { listLinears } from "./linears.ts";
 import { loadModel } from "./load.ts";
 import type { DenseMlp, LlamaConfig, LlamaLayer, LoadedModel, Matrix } from "./types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { writeMoeCheckpoint } from "../testing/moe_layouts.ts";
 import { randomMatrix } from "../testing/random.ts";
+
+const moe = await needs("models/stories260K-moe");
+const moeHf = await needs("models/stories260K-moe", "models/stories260K-hf");
 
 const MOE_DIR = sharedPath("models", "stories260K-moe");
 const DENSE_DIR = sharedPath("models", "stories260K-hf");
@@ -39,7 +42,7 @@ function ids(model: LoadedModel): number[] {
   return [1, ...model.tokenizer.encode("Lily and Ben went to the park. They saw a big red ball.")];
 }
 
-Deno.test("Qwen2-MoE layout: the Mixtral fixture rewritten with a zero shared expert and zero biases gives the same logits", async () => {
+moe.test("Qwen2-MoE layout: the Mixtral fixture rewritten with a zero shared expert and zero biases gives the same logits", async () => {
   const mixtral = await loadModel(MOE_DIR);
   await withTempDir(async (dir) => {
     await writeMoeCheckpoint(dir, mixtral, "qwen2_moe", MOE_DIR, {
@@ -62,7 +65,7 @@ Deno.test("Qwen2-MoE layout: the Mixtral fixture rewritten with a zero shared ex
   });
 });
 
-Deno.test("Qwen2-MoE layout: a shared expert holding the dense FFN (×2, gate logit 0 → weight ½) with silent routed experts reproduces the dense model", async () => {
+moeHf.test("Qwen2-MoE layout: a shared expert holding the dense FFN (×2, gate logit 0 → weight ½) with silent routed experts reproduces the dense model", async () => {
   const mixtral = await loadModel(MOE_DIR);
   const dense = await loadModel(DENSE_DIR);
   const silent = {
@@ -250,7 +253,7 @@ Deno.test("Attention with q/k/v biases, RMSNorm over the q and k projections and
   }
 });
 
-Deno.test("MoE configs: Qwen2-MoE dense layers, OLMoE defaults, and bad expert counts name the field or tensor", async () => {
+moe.test("MoE configs: Qwen2-MoE dense layers, OLMoE defaults, and bad expert counts name the field or tensor", async () => {
   const base = {
     hidden_size: 64,
     intermediate_size: 172,
@@ -318,7 +321,7 @@ Deno.test("MoE configs: Qwen2-MoE dense layers, OLMoE defaults, and bad expert c
   });
 });
 
-Deno.test("OLMoE layout loads q/k norms and routes without renormalisation", async () => {
+moe.test("OLMoE layout loads q/k norms and routes without renormalisation", async () => {
   const mixtral = await loadModel(MOE_DIR);
   await withTempDir(async (dir) => {
     await writeMoeCheckpoint(dir, mixtral, "olmoe", MOE_DIR, {

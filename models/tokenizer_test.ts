@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../core/errors.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, hfMirrorRoot, needs, sharedPath } from "../testing/fixtures.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
 import { Llama2cTokenizer, parseLlama2cTokenizer } from "./llama2c.ts";
 
-const TOK = sharedPath("hf-mirror/karpathy/tinyllamas/resolve/main/stories260K/tok512.bin");
+const stories = await needs("hf-mirror");
+const storiesHf = await needs("hf-mirror", "models/stories260K-hf");
+
+const TOK = `${await hfMirrorRoot()}/karpathy/tinyllamas/resolve/main/stories260K/tok512.bin`;
 const HF_DIR = sharedPath("models/stories260K-hf");
-const TEXT = sharedPath("data/text/tinystories/tinystories_val_head.txt");
+const TEXT = `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`;
 
 async function llama2cTok(): Promise<Llama2cTokenizer> {
   return parseLlama2cTokenizer(await Deno.readFile(TOK), 512, TOK);
@@ -73,7 +76,7 @@ function rng(seed: number): () => number {
   };
 }
 
-Deno.test("parseLlama2cTokenizer() reads tok512.bin's piece table", async () => {
+stories.test("parseLlama2cTokenizer() reads tok512.bin's piece table", async () => {
   const t = await llama2cTok();
   assert.equal(t.kind, "llama2c");
   assert.equal(t.vocabSize, 512);
@@ -90,7 +93,7 @@ Deno.test("parseLlama2cTokenizer() reads tok512.bin's piece table", async () => 
   assert.notEqual(t.lookup(" "), undefined);
 });
 
-Deno.test("parseLlama2cTokenizer() rejects truncated or over-long files", async () => {
+stories.test("parseLlama2cTokenizer() rejects truncated or over-long files", async () => {
   const bytes = await Deno.readFile(TOK);
   for (const cut of [1, 3, 4, 5, bytes.length - 2]) {
     assert.throws(
@@ -103,7 +106,7 @@ Deno.test("parseLlama2cTokenizer() rejects truncated or over-long files", async 
   assert.throws(() => parseLlama2cTokenizer(bytes, 511, "t.bin"), /bytes after/);
 });
 
-Deno.test("Llama2cTokenizer and the HF tokenizer agree on the whole TinyStories head", async () => {
+storiesHf.test("Llama2cTokenizer and the HF tokenizer agree on the whole TinyStories head", async () => {
   const text = await Deno.readTextFile(TEXT);
   const t = await llama2cTok();
   const h = await hfTok();
@@ -120,7 +123,7 @@ Deno.test("Llama2cTokenizer and the HF tokenizer agree on the whole TinyStories 
   assert.equal(t.decode(a), text);
 });
 
-Deno.test("encode() adds BOS only when asked, in both tokenizers", async () => {
+storiesHf.test("encode() adds BOS only when asked, in both tokenizers", async () => {
   const t = await llama2cTok();
   const h = await hfTok();
   for (const tok of [t, h]) {
@@ -142,7 +145,7 @@ Deno.test("encode() adds BOS only when asked, in both tokenizers", async () => {
   );
 });
 
-Deno.test("decode(encode(x)) round-trips lines in both tokenizers", async () => {
+storiesHf.test("decode(encode(x)) round-trips lines in both tokenizers", async () => {
   const lines = (await Deno.readTextFile(TEXT)).split("\n").filter((l) => l.length > 0);
   const t = await llama2cTok();
   const h = await hfTok();
@@ -165,7 +168,7 @@ Deno.test("decode(encode(x)) round-trips lines in both tokenizers", async () => 
   }
 });
 
-Deno.test("Llama2cTokenizer.encode() equals the naive run.c loop on random strings", async () => {
+stories.test("Llama2cTokenizer.encode() equals the naive run.c loop on random strings", async () => {
   const t = await llama2cTok();
   const random = rng(1234);
   const alphabet = [

@@ -230,6 +230,7 @@ function renderCell(col: Column, c: Cell, i: number): string {
 const CSS = `
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}
+caption,th[data-taskgroup]{text-align:left}
 th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
 th[scope=row],tr.group th{text-align:left}
 thead th{background:#f3f3f3}
@@ -281,6 +282,8 @@ const JS = `
     });
   }
   document.querySelectorAll("input[data-filter-class],input[data-filter-wbits]").forEach(function(cb){cb.addEventListener("change",apply);});
+  apply();
+  window.addEventListener("pageshow",apply);
 })();
 `;
 
@@ -320,7 +323,7 @@ export function renderTable(t: ModelTable): string {
   const bitBoxes = bits.map((b) =>
     `<label><input type="checkbox" checked data-filter-wbits="${b}"> W${b}</label>`
   ).join(" ");
-  return `<form aria-label="filters" onsubmit="return false">
+  return `<form aria-label="filters" autocomplete="off" onsubmit="return false">
 <fieldset><legend>Taxonomy class</legend>${classBoxes}</fieldset>
 <fieldset><legend>Weight bits</legend>${bitBoxes}</fieldset>
 </form>

@@ -2,11 +2,14 @@
  * Browser test of the generated leaderboard: Chromium (Debian's `chromium` package, or
  * `$CHROMIUM_PATH`) driven by puppeteer-core opens the page from disk. Skipped when no Chromium
  * is installed. The screenshot goes to `$LOWBIT_TEST_OUTPUT` (default: a temporary directory).
+ * The site published by the workflows (built by the CLI from the committed baseline, and from a
+ * results directory) must show every method row and configuration of its input.
  */
 
 import assert from "node:assert/strict";
 import puppeteer from "puppeteer-core";
 import { buildSite } from "./leaderboard.ts";
+import { leaderboardMain } from "./leaderboard_cli.ts";
 import { makeRow } from "./make_row.ts";
 import { findChromium } from "../testing/chromium.ts";
 
@@ -121,6 +124,74 @@ Deno.test({
     } finally {
       await browser.close();
       if (!Deno.env.get("LOWBIT_TEST_OUTPUT")) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+const BASELINE = new URL("../bench/baselines/w2-w8.jsonl", import.meta.url).pathname;
+
+Deno.test({
+  name:
+    "published leaderboard in Chromium: every method row and configuration of the committed baseline is visible, built from the file (pages.yml) and from a results directory (bench.yml)",
+  ignore: !chromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // What the page must show, counted from the JSONL itself.
+    const rows = (await Deno.readTextFile(BASELINE)).trim().split("\n").map((l) => JSON.parse(l));
+    const specs = new Set<string>(rows.map((r) => r.method.spec ?? r.method.id));
+    const labels = new Set<string>(rows.map((r) => r.quant.label));
+    const models = new Set<string>(rows.map((r) => r.model.id));
+    const values = rows.filter((r) =>
+      r.status === "ok" && r.metrics.some((m: { metric: string }) =>
+        m.metric === "ppl"
+      )
+    ).length;
+    assert.deepEqual([specs.size, labels.size, models.size, values], [5, 13, 1, 30]);
+
+    const dir = await Deno.makeTempDir({ prefix: "lowbit-published-" });
+    const browser = await puppeteer.launch({
+      executablePath: chromium,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"],
+    });
+    try {
+      // pages.yml on workflow_dispatch: --in the committed baseline.
+      assert.equal(await leaderboardMain(["--in", BASELINE, "--out", `${dir}/file`]), 0);
+      // bench.yml (published by pages.yml on workflow_run): --in the results directory.
+      await Deno.mkdir(`${dir}/runs/w2-w8`, { recursive: true });
+      await Deno.copyFile(BASELINE, `${dir}/runs/w2-w8/results.jsonl`);
+      assert.equal(await leaderboardMain(["--in", `${dir}/runs`, "--out", `${dir}/dir`]), 0);
+
+      for (const site of ["file", "dir"]) {
+        const page = await browser.newPage();
+        const errors: string[] = [];
+        page.on("console", (m) => {
+          if (m.type() === "error") errors.push(m.text());
+        });
+        page.on("pageerror", (e) => errors.push(String(e)));
+        await page.goto(`file://${dir}/${site}/index.html`, { waitUntil: "load" });
+        const shown = (sel: string) =>
+          page.$$eval(sel, (els) => els.filter((e) => e.getClientRects().length > 0).length);
+        assert.equal(await shown("tbody tr"), models.size, `${site}: index rows`);
+        await Promise.all([page.waitForNavigation(), page.click("tbody tr a")]);
+
+        // Every method row is displayed (not hidden by a filter or a script error)...
+        assert.equal(await shown("#lb tbody tr.m"), specs.size, `${site}: method rows`);
+        const names = await page.$$eval(
+          "#lb tbody tr.m th",
+          (ths) => ths.map((t) => (t.textContent ?? "").replace(/ \(reference\)$/, "")),
+        );
+        assert.deepEqual(new Set(names), specs);
+        // ...with a column per configuration and every value cell.
+        assert.equal(await shown('thead th[data-sort]:not([data-sort="method"])'), labels.size);
+        assert.equal(await shown('#lb td[data-v]:not([data-v=""])'), values, `${site}: values`);
+        assert.deepEqual(errors, [], `${site}: console errors`);
+        await page.close();
+      }
+    } finally {
+      await browser.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -115,9 +115,18 @@ export function dedupeRows(rows: readonly (ResultRow & { source?: string })[]): 
  */
 export async function loadRows(path: string): Promise<ResultRow[]> {
   const files = await findResultFiles(path);
-  if (!files.length) throw new ResultsInputError(`${path}: no results.jsonl found`);
+  if (!files.length) {
+    throw new ResultsInputError(
+      `${path}: no results.jsonl found (expected a results.jsonl file, or a directory holding ` +
+        `the results.jsonl files that deno task bench writes)`,
+    );
+  }
   const rows: ResultRow[] = [];
   for (const f of files) rows.push(...parseRows(await Deno.readTextFile(f), f));
-  if (!rows.length) throw new ResultsInputError(`${path}: no result rows (empty results)`);
+  if (!rows.length) {
+    throw new ResultsInputError(
+      `${path}: no result rows (empty results in ${files.join(", ")}); nothing to show`,
+    );
+  }
   return dedupeRows(rows);
 }

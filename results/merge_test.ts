@@ -3,11 +3,13 @@ import { runMatrix } from "../bench/runner.ts";
 import type { MatrixSpec } from "../bench/matrix.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { sandbox } from "../testing/sandbox.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import type { ResultRow } from "./row.ts";
 import { mergeMain } from "./merge_cli.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+
+const dataDir = bundledDataDir();
 
 async function readJsonl(path: string): Promise<ResultRow[]> {
   const text = await Deno.readTextFile(path);
@@ -37,7 +39,7 @@ const SPEC: MatrixSpec = {
   limit: 1,
 };
 
-Deno.test("results:merge: 3 shards merged give exactly the rows of the unsharded run; conflicts and empty inputs are refused", async () => {
+stories.test("results:merge: 3 shards merged give exactly the rows of the unsharded run; conflicts and empty inputs are refused", async () => {
   await using sb = await sandbox("lowbit-merge-");
   const base = { dataDir, env: sb.env, kernels: refKernels };
   const full = await runMatrix(SPEC, { ...base, outDir: `${sb.dir}/full` });

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { argmax, cutAtStop, generateUntil, greedyUntil, type StepModel } from "./generate.ts";
 import { forward } from "../models/forward.ts";
+import { needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
+
+const stories = await needs("hf-mirror");
 
 /** A model that emits a fixed token script, one token per step. */
 function scripted(script: readonly number[], vocab = 8): StepModel & { fed: number[] } {
@@ -58,7 +61,7 @@ Deno.test("greedyUntil stops at a stop sequence spanning tokens, at the stop tok
   assert.deepEqual(b, { tokens: [0, 1, 2], text: "abc", reason: "budget" });
 });
 
-Deno.test("stories260K: KV-cache generation equals no-cache recomputation and stops at a stop sequence", async () => {
+stories.test("stories260K: KV-cache generation equals no-cache recomputation and stops at a stop sequence", async () => {
   const model = await stories260K();
   const tok = model.tokenizer;
   const prompt = tok.encode("Once upon a time", { bos: true });

@@ -12,8 +12,11 @@ import {
 } from "./gsm8k.ts";
 import { getTask, TASK_IDS } from "./mod.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
+
+const tasks = await needs("data/tasks/gsm8k/test.jsonl");
+const storiesTasks = await needs("hf-mirror", "data/tasks/gsm8k/test.jsonl");
 
 const dataDir = sharedPath("data");
 
@@ -45,7 +48,7 @@ Deno.test("the prompt of a hand-built item equals the hand-written string", () =
   assert.throws(() => buildPrompt("Q?", 9), RangeError);
 });
 
-Deno.test("GSM8K file: 1,319 problems, gold from '#### n'; malformed lines name file and line", async () => {
+tasks.test("GSM8K file: 1,319 problems, gold from '#### n'; malformed lines name file and line", async () => {
   const { docs, info } = await readGsm8k(dataDir);
   assert.equal(docs.length, 1319);
   assert.equal(docs[0]!.line, 1);
@@ -84,7 +87,7 @@ Deno.test("budget and left truncation of the prompt", () => {
   assert.deepEqual(encodePrompt(tok, "abc", 2), { tokens: [98, 99], full: 4, truncated: true });
 });
 
-Deno.test("gsm8k runs end to end on stories260K (3 problems, 256-token budget)", async () => {
+storiesTasks.test("gsm8k runs end to end on stories260K (3 problems, 256-token budget)", async () => {
   const model = await stories260K();
   assert.ok(TASK_IDS.includes("gsm8k"));
   const task = getTask("gsm8k");

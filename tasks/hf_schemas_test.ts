@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { NotAvailableError } from "../core/errors.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { datasetMirror } from "../testing/dataset_mirror.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { type ColumnType, writeParquet } from "../testing/parquet_writer.ts";
 import { stories260K } from "../testing/stories.ts";
 import { readGsm8k } from "./gsm8k.ts";
@@ -17,6 +17,9 @@ import {
   readWinogrande,
 } from "./mc_datasets.ts";
 import { getTask } from "./mod.ts";
+
+const tasks = await needs("data/tasks");
+const storiesTasks = await needs("hf-mirror", "data/tasks");
 
 const dataDir = sharedPath("data");
 const ARC_FILE = "ARC-Easy/test-00000-of-00001.parquet";
@@ -70,7 +73,7 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-Deno.test("ARC-Easy from the Hub's parquet equals the llm-foundry file; cache layout; offline", async () => {
+tasks.test("ARC-Easy from the Hub's parquet equals the llm-foundry file; cache layout; offline", async () => {
   const bytes = writeParquet(ARC_COLUMNS, arcRows("arc_easy"));
   await using m = await datasetMirror([{ repo: "allenai/ai2_arc", path: ARC_FILE, bytes }]);
   const want = await readArc(dataDir, "arc_easy");
@@ -117,7 +120,7 @@ Deno.test("ARC-Easy from the Hub's parquet equals the llm-foundry file; cache la
   assert.equal(m.mirror.requests.length, 1);
 });
 
-Deno.test("arc_easy=hf scores like arc_easy on stories260K; the row records source and fingerprint", async () => {
+storiesTasks.test("arc_easy=hf scores like arc_easy on stories260K; the row records source and fingerprint", async () => {
   const bytes = writeParquet(ARC_COLUMNS, arcRows("arc_easy"));
   await using m = await datasetMirror([{ repo: "allenai/ai2_arc", path: ARC_FILE, bytes }]);
   const model = await stories260K();
@@ -140,7 +143,7 @@ Deno.test("arc_easy=hf scores like arc_easy on stories260K; the row records sour
   assert.equal(local.protocol.skippedMalformed, 0);
 });
 
-Deno.test("GSM8K from openai/gsm8k's parquet equals the JSONL file (gsm8k=hf)", async () => {
+tasks.test("GSM8K from openai/gsm8k's parquet equals the JSONL file (gsm8k=hf)", async () => {
   const rows = jsonlFixture("tasks/gsm8k/test.jsonl");
   const bytes = writeParquet({ question: "string", answer: "string" }, rows);
   const path = "main/test-00000-of-00001.parquet";
@@ -167,7 +170,7 @@ Deno.test("GSM8K from openai/gsm8k's parquet equals the JSONL file (gsm8k=hf)", 
   assert.deepEqual(m.mirror.requests, [`/datasets/openai/gsm8k/resolve/main/${path}`]);
 });
 
-Deno.test("PIQA, WinoGrande and BoolQ from local parquet files in the HF schema equal the original files", async () => {
+tasks.test("PIQA, WinoGrande and BoolQ from local parquet files in the HF schema equal the original files", async () => {
   const dir = await Deno.makeTempDir({ prefix: "lowbit-hf-local-" });
   try {
     // ybisk/piqa: {goal, sol1, sol2, label}
@@ -223,7 +226,7 @@ Deno.test("PIQA, WinoGrande and BoolQ from local parquet files in the HF schema 
   }
 });
 
-Deno.test("HellaSwag rows in Rowan/hellaswag's schema: lm-eval's process_docs", async () => {
+tasks.test("HellaSwag rows in Rowan/hellaswag's schema: lm-eval's process_docs", async () => {
   // The first validation item, as the Hub stores it (before lm-eval's preprocessing).
   const row = {
     where: "hellaswag.parquet: row 1",
@@ -272,7 +275,13 @@ Deno.test("BoolQ in google/boolq's schema (answer: bool, no title) and lm-eval's
 });
 
 Deno.test("bad HF rows: missing column and empty choice list name the row; bad gold kept as -1", async () => {
-  const good = arcRows("arc_easy")[0]!;
+  // A valid row in allenai/ai2_arc's schema.
+  const good = {
+    id: "item-0",
+    question: "Which gas do plants take in from the air?",
+    choices: { text: ["oxygen", "carbon dioxide", "helium", "neon"], label: ["A", "B", "C", "D"] },
+    answerKey: "B",
+  };
   const dir = await Deno.makeTempDir({ prefix: "lowbit-hf-bad-" });
   try {
     const write = async (name: string, rows: Record<string, unknown>[]) => {

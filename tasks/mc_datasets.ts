@@ -1,6 +1,7 @@
 /**
  * Readers and prompts of the zero-shot datasets, each following its lm-evaluation-harness task
- * YAML. Files live under the data root (`--data`, `LOWBIT_DATA`) in `tasks/…`; the original
+ * YAML. Files live under a data root (`--data DIR`, `LOWBIT_DATA=DIR`; none ships with lowbit) in
+ * `tasks/…`, or come from the Hub in the dataset's own columns (`TASK=hf`); the original
  * formats are read where we have them (PIQA, WinoGrande, BoolQ, HellaSwag), the llm-foundry
  * normalized files otherwise (ARC-Easy, ARC-Challenge, LAMBADA OpenAI).
  *
@@ -14,7 +15,7 @@
 
 import { sha256Hex } from "../core/hash.ts";
 import { NotAvailableError } from "../core/errors.ts";
-import { dataPath, type DatasetInfo } from "../corpora/text.ts";
+import { dataPath, type DatasetInfo, missingDatasetHint } from "../corpora/text.ts";
 import { MalformedRows, type SkippedRows } from "./malformed.ts";
 import { type McDoc, pyStrip } from "./multiple_choice.ts";
 
@@ -40,7 +41,21 @@ export interface TaskDatasetInfo extends DatasetInfo {
   readonly source?: string;
 }
 
-/** A file's bytes and fingerprint; a missing file names the data root. */
+/**
+ * The tasks that can be read from the Hub instead (`--tasks TASK=hf`), for the hint of a missing
+ * file; `tasks/mod.ts`'s `HF_TASK_IDS` (checked equal by a test).
+ */
+export const HUB_READABLE_TASKS: readonly string[] = [
+  "arc_easy",
+  "arc_challenge",
+  "piqa",
+  "hellaswag",
+  "winogrande",
+  "boolq",
+  "gsm8k",
+];
+
+/** A file's bytes and fingerprint; a missing file names the data root and the alternatives. */
 export async function readDataFile(
   dataDir: string,
   rel: string,
@@ -51,8 +66,9 @@ export async function readDataFile(
     bytes = await Deno.readFile(path);
   } catch (e) {
     throw new NotAvailableError(
-      `Dataset file ${rel} not found at ${path}: set --data or LOWBIT_DATA to the directory ` +
-        `holding the datasets (the default is ../shared/data beside the checkout)`,
+      `Dataset file ${rel} not found at ${path}: ${missingDatasetHint(rel)}; or read ` +
+        `${HUB_READABLE_TASKS.join(", ")} from the Hub with --tasks TASK=hf or ` +
+        `TASK=hf://datasets/OWNER/NAME/PATH`,
       { cause: e },
     );
   }

@@ -17,10 +17,14 @@ import {
   readWinogrande,
   recapitalizeHellaswag,
 } from "./mc_datasets.ts";
+import { NotAvailableError } from "../core/errors.ts";
+import { getTask, HF_TASK_IDS } from "./mod.ts";
 import { evaluateMultipleChoice, type LogProbModel, type McDoc } from "./multiple_choice.ts";
 import { MalformedRows } from "./malformed.ts";
 import { parseGsm8k } from "./gsm8k.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
+
+const sumsTasks = await needs("SHA256SUMS", "data/tasks");
 
 const dataDir = sharedPath("data");
 
@@ -37,7 +41,7 @@ function foundry(name: string): Record<string, unknown>[] {
   return parseJsonl(name, text).map((r) => r.value);
 }
 
-Deno.test("ARC readers: 2,376 / 1,172 test items, lm-eval prompt, fingerprint of the file", async () => {
+sumsTasks.test("ARC readers: 2,376 / 1,172 test items, lm-eval prompt, fingerprint of the file", async () => {
   const easy = await readArc(dataDir, "arc_easy");
   const challenge = await readArc(dataDir, "arc_challenge");
   assert.equal(easy.docs.length, 2376);
@@ -57,7 +61,7 @@ Deno.test("ARC readers: 2,376 / 1,172 test items, lm-eval prompt, fingerprint of
   assert.equal(easy.info.format, "llm-foundry");
 });
 
-Deno.test("PIQA reader: 1,838 items from valid.jsonl + labels, golds agree with llm-foundry's", async () => {
+sumsTasks.test("PIQA reader: 1,838 items from valid.jsonl + labels, golds agree with llm-foundry's", async () => {
   const { docs, info } = await readPiqa(dataDir);
   assert.equal(docs.length, 1838);
   assert.equal(info.files.length, 2);
@@ -76,7 +80,7 @@ Deno.test("PIQA reader: 1,838 items from valid.jsonl + labels, golds agree with 
   docs.forEach((d, i) => assert.equal(d.gold, ref[i]!.gold, `item ${i}`));
 });
 
-Deno.test("WinoGrande reader: 1,267 dev items, partial contexts equal llm-foundry's", async () => {
+sumsTasks.test("WinoGrande reader: 1,267 dev items, partial contexts equal llm-foundry's", async () => {
   const { docs, info } = await readWinogrande(dataDir);
   assert.equal(docs.length, 1267);
   assert.equal(info.sha256, await pinned("data/tasks/winogrande/dev.jsonl"));
@@ -92,7 +96,7 @@ Deno.test("WinoGrande reader: 1,267 dev items, partial contexts equal llm-foundr
   assert.equal(sameContinuation, docs.length);
 });
 
-Deno.test("BoolQ reader: 3,270 dev items, lm-eval prompt, golds agree with llm-foundry's", async () => {
+sumsTasks.test("BoolQ reader: 3,270 dev items, lm-eval prompt, golds agree with llm-foundry's", async () => {
   const { docs, info } = await readBoolq(dataDir);
   assert.equal(docs.length, 3270);
   assert.equal(info.sha256, await pinned("data/tasks/boolq/v6_test.json"));
@@ -111,7 +115,7 @@ Deno.test("BoolQ reader: 3,270 dev items, lm-eval prompt, golds agree with llm-f
   docs.forEach((x, i) => assert.equal(x.gold, ref[i]!.gold, `item ${i}`));
 });
 
-Deno.test("HellaSwag reader: 10,042 items from the gzip file, ctx_b re-capitalised", async () => {
+sumsTasks.test("HellaSwag reader: 10,042 items from the gzip file, ctx_b re-capitalised", async () => {
   const { docs, info, recapitalized } = await readHellaswag(dataDir);
   assert.equal(docs.length, 10042);
   assert.equal(info.sha256, await pinned("data/tasks/hellaswag/hellaswag_val_full.txt.gz"));
@@ -145,7 +149,7 @@ Deno.test("HellaSwag re-capitalisation follows Python's str.capitalize on the ct
   );
 });
 
-Deno.test("LAMBADA reader: 5,153 items split as lm-eval (context, ' ' + last word)", async () => {
+sumsTasks.test("LAMBADA reader: 5,153 items split as lm-eval (context, ' ' + last word)", async () => {
   const { docs, info } = await readLambada(dataDir);
   assert.equal(docs.length, 5153);
   assert.equal(info.sha256, await pinned("data/tasks/llm-foundry/lambada_openai.jsonl"));
@@ -352,4 +356,32 @@ Deno.test("skip-malformed: bad lines are skipped and counted with file and line;
   assert.deepEqual(gsm.map((d) => [d.line, d.gold]), [[1, "3"]]);
   assert.match(gRows.summary().skippedExamples[0]!, /^g\.jsonl:2: /);
   assert.throws(() => parseGsm8k("g.jsonl", `${g("no answer")}\n`), /g\.jsonl:1: /);
+});
+
+Deno.test("a task file that does not ship names --data, LOWBIT_DATA and, where the task has one, its Hub source", async () => {
+  // data/ of the repository holds TinyStories only.
+  const missing = async (run: () => Promise<unknown>) => {
+    const e = await run().then(() => assert.fail("expected a missing-file error"), (e) => e);
+    assert.ok(e instanceof NotAvailableError, String(e));
+    return e.message;
+  };
+  const arc = await missing(() => readArc(bundledDataDir(), "arc_easy"));
+  assert.match(
+    arc,
+    /^Dataset file tasks\/llm-foundry\/arc_easy\.jsonl not found at .*\/data\/tasks\//,
+  );
+  assert.match(
+    arc,
+    /set --data DIR or LOWBIT_DATA=DIR to a directory holding tasks\/llm-foundry\/arc_easy\.jsonl/,
+  );
+  assert.match(arc, /--tasks TASK=hf or TASK=hf:\/\/datasets\//);
+  // The tasks the message offers from the Hub are exactly those that take a source.
+  const offered = arc.match(/or read (.*) from the Hub/)![1]!.split(", ");
+  assert.deepEqual([...offered].sort(), [...HF_TASK_IDS].sort());
+  for (const task of offered) assert.equal(getTask(`${task}=hf`).id, `${task}=hf`);
+  assert.throws(() => getTask("lambada_openai=hf"), /cannot read a dataset source/);
+  const lambada = await missing(() =>
+    getTask("lambada_openai").dataset({ dataDir: bundledDataDir() })
+  );
+  assert.match(lambada, /tasks\/llm-foundry\/lambada_openai\.jsonl/);
 });

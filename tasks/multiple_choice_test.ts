@@ -15,9 +15,12 @@ import {
 import { evaluateLambada } from "./zero_shot.ts";
 import { parseWinogrande } from "./mc_datasets.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
+import { needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { windowLogProbs } from "./window_score.ts";
 import type { Tokenizer } from "../models/types.ts";
+
+const stories = await needs("hf-mirror");
 
 // A character tokenizer with the SentencePiece convention: a non-empty text gets one dummy-prefix
 // space token in front; every character is one token. Ids: 0 unk, 1 BOS, 2 EOS, then characters.
@@ -235,7 +238,7 @@ Deno.test("trailing whitespace of the context moves into the continuation (Pytho
   assert.equal(pyStrip("\ufeffa"), "\ufeffa");
 });
 
-Deno.test("continuation tokens are encode(ctx + cont) minus encode(ctx)'s count (stories260K tokenizer)", async () => {
+stories.test("continuation tokens are encode(ctx + cont) minus encode(ctx)'s count (stories260K tokenizer)", async () => {
   const { tokenizer: tok } = await stories260K();
   // Trailing space moved: same split as a context without it.
   assert.deepEqual(
@@ -265,7 +268,7 @@ Deno.test("continuation tokens are encode(ctx + cont) minus encode(ctx)'s count 
   assert.deepEqual(encodePair(tok, "", " yes"), { context: [], continuation: tok.encode(" yes") });
 });
 
-Deno.test("prefix reuse gives bit-identical log-likelihoods to independent full forward passes", async () => {
+stories.test("prefix reuse gives bit-identical log-likelihoods to independent full forward passes", async () => {
   const model = await stories260K();
   const tok = model.tokenizer;
   const pairs = [

@@ -5,13 +5,16 @@ import { logSoftmaxRows } from "./window_score.ts";
 import { getTask } from "./mod.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { rtn } from "../methods/rtn.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import type { Metric, ReferenceModel, TaskResult } from "./types.ts";
 import { kernelsById } from "../kernels/backend.ts";
 import { EvalPool } from "./eval_pool.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+const storiesWikitext = await needs("hf-mirror", "data/text/wikitext2/wiki.test.raw");
+
+const dataDir = bundledDataDir();
 const get = (r: TaskResult, id: string): Metric => r.metrics.find((m) => m.metric === id)!;
 
 Deno.test("makeWindows() prepends BOS to non-overlapping (context − 1)-token slices, drops the rest", () => {
@@ -33,7 +36,7 @@ Deno.test("logSoftmaxRows(): each row's probabilities sum to 1 and keep the logi
   assert.ok(Math.abs(x[2]! - (3 - Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)))) < 1e-6);
 });
 
-Deno.test("FP32 perplexity of stories260K on the whole TinyStories file is 5.32 ± 0.01", async () => {
+stories.test("FP32 perplexity of stories260K on the whole TinyStories file is 5.32 ± 0.01", async () => {
   // Independent measurement (issue #2): mean NLL 1.672 nats/token over 393K tokens, PPL 5.32.
   const model = await stories260K();
   const r = await getTask("tinystories").run(model, { kernels: refKernels, dataDir });
@@ -52,11 +55,11 @@ Deno.test("FP32 perplexity of stories260K on the whole TinyStories file is 5.32 
   assert.ok(nll.stderr! < 0.02 && ppl.stderr! < 0.1);
   assert.equal(
     r.dataset.bytes,
-    (await Deno.stat(sharedPath("data", "text", "tinystories", "tinystories_val_head.txt"))).size,
+    (await Deno.stat(`${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`)).size,
   );
 });
 
-Deno.test("KL of a model against itself is 0 and top-1 agreement is 1", async () => {
+stories.test("KL of a model against itself is 0 and top-1 agreement is 1", async () => {
   const model = await stories260K();
   const reference: ReferenceModel = { model, cache: new Map(), cacheBudgetBytes: 2 ** 30 };
   const r = await getTask("tinystories").run(model, {
@@ -69,7 +72,7 @@ Deno.test("KL of a model against itself is 0 and top-1 agreement is 1", async ()
   assert.equal(get(r, "top1").value, 1);
 });
 
-Deno.test("RTN degrades monotonically from W8 to W2: KL and perplexity rise as bits fall", async () => {
+stories.test("RTN degrades monotonically from W8 to W2: KL and perplexity rise as bits fall", async () => {
   const model = await stories260K();
   const reference: ReferenceModel = { model, cache: new Map(), cacheBudgetBytes: 2 ** 30 };
   const task = getTask("tinystories");
@@ -112,16 +115,16 @@ Deno.test("RTN degrades monotonically from W8 to W2: KL and perplexity rise as b
   assert.ok(results.every((r) => r.kl > 0));
 });
 
-Deno.test("a missing dataset names the path and how to set the data root", async () => {
+stories.test("a missing dataset names the path and how to set the data root", async () => {
   const model = await stories260K();
   await assert.rejects(
     getTask("tinystories").run(model, { kernels: refKernels, dataDir: "/nonexistent" }),
-    /not found at \/nonexistent\/text\/tinystories\/tinystories_val_head\.txt: set --data or LOWBIT_DATA/,
+    /not found at \/nonexistent\/text\/tinystories\/tinystories_val_head\.txt: .*set --data DIR or LOWBIT_DATA=DIR/,
   );
 });
 
 for (const backend of ["js-ref", "wasm-simd"]) {
-  Deno.test(`the worker pool gives exactly the numbers of the in-thread path (${backend})`, async () => {
+  stories.test(`the worker pool gives exactly the numbers of the in-thread path (${backend})`, async () => {
     const kernels = await kernelsById(backend);
     const model = await stories260K();
     const q = await rtn.quantize(
@@ -155,7 +158,7 @@ for (const backend of ["js-ref", "wasm-simd"]) {
   });
 }
 
-Deno.test("WASM and reference kernels give the same perplexity within 1e-5 relative", async () => {
+stories.test("WASM and reference kernels give the same perplexity within 1e-5 relative", async () => {
   const model = await stories260K();
   const task = getTask("tinystories:eval");
   const wasm = await kernelsById("wasm-simd");
@@ -165,9 +168,13 @@ Deno.test("WASM and reference kernels give the same perplexity within 1e-5 relat
   assert.ok(Math.abs(pa - pb) / pa < 1e-5, `${pa} vs ${pb}`);
 });
 
-Deno.test("wikitext2 reads the canonical raw test file and fingerprints it", async () => {
+storiesWikitext.test("wikitext2 reads the canonical raw test file and fingerprints it", async () => {
   const model = await stories260K();
-  const r = await getTask("wikitext2").run(model, { kernels: refKernels, dataDir, limit: 1 });
+  const r = await getTask("wikitext2").run(model, {
+    kernels: refKernels,
+    dataDir: sharedPath("data"),
+    limit: 1,
+  });
   // Published facts about wikitext-2-raw-v1 wiki.test.raw: 1,290,590 bytes, md5 7c0137fc….
   assert.equal(r.dataset.bytes, 1290590);
   const bytes = await Deno.readFile(r.dataset.path);

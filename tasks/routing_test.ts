@@ -3,7 +3,9 @@ import { withZeroRouters } from "../testing/moe.ts";
 import { compareRouting, routingConsistency, type RoutingTally } from "./routing.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { loadModel } from "../models/load.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
+
+const moe = await needs("models/stories260K-moe");
 
 Deno.test("compareRouting(): top-k agreement and router KL by hand", () => {
   // 2 tokens, 3 experts, top-2.
@@ -26,7 +28,7 @@ Deno.test("compareRouting(): top-k agreement and router KL by hand", () => {
   assert.ok(Math.abs(tally.kl - (kl0 + kl1)) < 1e-12);
 });
 
-Deno.test("routingConsistency(): a model against itself agrees exactly; a zeroed router does not", async () => {
+moe.test("routingConsistency(): a model against itself agrees exactly; a zeroed router does not", async () => {
   const moe = await loadModel(sharedPath("models", "stories260K-moe"));
   const windows = [
     moe.tokenizer.encode("Once upon a time, there was a little dog.", { bos: true }),
@@ -45,7 +47,7 @@ Deno.test("routingConsistency(): a model against itself agrees exactly; a zeroed
   assert.ok(m(zeroed, "router_kl") > 0);
 });
 
-Deno.test("a router producing NaN fails naming the layer", async () => {
+moe.test("a router producing NaN fails naming the layer", async () => {
   const moe = await loadModel(sharedPath("models", "stories260K-moe"));
   const layers = moe.weights.layers.map((l, i) => {
     if (i !== 3 || l.mlp.kind !== "moe") return l;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { readTextDataset } from "../corpora/text.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { buildRulerPrompt, fitUnits, generateRulerSet, type RulerSet } from "./ruler_fit.ts";
 import { RULER_TASKS, type RulerResources, type RulerTaskDef, zeta } from "./ruler_generate.ts";
@@ -9,6 +9,8 @@ import { cleanWikitext, DEPTHS, NOISE, splitSentences } from "./ruler_haystack.t
 import { RulerRng } from "./ruler_random.ts";
 import { rulerResources } from "./ruler.ts";
 import { corpusWords } from "./ruler_words.ts";
+
+const storiesWikitext = await needs("hf-mirror", "data/text/wikitext2/wiki.test.raw");
 
 const dataDir = sharedPath("data");
 let resources: Promise<RulerResources> | undefined;
@@ -124,7 +126,7 @@ Deno.test("fitUnits() finds the largest size within the budget (hand-built token
   );
 });
 
-Deno.test("the generator is deterministic for a seed; another seed gives other samples", async () => {
+storiesWikitext.test("the generator is deterministic for a seed; another seed gives other samples", async () => {
   const tok = (await stories260K()).tokenizer;
   const r = await res();
   const a = await generateRulerSet(def("niah_single_2"), r, tok, { length: 512, samples: 4 });
@@ -163,7 +165,7 @@ async function assertFitted(set: RulerSet, d: RulerTaskDef, r: RulerResources) {
   }
 }
 
-Deno.test("every sample fits its length exactly by RULER's rule (stories260K tokenizer)", async (t) => {
+storiesWikitext.test("every sample fits its length exactly by RULER's rule (stories260K tokenizer)", async (t) => {
   const tok = (await stories260K()).tokenizer;
   const r = await res();
   const cases: [string, number][] = [
@@ -194,7 +196,7 @@ Deno.test("every sample fits its length exactly by RULER's rule (stories260K tok
   }
 });
 
-Deno.test("a length whose smallest prompt cannot fit is unsupported with the token counts", async () => {
+storiesWikitext.test("a length whose smallest prompt cannot fit is unsupported with the token counts", async () => {
   const tok = (await stories260K()).tokenizer;
   const r = await res();
   await assert.rejects(
@@ -214,7 +216,7 @@ Deno.test("a length whose smallest prompt cannot fit is unsupported with the tok
   );
 });
 
-Deno.test("niah noise haystack: the needle is the line it was placed at, the rest is noise", async () => {
+storiesWikitext.test("niah noise haystack: the needle is the line it was placed at, the rest is noise", async () => {
   const tok = (await stories260K()).tokenizer;
   const set = await generateRulerSet(def("niah_single_1"), await res(), tok, {
     length: 1024,
@@ -244,7 +246,7 @@ Deno.test("niah noise haystack: the needle is the line it was placed at, the res
   }
 });
 
-Deno.test("niah essay haystack: each needle sits at its sampled depth", async () => {
+storiesWikitext.test("niah essay haystack: each needle sits at its sampled depth", async () => {
   const tok = (await stories260K()).tokenizer;
   const set = await generateRulerSet(def("niah_multikey_1"), await res(), tok, {
     length: 2048,
@@ -284,7 +286,7 @@ Deno.test("niah essay haystack: each needle sits at its sampled depth", async ()
   }
 });
 
-Deno.test("multi-value and multi-query NIAH: all values of the queried keys are the answers", async () => {
+storiesWikitext.test("multi-value and multi-query NIAH: all values of the queried keys are the answers", async () => {
   const tok = (await stories260K()).tokenizer;
   const r = await res();
   const mv = await generateRulerSet(def("niah_multivalue"), r, tok, { length: 1024, samples: 2 });
@@ -309,7 +311,7 @@ Deno.test("multi-value and multi-query NIAH: all values of the queried keys are 
   }
 });
 
-Deno.test("vt, cwe, fwe: the references are what the text says they are", async () => {
+storiesWikitext.test("vt, cwe, fwe: the references are what the text says they are", async () => {
   const tok = (await stories260K()).tokenizer;
   const r = await res();
   const vt = await generateRulerSet(def("vt"), r, tok, { length: 2048, samples: 2 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { readTextDataset } from "../corpora/text.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { getTask, TASK_IDS } from "./mod.ts";
 import {
@@ -14,6 +14,8 @@ import {
   rulerTask,
 } from "./ruler.ts";
 import { stringMatchAll } from "./ruler_score.ts";
+
+const storiesWikitext = await needs("hf-mirror", "data/text/wikitext2/wiki.test.raw");
 
 const dataDir = sharedPath("data");
 
@@ -53,7 +55,7 @@ Deno.test("defaultLengths(): RULER's lengths the context holds, else half and wh
   assert.deepEqual(defaultLengths(16384), [4096, 8192, 16384]);
 });
 
-Deno.test("RULER cells that cannot run are unsupported with the reason", async () => {
+storiesWikitext.test("RULER cells that cannot run are unsupported with the reason", async () => {
   const model = await stories260K();
   const ctx = { kernels: refKernels, dataDir, limit: 2 };
   await assert.rejects(
@@ -77,7 +79,7 @@ Deno.test("RULER cells that cannot run are unsupported with the reason", async (
   );
 });
 
-Deno.test("ruler:niah_single_2 runs end to end on stories260K (3 samples per length)", async () => {
+storiesWikitext.test("ruler:niah_single_2 runs end to end on stories260K (3 samples per length)", async () => {
   const model = await stories260K();
   const task = getTask("ruler:niah_single_2");
   const progress: number[] = [];
@@ -116,7 +118,7 @@ Deno.test("ruler:niah_single_2 runs end to end on stories260K (3 samples per len
   assert.deepEqual(again.metrics, r.metrics);
 });
 
-Deno.test("scores are the mean of per-sample string_match_all (a fraction)", async () => {
+storiesWikitext.test("scores are the mean of per-sample string_match_all (a fraction)", async () => {
   const model = await stories260K();
   // stories260K's own answers are scored per sample and averaged: check the mean against a
   // recomputation from the predictions.

@@ -8,12 +8,15 @@ import {
 } from "./tinystories_cloze.ts";
 import { readTextDataset } from "../corpora/text.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { getTask, TASK_IDS } from "./mod.ts";
 import { rtn } from "../methods/rtn.ts";
 
-const dataDir = sharedPath("data");
+const stories = await needs("hf-mirror");
+const tasks = await needs("data/tasks");
+
+const dataDir = bundledDataDir();
 
 Deno.test("sentences(): cut after . ! ? (and closing quotes) before a capital or an opening quote", () => {
   assert.deepEqual(
@@ -49,7 +52,7 @@ Deno.test("cloze items are deterministic for a seed and follow the generation ru
   for (const g of golds) assert.ok(g > items.length / 6, `${golds}`);
 });
 
-Deno.test("stories260K FP32 scores clearly above chance (25 %) on 200 tinystories_cloze items", async () => {
+stories.test("stories260K FP32 scores clearly above chance (25 %) on 200 tinystories_cloze items", async () => {
   const model = await stories260K();
   const r = await getTask("tinystories_cloze").run(model, {
     kernels: refKernels,
@@ -72,7 +75,7 @@ Deno.test("stories260K FP32 scores clearly above chance (25 %) on 200 tinystorie
   assert.equal(r.dataset.split?.name, "eval");
 });
 
-Deno.test("registry: zero-shot ids resolve, perplexity ids still work, unknown ids list them", async () => {
+tasks.test("registry: zero-shot ids resolve, perplexity ids still work, unknown ids list them", async () => {
   for (
     const id of [
       "arc_easy",
@@ -90,7 +93,7 @@ Deno.test("registry: zero-shot ids resolve, perplexity ids still work, unknown i
     assert.equal(t.id, id);
     assert.equal(t.family, "zero-shot");
     assert.ok(t.version >= 1);
-    const info = await t.dataset({ dataDir });
+    const info = await t.dataset({ dataDir: sharedPath("data") });
     assert.match(info.sha256, /^[0-9a-f]{64}$/);
   }
   for (const id of ["tinystories", "tinystories:eval", "wikitext2"]) {
@@ -100,7 +103,7 @@ Deno.test("registry: zero-shot ids resolve, perplexity ids still work, unknown i
   assert.throws(() => getTask("arc_medium"), /arc_easy/);
 });
 
-Deno.test("RTN W2 scores below W8 on tinystories_cloze (100 items): quantization moves it", async () => {
+stories.test("RTN W2 scores below W8 on tinystories_cloze (100 items): quantization moves it", async () => {
   const model = await stories260K();
   const acc = async (wBits: number) => {
     const q = { wBits, aBits: 16, granularity: "channel" as const, symmetric: false };

@@ -1,17 +1,19 @@
 import assert from "node:assert/strict";
 import { getTask } from "./mod.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import type { Metric, TaskResult } from "./types.ts";
 import { formatSummary } from "../results/summary.ts";
 import type { ResultRow } from "../results/row.ts";
 import type { EvalPool } from "./eval_pool.ts";
 
+const storiesTasks = await needs("hf-mirror", "data/tasks");
+
 const dataDir = sharedPath("data");
 const ids = (r: TaskResult) => r.metrics.map((m) => m.metric);
 
-Deno.test("lm-eval tasks run end to end on stories260K with small limits", async () => {
+storiesTasks.test("lm-eval tasks run end to end on stories260K with small limits", async () => {
   const model = await stories260K();
   const cases: [string, number, string[]][] = [
     ["arc_easy", 12, ["acc", "acc_norm"]],
@@ -41,7 +43,7 @@ Deno.test("lm-eval tasks run end to end on stories260K with small limits", async
   }
 });
 
-Deno.test("BoolQ passages longer than the context are left-truncated, and counted", async () => {
+storiesTasks.test("BoolQ passages longer than the context are left-truncated, and counted", async () => {
   const model = await stories260K();
   // With the 512-piece vocabulary the first two passages take 943 and 834 tokens, the third 280.
   const r = await getTask("boolq").run(model, { kernels: refKernels, dataDir, limit: 3 });
@@ -50,7 +52,7 @@ Deno.test("BoolQ passages longer than the context are left-truncated, and counte
   assert.equal(r.metrics[0]!.n, 3);
 });
 
-Deno.test("--limit must be a positive integer", async () => {
+storiesTasks.test("--limit must be a positive integer", async () => {
   const model = await stories260K();
   await assert.rejects(
     () => getTask("piqa").run(model, { kernels: refKernels, dataDir, limit: 0 }),
@@ -92,7 +94,7 @@ Deno.test("summary table: acc and acc_norm (± se) for zero-shot rows, Δacc aga
   assert.match(lines[5]!, /tinystories \(100 win\).*5\.5000/);
 });
 
-Deno.test("worker threads give the same numbers as this thread (results independent of threads)", async () => {
+storiesTasks.test("worker threads give the same numbers as this thread (results independent of threads)", async () => {
   const model = await stories260K();
   const pool = { threads: 2 } as EvalPool; // only its thread count is used by zero-shot tasks
   for (

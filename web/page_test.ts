@@ -10,12 +10,13 @@
 import assert from "node:assert/strict";
 import puppeteer from "puppeteer-core";
 import { buildWeb } from "./build.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { findChromium } from "../testing/chromium.ts";
 import { startMirror } from "../testing/mirror_server.ts";
 import type { PageResult } from "./app.ts";
 
 const chromium = findChromium();
+const webFixtures = await needs("models/stories260K-hf", "data/text/tinystories");
 
 async function cliRow(out: string): Promise<Record<string, { value: number }>> {
   const cmd = await new Deno.Command(Deno.execPath(), {
@@ -55,7 +56,7 @@ async function cliRow(out: string): Promise<Record<string, { value: number }>> {
   );
 }
 
-Deno.test({
+webFixtures.test({
   name:
     "browser page: RTN W4 on stories260K computed in Chromium (WebGPU, then WASM) equals the CLI's cell (1e-4)",
   ignore: !chromium,

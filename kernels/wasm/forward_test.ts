@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
 import { forward } from "../../models/forward.ts";
+import { needs } from "../../testing/fixtures.ts";
 import { stories260K } from "../../testing/stories.ts";
 import { refKernels } from "../ref/mod.ts";
 import type { Kernels } from "../types.ts";
 import { wasmKernels } from "./mod.ts";
 
-Deno.test("stories260K logits with wasm kernels equal the reference kernels' within 1e-4", async () => {
+const stories = await needs("hf-mirror");
+
+stories.test("stories260K logits with wasm kernels equal the reference kernels' within 1e-4", async () => {
   for (const fma of [false, true]) await compare(await wasmKernels({ fma }));
 });
 

@@ -7,7 +7,7 @@ import {
 import { forward, type ForwardModel } from "../../models/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix } from "../../models/types.ts";
 import { logSoftmaxRows, windowLogProbs } from "../../tasks/window_score.ts";
-import { sharedPath } from "../../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../../testing/fixtures.ts";
 import { randomMatrix } from "../../testing/random.ts";
 import { stories260K } from "../../testing/stories.ts";
 import { loadModel } from "../../models/load.ts";
@@ -16,6 +16,9 @@ import { wasmKernels } from "./mod.ts";
 import { WasmHeap } from "./heap.ts";
 import { loadWasm } from "./load.ts";
 import { ACT_WORD, activationWords, quantizesInWasm, windowUnsupported } from "./window_forward.ts";
+
+const stories = await needs("hf-mirror");
+const moe = await needs("models/stories260K-moe");
 
 const kernels = await wasmKernels();
 const reference = (m: ForwardModel, w: readonly number[]) =>
@@ -82,10 +85,10 @@ const base: LlamaConfig = {
   tiedEmbeddings: false,
 };
 
-Deno.test("whole-window log-probabilities of stories260K equal the op-by-op reference's", async () => {
+stories.test("whole-window log-probabilities of stories260K equal the op-by-op reference's", async () => {
   const model = await stories260K();
   const text = await Deno.readTextFile(
-    sharedPath("data/text/tinystories/tinystories_val_head.txt"),
+    `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`,
   );
   const stream = [model.tokenizer.bosId, ...model.tokenizer.encode(text.slice(0, 4000))];
   // Window lengths around the kernels' blocks of 4 keys and 8 rows, and the full context.
@@ -157,10 +160,10 @@ Deno.test("whole-window path refuses what it does not compute, and the seam fall
   await Promise.resolve();
 });
 
-Deno.test("whole-window path quantizes activations at every site, as the op-by-op path", async () => {
+stories.test("whole-window path quantizes activations at every site, as the op-by-op path", async () => {
   const model = await stories260K();
   const text = await Deno.readTextFile(
-    sharedPath("data/text/tinystories/tinystories_val_head.txt"),
+    `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`,
   );
   const w = [model.tokenizer.bosId, ...model.tokenizer.encode(text.slice(0, 8000))].slice(0, 512);
   const withActs = (activations: ActivationQuantization): ForwardModel => ({
@@ -206,7 +209,7 @@ Deno.test("whole-window path quantizes activations at every site, as the op-by-o
   assert.deepEqual(kernels.windowLogProbs!(model, w), float);
 });
 
-Deno.test("whole-window path: its own activation quantizer equals core/act_quantizer.ts bit for bit", async () => {
+stories.test("whole-window path: its own activation quantizer equals core/act_quantizer.ts bit for bit", async () => {
   const model = await stories260K();
   const w = Array.from({ length: 77 }, (_, t) => (t * 37 + 11) % model.config.vocabSize);
   // Factors of 1 folded out of a site change no number but send every site to the host's
@@ -305,11 +308,11 @@ Deno.test("act_quant_rows equals fakeQuantActivations bit for bit: ties, zeros, 
   assert.deepEqual([...a5.subarray(3 * n, 4 * n)], [735, -392, 392, 98, 0, 0, 0, 0]);
 });
 
-Deno.test("whole-window path runs Mixtral-layout MoE blocks as the op-by-op path", async () => {
+moe.test("whole-window path runs Mixtral-layout MoE blocks as the op-by-op path", async () => {
   const model = await loadModel(sharedPath("models", "stories260K-moe"));
   const moe = model.config.moe!;
   const text = await Deno.readTextFile(
-    sharedPath("data/text/tinystories/tinystories_val_head.txt"),
+    `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`,
   );
   const stream = [model.tokenizer.bosId, ...model.tokenizer.encode(text.slice(0, 8000))];
   const asym = { ...DEFAULT_ACT_OPTIONS, symmetric: false, clip: 0.9 };

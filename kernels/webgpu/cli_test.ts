@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import type { ResultRow } from "../../results/row.ts";
 import { sandbox } from "../../testing/sandbox.ts";
-import { sharedPath } from "../../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../../testing/fixtures.ts";
 import { adapterInfo, requestAdapter } from "./device.ts";
 
 const adapter = await requestAdapter();
+const stories = await needs("hf-mirror");
 const cli = new URL("../../cli.ts", import.meta.url).pathname;
 
 /** Runs the CLI on one window of stories260K (FP and RTN W4) with `backend`; returns its rows. */
@@ -32,7 +33,7 @@ async function bench(backend: string, dir: string, vars: Record<string, string>)
       "--out",
       out,
       "--data",
-      sharedPath("data"),
+      bundledDataDir(),
       "--quiet",
     ],
     env: { ...vars, NO_COLOR: "1" },
@@ -45,7 +46,7 @@ async function bench(backend: string, dir: string, vars: Record<string, string>)
   return { rows: text.trim().split("\n").map((l) => JSON.parse(l) as ResultRow), stderr };
 }
 
-Deno.test({
+stories.test({
   name: "cli --backend webgpu: rows record the adapter and equal --backend ts to 1e-4 relative",
   ignore: !adapter,
   async fn() {

@@ -4,18 +4,19 @@ import { rtn } from "../../methods/rtn.ts";
 import { getTask } from "../../tasks/mod.ts";
 import type { Metric, TaskResult } from "../../tasks/types.ts";
 import { scoreWindow, windowLogProbs } from "../../tasks/window_score.ts";
-import { sharedPath } from "../../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../../testing/fixtures.ts";
 import { stories260K } from "../../testing/stories.ts";
 import { GpuDeviceLostError, requestAdapter } from "./device.ts";
 import { GpuWindowScorer } from "./window_scorer.ts";
 
-const dataDir = sharedPath("data");
+const dataDir = bundledDataDir();
 const get = (r: TaskResult, id: string): Metric => r.metrics.find((m) => m.metric === id)!;
 const scorer = (await requestAdapter()) ? await GpuWindowScorer.create() : undefined;
 const opts = { ignore: !scorer, sanitizeResources: false, sanitizeOps: false };
+const stories = await needs("hf-mirror");
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
 
-Deno.test({
+stories.test({
   name: "stories260K perplexity through WebGPU equals the TS reference to 1e-4 relative",
   ...opts,
   async fn() {
@@ -40,7 +41,7 @@ Deno.test({
   },
 });
 
-Deno.test({
+stories.test({
   name: "WebGPU KL and top-1 of a W3 model against the FP model match the TS reference",
   ...opts,
   async fn() {
@@ -88,7 +89,7 @@ Deno.test({
   },
 });
 
-Deno.test({
+stories.test({
   name: "GpuWindowScorer scores one short window like scoreWindow over windowLogProbs",
   ...opts,
   async fn() {
@@ -118,7 +119,7 @@ Deno.test({
   },
 });
 
-Deno.test({
+stories.test({
   name: "perplexity on a WebGPU device lost mid-run fails with the reason instead of hanging",
   ...opts,
   async fn() {
@@ -143,7 +144,7 @@ Deno.test({
   },
 });
 
-Deno.test({
+stories.test({
   name: "GpuWindowScorer keeps reference log-probabilities per reference model",
   ...opts,
   async fn() {
