@@ -357,7 +357,7 @@ stories.test("cli: --tasks TASK=FILE with --skip-malformed records the skipped l
   assert.match(text, /TASK=SOURCE/);
 });
 
-Deno.test("AWQ rows: each method's own calibration (AWQ's pileval-awq recipe, GPTQ's windows), AWQ's quantizer convention; a matrix recipe overrides", async () => {
+stories.test("AWQ rows: each method's own calibration (AWQ's pileval-awq recipe, GPTQ's windows), AWQ's quantizer convention; a matrix recipe overrides", async () => {
   await using sb = await sandbox("lowbit-run-awq-");
   const spec: MatrixSpec = {
     id: "a",

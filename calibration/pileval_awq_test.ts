@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { readDocuments, readTextDataset } from "../corpora/text.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import {
   PILEVAL_AWQ,
@@ -17,7 +17,10 @@ import {
   methodCalibration,
 } from "./set.ts";
 
-const dataDir = sharedPath("data");
+const dataDir = bundledDataDir();
+const stories = await needs("hf-mirror");
+const c4 = await needs("hf-mirror", "data/text/c4/c4_validation_2k.jsonl");
+const sharedData = sharedPath("data");
 
 /**
  * Python's `str.strip()`, written as a character class (independent of `pythonStrip`); the
@@ -91,7 +94,7 @@ Deno.test("Python's strip() whitespace, and documents of a running text", () => 
   assert.notDeepEqual(shuffledOrder(100, 8), order);
 });
 
-Deno.test("pileval-awq over TinyStories' calib half: blocks of the kept paragraphs, recipe and sizes in the record", async () => {
+stories.test("pileval-awq over TinyStories' calib half: blocks of the kept paragraphs, recipe and sizes in the record", async () => {
   const tok = (await stories260K()).tokenizer;
   const spec: CalibrationSpec = {
     ...DEFAULT_CALIBRATION,
@@ -131,15 +134,15 @@ Deno.test("pileval-awq over TinyStories' calib half: blocks of the kept paragrap
   assert.equal(again.tokensSha256, set.tokensSha256);
 });
 
-Deno.test("pileval-awq over C4: one document per line; the method's defaults under the matrix's settings", async () => {
+c4.test("pileval-awq over C4: one document per line; the method's defaults under the matrix's settings", async () => {
   const tok = (await stories260K()).tokenizer;
   const spec = methodCalibration(
     { calibration: { recipe: PILEVAL_AWQ, seqLen: 512, seed: 42 } },
     { source: "c4", samples: 16 },
   );
   assert.deepEqual(spec, { source: "c4", samples: 16, seqLen: 512, seed: 42, recipe: PILEVAL_AWQ });
-  const set = await drawCalibrationSet(spec, tok, 512, dataDir);
-  const { documents } = await readDocuments("c4", dataDir);
+  const set = await drawCalibrationSet(spec, tok, 512, sharedData);
+  const { documents } = await readDocuments("c4", sharedData);
   const kept = set.protocol.keptDocuments as number[];
   assert.equal(kept.length, 16);
   const total = kept.reduce(

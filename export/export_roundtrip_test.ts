@@ -14,11 +14,12 @@ import { listLinears, mapLinears } from "../models/linears.ts";
 import { loadModel } from "../models/load.ts";
 import type { LlamaWeights, LoadedModel } from "../models/types.ts";
 import type { QuantConfig, QuantizedModel } from "../methods/types.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 import { directoryReader, exportModel, type ExportOptions } from "./export_model.ts";
 import { rtnFp16Scales } from "./fp16_rtn.ts";
 
 const STORIES = sharedPath("models", "stories260K-hf");
+const storiesHf = await needs("models/stories260K-hf");
 const golden = (name: string) => new URL(`../testing/golden/${name}`, import.meta.url).pathname;
 
 function quant(bits: number, group: number | "channel", symmetric: boolean): QuantConfig {
@@ -89,7 +90,7 @@ function assertSameLinears(ours: LlamaWeights, theirs: LlamaWeights, what: strin
   }
 }
 
-Deno.test({
+storiesHf.test({
   name:
     "stories260K-hf: GPTQ v1 / v2 and compressed-tensors exports load back bit-identical, same logits",
   sanitizeResources: false,

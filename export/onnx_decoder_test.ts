@@ -14,7 +14,10 @@ import { quantizeLinears, rtn } from "../methods/rtn.ts";
 import type { QuantConfig } from "../methods/types.ts";
 import { forward } from "../models/forward.ts";
 import { loadLlama2c, loadModel } from "../models/load.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, hfMirrorRoot, needs, sharedPath } from "../testing/fixtures.ts";
+
+const storiesHf = await needs("models/stories260K-hf");
+const stories = await needs("hf-mirror");
 import { directoryReader, exportModel } from "./export_model.ts";
 import { onnxDecoder } from "./onnx_decoder.ts";
 
@@ -81,7 +84,7 @@ Deno.test({
   },
 });
 
-Deno.test({
+storiesHf.test({
   name:
     "ONNX decoder: the stories260K W4 g32 RTN cell, exported, gives our quantized model's perplexity on 4 windows",
   sanitizeOps: false,
@@ -108,7 +111,7 @@ Deno.test({
       );
       assert.equal(manifest.lossless, true, manifest.deviations.join("; "));
       const text = await Deno.readTextFile(
-        sharedPath("data", "text", "tinystories", "tinystories_val_head.txt"),
+        `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`,
       );
       const body = model.tokenizer.encode(text.slice(0, 20000), { bos: false });
       const L = 128;
@@ -152,7 +155,7 @@ Deno.test({
   },
 });
 
-Deno.test("ONNX decoder: refuses unsupported features by name, non-4-bit linears and groups that are no block size", async () => {
+stories.test("ONNX decoder: refuses unsupported features by name, non-4-bit linears and groups that are no block size", async () => {
   const gemma = await loadModel(golden("gemma2"));
   assert.throws(
     () => onnxDecoder(gemma.config, gemma.weights),
@@ -164,7 +167,7 @@ Deno.test("ONNX decoder: refuses unsupported features by name, non-4-bit linears
   );
   const phi3 = await loadModel(golden("phi3"));
   assert.throws(() => onnxDecoder(phi3.config, phi3.weights), /partialRotary/);
-  const tiny = sharedPath("hf-mirror", "karpathy", "tinyllamas", "resolve", "main", "stories260K");
+  const tiny = `${await hfMirrorRoot()}/karpathy/tinyllamas/resolve/main/stories260K`;
   const llama2c = await loadLlama2c(`${tiny}/stories260K.bin`, `${tiny}/tok512.bin`);
   assert.throws(
     () => onnxDecoder(llama2c.config, llama2c.weights),

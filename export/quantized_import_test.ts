@@ -14,7 +14,9 @@ import { forward } from "../models/forward.ts";
 import { PackedMatrix } from "../models/lazy_matrix.ts";
 import { listLinears, mapLinears } from "../models/linears.ts";
 import { loadModel } from "../models/load.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
+
+const storiesHf = await needs("models/stories260K-hf");
 import { awqQuantizationConfig, exportAwqGemm } from "./awq.ts";
 import { checkpointLayout } from "./checkpoint_layout.ts";
 import { directoryReader, exportModel } from "./export_model.ts";
@@ -192,7 +194,7 @@ Deno.test("quantization_config: unknown methods and unread variants are refused 
   }
 });
 
-Deno.test({
+storiesHf.test({
   name: "bench: an imported GPTQ export evaluates with --methods fp",
   sanitizeResources: false,
   sanitizeOps: false,
@@ -224,7 +226,7 @@ Deno.test({
         symmetric: false,
         limit: 2,
         context: 64,
-      }, { outDir: `${dir}/runs`, dataDir: sharedPath("data") });
+      }, { outDir: `${dir}/runs`, dataDir: bundledDataDir() });
       assert.equal(rows.length, 1);
       assert.equal(rows[0]!.status, "ok", JSON.stringify(rows[0]!.error ?? rows[0]));
       const ppl = rows[0]!.metrics.find((x) => x.metric === "ppl")!.value;

@@ -28,7 +28,9 @@ import type {
   Matrix,
 } from "../models/types.ts";
 import { getTask } from "../tasks/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
+
+const stories = await needs("hf-mirror");
 import { random64 } from "../testing/random.ts";
 import { stories260K } from "../testing/stories.ts";
 import { awq } from "./awq.ts";
@@ -43,7 +45,7 @@ import { type QuantConfig, resolveParams } from "./types.ts";
 const kernels = refKernels;
 /** stories260K runs on the WASM kernels (the bench's default backend), about 5× the reference's speed. */
 const fast = await wasmKernels();
-const dataDir = sharedPath("data");
+const dataDir = bundledDataDir();
 const GOLDEN = decodeURIComponent(new URL("../testing/golden", import.meta.url).pathname);
 /** The dense golden families (random tiny checkpoints, `testing/golden/README.md`). */
 const DENSE = ["llama_bias", "llama3", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "opt"];
@@ -314,7 +316,7 @@ function meanNll(m: Model, windows: readonly Int32Array[]): number {
   return s / n;
 }
 
-Deno.test("stories260K: AWQ is not worse than RTN on the calibration loss, and its perplexity is reported (W4 and W3 per channel)", async () => {
+stories.test("stories260K: AWQ is not worse than RTN on the calibration loss, and its perplexity is reported (W4 and W3 per channel)", async () => {
   const model = await stories260K();
   // AWQ's recipe over TinyStories' calib half; fewer documents and shorter blocks than the
   // defaults (128 × 512) keep the test quick.
@@ -353,7 +355,7 @@ Deno.test("stories260K: AWQ is not worse than RTN on the calibration loss, and i
   }
 });
 
-Deno.test("awq+gptq: AWQ's scaling and clipping, then GPTQ on the transformed weights", async () => {
+stories.test("awq+gptq: AWQ's scaling and clipping, then GPTQ on the transformed weights", async () => {
   const model = await stories260K();
   const chain = getMethod("awq+gptq");
   assert.equal(chain.taxonomy, "compensation");
