@@ -306,6 +306,7 @@ Deno.test("quarot and quarot+gptq run end to end on stories260K at W4A16 and W4A
   assert.ok(Math.abs((await ppl(t.weights)) / fp - 1) < 1e-5);
   for (const id of ["quarot", "quarot+gptq"]) {
     const method = getMethod(id);
+    assert.equal(method.taxonomy, "rotation");
     for (const q of [{ ...W4A4, aBits: 16, act: undefined }, W4A4]) {
       const { act: _, ...rest } = q;
       const cfg: QuantConfig = q.act ? q : rest;
