@@ -94,7 +94,7 @@ Deno.test("runMatrix(): unknown ids fail before any compute, listing the valid o
   const opts = { outDir: `${sb.dir}/out`, dataDir, env: sb.env };
   await assert.rejects(
     runMatrix({ ...base, methods: ["rnt"] }, opts),
-    /Cannot find method "rnt". Did you mean "rtn"\? Available: affinequant, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+    /Cannot find method "rnt". Did you mean "rtn"\? Available: affinequant, crossquant, eaquant, flexround, fp, gptq, quarot, rtn, smoothquant/,
   );
   await assert.rejects(
     runMatrix({ ...base, tasks: ["tinystory"] }, opts),
@@ -191,7 +191,7 @@ Deno.test("cli: bad flags and ids exit with code 2 and a message naming what is 
   assert.equal(a.code, 2);
   assert.match(
     a.err,
-    /Cannot find method "gptqq".*Available: affinequant, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+    /Cannot find method "gptqq".*Available: affinequant, crossquant, eaquant, flexround, fp, gptq, quarot, rtn, smoothquant/,
   );
   const b = await run("--matrix", "w2-w9");
   assert.equal(b.code, 2);

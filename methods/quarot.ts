@@ -43,6 +43,8 @@
  * - the model's norm ε is kept (QuaRot's `RMSN` uses 1e-5);
  * - every fusion is float64 rounded once to float32, also the extra Hadamards QuaRot fuses in
  *   float32, and weights stay float32 (QuaRot casts back to the fp16 checkpoint dtype);
+ * - the online transforms compute in float64 and round once to float32 (QuaRot: in fp16, or in
+ *   fp32 with `--fp32_had`);
  * - the cross-head online transform is the full M_heads ⊗ I, and sites without an exact Hadamard
  *   get a dense orthogonal matrix (QuaRot asserts, or for 20 heads computes a non-identity);
  * - a v_proj bias is transformed with v's rows (QuaRot's Llama path has none);

@@ -138,6 +138,30 @@ Deno.test("quarot transform: rotated FP model with online transforms gives the o
   }
 });
 
+Deno.test("quarot transform on stories260K: the same logits (≤ 1e-4 of max|logit|); centring changes them", async () => {
+  const model = await stories260K();
+  const ids = model.tokenizer.encode(
+    "Once upon a time, there was a little girl named Lily. She loved to play outside.",
+    { bos: true },
+  );
+  const ref = forward(model, ids);
+  for (const rotateMode of ["hadamard", "random"] as const) {
+    const t = quarotTransform(model.config, model.weights, { ...DEFAULTS, rotateMode });
+    const err = relDiff(forward(t, ids), ref);
+    assert.ok(err <= 1e-4, `${rotateMode}: ${err}`);
+  }
+  // With centring the rotated model computes the original with centred embedding rows (its tied
+  // classifier not centred): a different function for this RMSNorm model.
+  const t = quarotTransform(model.config, model.weights, { ...DEFAULTS, centerEmbeddings: true });
+  const centred = {
+    config: model.config,
+    weights: { ...model.weights, embed: centerRows(model.weights.embed) },
+  };
+  const got = forward(t, ids);
+  assert.ok(relDiff(got, forward(centred, ids)) <= 1e-4);
+  assert.ok(relDiff(got, ref) > 1e-3);
+});
+
 Deno.test("quarot transform: every block's residual output is the original's times Q", () => {
   for (const [i, c] of CASES.slice(0, 5).entries()) {
     const config = smallConfig(c.config);
