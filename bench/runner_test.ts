@@ -97,7 +97,7 @@ stories.test("runMatrix(): unknown ids fail before any compute, listing the vali
   const opts = { outDir: `${sb.dir}/out`, dataDir, env: sb.env };
   await assert.rejects(
     runMatrix({ ...base, methods: ["rnt"] }, opts),
-    /Cannot find method "rnt". Did you mean "rtn"\? Available: affinequant, awq, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+    /Cannot find method "rnt". Did you mean "rtn"\? Available: affinequant, awq, crossquant, eaquant, flexround, fp, gptq, quarot, rtn, smoothquant/,
   );
   await assert.rejects(
     runMatrix({ ...base, tasks: ["tinystory"] }, opts),
@@ -194,7 +194,7 @@ stories.test("cli: bad flags and ids exit with code 2 and a message naming what 
   assert.equal(a.code, 2);
   assert.match(
     a.err,
-    /Cannot find method "gptqq".*Available: affinequant, awq, crossquant, eaquant, flexround, fp, gptq, rtn, smoothquant/,
+    /Cannot find method "gptqq".*Available: affinequant, awq, crossquant, eaquant, flexround, fp, gptq, quarot, rtn, smoothquant/,
   );
   const b = await run("--matrix", "w2-w9");
   assert.equal(b.code, 2);

@@ -41,6 +41,23 @@ Deno.test("the wa preset: exactly W8A8, W6A6, W4A8, W4A4 for every method but Af
   assert.ok(sweep.every((c) => quantLabel(c.quant) === "W4A8s"));
 });
 
+Deno.test("the quarot preset: RTN, GPTQ, QuaRot (RTN and GPTQ weights) at W4A16/W4A8/W4A4, clip 0.9 and the code's 1.0", async () => {
+  const cells = expandMatrix(await preset("quarot"));
+  const labels = (m: string) => cells.filter((c) => c.method === m).map((c) => quantLabel(c.quant));
+  assert.deepEqual(labels("rtn"), ["W4A16s", "W4A8s", "W4A4s"]);
+  for (const m of ["quarot", "quarot+gptq"]) {
+    assert.deepEqual(labels(m), [
+      "W4A16s",
+      "W4A8s-clip0.9",
+      "W4A4s-clip0.9",
+      "W4A8s",
+      "W4A4s",
+    ]);
+  }
+  assert.ok(cells.slice(1).every((c) => c.quant.granularity === "channel" && c.quant.symmetric));
+  assert.equal(cells.length, 1 + 3 * 2 + 5 * 2);
+});
+
 Deno.test("SmoothQuant levels: O1 per-token, O2 per-tensor dynamic, O3 per-tensor static, all with per-tensor weights", async () => {
   const cells = expandMatrix(await preset("wa-levels")).filter((c) => c.method === "smoothquant");
   assert.deepEqual(cells.map((c) => quantLabel(c.quant)), [

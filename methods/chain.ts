@@ -49,8 +49,11 @@ export function chainMethods(first: Method, second: Method): Method {
   return {
     id: `${first.id}${CHAIN_SEPARATOR}${second.id}`,
     title: `${first.title} + ${second.title}`,
-    // A chain is listed under its weight quantizer's class unless that is the baseline.
-    taxonomy: second.taxonomy === "baseline" ? first.taxonomy : second.taxonomy,
+    // A chain is listed under its weight quantizer's class unless that is the baseline, or the
+    // chain starts with a rotation (quarot+gptq is QuaRot's own main setting).
+    taxonomy: second.taxonomy === "baseline" || first.taxonomy === "rotation"
+      ? first.taxonomy
+      : second.taxonomy,
     scope: first.scope === "weight-activation" || second.scope === "weight-activation"
       ? "weight-activation"
       : second.scope,

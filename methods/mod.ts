@@ -14,6 +14,7 @@ import { eaquant } from "./eaquant.ts";
 import { flexround } from "./flexround.ts";
 import { fp } from "./fp.ts";
 import { gptq } from "./gptq.ts";
+import { quarot } from "./quarot.ts";
 import { rtn } from "./rtn.ts";
 import { smoothquant } from "./smoothquant.ts";
 import type { Method } from "./types.ts";
@@ -29,6 +30,7 @@ export const METHODS: Registry<Method> = createRegistry("method", [
   crossquant,
   eaquant,
   awq,
+  quarot,
 ]);
 
 /**
