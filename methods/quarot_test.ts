@@ -6,7 +6,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { createKvCache, embedTokens, forward, layerForward } from "../models/forward.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
 import { getTask } from "../tasks/mod.ts";
-import { sharedPath } from "../testing/fixtures.ts";
+import { bundledDataDir, needs } from "../testing/fixtures.ts";
 import { randomDecoder, smallConfig } from "../testing/random_model.ts";
 import { stories260K } from "../testing/stories.ts";
 import { quantizeCell } from "../bench/cell.ts";
@@ -17,7 +17,8 @@ import { residualRotation } from "./rotation.ts";
 import { type QuantConfig, resolveParams } from "./types.ts";
 
 const kernels = refKernels;
-const dataDir = sharedPath("data");
+const dataDir = bundledDataDir();
+const stories = await needs("hf-mirror");
 const DEFAULTS = { rotateMode: "hadamard" as const, seed: 0, centerEmbeddings: false };
 
 /** Largest |a − b| relative to the largest |b|. */
@@ -138,7 +139,7 @@ Deno.test("quarot transform: rotated FP model with online transforms gives the o
   }
 });
 
-Deno.test("quarot transform on stories260K: the same logits (≤ 1e-4 of max|logit|); centring changes them", async () => {
+stories.test("quarot transform on stories260K: the same logits (≤ 1e-4 of max|logit|); centring changes them", async () => {
   const model = await stories260K();
   const ids = model.tokenizer.encode(
     "Once upon a time, there was a little girl named Lily. She loved to play outside.",
@@ -308,7 +309,7 @@ Deno.test("quarot quantizes only the seven linears: embeddings, lm_head and onli
   assert.ok(qm.notes.some((n) => n.startsWith("weights: RTN")));
 });
 
-Deno.test("quarot and quarot+gptq run end to end on stories260K at W4A16 and W4A4", async () => {
+stories.test("quarot and quarot+gptq run end to end on stories260K at W4A16 and W4A4", async () => {
   const model = await stories260K();
   const calibration = await drawCalibrationSet(
     { source: "tinystories", samples: 8, seqLen: 64, seed: 0 },
