@@ -29,6 +29,7 @@
 import { RunningStats } from "../core/stats.ts";
 import { scoreWindow, windowLogProbs, type WindowScore } from "./window_score.ts";
 import { readTextDataset, TEXT_DATASETS } from "../corpora/text.ts";
+import { encodingRecord } from "./encoding.ts";
 import {
   DEFAULT_MAX_CONTEXT,
   type EvalModel,
@@ -218,7 +219,7 @@ export async function evaluatePerplexity(
       context,
       windowTokens: context - 1,
       bosPerWindow: true,
-      dummyPrefix: true,
+      ...encodingRecord(tokenizer),
       streamTokens: stream.length,
       windows: windows.length,
       scoredTokens: tokens,

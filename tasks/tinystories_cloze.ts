@@ -31,6 +31,7 @@ import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import { readTextDataset } from "../corpora/text.ts";
 import type { McDoc } from "./multiple_choice.ts";
 import { runMultipleChoice, SEQUENCE_PROTOCOL } from "./zero_shot.ts";
+import { encodingRecord } from "./encoding.ts";
 import type { Task } from "./types.ts";
 
 /** Bumped whenever generation may produce different items. */
@@ -158,6 +159,7 @@ export function tinystoriesClozeTask(seed = CLOZE_SEED): Task {
           setSha256: await sha256Hex(canonicalJson(all)),
           targetDelimiter: " ",
           ...SEQUENCE_PROTOCOL,
+          ...encodingRecord(model.tokenizer),
           context: model.config.maxSeqLen,
           limit: ctx.limit ?? null,
           ...r.counts,

@@ -69,6 +69,7 @@ import {
 import { canUseLoglikPool, LoglikPool } from "./loglik_pool.ts";
 import type { EvalModel, Metric, Task, TaskContext, TaskResult } from "./types.ts";
 import type { Tokenizer } from "../models/types.ts";
+import { encodingRecord } from "./encoding.ts";
 
 /** How every zero-shot sequence is built (shared part of each protocol). */
 export const SEQUENCE_PROTOCOL = {
@@ -76,7 +77,6 @@ export const SEQUENCE_PROTOCOL = {
   bosPerSequence: true,
   bosNote: "BOS is prepended to every sequence (lm-eval feeds Llama models none); " +
     "it is the first token dropped by left truncation",
-  dummyPrefix: true,
   encodePair: "lm-eval _encode_pair: context's trailing whitespace moved into the continuation; " +
     "cont = encode(ctx + cont)[len(encode(ctx)):]",
   truncation: "left: the model reads ([BOS] + ctx + cont)[-(maxLength+1):][:-1]",
@@ -293,6 +293,7 @@ function mcTask(def: McTaskDef, source?: string): Task {
             ? "argmax of ll / character (code point) length of the choice, delimiter excluded"
             : null,
           ...SEQUENCE_PROTOCOL,
+          ...encodingRecord(model.tokenizer),
           context: model.config.maxSeqLen,
           limit: ctx.limit ?? null,
           fileDocs: data.docs.length,
@@ -384,6 +385,7 @@ const lambadaTask: Task = {
         ppl: "exp(-mean over docs of the last word's summed log-likelihood) (lm-eval " +
           "'perplexity' aggregation); stderr by the delta method (lm-eval bootstraps)",
         ...SEQUENCE_PROTOCOL,
+        ...encodingRecord(model.tokenizer),
         context: model.config.maxSeqLen,
         limit: ctx.limit ?? null,
         fileDocs: data.docs.length,
