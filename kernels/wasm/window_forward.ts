@@ -28,6 +28,7 @@ import { embedTokens, type ForwardModel, routeTokens } from "../../models/forwar
 import { configRopeTable } from "../../models/rope.ts";
 import { type ArchFeature, unsupportedFeatures } from "../../models/arch.ts";
 import { isLazy } from "../../models/lazy_matrix.ts";
+import { applyOnlineRotation } from "../../models/online_rotation.ts";
 import { listLinears } from "../../models/linears.ts";
 import type { DenseMlp, Matrix } from "../../models/types.ts";
 import type { WasmHeap } from "./heap.ts";
@@ -58,9 +59,14 @@ export const ACT_WORD = 15;
 export function activationWords(
   aq: ActivationQuantization | undefined,
   native: boolean,
+  hostSites = false,
 ): Int32Array {
   const words = new Int32Array(6); // five, padded so the float64 at word 3 is aligned
-  if (!aq) return words.subarray(0, 5);
+  if (!aq) {
+    // Float activations, but the host still transforms the linears' inputs (online rotations).
+    if (hostSites) words[0] = 1;
+    return words.subarray(0, 5);
+  }
   words[0] = (aq.options.bmm ? 3 : 1) | (native ? 4 : 0);
   words[1] = aq.bits;
   words[2] = (aq.options.symmetric ? 1 : 0) | (aq.options.granularity === "tensor" ? 2 : 0);
@@ -106,7 +112,9 @@ export function windowUnsupported(model: ForwardModel): string | undefined {
     return "shared experts (Qwen2-MoE) run op by op";
   }
   if (c.headDim % 4 !== 0) return `head size ${c.headDim} is not a multiple of 4`;
-  if (w.online) return "online rotations (QuaRot) run op by op";
+  if (w.online && w.layers.some((l) => l.mlp.kind === "moe")) {
+    return "online rotations of MoE blocks are not supported";
+  }
   if (listLinears(w).some(({ matrix }) => isLazy(matrix)) || isLazy(w.embed)) {
     return "weights kept in their stored dtype (streamed per block) run op by op";
   }
@@ -317,8 +325,11 @@ export function windowForward(
     }
     d.set(extras[i]!.map(vectorAt), HEAD_WORDS + LAYER_WORDS * i + 10);
   }
-  const native = aq !== undefined && quantizesInWasm(model);
-  d.set(activationWords(aq, native), ACT_WORD);
+  // Online rotations (QuaRot) run in the host at the o and down sites, before the quantizer: every
+  // site then calls back into the host.
+  const online = w.online;
+  const native = aq !== undefined && !online && quantizesInWasm(model);
+  d.set(activationWords(aq, native, online !== undefined), ACT_WORD);
   heap.u32(desc, descWords).set(new Uint32Array(d.buffer));
   if (c.moe) {
     const moe = c.moe, E = moe.nExperts, K = moe.topK;
@@ -329,13 +340,21 @@ export function windowForward(
     };
   }
   // The host quantizes every site when forward.c does not, and a router's own bits in any case.
-  if (aq && (!native || d[MOE_WORD + 3] === 2)) {
+  if (online && !aq) {
+    env.host.act = (site, _layer, ptr, rows, n) => {
+      const r = site === 1 ? online.o : site === 3 ? online.down : undefined;
+      if (r) applyOnlineRotation(r, heap.f32(ptr, rows * n), rows);
+    };
+  } else if (aq && (!native || d[MOE_WORD + 3] === 2)) {
     // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs,
     // 7 a MoE router's own input (its `routerBits`).
     const bmm = bmmQuantization(aq);
     env.host.act = (site, layer, ptr, rows, n) => {
       const x = heap.f32(ptr, rows * n);
       const name = ACT_SITES[site];
+      // The online rotation of o's or down's input comes first (as in models/forward.ts).
+      const r = site === 1 ? online?.o : site === 3 ? online?.down : undefined;
+      if (r) applyOnlineRotation(r, x, rows);
       x.set(
         name !== undefined
           ? fakeQuantActivations(aq, x, rows, n, aq.layers?.[layer]?.[name], undefined, name)

@@ -507,3 +507,44 @@ Deno.test("whole-window path: q/k/v biases (Qwen2), q/k norms and clip_qkv (OLMo
     /layer 0 k bias holds 23 values, expected 24/,
   );
 });
+
+Deno.test("whole-window path: online rotations (QuaRot) before o and down, with float and quantized activations, equal op by op", () => {
+  // 4 heads × 12 (a cross-head Hadamard of order 4), hidden 96 = 12·8 (a Hadamard with K = 12),
+  // and a dense orthogonal stand-in: the transforms need not preserve the function here, both
+  // paths must compute the same one.
+  const config = { ...base, hiddenDim: 96 };
+  const plain = randomModel(config, 91);
+  const q = new Float32Array(48 * 48);
+  for (let i = 0; i < 48; i++) q[i * 48 + ((i * 5) % 48)] = i % 2 ? -1 : 1; // a signed permutation
+  const variants: [string, ForwardModel["weights"]["online"]][] = [
+    ["hadamards", {
+      o: { kind: "cross-head", heads: 4, headDim: 12 },
+      down: { kind: "hadamard", n: 96 },
+    }],
+    ["matrix before o only", { o: { kind: "matrix", n: 48, matrix: q } }],
+  ];
+  const aq: ActivationQuantization = {
+    kernel: "uniform",
+    bits: 6,
+    options: DEFAULT_ACT_OPTIONS,
+  };
+  for (const [name, online] of variants) {
+    // Quantized activations only where no code flips: the whole-window attention rounds in
+    // another order than the reference's, and a flipped 6-bit code moves log p by O(0.1) (the
+    // other whole-window tests pick flip-free settings the same way).
+    for (const activations of name === "hadamards" ? [undefined, aq] : [undefined]) {
+      const m: ForwardModel = {
+        config,
+        weights: { ...plain.weights, online, ...(activations ? { activations } : {}) },
+      };
+      assert.equal(windowUnsupported(m), undefined);
+      const window = Array.from({ length: 29 }, (_, t) => (t * 5 + 3) % config.vocabSize);
+      const err = maxError(m, window);
+      assert.ok(err <= 1e-4, `${name}, A${activations ? 6 : 16}: max |Δ log p| = ${err}`);
+      // And the rotations matter: without them the log-probabilities move.
+      const without = reference({ config, weights: { ...m.weights, online: undefined } }, window);
+      const got = kernels.windowLogProbs!(m, window)!;
+      assert.ok(got.some((x, i) => Math.abs(x - without[i]!) > 1e-2), `${name}: rotations applied`);
+    }
+  }
+});
