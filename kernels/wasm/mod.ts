@@ -17,7 +17,6 @@
 
 import type { PackedWeight } from "../../core/quantizer.ts";
 import type { Matrix } from "../../models/types.ts";
-import { isLazy } from "../../models/lazy_matrix.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import type { Kernels } from "../types.ts";
@@ -94,6 +93,12 @@ export interface WasmKernelsOptions {
    */
   readonly minSplit?: number;
   /**
+   * Bytes of WASM memory weight panels may occupy (default {@linkcode PANEL_BUDGET}); the least
+   * recently used are freed beyond it, and a model whose panels exceed it is not run as whole
+   * windows (`windowLogProbs` returns undefined).
+   */
+  readonly panelBudget?: number;
+  /**
    * Where the binary is (default: `kernels.wasm`, `kernels_fma.wasm` or `kernels_mt.wasm`,
    * beside this module).
    */
@@ -123,11 +128,11 @@ function arrayId(a: Float32Array): number {
 }
 
 /**
- * Bytes of WASM memory the panels of streamed weights (`models/lazy_matrix.ts`, materialized one
- * block at a time) may occupy; the least recently used are freed beyond it. Other weights stay
- * until their matrix is collected.
+ * Bytes of WASM memory (at most 4 GiB in all) weight panels may occupy; beyond it the least
+ * recently used are freed (and copied again when used again). A model whose weights do not fit
+ * runs op by op instead of whole windows, which need every panel of the model at once.
  */
-const STREAMED_PANEL_BYTES = 2 ** 30;
+export const PANEL_BUDGET = 2.5 * 2 ** 30;
 
 interface FusedEntry {
   readonly layout: FusedLayout;
@@ -185,18 +190,20 @@ export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<Was
     if (options.fma === true) {
       throw new TypeError("wasmKernels: fma and threads > 1 cannot be combined (no such build)");
     }
-    return await threadedKernels(threads, options.url ?? WASM_MT_URL, options.minSplit);
+    return await threadedKernels(threads, options.url ?? WASM_MT_URL, options);
   }
   const fma = options.fma === true && relaxedSimdSupported();
   const host: WasmHost = {};
   const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL), host);
-  return detached(new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd", host));
+  const k = new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd", host);
+  k.panelBudget = options.panelBudget ?? PANEL_BUDGET;
+  return detached(k);
 }
 
 async function threadedKernels(
   threads: number,
   url: URL,
-  minSplit = MIN_SPLIT,
+  options: WasmKernelsOptions,
 ): Promise<WasmKernels> {
   const module = await compileWasm(url);
   const mem = WebAssembly.Module.imports(module).find((i) => i.kind === "memory");
@@ -210,7 +217,8 @@ async function threadedKernels(
   for (let i = 1; i < threads; i++) stackTops.push(heap.alloc(THREAD_STACK) + THREAD_STACK);
   const pool = await KernelThreads.start(module, memory, stackTops);
   const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}`, host, heap, pool);
-  k.minSplit = minSplit;
+  k.minSplit = options.minSplit ?? MIN_SPLIT;
+  k.panelBudget = options.panelBudget ?? PANEL_BUDGET;
   return detached(k);
 }
 
@@ -236,9 +244,11 @@ class WasmSimdKernels implements WasmKernels {
   readonly #host: WasmHost;
   readonly #heap: WasmHeap;
   readonly #f32 = new WeakMap<Matrix, F32Entry>();
-  /** Panels of streamed weights, least recently used first. */
-  readonly #streamed = new Map<Matrix, number>();
-  #streamedBytes = 0;
+  /** Every weight with panels in WASM memory, least recently used first, and their bytes. */
+  readonly #lru = new Map<Matrix, number>();
+  #lruBytes = 0;
+  /** Weights a whole-window call is using: never evicted while it builds its descriptor. */
+  #pinned: Set<Matrix> | undefined;
   readonly #fused = new WeakMap<PackedWeight, FusedEntry>();
   readonly #reclaim: FinalizationRegistry<number[]>;
   #scratch = 0;
@@ -248,6 +258,8 @@ class WasmSimdKernels implements WasmKernels {
   readonly #pool: KernelThreads | undefined;
   /** See {@linkcode WasmKernelsOptions.minSplit}. */
   minSplit = MIN_SPLIT;
+  /** See {@linkcode WasmKernelsOptions.panelBudget}. */
+  panelBudget = PANEL_BUDGET;
 
   constructor(
     wasm: WasmExports,
@@ -270,6 +282,16 @@ class WasmSimdKernels implements WasmKernels {
   }
 
   windowLogProbs(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
+    if (panelBytes(model) > this.panelBudget) return undefined;
+    this.#pinned = new Set();
+    try {
+      return this.#windowForward(model, window);
+    } finally {
+      this.#pinned = undefined;
+    }
+  }
+
+  #windowForward(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
     return windowForward(
       {
         wasm: this.#wasm,
@@ -442,10 +464,10 @@ class WasmSimdKernels implements WasmKernels {
   forget(w: Matrix | PackedWeight): void {
     if ("data" in w) {
       const e = this.#f32.get(w);
-      const streamed = this.#streamed.get(w);
-      if (streamed !== undefined) {
-        this.#streamed.delete(w);
-        this.#streamedBytes -= streamed;
+      const bytes = this.#lru.get(w);
+      if (bytes !== undefined) {
+        this.#lru.delete(w);
+        this.#lruBytes -= bytes;
       }
       if (e) {
         this.#f32.delete(w);
@@ -462,6 +484,19 @@ class WasmSimdKernels implements WasmKernels {
     }
   }
 
+  /** Allocates `bytes`, freeing least recently used unpinned panels while memory runs out. */
+  #allocEvicting(bytes: number): number {
+    for (;;) {
+      try {
+        return this.#heap.alloc(bytes);
+      } catch (e) {
+        const victim = [...this.#lru.keys()].find((m) => !this.#pinned?.has(m));
+        if (!(e instanceof RangeError) || victim === undefined) throw e;
+        this.forget(victim);
+      }
+    }
+  }
+
   #freeAll(ptrs: number[]): void {
     for (const p of ptrs) this.#heap.free(p);
   }
@@ -469,9 +504,16 @@ class WasmSimdKernels implements WasmKernels {
   /** A scratch block of at least `bytes`, reused across calls. */
   #scratchFor(bytes: number): number {
     if (bytes > this.#scratchBytes) {
+      const grown = Math.max(bytes, 2 * this.#scratchBytes);
       if (this.#scratchBytes > 0) this.#heap.free(this.#scratch);
-      this.#scratchBytes = Math.max(bytes, this.#scratchBytes * 2);
-      this.#scratch = this.#heap.alloc(this.#scratchBytes);
+      this.#scratchBytes = 0;
+      try {
+        this.#scratch = this.#heap.alloc(grown);
+        this.#scratchBytes = grown;
+      } catch {
+        this.#scratch = this.#allocEvicting(bytes);
+        this.#scratchBytes = bytes;
+      }
     }
     return this.#scratch;
   }
@@ -479,29 +521,25 @@ class WasmSimdKernels implements WasmKernels {
   /** The weight's packed panels in WASM memory, copied on first use. */
   #panels(w: Matrix): number {
     const cached = this.#f32.get(w);
-    const lazy = isLazy(w);
+    this.#pinned?.add(w);
     if (
       cached && cached.dataId === arrayId(w.data) && sameSample(cached.sample, sampleOf(w.data))
     ) {
-      if (lazy) {
-        this.#streamed.delete(w);
-        this.#streamed.set(w, cached.bytes);
-      }
+      this.#lru.delete(w);
+      this.#lru.set(w, cached.bytes);
       return cached.ptr;
     }
     if (cached) this.forget(w);
     const { rows, cols, data } = w;
     const panels = Math.ceil(rows / NR);
     const bytes = panels * cols * NR * 4;
-    if (lazy) {
-      for (const old of this.#streamed.keys()) {
-        if (this.#streamedBytes + bytes <= STREAMED_PANEL_BYTES) break;
-        this.forget(old);
-      }
-      this.#streamed.set(w, bytes);
-      this.#streamedBytes += bytes;
+    for (const old of this.#lru.keys()) {
+      if (this.#lruBytes + bytes <= this.panelBudget) break;
+      if (!this.#pinned?.has(old)) this.forget(old);
     }
-    const ptr = this.#heap.alloc(bytes);
+    const ptr = this.#allocEvicting(bytes);
+    this.#lru.set(w, bytes);
+    this.#lruBytes += bytes;
     const bp = this.#heap.f32(ptr, panels * cols * NR);
     bp.fill(0);
     for (let r = 0; r < rows; r++) {
@@ -533,4 +571,20 @@ class WasmSimdKernels implements WasmKernels {
     this.#reclaim.register(p, [codes, scales, zeros, segmentEnds], entry);
     return entry;
   }
+}
+
+/** Bytes of WASM panels every weight of `model` needs (rows rounded up to panels of NR). */
+function panelBytes(model: ForwardModel): number {
+  const w = model.weights;
+  const size = (m: Matrix) => Math.ceil(m.rows / NR) * NR * m.cols * 4;
+  let n = size(w.lmHead);
+  for (const l of w.layers) {
+    n += size(l.q) + size(l.k) + size(l.v) + size(l.o);
+    const experts = l.mlp.kind === "dense" ? [l.mlp] : l.mlp.experts;
+    if (l.mlp.kind === "moe") n += size(l.mlp.router);
+    for (const e of experts) {
+      for (const m of [e.gate, e.up, e.down]) if (m) n += size(m);
+    }
+  }
+  return n;
 }

@@ -548,3 +548,41 @@ Deno.test("whole-window path: online rotations (QuaRot) before o and down, with 
     }
   }
 });
+
+Deno.test("panel budget: evicted panels are copied again with the same results; a model over budget runs op by op", async () => {
+  const model = randomModel(base, 41);
+  const window = [3, 1, 4, 1, 5, 9, 2, 6];
+  const want = kernels.windowLogProbs!(model, window)!;
+  // Panels are rows rounded up to 8 (NR) × cols × 4 bytes; base's largest is lm_head's.
+  const NR = 8;
+  const bytes = (m: Matrix) => Math.ceil(m.rows / NR) * NR * m.cols * 4;
+  const w = model.weights;
+  const all = bytes(w.lmHead) +
+    w.layers.reduce((n, l) => {
+      const mlp = l.mlp.kind === "dense" ? [l.mlp.gate!, l.mlp.up, l.mlp.down] : [];
+      return n + [l.q, l.k, l.v, l.o, ...mlp].reduce((s, m) => s + bytes(m), 0);
+    }, 0);
+  // Exactly the model's panels: whole windows still run, and again after eviction by matmuls.
+  const tight = await wasmKernels({ panelBudget: all });
+  assert.deepEqual(tight.windowLogProbs!(model, window), want);
+  const x = new Float32Array(2 * base.dim).fill(0.5);
+  const other = matrix(200, base.dim, 77);
+  const out1 = new Float32Array(2 * 200);
+  tight.matmul(x, 2, other, out1); // evicts least recently used panels of the model
+  assert.deepEqual(tight.windowLogProbs!(model, window), want);
+  const out2 = new Float32Array(2 * 200);
+  tight.matmul(x, 2, other, out2);
+  assert.deepEqual(out2, out1);
+  // One byte less: the whole-window path declines and the caller falls back to op by op.
+  const small = await wasmKernels({ panelBudget: all - 1 });
+  assert.equal(small.windowLogProbs!(model, window), undefined);
+  // Matmuls alternating over weights larger together than the budget agree with the reference.
+  const a = matrix(64, base.dim, 78), b = matrix(64, base.dim, 79);
+  const one = await wasmKernels({ panelBudget: bytes(a) });
+  for (const m of [a, b, a, b]) {
+    const got = new Float32Array(2 * 64), ref = new Float32Array(2 * 64);
+    one.matmul(x, 2, m, got);
+    kernels.matmul(x, 2, m, ref);
+    assert.deepEqual(got, ref);
+  }
+});
