@@ -374,42 +374,51 @@ async function main(argv: string[]): Promise<number> {
   const { kernels, fallback, windowScorer } = await selectKernels(values.backend, {
     kernelThreads,
   });
-  if (fallback) console.error(`warning: ${fallback}`);
-  if (windowScorer?.adapter?.fallback) {
-    console.error(
-      `warning: WebGPU runs on a software adapter (${windowScorer.adapter.description}); its speed is not GPU speed`,
-    );
-  }
-  if (values["dry-run"]) {
-    const { cells } = await planMatrix(spec, {
-      dataDir,
-      skipMalformed: values["skip-malformed"],
-      onEvent,
-      kernels,
-      ...(shard ? { shard } : {}),
-    });
-    for (const c of cells) {
-      console.log(
-        `${c.cellId}  ${c.spec.model}  ${c.spec.method}  ${quantLabel(c.spec.quant)}  ${c.task.id}`,
+  try {
+    if (fallback) console.error(`warning: ${fallback}`);
+    if (windowScorer?.adapter?.fallback) {
+      console.error(
+        `warning: WebGPU runs on a software adapter (${windowScorer.adapter.description}); its speed is not GPU speed`,
       );
     }
-    console.log(`${cells.length} cells`);
-    return 0;
+    if (values["dry-run"]) {
+      const { cells } = await planMatrix(spec, {
+        dataDir,
+        skipMalformed: values["skip-malformed"],
+        onEvent,
+        kernels,
+        ...(shard ? { shard } : {}),
+      });
+      for (const c of cells) {
+        console.log(
+          `${c.cellId}  ${c.spec.model}  ${c.spec.method}  ${
+            quantLabel(c.spec.quant)
+          }  ${c.task.id}`,
+        );
+      }
+      console.log(`${cells.length} cells`);
+      return 0;
+    }
+    const rows = await runMatrix(spec, {
+      outDir,
+      dataDir,
+      skipMalformed: values["skip-malformed"],
+      force: values.force,
+      threads,
+      kernels,
+      ...(windowScorer ? { windowScorer } : {}),
+      onEvent,
+      ...(shard ? { shard } : {}),
+    });
+    console.log(formatSummary(rows));
+    console.log(`\nrows: ${outDir}/results.jsonl  csv: ${outDir}/results.csv`);
+    return rows.some((r) => r.status === "failed") ? 1 : 0;
+  } finally {
+    // A GPU device or kernel threads still running at exit can take the process down with
+    // them (a software adapter's driver tears down under its threads): release both first.
+    windowScorer?.close?.();
+    kernels.close?.();
   }
-  const rows = await runMatrix(spec, {
-    outDir,
-    dataDir,
-    skipMalformed: values["skip-malformed"],
-    force: values.force,
-    threads,
-    kernels,
-    ...(windowScorer ? { windowScorer } : {}),
-    onEvent,
-    ...(shard ? { shard } : {}),
-  });
-  console.log(formatSummary(rows));
-  console.log(`\nrows: ${outDir}/results.jsonl  csv: ${outDir}/results.csv`);
-  return rows.some((r) => r.status === "failed") ? 1 : 0;
 }
 
 if (import.meta.main) {

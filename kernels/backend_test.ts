@@ -101,5 +101,6 @@ Deno.test({
       selectKernels("webgpu", { requestAdapter: () => Promise.resolve(undefined) }),
       /Cannot use --backend webgpu: no WebGPU adapter found/,
     );
+    for (const s of [hw, here, named]) s.windowScorer?.close?.();
   },
 });

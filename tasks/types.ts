@@ -89,6 +89,8 @@ export interface WindowScorer {
     window: readonly number[],
     reference?: { readonly model: ForwardModel; readonly cacheKey: string },
   ): Promise<WindowScore>;
+  /** Releases the device (call once, when no window is being scored). */
+  close?(): void;
 }
 
 /** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */

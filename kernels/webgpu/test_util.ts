@@ -22,6 +22,10 @@ export const gemmVariants: GpuKernels[] = gpu
   ? [await GpuKernels.on(gpu.device, "tiled"), await GpuKernels.on(gpu.device, "blocked")]
   : [];
 
+// Release the shared device when the module's tests are done, not at process exit: a software
+// adapter's driver (Mesa's lavapipe/llvmpipe) can abort when torn down under a live device.
+Deno.test.afterAll(() => gpu?.close());
+
 /** Registers a test that needs an adapter; ignored (reported skipped) without one. */
 export function gpuTest(name: string, fn: (k: GpuKernels) => Promise<void>): void {
   Deno.test({

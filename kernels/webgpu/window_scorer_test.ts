@@ -12,6 +12,8 @@ import { GpuWindowScorer } from "./window_scorer.ts";
 const dataDir = bundledDataDir();
 const get = (r: TaskResult, id: string): Metric => r.metrics.find((m) => m.metric === id)!;
 const scorer = (await requestAdapter()) ? await GpuWindowScorer.create() : undefined;
+// Released when the module is done (see test_util.ts).
+Deno.test.afterAll(() => scorer?.close());
 const opts = { ignore: !scorer, sanitizeResources: false, sanitizeOps: false };
 const stories = await needs("hf-mirror");
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
