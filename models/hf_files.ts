@@ -9,8 +9,13 @@
 import { createHash } from "node:crypto";
 import { sha256Hex } from "../core/hash.ts";
 import { parseHfConfig } from "./hf_config.ts";
-import { hfTokenizer } from "./hf_tokenizer.ts";
-import { assemble, checkSpecialTokens, type HfLoadOptions, parseJson } from "./hf_model.ts";
+import {
+  assemble,
+  checkSpecialTokens,
+  type HfLoadOptions,
+  parseJson,
+  readHfTokenizer,
+} from "./hf_model.ts";
 import { parseShardIndex } from "./safetensors.ts";
 import { fileTensorStore } from "./file_tensor_store.ts";
 import type { LoadedModel, SourceFile } from "./types.ts";
@@ -45,12 +50,16 @@ export async function loadHfFiles(
   const record = async (name: string, path: string) => {
     files.push({ path: name, ...await hashFile(path) });
   };
-  const readJson = async (name: string, optional = false): Promise<unknown> => {
+  const readFile = async (name: string, optional = false) => {
     const path = await resolve(name, optional);
     if (path === undefined) return undefined;
     const bytes = await Deno.readFile(path);
     files.push({ path: name, bytes: bytes.length, sha256: await sha256Hex(bytes) });
-    return parseJson(bytes, path);
+    return { bytes, path };
+  };
+  const readJson = async (name: string, optional = false): Promise<unknown> => {
+    const got = await readFile(name, optional);
+    return got === undefined ? undefined : parseJson(got.bytes, got.path);
   };
   const configPath = await resolve("config.json");
   const configJson = await readJson("config.json");
@@ -59,9 +68,7 @@ export async function loadHfFiles(
   const shardNames = index === undefined
     ? ["model.safetensors"]
     : parseShardIndex(index, "model.safetensors.index.json").files;
-  const tokJson = await readJson("tokenizer.json");
-  const tokConfig = await readJson("tokenizer_config.json", true);
-  const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
+  const tokenizer = await readHfTokenizer(readFile);
   checkSpecialTokens(configJson, tokenizer, configPath!);
   const paths: string[] = [];
   for (const shard of shardNames) {

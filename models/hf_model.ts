@@ -1,6 +1,7 @@
 /**
  * A transformers-layout model (`config.json`, `model.safetensors` or a sharded
- * `model.safetensors.index.json`, `tokenizer.json`, optional `tokenizer_config.json`) from a
+ * `model.safetensors.index.json`, `tokenizer.json` or, without it, a byte-level BPE's
+ * `vocab.json` + `merges.txt` (`bpe_files.ts`), optional `tokenizer_config.json`) from a
  * file reader that returns bytes ({@linkcode buildHfModel}; the browser page reads over HTTP
  * with {@linkcode loadHfFromUrl}); files on disk are read by `hf_files.ts`.
  *
@@ -21,6 +22,7 @@ import {
   quantizedTensorSource,
 } from "../export/quantized_import.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
+import { tokenizerJsonFromBpeFiles } from "./bpe_files.ts";
 import { residency } from "./residency.ts";
 import { parseShardIndex, SAFETENSORS_DTYPE_BYTES } from "./safetensors.ts";
 import { memoryTensorStore, type TensorStore } from "./tensor_store.ts";
@@ -73,13 +75,48 @@ function isLazy(residence: Residence, store: TensorStore): boolean {
 
 /** The provenance order of a model's files: config, index, shards, tokenizer files. */
 const FILE_ORDER = ["config.json", "model.safetensors.index.json"];
-const FILE_LAST = ["tokenizer.json", "tokenizer_config.json"];
+const FILE_LAST = ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"];
 
 function fileRank(path: string): number {
   const first = FILE_ORDER.indexOf(path);
   if (first >= 0) return first;
   const last = FILE_LAST.indexOf(path);
   return last >= 0 ? 100 + last : 50;
+}
+
+/**
+ * The tokenizer of a transformers-layout model, through `read` (which records what it reads):
+ * `tokenizer.json` with the optional `tokenizer_config.json`; when `tokenizer.json` is absent,
+ * `vocab.json` + `merges.txt` converted as transformers does (`bpe_files.ts`). The BPE files are
+ * requested only when `tokenizer.json` is absent.
+ *
+ * @throws {FormatError} When neither `tokenizer.json` nor `vocab.json` + `merges.txt` exists, or
+ *   the files are malformed.
+ */
+export async function readHfTokenizer(read: ModelFileReader): Promise<Tokenizer> {
+  const json = (got: { bytes: Uint8Array; path: string } | undefined) =>
+    got === undefined ? undefined : parseJson(got.bytes, got.path);
+  const tokJson = await read("tokenizer.json", true);
+  const tokConfig = json(await read("tokenizer_config.json", true)) ?? {};
+  if (tokJson !== undefined) {
+    return hfTokenizer(parseJson(tokJson.bytes, tokJson.path), tokConfig, "tokenizer.json");
+  }
+  const vocab = await read("vocab.json", true);
+  const merges = vocab === undefined ? undefined : await read("merges.txt", true);
+  if (vocab === undefined || merges === undefined) {
+    throw new FormatError(
+      "tokenizer.json",
+      `no tokenizer: the model has no tokenizer.json, and no vocab.json + merges.txt to build ` +
+        `one from (${vocab === undefined ? "vocab.json" : "merges.txt"} is missing)`,
+    );
+  }
+  const built = tokenizerJsonFromBpeFiles(
+    parseJson(vocab.bytes, vocab.path),
+    new TextDecoder().decode(merges.bytes),
+    tokConfig,
+    { vocab: vocab.path, merges: merges.path },
+  );
+  return hfTokenizer(built, tokConfig, "vocab.json + merges.txt");
 }
 
 /**
@@ -180,9 +217,7 @@ export async function buildHfModel(
   const shards = index === undefined
     ? ["model.safetensors"]
     : parseShardIndex(index, "model.safetensors.index.json").files;
-  const tokJson = await readJson("tokenizer.json");
-  const tokConfig = await readJson("tokenizer_config.json", true);
-  const tokenizer = hfTokenizer(tokJson, tokConfig ?? {}, "tokenizer.json");
+  const tokenizer = await readHfTokenizer(readFile);
   checkSpecialTokens(configJson, tokenizer, "config.json");
   const bytes: { path: string; bytes: Uint8Array }[] = [];
   for (const shard of shards) bytes.push((await readFile(shard))!);
@@ -202,7 +237,8 @@ export async function buildHfModel(
 /**
  * Loads a transformers-layout model whose files are served under `base` (a directory URL, e.g.
  * `https://host/models/stories260K-hf/` or a Hub `…/resolve/main/` URL), with `fetch`: for the
- * browser, or any host without a file system. A 404 on an optional file means absent.
+ * browser, or any host without a file system. A 404 on an optional file means absent (so
+ * `vocab.json` and `merges.txt` are fetched after a 404 on `tokenizer.json`).
  */
 export function loadHfFromUrl(
   base: string | URL,

@@ -14,7 +14,7 @@
  */
 
 import { sha256Hex } from "../core/hash.ts";
-import { FormatError } from "../core/errors.ts";
+import { FormatError, NotAvailableError } from "../core/errors.ts";
 import { type DownloadEvent, hubFile, parseHfRef } from "./hub.ts";
 import type { Residence } from "./hf_model.ts";
 import { loadHfFiles } from "./hf_files.ts";
@@ -100,7 +100,11 @@ async function loadHf(ref: string, options: LoadOptions, id: string): Promise<Lo
       try {
         return await hubFile(repo, path, { revision, ...hubOptions(options) });
       } catch (e) {
-        if (optional) return undefined;
+        // An optional file is absent when the repository has no such file (404) or, offline,
+        // when the cache does not hold it; a network failure or a refused token is reported.
+        const absent = e instanceof NotAvailableError &&
+          /returned 404|HF_HUB_OFFLINE=\S* forbids/.test(e.message);
+        if (optional && absent) return undefined;
         throw e;
       }
     };
