@@ -7,6 +7,10 @@
  * Weights: linear layers and embeddings `N(0, 0.02²)` (transformers' `initializer_range`),
  * norm weights 1 (Gemma: 0, its norms multiply by `1 + w`), biases 0. The tensor names and
  * shapes come from `models/hf_weights.ts` (`hfTensorSpecs`), the description the loader reads.
+ * The tokenizer files (`tokenizer.json`, or `vocab.json` + `merges.txt`, with
+ * `tokenizer_config.json`) are copied from `--tokenizer` (default: the config's folder); they may
+ * come from another model (e.g. Llama 2's for a model whose tokenizer is not at hand), and
+ * config.json's `bos_token_id`/`eos_token_id` are then set to that tokenizer's.
  *
  * ```sh
  * deno run -A bench/synthetic_checkpoint.ts --config ../shared/models/configs/meta-llama/Llama-2-7b-hf \
@@ -19,13 +23,14 @@
 import { parseArgs } from "node:util";
 import { parseHfConfig } from "../models/hf_config.ts";
 import { hfTensorSpecs } from "../models/hf_weights.ts";
+import { readHfTokenizer } from "../models/hf_model.ts";
 import { type TensorEntry, writeShardedSafetensors } from "../export/safetensors_write.ts";
 
 /** Options of {@linkcode writeSyntheticCheckpoint}. */
 export interface SyntheticOptions {
   /** Directory holding the model's `config.json`. */
   readonly configDir: string;
-  /** Directory to copy `tokenizer.json` (and `tokenizer_config.json`) from. */
+  /** Directory to copy the tokenizer files (`tokenizer.json` or `vocab.json` + `merges.txt`) from. */
   readonly tokenizerDir: string;
   readonly outDir: string;
   /** Storage dtype (default BF16). */
@@ -104,20 +109,54 @@ export async function writeSyntheticCheckpoint(o: SyntheticOptions): Promise<str
     ...(o.maxShardBytes ? { maxShardBytes: o.maxShardBytes } : {}),
   });
   const torchDtype = { BF16: "bfloat16", F16: "float16", F32: "float32" }[dtype];
-  await Deno.writeTextFile(
-    `${o.outDir}/config.json`,
-    JSON.stringify({ ...json, torch_dtype: torchDtype }, null, 2) + "\n",
-  );
-  for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]) {
+  // The tokenizer files that exist: tokenizer.json, or vocab.json + merges.txt (Qwen2.5's).
+  const tokFiles = [
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+  ];
+  for (const f of tokFiles) {
     try {
       await Deno.copyFile(`${o.tokenizerDir}/${f}`, `${o.outDir}/${f}`);
       files.push(f);
     } catch (e) {
-      if (f === "tokenizer.json") {
-        throw new Error(`--tokenizer ${o.tokenizerDir}: no tokenizer.json there`, { cause: e });
-      }
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
+  // A tokenizer borrowed from another model (the real one is not available offline) brings its
+  // own special tokens: config.json names those, or the loader would refuse the mismatch.
+  const tok = await readHfTokenizer(async (name, optional) => {
+    const path = `${o.outDir}/${name}`;
+    try {
+      return { bytes: await Deno.readFile(path), path };
+    } catch (e) {
+      if (optional && e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  }).catch((e) => {
+    throw new Error(`--tokenizer ${o.tokenizerDir}: ${(e as Error).message}`, { cause: e });
+  });
+  if (tok.vocabSize > config.vocabSize) {
+    throw new RangeError(
+      `--tokenizer ${o.tokenizerDir}: ${tok.vocabSize} tokens, more than the model's ` +
+        `vocab_size ${config.vocabSize}`,
+    );
+  }
+  await Deno.writeTextFile(
+    `${o.outDir}/config.json`,
+    JSON.stringify(
+      {
+        ...json,
+        torch_dtype: torchDtype,
+        bos_token_id: tok.hasBos === false ? null : tok.bosId,
+        eos_token_id: tok.eosId,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
   return ["config.json", ...files];
 }
 
