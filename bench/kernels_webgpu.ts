@@ -12,7 +12,15 @@ import { randomFloats } from "../kernels/wasm/test_util.ts";
 import { GpuDevice, requestAdapter } from "../kernels/webgpu/device.ts";
 import { uploadPacked } from "../kernels/webgpu/kernels.ts";
 import { GpuOps } from "../kernels/webgpu/ops.ts";
-import type { KernelCase } from "./kernels.ts";
+
+/** The shape of a case of `kernels.ts` (its `KernelCase`): tokens, output rows, input columns. */
+interface GemmShape {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  /** Fused dequant over packed codes of this many bits (absent: f32 weights). */
+  readonly bits?: number;
+}
 
 /** Median seconds of an asynchronous `fn` over `reps` runs (≤ `budget` s), after two warm-ups. */
 export async function timeMedianAsync(
@@ -56,7 +64,7 @@ export class WebGpuBench {
   }
 
   /** Median seconds of case `c` (GEMM/GEMV, or fused dequant when `c.bits` is set). */
-  async time(c: KernelCase, reps: number, best = false): Promise<number> {
+  async time(c: GemmShape, reps: number, best = false): Promise<number> {
     const dev = this.#ops.dev;
     const wdata = randomFloats(c.n * c.k, 2);
     const x = dev.upload(randomFloats(c.m * c.k, 1), "input");

@@ -9,8 +9,7 @@
 
 import type { PackedWeight } from "../core/quantizer.ts";
 import type { AttentionShape } from "./ref/attention.ts";
-import type { Matrix } from "../models/types.ts";
-import type { ForwardModel } from "../models/forward.ts";
+import type { ForwardModel, Matrix } from "../models/types.ts";
 
 /** A set of compute kernels. */
 export interface Kernels {

@@ -32,9 +32,9 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { attentionExtras, attentionRef, type AttentionShape } from "../kernels/ref/attention.ts";
 import type {
   DenseMlp,
+  ForwardModel,
   LinearKind,
   LlamaConfig,
-  LlamaWeights,
   MlpActivation,
   MoeConfig,
   MoeMlp,
@@ -51,10 +51,7 @@ import { applyRope, configRopeTable, rotaryDims } from "./rope.ts";
 import { applyOnlineRotation } from "./online_rotation.ts";
 
 /** What the forward pass needs of a model. */
-export interface ForwardModel {
-  readonly config: LlamaConfig;
-  readonly weights: LlamaWeights;
-}
+export type { ForwardModel } from "./types.ts";
 
 /** Keys and values of the positions processed so far, per layer. */
 export interface KvCache {

@@ -358,3 +358,9 @@ export interface LoadedModel {
   /** The files read, with their hashes. */
   readonly files: readonly SourceFile[];
 }
+
+/** What a forward pass needs: the decoder config and its weights. */
+export interface ForwardModel {
+  readonly config: LlamaConfig;
+  readonly weights: LlamaWeights;
+}

@@ -68,3 +68,14 @@ export function parseGold(answer: string): string {
 export function exactMatch(prediction: string | undefined, gold: string): boolean {
   return normalizeAnswer(prediction ?? INVALID) === normalizeAnswer(gold);
 }
+
+/** One GSM8K problem. */
+export interface Gsm8kDoc {
+  readonly question: string;
+  /** The full reference solution, ending in `#### n`. */
+  readonly answer: string;
+  /** The final answer, normalised as lm-eval compares it (e.g. `72`). */
+  readonly gold: string;
+  /** 1-based line of the file (row of a parquet file). */
+  readonly line: number;
+}

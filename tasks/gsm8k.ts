@@ -39,7 +39,13 @@ import {
 import { HF_SCHEMAS, hfFingerprint, readHfDataset, resolveHfSource } from "./hf_schemas.ts";
 import { MalformedRows, type SkippedRows } from "./malformed.ts";
 import { meanMetric } from "./multiple_choice.ts";
-import { exactMatch, extractFlexible, extractStrict, parseGold } from "./answer_extract.ts";
+import {
+  exactMatch,
+  extractFlexible,
+  extractStrict,
+  type Gsm8kDoc,
+  parseGold,
+} from "./answer_extract.ts";
 import { generateUntil, type StopReason } from "./generate.ts";
 import type { EvalModel, Task, TaskContext, TaskResult } from "./types.ts";
 import type { Tokenizer } from "../models/types.ts";
@@ -55,16 +61,7 @@ export const DEFAULT_MAX_GEN_TOKS = 256;
 /** Between shots and before the test question (lm-eval `fewshot_delimiter`). */
 export const FEWSHOT_DELIMITER = "\n\n";
 
-/** One GSM8K problem. */
-export interface Gsm8kDoc {
-  readonly question: string;
-  /** The full reference solution, ending in `#### n`. */
-  readonly answer: string;
-  /** The final answer, normalised as lm-eval compares it (e.g. `72`). */
-  readonly gold: string;
-  /** 1-based line of the file (row of a parquet file). */
-  readonly line: number;
-}
+export type { Gsm8kDoc };
 
 /**
  * The few-shot exemplars: questions and reasoning of lm-eval's `gsm8k-cot.yaml`

@@ -31,8 +31,7 @@ import {
   parseDatasetSource,
   readDatasetSource,
 } from "./dataset_source.ts";
-import { parseGold } from "./answer_extract.ts";
-import type { Gsm8kDoc } from "./gsm8k.ts";
+import { type Gsm8kDoc, parseGold } from "./answer_extract.ts";
 
 /** How a task reads rows of its Hugging Face dataset. */
 export interface HfSchema<D> {
