@@ -313,6 +313,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
       const t0 = performance.now();
       let row: ResultRow;
       let qm: QuantizedModel | undefined;
+      let quantizeMs: number | undefined;
       try {
         const q = cell.spec.quant;
         if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
@@ -343,7 +344,9 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
                 total,
               }),
           };
+          const tq = performance.now();
           const qmodel = await quantizeCell(model, cell.method, cell.params, q, ctx);
+          if (cell.method.id !== "fp") quantizeMs = performance.now() - tq;
           const routing = model.config.moe && cell.calibration
             ? routingConsistency(
               model,
@@ -423,6 +426,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
           ...(qm.diagnostics ? { diagnostics: qm.diagnostics } : {}),
           bpw: averageBpw(qm),
           wallMs: performance.now() - t0,
+          ...(quantizeMs !== undefined ? { quantizeMs } : {}),
         });
       } catch (e) {
         const unsupported = e instanceof UnsupportedConfigError;
@@ -472,6 +476,7 @@ function buildRow(
     routing?: ResultRow["routing"];
     bpw: number | null;
     wallMs: number;
+    quantizeMs?: number;
   },
 ): ResultRow {
   const q = cell.spec.quant;
@@ -518,6 +523,7 @@ function buildRow(
     env,
     finishedAt: new Date().toISOString(),
     wallMs: r.wallMs,
+    ...(r.quantizeMs !== undefined ? { quantizeMs: r.quantizeMs } : {}),
   };
 }
 

@@ -225,8 +225,17 @@ stories.test("GPTQ rows: the same seed gives identical rows with the offsets rec
   const a = await run(spec, "a");
   const b = await run(spec, "b");
   const c = await run({ ...spec, calibration: { ...spec.calibration, seed: 1 } }, "c");
-  const stable = (r: ResultRow) => ({ ...r, wallMs: 0, finishedAt: "", env: null });
+  const stable = (r: ResultRow) => ({
+    ...r,
+    wallMs: 0,
+    ...(r.quantizeMs !== undefined ? { quantizeMs: 0 } : {}),
+    finishedAt: "",
+    env: null,
+  });
   assert.deepEqual(a.map(stable), b.map(stable));
+  // Quantization time is recorded for quantized cells only, within the cell's wall time.
+  assert.equal(a[0]!.quantizeMs, undefined);
+  for (const r of a.slice(1)) assert.ok(r.quantizeMs! > 0 && r.quantizeMs! <= r.wallMs);
   const [fp, g, ao] = a;
   assert.equal(fp!.calibration, undefined, "the FP cell has no calibration");
   assert.ok(g!.status === "ok" && ao!.status === "ok");

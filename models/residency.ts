@@ -8,12 +8,13 @@
  * Eviction only forgets the cache's reference: an array a caller still holds stays valid, and
  * the next access materializes it again (same values: materialization is deterministic).
  *
- * The budget defaults to 4 GiB, or `LOWBIT_RESIDENT_BYTES` (bytes) when set.
+ * The budget defaults to 1 GiB, or `LOWBIT_RESIDENT_BYTES` (bytes) when set. WASM weight panels
+ * (`kernels/wasm/mod.ts`) are bounded by the same number.
  *
  * @module
  */
 
-const DEFAULT_BUDGET = 4 * 2 ** 30;
+const DEFAULT_BUDGET = 2 ** 30;
 
 function budgetFromEnv(): number {
   let raw: string | undefined;
@@ -40,7 +41,7 @@ export class Residency {
   #loads = 0;
   readonly #entries = new Map<object, Float32Array>();
 
-  /** A cache of at most `budget` bytes (default: `LOWBIT_RESIDENT_BYTES` or 4 GiB). */
+  /** A cache of at most `budget` bytes (default: `LOWBIT_RESIDENT_BYTES` or 1 GiB). */
   constructor(budget?: number) {
     this.#budget = budget ?? budgetFromEnv();
   }

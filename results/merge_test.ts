@@ -17,8 +17,10 @@ async function readJsonl(path: string): Promise<ResultRow[]> {
 }
 
 /** A row without what legitimately differs between runs (timing, time stamp, environment). */
-function comparable(r: ResultRow): Omit<ResultRow, "wallMs" | "finishedAt" | "env"> {
-  const { wallMs: _w, finishedAt: _f, env: _e, ...rest } = r;
+function comparable(
+  r: ResultRow,
+): Omit<ResultRow, "wallMs" | "quantizeMs" | "finishedAt" | "env"> {
+  const { wallMs: _w, quantizeMs: _q, finishedAt: _f, env: _e, ...rest } = r;
   return rest;
 }
 

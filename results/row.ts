@@ -102,5 +102,11 @@ export interface ResultRow {
   };
   /** ISO time the cell finished. */
   readonly finishedAt: string;
+  /** Wall time of the cell, quantization and evaluation. */
   readonly wallMs: number;
+  /**
+   * Wall time of quantization (calibration and the method) within `wallMs`; absent when the
+   * cell reused the previous cell's quantized model, or has none (`fp`).
+   */
+  readonly quantizeMs?: number;
 }

@@ -115,6 +115,7 @@ export const CSV_COLUMNS = [
   "datasetSha256",
   "commit",
   "wallMs",
+  "quantizeMs",
 ] as const;
 
 /** Long-form CSV (one line per metric; a cell without metrics gets one line with empty metric). */
@@ -139,6 +140,7 @@ export function rowsToCsv(rows: readonly ResultRow[]): string {
       datasetSha256: r.task.dataset?.sha256 ?? "",
       commit: r.env.git.commit ?? "",
       wallMs: Math.round(r.wallMs),
+      quantizeMs: r.quantizeMs === undefined ? "" : Math.round(r.quantizeMs),
     };
     const metrics = r.metrics.length ? r.metrics : [undefined];
     return metrics.map((m) => ({

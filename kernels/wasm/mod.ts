@@ -17,6 +17,7 @@
 
 import type { PackedWeight } from "../../core/quantizer.ts";
 import type { Matrix } from "../../models/types.ts";
+import { residency } from "../../models/residency.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import type { Kernels } from "../types.ts";
@@ -93,7 +94,8 @@ export interface WasmKernelsOptions {
    */
   readonly minSplit?: number;
   /**
-   * Bytes of WASM memory weight panels may occupy (default {@linkcode PANEL_BUDGET}); the least
+   * Bytes of WASM memory weight panels may occupy (default {@linkcode PANEL_BUDGET}, or the
+   * residency budget of `models/residency.ts`, `LOWBIT_RESIDENT_BYTES`, when smaller); the least
    * recently used are freed beyond it, and a model whose panels exceed it is not run as whole
    * windows (`windowLogProbs` returns undefined).
    */
@@ -133,6 +135,11 @@ function arrayId(a: Float32Array): number {
  * runs op by op instead of whole windows, which need every panel of the model at once.
  */
 export const PANEL_BUDGET = 2.5 * 2 ** 30;
+
+/** The default panel budget: {@linkcode PANEL_BUDGET}, or the residency budget if smaller. */
+function defaultPanelBudget(): number {
+  return Math.min(PANEL_BUDGET, residency.budget);
+}
 
 interface FusedEntry {
   readonly layout: FusedLayout;
@@ -196,7 +203,7 @@ export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<Was
   const host: WasmHost = {};
   const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL), host);
   const k = new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd", host);
-  k.panelBudget = options.panelBudget ?? PANEL_BUDGET;
+  k.panelBudget = options.panelBudget ?? defaultPanelBudget();
   return detached(k);
 }
 
@@ -218,7 +225,7 @@ async function threadedKernels(
   const pool = await KernelThreads.start(module, memory, stackTops);
   const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}`, host, heap, pool);
   k.minSplit = options.minSplit ?? MIN_SPLIT;
-  k.panelBudget = options.panelBudget ?? PANEL_BUDGET;
+  k.panelBudget = options.panelBudget ?? defaultPanelBudget();
   return detached(k);
 }
 
