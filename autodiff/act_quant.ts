@@ -1,7 +1,7 @@
 /**
  * Per-token dynamic activation fake quantization with a straight-through estimator, for training
- * weight-activation cells (AffineQuant W4A4/W4A8; METHODS.md §3.5 "activations per-token
- * dynamic"). The forward pass is the suite's evaluation quantizer itself
+ * weight-activation cells (AffineQuant W4A4/W4A8, whose activations are quantized per token,
+ * dynamically, as in OmniQuant). The forward pass is the suite's evaluation quantizer itself
  * (`core/act_quantizer.ts` `fakeQuantActivations`, uniform kernel, per token, dynamic), so what
  * is trained is what is evaluated.
  *

@@ -1,6 +1,7 @@
 /**
  * Inverse of a small dense matrix and its backward pass, for AffineQuant's affine matrices
- * (METHODS.md §3.5: the producer side applies `Â⁻¹`).
+ * (bytedance/AffineQuant `models/transformation.py`: the consumer weights get `Âᵀ`, the producer
+ * side applies `Â⁻¹`).
  *
  * Forward: Gauss–Jordan elimination with partial pivoting in float64 (the NaN reports upstream
  * come from inverting in fp16; here it is float64 throughout).

@@ -1,6 +1,6 @@
 /**
- * Learnable weight clipping (LWC, OmniQuant `quantize/quantizer.py`, inherited by AffineQuant;
- * METHODS.md §3.0): fake quantization of a weight matrix whose range is the group's minimum and
+ * Learnable weight clipping (LWC, OpenGVLab/OmniQuant `quantize/quantizer.py`, inherited by
+ * AffineQuant): fake quantization of a weight matrix whose range is the group's minimum and
  * maximum shrunk by sigmoid-parameterised factors, with a straight-through estimator (STE) for
  * rounding.
  *

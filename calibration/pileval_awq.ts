@@ -1,7 +1,7 @@
 /**
- * The `pileval-awq` calibration recipe: AWQ's own sampling (METHODS_NEXT.md §1.7; llm-awq
- * `awq/utils/calib_data.py` `get_calib_dataset`, the same in AutoAWQ), over a corpus available
- * offline (the references read `mit-han-lab/pile-val-backup`, which is not).
+ * The `pileval-awq` calibration recipe: AWQ's own sampling (llm-awq `awq/utils/calib_data.py`
+ * `get_calib_dataset`, the same in AutoAWQ), over a corpus available offline (the references read
+ * `mit-han-lab/pile-val-backup`, which is not).
  *
  * 1. The corpus's documents — JSON-lines corpora (`c4`): one per line; running text
  *    (`tinystories`, `wikitext2`): the blocks between blank lines (TinyStories' paragraphs),

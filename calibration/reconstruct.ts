@@ -1,6 +1,7 @@
 /**
  * Block-wise reconstruction with gradients: the OmniQuant-style driver every optimization-class
- * method shares (METHODS.md §3.5 "OmniQuant base"; FlexRound's `REM_fast.py` is the same loop).
+ * method shares (OpenGVLab/OmniQuant `quantize/omniquant.py`, the block loop AffineQuant builds on;
+ * FlexRound's `REM_fast.py` is the same loop).
  *
  * Calibration windows are embedded once and two streams of hidden states are kept: `fp` (the
  * outputs of the full-precision blocks) and `quant` (the outputs of the already quantized

@@ -1,6 +1,7 @@
 /**
  * The sequential layer-wise calibration pipeline every calibration-based method shares
- * (GPTQ `llama.py` `llama_sequential`; METHODS.md §3.3 step 8).
+ * (IST-DASLab/gptq `llama.py` `llama_sequential`: blocks in order, each calibrated on the outputs
+ * of the already quantized blocks before it, so errors propagate).
  *
  * Calibration windows are embedded once; then decoder blocks are processed one at a time:
  * 1. For each stage of the block — with `trueSequential`, {q, k, v} → {o} → {gate, up} → {down};

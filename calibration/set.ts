@@ -2,7 +2,8 @@
  * Calibration sets: seeded random token windows from a corpus's calibration text, hashed and
  * recorded so another implementation can use exactly the same tokens.
  *
- * Protocol (GPTQ/OmniQuant style, METHODS.md §3.1, with the deviations noted):
+ * Protocol (GPTQ/OmniQuant style, IST-DASLab/gptq `datautils.py` `get_loaders`, with the
+ * deviations noted):
  * - **Running text** (`tinystories`, which means its `calib` half; `wikitext2`): encode the text
  *   once (dummy-prefix space, no BOS); draw `samples` window offsets uniformly from
  *   `[0, tokens − (seqLen − 1)]`, with replacement, as GPTQ's `random.randint` does.

@@ -1,6 +1,6 @@
 /**
  * Activation quantizers: fake quantization of the inputs of linear layers, applied in the forward
- * pass of weight-activation cells (W8A8, W4A8, W4A4; METHODS.md §3.4, §3.6).
+ * pass of weight-activation cells (W8A8, W4A8, W4A4; SmoothQuant's and CrossQuant's quantizers).
  *
  * Two kernels, each simulating integer arithmetic in float32 ("fake quantization": the value a
  * dequantized integer activation would have):
@@ -13,7 +13,7 @@
  *   `Δ_ij = t_i^α · c_j^(1−α) / (2^(b−1) − 1)`, with `t_i` the absolute maximum of token `i` and
  *   `c_j` that of channel `j` (over the current call, or calibrated: see {@linkcode SiteQuant}).
  *   α = 1 is per-token quantization. The paper's placement of α (on the token or the channel factor)
- *   could not be checked against its equation; we put α on the token factor, as METHODS.md §3.6.
+ *   could not be checked against its equation; we put α on the token factor (our assumption).
  *
  * Floors (no division by zero): an absolute maximum below `1e-5` is raised to `1e-5` before it
  * sets a step, as SmoothQuant's `clamp(min=1e-5)`; an asymmetric range narrower than `1e-5` is

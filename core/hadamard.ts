@@ -1,8 +1,8 @@
 /**
- * QuaRot's rotations (spcl/QuaRot `fake_quant/hadamard_utils.py`, `fake_quant/rotation_utils.py`;
- * METHODS_NEXT.md §2.2–2.4): normalised Hadamard transforms of any size n = K·2^m with a known
- * ±1 table of order K, the fusions of those transforms into linear weights, and the residual
- * rotation Q (random Hadamard or random orthogonal).
+ * QuaRot's rotations (spcl/QuaRot `fake_quant/hadamard_utils.py`, `fake_quant/rotation_utils.py`):
+ * normalised Hadamard transforms of any size n = K·2^m with a known ±1 table of order K, the
+ * fusions of those transforms into linear weights, and the residual rotation Q (random Hadamard or
+ * random orthogonal).
  *
  * Convention used throughout. For a size n, `getHadK(n)` picks K and the K×K table `hadK`, and
  *
@@ -55,9 +55,10 @@ export {
 export type FloatArray = Float32Array | Float64Array;
 
 /**
- * Orders K tried by {@linkcode getHadK}, in QuaRot's `get_hadK` order (spcl/QuaRot @5008669,
- * METHODS_NEXT.md §2.4). The version of `hadamard_utils.py` read for this port (12e33bad) also tries
- * 148 (Qwen2.5-7B's 18944 = 148·128) between 156 and 140; it is left out here.
+ * Orders K tried by {@linkcode getHadK}, in QuaRot's `get_hadK` order (spcl/QuaRot
+ * `fake_quant/hadamard_utils.py` @5008669). The version of `hadamard_utils.py` read for this port
+ * (12e33bad) also tries 148 (Qwen2.5-7B's 18944 = 148·128) between 156 and 140; it is left out
+ * here.
  */
 export const HAD_K_CHOICE_ORDER: readonly number[] = [
   172,
@@ -97,7 +98,7 @@ export interface HadK {
  * does not try a later K when n/K is not a power of two (with these orders a later K never could).
  *
  * Deviation: returns `undefined` where QuaRot fails an assert (e.g. 4864 = 76·64, 14), so the caller
- * can fall back (METHODS_NEXT.md §2.4: a seeded {@linkcode randomOrthogonal}).
+ * can fall back (our extension: a seeded {@linkcode randomOrthogonal}).
  */
 export function getHadK(n: number): HadK | undefined {
   const k = chooseK(n);
@@ -306,11 +307,12 @@ export function applyCrossHeadHadamard<T extends FloatArray>(
 }
 
 /**
- * Whether the v/o fusion of METHODS_NEXT.md §2.3 is exact for these heads: `headDim` is a power of
- * two, both `numHeads` and `numHeads·headDim` have a factorisation, and {@linkcode getHadK} picks
- * the same K for both, so that M_{nh·hd} = M_nh ⊗ H_hd/√hd. Of the head counts with a
- * factorisation only 20 fails (K = 20 for the heads, K = 40 for 20·hd): there QuaRot's v/o fusion
- * with its `online_partial_had` is not exact; fall back instead.
+ * Whether QuaRot's v/o fusion (`rotate_ov_proj` with the online `online_partial_had`) is exact for
+ * these heads: `headDim` is a power of two, both `numHeads` and `numHeads·headDim` have a
+ * factorisation, and {@linkcode getHadK} picks the same K for both, so that
+ * M_{nh·hd} = M_nh ⊗ H_hd/√hd. Of the head counts with a factorisation only 20 fails (K = 20 for
+ * the heads, K = 40 for 20·hd): there QuaRot's v/o fusion with its `online_partial_had` is not
+ * exact; fall back instead.
  */
 export function crossHeadFactorises(numHeads: number, headDim: number): boolean {
   if (!isPowerOfTwo(headDim)) return false;
@@ -361,7 +363,7 @@ export function randomHadamardQ(d: number, seed: number): RandomHadamardQ {
  * (float64, filled row by row), its QR decomposition, and Q's columns multiplied by sign(diag R),
  * which makes the result the unique orthogonal factor of G with a positive-diagonal R (so it does
  * not depend on how the QR is computed; here Householder). Also the fallback rotation for sizes
- * with no Hadamard transform (METHODS_NEXT.md §2.4). O(n³); n×n row-major float64.
+ * with no Hadamard transform (our extension; QuaRot asserts there). O(n³); n×n row-major float64.
  *
  * Deviation: G comes from {@linkcode ROTATION_RNG} with `seed` (Box–Muller pairs on uniform
  * doubles), not `torch.randn`; the same seed gives the same matrix on every platform.

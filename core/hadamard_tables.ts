@@ -1,7 +1,6 @@
 /**
  * ±1 Hadamard matrices (H·Hᵀ = K·I): the natural-order Sylvester matrices and the small orders K
- * that QuaRot combines with them (`get_hadK` in spcl/QuaRot `fake_quant/hadamard_utils.py`;
- * METHODS_NEXT.md §2.4).
+ * that QuaRot combines with them (`get_hadK` in spcl/QuaRot `fake_quant/hadamard_utils.py`).
  *
  * QuaRot ships every K×K table as a literal transcribed from Sloane's library. Any Hadamard matrix
  * of the right order keeps a rotated model's function unchanged (only the rotation differs), so

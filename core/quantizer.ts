@@ -1,5 +1,6 @@
 /**
- * The uniform weight quantizer every method shares (METHODS.md §3.0), and its packed storage form.
+ * The uniform weight quantizer every method shares (GPTQ's conventions, IST-DASLab/gptq `quant.py`
+ * `Quantizer`), and its packed storage form.
  *
  * A weight matrix `[rows][cols]` (`[out][in]`) is cut into quantization groups: the whole tensor,
  * one output row ("per-channel"), or `groupSize` contiguous input columns of a row ("per-group").

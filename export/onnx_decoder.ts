@@ -1,6 +1,6 @@
 /**
- * A quantized decoder as one ONNX model for perplexity (METHODS_NEXT §3.c "Minimal plain-op
- * Llama graph"): `input_ids` `[1, T]` (int64; `T` fixed or symbolic) → `logits` `[1, T, vocab]`,
+ * A quantized decoder as one ONNX model for perplexity, a minimal Llama graph of plain ONNX ops:
+ * `input_ids` `[1, T]` (int64; `T` fixed or symbolic) → `logits` `[1, T, vocab]`,
  * no KV cache, every op in the standard domain except the quantized linears, which are
  * `com.microsoft.MatMulNBits` (`matmulnbits.ts`, float32 scales: the packed weight exactly).
  *

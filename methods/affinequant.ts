@@ -1,5 +1,5 @@
 /**
- * AffineQuant (Ma et al., ICLR 2024; METHODS.md §3.5), the optimization-class method that learns
+ * AffineQuant (Ma et al., ICLR 2024, arXiv 2403.12544), the optimization-class method that learns
  * full affine transforms between producers and consumers, plus learnable weight clipping, block
  * by block on OmniQuant's reconstruction loop (official `bytedance/AffineQuant`
  * `quantize/affinequant.py`, `models/transformation.py`, `models/int_llama_layer.py`, `main.py`,

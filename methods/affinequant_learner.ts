@@ -1,8 +1,7 @@
 /**
- * AffineQuant's learnable transforms and clipping for one block (official
- * `bytedance/AffineQuant` `quantize/affinequant.py`, `models/transformation.py`,
- * `models/int_llama_layer.py` `smooth_and_quant_temporary`; METHODS.md §3.5), as a
- * {@linkcode BlockLearner} for the reconstruction driver.
+ * AffineQuant's learnable transforms and clipping for one block (official `bytedance/AffineQuant`
+ * `quantize/affinequant.py`, `models/transformation.py`, `models/int_llama_layer.py`
+ * `smooth_and_quant_temporary`), as a {@linkcode BlockLearner} for the reconstruction driver.
  *
  * Trainable tensors (`let` group, rate `letLr`; `lwc` group, rate `lwcLr`):
  * - `qkv`, `fc1`: the transforms of the inputs of q/k/v and of gate/up. With `lnMatrix`

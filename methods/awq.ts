@@ -1,8 +1,8 @@
 /**
- * AWQ, activation-aware weight quantization (Lin et al., 2024; METHODS_NEXT.md §1), the salience
- * class: weights of input channels with large activations matter more, so each group of linears
- * sharing an input is scaled by a per-channel `s` searched on calibration data (folded into the
- * preceding norm or linear, so the full-precision function is unchanged), weights are clipped
+ * AWQ, activation-aware weight quantization (Lin et al., MLSys 2024, arXiv 2306.00978), the
+ * salience class: weights of input channels with large activations matter more, so each group of
+ * linears sharing an input is scaled by a per-channel `s` searched on calibration data (folded into
+ * the preceding norm or linear, so the full-precision function is unchanged), weights are clipped
  * per group where it lowers the output error, and everything is rounded to nearest.
  *
  * Follows mit-han-lab/llm-awq (`awq/quantize/pre_quant.py`, `auto_scale.py`, `auto_clip.py`,

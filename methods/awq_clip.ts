@@ -1,6 +1,6 @@
 /**
- * AWQ's weight clipping search (METHODS_NEXT.md §1.6; llm-awq `auto_clip.py` `auto_clip_layer`,
- * AutoAWQ `AwqQuantizer._compute_best_clip`).
+ * AWQ's weight clipping search (llm-awq `auto_clip.py` `auto_clip_layer`, AutoAWQ
+ * `AwqQuantizer._compute_best_clip`).
  *
  * For one linear `W` `[out][in]` and its (already scaled) calibration inputs:
  * - tokens are subsampled: every `step`-th of all `n` tokens (windows concatenated in order),

@@ -1,11 +1,11 @@
 /**
  * AWQ's scale search against an independent numpy reimplementation
- * (`testing/awq_golden/generate.py`, written from METHODS_NEXT.md §1, not from this code): one
- * random MHA Llama block and two windows of block inputs; for every group (q/k/v with the whole
- * attention as loss, v→o, gate/up with the whole MLP, up→down) and both scale rules, the chosen
- * grid index must be the reference's, the chosen scales equal up to float32 rounding of the
- * statistic (the block's intermediate values are computed in a different order), and every grid
- * point's loss close.
+ * (`testing/awq_golden/generate.py`, written from llm-awq's and AutoAWQ's quantizer, groups and
+ * scale search, not from this code): one random MHA Llama block and two windows of block inputs;
+ * for every group (q/k/v with the whole attention as loss, v→o, gate/up with the whole MLP,
+ * up→down) and both scale rules, the chosen grid index must be the reference's, the chosen scales
+ * equal up to float32 rounding of the statistic (the block's intermediate values are computed in a
+ * different order), and every grid point's loss close.
  */
 
 import assert from "node:assert/strict";

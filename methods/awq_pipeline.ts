@@ -1,6 +1,6 @@
 /**
- * AWQ's block-by-block pipeline (METHODS_NEXT.md §1.2–§1.6; llm-awq `pre_quant.py` `run_awq`,
- * AutoAWQ `AwqQuantizer.quantize`).
+ * AWQ's block-by-block pipeline (llm-awq `pre_quant.py` `run_awq`, AutoAWQ
+ * `AwqQuantizer.quantize`).
  *
  * The calibration sequences are embedded once; then, per decoder block `l`:
  * 1. **Capture.** The full-precision block runs on its inputs; every linear's input is kept

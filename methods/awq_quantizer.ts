@@ -1,9 +1,8 @@
 /**
- * The weight quantizer AWQ uses inside its searches and for its final round-to-nearest
- * (METHODS_NEXT.md §1.1; llm-awq `quantizer.py` `pseudo_quantize_tensor`, AutoAWQ
- * `AwqQuantizer.pseudo_quantize_tensor`). It differs from the shared GPTQ-convention quantizer
- * (`core/quantizer.ts`) in one rule: the asymmetric range of a group is its own `[min, max]`,
- * **not widened to include zero**.
+ * The weight quantizer AWQ uses inside its searches and for its final round-to-nearest (llm-awq
+ * `quantizer.py` `pseudo_quantize_tensor`, AutoAWQ `AwqQuantizer.pseudo_quantize_tensor`). It
+ * differs from the shared GPTQ-convention quantizer (`core/quantizer.ts`) in one rule: the
+ * asymmetric range of a group is its own `[min, max]`, **not widened to include zero**.
  *
  * Per group of `g` input columns of a row, with `maxq = 2^b − 1`:
  * - `scale = max(max − min, 1e-5) / maxq`;

@@ -1,6 +1,6 @@
 /**
- * AWQ's per-group scale search (METHODS_NEXT.md §1.4; llm-awq `auto_scale.py`
- * `_search_module_scale`, AutoAWQ `AwqQuantizer._search_best_scale` / `_compute_best_scale`).
+ * AWQ's per-group scale search (llm-awq `auto_scale.py` `_search_module_scale`, AutoAWQ
+ * `AwqQuantizer._search_best_scale` / `_compute_best_scale`).
  *
  * For a group of linears that read the same input `X`:
  * 1. `x̄_j` = mean over every calibration token of `|X_j|` (llm-awq's `get_act_scale`, misnamed

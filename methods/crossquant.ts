@@ -1,5 +1,5 @@
 /**
- * CrossQuant (arXiv 2410.07505; METHODS.md §3.6): an activation quantizer that scales each element
+ * CrossQuant (arXiv 2410.07505; no public code): an activation quantizer that scales each element
  * by its token's and its channel's absolute maxima, `Δ_ij = t_i^α · c_j^(1−α) / (2^(b−1) − 1)`,
  * so that far fewer activations fall in the quantization kernel (round to zero) than with
  * per-token quantization (α = 1). Weights are quantized by RTN with the cell's quantizer

@@ -1,7 +1,7 @@
 /**
- * EAQuant (arXiv 2506.13329; METHODS.md §3.8; darren-fzq1/EAQuant `quantize/eaquant.py`,
- * `smooth.py`, `quantizer.py`): PTQ of Mixture-of-Experts models at W4A4 / W3A4, with three
- * components, each a switch so its effect can be measured alone:
+ * EAQuant (arXiv 2506.13329; darren-fzq1/EAQuant `quantize/eaquant.py`, `smooth.py`,
+ * `quantizer.py`): PTQ of Mixture-of-Experts models at W4A4 / W3A4, with three components, each a
+ * switch so its effect can be measured alone:
  *
  * - `smooth` — expert-aware smoothing aggregation: SmoothQuant factors (α 0.6) for the q/k/v
  *   input, and, for the MoE input, one factor vector per expert from that expert's routed

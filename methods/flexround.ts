@@ -3,7 +3,7 @@
  * every weight is divided by its own learned factor before rounding,
  * `Ŵ = s₁ · clamp(round(W / exp(δ₁ + δ₂ + δ₃)), −z, 2^b−1−z)` with `s₁ = exp(δ₁)`, and the
  * factors are learned block by block by minimising the block's output reconstruction error
- * (METHODS.md §3.7; official `onliwad101/FlexRound_LRQ` `quant/UniformAffineQuantizer.py`,
+ * (arXiv 2306.00317; official `onliwad101/FlexRound_LRQ` `quant/UniformAffineQuantizer.py`,
  * `quant/REM_fast.py`, `scripts/FlexRound/*.sh`).
  *
  * Pipeline: the block-reconstruction driver (`calibration/reconstruct.ts`: fp and quantized

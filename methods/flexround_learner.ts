@@ -1,6 +1,6 @@
 /**
  * FlexRound's learnable quantizer for the seven linears of one block (official
- * `quant/UniformAffineQuantizer.py`, `mode='flexround'`; METHODS.md §3.7), as a
+ * `onliwad101/FlexRound_LRQ` `quant/UniformAffineQuantizer.py`, `mode='flexround'`), as a
  * {@linkcode BlockLearner} for the reconstruction driver.
  *
  * Per linear `W` (`[out][in]`): `δ₁` = log of the grid size per quantization group (per output

@@ -2,7 +2,7 @@
  * GPTQ (Frantar et al., 2023), the compensation-class method: each linear layer is quantized one
  * column at a time, and every column's rounding error is spread over the columns not yet
  * quantized, weighted by the inverse Hessian of the layer's reconstruction loss
- * (METHODS.md §3.3; IST-DASLab/gptq `gptq.py`, `llama.py`).
+ * (arXiv 2210.17323; IST-DASLab/gptq `gptq.py`, `llama.py`).
  *
  * Pipeline: the shared sequential calibration pipeline (`calibration/sequential.ts`) runs the
  * calibration windows block by block through the already quantized model, stage by stage with

@@ -1,7 +1,7 @@
 /**
- * The GPTQ layer algorithm (METHODS.md §3.3; IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` and
- * `quant.py` `Quantizer`) as a pure function of one weight matrix `W` `[rows][cols]` and its
- * Hessian `H` `[cols][cols]`. Collecting `H` from calibration activations is the caller's job.
+ * The GPTQ layer algorithm (IST-DASLab/gptq `gptq.py` `GPTQ.fasterquant` and `quant.py`
+ * `Quantizer`) as a pure function of one weight matrix `W` `[rows][cols]` and its Hessian `H`
+ * `[cols][cols]`. Collecting `H` from calibration activations is the caller's job.
  *
  * Steps, in the reference's order: per-row quantizer parameters from the original `W` (before dead
  * columns are zeroed, as `find_params(W)` runs first in the reference); dead columns
@@ -467,9 +467,8 @@ function checkInteger(name: string, v: number, min: number): void {
 }
 
 /**
- * Quantize one linear layer with GPTQ (METHODS.md §3.3): round columns one at a time and
- * compensate each column's error on the columns not yet quantized, weighted by the inverse
- * Hessian.
+ * Quantize one linear layer with GPTQ: round columns one at a time and compensate each column's
+ * error on the columns not yet quantized, weighted by the inverse Hessian.
  *
  * @param w Weights `[rows][cols]` (`[out][in]`), row-major; not modified.
  * @param rows Output features.

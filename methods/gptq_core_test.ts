@@ -141,9 +141,10 @@ function literalInverseFactor(a: number[][]): number[][] {
 }
 
 /**
- * GPTQ written straight from METHODS.md §3.3 with no lazy batching: every column's error is
- * applied to all later columns at once, the inverse factor is computed the reference's way, and in
- * "reference" mode the group parameters are taken from a snapshot of W at the block start.
+ * GPTQ written straight from the reference algorithm (IST-DASLab/gptq `GPTQ.fasterquant`) with no
+ * lazy batching: every column's error is applied to all later columns at once, the inverse factor
+ * is computed the reference's way, and in "reference" mode the group parameters are taken from a
+ * snapshot of W at the block start.
  */
 function naiveGptq(
   w: Float32Array,

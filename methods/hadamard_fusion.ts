@@ -1,10 +1,10 @@
 /**
  * QuaRot's extra Hadamard transforms on the inputs of o_proj and down_proj (spcl/QuaRot
  * `fake_quant/rotation_utils.py` `rotate_mlp_output`, `rotate_ov_proj`; `fake_quant/main.py`
- * `online_full_had` / `online_partial_had`; METHODS_NEXT.md §2.3–2.4): an orthogonal transform of
- * the linear's input is applied online in the forward pass (before the activation quantizer;
- * `models/online_rotation.ts`) and its transpose is fused into the weight, so the float model is
- * unchanged while the quantized input has its outliers spread out.
+ * `online_full_had` / `online_partial_had`): an orthogonal transform of the linear's input is
+ * applied online in the forward pass (before the activation quantizer; `models/online_rotation.ts`)
+ * and its transpose is fused into the weight, so the float model is unchanged while the quantized
+ * input has its outliers spread out.
  *
  * - down (n = intermediate size): W_down ← W_down·M_nᵀ, online x ← M_n·x (`hadamard`).
  * - o (n = heads·head_dim): v_proj's output rows are transformed per KV head by the Sylvester

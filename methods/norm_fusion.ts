@@ -1,9 +1,8 @@
 /**
- * QuaRot's first step, `fuse_layer_norms` (spcl/QuaRot `fake_quant/rotation_utils.py`;
- * METHODS_NEXT.md §2.1): the weight γ of every RMSNorm is folded into the linears that read the
- * norm's output, and the norm keeps only its normalisation, so that a later rotation of the
- * residual stream commutes with it (‖Qᵀx‖ = ‖x‖, so RMSNorm(Qᵀx) = Qᵀ·RMSNorm(x) for a weightless
- * norm).
+ * QuaRot's first step, `fuse_layer_norms` (spcl/QuaRot `fake_quant/rotation_utils.py`): the weight
+ * γ of every RMSNorm is folded into the linears that read the norm's output, and the norm keeps
+ * only its normalisation, so that a later rotation of the residual stream commutes with it
+ * (‖Qᵀx‖ = ‖x‖, so RMSNorm(Qᵀx) = Qᵀ·RMSNorm(x) for a weightless norm).
  *
  * - W_{q,k,v} ← W·diag(γ_attn), W_{gate,up} ← W·diag(γ_mlp), W_lmHead ← W·diag(γ_final), each
  *   product taken in float64 and rounded once to float32 (QuaRot: `W.double() * γ.double()`, cast

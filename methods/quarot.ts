@@ -1,5 +1,5 @@
 /**
- * QuaRot (Ashkboos et al., 2024; spcl/QuaRot `fake_quant/` @5008669; METHODS_NEXT.md §2.1–2.5),
+ * QuaRot (Ashkboos et al., 2024, arXiv 2404.00456; spcl/QuaRot `fake_quant/` @5008669),
  * the rotation class: the model is rotated into a function-preserving basis where activations
  * have no outlier channels, then weights and activations are quantized.
  *

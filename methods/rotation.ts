@@ -1,9 +1,8 @@
 /**
  * QuaRot's residual rotation, `rotate_model` without the extra Hadamards (spcl/QuaRot
- * `fake_quant/rotation_utils.py`; METHODS_NEXT.md §2.2): one orthogonal d×d matrix Q (d = hidden
- * size) rotates the residual stream, h ↦ h·Q for a row h, and is fused into every weight that
- * writes to or reads from it, so a model whose norms were fused first (`norm_fusion.ts`) computes
- * the same function:
+ * `fake_quant/rotation_utils.py`): one orthogonal d×d matrix Q (d = hidden size) rotates the
+ * residual stream, h ↦ h·Q for a row h, and is fused into every weight that writes to or reads from
+ * it, so a model whose norms were fused first (`norm_fusion.ts`) computes the same function:
  *
  * - embeddings (and learned positions): E ← E·Q;
  * - readers of the stream, q/k/v, gate/up and lm_head: W ← W·Q;

@@ -1,5 +1,6 @@
 /**
- * RTN: round-to-nearest weight quantization, the data-free baseline (METHODS.md §3.2).
+ * RTN: round-to-nearest weight quantization, the data-free baseline (IST-DASLab/gptq `opt.py`
+ * `--nearest`, with `quant.py` `Quantizer`).
  *
  * Every linear weight (q, k, v, o, gate, up, down; in MoE blocks every expert's) is quantized
  * independently with the shared uniform quantizer (`core/quantizer.ts`): per output channel,

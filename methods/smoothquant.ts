@@ -1,5 +1,5 @@
 /**
- * SmoothQuant (Xiao et al., 2023; METHODS.md §3.4; mit-han-lab/smoothquant `smooth.py`,
+ * SmoothQuant (Xiao et al., ICML 2023, arXiv 2211.10438; mit-han-lab/smoothquant `smooth.py`,
  * `calibration.py`, `fake_quant.py`): activation outliers are migrated into the weights by a
  * per-input-channel factor, then weights and activations are quantized.
  *

@@ -1,5 +1,7 @@
 /**
- * Zero-shot log-likelihood scoring with lm-evaluation-harness's mechanics (METHODS.md §6.1).
+ * Zero-shot log-likelihood scoring with lm-evaluation-harness's mechanics
+ * (EleutherAI/lm-evaluation-harness `lm_eval/api/task.py` requests and metrics,
+ * `lm_eval/api/model.py` `_encode_pair`, `lm_eval/models/huggingface.py` `_loglikelihood_tokens`).
  *
  * 1. Requests. A multiple-choice doc gives one request per choice: `(context, " " + choice)`
  *    (target delimiter `" "`). A partial-scoring doc (WinoGrande, lm-eval `multiple_inputs`) puts

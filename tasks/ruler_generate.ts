@@ -3,7 +3,7 @@
  * `scripts/synthetic.yaml` (the 13 task configurations), `scripts/data/synthetic/constants.py`
  * (templates, answer prefixes, `tokens_to_generate`), `scripts/data/synthetic/niah.py`,
  * `variable_tracking.py`, `common_words_extraction.py` and `freq_words_extraction.py` (the
- * generators), as summarised in `../shared/docs/METHODS.md` §6.2.
+ * generators).
  *
  * A generator is a pure function of (task configuration, resources, sample seed, haystack
  * units): `ruler_fit.ts` calls it with growing unit counts to fit a length. The prompt is the
