@@ -1,17 +1,21 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { NotAvailableError } from "../core/errors.ts";
+import { FormatError, NotAvailableError } from "../core/errors.ts";
 import { startMirror } from "../testing/mirror_server.ts";
+import { type HostileStep, startHostileServer } from "../testing/hostile_server.ts";
+import { writeSafetensors } from "../testing/safetensors_writer.ts";
 import { hfMirrorRoot, needs, sharedPath } from "../testing/fixtures.ts";
 import { datasetMirror } from "../testing/dataset_mirror.ts";
 import {
   type DownloadEvent,
   type EnvGetter,
   hubCacheDir,
+  hubCacheHint,
   hubEndpoint,
   hubFile,
   hubOffline,
   hubRepoDir,
+  hubTimeouts,
   parseHfRef,
   sha256File,
 } from "./hub.ts";
@@ -44,6 +48,17 @@ async function listFiles(dir: string): Promise<string[]> {
     else out.push(p);
   }
   return out;
+}
+
+/** Every file and folder under `dir`, recursively (folders end with `/`). */
+async function listEntries(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory) out.push(`${p}/`, ...await listEntries(p));
+    else out.push(p);
+  }
+  return out.sort();
 }
 
 /** Runs `fn` with a running mirror and a fresh cache dir, cleaning both up. */
@@ -141,8 +156,7 @@ stories.test("hubFile() rejects a wrong sha256 and leaves no blob behind", async
       assert.ok(e.message.includes(`/resolve/main/${FILE}`));
       return true;
     });
-    const blobs = join(cache, "models--karpathy--tinyllamas", "blobs");
-    assert.deepEqual(await listFiles(blobs), []);
+    assert.deepEqual(await listEntries(cache), [], "nothing new in the cache");
   });
 });
 
@@ -350,4 +364,416 @@ Deno.test("hubFile() with repoType dataset: datasets/ URL, datasets-- cache, sep
     hubFile("openai/gsm8k", "x", { repoType: "space" as "model", env }),
     TypeError,
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+// A hostile server: stalls, truncation, HTML for JSON, 5xx, redirect loops. Every test asserts
+// that the error names the URL and the problem, that nothing enters the cache, and that it ends
+// quickly (small timeouts and retry delays instead of huggingface_hub's 10 s and 1 s).
+
+const HREPO = "acme/tiny";
+const route = (file: string) => `/${HREPO}/resolve/main/${file}`;
+/** Timeouts of 0.3 s instead of 10 s. */
+const FAST_TIMEOUTS = { HF_HUB_ETAG_TIMEOUT: "0.3", HF_HUB_DOWNLOAD_TIMEOUT: "0.3" };
+/** Three attempts, 5 ms apart instead of 1 s, 2 s. */
+const FAST_RETRY = { attempts: 3, baseDelayMs: 5, maxDelayMs: 20 };
+const CONFIG = new TextEncoder().encode('{"model_type":"llama","hidden_size":8}\n');
+const SAFETENSORS = writeSafetensors(
+  new Map([["w", { shape: [16, 16], data: new Float32Array(256).fill(0.5) }]]),
+);
+const HTML =
+  "\n  <!DOCTYPE html>\n<html><head><title>Welcome</title></head><body>Log in</body></html>\n";
+
+/** Runs `fn` against a hostile server with `routes` and a fresh, empty cache; cleans both up. */
+async function withHostile(
+  routes: Record<string, HostileStep | HostileStep[]>,
+  fn: (ctx: {
+    server: ReturnType<typeof startHostileServer>;
+    cache: string;
+    env: (extra?: Record<string, string>) => EnvGetter;
+  }) => Promise<void>,
+): Promise<void> {
+  await using server = startHostileServer(routes);
+  const cache = await Deno.makeTempDir({ prefix: "lowbit-hub-hostile-" });
+  try {
+    await fn({
+      server,
+      cache,
+      env: (extra = {}) =>
+        envOf({ HF_ENDPOINT: server.endpoint, HF_HUB_CACHE: cache, ...FAST_TIMEOUTS, ...extra }),
+    });
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
+}
+
+/**
+ * Asserts that `promise` rejects with `cls` whose message contains every `parts` entry, that it
+ * took less than `ms`, and that the cache holds nothing (no blob, no temporary file, no snapshot
+ * or ref, not even an empty folder).
+ */
+async function assertRefused(
+  promise: Promise<unknown>,
+  cache: string,
+  cls: new (...args: never[]) => Error,
+  parts: (string | RegExp)[],
+  ms = 5000,
+): Promise<Error> {
+  const t0 = performance.now();
+  let error: Error | undefined;
+  await assert.rejects(promise, (e: unknown) => {
+    assert.ok(e instanceof cls, `${cls.name} expected, got ${e}`);
+    for (const p of parts) {
+      if (typeof p === "string") assert.ok(e.message.includes(p), `"${p}" in: ${e.message}`);
+      else assert.match(e.message, p);
+    }
+    error = e;
+    return true;
+  });
+  const elapsed = performance.now() - t0;
+  assert.ok(elapsed < ms, `took ${elapsed.toFixed(0)} ms (limit ${ms})`);
+  assert.deepEqual(await listEntries(cache), [], "nothing new in the cache");
+  return error!;
+}
+
+Deno.test("hubFile() times out on a server that never sends headers, names HF_HUB_ETAG_TIMEOUT, retries, caches nothing", async () => {
+  await withHostile({ [route("config.json")]: { kind: "stallHeaders" } }, async (h) => {
+    const url = `${h.server.endpoint}${route("config.json")}`;
+    await assertRefused(
+      hubFile(HREPO, "config.json", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      NotAvailableError,
+      [url, "no response headers within 0.3 s", "HF_HUB_ETAG_TIMEOUT", "gave up after 3 attempts"],
+    );
+    assert.equal(h.server.count(route("config.json")), 3);
+  });
+});
+
+Deno.test("hubFile() bounds a redirect target's headers by HF_HUB_DOWNLOAD_TIMEOUT", async () => {
+  const routes = {
+    [route("model.safetensors")]: {
+      kind: "respond",
+      status: 302,
+      headers: { location: "/cdn/blob" },
+    } as const,
+    "/cdn/blob": { kind: "stallHeaders" } as const,
+  };
+  await withHostile(routes, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "model.safetensors", {
+        env: h.env({ HF_HUB_ETAG_TIMEOUT: "30", HF_HUB_DOWNLOAD_TIMEOUT: "0.2" }),
+        retry: { attempts: 1 },
+      }),
+      h.cache,
+      NotAvailableError,
+      [`${h.server.endpoint}/cdn/blob`, "within 0.2 s", "HF_HUB_DOWNLOAD_TIMEOUT", "1 attempt"],
+    );
+  });
+});
+
+Deno.test("hubFile() times out on a body that stalls midway (idle timer), names HF_HUB_DOWNLOAD_TIMEOUT", async () => {
+  const step = { kind: "stallBody", body: SAFETENSORS, sent: 100 } as const;
+  await withHostile({ [route("model.safetensors")]: step }, async (h) => {
+    const url = `${h.server.endpoint}${route("model.safetensors")}`;
+    await assertRefused(
+      hubFile(HREPO, "model.safetensors", { env: h.env(), retry: { ...FAST_RETRY, attempts: 2 } }),
+      h.cache,
+      NotAvailableError,
+      [
+        url,
+        `stalled: nothing received for 0.3 s after 100 of ${SAFETENSORS.length} bytes`,
+        "HF_HUB_DOWNLOAD_TIMEOUT",
+        "gave up after 2 attempts",
+      ],
+    );
+    assert.equal(h.server.count(route("model.safetensors")), 2);
+  });
+});
+
+Deno.test("hubFile()'s idle timer restarts on every chunk: a slow but steady body is not a timeout", async () => {
+  // 5-byte chunks 0.1 s apart, 0.9 s in all, with a 0.5 s idle timeout.
+  const fetchSlowly: typeof fetch = () => {
+    let i = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        await new Promise((r) => setTimeout(r, 100));
+        if (i >= CONFIG.length) return controller.close();
+        controller.enqueue(CONFIG.subarray(i, i + 5));
+        i += 5;
+      },
+    });
+    return Promise.resolve(new Response(body, { headers: { "content-type": "application/json" } }));
+  };
+  await withHostile({}, async (h) => {
+    const env = h.env({ HF_HUB_DOWNLOAD_TIMEOUT: "0.5" });
+    const path = await hubFile(HREPO, "config.json", { env, fetch: fetchSlowly });
+    assert.deepEqual(await Deno.readFile(path), CONFIG);
+  });
+});
+
+Deno.test("hubFile() refuses an HTML page served with 200 for config.json, by Content-Type or by its start", async () => {
+  const asPage = { kind: "respond", body: HTML, headers: { "content-type": "text/html" } } as const;
+  const disguised = {
+    kind: "respond",
+    body: HTML,
+    headers: { "content-type": "application/json" },
+  } as const;
+  await withHostile(
+    { [route("config.json")]: asPage, [route("tokenizer.json")]: disguised },
+    async (h) => {
+      for (
+        const [file, problem] of [
+          ["config.json", "web page (Content-Type: text/html)"],
+          ["tokenizer.json", 'HTML page (it starts "<!DOCTYPE html>'],
+        ]
+      ) {
+        await assertRefused(
+          hubFile(HREPO, file!, { env: h.env(), retry: FAST_RETRY }),
+          h.cache,
+          FormatError,
+          [`${h.server.endpoint}${route(file!)}`, problem!, file!, "nothing was written"],
+        );
+        assert.equal(h.server.count(route(file!)), 1, "refused content is not retried");
+      }
+    },
+  );
+});
+
+Deno.test("hubFile() refuses JSON that does not parse, naming the file and the parse error", async () => {
+  const step = { kind: "respond", body: '{"model_type": "llama",' } as const;
+  await withHostile({ [route("config.json")]: step }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "config.json", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      FormatError,
+      [`${h.server.endpoint}${route("config.json")}`, "config.json is not valid JSON"],
+    );
+    assert.equal(h.server.count(route("config.json")), 1);
+  });
+});
+
+Deno.test("hubFile() retries a safetensors body cut short (Content-Length larger, connection closed), then gives up", async () => {
+  const step = { kind: "truncate", body: SAFETENSORS, sent: 200 } as const;
+  await withHostile({ [route("model.safetensors")]: step }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "model.safetensors", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      NotAvailableError,
+      [
+        `${h.server.endpoint}${route("model.safetensors")}`,
+        `cut off after 200 of ${SAFETENSORS.length} bytes`,
+        "gave up after 3 attempts",
+      ],
+    );
+    assert.equal(h.server.count(route("model.safetensors")), 3);
+  });
+});
+
+Deno.test("hubFile() refuses a truncated safetensors file sent without Content-Length (no sha256 to check)", async () => {
+  const cut = SAFETENSORS.subarray(0, SAFETENSORS.length - 100);
+  const short = cut.subarray(0, 20); // not even the whole header
+  await withHostile({
+    [route("model.safetensors")]: { kind: "respond", body: cut, contentLength: false },
+    [route("model-00002.safetensors")]: { kind: "respond", body: short, contentLength: false },
+  }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "model.safetensors", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      FormatError,
+      [
+        `${h.server.endpoint}${route("model.safetensors")}`,
+        'tensor "w" ends at byte 1024',
+        "truncated",
+      ],
+    );
+    await assertRefused(
+      hubFile(HREPO, "model-00002.safetensors", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      FormatError,
+      ["model-00002.safetensors", "header length", "goes past the end of the file"],
+    );
+  });
+});
+
+Deno.test("hubFile() retries 500, 429 and a dropped connection, then succeeds and caches the file", async () => {
+  const steps: HostileStep[] = [
+    { kind: "respond", status: 500, body: "oops\n" },
+    { kind: "respond", status: 429, body: "slow down\n", headers: { "retry-after": "0" } },
+    { kind: "reset" },
+    { kind: "respond", body: SAFETENSORS },
+  ];
+  await withHostile({ [route("model.safetensors")]: steps }, async (h) => {
+    const events: DownloadEvent[] = [];
+    const path = await hubFile(HREPO, "model.safetensors", {
+      env: h.env(),
+      retry: { ...FAST_RETRY, attempts: 4 },
+      onProgress: (e) => events.push(e),
+    });
+    assert.equal(h.server.count(route("model.safetensors")), 4, "four attempts");
+    assert.deepEqual(await Deno.readFile(path), SAFETENSORS);
+    assert.equal(events.at(-1)?.status, "done");
+    const repoDir = join(h.cache, "models--acme--tiny");
+    assert.deepEqual(
+      (await listFiles(repoDir)).sort(),
+      [
+        join(repoDir, "blobs", await sha256File(path)),
+        join(repoDir, "refs", "main"),
+        join(repoDir, "snapshots", "main", "model.safetensors"),
+      ].sort(),
+    );
+  });
+});
+
+Deno.test("hubFile() fails after the configured attempts on 503 forever, saying how many", async () => {
+  const step = { kind: "respond", status: 503, body: "maintenance\n" } as const;
+  await withHostile({ [route("config.json")]: step }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "config.json", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      NotAvailableError,
+      [
+        `GET ${h.server.endpoint}${route("config.json")} returned 503`,
+        "gave up after 3 attempts",
+      ],
+    );
+    assert.equal(h.server.count(route("config.json")), 3);
+  });
+});
+
+Deno.test("hubFile() does not retry 404 or other 4xx", async () => {
+  await withHostile({
+    [route("gone.json")]: { kind: "respond", status: 410, body: "gone\n" },
+  }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "config.json", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      NotAvailableError,
+      [`GET ${h.server.endpoint}${route("config.json")} returned 404`],
+    );
+    await assertRefused(
+      hubFile(HREPO, "gone.json", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      Error,
+      [`GET ${h.server.endpoint}${route("gone.json")} returned 410`],
+    );
+    assert.deepEqual(h.server.requests, [route("config.json"), route("gone.json")]);
+  });
+});
+
+Deno.test("hubFile() stops a redirect loop without retrying it", async () => {
+  const loop = {
+    kind: "respond",
+    status: 302,
+    headers: { location: route("config.json") },
+  } as const;
+  await withHostile({ [route("config.json")]: loop }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, "config.json", { env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      NotAvailableError,
+      [`${h.server.endpoint}${route("config.json")}`, "redirected more than 10 times"],
+    );
+    assert.equal(h.server.count(route("config.json")), 11);
+  });
+});
+
+Deno.test("hubFile() leaves a cached file as it was when forceDownload fails, and replaces it when it succeeds", async () => {
+  const newer = new TextEncoder().encode('{"model_type":"llama","hidden_size":16}');
+  const steps: HostileStep[] = [
+    { kind: "respond", body: CONFIG },
+    { kind: "respond", body: HTML },
+    { kind: "respond", body: newer },
+  ];
+  await withHostile({ [route("config.json")]: steps }, async (h) => {
+    const env = h.env();
+    const path = await hubFile(HREPO, "config.json", { env });
+    const before = await listEntries(h.cache);
+    await assert.rejects(
+      hubFile(HREPO, "config.json", { env, forceDownload: true, retry: FAST_RETRY }),
+      FormatError,
+    );
+    assert.deepEqual(await listEntries(h.cache), before);
+    assert.deepEqual(await Deno.readFile(await hubFile(HREPO, "config.json", { env })), CONFIG);
+    assert.equal(await hubFile(HREPO, "config.json", { env, forceDownload: true }), path);
+    assert.deepEqual(await Deno.readFile(path), newer);
+    assert.equal(h.server.count(route("config.json")), 3);
+    await assert.rejects(
+      hubFile(HREPO, "config.json", { env: h.env({ HF_HUB_OFFLINE: "1" }), forceDownload: true }),
+      (e: unknown) => e instanceof NotAvailableError && /forceDownload/.test(e.message),
+    );
+  });
+});
+
+Deno.test("hubFile() names the cache path and how to refetch when a cached file is bad (poisoned by an older version)", async () => {
+  await withHostile({ [route("config.json")]: { kind: "respond", body: CONFIG } }, async (h) => {
+    const env = h.env();
+    // What an older lowbit left: the mirror's login page cached as config.json.
+    const repoDir = join(h.cache, "models--acme--tiny");
+    const blob = join(repoDir, "blobs", "f".repeat(64));
+    const snap = join(repoDir, "snapshots", "main", "config.json");
+    await Deno.mkdir(join(repoDir, "blobs"), { recursive: true });
+    await Deno.mkdir(join(repoDir, "snapshots", "main"), { recursive: true });
+    await Deno.mkdir(join(repoDir, "refs"));
+    await Deno.writeTextFile(blob, HTML);
+    await Deno.symlink(join("..", "..", "blobs", "f".repeat(64)), snap);
+    await Deno.writeTextFile(join(repoDir, "refs", "main"), "main");
+    for (const e of [{ env }, { env: h.env({ HF_HUB_OFFLINE: "1" }) }]) {
+      await assert.rejects(hubFile(HREPO, "config.json", e), (err: unknown) => {
+        assert.ok(err instanceof FormatError);
+        assert.equal(err.file, snap);
+        assert.ok(err.message.includes("HTML page"), err.message);
+        assert.ok(err.message.includes(`delete it and the blob it links to, ${blob}`), err.message);
+        assert.match(err.message, /forceDownload/);
+        return true;
+      });
+    }
+    assert.equal(h.server.count(route("config.json")), 0);
+    assert.match(hubCacheHint(snap, env)!, /cached Hugging Face download; delete it/);
+    assert.equal(hubCacheHint("/etc/hosts", env), undefined);
+    // forceDownload (or deleting the link) heals the cache.
+    assert.equal(await hubFile(HREPO, "config.json", { env, forceDownload: true }), snap);
+    assert.deepEqual(await Deno.readFile(await hubFile(HREPO, "config.json", { env })), CONFIG);
+  });
+});
+
+Deno.test("hubTimeouts() reads HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT and names a bad one", async () => {
+  assert.deepEqual(hubTimeouts(envOf({})), { etagMs: 10_000, downloadMs: 10_000 });
+  assert.deepEqual(
+    hubTimeouts(envOf({ HF_HUB_ETAG_TIMEOUT: "2.5", HF_HUB_DOWNLOAD_TIMEOUT: "0" })),
+    { etagMs: 2500, downloadMs: 10_000 },
+  );
+  assert.equal(hubTimeouts(envOf({ HF_HUB_DOWNLOAD_TIMEOUT: "1e12" })).downloadMs, 2 ** 31 - 1);
+  for (
+    const [name, value] of [
+      ["HF_HUB_DOWNLOAD_TIMEOUT", "abc"],
+      ["HF_HUB_DOWNLOAD_TIMEOUT", "-1"],
+      ["HF_HUB_ETAG_TIMEOUT", "10s"],
+      ["HF_HUB_ETAG_TIMEOUT", "Infinity"],
+    ] as const
+  ) {
+    assert.throws(() => hubTimeouts(envOf({ [name]: value })), TypeError, `${name}="${value}"`);
+    // hubFile checks them before anything else, cache hit or not.
+    await assert.rejects(
+      hubFile(HREPO, "config.json", { env: envOf({ [name]: value, HF_HUB_OFFLINE: "1" }) }),
+      TypeError,
+      name,
+    );
+  }
+  await assert.rejects(hubFile(HREPO, "x.json", { retry: { attempts: 0 } }), RangeError);
+});
+
+Deno.test("hubFile() refuses a dataset's parquet file without its PAR1 magic at both ends", async () => {
+  const file = "data/test-00000-of-00001.parquet";
+  const path = `/datasets/${HREPO}/resolve/main/${file}`;
+  const cut = new TextEncoder().encode(
+    "PAR1 row groups ... (the footer and its magic are missing)",
+  );
+  await withHostile({ [path]: { kind: "respond", body: cut, contentLength: false } }, async (h) => {
+    await assertRefused(
+      hubFile(HREPO, file, { repoType: "dataset", env: h.env(), retry: FAST_RETRY }),
+      h.cache,
+      FormatError,
+      [`${h.server.endpoint}${path}`, "is not a Parquet file"],
+    );
+  });
 });
