@@ -8,21 +8,29 @@
 import * as vega from "vega";
 import * as vl from "vega-lite";
 import { escapeHtml } from "./html.ts";
+import { fmtMetric, type MetricDef, metricTitle } from "./metric_defs.ts";
 
-/** One point of the perplexity-vs-bits chart. */
-export interface PplPoint {
+/** One point of a metric-vs-bits-per-weight chart. */
+export interface MetricPoint {
   readonly method: string;
   readonly label: string;
   readonly bitsPerWeight: number;
-  readonly ppl: number;
+  readonly value: number;
+  readonly stderr: number | null;
 }
 
-/** One cell of the KL heatmap. */
-export interface KlCell {
+/** One cell of a method × configuration heatmap. */
+export interface HeatCell {
   readonly method: string;
   readonly label: string;
-  readonly kl: number;
+  readonly value: number;
 }
+
+/** What a chart needs to know of its metric. */
+export type ChartMetric = Pick<
+  MetricDef,
+  "key" | "metric" | "label" | "unit" | "higherIsBetter" | "log"
+>;
 
 /** One point of the accuracy-vs-bits-per-weight chart. */
 export interface AccPoint {
@@ -78,48 +86,108 @@ export function decorateSvg(svg: string, prefix: string, title: string, desc: st
 
 const WIDTH = 520;
 
+/** The quantization grid of a configuration label, for the line chart's dash legend. */
+function grid(label: string): string {
+  return /g\d+/.test(label) ? "per group" : "per channel/tensor";
+}
+
+/** `method label (value)` of the point with the lowest/highest value. */
+function extremes<T extends { method: string; label: string; value: number }>(
+  points: readonly T[],
+  m: ChartMetric,
+): { best: T; worst: T } {
+  const lo = points.reduce((a, b) => (b.value < a.value ? b : a));
+  const hi = points.reduce((a, b) => (b.value > a.value ? b : a));
+  return m.higherIsBetter ? { best: hi, worst: lo } : { best: lo, worst: hi };
+}
+
 /**
- * Perplexity (log scale) against bits per weight, one line per method, with the FP reference as a
- * dashed rule. Null when there are no points.
+ * A metric against bits per weight: one line per method (solid per channel/tensor, dashed per
+ * group; the legend draws the two as lines), ±1 stderr bars, and the FP value as a grey dashed
+ * rule. Log scale for `m.log` when every value is positive. Null when there are no points.
  */
-export async function pplChart(
-  points: readonly PplPoint[],
-  fpPpl: number | undefined,
+export async function metricChart(
+  points: readonly MetricPoint[],
+  m: ChartMetric,
+  fp: number | undefined,
   task: string,
   prefix: string,
 ): Promise<Chart | null> {
   if (!points.length) return null;
-  const title = `Perplexity vs bits per weight (${task})`;
+  const name = metricTitle(m);
+  const title = `${m.label} vs bits per weight (${task})`;
+  const log = m.log && points.every((p) => p.value > 0) && (fp === undefined || fp > 0);
+  const values = [...points]
+    .map((p) => {
+      const se = p.stderr ?? 0;
+      const lo = log && p.value - se <= 0 ? p.value : p.value - se;
+      return { ...p, grouping: grid(p.label), lo, hi: p.value + se };
+    })
+    .sort((a, b) => a.bitsPerWeight - b.bitsPerWeight);
+  const x = {
+    field: "bitsPerWeight",
+    type: "quantitative",
+    title: "bits per weight",
+    scale: { zero: false },
+  };
+  const y = {
+    field: "value",
+    type: "quantitative",
+    scale: log ? { type: "log", nice: false } : { zero: false },
+    title: log ? `${name}, log scale` : name,
+  };
+  const color = { field: "method", type: "nominal", title: "method", legend: { labelLimit: 320 } };
   const layers: Record<string, unknown>[] = [{
-    data: {
-      values: [...points]
-        .map((p) => ({ ...p, grouping: /g\d+/.test(p.label) ? "per group" : "per channel/tensor" }))
-        .sort((a, b) => a.bitsPerWeight - b.bitsPerWeight),
-    },
+    data: { values },
     mark: { type: "line", point: true },
     encoding: {
-      x: {
-        field: "bitsPerWeight",
-        type: "quantitative",
-        title: "bits per weight",
-        scale: { zero: false },
+      x,
+      y,
+      color: {
+        ...color,
+        legend: { ...color.legend, symbolType: "stroke", symbolStrokeWidth: 2 },
       },
-      y: {
-        field: "ppl",
-        type: "quantitative",
-        scale: { type: "log", nice: false },
-        title: "perplexity (log scale)",
+      strokeDash: {
+        field: "grouping",
+        type: "nominal",
+        title: "quantization grid",
+        scale: {
+          domain: ["per channel/tensor", "per group"],
+          range: [[1, 0], [6, 3]],
+        },
+        legend: {
+          symbolType: "stroke",
+          symbolStrokeWidth: 2,
+          symbolSize: 500,
+          encode: { symbols: { update: { stroke: { value: "#333" } } } },
+        },
       },
-      color: { field: "method", type: "nominal", title: "method", legend: { labelLimit: 320 } },
-      strokeDash: { field: "grouping", type: "nominal", title: "quantization grid" },
-      tooltip: [{ field: "method" }, { field: "label" }, { field: "ppl", format: ".4f" }],
+      tooltip: [
+        { field: "method" },
+        { field: "label" },
+        { field: "bitsPerWeight", format: ".3f" },
+        { field: "value", title: m.label, format: ".4g" },
+        { field: "stderr", format: ".2g" },
+      ],
     },
   }];
-  if (fpPpl !== undefined) {
+  if (values.some((v) => v.hi !== v.lo)) {
     layers.push({
-      data: { values: [{ ppl: fpPpl, what: "FP reference" }] },
+      data: { values },
+      mark: { type: "rule", opacity: 0.6 },
+      encoding: {
+        x: { field: "bitsPerWeight", type: "quantitative" },
+        y: { field: "lo", type: "quantitative" },
+        y2: { field: "hi" },
+        color: { field: "method", type: "nominal" },
+      },
+    });
+  }
+  if (fp !== undefined && (!log || fp > 0)) {
+    layers.push({
+      data: { values: [{ value: fp, what: "FP reference" }] },
       mark: { type: "rule", strokeDash: [4, 4], color: "#555" },
-      encoding: { y: { field: "ppl", type: "quantitative" } },
+      encoding: { y: { field: "value", type: "quantitative" } },
     });
   }
   const svg = await renderVegaLite({
@@ -130,37 +198,47 @@ export async function pplChart(
     layer: layers,
   } as unknown as vl.TopLevelSpec);
   const methods = [...new Set(points.map((p) => p.method))];
-  const worst = points.reduce((a, b) => (b.ppl > a.ppl ? b : a));
-  const best = points.reduce((a, b) => (b.ppl < a.ppl ? b : a));
-  const description = `Perplexity on ${task} for ${methods.length} method(s) (${
+  const { best, worst } = extremes(points, m);
+  const description = `${name} on ${task} for ${methods.length} method(s) (${
     methods.join(", ")
-  }) at ${points.length} quantized configuration(s), log scale${
-    fpPpl !== undefined ? `; FP reference ${fpPpl.toFixed(3)}` : ""
-  }. Lowest: ${best.method} ${best.label} at ${
-    best.ppl.toFixed(3)
-  }; highest: ${worst.method} ${worst.label} at ${worst.ppl.toFixed(3)}.`;
+  }) at ${points.length} quantized configuration(s)${log ? ", log scale" : ""}${
+    fp !== undefined ? `; FP reference ${fmtMetric(m, fp)}` : ""
+  }. Best: ${best.method} ${best.label} at ${
+    fmtMetric(m, best.value)
+  }; worst: ${worst.method} ${worst.label} at ${fmtMetric(m, worst.value)}.`;
   return {
-    name: "ppl",
+    name: m.key,
     title,
     description,
-    svg: decorateSvg(svg, `${prefix}-ppl`, title, description),
+    svg: decorateSvg(svg, `${prefix}-${m.key}`, title, description),
   };
 }
 
-/** A method × bit-configuration heatmap of KL divergence to FP. Null when there are no cells. */
-export async function klHeatmap(
-  cells: readonly KlCell[],
+/**
+ * A method × bit-configuration heatmap of a metric, each cell labelled with its value; red is
+ * worse whichever way the metric points. Null when there are no cells.
+ */
+export async function metricHeatmap(
+  cells: readonly HeatCell[],
   labelOrder: readonly string[],
+  m: ChartMetric,
   task: string,
   prefix: string,
 ): Promise<Chart | null> {
   if (!cells.length) return null;
-  const title = `KL divergence to FP (${task})`;
-  const positive = cells.every((c) => c.kl > 0);
+  const name = metricTitle(m);
+  const title = `${m.label} by method and configuration (${task})`;
+  const positive = cells.every((c) => c.value > 0);
+  const vals = cells.map((c) => c.value);
+  const [min, max] = [Math.min(...vals), Math.max(...vals)];
+  const scaleType = m.log ? (positive ? "log" : "symlog") : "linear";
+  // Text is white on the darker (worse) half of the colour range.
+  const mid = scaleType === "log" ? Math.sqrt(min * max) : (min + max) / 2;
+  const dark = m.higherIsBetter ? `datum.value < ${mid}` : `datum.value > ${mid}`;
   const svg = await renderVegaLite({
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title,
-    data: { values: cells.map((c) => ({ ...c, text: c.kl.toPrecision(2) })) },
+    data: { values: cells.map((c) => ({ ...c, text: fmtMetric(m, c.value) })) },
     encoding: {
       x: { field: "label", type: "ordinal", sort: [...labelOrder], title: "bit configuration" },
       y: { field: "method", type: "nominal", title: "method", axis: { labelLimit: 320 } },
@@ -172,37 +250,36 @@ export async function klHeatmap(
         mark: "rect",
         encoding: {
           color: {
-            field: "kl",
+            field: "value",
             type: "quantitative",
-            scale: { type: positive ? "log" : "symlog", scheme: "orangered" },
-            title: "KL (nats/token)",
+            scale: { type: scaleType, scheme: "orangered", reverse: m.higherIsBetter },
+            title: name,
             legend: { format: ".2g" },
           },
         },
       },
       {
-        mark: { type: "text", fontSize: 10 },
+        mark: { type: "text", fontSize: 9 },
         encoding: {
           text: { field: "text" },
-          color: { condition: { test: "datum.kl > 0.3", value: "white" }, value: "black" },
+          color: { condition: { test: dark, value: "white" }, value: "black" },
         },
       },
     ],
   } as unknown as vl.TopLevelSpec);
-  const worst = cells.reduce((a, b) => (b.kl > a.kl ? b : a));
-  const best = cells.reduce((a, b) => (b.kl < a.kl ? b : a));
-  const description = `Heatmap of KL divergence to the FP model on ${task}, ${
+  const { best, worst } = extremes(cells, m);
+  const description = `Heatmap of ${name} on ${task}, ${
     new Set(cells.map((c) => c.method)).size
   } method(s) by ${
     new Set(cells.map((c) => c.label)).size
-  } bit configuration(s). Smallest: ${best.method} ${best.label} (${
-    best.kl.toPrecision(3)
-  }); largest: ${worst.method} ${worst.label} (${worst.kl.toPrecision(3)}).`;
+  } bit configuration(s). Best: ${best.method} ${best.label} (${
+    fmtMetric(m, best.value)
+  }); worst: ${worst.method} ${worst.label} (${fmtMetric(m, worst.value)}).`;
   return {
-    name: "kl",
+    name: `${m.key}-heatmap`,
     title,
     description,
-    svg: decorateSvg(svg, `${prefix}-kl`, title, description),
+    svg: decorateSvg(svg, `${prefix}-${m.key}-heatmap`, title, description),
   };
 }
 

@@ -1,43 +1,77 @@
 /**
  * The HTML leaderboard: one self-contained page per model (inline CSS, inline JS, inline SVG
- * charts; opens from `file://` with no network) plus an index.
+ * charts; opens from `file://` with no network) plus an index, and the rows as JSONL and CSV.
  *
- * Rows are method specs grouped by taxonomy class (taken from the method registry), columns are
- * task × bit configuration × metric (`ppl` for perplexity tasks, `acc`/`acc_norm` for zero-shot).
- * Each cell shows value ± stderr and the change against the full-precision reference row of the
- * same task, coloured by whether it is an improvement; the best cell of each column is marked.
+ * A model's page has a metric selector (perplexity, Δ NLL against FP, KL, top-1, accuracy, bits
+ * per weight, MoE routing consistency…: every metric its rows report). The selected metric drives
+ * - the results table: rows are method specs grouped by taxonomy class (taken from the method
+ *   registry), columns task × bit configuration; each cell shows value ± stderr and, where it
+ *   means something, the change against the full-precision row of the same task, coloured by
+ *   whether it is an improvement; the best cell of each column is marked;
+ * - the ranking across classes: every quantized cell ranked within its bit-width, with its class,
+ *   and the best cell of each class per bit-width;
+ * - the charts: the metric against bits per weight, and a method × configuration heatmap.
+ *
+ * Every metric's cells, rankings and charts are in the page; the selector only shows one set, so
+ * the page works without its script too (showing the default metric). Clicking a cell shows its
+ * provenance (model hashes, method parameters, calibration set, backend, commit, timing).
  *
  * @module
  */
 
 import { METHODS } from "../methods/mod.ts";
 import type { Method } from "../methods/types.ts";
-import { accChart, type Chart, klHeatmap, pplChart } from "./charts.ts";
+import { accChart, type Chart, metricChart, metricHeatmap } from "./charts.ts";
 import { escapeHtml as esc, slug } from "./html.ts";
+import {
+  BITS_PER_WEIGHT,
+  defaultMetric,
+  fmtMetric,
+  fmtStderr,
+  type MetricDef,
+  metricTitle,
+  metricValue,
+  pageMetrics,
+  valueLegend,
+} from "./metric_defs.ts";
+import { provenanceTitle, renderProvenance } from "./provenance.ts";
+import { rankCells, type RankContext, renderClassSummary, renderRanking } from "./ranking.ts";
 import type { ResultRow } from "./row.ts";
+import { rowsToCsv } from "./store.ts";
 
-/** A leaf column of a model's table. */
+/** A leaf column of a model's table: one task at one bit configuration. */
 export interface Column {
   /** Task key: task id, plus the limit when one was set. */
   readonly task: string;
   readonly family: string;
   readonly label: string;
   readonly wBits: number;
-  readonly metric: string;
+  /** Bits per weight of the configuration (null for FP). */
+  readonly bitsPerWeight: number | null;
 }
 
-/** One table cell. */
-export interface Cell {
-  readonly kind: "ok" | "unsupported" | "failed" | "missing";
-  readonly value?: number;
-  readonly stderr?: number | null;
-  readonly higherIsBetter?: boolean;
+/** One metric's value in a table cell. */
+export interface MetricCell {
+  readonly value: number;
+  readonly stderr: number | null;
+  readonly higherIsBetter: boolean;
   /** Change against the reference (FP) row of the same task and metric. */
   readonly delta?: number;
   /** Relative change against the reference, for perplexity. */
   readonly relDelta?: number;
   readonly best?: boolean;
+}
+
+/** One table cell. */
+export interface Cell {
+  readonly kind: "ok" | "unsupported" | "failed" | "missing";
+  /** Values by metric key (ok cells). */
+  readonly values?: Readonly<Record<string, MetricCell>>;
   readonly error?: string;
+  /** The row behind the cell. */
+  readonly row?: ResultRow;
+  /** Id of the row's provenance section in the page. */
+  readonly prov?: string;
 }
 
 /** One method row. */
@@ -59,6 +93,10 @@ export interface ModelTable {
   readonly model: string;
   readonly columns: readonly Column[];
   readonly groups: readonly ClassGroup[];
+  /** The metrics the page offers, in the selector's order. */
+  readonly metrics: readonly MetricDef[];
+  /** Key of the metric shown first. */
+  readonly metric: string;
   /**
    * Rows not shown because a newer row has the same method spec, task and bit configuration
    * (e.g. the same matrix run on another backend, which gives another cell id).
@@ -80,41 +118,32 @@ function specOf(r: ResultRow): string {
   return r.method.spec ?? r.method.id;
 }
 
-/** Metrics shown in the table for a task family. */
-function tableMetrics(family: string, rows: readonly ResultRow[]): string[] {
-  const present = new Set(rows.flatMap((r) => r.metrics.map((m) => m.metric)));
-  const wanted = family === "perplexity" ? ["ppl"] : ["acc", "acc_norm"];
-  const shown = wanted.filter((m) => present.has(m));
-  return shown.length ? shown : [...present].sort();
+/** Id of the provenance section of the `i`-th row of a model. */
+function provId(i: number): string {
+  return `prov-${i}`;
 }
 
-/** Builds the table model of one model's rows. */
-export function buildTable(
-  rows: readonly ResultRow[],
-  opts: LeaderboardOptions = {},
-): ModelTable {
+/** How rows are classified: class and reference from the registry, FP row per task. */
+function context(rows: readonly ResultRow[], opts: LeaderboardOptions) {
   const registry = opts.methods ?? METHODS.items;
   const classOf = (r: ResultRow) =>
     registry.find((m) => m.id === r.method.id)?.taxonomy ?? r.method.taxonomy;
   const isRef = (r: ResultRow) =>
     (registry.find((m) => m.id === r.method.id)?.scope ?? r.method.scope) === "none";
-
-  // Columns: per task (sorted), per bit configuration (more bits first), per metric.
-  const tasks = [...new Set(rows.map(taskKey))].sort();
-  const columns: Column[] = [];
-  for (const t of tasks) {
-    const tr = rows.filter((r) => taskKey(r) === t);
-    const family = tr[0]!.task.family;
-    const metrics = tableMetrics(family, tr);
-    const labels = new Map<string, number>();
-    for (const r of tr) labels.set(r.quant.label, r.quant.wBits);
-    const sorted = [...labels].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-    for (const [label, wBits] of sorted) {
-      for (const metric of metrics) columns.push({ task: t, family, label, wBits, metric });
-    }
+  const refs = new Map<string, ResultRow>();
+  for (const r of rows) {
+    if (!isRef(r) || r.status !== "ok") continue;
+    const prev = refs.get(taskKey(r));
+    if (!prev || (r.finishedAt ?? "") > (prev.finishedAt ?? "")) refs.set(taskKey(r), r);
   }
+  const refOf = (r: ResultRow) => refs.get(taskKey(r));
+  const index = new Map(rows.map((r, i) => [r, i]));
+  const provOf = (r: ResultRow) => provId(index.get(r) ?? -1);
+  return { classOf, isRef, refOf, provOf };
+}
 
-  // Cells: the newest row for each (spec, task, label).
+/** The rows shown: the newest of each (spec, task, label); the others are shadowed. */
+function newest(rows: readonly ResultRow[]): { shown: ResultRow[]; shadowed: ResultRow[] } {
   const byKey = new Map<string, ResultRow>();
   const shadowed: ResultRow[] = [];
   for (const r of rows) {
@@ -125,11 +154,41 @@ export function buildTable(
       if (prev) shadowed.push(prev);
     } else shadowed.push(r);
   }
-  const refValue = new Map<string, number>();
-  for (const r of rows) {
-    if (!isRef(r) || r.status !== "ok") continue;
-    for (const m of r.metrics) refValue.set(`${taskKey(r)}\u0000${m.metric}`, m.value);
+  const old = new Set(shadowed);
+  return { shown: rows.filter((r) => !old.has(r)), shadowed };
+}
+
+/**
+ * Builds the table model of one model's rows. Provenance ids (`prov-<i>`) number `rows` in the
+ * order given.
+ */
+export function buildTable(
+  rows: readonly ResultRow[],
+  opts: LeaderboardOptions = {},
+): ModelTable {
+  const { shown, shadowed } = newest(rows);
+  const all = context(rows, opts);
+  const { classOf, isRef, provOf } = all;
+  const ctx = context(shown, opts);
+  const refOf = ctx.refOf;
+  const metrics = pageMetrics(shown, refOf, isRef);
+
+  // Columns: per task (sorted), per bit configuration (more bits first).
+  const tasks = [...new Set(rows.map(taskKey))].sort();
+  const columns: Column[] = [];
+  for (const t of tasks) {
+    const tr = rows.filter((r) => taskKey(r) === t);
+    const family = tr[0]!.task.family;
+    const labels = new Map<string, ResultRow["quant"]>();
+    for (const r of tr) labels.set(r.quant.label, r.quant);
+    const sorted = [...labels].sort((a, b) => b[1].wBits - a[1].wBits || a[0].localeCompare(b[0]));
+    for (const [label, q] of sorted) {
+      columns.push({ task: t, family, label, wBits: q.wBits, bitsPerWeight: q.bitsPerWeight });
+    }
   }
+
+  const byKey = new Map<string, ResultRow>();
+  for (const r of shown) byKey.set(`${specOf(r)}\u0000${taskKey(r)}\u0000${r.quant.label}`, r);
 
   const specs = new Map<string, { taxonomy: string; reference: boolean }>();
   for (const r of rows) {
@@ -142,37 +201,53 @@ export function buildTable(
     cells: columns.map((c): Cell => {
       const r = byKey.get(`${spec}\u0000${c.task}\u0000${c.label}`);
       if (!r) return { kind: "missing" };
-      if (r.status !== "ok") return { kind: r.status, error: r.error ?? r.status };
-      const m = r.metrics.find((x) => x.metric === c.metric);
-      if (!m || !Number.isFinite(m.value)) return { kind: "missing" };
-      const ref = refValue.get(`${c.task}\u0000${c.metric}`);
-      const delta = ref !== undefined && !info.reference ? m.value - ref : undefined;
-      return {
-        kind: "ok",
-        value: m.value,
-        stderr: m.stderr,
-        higherIsBetter: m.higherIsBetter,
-        delta,
-        relDelta: delta !== undefined && ref ? delta / ref : undefined,
-      };
+      if (r.status !== "ok") {
+        return { kind: r.status, error: r.error ?? r.status, row: r, prov: provOf(r) };
+      }
+      const ref = refOf(r);
+      const values: Record<string, MetricCell> = {};
+      for (const def of metrics) {
+        const v = metricValue(r, def, ref, info.reference);
+        if (!v) continue;
+        const f = ref && def.delta && !info.reference
+          ? metricValue(ref, def, ref, true)
+          : undefined;
+        const delta = f ? v.value - f.value : undefined;
+        values[def.key] = {
+          value: v.value,
+          stderr: v.stderr,
+          higherIsBetter: def.higherIsBetter,
+          ...(delta !== undefined ? { delta } : {}),
+          ...(delta !== undefined && f!.value && def.metric === "ppl"
+            ? { relDelta: delta / f!.value }
+            : {}),
+        };
+      }
+      return { kind: "ok", values, row: r, prov: provOf(r) };
     }),
   }));
 
-  // Best per column among ok cells.
-  const marked = methodRows.map((mr) => ({ ...mr, cells: [...mr.cells] }));
+  // Best per column and metric among ok cells.
+  const marked = methodRows.map((mr) => ({
+    ...mr,
+    cells: mr.cells.map((c) => (c.values ? { ...c, values: { ...c.values } } : c)),
+  }));
   columns.forEach((_, i) => {
-    let best: number | undefined;
-    let hib = false;
-    for (const mr of marked) {
-      const c = mr.cells[i]!;
-      if (c.kind !== "ok") continue;
-      hib = c.higherIsBetter!;
-      if (best === undefined || (hib ? c.value! > best : c.value! < best)) best = c.value!;
-    }
-    if (best === undefined) return;
-    for (const mr of marked) {
-      const c = mr.cells[i]!;
-      if (c.kind === "ok" && c.value === best) mr.cells[i] = { ...c, best: true };
+    for (const def of metrics) {
+      let best: number | undefined;
+      for (const mr of marked) {
+        const v = mr.cells[i]!.values?.[def.key];
+        if (!v) continue;
+        if (best === undefined || (def.higherIsBetter ? v.value > best : v.value < best)) {
+          best = v.value;
+        }
+      }
+      if (best === undefined) continue;
+      for (const mr of marked) {
+        const vals = mr.cells[i]!.values as Record<string, MetricCell> | undefined;
+        const v = vals?.[def.key];
+        if (v && v.value === best) vals![def.key] = { ...v, best: true };
+      }
     }
   });
 
@@ -187,133 +262,80 @@ export function buildTable(
       Number(b.reference) - Number(a.reference) || a.spec.localeCompare(b.spec)
     ),
   }));
-  return { model: rows[0]?.model.id ?? "", columns, groups, shadowed };
+  return {
+    model: rows[0]?.model.id ?? "",
+    columns,
+    groups,
+    metrics,
+    metric: defaultMetric(metrics, shown),
+    shadowed,
+  };
 }
 
-function fmtValue(metric: string, v: number): string {
-  return metric === "ppl" && Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
-}
-
-function fmtDelta(metric: string, c: Cell): string {
+function fmtDelta(def: MetricDef, c: MetricCell): string {
   const d = c.delta!;
   const sign = d >= 0 ? "+" : "−";
-  if (metric === "ppl" && c.relDelta !== undefined) {
-    return `${sign}${fmtValue(metric, Math.abs(d))} (${sign}${
+  if (def.metric === "ppl" && c.relDelta !== undefined) {
+    return `${sign}${fmtMetric(def, Math.abs(d))} (${sign}${
       Math.abs(c.relDelta * 100).toFixed(1)
     }%)`;
   }
   return `${sign}${Math.abs(d).toFixed(4)}`;
 }
 
-function renderCell(col: Column, c: Cell, i: number): string {
-  const attrs = `data-col="${i}" data-wbits="${col.wBits}"`;
-  if (c.kind === "missing") return `<td ${attrs} data-v="" class="na">—</td>`;
-  if (c.kind !== "ok") {
-    return `<td ${attrs} data-v="" class="status ${c.kind}" title="${esc(c.error)}">${c.kind}</td>`;
-  }
-  const se = c.stderr !== null && c.stderr !== undefined && Number.isFinite(c.stderr)
-    ? `<span class="se"> ± ${fmtValue(col.metric, c.stderr)}</span>`
+/** One metric's content of a cell: a span the page shows when the metric is selected. */
+function renderMetric(def: MetricDef, c: MetricCell | undefined): string {
+  if (!c) return `<span class="mv na" data-m="${def.key}" data-val="">—</span>`;
+  const se = c.stderr !== null && Number.isFinite(c.stderr) && c.stderr > 0
+    ? `<span class="se"> ± ${fmtStderr(def, c.stderr)}</span>`
     : "";
   let delta = "";
   if (c.delta !== undefined) {
     const good = c.delta === 0 ? "same" : (c.delta > 0) === c.higherIsBetter ? "good" : "bad";
-    delta = `<br><span class="d ${good}">Δ ${fmtDelta(col.metric, c)}</span>`;
+    delta = `<br><span class="d ${good}">Δ\u00a0${fmtDelta(def, c)}</span>`;
   }
   const best = c.best
     ? ` <span class="star" title="best in column" aria-label="best">★</span>`
     : "";
-  return `<td ${attrs} data-v="${c.value}"${c.best ? ' class="best"' : ""}><span class="v">${
-    fmtValue(col.metric, c.value!)
-  }</span>${se}${best}${delta}</td>`;
+  return `<span class="mv${
+    c.best ? " best" : ""
+  }" data-m="${def.key}" data-val="${c.value}"><span class="v">${
+    esc(fmtMetric(def, c.value))
+  }</span>${se}${best}${delta}</span>`;
 }
 
-const CSS = `
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0}
-caption,th[data-taskgroup]{text-align:left}
-th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top;white-space:nowrap}
-th[scope=row],tr.group th{text-align:left}
-thead th{background:#f3f3f3}
-.scroll{overflow-x:auto;max-width:100%}
-tr.group th{background:#e8eef8;font-weight:600}
-th button{font:inherit;background:none;border:0;cursor:pointer;padding:0}
-.se{color:#777;font-size:.85em}
-.d{font-size:.8em}.d.good{color:#1a7f37}.d.bad{color:#c0262d}.d.same{color:#777}
-td.best{background:#fff6cc}.star{color:#b58900}
-td.status{color:#a33;font-style:italic;cursor:help}td.status.unsupported{color:#777}
-td.na{color:#bbb;text-align:center}
-fieldset{display:inline-block;margin:.3rem 1rem .3rem 0}
-figure{margin:1rem 0}figcaption{max-width:60rem;color:#444}
-.hidden{display:none}
-`;
-
-const JS = `
-(function(){
-  var table=document.getElementById("lb");
-  function num(td){var v=td?td.getAttribute("data-v"):"";return v===""||v===null?NaN:Number(v);}
-  table.querySelectorAll("thead th[data-sort]").forEach(function(th){
-    th.querySelector("button").addEventListener("click",function(){
-      var col=th.getAttribute("data-sort");
-      var dir=th.getAttribute("aria-sort")==="ascending"?-1:1;
-      table.querySelectorAll("thead th[data-sort]").forEach(function(o){o.removeAttribute("aria-sort");});
-      th.setAttribute("aria-sort",dir===1?"ascending":"descending");
-      table.querySelectorAll("tbody").forEach(function(tb){
-        var rows=Array.prototype.slice.call(tb.querySelectorAll("tr.m"));
-        rows.sort(function(a,b){
-          if(col==="method"){return dir*a.cells[0].textContent.localeCompare(b.cells[0].textContent);}
-          var x=num(a.querySelector('td[data-col="'+col+'"]')),y=num(b.querySelector('td[data-col="'+col+'"]'));
-          if(isNaN(x)&&isNaN(y))return 0;if(isNaN(x))return 1;if(isNaN(y))return -1;
-          return dir*(x-y);
-        });
-        rows.forEach(function(r){tb.appendChild(r);});
-      });
-    });
-  });
-  function apply(){
-    document.querySelectorAll("input[data-filter-class]").forEach(function(cb){
-      table.querySelectorAll('tbody[data-class="'+cb.getAttribute("data-filter-class")+'"]').forEach(function(tb){tb.classList.toggle("hidden",!cb.checked);});
-    });
-    document.querySelectorAll("input[data-filter-wbits]").forEach(function(cb){
-      table.querySelectorAll('[data-wbits="'+cb.getAttribute("data-filter-wbits")+'"]').forEach(function(el){el.classList.toggle("hidden",!cb.checked);});
-    });
-    table.querySelectorAll("thead th[data-taskgroup]").forEach(function(th){
-      var n=table.querySelectorAll('thead th[data-sort][data-task="'+th.getAttribute("data-taskgroup")+'"]:not(.hidden)').length;
-      th.colSpan=Math.max(n,1);th.classList.toggle("hidden",n===0);
-    });
+function renderCell(t: ModelTable, col: Column, c: Cell, i: number): string {
+  const prov = c.prov ? ` data-prov="${esc(c.prov)}" tabindex="0"` : "";
+  const attrs = `data-col="${i}" data-wbits="${col.wBits}"${prov}`;
+  if (c.kind === "missing") return `<td ${attrs} data-v="" class="na">—</td>`;
+  if (c.kind !== "ok") {
+    return `<td ${attrs} data-v="" class="status ${c.kind}" title="${esc(c.error)}">${c.kind}</td>`;
   }
-  document.querySelectorAll("input[data-filter-class],input[data-filter-wbits]").forEach(function(cb){cb.addEventListener("change",apply);});
-  apply();
-  window.addEventListener("pageshow",apply);
-})();
-`;
+  const shown = c.values![t.metric];
+  return `<td ${attrs} data-v="${shown ? shown.value : ""}"${
+    shown?.best ? ' class="best"' : ""
+  } title="${esc(provenanceTitle(c.row!))}">${
+    t.metrics.map((def) => renderMetric(def, c.values![def.key])).join("")
+  }</td>`;
+}
 
-/** Renders a model's table as an HTML `<table>` (plus the filter controls before it). */
-export function renderTable(t: ModelTable): string {
-  const tasks = [...new Set(t.columns.map((c) => c.task))];
-  const top = tasks.map((task, ti) => {
-    const n = t.columns.filter((c) => c.task === task).length;
-    return `<th scope="colgroup" colspan="${n}" data-taskgroup="${ti}">${esc(task)}</th>`;
-  }).join("");
-  const leaves = t.columns.map((c, i) =>
-    `<th scope="col" data-sort="${i}" data-task="${
-      tasks.indexOf(c.task)
-    }" data-wbits="${c.wBits}"><button type="button">${esc(c.label)} ${esc(c.metric)}${
-      c.metric === "ppl" ? " ↓" : ""
-    }</button></th>`
+/** Escaped text with line-break opportunities after `:`, `,` and `=` (long method specs). */
+function breakable(s: string): string {
+  return esc(s).replace(/([:,=])/g, "$1<wbr>");
+}
+
+/** Per metric, a span of `text(def)` shown only while that metric is selected. */
+function perMetric(metrics: readonly MetricDef[], text: (def: MetricDef) => string): string {
+  return metrics.map((def) => `<span data-m="${def.key}">${text(def)}</span>`).join("");
+}
+
+/** The metric selector and the filters. */
+function renderControls(t: ModelTable): string {
+  const options = t.metrics.map((m) =>
+    `<option value="${m.key}"${m.key === t.metric ? " selected" : ""}>${esc(metricTitle(m))} ${
+      m.higherIsBetter ? "↑" : "↓"
+    }</option>`
   ).join("");
-  const width = t.columns.length + 1;
-  const bodies = t.groups.map((g) => {
-    const rows = g.rows.map((r) =>
-      `<tr class="m"><th scope="row">${esc(r.spec)}${r.reference ? " (reference)" : ""}</th>${
-        r.cells.map((c, i) => renderCell(t.columns[i]!, c, i)).join("")
-      }</tr>`
-    ).join("\n");
-    return `<tbody data-class="${
-      esc(g.taxonomy)
-    }"><tr class="group"><th colspan="${width}" scope="rowgroup">${
-      esc(g.taxonomy)
-    }</th></tr>\n${rows}</tbody>`;
-  }).join("\n");
   const classBoxes = t.groups.map((g) =>
     `<label><input type="checkbox" checked data-filter-class="${esc(g.taxonomy)}"> ${
       esc(g.taxonomy)
@@ -323,15 +345,56 @@ export function renderTable(t: ModelTable): string {
   const bitBoxes = bits.map((b) =>
     `<label><input type="checkbox" checked data-filter-wbits="${b}"> W${b}</label>`
   ).join(" ");
-  return `<form aria-label="filters" autocomplete="off" onsubmit="return false">
+  return `<form id="controls" aria-label="metric and filters" autocomplete="off" onsubmit="return false">
+<label class="metric">Metric <select id="metric" name="metric">${options}</select></label>
+<span class="note">${perMetric(t.metrics, (d) => esc(d.description))}</span><br>
 <fieldset><legend>Taxonomy class</legend>${classBoxes}</fieldset>
 <fieldset><legend>Weight bits</legend>${bitBoxes}</fieldset>
-</form>
-<div class="scroll">
-<table id="lb">
-<caption>${
-    esc(t.model)
-  }: value ± standard error; Δ against the full-precision reference (green better, red worse); ★ best in column; click a header to sort within each class.</caption>
+</form>`;
+}
+
+/**
+ * Renders a model's table as an HTML `<table>` (plus the metric selector and filters before it,
+ * and the list of shadowed rows after it).
+ */
+export function renderTable(t: ModelTable): string {
+  const tasks = [...new Set(t.columns.map((c) => c.task))];
+  const top = tasks.map((task, ti) => {
+    const n = t.columns.filter((c) => c.task === task).length;
+    return `<th scope="colgroup" colspan="${n}" data-taskgroup="${ti}">${esc(task)}</th>`;
+  }).join("");
+  const leaves = t.columns.map((c, i) =>
+    `<th scope="col" data-sort="${i}" data-task="${
+      tasks.indexOf(c.task)
+    }" data-wbits="${c.wBits}"><button type="button">${esc(c.label)}</button>${
+      c.bitsPerWeight !== null
+        ? `<span class="bpw">${esc(c.bitsPerWeight.toFixed(2))} b/w</span>`
+        : ""
+    }</th>`
+  ).join("");
+  const width = t.columns.length + 1;
+  const bodies = t.groups.map((g) => {
+    const rows = g.rows.map((r) =>
+      `<tr class="m"><th scope="row">${breakable(r.spec)}${r.reference ? " (reference)" : ""}</th>${
+        r.cells.map((c, i) => renderCell(t, t.columns[i]!, c, i)).join("")
+      }</tr>`
+    ).join("\n");
+    return `<tbody data-class="${
+      esc(g.taxonomy)
+    }"><tr class="group"><th colspan="${width}" scope="rowgroup">${
+      esc(g.taxonomy)
+    }</th></tr>\n${rows}</tbody>`;
+  }).join("\n");
+  const caption = `<strong>${esc(t.model)}</strong>: ${
+    perMetric(t.metrics, (d) =>
+      `${esc(metricTitle(d))} (${d.higherIsBetter ? "higher" : "lower"} is better), ${
+        esc(valueLegend(d))
+      }${d.delta ? "; Δ against the full-precision reference (green better, red worse)" : ""}`)
+  }; ★ best in column. Click a header to sort within each class, a cell for its provenance.`;
+  return `${renderControls(t)}
+<p class="cap" id="lb-cap">${caption}</p>
+<div class="scroll" role="region" aria-labelledby="lb-cap" tabindex="0">
+<table id="lb" aria-labelledby="lb-cap">
 <thead><tr><th rowspan="2" scope="col" data-sort="method"><button type="button">method</button></th>${top}</tr>
 <tr>${leaves}</tr></thead>
 ${bodies}
@@ -352,87 +415,224 @@ ${items}
 </ul></details>`;
 }
 
-function figure(c: Chart): string {
-  return `<figure>
+/** A chart of one task and one metric. */
+export interface MetricChart extends Chart {
+  /** Key of the metric it shows. */
+  readonly metric: string;
+  readonly task: string;
+}
+
+function figure(c: MetricChart, file: string): string {
+  return `<figure data-m="${c.metric}">
 ${c.svg}
-<figcaption><strong>${esc(c.title)}.</strong> ${esc(c.description)}</figcaption>
+<figcaption><strong>${esc(c.title)}.</strong> ${esc(c.description)} <a href="${
+    esc(file)
+  }">SVG</a></figcaption>
 </figure>`;
 }
 
-/** The charts of one model's rows: per perplexity task ppl and KL, per zero-shot task acc. */
+/**
+ * The charts of one model's rows: per task and metric, the metric against bits per weight
+ * (accuracy with its Pareto front for zero-shot tasks) and a method × configuration heatmap.
+ */
 export async function buildCharts(
   rows: readonly ResultRow[],
   prefix: string,
   opts: LeaderboardOptions = {},
-): Promise<Chart[]> {
-  const registry = opts.methods ?? METHODS.items;
-  const isRef = (r: ResultRow) =>
-    (registry.find((m) => m.id === r.method.id)?.scope ?? r.method.scope) === "none";
-  const charts: Chart[] = [];
+  metrics?: readonly MetricDef[],
+): Promise<MetricChart[]> {
+  const { isRef, refOf } = context(rows, opts);
+  const defs = metrics ?? pageMetrics(rows, refOf, isRef);
+  const charts: MetricChart[] = [];
   const tasks = [...new Set(rows.map(taskKey))].sort();
   for (const [ti, task] of tasks.entries()) {
     const tr = rows.filter((r) => taskKey(r) === task && r.status === "ok");
     if (!tr.length) continue;
     const p = tasks.length > 1 ? `${prefix}-t${ti}` : prefix;
-    const val = (r: ResultRow, m: string) => r.metrics.find((x) => x.metric === m);
     const ref = tr.find(isRef);
     const quant = tr.filter((r) => !isRef(r) && r.quant.bitsPerWeight !== null);
-    const named = (c: Chart | null) =>
-      c ? { ...c, name: tasks.length > 1 ? `${slug(task)}-${c.name}` : c.name } : null;
-    if (tr[0]!.task.family === "perplexity") {
+    const labels = [...new Map(quant.map((r) => [r.quant.label, r.quant.wBits]))]
+      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([l]) => l);
+    const push = (c: Chart | null, metric: string) => {
+      if (!c) return;
+      charts.push({
+        ...c,
+        name: tasks.length > 1 ? `${slug(task)}-${c.name}` : c.name,
+        metric,
+        task,
+      });
+    };
+    for (const def of defs) {
       const pts = quant.flatMap((r) => {
-        const m = val(r, "ppl");
-        return m && Number.isFinite(m.value) && m.value > 0
+        const v = metricValue(r, def, refOf(r), false);
+        return v
           ? [{
             method: specOf(r),
             label: r.quant.label,
             bitsPerWeight: r.quant.bitsPerWeight!,
-            ppl: m.value,
+            value: v.value,
+            stderr: v.stderr,
           }]
           : [];
       });
-      const c1 = named(await pplChart(pts, ref && val(ref, "ppl")?.value, task, p));
-      if (c1) charts.push(c1);
-      const labels = [...new Map(quant.map((r) => [r.quant.label, r.quant.wBits]))]
-        .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([l]) => l);
-      const kl = quant.flatMap((r) => {
-        const m = val(r, "kl");
-        return m && Number.isFinite(m.value)
-          ? [{ method: specOf(r), label: r.quant.label, kl: m.value }]
-          : [];
-      });
-      const c2 = named(await klHeatmap(kl, labels, task, p));
-      if (c2) charts.push(c2);
-    } else {
-      const pts = quant.flatMap((r) => {
-        const m = val(r, "acc");
-        return m && Number.isFinite(m.value)
-          ? [{
-            method: specOf(r),
-            label: r.quant.label,
-            bitsPerWeight: r.quant.bitsPerWeight!,
-            acc: m.value,
-            stderr: m.stderr,
-          }]
-          : [];
-      });
-      const c = named(await accChart(pts, ref && val(ref, "acc")?.value, task, "acc", p));
-      if (c) charts.push(c);
+      if (!pts.length) continue;
+      const fp = ref ? metricValue(ref, def, ref, true)?.value : undefined;
+      if (def.metric === BITS_PER_WEIGHT) {
+        // nothing to plot against itself
+      } else if (tr[0]!.task.family !== "perplexity" && def.higherIsBetter && def.delta) {
+        const acc = pts.map((x) => ({ ...x, acc: x.value }));
+        push(await accChart(acc, fp, task, def.metric, `${p}-${def.key}`), def.key);
+      } else {
+        push(await metricChart(pts, def, fp, task, p), def.key);
+      }
+      push(await metricHeatmap(pts, labels, def, task, p), def.key);
     }
   }
   return charts;
 }
 
-function page(title: string, body: string, script = ""): string {
+const CSS = `
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
+h2{margin-top:1.6rem}
+table{border-collapse:collapse;margin:1rem 0}
+caption,th[data-taskgroup]{text-align:left}
+caption{padding:.2rem 0;color:#444}
+th,td{border:1px solid #ccc;padding:.25rem .45rem;text-align:right;vertical-align:top}
+th[scope=row],tr.group th,tr.bits th{text-align:left}
+thead th{background:#f3f3f3}
+thead th[data-sort=method],table.rank thead th,table.classes thead th{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}
+.cap{color:#444;margin:.6rem 0 .2rem}
+#lb{font-size:13px;margin-top:.3rem}
+#lb th,#lb td{padding:.25rem .35rem}
+#lb th[scope=row]{min-width:6rem;max-width:10rem}
+#lb .se{display:block}
+.bpw{display:block;font-size:.75em;color:#777;font-weight:normal}
+tr.group th{background:#e8eef8;font-weight:600}
+tr.bits th{background:#eef3ea;font-weight:600}
+th button{font:inherit;background:none;border:0;cursor:pointer;padding:0}
+.se{color:#777;font-size:.85em;white-space:nowrap}
+.d{font-size:.8em}.d.good{color:#1a7f37}.d.bad{color:#c0262d}.d.same{color:#777}
+td.best{background:#fff6cc}.star{color:#b58900}
+td.status{color:#a33;font-style:italic;cursor:help}td.status.unsupported{color:#777}
+td.na,.mv.na{color:#bbb;text-align:center}
+[data-prov]{cursor:pointer}
+[data-prov]:hover,[data-prov]:focus{outline:2px solid #7aa7e0;outline-offset:-2px}
+#controls{position:sticky;top:0;z-index:5;background:#fff;padding:.4rem 0;border-bottom:1px solid #ddd}
+#controls .metric{font-weight:600;margin-right:.6rem}
+#controls select{font:inherit}
+#controls .note{color:#555;font-size:.9em}
+fieldset{display:inline-block;margin:.3rem 1rem .3rem 0}
+figure{margin:1rem 0}figcaption{max-width:60rem;color:#444}
+figure svg{max-width:100%;height:auto}
+.cls{display:inline-block;padding:0 .35rem;border-radius:.6rem;background:#eee;font-size:.9em}
+.cls[data-cls=baseline]{background:#e6e6e6}.cls[data-cls=compensation]{background:#d6e6fb}
+.cls[data-cls=rotation]{background:#eadcf7}.cls[data-cls=salience]{background:#fde2c4}
+.cls[data-cls=optimization]{background:#d5f0d9}
+table.rank td,table.classes td{white-space:nowrap}
+table.classes small{color:#666}
+.downloads a{margin-right:.6rem}
+#detail{position:fixed;top:0;right:0;bottom:0;width:min(32rem,92vw);box-sizing:border-box;overflow:auto;background:#fff;border-left:1px solid #999;box-shadow:-4px 0 14px rgba(0,0,0,.18);padding:1rem;z-index:10}
+#detail[hidden]{display:none}
+#detail dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .7rem;margin:0}
+#detail dt{font-weight:600}#detail dd{margin:0;overflow-wrap:anywhere}
+#detail ul{margin:0;padding-left:1rem}
+#detail-close{float:right}
+section.ranking,figure,#lb-cap{scroll-margin-top:9rem}
+.hidden{display:none}
+`;
+
+/** CSS that shows only the selected metric's elements (`data-m`) once `body[data-metric]` is set. */
+function metricCss(metrics: readonly MetricDef[]): string {
+  return metrics.map((m) => `body:not([data-metric="${m.key}"]) [data-m="${m.key}"]{display:none}`)
+    .join("\n");
+}
+
+const JS = `
+(function(){
+  var table=document.getElementById("lb");
+  var select=document.getElementById("metric");
+  function num(td){var v=td?td.getAttribute("data-v"):"";return v===""||v===null?NaN:Number(v);}
+  function sortBy(th,dir){
+    var col=th.getAttribute("data-sort");
+    table.querySelectorAll("thead th[data-sort]").forEach(function(o){o.removeAttribute("aria-sort");});
+    th.setAttribute("aria-sort",dir===1?"ascending":"descending");
+    table.querySelectorAll("tbody").forEach(function(tb){
+      var rows=Array.prototype.slice.call(tb.querySelectorAll("tr.m"));
+      rows.sort(function(a,b){
+        if(col==="method"){return dir*a.cells[0].textContent.localeCompare(b.cells[0].textContent);}
+        var x=num(a.querySelector('td[data-col="'+col+'"]')),y=num(b.querySelector('td[data-col="'+col+'"]'));
+        if(isNaN(x)&&isNaN(y))return 0;if(isNaN(x))return 1;if(isNaN(y))return -1;
+        return dir*(x-y);
+      });
+      rows.forEach(function(r){tb.appendChild(r);});
+    });
+  }
+  table.querySelectorAll("thead th[data-sort]").forEach(function(th){
+    th.querySelector("button").addEventListener("click",function(){
+      sortBy(th,th.getAttribute("aria-sort")==="ascending"?-1:1);
+    });
+  });
+  function setMetric(k){
+    document.body.setAttribute("data-metric",k);
+    table.querySelectorAll("td[data-col]").forEach(function(td){
+      var s=null;
+      td.querySelectorAll(".mv").forEach(function(e){if(e.getAttribute("data-m")===k)s=e;});
+      td.setAttribute("data-v",s?(s.getAttribute("data-val")||""):"");
+      td.classList.toggle("best",!!s&&s.classList.contains("best"));
+    });
+    var sorted=table.querySelector("thead th[aria-sort]");
+    if(sorted)sortBy(sorted,sorted.getAttribute("aria-sort")==="ascending"?1:-1);
+  }
+  if(select)select.addEventListener("change",function(){setMetric(select.value);});
+  function apply(){
+    document.querySelectorAll("input[data-filter-class]").forEach(function(cb){
+      table.querySelectorAll('tbody[data-class="'+cb.getAttribute("data-filter-class")+'"]').forEach(function(tb){tb.classList.toggle("hidden",!cb.checked);});
+    });
+    document.querySelectorAll("input[data-filter-wbits]").forEach(function(cb){
+      table.querySelectorAll('[data-wbits="'+cb.getAttribute("data-filter-wbits")+'"]').forEach(function(el){el.classList.toggle("hidden",!cb.checked);});
+    });
+    table.querySelectorAll("thead th[data-taskgroup]").forEach(function(th){
+      var n=table.querySelectorAll('thead th[data-sort][data-task="'+th.getAttribute("data-taskgroup")+'"]:not(.hidden)').length;
+      th.colSpan=Math.max(n,1);th.classList.toggle("hidden",n===0);
+    });
+  }
+  document.querySelectorAll("input[data-filter-class],input[data-filter-wbits]").forEach(function(cb){cb.addEventListener("change",apply);});
+  var panel=document.getElementById("detail"),body=document.getElementById("detail-body"),last=null;
+  function show(el){
+    var src=document.getElementById(el.getAttribute("data-prov"));
+    if(!src||!panel)return;
+    body.innerHTML=src.innerHTML;
+    panel.hidden=false;last=el;
+    document.getElementById("detail-close").focus();
+  }
+  function hide(){if(!panel||panel.hidden)return;panel.hidden=true;if(last)last.focus();}
+  document.addEventListener("click",function(e){
+    var t=e.target;if(!t.closest||t.closest("button,a,input,select,label"))return;
+    var el=t.closest("[data-prov]");if(el)show(el);
+  });
+  document.addEventListener("keydown",function(e){
+    if(e.key==="Escape"){hide();return;}
+    var el=e.target;
+    if((e.key==="Enter"||e.key===" ")&&el.hasAttribute&&el.hasAttribute("data-prov")){e.preventDefault();show(el);}
+  });
+  document.getElementById("detail-close").addEventListener("click",hide);
+  function init(){apply();if(select)setMetric(select.value);}
+  init();
+  window.addEventListener("pageshow",init);
+})();
+`;
+
+function page(title: string, body: string, script = "", css = "", bodyAttrs = ""): string {
   return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)}</title>
-<style>${CSS}</style>
+<style>${CSS}${css}</style>
 </head>
-<body>
+<body${bodyAttrs}>
 ${body}
 ${script ? `<script>${script}</script>` : ""}
 </body>
@@ -451,9 +651,37 @@ function byModel(rows: readonly ResultRow[]): Map<string, ResultRow[]> {
   return out;
 }
 
+/** Rows as JSONL, one compact JSON object per line. */
+function toJsonl(rows: readonly ResultRow[]): string {
+  return rows.map((r) => JSON.stringify(r)).join("\n") + (rows.length ? "\n" : "");
+}
+
+/** The rankings of every task and metric, each shown while its metric is selected. */
+function renderRankings(
+  rows: readonly ResultRow[],
+  metrics: readonly MetricDef[],
+  ctx: RankContext,
+): string {
+  const tasks = [...new Set(rows.map(taskKey))].sort();
+  return metrics.map((def) => {
+    const parts = tasks.map((task) => {
+      const groups = rankCells(rows.filter((r) => taskKey(r) === task), def, ctx);
+      if (!groups.some((g) => g.entries.some((e) => e.value))) return "";
+      return `${renderClassSummary(groups, def, task)}\n${renderRanking(groups, def, task)}`;
+    }).filter(Boolean);
+    return `<section class="ranking" data-m="${def.key}">
+${parts.length ? parts.join("\n") : `<p>No quantized cell reports ${esc(def.label)}.</p>`}
+</section>`;
+  }).join("\n");
+}
+
+/** Name of the all-rows data files on the index page (`.jsonl`, `.csv`). */
+export const ALL_ROWS = "lowbit-results";
+
 /**
- * Builds the whole site in memory: `index.html`, one `<model>.html` per model, and each chart as
- * `<model>-<chart>.svg`. Keys are paths relative to the output directory.
+ * Builds the whole site in memory: `index.html`, one `<model>.html` per model, each chart as
+ * `<model>-<chart>.svg`, each model's rows as `<model>.jsonl` and `<model>.csv`, and every row
+ * as `lowbit-results.jsonl` and `.csv`. Keys are paths relative to the output directory.
  */
 export async function buildSite(
   rows: readonly ResultRow[],
@@ -461,17 +689,28 @@ export async function buildSite(
 ): Promise<Map<string, string>> {
   const files = new Map<string, string>();
   const index: string[] = [];
-  const used = new Set<string>();
+  const used = new Set<string>(["index", ALL_ROWS]);
   for (const [model, mrows] of byModel(rows)) {
     let name = slug(model);
     for (let k = 2; used.has(name); k++) name = `${slug(model)}-${k}`;
     used.add(name);
     const table = buildTable(mrows, opts);
     const hidden = new Set(table.shadowed);
-    const charts = await buildCharts(mrows.filter((r) => !hidden.has(r)), name, opts);
-    for (const c of charts) files.set(`${name}-${c.name}.svg`, c.svg + "\n");
+    const shown = mrows.filter((r) => !hidden.has(r));
+    const all = context(mrows, opts);
+    const ctx: RankContext = { ...all, refOf: context(shown, opts).refOf };
+    const charts = await buildCharts(shown, name, opts, table.metrics);
+    const chartFile = (c: MetricChart) => `${name}-${c.name}.svg`;
+    for (const c of charts) files.set(chartFile(c), c.svg + "\n");
+    files.set(`${name}.jsonl`, toJsonl(mrows));
+    files.set(`${name}.csv`, rowsToCsv(mrows));
     const ok = mrows.filter((r) => r.status === "ok").length;
     const commits = [...new Set(mrows.map((r) => r.env?.git?.commit).filter(Boolean))];
+    const downloads = `<p class="downloads">Raw data (${mrows.length} row(s)): <a href="${
+      esc(`${name}.jsonl`)
+    }" download>JSONL</a> (one result row per line) <a href="${
+      esc(`${name}.csv`)
+    }" download>CSV</a> (one line per metric)</p>`;
     const body = `<p><a href="index.html">← all models</a></p>
 <h1>${esc(model)}</h1>
 <p>${mrows.length} cell(s): ${ok} ok, ${mrows.length - ok} unsupported or failed. ${
@@ -479,22 +718,54 @@ export async function buildSite(
         ? `lowbit commit(s): ${commits.map((c) => `<code>${esc(c)}</code>`).join(", ")}.`
         : ""
     }</p>
+${downloads}
 <h2>Results</h2>
 ${renderTable(table)}
+<h2>Ranking across classes</h2>
+<p>Quantized cells of each task ranked by the selected metric within each bit-width (weight bits ·
+activation bits; configurations of one bit-width differ in grid and so in bits per weight, shown),
+with the taxonomy class of each method; above each ranking, the best cell of each class.</p>
+${renderRankings(shown, table.metrics, ctx)}
 <h2>Charts</h2>
-${charts.length ? charts.map(figure).join("\n") : "<p>No chartable rows.</p>"}
-<p>Charts are also available as SVG files: ${
-      charts.map((c) => `<a href="${esc(`${name}-${c.name}.svg`)}">${esc(c.name)}</a>`).join(", ")
-    }.</p>`;
-    files.set(`${name}.html`, page(`lowbit leaderboard: ${model}`, body, JS));
+${
+      charts.length
+        ? charts.map((c) => figure(c, chartFile(c))).join("\n")
+        : "<p>No chartable rows.</p>"
+    }
+${
+      table.metrics.filter((m) => !charts.some((c) => c.metric === m.key)).map((m) =>
+        `<p data-m="${m.key}">No chart of ${esc(m.label)}.</p>`
+      ).join("\n")
+    }
+<aside id="detail" aria-label="provenance of the selected cell" hidden>
+<button type="button" id="detail-close">close ✕</button>
+<div id="detail-body"></div>
+</aside>
+<div id="provenance" hidden>
+${mrows.map((r, i) => renderProvenance(r, provId(i))).join("\n")}
+</div>`;
+    files.set(
+      `${name}.html`,
+      page(
+        `lowbit leaderboard: ${model}`,
+        body,
+        JS,
+        metricCss(table.metrics),
+        table.metric ? ` data-metric="${table.metric}"` : "",
+      ),
+    );
     index.push(
       `<tr><th scope="row"><a href="${esc(`${name}.html`)}">${esc(model)}</a></th><td>${
         new Set(mrows.map(specOf)).size
       }</td><td>${new Set(mrows.map((r) => r.quant.label)).size}</td><td>${
         new Set(mrows.map(taskKey)).size
-      }</td><td>${ok}</td><td>${mrows.length - ok}</td></tr>`,
+      }</td><td>${ok}</td><td>${mrows.length - ok}</td><td><a href="${
+        esc(`${name}.jsonl`)
+      }" download>JSONL</a> <a href="${esc(`${name}.csv`)}" download>CSV</a></td></tr>`,
     );
   }
+  files.set(`${ALL_ROWS}.jsonl`, toJsonl(rows));
+  files.set(`${ALL_ROWS}.csv`, rowsToCsv(rows));
   files.set(
     "index.html",
     page(
@@ -502,11 +773,12 @@ ${charts.length ? charts.map(figure).join("\n") : "<p>No chartable rows.</p>"}
       `<h1>lowbit leaderboard</h1>
 <table>
 <caption>Models with results</caption>
-<thead><tr><th scope="col">model</th><th scope="col">methods</th><th scope="col">bit configurations</th><th scope="col">tasks</th><th scope="col">ok cells</th><th scope="col">unsupported/failed</th></tr></thead>
+<thead><tr><th scope="col">model</th><th scope="col">methods</th><th scope="col">bit configurations</th><th scope="col">tasks</th><th scope="col">ok cells</th><th scope="col">unsupported/failed</th><th scope="col">raw data</th></tr></thead>
 <tbody>
 ${index.join("\n")}
 </tbody>
-</table>`,
+</table>
+<p class="downloads">Every row (${rows.length}): <a href="${ALL_ROWS}.jsonl" download>JSONL</a> <a href="${ALL_ROWS}.csv" download>CSV</a></p>`,
     ),
   );
   return files;
