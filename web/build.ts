@@ -1,8 +1,10 @@
 /**
  * Builds the browser page into a directory (default `web/dist`): `index.html`, `app.js` (the
- * library bundled for the browser by `deno bundle`), and the WASM binaries and WGSL shaders it
- * loads relative to itself. Serve the
- * directory from any static host next to the model and data files (see the README).
+ * library bundled for the browser by `deno bundle`), the WASM binaries and WGSL shaders it
+ * loads relative to itself, and `data/text/tinystories/` (the repository's TinyStories text with
+ * its README and licence: the page's default data root is `data/` beside it). The directory is
+ * self-contained: serve it from any static host; models come from the Hugging Face Hub or any URL
+ * (see the README).
  *
  * Usage: `deno task build:web [--out DIR]`.
  *
@@ -49,6 +51,14 @@ export async function buildWeb(outDir: string): Promise<void> {
   for (const e of Deno.readDirSync(new URL("../kernels/webgpu/", HERE))) {
     if (e.name.endsWith(".wgsl")) {
       await Deno.copyFile(new URL(`../kernels/webgpu/${e.name}`, HERE), `${outDir}/${e.name}`);
+    }
+  }
+  // The bundled corpus, laid out as under the repository's data root (the page's default root).
+  const text = "data/text/tinystories";
+  await Deno.mkdir(`${outDir}/${text}`, { recursive: true });
+  for (const e of Deno.readDirSync(new URL(`../${text}/`, HERE))) {
+    if (e.isFile) {
+      await Deno.copyFile(new URL(`../${text}/${e.name}`, HERE), `${outDir}/${text}/${e.name}`);
     }
   }
 }
