@@ -19,6 +19,7 @@ import {
 } from "./bench/matrix.ts";
 import { sweepParam } from "./bench/method_spec.ts";
 import { planMatrix, type RunEvent, runMatrix } from "./bench/runner.ts";
+import { LOCK_FILE, ResultsLockedError } from "./results/lock.ts";
 import { selectKernels } from "./kernels/backend.ts";
 import { formatSummary } from "./results/summary.ts";
 import { getMethod, METHODS } from "./methods/mod.ts";
@@ -39,7 +40,7 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --bits LIST        weight bits, e.g. 2-8 or 3,4,8
   --abits LIST       activation bits, e.g. 4,8 (16 = unquantized)                [16]
   --configs LIST     exact configurations instead of bits × abits, e.g. W8A8,W4A8,W4A16g32
-  --group LIST       channel, tensor or a column count, e.g. channel,32
+  --group LIST       channel, tensor or a column count (positive), e.g. channel,32
   --symmetric        symmetric absmax instead of asymmetric min-max
   --act OPTS         activation quantizer (A < 16), comma list of: token (default), tensor,
                      static (calibrated per-tensor range), asym, clip=R, bmm
@@ -54,8 +55,9 @@ Usage: deno task bench --matrix w2-w8 [flags]
                      with the dataset's columns, e.g. arc_easy=hf
   --skip-malformed   skip malformed dataset rows and count them in the row (default: fail,
                      naming the file and line)
-  --limit N          keep the first N windows/documents of each task
-  --context N        tokens per perplexity window (default: the model's context, at most 2048)
+  --limit N          keep the first N windows/documents of each task (N ≥ 1)
+  --context N        tokens per perplexity window, ≥ 2 (default: the model's context, at most
+                     2048)
   --calib SOURCE     calibration corpus: tinystories (its calib half), c4, wikitext2  [tinystories]
   --calib-samples N  calibration windows (pileval-awq: documents)                [128]
   --calib-seqlen N   tokens per calibration window, BOS included                 [256]
@@ -65,15 +67,18 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --seed N           calibration sampling seed                                   [0]
   --data DIR         dataset root (env LOWBIT_DATA); default: data/ in the repository, which
                      holds TinyStories only (the default matrix's data)
-  --out DIR          results directory (default results/runs/<matrix id>)
+  --out DIR          results directory (default results/runs/<matrix id>); one run at a time
+                     writes it (DIR/${LOCK_FILE}): a second run exits 2 naming the first one
+  --wait             wait until the run writing --out DIR has finished, then resume from its
+                     cells (default: exit 2)
   --shard I/N        run part I of N (0-based; parts balanced by expected cost), for CI fan-out
-  --threads N        worker threads for evaluation (default: the number of cores)
+  --threads N        worker threads for evaluation, ≥ 1 (default: the number of cores)
   --backend NAME     kernels: ts (reference), wasm (SIMD128), wasm-fma (relaxed SIMD),
                      wasm-mt (SIMD128 on kernel threads, the numbers of wasm),
                      webgpu (perplexity windows on the GPU, the rest on wasm; a
                      software adapter is used, and recorded as fallback),
                      auto (webgpu on a hardware adapter, else wasm, else ts)     [auto]
-  --kernel-threads N kernel threads of --backend wasm-mt in the main thread (single-stream
+  --kernel-threads N kernel threads (≥ 1) of --backend wasm-mt in the main thread (single-stream
                      work: calibration, GPTQ); evaluation workers stay single-threaded
                      (default: the number of cores)
   --force            recompute cells that already have a row
@@ -160,6 +165,10 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
   let doneCells = 0;
   let workDone = 0;
   return (e) => {
+    if (e.type === "notice") {
+      write(`${tty ? "\r\x1b[K" : ""}note: ${e.message}\n`);
+      return;
+    }
     if (quiet) return;
     if (e.type === "plan") {
       total = e.cells;
@@ -213,43 +222,105 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
   };
 }
 
+/**
+ * `--flag -3` → `--flag=-3` for flags taking a value: parseArgs would call a value starting with
+ * a dash "ambiguous"; joined, the flag's own check refuses it naming its allowed range.
+ */
+function joinNegativeValues(argv: readonly string[], valued: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const next = argv[i + 1];
+    if (
+      a.startsWith("--") && !a.includes("=") && valued.has(a.slice(2)) && next !== undefined &&
+      /^-\.?\d/.test(next)
+    ) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+/**
+ * Creates the results directory and checks that a file can be written in it, before any compute;
+ * throws naming `--out` and the operating system's error. Returns whether it created `dir`.
+ */
+async function prepareOutDir(dir: string): Promise<boolean> {
+  const fail = (e: unknown): never => {
+    const why = e instanceof Deno.errors.NotCapable
+      ? "Deno does not let this command write there (system paths such as /proc, /sys and /dev)"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    throw new Error(`--out ${dir}: cannot write the results directory: ${why}`);
+  };
+  let created = false;
+  try {
+    created = !(await Deno.stat(dir).then((s) => s.isDirectory, () => false));
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (e) {
+    fail(e);
+  }
+  const probe = `${dir}/.write-test-${Deno.pid}`;
+  try {
+    await (await Deno.open(probe, { write: true, createNew: true })).close();
+    await Deno.remove(probe);
+  } catch (e) {
+    await Deno.remove(probe).catch(() => {});
+    if (created) await Deno.remove(dir).catch(() => {});
+    fail(e);
+  }
+  return created;
+}
+
+const OPTIONS = {
+  matrix: { type: "string", default: "w2-w8" },
+  model: { type: "string" },
+  methods: { type: "string" },
+  bits: { type: "string" },
+  abits: { type: "string" },
+  configs: { type: "string" },
+  act: { type: "string" },
+  router: { type: "string" },
+  alpha: { type: "string" },
+  group: { type: "string" },
+  symmetric: { type: "boolean" },
+  tasks: { type: "string" },
+  limit: { type: "string" },
+  context: { type: "string" },
+  "skip-malformed": { type: "boolean", default: false },
+  calib: { type: "string" },
+  "calib-samples": { type: "string" },
+  "calib-seqlen": { type: "string" },
+  "calib-recipe": { type: "string" },
+  seed: { type: "string" },
+  data: { type: "string" },
+  out: { type: "string" },
+  shard: { type: "string" },
+  threads: { type: "string" },
+  backend: { type: "string", default: "auto" },
+  "kernel-threads": { type: "string" },
+  force: { type: "boolean", default: false },
+  "dry-run": { type: "boolean", default: false },
+  quiet: { type: "boolean", default: false },
+  wait: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
 async function main(argv: string[]): Promise<number> {
+  const valued = new Set(
+    Object.entries(OPTIONS).filter(([, o]) => o.type === "string").map(([k]) => k),
+  );
   const { values } = parseArgs({
-    args: argv,
+    args: joinNegativeValues(argv, valued),
     strict: true,
     allowPositionals: false,
-    options: {
-      matrix: { type: "string", default: "w2-w8" },
-      model: { type: "string" },
-      methods: { type: "string" },
-      bits: { type: "string" },
-      abits: { type: "string" },
-      configs: { type: "string" },
-      act: { type: "string" },
-      router: { type: "string" },
-      alpha: { type: "string" },
-      group: { type: "string" },
-      symmetric: { type: "boolean" },
-      tasks: { type: "string" },
-      limit: { type: "string" },
-      context: { type: "string" },
-      "skip-malformed": { type: "boolean", default: false },
-      calib: { type: "string" },
-      "calib-samples": { type: "string" },
-      "calib-seqlen": { type: "string" },
-      "calib-recipe": { type: "string" },
-      seed: { type: "string" },
-      data: { type: "string" },
-      out: { type: "string" },
-      shard: { type: "string" },
-      threads: { type: "string" },
-      backend: { type: "string", default: "auto" },
-      "kernel-threads": { type: "string" },
-      force: { type: "boolean", default: false },
-      "dry-run": { type: "boolean", default: false },
-      quiet: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
+    options: OPTIONS,
   });
   if (values.help) {
     console.log(HELP);
@@ -263,7 +334,7 @@ async function main(argv: string[]): Promise<number> {
       throw new RangeError(`--limit must be a positive integer, got "${values.limit}"`);
     }
   }
-  const groups: GroupSetting[] = values.group ? parseGroups(values.group) : [...preset.groups];
+  const groups: GroupSetting[] = values.group ? groupFlag(values.group) : [...preset.groups];
   const intFlag = (name: string, v: string | undefined, min: number): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -324,9 +395,9 @@ async function main(argv: string[]): Promise<number> {
     ...(preset.description ? { description: preset.description } : {}),
     models: list(values.model) ?? preset.models,
     methods,
-    bits: values.bits ? checkBits(parseIntList(values.bits, "bits"), "bits", 2, 8) : preset.bits,
+    bits: values.bits ? bitsFlag(values.bits, "bits", 2, 8) : preset.bits,
     ...(values.abits
-      ? { abits: checkBits(parseIntList(values.abits, "abits"), "abits", 2, 16) }
+      ? { abits: bitsFlag(values.abits, "abits", 2, 16) }
       : preset.abits
       ? { abits: preset.abits }
       : {}),
@@ -351,7 +422,11 @@ async function main(argv: string[]): Promise<number> {
   let shard: { index: number; count: number } | undefined;
   if (values.shard) {
     const m = /^(\d+)\/(\d+)$/.exec(values.shard);
-    if (!m) throw new SyntaxError(`--shard must look like I/N (e.g. 0/4), got "${values.shard}"`);
+    if (!m || Number(m[1]) >= Number(m[2])) {
+      throw new SyntaxError(
+        `--shard must be I/N with 0 ≤ I < N (e.g. 0/4), got "${values.shard}"`,
+      );
+    }
     shard = { index: Number(m[1]), count: Number(m[2]) };
   }
   const threads = values.threads === undefined
@@ -374,7 +449,11 @@ async function main(argv: string[]): Promise<number> {
   const { kernels, fallback, windowScorer } = await selectKernels(values.backend, {
     kernelThreads,
   });
+  // Unwritable --out fails here, before any download or compute; a directory made here is
+  // removed again when the run leaves nothing in it (it failed before its first row).
+  let createdOut = false;
   try {
+    if (!values["dry-run"]) createdOut = await prepareOutDir(outDir);
     if (fallback) console.error(`warning: ${fallback}`);
     if (windowScorer?.adapter?.fallback) {
       console.error(
@@ -409,11 +488,13 @@ async function main(argv: string[]): Promise<number> {
       ...(windowScorer ? { windowScorer } : {}),
       onEvent,
       ...(shard ? { shard } : {}),
+      lock: { wait: values.wait },
     });
     console.log(formatSummary(rows));
     console.log(`\nrows: ${outDir}/results.jsonl  csv: ${outDir}/results.csv`);
     return rows.some((r) => r.status === "failed") ? 1 : 0;
   } finally {
+    if (createdOut) await Deno.remove(outDir).catch(() => {}); // only while empty
     // A GPU device or kernel threads still running at exit can take the process down with
     // them (a software adapter's driver tears down under its threads): release both first.
     windowScorer?.close?.();
@@ -428,15 +509,33 @@ if (import.meta.main) {
     const err = e as Error & { code?: string };
     console.error(`error: ${err.message}`);
     if (err.code?.startsWith("ERR_PARSE_ARGS")) console.error("Run with --help for the flags.");
+    if (e instanceof ResultsLockedError) {
+      console.error("Pass --wait to wait until that run has finished, then resume from its cells.");
+    }
     Deno.exit(2);
   }
 }
 
 /** Bit-widths from a flag, each within what any quantizer supports (exit 2 otherwise). */
-function checkBits(bits: number[], flag: string, min: number, max: number): number[] {
+function bitsFlag(text: string, flag: string, min: number, max: number): number[] {
+  let bits: number[];
+  try {
+    bits = parseIntList(text, flag);
+  } catch (e) {
+    throw new SyntaxError(`--${flag}: ${(e as Error).message}, each in ${min}–${max}`);
+  }
   const bad = bits.find((b) => b < min || b > max);
   if (bad !== undefined) {
     throw new RangeError(`--${flag} ${bad} is outside ${min}–${max}`);
   }
   return bits;
+}
+
+/** `--group channel,32`: each part `channel`, `tensor` or a positive column count. */
+function groupFlag(text: string): GroupSetting[] {
+  try {
+    return parseGroups(text);
+  } catch (e) {
+    throw new SyntaxError(`--group: ${(e as Error).message}`);
+  }
 }

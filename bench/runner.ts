@@ -4,7 +4,12 @@
  *
  * - Cells are content-addressed: the id hashes the model files, method id/version/parameters,
  *   quantizer configuration, task id/version, dataset hash, limit and kernel backend. A rerun
- *   skips cells whose row exists (unless `force`); failed cells are retried.
+ *   skips cells whose row exists (unless `force`); failed cells are retried, and so are cells
+ *   whose file fails its sha256 (edited or corrupted) or has none (written before checksums):
+ *   their new row carries a note saying so.
+ * - One writer per results directory: the run holds `outDir/.lock` (`results/lock.ts`) from
+ *   after planning to the end; a second run on the directory fails with `ResultsLockedError`
+ *   (or waits, `lock: { wait: true }`), a stale lock (its run is gone) is taken over.
  * - One failing cell never stops the matrix: an `UnsupportedConfigError` gives an `unsupported`
  *   row, any other error a `failed` row with the message.
  * - `shard: {index, count}` runs one of `count` parts of the cells, balanced by expected cost
@@ -30,7 +35,8 @@ import { countParams, loadModel } from "../models/load.ts";
 import type { LlamaWeights, LoadedModel } from "../models/types.ts";
 import { isLazy } from "../models/lazy_matrix.ts";
 import { listLinears } from "../models/linears.ts";
-import { ResultStore } from "../results/store.ts";
+import { type CellIntegrity, ResultStore } from "../results/store.ts";
+import { type LockOptions, lockResultsDir } from "../results/lock.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
 import { getTask } from "../tasks/mod.ts";
 import { EvalPool } from "../tasks/eval_pool.ts";
@@ -65,7 +71,9 @@ export type RunEvent =
     readonly label: string;
     readonly row: ResultRow;
     readonly skipped: boolean;
-  };
+  }
+  /** Something the user should read even when progress is off: a stale lock, a bad cell file. */
+  | { readonly type: "notice"; readonly message: string };
 
 /** Options of {@linkcode runMatrix}. */
 export interface RunOptions {
@@ -89,6 +97,12 @@ export interface RunOptions {
   readonly env?: (name: string) => string | undefined;
   /** Skip and count malformed dataset rows instead of failing the cell (`--skip-malformed`). */
   readonly skipMalformed?: boolean;
+  /**
+   * The lock of `outDir` (default `{}`: fail if another run holds it). `wait` polls until it is
+   * free; `signals: false` leaves SIGINT/SIGTERM alone (by default they remove the lock file, then
+   * end the process as usual); `false` takes no lock.
+   */
+  readonly lock?: false | Omit<LockOptions, "onNote">;
   readonly onEvent?: (e: RunEvent) => void;
 }
 
@@ -260,13 +274,66 @@ function streamed(w: LlamaWeights): boolean {
 
 /** Runs (or resumes) a matrix; returns the rows of its cells in matrix order. */
 export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<ResultRow[]> {
-  const kernels = options.kernels ?? refKernels;
   const { cells, models } = await planMatrix(spec, options);
+  // Taken after planning (bad ids fail without touching outDir), before reading finished cells
+  // (a run that waited reuses what the other one finished).
+  const lock = options.lock === false ? undefined : await lockResultsDir(options.outDir, {
+    ...options.lock,
+    onNote: (message) => options.onEvent?.({ type: "notice", message }),
+  });
+  try {
+    return await runLocked(options, cells, models);
+  } finally {
+    lock?.release();
+  }
+}
+
+/** Why a cached cell is recomputed, as a note in its new row. */
+function recomputeNote(cellId: string, integrity: Exclude<CellIntegrity, "ok">): string {
+  return integrity === "mismatch"
+    ? `recomputed: the cached cell file cells/${cellId}.json failed its sha256 checksum ` +
+      `(edited or corrupted after it was written)`
+    : `recomputed: the cached cell file cells/${cellId}.json had no sha256 checksum ` +
+      `(written before cell files carried one)`;
+}
+
+async function runLocked(
+  options: RunOptions,
+  cells: readonly PlannedCell[],
+  models: ReadonlyMap<string, LoadedModel>,
+): Promise<ResultRow[]> {
+  const kernels = options.kernels ?? refKernels;
   const store = new ResultStore(options.outDir);
   const existing = new Map<string, ResultRow>();
+  /** Notes for the rows of cells whose cached file failed its checksum. */
+  const recomputed = new Map<string, string>();
+  let unchecked = 0;
   for (const c of cells) {
-    const row = options.force ? undefined : await store.get(c.cellId);
-    if (row && row.status !== "failed") existing.set(c.cellId, row);
+    const stored = options.force ? undefined : await store.read(c.cellId);
+    if (!stored) continue;
+    const { row } = stored;
+    if (!row || row.cellId !== c.cellId || stored.integrity !== "ok") {
+      const why = row?.cellId === c.cellId && stored.integrity === "missing"
+        ? "missing"
+        : "mismatch";
+      recomputed.set(c.cellId, recomputeNote(c.cellId, why));
+      if (why === "mismatch") {
+        options.onEvent?.({
+          type: "notice",
+          message: `${store.dir}/cells/${c.cellId}.json (${c.label}) fails its sha256 checksum ` +
+            `(edited or corrupted): recomputing the cell`,
+        });
+      } else unchecked++;
+      continue;
+    }
+    if (row.status !== "failed") existing.set(c.cellId, row);
+  }
+  if (unchecked) {
+    options.onEvent?.({
+      type: "notice",
+      message: `${unchecked} cached cell file(s) in ${store.dir}/cells have no sha256 checksum ` +
+        `(written before cell files carried one): recomputing them`,
+    });
   }
   options.onEvent?.({ type: "plan", cells: cells.length, todo: cells.length - existing.size });
   const env = await environment(kernels, options.windowScorer);
@@ -311,6 +378,8 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
         references.set(cell.spec.model, reference);
       }
       const t0 = performance.now();
+      const cacheNote = recomputed.get(cell.cellId);
+      const preNotes = cacheNote ? [cacheNote] : [];
       let row: ResultRow;
       let qm: QuantizedModel | undefined;
       let quantizeMs: number | undefined;
@@ -422,7 +491,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
             : {}),
           dataset: result.dataset,
           protocol: result.protocol,
-          notes: qm.notes,
+          notes: [...preNotes, ...qm.notes],
           ...(qm.diagnostics ? { diagnostics: qm.diagnostics } : {}),
           bpw: averageBpw(qm),
           wallMs: performance.now() - t0,
@@ -436,7 +505,7 @@ export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<
           metrics: [],
           dataset: cell.dataset,
           protocol: null,
-          notes: [],
+          notes: preNotes,
           bpw: null,
           wallMs: performance.now() - t0,
         });

@@ -2,8 +2,9 @@
  * Joining the results directories of sharded runs (`--shard I/N`) into one results directory.
  *
  * Each input is a results directory written by {@linkcode ResultStore} (its `cells/*.json`; a
- * directory with only a `results.jsonl` is read from that file). Rows are joined by `cellId`:
- * a cell found in several inputs with the same outcome (status, error, metric values) is kept
+ * directory with only a `results.jsonl` is read from that file). A cell file failing its sha256
+ * checksum is refused; one without a checksum (written before cells carried one) is read as is.
+ * Rows are joined by `cellId`: a cell found in several inputs with the same outcome (status, error, metric values) is kept
  * once; with different outcomes the merge is refused before anything is written. The output is
  * written through the same atomic store (one file per cell, then `results.jsonl` and
  * `results.csv` rebuilt). Cells already in the output directory take part in the check.
@@ -13,7 +14,7 @@
 
 import { parseRows, ResultsInputError } from "./load.ts";
 import type { ResultRow } from "./row.ts";
-import { ResultStore, writeFileAtomic } from "./store.ts";
+import { cellFileText, parseCellFile, ResultStore, writeFileAtomic } from "./store.ts";
 
 /** A row and the file it came from. */
 export interface SourcedRow {
@@ -66,8 +67,16 @@ export async function readResultDir(dir: string): Promise<SourcedRow[]> {
       const source = `${root}/cells/${name}`;
       let value: unknown;
       try {
-        value = JSON.parse(await Deno.readTextFile(source));
+        const cell = await parseCellFile(await Deno.readTextFile(source));
+        if (cell.integrity === "mismatch") {
+          throw new ResultsInputError(
+            `${source}: fails its sha256 checksum (edited or corrupted after it was written); ` +
+              `rerun the cell or remove the file`,
+          );
+        }
+        value = cell.row;
       } catch (e) {
+        if (e instanceof ResultsInputError) throw e;
         throw new ResultsInputError(`${source}: not valid JSON (${(e as Error).message})`);
       }
       for (const row of parseRows(JSON.stringify(value), source)) {
@@ -168,10 +177,7 @@ export async function mergeResultDirs(
   await Deno.mkdir(`${store.dir}/cells`, { recursive: true });
   for (const { row, source } of rows) {
     if (source.startsWith(`${store.dir}/cells/`)) continue; // already stored there
-    await writeFileAtomic(
-      `${store.dir}/cells/${row.cellId}.json`,
-      JSON.stringify(row, null, 2) + "\n",
-    );
+    await writeFileAtomic(`${store.dir}/cells/${row.cellId}.json`, await cellFileText(row));
   }
   await store.rebuild();
   return {

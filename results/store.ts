@@ -3,15 +3,68 @@
  *
  * Layout of `outDir`:
  * - `cells/<cellId>.json`: one row per cell, written to a temporary file and renamed, so a killed
- *   run never leaves a partial row; a rerun finds finished cells by id.
+ *   run never leaves a partial row; a rerun finds finished cells by id. The file carries its own
+ *   checksum: field `sha256`, the sha256 of the canonical JSON (sorted keys) of the row without
+ *   that field, so an edited or corrupted cell is told from a good one ({@linkcode CellIntegrity}).
  * - `results.jsonl`: every row, one per line, sorted; rebuilt (temp + rename) after each cell.
  * - `results.csv`: the same rows in long form (one line per metric), via papaparse.
+ * - `.lock`: while a run writes the directory (see `lock.ts`).
  *
  * @module
  */
 
 import Papa from "papaparse";
+import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import type { ResultRow } from "./row.ts";
+
+/** The field of a cell file holding the checksum of the rest of the row. */
+export const CELL_CHECKSUM_FIELD = "sha256";
+
+/**
+ * Whether a cell file's row matches its checksum: `ok`; `mismatch` (edited or corrupted after it
+ * was written); `missing` (no checksum: written before cells carried one).
+ */
+export type CellIntegrity = "ok" | "mismatch" | "missing";
+
+/** A row read from a cell file, without its checksum field, and whether it matched. */
+export interface StoredCell {
+  /** The row; undefined when the file is not valid JSON (truncated, garbled: `mismatch`). */
+  readonly row: ResultRow | undefined;
+  readonly integrity: CellIntegrity;
+}
+
+/** The checksum of a row: sha256 of its canonical JSON, the checksum field left out. */
+export async function rowChecksum(row: ResultRow): Promise<string> {
+  const { [CELL_CHECKSUM_FIELD]: _, ...rest } = JSON.parse(JSON.stringify(row));
+  return await sha256Hex(canonicalJson(rest));
+}
+
+/** The text of a cell file: the row as JSON, with its checksum as the last field. */
+export async function cellFileText(row: ResultRow): Promise<string> {
+  const { [CELL_CHECKSUM_FIELD]: _, ...rest } = JSON.parse(JSON.stringify(row));
+  return JSON.stringify({ ...rest, [CELL_CHECKSUM_FIELD]: await rowChecksum(rest) }, null, 2) +
+    "\n";
+}
+
+/**
+ * Parses a cell file's text and checks its checksum (throws `SyntaxError` on bad JSON). The row
+ * comes back without the checksum field.
+ */
+export async function parseCellFile(
+  text: string,
+): Promise<{ readonly row: ResultRow; readonly integrity: CellIntegrity }> {
+  const value = JSON.parse(text);
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    return { row: value as ResultRow, integrity: "missing" }; // not a row: the caller says so
+  }
+  const { [CELL_CHECKSUM_FIELD]: sum, ...row } = value as Record<string, unknown>;
+  const integrity: CellIntegrity = sum === undefined
+    ? "missing"
+    : sum === await rowChecksum(row as unknown as ResultRow)
+    ? "ok"
+    : "mismatch";
+  return { row: row as unknown as ResultRow, integrity };
+}
 
 /** Writes `text` to `path` atomically: a temporary file in the same directory, then a rename. */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
@@ -39,23 +92,44 @@ export class ResultStore {
     return `${this.dir}/cells/${cellId}.json`;
   }
 
-  /** The stored row of a cell, or undefined (unreadable rows count as absent). */
-  async get(cellId: string): Promise<ResultRow | undefined> {
+  /**
+   * The stored row of a cell (without its checksum field) and whether it matches its checksum;
+   * a file that is not valid JSON is a `mismatch` without a row; undefined when there is no file
+   * (or it cannot be read).
+   */
+  async read(cellId: string): Promise<StoredCell | undefined> {
+    let text: string;
     try {
-      return JSON.parse(await Deno.readTextFile(this.#cellPath(cellId))) as ResultRow;
+      text = await Deno.readTextFile(this.#cellPath(cellId));
     } catch {
       return undefined;
     }
+    try {
+      return await parseCellFile(text);
+    } catch {
+      return { row: undefined, integrity: "mismatch" };
+    }
   }
 
-  /** Stores a row atomically and rebuilds the derived files. */
+  /**
+   * The stored row of a cell, or undefined (unreadable rows count as absent). The checksum is
+   * not checked here: see {@linkcode ResultStore.read}.
+   */
+  async get(cellId: string): Promise<ResultRow | undefined> {
+    return (await this.read(cellId))?.row;
+  }
+
+  /** Stores a row atomically, with its checksum, and rebuilds the derived files. */
   async put(row: ResultRow): Promise<void> {
     await Deno.mkdir(`${this.dir}/cells`, { recursive: true });
-    await writeFileAtomic(this.#cellPath(row.cellId), JSON.stringify(row, null, 2) + "\n");
+    await writeFileAtomic(this.#cellPath(row.cellId), await cellFileText(row));
     await this.rebuild();
   }
 
-  /** All stored rows, in a stable order. */
+  /**
+   * All stored rows (without checksum fields), in a stable order. Rows failing their checksum are
+   * included: `runMatrix` recomputes those of its cells, the rest are not this store's to drop.
+   */
   async rows(): Promise<ResultRow[]> {
     const rows: ResultRow[] = [];
     try {
