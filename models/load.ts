@@ -110,20 +110,41 @@ async function loadHf(ref: string, options: LoadOptions, id: string): Promise<Lo
     };
   } else {
     const dir = ref.replace(/\/+$/, "");
+    let root: string | undefined;
     resolve = async (path, optional) => {
       const full = `${dir}/${path}`;
       try {
         await Deno.stat(full);
-        return full;
       } catch {
         if (optional) return undefined;
         throw new FormatError(full, "file not found (expected in a transformers-layout directory)");
       }
+      root ??= await modelRoot(dir);
+      const real = await Deno.realPath(full);
+      if (!real.startsWith(`${root}/`)) {
+        throw new FormatError(
+          full,
+          `resolves to ${real}, outside the model directory ${root} (a symlink out of it is ` +
+            `refused like a ../ path)`,
+        );
+      }
+      return full;
     };
   }
   return await loadHfFiles(resolve, id, {
     ...(options.residence ? { residence: options.residence } : {}),
   });
+}
+
+/**
+ * The directory a model's files must resolve into: the model directory itself, or for a Hugging
+ * Face cache snapshot (`models--owner--name/snapshots/REV`, whose files link to `../../blobs/`)
+ * the repository's cache folder.
+ */
+async function modelRoot(dir: string): Promise<string> {
+  const real = await Deno.realPath(dir);
+  const snapshot = /^(.*\/models--[^/]+)\/snapshots\/[^/]+$/.exec(real);
+  return snapshot ? snapshot[1]! : real;
 }
 
 function baseName(path: string): string {

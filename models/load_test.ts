@@ -144,3 +144,34 @@ hf.test("loadModel('hf:owner/repo') downloads a transformers-layout repo through
     await Deno.remove(root, { recursive: true });
   }
 });
+
+hf.test("loadModel() refuses a file that is a symlink out of the model directory, and reads a Hub cache snapshot's links", async () => {
+  const outside = await Deno.makeTempDir({ prefix: "lowbit-outside-" });
+  const dir = await modelDir({});
+  try {
+    await Deno.copyFile(`${HF_DIR}/model.safetensors`, `${outside}/model.safetensors`);
+    await Deno.symlink(`${outside}/model.safetensors`, `${dir}/model.safetensors`);
+    await assert.rejects(loadModel(dir), (e: unknown) => {
+      assert.ok(e instanceof FormatError);
+      assert.match(e.message, /model\.safetensors: resolves to .*outside the model directory/);
+      return true;
+    });
+    // The same link inside the directory is fine.
+    await Deno.remove(`${dir}/model.safetensors`);
+    await Deno.rename(`${outside}/model.safetensors`, `${dir}/weights.bin`);
+    await Deno.symlink(`${dir}/weights.bin`, `${dir}/model.safetensors`);
+    assert.equal((await loadModel(dir)).config.dim, 64);
+    // A Hugging Face cache snapshot: files are links to ../../blobs/, inside the repo's folder.
+    const repo = `${outside}/models--owner--name`;
+    await Deno.mkdir(`${repo}/blobs`, { recursive: true });
+    await Deno.mkdir(`${repo}/snapshots/abc`, { recursive: true });
+    for (const f of [...SIDE_FILES, "model.safetensors"]) {
+      await Deno.copyFile(`${HF_DIR}/${f}`, `${repo}/blobs/${f}.blob`);
+      await Deno.symlink(`../../blobs/${f}.blob`, `${repo}/snapshots/abc/${f}`);
+    }
+    assert.equal((await loadModel(`${repo}/snapshots/abc`)).config.dim, 64);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(outside, { recursive: true });
+  }
+});
