@@ -34,7 +34,9 @@ const HELP = `lowbit bench: run a post-training quantization matrix
 Usage: deno task bench --matrix w2-w8 [flags]
 
   --matrix ID|FILE   preset id (bench/presets/ID.json) or a preset JSON file   [w2-w8]
-  --model IDS        models: registry id, hf:owner/repo[@rev] or a directory (comma list)
+  --model IDS        models: registry id, hf:owner/repo[@rev], a directory in transformers
+                     layout, or a llama2.c checkpoint path (.bin) (comma list)
+  --tokenizer PATH   tok*.bin of llama2.c checkpoints given by path [the one beside each]
   --methods SPECS    method specs (comma list) from: ${METHODS.items.map((m) => m.id).join(", ")};
                      parameters as id:key=value[:key=value], e.g. gptq:actOrder=true
   --bits LIST        weight bits, e.g. 2-8 or 3,4,8
@@ -81,6 +83,11 @@ Usage: deno task bench --matrix w2-w8 [flags]
   --kernel-threads N kernel threads (≥ 1) of --backend wasm-mt in the main thread (single-stream
                      work: calibration, GPTQ); evaluation workers stay single-threaded
                      (default: the number of cores)
+  --packed           evaluate float32 RTN/GPTQ weights through the fused dequant kernel on their
+                     packed codes instead of float32 panels (--backend wasm, wasm-fma or
+                     wasm-mt; backend id +packed, so rows and cell ids tell the paths apart;
+                     activations are rounded to int16 per segment, bf16/f16 checkpoints'
+                     weights stay on float32; evaluation then runs in the main thread)
   --force            recompute cells that already have a row
   --dry-run          list the cells and exit
   --quiet            no progress on stderr
@@ -281,6 +288,7 @@ async function prepareOutDir(dir: string): Promise<boolean> {
 const OPTIONS = {
   matrix: { type: "string", default: "w2-w8" },
   model: { type: "string" },
+  tokenizer: { type: "string" },
   methods: { type: "string" },
   bits: { type: "string" },
   abits: { type: "string" },
@@ -305,6 +313,7 @@ const OPTIONS = {
   threads: { type: "string" },
   backend: { type: "string", default: "auto" },
   "kernel-threads": { type: "string" },
+  packed: { type: "boolean", default: false },
   force: { type: "boolean", default: false },
   "dry-run": { type: "boolean", default: false },
   quiet: { type: "boolean", default: false },
@@ -448,6 +457,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const { kernels, fallback, windowScorer } = await selectKernels(values.backend, {
     kernelThreads,
+    packed: values.packed,
   });
   // Unwritable --out fails here, before any download or compute; a directory made here is
   // removed again when the run leaves nothing in it (it failed before its first row).
@@ -467,6 +477,7 @@ async function main(argv: string[]): Promise<number> {
         onEvent,
         kernels,
         ...(shard ? { shard } : {}),
+        ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
       });
       for (const c of cells) {
         console.log(
@@ -488,6 +499,7 @@ async function main(argv: string[]): Promise<number> {
       ...(windowScorer ? { windowScorer } : {}),
       onEvent,
       ...(shard ? { shard } : {}),
+      ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
       lock: { wait: values.wait },
     });
     console.log(formatSummary(rows));

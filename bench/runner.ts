@@ -34,6 +34,7 @@ import type { DownloadEvent } from "../models/hub.ts";
 import { countParams, loadModel } from "../models/load.ts";
 import type { LlamaWeights, LoadedModel } from "../models/types.ts";
 import { isLazy } from "../models/lazy_matrix.ts";
+import { PACKED_SUFFIX, withPackedLinears } from "../kernels/wasm/mod.ts";
 import { listLinears } from "../models/linears.ts";
 import { type CellIntegrity, ResultStore } from "../results/store.ts";
 import { type LockOptions, lockResultsDir } from "../results/lock.ts";
@@ -95,6 +96,8 @@ export interface RunOptions {
   /** Worker threads for evaluation (default 1 = this thread; the CLI defaults to the core count). */
   readonly threads?: number;
   readonly env?: (name: string) => string | undefined;
+  /** The `tok*.bin` of llama2.c checkpoints given by path (default: the one beside each). */
+  readonly tokenizer?: string;
   /** Skip and count malformed dataset rows instead of failing the cell (`--skip-malformed`). */
   readonly skipMalformed?: boolean;
   /**
@@ -129,7 +132,14 @@ export async function planMatrix(
   spec: MatrixSpec,
   options: Pick<
     RunOptions,
-    "dataDir" | "kernels" | "methodParams" | "env" | "onEvent" | "shard" | "skipMalformed"
+    | "dataDir"
+    | "kernels"
+    | "methodParams"
+    | "env"
+    | "onEvent"
+    | "shard"
+    | "skipMalformed"
+    | "tokenizer"
   >,
 ): Promise<{ cells: PlannedCell[]; models: Map<string, LoadedModel> }> {
   const kernels = options.kernels ?? refKernels;
@@ -175,6 +185,7 @@ export async function planMatrix(
       await loadModel(id, {
         onProgress: (event) => options.onEvent?.({ type: "download", event }),
         ...(options.env ? { env: options.env } : {}),
+        ...(options.tokenizer ? { tokenizer: options.tokenizer } : {}),
       }),
     );
   }
@@ -199,7 +210,7 @@ export async function planMatrix(
     (method.id !== "fp" && models.get(c.model)!.config.moe !== undefined);
   /** A cell's calibration set: one per model and distinct spec, drawn before any compute. */
   const calibrationOf = async (method: Method, modelId: string) => {
-    const cs = methodCalibration(method, spec.calibration);
+    const cs = methodCalibration(method, spec.calibration, models.get(modelId)!.config.maxSeqLen);
     const key = canonicalJson([modelId, cs]);
     let set = calibrations.get(key);
     if (!set) {
@@ -265,6 +276,25 @@ export async function planMatrix(
     cells = cells.filter((_, i) => keep.has(i));
   }
   return { cells, models };
+}
+
+/**
+ * Packed evaluation (`--packed`): the quantized linears whose codes reproduce them bit for bit
+ * become packed matrices, which the kernels run fused; noted in the row. The model then counts
+ * as streamed (evaluated in this thread: workers would receive plain copies).
+ */
+function packedForEvaluation(qm: QuantizedModel): QuantizedModel {
+  if (qm.packed.size === 0) return qm;
+  const r = withPackedLinears(qm.weights, qm.packed);
+  return {
+    ...qm,
+    weights: r.weights,
+    notes: [
+      ...qm.notes,
+      `packed evaluation: ${r.packed} of ${r.linears} linears through the fused dequant kernel` +
+      (r.packed < r.linears ? " (the others, e.g. bf16/f16-rounded weights, in float32)" : ""),
+    ],
+  };
 }
 
 /** Whether a model's weights are kept in their stored dtype and materialized per block. */
@@ -414,7 +444,8 @@ async function runLocked(
               }),
           };
           const tq = performance.now();
-          const qmodel = await quantizeCell(model, cell.method, cell.params, q, ctx);
+          let qmodel = await quantizeCell(model, cell.method, cell.params, q, ctx);
+          if (kernels.id.endsWith(PACKED_SUFFIX)) qmodel = packedForEvaluation(qmodel);
           if (cell.method.id !== "fp") quantizeMs = performance.now() - tq;
           const routing = model.config.moe && cell.calibration
             ? routingConsistency(

@@ -64,6 +64,11 @@ export interface CalibrationSpec {
    * recipe, with `samples` the number of documents and `seqLen` the block length).
    */
   readonly recipe?: CalibrationRecipe;
+  /**
+   * The window length asked for, when it exceeded the model's context and `seqLen` was clamped
+   * to the context ({@linkcode methodCalibration}); absent otherwise.
+   */
+  readonly seqLenClampedFrom?: number;
 }
 
 /** The defaults for stories260K: 128 × 256 tokens of TinyStories' calibration half, seed 0. */
@@ -76,13 +81,21 @@ export const DEFAULT_CALIBRATION: CalibrationSpec = {
 
 /**
  * The calibration spec of a method in a matrix: the suite's defaults, then the method's own
- * (`Method.calibration`, e.g. AWQ's recipe), then the matrix's settings, field by field.
+ * (`Method.calibration`, e.g. AWQ's recipe), then the matrix's settings, field by field; with
+ * `maxSeqLen`, windows are at most the model's context (the clamp is recorded in the spec).
  */
 export function methodCalibration(
   method: { readonly calibration?: Partial<CalibrationSpec> },
   matrix: Partial<CalibrationSpec> = {},
+  maxSeqLen?: number,
 ): CalibrationSpec {
-  return { ...DEFAULT_CALIBRATION, ...method.calibration, ...matrix };
+  const spec = { ...DEFAULT_CALIBRATION, ...method.calibration, ...matrix };
+  // Windows longer than the model's context (256-token defaults on a 128-token llama2.c model)
+  // are cut to the context, and the spec says from what.
+  if (maxSeqLen !== undefined && spec.seqLen > maxSeqLen) {
+    return { ...spec, seqLen: maxSeqLen, seqLenClampedFrom: spec.seqLen };
+  }
+  return spec;
 }
 
 /** A drawn calibration set. */

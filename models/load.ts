@@ -31,6 +31,11 @@ export interface LoadOptions {
   env?: (name: string) => string | undefined;
   /** How transformers-layout weights are held (default `auto`, see `hf_model.ts`). */
   residence?: Residence;
+  /**
+   * The `tok*.bin` of a llama2.c checkpoint given by path (default: `tokenizer.bin` beside it,
+   * else the one `tok*.bin` there).
+   */
+  tokenizer?: string;
 }
 
 /** Loads a model by registry id, `hf:` reference or local directory. */
@@ -52,18 +57,47 @@ export async function loadModel(ref: string, options: LoadOptions = {}): Promise
     return loadHf(`hf:${entry.repo}@${entry.revision}`, options, ref);
   }
   if (ref.startsWith("hf:")) return loadHf(ref, options, ref);
-  let isDir = false;
+  let stat: Deno.FileInfo | undefined;
   try {
-    isDir = (await Deno.stat(ref)).isDirectory;
+    stat = await Deno.stat(ref);
   } catch {
     // fall through to the error below
   }
-  if (isDir) return loadHf(ref, options, ref);
+  if (stat?.isDirectory) return loadHf(ref, options, ref);
+  if (stat?.isFile && ref.endsWith(".bin")) {
+    return loadLlama2c(ref, options.tokenizer ?? await siblingTokenizer(ref), ref);
+  }
   const e = unknownIdError("model", ref, MODELS.items.map((m) => m.id));
   throw new TypeError(
-    `${e.message}; a model may also be named hf:owner/repo[@rev] or by a directory in ` +
-      `transformers layout`,
+    `${e.message}; a model may also be named hf:owner/repo[@rev], by a directory in ` +
+      `transformers layout, or by the path of a llama2.c checkpoint (.bin)`,
   );
+}
+
+/** The tokenizer beside a llama2.c checkpoint: `tokenizer.bin`, else its one `tok*.bin`. */
+async function siblingTokenizer(checkpoint: string): Promise<string> {
+  const slash = checkpoint.lastIndexOf("/");
+  const dir = slash < 0 ? "." : checkpoint.slice(0, slash) || "/";
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && /^tok.*\.bin$/.test(e.name)) names.push(e.name);
+  }
+  const pick = names.includes("tokenizer.bin")
+    ? "tokenizer.bin"
+    : names.length === 1
+    ? names[0]
+    : undefined;
+  if (pick === undefined) {
+    throw new FormatError(
+      checkpoint,
+      names.length === 0
+        ? `no tokenizer beside this llama2.c checkpoint (tokenizer.bin or tok*.bin in ${dir}); ` +
+          `name it with --tokenizer`
+        : `several tokenizers beside this llama2.c checkpoint (${names.sort().join(", ")}); ` +
+          `choose one with --tokenizer`,
+    );
+  }
+  return `${dir}/${pick}`;
 }
 
 function hubOptions(options: LoadOptions) {
