@@ -5,7 +5,9 @@
  * numbers of `wasm-simd`, bit for bit), `webgpu` (perplexity windows on the GPU through a
  * {@linkcode WindowScorer}, everything else on WASM; id `webgpu+wasm-simd`), or `auto`
  * (WebGPU when a hardware adapter exists, else WASM, falling back to the reference with a reason
- * when the binary cannot be loaded). A software (fallback) adapter such as llvmpipe is used only
+ * when the binary cannot be loaded). With `packed` (`--packed`; `wasm`, `wasm-fma` and `wasm-mt`
+ * only) the WASM set runs float32-storage packed weights through the fused dequant kernel, id
+ * suffix `+packed` (`wasm-simd+packed`, `wasm-simd-mt2+packed`). A software (fallback) adapter such as llvmpipe is used only
  * when `webgpu` is asked for by name, and rows record it as such. The id of the backend that
  * actually ran goes in every result row, and worker threads rebuild the same backend from that
  * id.
@@ -15,10 +17,13 @@
 
 import { refKernels } from "./ref/mod.ts";
 import type { Kernels } from "./types.ts";
-import { wasmKernels } from "./wasm/mod.ts";
+import { PACKED_SUFFIX, wasmKernels } from "./wasm/mod.ts";
 import type { WindowScorer } from "../tasks/types.ts";
 import { adapterInfo, requestAdapter } from "./webgpu/device.ts";
 import { GpuWindowScorer } from "./webgpu/window_scorer.ts";
+
+/** Backends that take `packed` (`--packed`). */
+const PACKED_BACKENDS: readonly string[] = ["wasm", "wasm-fma", "wasm-mt"];
 
 /** Backend names accepted by `--backend`. */
 export const BACKENDS = ["ts", "wasm", "wasm-fma", "wasm-mt", "webgpu", "auto"] as const;
@@ -40,6 +45,12 @@ export interface SelectedKernels {
 export interface SelectOptions {
   /** Kernel threads of `wasm-mt`, the caller included (default: the number of cores). */
   readonly kernelThreads?: number;
+  /**
+   * Packed evaluation (`wasm`, `wasm-fma`, `wasm-mt`): float32-storage packed weights run
+   * through the fused dequant kernel (`WasmKernelsOptions.packed`); a `TypeError` for other
+   * backends.
+   */
+  readonly packed?: boolean;
   /** Where `webgpu`/`auto` get their adapter (default `navigator.gpu.requestAdapter`); tests. */
   readonly requestAdapter?: () => Promise<GPUAdapter | undefined>;
 }
@@ -49,17 +60,24 @@ export async function selectKernels(
   backend: string,
   options: SelectOptions = {},
 ): Promise<SelectedKernels> {
+  const packed = options.packed === true;
+  if (packed && !PACKED_BACKENDS.includes(backend)) {
+    throw new TypeError(
+      `--packed needs --backend ${PACKED_BACKENDS.join(", ")} (the fused dequant kernel is ` +
+        `WASM's), not "${backend}"`,
+    );
+  }
   switch (backend) {
     case "ts":
       return { kernels: refKernels };
     case "wasm":
-      return { kernels: await wasmKernels() };
+      return { kernels: await wasmKernels({ packed }) };
     case "wasm-fma":
-      return { kernels: await wasmKernels({ fma: true }) };
+      return { kernels: await wasmKernels({ fma: true, packed }) };
     case "wasm-mt": {
       // One thread is plain `wasm-simd` (the same numbers, no workers).
       const threads = options.kernelThreads ?? navigator.hardwareConcurrency;
-      return { kernels: await wasmKernels({ threads }) };
+      return { kernels: await wasmKernels({ threads, packed }) };
     }
     case "webgpu": {
       const adapter = await (options.requestAdapter ?? requestAdapter)();
@@ -121,8 +139,9 @@ async function webgpu(adapter: GPUAdapter): Promise<SelectedKernels> {
 }
 
 /**
- * The kernels with this id (`js-ref`, `wasm-simd`, `wasm-simd-fma`, `wasm-simd-mt<N>`), for worker
- * threads that must compute exactly what the main thread's backend computes. Throws when this
+ * The kernels with this id (`js-ref`, `wasm-simd`, `wasm-simd-fma`, `wasm-simd-mt<N>`, each WASM
+ * one optionally with the suffix `+packed`), for worker threads that must compute exactly what
+ * the main thread's backend computes. Throws when this
  * engine cannot provide that id (e.g. no relaxed SIMD for `wasm-simd-fma`).
  *
  * `wasm-simd-mt<N>` is served by single-threaded `wasm-simd` kernels keeping the id: the numbers
@@ -132,14 +151,18 @@ async function webgpu(adapter: GPUAdapter): Promise<SelectedKernels> {
 export async function kernelsById(id: string): Promise<Kernels> {
   // `webgpu+X`: work off the GPU (calibration, other tasks, worker threads) runs on X.
   if (id.startsWith("webgpu+")) return { ...(await kernelsById(id.slice(7))), id };
+  const packed = id.endsWith(PACKED_SUFFIX);
+  const base = packed ? id.slice(0, -PACKED_SUFFIX.length) : id;
   let k: Kernels;
   if (id === refKernels.id) k = refKernels;
-  else if (id === "wasm-simd") k = await wasmKernels();
-  else if (id === "wasm-simd-fma") k = await wasmKernels({ fma: true });
-  else if (/^wasm-simd-mt[1-9][0-9]*$/.test(id)) return { ...(await wasmKernels()), id };
-  else {
+  else if (base === "wasm-simd") k = await wasmKernels({ packed });
+  else if (base === "wasm-simd-fma") k = await wasmKernels({ fma: true, packed });
+  else if (/^wasm-simd-mt[1-9][0-9]*$/.test(base)) {
+    return { ...(await wasmKernels({ packed })), id };
+  } else {
     throw new TypeError(
-      `Unknown kernel id "${id}"; known: js-ref, wasm-simd, wasm-simd-fma, wasm-simd-mt<N>, webgpu+<id>`,
+      `Unknown kernel id "${id}"; known: js-ref, wasm-simd, wasm-simd-fma, wasm-simd-mt<N> ` +
+        `(each also with ${PACKED_SUFFIX}), webgpu+<id>`,
     );
   }
   if (k.id !== id) throw new Error(`Kernel backend "${id}" is not available here (got "${k.id}")`);

@@ -5,6 +5,10 @@
  * Weights are copied into WASM memory once per weight object (cached by identity, freed when the
  * object is collected) in the kernels' own layouts; activations are copied per call.
  *
+ * With `packed` (`--packed`, id suffix `+packed`), `matmul` of a float32-storage `PackedMatrix`
+ * (RTN/GPTQ weights kept as codes) runs `matmulPacked` on its codes: evaluation through the
+ * fused kernel instead of float32 panels ({@linkcode fusedDispatch}, {@linkcode withPackedLinears}).
+ *
  * @example
  * ```ts ignore
  * import { wasmKernels } from "./mod.ts";
@@ -15,8 +19,8 @@
  * @module
  */
 
-import type { PackedWeight } from "../../core/quantizer.ts";
-import type { Matrix } from "../../models/types.ts";
+import { dequantizePacked, type PackedWeight } from "../../core/quantizer.ts";
+import type { LlamaWeights, Matrix } from "../../models/types.ts";
 import { residency } from "../../models/residency.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
@@ -37,6 +41,8 @@ import {
 import { KernelThreads, shareOf } from "./threads.ts";
 import { windowForward } from "./window_forward.ts";
 import type { ForwardModel } from "../../models/forward.ts";
+import { isLazy, PackedMatrix } from "../../models/lazy_matrix.ts";
+import { listLinears, mapLinears } from "../../models/linears.ts";
 
 /** Output rows per packed f32 panel (NR in `kernels.c`). */
 const NR = 8;
@@ -101,10 +107,38 @@ export interface WasmKernelsOptions {
    */
   readonly panelBudget?: number;
   /**
+   * Packed evaluation (id suffix `+packed`, e.g. `wasm-simd+packed`): `matmul` with a weight
+   * that is a {@linkcode PackedMatrix} of float32 storage runs the fused `matmulPacked` on its
+   * codes instead of materializing float32 panels (see {@linkcode fusedDispatch}); every other
+   * weight goes the float32 way. Its numbers then differ from the float32 path by the fused
+   * kernel's int16 rounding of the activations (README.md). Whole windows are declined for a
+   * model with such a weight, so windows run op by op through the dispatch.
+   */
+  readonly packed?: boolean;
+  /**
+   * Called after each `matmul` of a {@linkcode PackedMatrix} under `packed`: `fused` is true when
+   * `matmulPacked` ran on its codes, false when it fell back to float32 panels (16-bit storage).
+   * For tests and benchmarks proving the dispatch.
+   */
+  readonly onPackedMatmul?: (w: PackedMatrix, fused: boolean) => void;
+  /**
    * Where the binary is (default: `kernels.wasm`, `kernels_fma.wasm` or `kernels_mt.wasm`,
    * beside this module).
    */
   readonly url?: URL;
+}
+
+/** Id suffix of a kernel set with packed evaluation ({@linkcode WasmKernelsOptions.packed}). */
+export const PACKED_SUFFIX = "+packed";
+
+/**
+ * Whether packed evaluation runs `w` through the fused kernel: a {@linkcode PackedMatrix} whose
+ * storage rounding is a no-op (float32). A bf16 or f16 one is rounded to its storage format when
+ * materialized (`roundToStorage`, as the reference's `W.to(dtype)`), which the fused kernel does
+ * not do, so it stays on the float32 path, which computes exactly those rounded values.
+ */
+export function fusedDispatch(w: Matrix): w is PackedMatrix {
+  return w instanceof PackedMatrix && w.dtype === "F32";
 }
 
 interface F32Entry {
@@ -179,8 +213,13 @@ function sampleOf(data: Float32Array): Float32Array {
   return s;
 }
 
-function sameSample(a: Float32Array, b: Float32Array): boolean {
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+/** Whether `data` still holds `sample` (its {@linkcode sampleOf}), without allocating. */
+function sameSample(sample: Float32Array, data: Float32Array): boolean {
+  const n = data.length;
+  if (n === 0) return true;
+  for (let i = 0; i < SAMPLES; i++) {
+    if (!Object.is(sample[i], data[Math.floor((i * (n - 1)) / (SAMPLES - 1))])) return false;
+  }
   return true;
 }
 
@@ -202,8 +241,13 @@ export async function wasmKernels(options: WasmKernelsOptions = {}): Promise<Was
   const fma = options.fma === true && relaxedSimdSupported();
   const host: WasmHost = {};
   const wasm = await loadWasm(options.url ?? (fma ? WASM_FMA_URL : WASM_URL), host);
-  const k = new WasmSimdKernels(wasm, fma ? "wasm-simd-fma" : "wasm-simd", host);
+  const k = new WasmSimdKernels(
+    wasm,
+    (fma ? "wasm-simd-fma" : "wasm-simd") + suffix(options),
+    host,
+  );
   k.panelBudget = options.panelBudget ?? defaultPanelBudget();
+  packedOptions(k, options);
   return detached(k);
 }
 
@@ -223,10 +267,20 @@ async function threadedKernels(
   const stackTops: number[] = [];
   for (let i = 1; i < threads; i++) stackTops.push(heap.alloc(THREAD_STACK) + THREAD_STACK);
   const pool = await KernelThreads.start(module, memory, stackTops);
-  const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}`, host, heap, pool);
+  const k = new WasmSimdKernels(wasm, `wasm-simd-mt${threads}${suffix(options)}`, host, heap, pool);
   k.minSplit = options.minSplit ?? MIN_SPLIT;
   k.panelBudget = options.panelBudget ?? defaultPanelBudget();
+  packedOptions(k, options);
   return detached(k);
+}
+
+function suffix(options: WasmKernelsOptions): string {
+  return options.packed === true ? PACKED_SUFFIX : "";
+}
+
+function packedOptions(k: WasmSimdKernels, options: WasmKernelsOptions): void {
+  k.packed = options.packed === true;
+  if (options.onPackedMatmul) k.onPackedMatmul = options.onPackedMatmul;
 }
 
 function detached(k: WasmSimdKernels): WasmKernels {
@@ -267,6 +321,10 @@ class WasmSimdKernels implements WasmKernels {
   minSplit = MIN_SPLIT;
   /** See {@linkcode WasmKernelsOptions.panelBudget}. */
   panelBudget = PANEL_BUDGET;
+  /** See {@linkcode WasmKernelsOptions.packed}. */
+  packed = false;
+  /** See {@linkcode WasmKernelsOptions.onPackedMatmul}. */
+  onPackedMatmul: ((w: PackedMatrix, fused: boolean) => void) | undefined;
 
   constructor(
     wasm: WasmExports,
@@ -289,6 +347,9 @@ class WasmSimdKernels implements WasmKernels {
   }
 
   windowLogProbs(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
+    // Packed weights need the op-by-op dispatch (the window pass reads f32 panels of every
+    // weight); `windowForward` also declines any lazy weight, this says why up front.
+    if (this.packed && hasFusedLinear(model)) return undefined;
     if (panelBytes(model) > this.panelBudget) return undefined;
     this.#pinned = new Set();
     try {
@@ -321,6 +382,17 @@ class WasmSimdKernels implements WasmKernels {
   }
 
   matmul(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
+    if (this.packed && w instanceof PackedMatrix) {
+      const fused = fusedDispatch(w);
+      if (fused) this.matmulPacked(x, tokens, w.packed, out);
+      else this.#matmulF32(x, tokens, w, out);
+      this.onPackedMatmul?.(w, fused);
+      return;
+    }
+    this.#matmulF32(x, tokens, w, out);
+  }
+
+  #matmulF32(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
     const { rows, cols } = w;
     if (
       !Number.isInteger(tokens) || tokens < 0 || w.data.length !== rows * cols ||
@@ -530,7 +602,7 @@ class WasmSimdKernels implements WasmKernels {
     const cached = this.#f32.get(w);
     this.#pinned?.add(w);
     if (
-      cached && cached.dataId === arrayId(w.data) && sameSample(cached.sample, sampleOf(w.data))
+      cached && cached.dataId === arrayId(w.data) && sameSample(cached.sample, w.data)
     ) {
       this.#lru.delete(w);
       this.#lru.set(w, cached.bytes);
@@ -578,6 +650,49 @@ class WasmSimdKernels implements WasmKernels {
     this.#reclaim.register(p, [codes, scales, zeros, segmentEnds], entry);
     return entry;
   }
+}
+
+/** Whether a weight of `model` is run by the fused kernel under packed evaluation. */
+function hasFusedLinear(model: ForwardModel): boolean {
+  const w = model.weights;
+  if (fusedDispatch(w.lmHead)) return true;
+  for (const l of w.layers) {
+    if (
+      l.mlp.kind === "moe" && [l.mlp.router, l.mlp.sharedGate].some((m) => m && fusedDispatch(m))
+    ) {
+      return true;
+    }
+  }
+  return listLinears(w).some(({ matrix }) => fusedDispatch(matrix));
+}
+
+/**
+ * `weights` with every float32 linear whose packed codes (`packed`, by linear name as methods
+ * return them) dequantize to its values bit for bit replaced by a {@linkcode PackedMatrix} of
+ * those codes, so packed evaluation runs it fused; other linears (16-bit storage, values the
+ * codes do not reproduce, no codes) are kept. Returns the weights and how many linears are
+ * packed of how many.
+ */
+export function withPackedLinears(
+  weights: LlamaWeights,
+  packed: ReadonlyMap<string, PackedWeight>,
+): { weights: LlamaWeights; packed: number; linears: number } {
+  let n = 0, total = 0;
+  const out = mapLinears(weights, (site, m) => {
+    total++;
+    if (m instanceof PackedMatrix) {
+      if (fusedDispatch(m)) n++;
+      return m;
+    }
+    const p = packed.get(site.name);
+    if (!p || isLazy(m) || (m.dtype !== undefined && m.dtype !== "F32")) return m;
+    if (p.rows !== m.rows || p.cols !== m.cols) return m;
+    const a = dequantizePacked(p), b = m.data;
+    for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return m;
+    n++;
+    return new PackedMatrix(p);
+  });
+  return { weights: out, packed: n, linears: total };
 }
 
 /** Bytes of WASM panels every weight of `model` needs (rows rounded up to panels of NR). */
