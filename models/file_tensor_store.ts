@@ -41,15 +41,24 @@ export function fileTensorStore(paths: readonly string[]): TensorStore {
     }
     return f;
   };
-  for (const path of paths) {
-    const size = Deno.statSync(path).size;
-    const f = handle(path);
-    const head = new Uint8Array(Math.min(8, size));
-    readFully(f, 0, head, path);
-    const headerLen = safetensorsHeaderLength(head, size, path);
-    const prefix = new Uint8Array(8 + headerLen);
-    readFully(f, 0, prefix, path);
-    addEntries(tensors, parseSafetensorsHeader(prefix, size, path), path);
+  const close = () => {
+    for (const f of open.values()) f.close();
+    open.clear();
+  };
+  try {
+    for (const path of paths) {
+      const size = Deno.statSync(path).size;
+      const f = handle(path);
+      const head = new Uint8Array(Math.min(8, size));
+      readFully(f, 0, head, path);
+      const headerLen = safetensorsHeaderLength(head, size, path);
+      const prefix = new Uint8Array(8 + headerLen);
+      readFully(f, 0, prefix, path);
+      addEntries(tensors, parseSafetensorsHeader(prefix, size, path), path);
+    }
+  } catch (e) {
+    close(); // a malformed shard leaves no file open
+    throw e;
   }
   return {
     tensors,
@@ -63,9 +72,6 @@ export function fileTensorStore(paths: readonly string[]): TensorStore {
       readFully(handle(t.file), a, buf, t.file);
       return buf;
     },
-    close() {
-      for (const f of open.values()) f.close();
-      open.clear();
-    },
+    close,
   };
 }

@@ -76,6 +76,11 @@ export async function loadHfFiles(
     paths.push(path);
   }
   const store = fileTensorStore(paths);
-  for (const [i, shard] of shardNames.entries()) await record(shard, paths[i]!);
+  try {
+    for (const [i, shard] of shardNames.entries()) await record(shard, paths[i]!);
+  } catch (e) {
+    store.close();
+    throw e;
+  }
   return assemble(id, config, store, paths, tokenizer, files, options, configJson);
 }

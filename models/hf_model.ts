@@ -14,6 +14,7 @@
 
 import { sha256Hex } from "../core/hash.ts";
 import { FormatError } from "../core/errors.ts";
+import { describe } from "../core/describe.ts";
 import { parseHfConfig } from "./hf_config.ts";
 import { hfWeights, storeSource, type TensorSource } from "./hf_weights.ts";
 import {
@@ -26,7 +27,7 @@ import { tokenizerJsonFromBpeFiles } from "./bpe_files.ts";
 import { residency } from "./residency.ts";
 import { parseShardIndex, SAFETENSORS_DTYPE_BYTES } from "./safetensors.ts";
 import { memoryTensorStore, type TensorStore } from "./tensor_store.ts";
-import type { LlamaConfig, LoadedModel, SourceFile, Tokenizer } from "./types.ts";
+import type { LlamaConfig, LlamaWeights, LoadedModel, SourceFile, Tokenizer } from "./types.ts";
 
 /**
  * Reads one file of the model by its name in the layout: its bytes and the path or URL to name
@@ -127,21 +128,29 @@ export async function readHfTokenizer(read: ModelFileReader): Promise<Tokenizer>
 export function checkSpecialTokens(json: unknown, tokenizer: Tokenizer, file: string): void {
   if (typeof json !== "object" || json === null) return;
   const c = json as Record<string, unknown>;
-  const ids = (v: unknown) =>
-    typeof v === "number"
-      ? [v]
-      : Array.isArray(v) && v.every((x) => typeof x === "number")
-      ? v as number[]
-      : undefined;
-  const bos = ids(c.bos_token_id);
-  if (bos && bos.length === 1 && tokenizer.hasBos !== false && bos[0] !== tokenizer.bosId) {
+  /** The ids of a field: a number or a list of numbers; absent or null: none. */
+  const ids = (field: string): number[] | undefined => {
+    const v = c[field];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === "number") return [v];
+    if (Array.isArray(v) && v.every((x) => typeof x === "number")) return v as number[];
     throw new FormatError(
       file,
-      `bos_token_id ${bos[0]} but the tokenizer's BOS token is ${tokenizer.bosId}: the tokenizer ` +
-        `does not belong to this model`,
+      `config field "${field}" must be a token id or a list of token ids, got ${describe(v)}`,
+    );
+  };
+  const bos = ids("bos_token_id");
+  if (bos && bos.length > 0 && tokenizer.hasBos !== false && !bos.includes(tokenizer.bosId)) {
+    throw new FormatError(
+      file,
+      bos.length === 1
+        ? `bos_token_id ${bos[0]} but the tokenizer's BOS token is ${tokenizer.bosId}: the ` +
+          `tokenizer does not belong to this model`
+        : `bos_token_id ${JSON.stringify(bos)} does not include the tokenizer's BOS token ` +
+          `${tokenizer.bosId}: the tokenizer does not belong to this model`,
     );
   }
-  const eos = ids(c.eos_token_id);
+  const eos = ids("eos_token_id");
   if (eos && eos.length > 0 && !eos.includes(tokenizer.eosId)) {
     throw new FormatError(
       file,
@@ -165,27 +174,33 @@ export function assemble(
   options: HfLoadOptions,
   configJson?: unknown,
 ): LoadedModel {
-  if (tokenizer.vocabSize > config.vocabSize) {
-    throw new FormatError(
-      "tokenizer.json",
-      `the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ` +
-        `${config.vocabSize}: ids past the embedding would be out of range (wrong tokenizer?)`,
-    );
-  }
   const lazy = isLazy(options.residence ?? "auto", store);
-  let src: TensorSource = storeSource(store, lazy);
-  const qc = (configJson as { quantization_config?: unknown } | undefined)?.quantization_config;
-  if (qc !== undefined && qc !== null) {
-    const scheme = parseQuantizationConfig(qc, "config.json");
-    src = quantizedTensorSource(
-      scheme,
-      src,
-      store,
-      shards.join(", "),
-      configStorageDtype(configJson),
-    );
+  let weights: LlamaWeights;
+  try {
+    if (tokenizer.vocabSize > config.vocabSize) {
+      throw new FormatError(
+        "tokenizer.json",
+        `the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ` +
+          `${config.vocabSize}: ids past the embedding would be out of range (wrong tokenizer?)`,
+      );
+    }
+    let src: TensorSource = storeSource(store, lazy);
+    const qc = (configJson as { quantization_config?: unknown } | undefined)?.quantization_config;
+    if (qc !== undefined && qc !== null) {
+      const scheme = parseQuantizationConfig(qc, "config.json");
+      src = quantizedTensorSource(
+        scheme,
+        src,
+        store,
+        shards.join(", "),
+        configStorageDtype(configJson),
+      );
+    }
+    weights = hfWeights(config, src, shards.join(", "));
+  } catch (e) {
+    store.close(); // a checkpoint that does not load leaves no file open
+    throw e;
   }
-  const weights = hfWeights(config, src, shards.join(", "));
   if (!lazy) store.close();
   const ordered = files
     .map((f, i) => ({ f, i }))

@@ -49,7 +49,8 @@ const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
  * @param bytes The whole file.
  * @param file The file's name or path, for error messages.
  * @returns The config (interleaved RoPE, eps 1e-5, theta 10000) and the weights.
- * @throws {FormatError} When the header or the length is wrong.
+ * @throws {FormatError} When the header or the length is wrong, or a weight is NaN or infinite
+ *   (naming the tensor, as `wq[0]`, and the element).
  */
 export function parseLlama2cCheckpoint(
   bytes: Uint8Array,
@@ -125,27 +126,42 @@ export function parseLlama2cCheckpoint(
   }
 
   let offset = HEADER_BYTES;
-  const take = (n: number): Float32Array => {
+  /** The next `n` floats, which must be finite (a NaN or ±Infinity is a corrupt checkpoint). */
+  const take = (n: number, name: string): Float32Array => {
     const out = readFloat32(bytes, offset, n);
+    for (let i = 0; i < n; i++) {
+      if (!Number.isFinite(out[i]!)) {
+        throw new FormatError(
+          file,
+          `llama2.c checkpoint tensor ${name} holds ${out[i]} at element ${i} (byte ` +
+            `${offset + 4 * i}; expected finite values)`,
+        );
+      }
+    }
     offset += 4 * n;
     return out;
   };
-  const matrix = (rows: number, cols: number): Matrix => ({ rows, cols, data: take(rows * cols) });
-  const perLayer = <T>(read: () => T): T[] => Array.from({ length: nLayers }, read);
+  const matrix = (rows: number, cols: number, name: string): Matrix => ({
+    rows,
+    cols,
+    data: take(rows * cols, name),
+  });
+  const perLayer = <T>(read: (l: number) => T): T[] =>
+    Array.from({ length: nLayers }, (_, l) => read(l));
 
-  const embed = matrix(vocabSize, dim);
-  const attnNorm = perLayer(() => take(dim));
-  const wq = perLayer(() => matrix(dim, dim));
-  const wk = perLayer(() => matrix(kvDim, dim));
-  const wv = perLayer(() => matrix(kvDim, dim));
-  const wo = perLayer(() => matrix(dim, dim));
-  const mlpNorm = perLayer(() => take(dim));
-  const w1 = perLayer(() => matrix(hiddenDim, dim));
-  const w2 = perLayer(() => matrix(dim, hiddenDim));
-  const w3 = perLayer(() => matrix(hiddenDim, dim));
-  const norm = take(dim);
-  offset += 4 * freqFloats;
-  const lmHead = tied ? embed : matrix(vocabSize, dim);
+  const embed = matrix(vocabSize, dim, "token_embedding");
+  const attnNorm = perLayer((l) => take(dim, `rms_att[${l}]`));
+  const wq = perLayer((l) => matrix(dim, dim, `wq[${l}]`));
+  const wk = perLayer((l) => matrix(kvDim, dim, `wk[${l}]`));
+  const wv = perLayer((l) => matrix(kvDim, dim, `wv[${l}]`));
+  const wo = perLayer((l) => matrix(dim, dim, `wo[${l}]`));
+  const mlpNorm = perLayer((l) => take(dim, `rms_ffn[${l}]`));
+  const w1 = perLayer((l) => matrix(hiddenDim, dim, `w1[${l}]`));
+  const w2 = perLayer((l) => matrix(dim, hiddenDim, `w2[${l}]`));
+  const w3 = perLayer((l) => matrix(hiddenDim, dim, `w3[${l}]`));
+  const norm = take(dim, "rms_final");
+  offset += 4 * freqFloats; // freq_cis_real/imag: unused (RoPE is computed), not checked
+  const lmHead = tied ? embed : matrix(vocabSize, dim, "wcls");
 
   const layers: LlamaLayer[] = [];
   for (let l = 0; l < nLayers; l++) {
@@ -556,6 +572,15 @@ export function parseLlama2cTokenizer(
       file,
       `llama2.c tokenizer has ${bytes.length - offset} bytes after the ${vocabSize} tokens ` +
         `(expected ${offset} bytes, got ${bytes.length}); is the vocabulary size right?`,
+    );
+  }
+  // Every text starts with the dummy-prefix piece " " (or its byte-fallback token <0x20>).
+  const space = pieces.findIndex((p) => p.length === 1 && p[0] === 0x20);
+  if (space < 0 && 0x20 + 3 >= vocabSize) {
+    throw new FormatError(
+      file,
+      `llama2.c tokenizer has no " " piece and no byte-fallback piece for it (id ${0x20 + 3} ` +
+        `in a vocabulary of ${vocabSize}): it cannot encode the dummy prefix`,
     );
   }
   return new Llama2cTokenizer(pieces, scores, maxTokenLength);

@@ -88,8 +88,8 @@ export function safetensorsHeaderLength(
  *
  * Checks: the header is a JSON object; every tensor has a known `dtype`, a `shape` of
  * non-negative integers and `data_offsets` `[begin, end]` with begin ≤ end ≤ data size; the
- * byte length equals product(shape) × dtype size; no two tensors overlap. `__metadata__` is
- * ignored.
+ * byte length equals product(shape) × dtype size; the tensors cover the data back to back (no
+ * overlap, no gap, nothing after the last one). `__metadata__` is ignored.
  *
  * @param prefix At least the first `8 + headerLength` bytes of the file.
  * @param fileSize The file's size in bytes.
@@ -176,17 +176,36 @@ export function parseSafetensorsHeader(
     });
   }
   ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  // The tensors must cover the data exactly, back to back (as the reference implementation
+  // requires): an overlap, a gap or bytes after the last tensor mean a corrupt file.
   let reach: { name: string; begin: number; end: number } | undefined;
   for (const r of ranges) {
     if (r.begin === r.end) continue; // empty tensors occupy no bytes
-    if (reach && r.begin < reach.end) {
+    const covered = reach?.end ?? 0;
+    if (reach && r.begin < covered) {
       throw new FormatError(
         file,
         `tensor "${r.name}" [${r.begin}, ${r.end}] overlaps tensor "${reach.name}" ` +
           `[${reach.begin}, ${reach.end}]`,
       );
     }
-    if (!reach || r.end > reach.end) reach = r;
+    if (r.begin > covered) {
+      throw new FormatError(
+        file,
+        `bytes [${covered}, ${r.begin}) of the data belong to no tensor (${
+          reach ? `between "${reach.name}" and "${r.name}"` : `before "${r.name}"`
+        }): the tensors of a safetensors file lie back to back`,
+      );
+    }
+    reach = r;
+  }
+  const end = reach?.end ?? 0;
+  if (end < dataLen) {
+    throw new FormatError(
+      file,
+      `the data holds ${dataLen - end} bytes after the last tensor (${dataLen} bytes of data, ` +
+        `the tensors end at ${end}): truncated header or trailing garbage`,
+    );
   }
   return tensors;
 }

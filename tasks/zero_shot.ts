@@ -367,6 +367,7 @@ const lambadaTask: Task = {
   dataset: (ctx) => datasetFingerprint(ctx.dataDir, "lambada_openai", "llm-foundry"),
   async run(model, ctx) {
     const data = await readLambada(ctx.dataDir, { skipMalformed: ctx.skipMalformed ?? false });
+    if (data.docs.length === 0) throw new RangeError(`${data.info.path}: no docs to score`);
     const docs = limited(data.docs, ctx.limit);
     const encoded = docs.map((d) => [encodePair(model.tokenizer, d.context, d.continuation)]);
     const scores = await scoreEncoded(model, ctx, encoded);
