@@ -75,7 +75,11 @@ stories.test("--model path/model.bin: a 128-token llama2.c model runs FP, RTN an
       "model.bin",
       "tok512.bin",
     ]);
+    const repo = new URL("..", import.meta.url).pathname;
     for (const r of rows) {
+      // Dataset paths below the data root, no directory of this machine (but the model's, given).
+      assert.equal(r.task.dataset.path, "text/tinystories/tinystories_val_head.txt");
+      assert.ok(!JSON.stringify(r).includes(repo), "a row holds the repository's absolute path");
       assert.equal(r.task.protocol.context, 128);
       assert.ok(r.metrics.every((m: { value: number }) => Number.isFinite(m.value)));
     }

@@ -493,7 +493,7 @@ async function runLocked(
         }
         const zeros = qm.activationZeros;
         const routing = quantized.routing;
-        row = buildRow(cell, model, env, {
+        row = buildRow(cell, model, env, options.dataDir, {
           status: "ok",
           metrics: [
             ...result.metrics,
@@ -530,7 +530,7 @@ async function runLocked(
         });
       } catch (e) {
         const unsupported = e instanceof UnsupportedConfigError;
-        row = buildRow(cell, model, env, {
+        row = buildRow(cell, model, env, options.dataDir, {
           status: unsupported ? "unsupported" : "failed",
           error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
           metrics: [],
@@ -560,10 +560,27 @@ function averageBpw(qm: QuantizedModel): number | null {
 
 type Env = ResultRow["env"];
 
+/**
+ * The dataset record of a row without this machine's directories: a file under the data root is
+ * recorded by its path below the root (the sha256 identifies the content); a file given by the
+ * user elsewhere (`file:PATH`) keeps its path.
+ */
+function portableDataset(d: DatasetInfo, dataDir: string): DatasetInfo {
+  const root = dataDir.replace(/\/+$/, "") + "/";
+  const rel = (p: string) => p.startsWith(root) ? p.slice(root.length) : p;
+  const files = (d as { files?: readonly { path: string }[] }).files;
+  return {
+    ...d,
+    path: rel(d.path),
+    ...(files ? { files: files.map((f) => ({ ...f, path: rel(f.path) })) } : {}),
+  };
+}
+
 function buildRow(
   cell: PlannedCell,
   model: LoadedModel,
   env: Env,
+  dataDir: string,
   r: {
     status: ResultRow["status"];
     error?: string;
@@ -611,11 +628,18 @@ function buildRow(
       family: cell.task.family,
       version: cell.task.version,
       limit: cell.spec.limit ?? null,
-      dataset: r.dataset,
+      dataset: portableDataset(r.dataset, dataDir),
       protocol: r.protocol,
     },
     metrics: r.metrics,
-    ...(cell.calibration ? { calibration: calibrationRecord(cell.calibration) } : {}),
+    ...(cell.calibration
+      ? {
+        calibration: (({ dataset, ...rest }) => ({
+          ...rest,
+          dataset: portableDataset(dataset, dataDir),
+        }))(calibrationRecord(cell.calibration)),
+      }
+      : {}),
     ...(r.diagnostics ? { diagnostics: r.diagnostics } : {}),
     ...(r.activationZeros ? { activationZeros: r.activationZeros } : {}),
     ...(r.routing ? { routing: r.routing } : {}),
