@@ -1,6 +1,7 @@
 /**
  * `deno task leaderboard [--in DIR] [--out DIR]`: builds the HTML leaderboard from every
- * `results.jsonl` below `--in` (default `results/runs`) into `--out` (default `site/`).
+ * `*.jsonl` file (runs' `results.jsonl`, the baselines) below `--in` (default `results/runs`)
+ * into `--out` (default `site/`).
  *
  * Exit codes: 0 success, 2 bad input (no rows, newer schema, conflicting duplicates).
  *

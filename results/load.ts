@@ -1,6 +1,6 @@
 /**
  * Reading result rows back for the leaderboard and the regression comparison: every
- * `results.jsonl` below a directory (or one file), validated, with identical duplicates merged.
+ * `*.jsonl` file below a directory (or one file), validated, with identical duplicates merged.
  *
  * @module
  */
@@ -16,7 +16,10 @@ export class ResultsInputError extends Error {
   }
 }
 
-/** Every `results.jsonl` at or below `path` (a file is returned as is), sorted. */
+/**
+ * Every JSON-lines file (`*.jsonl`: a run's `results.jsonl`, the committed baselines) at or
+ * below `path` (a file is returned as is), sorted.
+ */
 export async function findResultFiles(path: string): Promise<string[]> {
   let info: Deno.FileInfo;
   try {
@@ -31,7 +34,7 @@ export async function findResultFiles(path: string): Promise<string[]> {
     for await (const e of Deno.readDir(dir)) {
       const p = `${dir}/${e.name}`;
       if (e.isDirectory) await walk(p);
-      else if (e.isFile && e.name === "results.jsonl") out.push(p);
+      else if (e.isFile && e.name.endsWith(".jsonl")) out.push(p);
     }
   };
   await walk(path.replace(/\/+$/, ""));
