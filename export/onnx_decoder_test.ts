@@ -7,7 +7,9 @@
  */
 import assert from "node:assert/strict";
 import * as ort from "onnxruntime-web";
-import { quantizeCell } from "../bench/cell.ts";
+import { cellParams, quantizeCell } from "../bench/cell.ts";
+import { drawCalibrationSet, methodCalibration } from "../calibration/set.ts";
+import { gptq } from "../methods/gptq.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { quantizeLinears, rtn } from "../methods/rtn.ts";
@@ -86,7 +88,7 @@ Deno.test({
 
 storiesHf.test({
   name:
-    "ONNX decoder: the stories260K W4 g32 RTN cell, exported, gives our quantized model's perplexity on 4 windows",
+    "ONNX decoder: the stories260K W4 g32 RTN and GPTQ cells, exported, give our quantized model's perplexity on 4 windows",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -95,60 +97,75 @@ storiesHf.test({
       const src = sharedPath("models", "stories260K-hf");
       const model = await loadModel(src);
       const q: QuantConfig = { ...W4G16, groupSize: 32 };
-      const quantized = await quantizeCell(model, rtn, {}, q, { kernels: refKernels });
-      const { manifest } = await exportModel(
-        { model, readFile: directoryReader(src) },
-        quantized,
-        `${dir}/onnx`,
-        {
-          format: "onnx",
-          provenance: {
-            method: { id: "rtn", version: rtn.version, params: {} },
-            quant: q,
-            lowbit: { version: "test", commit: null, dirty: null },
+      const calibration = await drawCalibrationSet(
+        methodCalibration(gptq, { samples: 16 }),
+        model.tokenizer,
+        model.config.maxSeqLen,
+        bundledDataDir(),
+      );
+      for (const method of [rtn, gptq]) {
+        const params = cellParams(method, model.id, {});
+        const quantized = await quantizeCell(model, method, params, q, {
+          kernels: refKernels,
+          calibration,
+        });
+        const { manifest } = await exportModel(
+          { model, readFile: directoryReader(src) },
+          quantized,
+          `${dir}/${method.id}`,
+          {
+            format: "onnx",
+            provenance: {
+              method: { id: method.id, version: method.version, params },
+              quant: q,
+              lowbit: { version: "test", commit: null, dirty: null },
+            },
           },
-        },
-      );
-      assert.equal(manifest.lossless, true, manifest.deviations.join("; "));
-      const text = await Deno.readTextFile(
-        `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`,
-      );
-      const body = model.tokenizer.encode(text.slice(0, 20000), { bos: false });
-      const L = 128;
-      const windows = [0, 1, 2, 3].map((w) => [
-        model.tokenizer.bosId,
-        ...body.slice(w * (L - 1), (w + 1) * (L - 1)),
-      ]);
-      const theirs = await runOnnx(await Deno.readFile(`${dir}/onnx/model.onnx`), windows);
-      const V = model.config.vocabSize;
-      let nllOurs = 0, nllTheirs = 0, n = 0, dMax = 0;
-      const nll = (z: Float32Array, t: number, y: number) => {
-        let mx = -Infinity;
-        for (let i = 0; i < V; i++) mx = Math.max(mx, z[t * V + i]!);
-        let s = 0;
-        for (let i = 0; i < V; i++) s += Math.exp(z[t * V + i]! - mx);
-        return mx + Math.log(s) - z[t * V + y]!;
-      };
-      windows.forEach((w, i) => {
-        const ours = forward(quantized, w);
-        dMax = Math.max(dMax, maxAbsDiff(ours, theirs[i]!));
-        for (let t = 0; t + 1 < w.length; t++) {
-          nllOurs += nll(ours, t, w[t + 1]!);
-          nllTheirs += nll(theirs[i]!, t, w[t + 1]!);
-          n++;
-        }
-      });
-      const pplOurs = Math.exp(nllOurs / n), pplTheirs = Math.exp(nllTheirs / n);
-      console.log(
-        `stories260K W4g32 RTN, ${n} tokens: perplexity ours ${pplOurs}, ONNX ${pplTheirs} ` +
-          `(rel. Δ ${(Math.abs(pplTheirs - pplOurs) / pplOurs).toExponential(2)}), ` +
-          `max |Δlogit| ${dMax.toExponential(2)}`,
-      );
-      // Each token's NLL, logsumexp(z) − z_y, moves by at most 2·max|Δz|, so the mean NLL does
-      // too and perplexity by a factor within exp(±2·max|Δz|): with max|Δz| ≤ 1e-4 (float32 sums
-      // in another order), the relative perplexity change is below 2.0002e-4.
-      assert.ok(dMax <= 1e-4, `max |Δlogit| ${dMax}`);
-      assert.ok(Math.abs(pplTheirs - pplOurs) / pplOurs <= Math.expm1(2 * dMax) + 1e-12);
+        );
+        assert.equal(manifest.lossless, true, manifest.deviations.join("; "));
+        const text = await Deno.readTextFile(
+          `${bundledDataDir()}/text/tinystories/tinystories_val_head.txt`,
+        );
+        const body = model.tokenizer.encode(text.slice(0, 20000), { bos: false });
+        const L = 128;
+        const windows = [0, 1, 2, 3].map((w) => [
+          model.tokenizer.bosId,
+          ...body.slice(w * (L - 1), (w + 1) * (L - 1)),
+        ]);
+        const theirs = await runOnnx(
+          await Deno.readFile(`${dir}/${method.id}/model.onnx`),
+          windows,
+        );
+        const V = model.config.vocabSize;
+        let nllOurs = 0, nllTheirs = 0, n = 0, dMax = 0;
+        const nll = (z: Float32Array, t: number, y: number) => {
+          let mx = -Infinity;
+          for (let i = 0; i < V; i++) mx = Math.max(mx, z[t * V + i]!);
+          let s = 0;
+          for (let i = 0; i < V; i++) s += Math.exp(z[t * V + i]! - mx);
+          return mx + Math.log(s) - z[t * V + y]!;
+        };
+        windows.forEach((w, i) => {
+          const ours = forward(quantized, w);
+          dMax = Math.max(dMax, maxAbsDiff(ours, theirs[i]!));
+          for (let t = 0; t + 1 < w.length; t++) {
+            nllOurs += nll(ours, t, w[t + 1]!);
+            nllTheirs += nll(theirs[i]!, t, w[t + 1]!);
+            n++;
+          }
+        });
+        const pplOurs = Math.exp(nllOurs / n), pplTheirs = Math.exp(nllTheirs / n);
+        console.log(
+          `stories260K W4g32 ${method.id}, ${n} tokens: perplexity ours ${pplOurs}, ONNX ${pplTheirs} ` +
+            `(rel. Δ ${(Math.abs(pplTheirs - pplOurs) / pplOurs).toExponential(2)}), ` +
+            `max |Δlogit| ${dMax.toExponential(2)}`,
+        );
+        // Each token's NLL, logsumexp(z) − z_y, moves by at most 2·max|Δz|, so the mean NLL does
+        // too and perplexity by a factor within exp(±2·max|Δz|): with max|Δz| ≤ 1e-4 (float32 sums
+        // in another order), the relative perplexity change is below 2.0002e-4.
+        assert.ok(dMax <= 1e-4, `max |Δlogit| ${dMax}`);
+        assert.ok(Math.abs(pplTheirs - pplOurs) / pplOurs <= Math.expm1(2 * dMax) + 1e-12);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
