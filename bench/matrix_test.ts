@@ -42,13 +42,13 @@ Deno.test("the w2-w8 preset: FP32, RTN W2–W8, GPTQ W2,W3,W4,W8 and FlexRound W
   assert.deepEqual(spec.calibration, { source: "tinystories", samples: 128, seqLen: 256, seed: 0 });
 });
 
-Deno.test("the awq preset: RTN, AWQ (both scale rules), GPTQ and AWQ + GPTQ at W3/W4, g128 and per channel; each method's own calibration", async () => {
+Deno.test("the awq preset: RTN, AWQ (both scale rules), GPTQ and AWQ + GPTQ at W3/W4, g128, g32 and per channel; each method's own calibration", async () => {
   const file = new URL("./presets/awq.json", import.meta.url);
   const spec = parsePreset(JSON.parse(await Deno.readTextFile(file)), file.pathname);
   const cells = expandMatrix(spec);
   const awq = cells.filter((c) => c.method === "awq").map((c) => quantLabel(c.quant));
-  assert.deepEqual(awq, ["W3A16g128", "W3A16", "W4A16g128", "W4A16"]);
-  assert.equal(cells.length, 1 + 5 * 4);
+  assert.deepEqual(awq, ["W3A16g128", "W3A16g32", "W3A16", "W4A16g128", "W4A16g32", "W4A16"]);
+  assert.equal(cells.length, 1 + 5 * 6);
   assert.equal(spec.calibration, undefined, "no matrix-level calibration: each method's own");
   const { getMethod } = await import("../methods/mod.ts");
   for (const c of cells) getMethod(c.method.split(":")[0]!);
