@@ -14,3 +14,14 @@ import { fileURLToPath } from "node:url";
 export function bundledDataDir(): string {
   return fileURLToPath(new URL("../data", import.meta.url));
 }
+
+/** Whether `path` exists (a dangling symlink counts); errors other than "not found" propagate. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

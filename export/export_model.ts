@@ -15,6 +15,7 @@
  */
 
 import { sha256Hex } from "../core/hash.ts";
+import { exists } from "../core/paths.ts";
 import type { CalibrationRecord } from "../calibration/set.ts";
 import { type QuantConfig, type QuantizedModel, quantLabel } from "../methods/types.ts";
 import type { LoadedModel, SourceFile } from "../models/types.ts";
@@ -129,16 +130,6 @@ export interface ExportManifest {
 export interface ExportResult {
   readonly dir: string;
   readonly manifest: ExportManifest;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 function parentAndBase(path: string): [string, string] {

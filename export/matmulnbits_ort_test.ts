@@ -10,16 +10,7 @@ import { matmulPackedRef } from "../kernels/ref/packed.ts";
 import { randomMatrix } from "../testing/random.ts";
 import { exportMatMulNBits } from "./matmulnbits.ts";
 import { matMulNBitsModel } from "./matmulnbits_graph.ts";
-
-/** max |ours − theirs| / max |ours|. */
-function relDiff(ours: Float32Array, theirs: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < ours.length; i++) {
-    d = Math.max(d, Math.abs(ours[i]! - theirs[i]!));
-    m = Math.max(m, Math.abs(ours[i]!));
-  }
-  return d / m;
-}
+import { relDiff } from "./rel_diff.ts";
 
 const CASES: readonly { K: number; block: number; zp: boolean }[] = [
   { K: 256, block: 32, zp: true },

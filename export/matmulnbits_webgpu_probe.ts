@@ -17,6 +17,7 @@ import { matmulPackedRef } from "../kernels/ref/packed.ts";
 import { randomMatrix } from "../testing/random.ts";
 import { exportMatMulNBits } from "./matmulnbits.ts";
 import { matMulNBitsModel } from "./matmulnbits_graph.ts";
+import { relDiff } from "./rel_diff.ts";
 
 /** One probed configuration and the relative error each execution provider gave. */
 export interface ProbeCase {
@@ -42,15 +43,6 @@ export const PROBE_CASES: readonly [K: number, block: number, zp: boolean, token
   [256, 128, false, 2],
   [256, 64, true, 2],
 ];
-
-function relDiff(ours: Float32Array, theirs: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < ours.length; i++) {
-    d = Math.max(d, Math.abs(ours[i]! - theirs[i]!));
-    m = Math.max(m, Math.abs(ours[i]!));
-  }
-  return d / m;
-}
 
 async function probe(): Promise<{ adapter: string | undefined; cases: ProbeCase[] }> {
   const adapter = await navigator.gpu?.requestAdapter().catch(() => null);

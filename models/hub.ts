@@ -44,6 +44,7 @@ import { createHash } from "node:crypto";
 import { homedir } from "node:os";
 import { dirname, isAbsolute, join, relative, resolve, sep as SEP } from "node:path";
 import { FormatError, NotAvailableError } from "../core/errors.ts";
+import { exists } from "../core/paths.ts";
 
 /** Reads one environment variable; `undefined` when unset. */
 export type EnvGetter = (name: string) => string | undefined;
@@ -721,16 +722,6 @@ function sleep(ms: number): Promise<void> {
 
 function seconds(ms: number): string {
   return String(ms / 1000);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /**
