@@ -28,6 +28,7 @@ import { HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
 import { quantLabel } from "./methods/types.ts";
 import { unknownIdError } from "./core/registry.ts";
 import { CALIBRATION_RECIPES, type CalibrationRecipe } from "./calibration/set.ts";
+import { type CalibrationTokens, readCalibrationTokens } from "./calibration/token_file.ts";
 
 const HELP = `lowbit bench: run a post-training quantization matrix
 
@@ -67,6 +68,9 @@ Usage: deno task bench --matrix w2-w8 [flags]
                      windows) or pileval-awq (AWQ's: documents concatenated and cut into
                      blocks); default: each method's own (AWQ: pileval-awq, 512 tokens, seed 42)
   --seed N           calibration sampling seed                                   [0]
+  --calib-tokens FILE  calibration windows as token ids, used as given (no BOS added): JSON
+                     [[id, …], …] or NPY [samples, seqLen] (int32/int64/uint16/uint32/uint64),
+                     to replay another implementation's exact set; replaces the flags above
   --data DIR         dataset root (env LOWBIT_DATA); default: data/ in the repository, which
                      holds TinyStories only (the default matrix's data)
   --out DIR          results directory (default results/runs/<matrix id>); one run at a time
@@ -306,6 +310,7 @@ const OPTIONS = {
   "calib-samples": { type: "string" },
   "calib-seqlen": { type: "string" },
   "calib-recipe": { type: "string" },
+  "calib-tokens": { type: "string" },
   seed: { type: "string" },
   data: { type: "string" },
   out: { type: "string" },
@@ -438,6 +443,19 @@ async function main(argv: string[]): Promise<number> {
     }
     shard = { index: Number(m[1]), count: Number(m[2]) };
   }
+  let calibrationTokens: CalibrationTokens | undefined;
+  if (values["calib-tokens"] !== undefined) {
+    const clash = ["calib", "calib-samples", "calib-seqlen", "calib-recipe", "seed"]
+      .filter((f) => values[f as keyof typeof values] !== undefined);
+    if (clash.length) {
+      throw new SyntaxError(
+        `--calib-tokens gives the calibration windows; it cannot be combined with ${
+          clash.map((f) => `--${f}`).join(", ")
+        }`,
+      );
+    }
+    calibrationTokens = await readCalibrationTokens(values["calib-tokens"]);
+  }
   const threads = values.threads === undefined
     ? navigator.hardwareConcurrency
     : Number(values.threads);
@@ -478,6 +496,7 @@ async function main(argv: string[]): Promise<number> {
         kernels,
         ...(shard ? { shard } : {}),
         ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
+        ...(calibrationTokens ? { calibrationTokens } : {}),
       });
       for (const c of cells) {
         console.log(
@@ -500,6 +519,7 @@ async function main(argv: string[]): Promise<number> {
       onEvent,
       ...(shard ? { shard } : {}),
       ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
+      ...(calibrationTokens ? { calibrationTokens } : {}),
       lock: { wait: values.wait },
     });
     console.log(formatSummary(rows));

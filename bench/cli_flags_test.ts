@@ -113,7 +113,15 @@ stories.test("cli: nonsense flags and an unwritable --out exit 2 naming the flag
     [["--shard", "3/3"], /--shard must be I\/N with 0 ≤ I < N \(e\.g\. 0\/4\), got "3\/3"/],
     [["--seed", "-1"], /--seed must be an integer ≥ 0, got "-1"/],
     [["--alpha", "-0.5"], /--alpha values must be in \[0, 1\], got "-0.5"/],
+    [
+      ["--calib-tokens", `${sb.dir}/ids.json`, "--calib-samples", "4"],
+      /--calib-tokens gives the calibration windows; it cannot be combined with --calib-samples/,
+    ],
+    [["--calib-tokens", `${sb.dir}/none.npy`], /none\.npy: cannot read the calibration token file/],
+    [["--calib-tokens", `${sb.dir}/ragged.json`], /ragged\.json: window 1 has 1 tokens/],
   ];
+  await Deno.writeTextFile(`${sb.dir}/ids.json`, "[[1, 2, 3]]");
+  await Deno.writeTextFile(`${sb.dir}/ragged.json`, "[[1, 2], [3]]");
   for (const [flag, expected] of cases) {
     const r = await runBench(sb.vars, [...TINY, ...flag, "--out", out, "--quiet"]);
     assert.equal(r.code, 2, `${flag.join(" ")}: ${r.err}`);

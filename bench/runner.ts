@@ -52,6 +52,7 @@ import {
   drawCalibrationSet,
   methodCalibration,
 } from "../calibration/set.ts";
+import { type CalibrationTokens, tokenCalibrationSet } from "../calibration/token_file.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
 export type RunEvent =
@@ -101,6 +102,11 @@ export interface RunOptions {
   /** Skip and count malformed dataset rows instead of failing the cell (`--skip-malformed`). */
   readonly skipMalformed?: boolean;
   /**
+   * Calibration windows replayed from a file (`--calib-tokens`): every calibrated cell uses
+   * them instead of drawing a set from the matrix's calibration spec.
+   */
+  readonly calibrationTokens?: CalibrationTokens;
+  /**
    * The lock of `outDir` (default `{}`: fail if another run holds it). `wait` polls until it is
    * free; `signals: false` leaves SIGINT/SIGTERM alone (by default they remove the lock file, then
    * end the process as usual); `false` takes no lock.
@@ -139,6 +145,7 @@ export async function planMatrix(
     | "onEvent"
     | "shard"
     | "skipMalformed"
+    | "calibrationTokens"
     | "tokenizer"
   >,
 ): Promise<{ cells: PlannedCell[]; models: Map<string, LoadedModel> }> {
@@ -215,7 +222,13 @@ export async function planMatrix(
     let set = calibrations.get(key);
     if (!set) {
       const model = models.get(modelId)!;
-      set = await drawCalibrationSet(cs, model.tokenizer, model.config.maxSeqLen, options.dataDir);
+      set = options.calibrationTokens
+        ? await tokenCalibrationSet(
+          options.calibrationTokens,
+          model.config.vocabSize,
+          model.config.maxSeqLen,
+        )
+        : await drawCalibrationSet(cs, model.tokenizer, model.config.maxSeqLen, options.dataDir);
       calibrations.set(key, set);
     }
     return set;
@@ -466,7 +479,9 @@ async function runLocked(
             dataDir: options.dataDir,
             ...(options.env ? { env: options.env } : {}),
             ...(options.skipMalformed ? { skipMalformed: true } : {}),
-            ...(cell.method.id === "fp" ? {} : { reference }),
+            // The full-precision cell fills the reference's cache (perplexity compares a
+            // model with its own weights against nothing).
+            reference,
             ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
             ...(cell.spec.context !== undefined ? { context: cell.spec.context } : {}),
             // Worker threads get copies of the weights: models streamed from their files stay
@@ -522,6 +537,7 @@ async function runLocked(
             : {}),
           dataset: result.dataset,
           protocol: result.protocol,
+          ...(result.units ? { units: result.units } : {}),
           notes: [...preNotes, ...qm.notes],
           ...(qm.diagnostics ? { diagnostics: qm.diagnostics } : {}),
           bpw: averageBpw(qm),
@@ -587,6 +603,7 @@ function buildRow(
     metrics: ResultRow["metrics"];
     dataset: DatasetInfo;
     protocol: ResultRow["task"]["protocol"];
+    units?: ResultRow["units"];
     notes: readonly string[];
     diagnostics?: ResultRow["diagnostics"];
     activationZeros?: ResultRow["activationZeros"];
@@ -632,6 +649,7 @@ function buildRow(
       protocol: r.protocol,
     },
     metrics: r.metrics,
+    ...(r.units ? { units: r.units } : {}),
     ...(cell.calibration
       ? {
         calibration: (({ dataset, ...rest }) => ({

@@ -36,6 +36,7 @@ import {
   resolveCorpus,
   TEXT_DATASETS,
 } from "../corpora/text.ts";
+import { encodeCached } from "../corpora/token_cache.ts";
 import type { Tokenizer } from "../models/types.ts";
 import {
   PILEVAL_AWQ,
@@ -254,7 +255,7 @@ export async function drawCalibrationSet(
   }
 
   const { text, info } = await readTextDataset(ref, dataDir);
-  const stream = tokenizer.encode(text, { bos: false });
+  const stream = encodeCached(tokenizer, text);
   if (stream.length === 0) throw new RangeError(`Calibration source "${ref}" is empty`);
   checkSize(spec, stream.length, ref);
   for (let i = 0; i < spec.samples; i++) {

@@ -4,6 +4,18 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
+
+/**
+ * Lower-case hex sha256 of parts (bytes or UTF-8 strings), each followed by a zero byte so
+ * different splits of the same bytes differ; synchronous.
+ */
+export function sha256Parts(...parts: (string | Uint8Array)[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p).update("\0");
+  return h.digest("hex");
+}
+
 /** Lower-case hex sha256 of bytes or a UTF-8 string. */
 export async function sha256Hex(data: Uint8Array | string): Promise<string> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;

@@ -37,6 +37,18 @@ export interface Kernels {
    * pass. Optional; equal to `logSoftmaxRows(forward(…))` up to float32 rounding.
    */
   windowLogProbs?(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined;
+  /**
+   * The final hidden states `[window.length][dim]` of a whole window in one call (as
+   * `forwardHidden`), or undefined when the model needs the op-by-op forward pass. Optional.
+   */
+  windowHidden?(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined;
+  /**
+   * Log-probabilities `[rows][vocab]` of `rows` final hidden states `x`: the final norm, the
+   * classifier and the log-softmax, or undefined when the model needs the op-by-op path.
+   * Rows are independent: scoring a window's rows in chunks gives the numbers of one call.
+   * Optional; equal to `logSoftmaxRows(finalLogits(…))` up to float32 rounding.
+   */
+  headLogProbs?(model: ForwardModel, x: Float32Array, rows: number): Float32Array | undefined;
   /** Stops the backend's threads, if it has any (later calls may then fail). Optional. */
   close?(): void;
   /**

@@ -14,7 +14,8 @@
 
 import { type GroupParamsChooser, type PackedWeight, quantizeMatrix } from "../core/quantizer.ts";
 import { mapLinears } from "../models/linears.ts";
-import { isLazy, PackedMatrix } from "../models/lazy_matrix.ts";
+import { isLazy, PackedMatrix, valuesOf } from "../models/lazy_matrix.ts";
+import { noteMaterialized } from "../models/residency.ts";
 import type { LlamaWeights } from "../models/types.ts";
 import type { Method, QuantConfig } from "./types.ts";
 
@@ -53,11 +54,16 @@ export function quantizeLinears(
     ...(q.groupSize !== undefined ? { groupSize: q.groupSize } : {}),
   };
   const weights = mapLinears(w, (site, m) => {
-    const r = quantizeMatrix(m.data, m.rows, m.cols, spec, choose);
+    // A streamed weight is read once here: not made resident (`valuesOf`), as nothing else
+    // reads its float32 values again.
+    const r = quantizeMatrix(valuesOf(m), m.rows, m.cols, spec, choose);
     packed.set(site.name, r.packed);
     // A weight streamed from its file stays compact once quantized: its packed codes, with the
     // dequantized values materialized on access (the same values: scale · (q − zero)).
-    if (isLazy(m)) return new PackedMatrix(r.packed);
+    if (isLazy(m)) {
+      noteMaterialized(r.dequantized.byteLength); // garbage now: PackedMatrix re-derives it
+      return new PackedMatrix(r.packed);
+    }
     return { rows: m.rows, cols: m.cols, data: r.dequantized };
   });
   return { weights, packed };

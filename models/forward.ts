@@ -49,6 +49,7 @@ import {
 } from "../core/act_quantizer.ts";
 import { applyRope, configRopeTable, rotaryDims } from "./rope.ts";
 import { applyOnlineRotation } from "./online_rotation.ts";
+import { matrixRow } from "./lazy_matrix.ts";
 
 /** What the forward pass needs of a model. */
 export type { ForwardModel } from "./types.ts";
@@ -107,6 +108,26 @@ export function forward(
 ): Float32Array {
   const { config: c } = model;
   const kernels = options.kernels ?? refKernels;
+  const T = tokens.length;
+  const x = forwardHidden(model, tokens, options);
+  if (options.logits === "last") {
+    return finalLogits(model, x.subarray((T - 1) * c.dim, T * c.dim), 1, kernels);
+  }
+  return finalLogits(model, x, T, kernels);
+}
+
+/**
+ * The final hidden states `[tokens.length][dim]` (the residual stream after the last block,
+ * before the final norm) of `tokens` from `cache.pos` on; {@linkcode finalLogits} turns rows of
+ * them into logits. `options.logits` is ignored.
+ */
+export function forwardHidden(
+  model: ForwardModel,
+  tokens: ArrayLike<number>,
+  options: ForwardOptions = {},
+): Float32Array {
+  const { config: c } = model;
+  const kernels = options.kernels ?? refKernels;
   const cache = options.cache ?? createKvCache(c, Math.max(tokens.length, 1));
   const T = tokens.length;
   const x = embedTokens(model, tokens, cache.pos);
@@ -117,10 +138,7 @@ export function forward(
     });
   }
   cache.pos += T;
-  if (options.logits === "last") {
-    return finalLogits(model, x.subarray((T - 1) * c.dim, T * c.dim), 1, kernels);
-  }
-  return finalLogits(model, x, T, kernels);
+  return x;
 }
 
 /**
@@ -156,13 +174,19 @@ export function embedTokens(
   const T = tokens.length;
   if (T === 0) throw new RangeError("forward: no tokens given");
   const x = new Float32Array(T * c.dim);
-  const embed = w.embed.data;
   for (let t = 0; t < T; t++) {
     const id = tokens[t]!;
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
       throw new RangeError(`forward: token id ${id} at ${t} is outside [0, ${c.vocabSize})`);
     }
-    x.set(embed.subarray(id * c.dim, (id + 1) * c.dim), t * c.dim);
+  }
+  // Row by row: a streamed embedding is read for these tokens only, not made resident.
+  const rows = new Map<number, Float32Array>();
+  for (let t = 0; t < T; t++) {
+    const id = tokens[t]!;
+    let row = rows.get(id);
+    if (!row) rows.set(id, row = matrixRow(w.embed, id));
+    x.set(row, t * c.dim);
   }
   if (c.embedScale !== undefined) {
     const s = c.embedScale;

@@ -24,7 +24,7 @@ import {
 } from "../export/quantized_import.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
 import { tokenizerJsonFromBpeFiles } from "./bpe_files.ts";
-import { residency } from "./residency.ts";
+import { WEIGHT_BUDGET } from "./residency.ts";
 import { parseShardIndex, SAFETENSORS_DTYPE_BYTES } from "./safetensors.ts";
 import { memoryTensorStore, type TensorStore } from "./tensor_store.ts";
 import type { LlamaConfig, LlamaWeights, LoadedModel, SourceFile, Tokenizer } from "./types.ts";
@@ -41,7 +41,7 @@ export type ModelFileReader = (
 /**
  * How weights are held: `eager` converts every tensor to float32 at load, `lazy` keeps the
  * stored dtype and materializes blocks on access, `auto` (default) is eager when the model's
- * float32 size is at most half the residency budget.
+ * float32 size is at most half of `LOWBIT_RESIDENT_BYTES` (`WEIGHT_BUDGET`).
  */
 export type Residence = "auto" | "eager" | "lazy";
 
@@ -70,7 +70,7 @@ function float32Bytes(store: TensorStore): number {
 }
 
 function isLazy(residence: Residence, store: TensorStore): boolean {
-  if (residence === "auto") return float32Bytes(store) > residency.budget / 2;
+  if (residence === "auto") return float32Bytes(store) > WEIGHT_BUDGET / 2;
   return residence === "lazy";
 }
 

@@ -11,6 +11,10 @@
 
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { FormatError } from "../core/errors.ts";
+import { sha256Parts } from "../core/hash.ts";
+
+/** The `@huggingface/tokenizers` release line encoding is done with (deno.json pins `^0.2.0`). */
+const TOKENIZERS_LIBRARY = "@huggingface/tokenizers@0.2";
 import { describe, isRecord } from "../core/describe.ts";
 import type { Tokenizer } from "./types.ts";
 
@@ -207,6 +211,12 @@ export function hfTokenizer(
 
   return {
     kind: "hf",
+    // What encodes: the library's major version and both files' contents.
+    fingerprint: sha256Parts(
+      `hf-tokenizer/${TOKENIZERS_LIBRARY}`,
+      JSON.stringify(tokenizerJson),
+      JSON.stringify(tokenizerConfig ?? null),
+    ),
     vocabSize,
     bosId,
     eosId,

@@ -9,7 +9,7 @@
  */
 
 import { dequantizePacked, type PackedWeight } from "../core/quantizer.ts";
-import { residency } from "./residency.ts";
+import { noteMaterialized, residency } from "./residency.ts";
 import { roundToStorage, type StorageDtype } from "../core/storage_dtype.ts";
 import { readFloat32, type TensorStore } from "./tensor_store.ts";
 import type { Matrix } from "./types.ts";
@@ -35,16 +35,17 @@ export class StoredMatrix implements Matrix {
 
   /** Float32 values, materialized from the store when not resident. */
   get data(): Float32Array {
-    return residency.get(
-      this,
-      () =>
-        readFloat32(
-          this.store,
-          this.name,
-          this.rowStart * this.cols,
-          (this.rowStart + this.rows) * this.cols,
-        ),
-    );
+    return residency.get(this, () => this.#load());
+  }
+
+  /** Float32 values without making them resident: the cached copy, else a fresh one. */
+  values(): Float32Array {
+    return residency.peek(this) ?? transient(this.#load());
+  }
+
+  #load(): Float32Array {
+    const start = this.rowStart * this.cols;
+    return readFloat32(this.store, this.name, start, start + this.rows * this.cols);
   }
 }
 
@@ -64,13 +65,49 @@ export class PackedMatrix implements Matrix {
 
   /** `scale · (code − zero)` for every element, materialized when not resident. */
   get data(): Float32Array {
-    return residency.get(this, () => roundToStorage(dequantizePacked(this.packed), this.dtype));
+    return residency.get(this, () => this.#load());
   }
+
+  /** The values without making them resident: the cached copy, else a fresh one. */
+  values(): Float32Array {
+    return residency.peek(this) ?? transient(this.#load());
+  }
+
+  #load(): Float32Array {
+    return roundToStorage(dequantizePacked(this.packed), this.dtype);
+  }
+}
+
+/** Notes a one-off copy (see `noteMaterialized`) and returns it. */
+function transient(a: Float32Array): Float32Array {
+  noteMaterialized(a.byteLength);
+  return a;
 }
 
 /** True when `m` materializes its values on access (not a plain in-memory matrix). */
 export function isLazy(m: Matrix): boolean {
   return m instanceof StoredMatrix || m instanceof PackedMatrix;
+}
+
+/**
+ * `m`'s float32 values for a one-off copy (a kernel's weight panels): a lazy matrix's without
+ * making them resident, a plain matrix's `data`.
+ */
+export function valuesOf(m: Matrix): Float32Array {
+  return m instanceof StoredMatrix || m instanceof PackedMatrix ? m.values() : m.data;
+}
+
+/**
+ * Row `i` of `m` (`cols` values): a streamed checkpoint tensor's read alone from its store when
+ * it is not resident (an embedding lookup touches a few thousand of its rows, not all of them),
+ * otherwise a view of its values.
+ */
+export function matrixRow(m: Matrix, i: number): Float32Array {
+  if (m instanceof StoredMatrix && !residency.peek(m)) {
+    const at = (m.rowStart + i) * m.cols;
+    return readFloat32(m.store, m.name, at, at + m.cols);
+  }
+  return m.data.subarray(i * m.cols, (i + 1) * m.cols);
 }
 
 /** A plain matrix with the same shape as `m` and the given values. */

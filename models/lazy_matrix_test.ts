@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { quantizeMatrix } from "../core/quantizer.ts";
 import { serializeSafetensors } from "../export/safetensors_write.ts";
 import { floatTensor } from "../export/tensor.ts";
-import { isLazy, PackedMatrix, StoredMatrix, withData } from "./lazy_matrix.ts";
+import {
+  isLazy,
+  matrixRow,
+  PackedMatrix,
+  StoredMatrix,
+  valuesOf,
+  withData,
+} from "./lazy_matrix.ts";
 import { Residency, residency } from "./residency.ts";
 import { memoryTensorStore, readFloat32 } from "./tensor_store.ts";
 import { fileTensorStore } from "./file_tensor_store.ts";
@@ -93,4 +100,27 @@ Deno.test("StoredMatrix reads its rows from the store; PackedMatrix dequantizes 
   assert.deepEqual([...p.data], [...q.dequantized]);
   assert.ok(!isLazy(withData(p, p.data)));
   assert.throws(() => withData(p, new Float32Array(3)), /3 values for a 4×6 matrix/);
+});
+
+Deno.test("values() and matrixRow() read a streamed tensor without making it resident", () => {
+  const store = memoryTensorStore([{ path: "m.safetensors", bytes: checkpoint() }]);
+  const m = new StoredMatrix(3, 4, store, "a");
+  residency.clear();
+  const want = Array.from({ length: 12 }, (_, i) => (i - 6) * 0.375);
+  assert.deepEqual([...m.values()], want);
+  assert.deepEqual([...matrixRow(m, 1)], want.slice(4, 8));
+  assert.equal(residency.peek(m), undefined, "a one-off read leaves nothing cached");
+  const resident = m.data; // now cached: values() and matrixRow() read the cached copy
+  assert.equal(m.values(), resident);
+  assert.equal(matrixRow(m, 2).buffer, resident.buffer);
+  assert.deepEqual([...valuesOf({ rows: 1, cols: 2, data: new Float32Array([1, 2]) })], [1, 2]);
+  const q = quantizeMatrix(new Float32Array(want), 3, 4, {
+    bits: 4,
+    granularity: "channel",
+    symmetric: false,
+  });
+  const p = new PackedMatrix(q.packed);
+  assert.deepEqual(p.values(), q.dequantized);
+  assert.equal(residency.peek(p), undefined);
+  residency.clear();
 });

@@ -17,6 +17,7 @@
  */
 
 import { FormatError } from "../core/errors.ts";
+import { sha256Parts } from "../core/hash.ts";
 import type {
   DenseMlp,
   LlamaConfig,
@@ -256,7 +257,13 @@ export class Llama2cTokenizer implements Tokenizer {
    * Creates a tokenizer from its pieces (raw bytes) and scores; see
    * {@linkcode parseLlama2cTokenizer} to read a file.
    */
-  constructor(pieces: readonly Uint8Array[], scores: Float32Array, maxTokenLength: number) {
+  constructor(
+    pieces: readonly Uint8Array[],
+    scores: Float32Array,
+    maxTokenLength: number,
+    /** See {@linkcode Tokenizer.fingerprint}. */
+    readonly fingerprint?: string,
+  ) {
     if (pieces.length !== scores.length) {
       throw new RangeError(
         `Cannot create tokenizer: ${pieces.length} pieces but ${scores.length} scores`,
@@ -583,5 +590,10 @@ export function parseLlama2cTokenizer(
         `in a vocabulary of ${vocabSize}): it cannot encode the dummy prefix`,
     );
   }
-  return new Llama2cTokenizer(pieces, scores, maxTokenLength);
+  return new Llama2cTokenizer(
+    pieces,
+    scores,
+    maxTokenLength,
+    sha256Parts("llama2c-tokenizer/1", String(vocabSize), bytes),
+  );
 }

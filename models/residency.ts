@@ -8,8 +8,12 @@
  * Eviction only forgets the cache's reference: an array a caller still holds stays valid, and
  * the next access materializes it again (same values: materialization is deterministic).
  *
- * The budget defaults to 1 GiB, or `LOWBIT_RESIDENT_BYTES` (bytes) when set. WASM weight panels
- * (`kernels/wasm/mod.ts`) are bounded by the same number.
+ * One number bounds every float32 copy of weights: {@linkcode WEIGHT_BUDGET},
+ * `LOWBIT_RESIDENT_BYTES` (bytes) when set, else 1 GiB. A checkpoint whose float32 size is at
+ * most half of it is converted at load (`hf_model.ts`); a larger one is streamed, with a quarter
+ * of the budget for this cache (the copies the methods and the JavaScript kernels read) and half
+ * for the WASM kernels' packed weight panels (`kernels/wasm/mod.ts`), which copy streamed
+ * weights without making them resident here ({@linkcode Residency.peek}).
  *
  * @module
  */
@@ -41,9 +45,9 @@ export class Residency {
   #loads = 0;
   readonly #entries = new Map<object, Float32Array>();
 
-  /** A cache of at most `budget` bytes (default: `LOWBIT_RESIDENT_BYTES` or 1 GiB). */
+  /** A cache of at most `budget` bytes (default: a quarter of {@linkcode WEIGHT_BUDGET}). */
   constructor(budget?: number) {
-    this.#budget = budget ?? budgetFromEnv();
+    this.#budget = budget ?? Math.floor(WEIGHT_BUDGET / 4);
   }
 
   /** The byte budget. */
@@ -84,12 +88,18 @@ export class Residency {
       return hit;
     }
     const data = load();
+    noteMaterialized(data.byteLength);
     this.#loads++;
     this.#evict(data.byteLength);
     this.#entries.set(owner, data);
     this.#used += data.byteLength;
     this.#peak = Math.max(this.#peak, this.#used);
     return data;
+  }
+
+  /** `owner`'s cached array, if any, without materializing it or counting a use. */
+  peek(owner: object): Float32Array | undefined {
+    return this.#entries.get(owner);
   }
 
   /** Forgets `owner`'s array, if cached. */
@@ -114,6 +124,33 @@ export class Residency {
     }
   }
 }
+
+/**
+ * Bytes of weight copies materialized since the last collection, and how many may be before the
+ * next: streamed weights are read again and again, and V8 frees an array's memory only when its
+ * (tiny) JavaScript object is collected, which the engine, seeing little JavaScript allocation,
+ * postpones by hundreds of megabytes.
+ */
+let sinceCollect = 0;
+const COLLECT_EVERY = 64 * 2 ** 20;
+
+/**
+ * Notes `bytes` of weight copies made for a one-off use; every {@linkcode COLLECT_EVERY} bytes
+ * runs a garbage collection when the engine offers one (`--v8-flags=--expose-gc`, as the CLI's
+ * tasks run), so the peak memory of a streamed model is its budgets, not its garbage.
+ */
+export function noteMaterialized(bytes: number): void {
+  sinceCollect += bytes;
+  if (sinceCollect < COLLECT_EVERY) return;
+  sinceCollect = 0;
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
+/**
+ * Bytes of float32 weight copies a run may hold: `LOWBIT_RESIDENT_BYTES`, else 1 GiB (see the
+ * module documentation for how it is shared).
+ */
+export const WEIGHT_BUDGET: number = budgetFromEnv();
 
 /** The process-wide residency budget every lazily materialized weight shares. */
 export const residency: Residency = new Residency();

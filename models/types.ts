@@ -330,6 +330,11 @@ export interface Tokenizer {
   /** Whether the vocabulary has a BOS token (Qwen's has none). Absent: true. */
   readonly hasBos?: boolean;
   /**
+   * sha256 identifying what the tokenizer encodes with (its files and the implementation), so a
+   * text's token stream can be cached per machine (`tasks/token_cache.ts`). Absent: not cached.
+   */
+  readonly fingerprint?: string;
+  /**
    * Encode text the SentencePiece-Llama way: one dummy-prefix space is prepended; BOS is added
    * only when `bos` is true. No EOS.
    */

@@ -2,9 +2,14 @@
  * Regression comparison of two runs, cell by cell (matched by `cellId`, the content hash of
  * everything that determines a cell's numbers).
  *
- * - Perplexity (`ppl`) is compared relatively: a change larger than the tolerance (default 1%) in
- *   the worse direction is a regression. Evaluation is deterministic on fixed data, so no
- *   significance test applies.
+ * - Perplexity (`ppl`), KL divergence against full precision (`kl`) and top-1 agreement (`top1`)
+ *   are compared window by window when both rows carry per-window values (`units`): the paired
+ *   differences (each window's mean NLL, KL, agreement) give the mean change and its standard
+ *   error over windows, and a change is a regression when it is worse, larger than `z` standard
+ *   errors of that mean, and larger than a floor below which it is float rounding (NLL: 1e-4
+ *   nats; KL: 1% of the baseline; top-1: 0.001). Identical windows are unchanged whatever the
+ *   floor. Rows without per-window values fall back to a relative tolerance (ppl 1%, KL 1%) and
+ *   to the accuracy rule below (top-1).
  * - Accuracies (`acc`, `acc_norm`) are compared with their standard errors: a drop is a regression
  *   only when it exceeds the tolerance (default 0.01 absolute) AND is significant, i.e. larger
  *   than `z` (default 2) standard errors of the difference, `√(se₁² + se₂²)`.
@@ -22,8 +27,14 @@ export interface CompareOptions {
   readonly pplTolerance?: number;
   /** Absolute accuracy tolerance (0.01 = one percentage point). */
   readonly accTolerance?: number;
-  /** Standard errors of the difference an accuracy drop must exceed to count. */
+  /** Standard errors of the difference an accuracy drop (or a paired change) must exceed. */
   readonly z?: number;
+  /** Relative KL tolerance of rows without per-window values; the paired floor's fraction. */
+  readonly klTolerance?: number;
+  /** Smallest mean per-window NLL change (nats) a paired comparison counts. */
+  readonly nllFloor?: number;
+  /** Smallest mean per-window top-1 agreement change a paired comparison counts. */
+  readonly top1Floor?: number;
 }
 
 /** Defaults of {@linkcode CompareOptions}. */
@@ -31,6 +42,9 @@ export const COMPARE_DEFAULTS: Required<CompareOptions> = {
   pplTolerance: 0.01,
   accTolerance: 0.01,
   z: 2,
+  klTolerance: 0.01,
+  nllFloor: 1e-4,
+  top1Floor: 1e-3,
 };
 
 /** How a metric or cell changed. */
@@ -81,12 +95,53 @@ export interface Comparison {
   readonly regressions: number;
 }
 
-/** Metrics the comparison gates on, and how. */
+/** Metrics the comparison gates on, and how when rows carry no per-window values. */
 const GATED: Readonly<Record<string, "relative" | "stderr">> = {
   ppl: "relative",
+  kl: "relative",
+  top1: "stderr",
   acc: "stderr",
   acc_norm: "stderr",
 };
+
+/** The per-window values (`ResultRow.units`) a metric is paired on. */
+const PAIRED_UNITS: Readonly<Record<string, string>> = { ppl: "nll", kl: "kl", top1: "top1" };
+
+/**
+ * Compares per-window values of one metric, paired window by window (see the module doc);
+ * `higherIsBetter` of the per-window values (false for NLL and KL, true for agreement).
+ * Exported for tests.
+ */
+export function comparePaired(
+  base: readonly number[],
+  cur: readonly number[],
+  higherIsBetter: boolean,
+  floor: number,
+  z: number,
+  unit: string,
+): { verdict: Verdict; reason: string } {
+  const n = base.length;
+  const d = base.map((b, i) => cur[i]! - b);
+  if (d.every((x) => x === 0)) return { verdict: "unchanged", reason: "identical in every window" };
+  const mean = d.reduce((s, x) => s + x, 0) / n;
+  const sd = n > 1 ? Math.sqrt(d.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : 0;
+  const se = sd / Math.sqrt(n);
+  const better = higherIsBetter ? mean > 0 : mean < 0;
+  const text = `mean Δ ${unit} ${mean >= 0 ? "+" : ""}${mean.toExponential(2)} over ${n} ` +
+    `window${n === 1 ? "" : "s"} (paired se ${se.toExponential(2)})`;
+  if (!(Math.abs(mean) > floor)) {
+    return { verdict: "unchanged", reason: `${text}: within the floor ${floor}` };
+  }
+  if (se > 0 && !(Math.abs(mean) > z * se)) {
+    return { verdict: "unchanged", reason: `${text}: not significant (≤ ${z} se)` };
+  }
+  return {
+    verdict: better ? "improvement" : "regression",
+    reason: `${text}: ${better ? "better" : "worse"}, > the floor ${floor}${
+      se > 0 ? ` and ${(Math.abs(mean) / se).toFixed(1)} se` : ""
+    }`,
+  };
+}
 
 function info(r: ResultRow): CellInfo {
   return {
@@ -198,13 +253,30 @@ export function compareRuns(
         });
         continue;
       }
-      const v = compareMetric(
-        kind,
-        bm.higherIsBetter,
-        { value: bm.value, stderr: fin(bm.stderr) },
-        { value: cm.value, stderr: fin(cm.stderr) },
-        o,
-      );
+      const unit = PAIRED_UNITS[bm.metric];
+      const bu = unit ? b.units?.[unit] : undefined, cu = unit ? c.units?.[unit] : undefined;
+      const paired = bu !== undefined && cu !== undefined && bu.length === cu.length &&
+        bu.length > 0 && [...bu, ...cu].every(Number.isFinite);
+      const v = paired
+        ? comparePaired(
+          bu,
+          cu,
+          bm.metric === "top1",
+          bm.metric === "ppl"
+            ? o.nllFloor
+            : bm.metric === "kl"
+            ? o.klTolerance * Math.abs(bm.value)
+            : o.top1Floor,
+          o.z,
+          unit!,
+        )
+        : compareMetric(
+          kind,
+          bm.higherIsBetter,
+          { value: bm.value, stderr: fin(bm.stderr) },
+          { value: cm.value, stderr: fin(cm.stderr) },
+          bm.metric === "kl" ? { ...o, pplTolerance: o.klTolerance } : o,
+        );
       metrics.push({ ...base, current: cm.value, currentStderr: fin(cm.stderr), ...v });
     }
   }
@@ -288,9 +360,15 @@ export function formatMarkdown(
     "",
     `Baseline \`${mdCell(sources.baseline)}\` (${c.baselineCells} cells) against current \`${
       mdCell(sources.current)
-    }\` (${c.currentCells} cells). Perplexity: relative tolerance ${
-      o.pplTolerance * 100
-    }%. Accuracies: a drop counts when it exceeds ${o.accTolerance} and ${o.z} standard errors of the difference.`,
+    }\` (${c.currentCells} cells). Perplexity, KL and top-1 with per-window values: paired by ` +
+      `window, a change counts when worse than ${o.z} paired standard errors and the floor (NLL ${o.nllFloor} nats, ` +
+      `KL ${
+        o.klTolerance * 100
+      }% of the baseline, top-1 ${o.top1Floor}); without them: relative tolerance ${
+        o.pplTolerance * 100
+      }% (KL ${
+        o.klTolerance * 100
+      }%). Accuracies: a drop counts when it exceeds ${o.accTolerance} and ${o.z} standard errors of the difference.`,
     "",
   );
   const count = (v: Verdict) =>

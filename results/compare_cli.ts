@@ -1,20 +1,21 @@
 /**
  * `deno task compare --baseline FILE --current DIR [--ppl-tol 0.01] [--acc-tol 0.01] [--z 2]
- * [--fail-on-missing]`: compares a run against a baseline and prints a Markdown report on stdout
- * (append it to `$GITHUB_STEP_SUMMARY`).
+ * [--kl-tol 0.01] [--nll-floor 1e-4] [--top1-floor 1e-3] [--fail-on-missing]`: compares a run
+ * against a baseline and prints a Markdown report on stdout (append it to `$GITHUB_STEP_SUMMARY`).
  *
- * Exit codes: 0 no regression, 1 regression (or, with `--fail-on-missing`, baseline cells absent
- * from the current run), 2 bad input (missing baseline, empty results, newer schema version,
+ * Exit codes: 0 no regression, 1 regression, no cell compared at all, or (with
+ * `--fail-on-missing`) baseline cells absent from the current run, 2 bad input (missing baseline, empty results, newer schema version,
  * conflicting duplicate cells, bad arguments).
  *
  * @module
  */
 
-import { compareRuns, formatMarkdown } from "./compare.ts";
+import { type CompareOptions, compareRuns, formatMarkdown } from "./compare.ts";
 import { loadRows, ResultsInputError } from "./load.ts";
 
 const USAGE = "usage: deno task compare --baseline FILE --current DIR " +
-  "[--ppl-tol 0.01] [--acc-tol 0.01] [--z 2] [--fail-on-missing]";
+  "[--ppl-tol 0.01] [--acc-tol 0.01] [--z 2] [--kl-tol 0.01] [--nll-floor 1e-4] " +
+  "[--top1-floor 1e-3] [--fail-on-missing]";
 
 /** Output sinks, replaceable in tests. */
 export interface Io {
@@ -29,7 +30,15 @@ export async function compareMain(args: readonly string[], io: Io = CONSOLE): Pr
   let baseline: string | undefined;
   let current: string | undefined;
   let failOnMissing = false;
-  const opts: { pplTolerance?: number; accTolerance?: number; z?: number } = {};
+  const opts: { -readonly [K in keyof CompareOptions]: CompareOptions[K] } = {};
+  const FLAGS: Record<string, keyof CompareOptions> = {
+    "--ppl-tol": "pplTolerance",
+    "--acc-tol": "accTolerance",
+    "--z": "z",
+    "--kl-tol": "klTolerance",
+    "--nll-floor": "nllFloor",
+    "--top1-floor": "top1Floor",
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const [flag, inline] = a.includes("=") ? a.split(/=(.*)/s, 2) : [a, undefined];
@@ -45,12 +54,10 @@ export async function compareMain(args: readonly string[], io: Io = CONSOLE): Pr
     if (flag === "--baseline") baseline = value();
     else if (flag === "--current") current = value();
     else if (flag === "--fail-on-missing") failOnMissing = true;
-    else if (flag === "--ppl-tol" || flag === "--acc-tol" || flag === "--z") {
-      const v = number(flag);
+    else if (flag! in FLAGS) {
+      const v = number(flag!);
       if (v === undefined) return 2;
-      if (flag === "--ppl-tol") opts.pplTolerance = v;
-      else if (flag === "--acc-tol") opts.accTolerance = v;
-      else opts.z = v;
+      opts[FLAGS[flag!]!] = v;
     } else if (flag === "--help" || flag === "-h") {
       io.out(USAGE);
       return 0;
@@ -80,6 +87,10 @@ export async function compareMain(args: readonly string[], io: Io = CONSOLE): Pr
   }
   const c = compareRuns(base, cur, opts);
   io.out(formatMarkdown(c, { baseline, current }));
+  if (c.common === 0) {
+    io.err("compare: no cell of the baseline is in the current run: nothing was compared");
+    return 1;
+  }
   return c.regressions > 0 || (failOnMissing && c.missing.length > 0) ? 1 : 0;
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compareMetric, compareRuns, formatMarkdown } from "./compare.ts";
+import { compareMetric, comparePaired, compareRuns, formatMarkdown } from "./compare.ts";
 import { compareMain } from "./compare_cli.ts";
 import { loadRows } from "./load.ts";
 import { makeRow } from "./make_row.ts";
@@ -38,8 +38,8 @@ Deno.test("compare: an unchanged run has no regression", () => {
   const c = compareRuns(BASE, structuredClone(BASE));
   assert.equal(c.regressions, 0);
   assert.equal(c.common, 5);
-  // ppl of 3 cells + acc and acc_norm of 2 cells; kl is not gated
-  assert.equal(c.metrics.length, 7);
+  // ppl of 3 cells, kl of 2, acc and acc_norm of 2
+  assert.equal(c.metrics.length, 9);
   assert.ok(c.metrics.every((m) => m.verdict === "unchanged"));
   assert.match(formatMarkdown(c, { baseline: "b", current: "c" }), /✅ no regressions/);
 });
@@ -192,6 +192,28 @@ Deno.test("compare CLI: exit 0 unchanged, 1 on regression, Markdown on stdout", 
     ];
     assert.equal((await run(args)).code, 0);
     assert.equal((await run([...args, "--fail-on-missing"])).code, 1);
+    // the KL tolerance and the paired floors are flags
+    const flags = await run([
+      ...args,
+      "--kl-tol",
+      "0.05",
+      "--nll-floor=0.001",
+      "--top1-floor",
+      "0",
+    ]);
+    assert.equal(flags.code, 0, flags.err);
+    assert.match(flags.out, /NLL 0\.001 nats, KL 5% of the baseline, top-1 0\)/);
+    assert.equal((await run([...args, "--nll-floor", "-1"])).code, 2);
+    // no cell of the baseline in the current run: nothing compared is a failure too
+    await Deno.remove(`${dir}/cur/shard-1`, { recursive: true });
+    await Deno.mkdir(`${dir}/other`);
+    await Deno.writeTextFile(
+      `${dir}/other/results.jsonl`,
+      jsonl([makeRow({ method: "awq", wBits: 3, metrics: { ppl: [9, 0.1] } })]),
+    );
+    const none = await run(["--baseline", `${dir}/baseline.jsonl`, "--current", `${dir}/other`]);
+    assert.equal(none.code, 1);
+    assert.match(none.err, /nothing was compared/);
   });
 });
 
@@ -289,4 +311,83 @@ Deno.test({
     assert.equal(c.regressions, 1);
     assert.equal(c.metrics.find((m) => m.verdict === "regression")!.cellId, target.cellId);
   },
+});
+
+/** `rows` with per-window values on the RTN cell (`f` maps the window index to its values). */
+function withUnits(
+  rows: readonly ResultRow[],
+  f: (w: number) => { nll: number; kl: number; top1: number },
+): ResultRow[] {
+  const ws = Array.from({ length: 16 }, (_, w) => f(w));
+  return rows.map((r) =>
+    r.cellId !== RTN4 ? r : {
+      ...r,
+      units: { nll: ws.map((x) => x.nll), kl: ws.map((x) => x.kl), top1: ws.map((x) => x.top1) },
+    }
+  );
+}
+
+Deno.test("compare: per-window values are paired; the gate follows their spread, not a fixed 1%", () => {
+  // Windows whose NLL differs a lot between windows (±0.3 nats) but move together.
+  const base = withUnits(BASE, (w) => ({
+    nll: 1.9 + 0.3 * Math.sin(w),
+    kl: 0.14 + 0.02 * Math.cos(w),
+    top1: 0.8,
+  }));
+  // +0.005 nats in every window (0.5% in perplexity, under the old 1%): a regression when paired.
+  const shifted = withUnits(base, (w) => ({
+    nll: 1.905 + 0.3 * Math.sin(w),
+    kl: 0.14 + 0.02 * Math.cos(w),
+    top1: 0.8,
+  }));
+  const c = compareRuns(base, shifted);
+  const ppl = c.metrics.find((m) => m.cellId === RTN4 && m.metric === "ppl")!;
+  assert.equal(ppl.verdict, "regression", ppl.reason);
+  assert.match(ppl.reason, /mean Δ nll \+5\.00e-3 over 16 windows/);
+  // Identical windows: unchanged, whatever the floor.
+  const same = compareRuns(base, structuredClone(base), { nllFloor: 0 });
+  assert.equal(same.regressions, 0);
+  assert.ok(same.metrics.filter((m) => m.cellId === RTN4).every((m) => /identical/.test(m.reason)));
+  // Noise of float rounding (1e-7 per window, either sign): under the floor.
+  const noisy = withUnits(base, (w) => ({
+    nll: 1.9 + 0.3 * Math.sin(w) + (w % 2 ? 1e-7 : -1e-7),
+    kl: 0.14 + 0.02 * Math.cos(w),
+    top1: 0.8,
+  }));
+  assert.equal(compareRuns(base, noisy).regressions, 0);
+  // A change of mixed sign larger than the floor but within 2 paired se: not significant.
+  const mixed = withUnits(base, (w) => ({
+    nll: 1.9 + 0.3 * Math.sin(w) + (w % 2 ? 0.02 : -0.019),
+    kl: 0.14 + 0.02 * Math.cos(w),
+    top1: 0.8,
+  }));
+  const m = compareRuns(base, mixed).metrics.find((x) => x.cellId === RTN4 && x.metric === "ppl")!;
+  assert.equal(m.verdict, "unchanged");
+  assert.match(m.reason, /not significant/);
+  // KL up 10% and top-1 down 5 points in every window: both gated.
+  const worse = withUnits(base, (w) => ({
+    nll: 1.9 + 0.3 * Math.sin(w),
+    kl: 1.1 * (0.14 + 0.02 * Math.cos(w)),
+    top1: 0.75,
+  }));
+  const kw = compareRuns(base, worse);
+  assert.deepEqual(
+    kw.metrics.filter((x) => x.verdict === "regression").map((x) => x.metric).sort(),
+    ["kl"],
+    "top1 is a metric of the row: it is gated through its per-window values once the row has it",
+  );
+});
+
+Deno.test("comparePaired: hand-computed mean, standard error and verdicts", () => {
+  // Differences 0.1, 0.3: mean 0.2, sd √0.02 ≈ 0.1414, se 0.1 → 2 se.
+  assert.equal(comparePaired([1, 1], [1.1, 1.3], false, 0.01, 2.5, "nll").verdict, "unchanged");
+  assert.equal(comparePaired([1, 1], [1.1, 1.3], false, 0.01, 1.5, "nll").verdict, "regression");
+  assert.equal(comparePaired([1, 1], [0.9, 0.7], false, 0.01, 1.5, "nll").verdict, "improvement");
+  // …and above 0.25 nats of floor, even 2 se do not count.
+  assert.equal(comparePaired([1, 1], [1.1, 1.3], false, 0.25, 1.5, "nll").verdict, "unchanged");
+  // Higher is better (agreement): a rise is an improvement.
+  assert.equal(comparePaired([0.5, 0.5], [0.7, 0.7], true, 0.01, 2, "top1").verdict, "improvement");
+  // One window: no spread, the floor alone decides.
+  assert.equal(comparePaired([1], [1.00005], false, 1e-4, 2, "nll").verdict, "unchanged");
+  assert.equal(comparePaired([1], [1.001], false, 1e-4, 2, "nll").verdict, "regression");
 });

@@ -282,9 +282,16 @@ Deno.test("pageMetrics: known metrics first, derived Δ NLL and bits per weight,
   const d = defs.find((x) => x.key === DELTA_NLL)!;
   const v = metricValue(moe, d, fp, false)!;
   assert.ok(Math.abs(v.value - 0.1) < 1e-12);
-  // unpaired: √(0.03² + 0.02²), and the page says so
+  // rows without per-window NLL: unpaired √(0.03² + 0.02²), and the page says so
   assert.ok(Math.abs(v.stderr! - Math.hypot(0.03, 0.02)) < 1e-15);
-  assert.match(d.stderrLabel!, /unpaired/);
+  assert.match(d.stderrLabel!, /unpaired √\(SE² \+ SE_FP²\) for older rows/);
+  // with them: the paired standard error. Differences 0.1, 0.12, 0.08, 0.1: mean 0.1, sample
+  // variance (0 + 0.0004 + 0.0004 + 0) / 3, se √(0.0008 / 3 / 4) ≈ 0.008165.
+  const withUnits = (r: ResultRow, nll: number[]): ResultRow => ({ ...r, units: { nll } });
+  const fpU = withUnits(fp, [2, 2.5, 1.5, 2]), moeU = withUnits(moe, [2.1, 2.62, 1.58, 2.1]);
+  const p = metricValue(moeU, d, fpU, false)!;
+  assert.ok(Math.abs(p.stderr! - Math.sqrt(0.0008 / 12)) < 1e-12, `${p.stderr}`);
+  assert.ok(p.stderr! < v.stderr!, "pairing removes the windows' shared difficulty");
   assert.deepEqual(metricValue(fp, d, fp, true), { value: 0, stderr: null });
   const b = defs.find((x) => x.key === BITS_PER_WEIGHT)!;
   assert.equal(metricValue(moe, b, fp, false)!.value, 4.5);

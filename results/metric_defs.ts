@@ -52,12 +52,13 @@ const KNOWN: Readonly<Record<string, Known>> = {
     unit: "nats/token",
     description:
       "NLL of the cell minus NLL of the full-precision row of the same task (0 = no loss). " +
-      "± is the unpaired standard error √(SE² + SE_FP²): the rows carry no per-window NLL, so " +
-      "the pairing of both models on the same windows, which would shrink it, is not used.",
+      "± is the paired standard error over windows (the standard deviation of the per-window " +
+      "differences / √windows) when both rows carry per-window NLL, else the unpaired " +
+      "√(SE² + SE_FP²).",
     higherIsBetter: false,
     log: false,
     delta: false,
-    stderrLabel: "unpaired standard error √(SE² + SE_FP²)",
+    stderrLabel: "paired standard error over windows (unpaired √(SE² + SE_FP²) for older rows)",
   },
   nll: {
     label: "NLL",
@@ -153,6 +154,22 @@ function finite(v: number | null | undefined): v is number {
 }
 
 /**
+ * Standard error of the mean of the per-window differences `a − b` (windows paired by index), or
+ * null when the two lists are absent, of different lengths or shorter than two.
+ */
+export function pairedStderr(
+  a: readonly number[] | undefined,
+  b: readonly number[] | undefined,
+): number | null {
+  if (!a || !b || a.length !== b.length || a.length < 2) return null;
+  const d = a.map((x, i) => x - b[i]!);
+  if (!d.every(Number.isFinite)) return null;
+  const mean = d.reduce((s, x) => s + x, 0) / d.length;
+  const v = d.reduce((s, x) => s + (x - mean) ** 2, 0) / (d.length - 1);
+  return Math.sqrt(v / d.length);
+}
+
+/**
  * The value of `def` in row `r` (ok rows only), or undefined. `ref` is the FP row of the same
  * task (for Δ NLL), `isRef` whether `r` is itself such a row.
  */
@@ -173,7 +190,9 @@ export function metricValue(
     if (isRef) return { value: 0, stderr: null };
     const f = ref?.status === "ok" ? ref.metrics.find((x) => x.metric === "nll") : undefined;
     if (!f || !finite(f.value)) return undefined;
-    const se = finite(m.stderr) && finite(f.stderr) ? Math.hypot(m.stderr, f.stderr) : null;
+    const paired = pairedStderr(r.units?.nll, ref?.units?.nll);
+    const se = paired ??
+      (finite(m.stderr) && finite(f.stderr) ? Math.hypot(m.stderr, f.stderr) : null);
     return { value: m.value - f.value, stderr: se };
   }
   const m = r.metrics.find((x) => x.metric === def.metric);

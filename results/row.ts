@@ -64,6 +64,11 @@ export interface ResultRow {
     readonly protocol: Readonly<Record<string, unknown>> | null;
   };
   readonly metrics: readonly Metric[];
+  /**
+   * Per evaluation unit (perplexity window), in unit order, the values the metrics average
+   * (`nll`, and against full precision `kl` and `top1`): the regression check pairs them.
+   */
+  readonly units?: Readonly<Record<string, readonly number[]>>;
   /** The calibration set of calibrated methods: source, seed, offsets, token hash. */
   readonly calibration?: CalibrationRecord;
   /** Per-linear diagnostics of calibrated methods (reconstruction error, the method's loss). */

@@ -1,6 +1,7 @@
 /**
  * Worker side of {@linkcode EvalPool}: holds a model and a reference model, scores perplexity
- * windows, and caches the reference's log-probabilities of the windows it is given.
+ * windows in chunks of rows, and caches the reference's final hidden states of the windows it is
+ * given.
  *
  * @module
  */
@@ -11,7 +12,7 @@ import { kernelsById } from "../kernels/backend.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { ForwardModel } from "../models/forward.ts";
-import { scoreWindow, windowLogProbs } from "./window_score.ts";
+import { scoreWindowChunked, windowHidden } from "./window_score.ts";
 import type { PoolRequest, PoolResponse } from "./eval_pool.ts";
 
 let model: ForwardModel | undefined;
@@ -45,21 +46,21 @@ self.onmessage = async (e: MessageEvent<PoolRequest>) => {
   try {
     const k = await kernels;
     if (!model) throw new Error("no model set");
-    const vocab = model.config.vocabSize;
-    const lp = windowLogProbs(model, msg.window, k);
-    let refLp: Float32Array | undefined;
+    const hidden = windowHidden(model, msg.window, k);
+    let refHidden: Float32Array | undefined;
     if (msg.cacheKey !== undefined) {
       if (!reference) throw new Error("no reference model set");
-      refLp = refCache.get(msg.cacheKey);
-      if (!refLp) {
-        refLp = windowLogProbs(reference, msg.window, k);
-        if (used + refLp.byteLength <= budget) {
-          refCache.set(msg.cacheKey, refLp);
-          used += refLp.byteLength;
+      refHidden = refCache.get(msg.cacheKey);
+      if (!refHidden) {
+        refHidden = windowHidden(reference, msg.window, k);
+        if (used + refHidden.byteLength <= budget) {
+          refCache.set(msg.cacheKey, refHidden);
+          used += refHidden.byteLength;
         }
       }
     }
-    reply = { id: msg.id, score: scoreWindow(lp, refLp, msg.window, vocab) };
+    const ref = refHidden && reference ? { model: reference, hidden: refHidden } : undefined;
+    reply = { id: msg.id, score: scoreWindowChunked(model, hidden, msg.window, k, ref) };
   } catch (err) {
     reply = {
       id: msg.id,

@@ -15,6 +15,11 @@
  * window are correlated, windows much less. `ppl`'s stderr follows by the delta method
  * (`ppl · se(nll)`). `--limit N` keeps the first N windows.
  *
+ * Memory: a window runs to its final hidden states (`T × dim` floats), and the classifier and
+ * log-softmax are applied a chunk of positions at a time (`scoreWindowChunked`), so no `T × vocab`
+ * array is ever held (0.4 GB at context 2048 for a 49k vocabulary, 1.2 GB for 152k); the
+ * reference's hidden states are what its cache keeps. The numbers equal whole-window scoring.
+ *
  * With a `windowScorer` in the context (`--backend webgpu`), windows are scored on the GPU, one
  * after another (the protocol then says `windowsOn: "webgpu"`); models it cannot run (activation
  * quantization, MoE) stay on the CPU path.
@@ -27,9 +32,10 @@
  */
 
 import { RunningStats } from "../core/stats.ts";
-import { scoreWindow, windowLogProbs, type WindowScore } from "./window_score.ts";
+import { scoreWindowChunked, windowHidden, type WindowScore } from "./window_score.ts";
 import { readTextDataset, TEXT_DATASETS } from "../corpora/text.ts";
 import { encodingRecord } from "./encoding.ts";
+import { encodeCached } from "../corpora/token_cache.ts";
 import {
   DEFAULT_MAX_CONTEXT,
   type EvalModel,
@@ -85,8 +91,11 @@ export function makeWindows(
   return windows;
 }
 
-/** The reference model's log-probabilities for a window, cached within the run's budget. */
-function referenceLogProbs(
+/**
+ * The reference model's final hidden states for a window (`T × dim` floats, not its `T × vocab`
+ * log-probabilities), cached within the run's budget.
+ */
+function referenceHidden(
   ref: ReferenceModel,
   key: string,
   window: number[],
@@ -94,11 +103,11 @@ function referenceLogProbs(
 ): Float32Array {
   const hit = ref.cache.get(key);
   if (hit) return hit;
-  const lp = windowLogProbs(ref.model, window, ctx.kernels);
+  const h = windowHidden(ref.model, window, ctx.kernels);
   let used = 0;
   for (const v of ref.cache.values()) used += v.byteLength;
-  if (used + lp.byteLength <= ref.cacheBudgetBytes) ref.cache.set(key, lp);
-  return lp;
+  if (used + h.byteLength <= ref.cacheBudgetBytes) ref.cache.set(key, h);
+  return h;
 }
 
 /** Runs the protocol above on `text` (in worker threads when `ctx.pool` is given). */
@@ -115,16 +124,20 @@ export async function evaluatePerplexity(
       `--context must be an integer in [2, ${config.maxSeqLen}] (the model's context), got ${context}`,
     );
   }
-  const stream = tokenizer.encode(text, { bos: false });
+  const stream = encodeCached(tokenizer, text);
   const windows = makeWindows(stream, context, tokenizer.bosId, ctx.limit);
   if (windows.length === 0) {
     throw new RangeError(
       `${dataset.id}: ${stream.length} tokens do not fill one window of ${context - 1} tokens`,
     );
   }
-  const vocab = config.vocabSize;
-  const ref = ctx.reference;
-  const keyOf = (w: number) => `ppl:${dataset.sha256}:${context}:${w}`;
+  // A reference whose weights are the model's own (the full-precision cell) is not compared
+  // against (KL 0, agreement 1, as without one), but its cache is filled for the later cells.
+  const own = ctx.reference !== undefined && ctx.reference.model.weights === model.weights
+    ? ctx.reference
+    : undefined;
+  const ref = own ? undefined : ctx.reference;
+  const keyOf = (w: number) => `ppl-hidden:${dataset.sha256}:${context}:${w}`;
   let done = 0;
   const progress = () => ctx.onProgress?.(++done, windows.length);
   let scores: WindowScore[];
@@ -149,9 +162,13 @@ export async function evaluatePerplexity(
     }));
   } else {
     scores = windows.map((window, w) => {
-      const lp = windowLogProbs(model, window, ctx.kernels);
-      const refLp = ref ? referenceLogProbs(ref, keyOf(w), window, ctx) : undefined;
-      const s = scoreWindow(lp, refLp, window, vocab);
+      const hidden = own
+        ? referenceHidden(own, keyOf(w), window, ctx)
+        : windowHidden(model, window, ctx.kernels);
+      const reference = ref
+        ? { model: ref.model, hidden: referenceHidden(ref, keyOf(w), window, ctx) }
+        : undefined;
+      const s = scoreWindowChunked(model, hidden, window, ctx.kernels, reference);
       progress();
       return s;
     });
@@ -167,8 +184,12 @@ export async function evaluatePerplexity(
   const nll = new RunningStats();
   const kl = new RunningStats();
   const top1 = new RunningStats();
+  const units = { nll: [] as number[], kl: [] as number[], top1: [] as number[] };
   let tokens = 0, sum = 0, sumSq = 0;
   for (const s of scores) {
+    units.nll.push(s.sumNll / s.scored);
+    units.kl.push(s.sumKl / s.scored);
+    units.top1.push(s.agree / s.scored);
     nll.push(s.sumNll / s.scored);
     kl.push(s.sumKl / s.scored);
     top1.push(s.agree / s.scored);
@@ -214,6 +235,9 @@ export async function evaluatePerplexity(
   return {
     metrics,
     dataset,
+    // Each window's mean NLL (and, against the reference, KL and agreement): what a paired
+    // comparison of two runs needs.
+    units: ref ? units : { nll: units.nll },
     protocol: {
       name: "non-overlapping-bos-windows",
       context,

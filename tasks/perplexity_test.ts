@@ -61,7 +61,9 @@ stories.test("FP32 perplexity of stories260K on the whole TinyStories file is 5.
 
 stories.test("KL of a model against itself is 0 and top-1 agreement is 1", async () => {
   const model = await stories260K();
-  const reference: ReferenceModel = { model, cache: new Map(), cacheBudgetBytes: 2 ** 30 };
+  // Another weights object with the same matrices: compared, not recognised as the model's own.
+  const copy = { ...model, weights: { ...model.weights } };
+  const reference: ReferenceModel = { model: copy, cache: new Map(), cacheBudgetBytes: 2 ** 30 };
   const r = await getTask("tinystories").run(model, {
     kernels: refKernels,
     dataDir,
@@ -70,6 +72,32 @@ stories.test("KL of a model against itself is 0 and top-1 agreement is 1", async
   });
   assert.ok(Math.abs(get(r, "kl").value) < 1e-6, `kl ${get(r, "kl").value}`);
   assert.equal(get(r, "top1").value, 1);
+});
+
+stories.test("the full-precision cell fills the reference cache; later cells score against it", async () => {
+  const model = await stories260K();
+  const task = getTask("tinystories");
+  const reference: ReferenceModel = { model, cache: new Map(), cacheBudgetBytes: 2 ** 30 };
+  const alone = await task.run(model, { kernels: refKernels, dataDir, limit: 3 });
+  const own = await task.run(model, { kernels: refKernels, dataDir, limit: 3, reference });
+  assert.deepEqual(own, alone, "a reference with the model's own weights changes nothing");
+  assert.equal(reference.cache.size, 3, "one entry per window");
+  const q = await rtn.quantize(
+    model,
+    { wBits: 3, aBits: 16, granularity: "channel", symmetric: false },
+    {},
+    { kernels: refKernels },
+  );
+  const quantized = { ...q, tokenizer: model.tokenizer };
+  const cached = await task.run(quantized, { kernels: refKernels, dataDir, limit: 3, reference });
+  const fresh = await task.run(quantized, {
+    kernels: refKernels,
+    dataDir,
+    limit: 3,
+    reference: { model, cache: new Map(), cacheBudgetBytes: 0 },
+  });
+  assert.deepEqual(cached, fresh, "cached hidden states give the recomputed numbers");
+  assert.ok(get(cached, "kl").value > 1e-4, `kl ${get(cached, "kl").value}`);
 });
 
 stories.test("RTN degrades monotonically from W8 to W2: KL and perplexity rise as bits fall", async () => {

@@ -44,7 +44,15 @@ export interface TaskResult {
   readonly dataset: DatasetInfo;
   /** Everything that defines how the numbers were computed (windowing, BOS, limits…). */
   readonly protocol: Readonly<Record<string, unknown>>;
+  /**
+   * Per evaluation unit (perplexity window), in unit order, the values the metrics average:
+   * what a paired comparison of two runs needs (`results/compare.ts`).
+   */
+  readonly units?: UnitValues;
 }
+
+/** Per-unit values by name (`nll`, `kl`, `top1` for perplexity windows). */
+export type UnitValues = Readonly<Record<string, readonly number[]>>;
 
 /** Inputs a task gets besides the model. */
 export interface TaskContext {

@@ -596,13 +596,29 @@ static void log_softmax_rows(float *x, int rows, int n) {
 }
 
 /*
+ * Log-probabilities [rows][vocab] into `out` of final hidden states x [rows][dim] (the residual
+ * stream after the last block): the final norm (into xn, rows × dim floats), the classifier and
+ * the log-softmax. Rows are independent, so scoring a window in chunks of rows gives the numbers
+ * of one call over all of them. Only the header words 0, 6, 8, 9, 13 and 14 are read.
+ */
+EXPORT(window_head)
+void window_head(const int *d, int rows, const float *x, float *xn, float *out) {
+  const int dim = d[0], vocab = d[6];
+  const float eps = __builtin_bit_cast(float, d[8]);
+  rmsnorm_f32(rows, dim, x, (const float *)d[13], eps, xn);
+  gemm_f32(rows, vocab, dim, xn, (const float *)d[14], out, (float *)d[9], 0, (vocab + NR - 1) / NR);
+  log_softmax_rows(out, rows, vocab);
+}
+
+/*
  * Log-probabilities [T][vocab] into `out` of the window whose embeddings are in x [T][dim]
- * (overwritten: it holds the residual stream).
+ * (overwritten: it holds the residual stream). With `out` null the pass stops before the final
+ * norm and x holds the final hidden states, for window_head to score in chunks of rows.
  */
 EXPORT(forward_window)
 void forward_window(const int *d, int T, float *x, float *out) {
   const int dim = d[0], nLayers = d[1], nHeads = d[2], nKvHeads = d[3], hd = d[4];
-  const int hidden = d[5], vocab = d[6], style = d[7], act = d[15];
+  const int hidden = d[5], style = d[7], act = d[15];
   const float eps = __builtin_bit_cast(float, d[8]);
   float *ws = (float *)d[9];
   const float *cs = (const float *)d[11], *sn = (const float *)d[12];
@@ -660,7 +676,5 @@ void forward_window(const int *d, int T, float *x, float *out) {
     dense_ffn(d, l, L + 6, hidden, xn, T, tmp, g, u, ws);
     add_into(x, tmp, T * dim);
   }
-  rmsnorm_f32(T, dim, x, (const float *)d[13], eps, xn);
-  gemm_f32(T, vocab, dim, xn, (const float *)d[14], out, ws, 0, (vocab + NR - 1) / NR);
-  log_softmax_rows(out, T, vocab);
+  if (out) window_head(d, T, x, xn, out);
 }

@@ -9,6 +9,8 @@
 
 const ALIGN = 16;
 const PAGE = 65536;
+/** Most bytes a growth adds beyond what an allocation needs. */
+const GROW_STEP = 32 * 2 ** 20;
 
 /** Allocator of 16-byte-aligned blocks in a growable WebAssembly memory. */
 export class WasmHeap {
@@ -105,8 +107,9 @@ export class WasmHeap {
     const end = this.#memory.buffer.byteLength;
     const last = this.#free[this.#free.length - 1];
     const tail = last && last.ptr + last.size === end ? last.size : 0;
-    // Grow at least by half the current size, to keep growth (and detached views) rare.
-    const need = Math.max(size - tail, end >>> 1);
+    // Grow by half the current size up to a step of GROW_STEP, to keep growth (and detached
+    // views) rare without reserving memory nothing asked for: a memory never shrinks.
+    const need = Math.max(size - tail, Math.min(end >>> 1, GROW_STEP));
     const pages = Math.ceil(need / PAGE);
     try {
       this.#memory.grow(pages);

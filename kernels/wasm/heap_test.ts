@@ -30,3 +30,15 @@ Deno.test("WasmHeap reports running out of memory as a RangeError", () => {
   const heap = new WasmHeap(new WebAssembly.Memory({ initial: 1, maximum: 2 }), 0);
   assert.throws(() => heap.alloc(1 << 20), /out of memory/);
 });
+
+Deno.test("WasmHeap grows by what is asked plus at most 32 MiB, never by half of a large memory", () => {
+  const PAGE = 65536, MIB = 2 ** 20;
+  const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536 });
+  const heap = new WasmHeap(memory, 0);
+  heap.alloc(256 * MIB); // a memory of 256 MiB and a page
+  const before = memory.buffer.byteLength;
+  assert.ok(before >= 256 * MIB && before <= 256 * MIB + 33 * MIB);
+  heap.alloc(MIB); // past the end: half the memory would be 128 MiB more
+  const grown = memory.buffer.byteLength - before;
+  assert.ok(grown >= MIB && grown <= 32 * MIB + PAGE, `grew by ${grown} bytes`);
+});

@@ -55,8 +55,13 @@ export interface WasmExports {
   ): void;
   /** Floats of scratch `forward_window` needs for `T` tokens of the model described at `desc`. */
   fwd_scratch_floats(T: number, desc: number): number;
-  /** Log-probabilities of a whole window (`forward.c`; see `window_forward.ts`). */
+  /**
+   * A whole window (`forward.c`; see `window_forward.ts`): its log-probabilities into `out`, or
+   * with `out` 0 its final hidden states left in `x`.
+   */
   forward_window(desc: number, T: number, x: number, out: number): void;
+  /** Log-probabilities of `rows` final hidden states: final norm, classifier, log-softmax. */
+  window_head(desc: number, rows: number, x: number, xn: number, out: number): void;
   /** Fake-quantizes the activations `x [T][n]` in place under the descriptor's words 15–19. */
   act_quant_rows(desc: number, x: number, T: number, n: number): void;
 }
@@ -71,6 +76,7 @@ const REQUIRED = [
   "attention_f32",
   "fwd_scratch_floats",
   "forward_window",
+  "window_head",
   "act_quant_rows",
 ];
 

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { matmulRef, rmsnormRef } from "../ref/mod.ts";
 import { wasmKernels } from "./mod.ts";
+import { quantizeMatrix } from "../../core/quantizer.ts";
+import { PackedMatrix } from "../../models/lazy_matrix.ts";
+import { residency } from "../../models/residency.ts";
 import { absProducts, assertWithin, randomFloats } from "./test_util.ts";
 
 /** Error budget of f32 matmul against the float64-accumulating reference, relative to Σ|x·w|. */
@@ -113,4 +116,26 @@ Deno.test("wasm kernel methods work detached from their object, like the referen
   const n = new Float32Array(10);
   rmsnorm(x, 2, randomFloats(5, 3), 1e-5, n);
   assert.ok(n.every(Number.isFinite) && n.some((v) => v !== 0));
+});
+
+Deno.test("a lazy weight's panels are copied without making its float32 values resident", () => {
+  const rows = 24, cols = 40, tokens = 5;
+  const q = quantizeMatrix(randomFloats(rows * cols, 7), rows, cols, {
+    bits: 4,
+    granularity: "channel",
+    symmetric: false,
+  });
+  const w = new PackedMatrix(q.packed);
+  const x = randomFloats(tokens * cols, 8);
+  residency.clear();
+  const got = new Float32Array(tokens * rows);
+  kernels.matmul(x, tokens, w, got);
+  assert.equal(residency.peek(w), undefined, "the kernel read the values once, uncached");
+  assert.equal(residency.used, 0);
+  const want = new Float32Array(tokens * rows);
+  kernels.matmul(x, tokens, { rows, cols, data: q.dequantized }, want);
+  assert.deepEqual(got, want);
+  // The panels stay valid for the matrix's life: a second call copies nothing new.
+  kernels.matmul(x, tokens, w, got);
+  assert.deepEqual(got, want);
 });

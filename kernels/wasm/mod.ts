@@ -20,8 +20,8 @@
  */
 
 import { dequantizePacked, type PackedWeight } from "../../core/quantizer.ts";
-import type { LlamaWeights, Matrix } from "../../models/types.ts";
-import { residency } from "../../models/residency.ts";
+import type { LlamaLayer, LlamaWeights, Matrix } from "../../models/types.ts";
+import { WEIGHT_BUDGET } from "../../models/residency.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import type { Kernels } from "../types.ts";
@@ -39,9 +39,14 @@ import {
   type WasmHost,
 } from "./load.ts";
 import { KernelThreads, shareOf } from "./threads.ts";
-import { windowForward } from "./window_forward.ts";
+import {
+  type WindowForwardEnv,
+  windowHead,
+  windowHidden,
+  windowUnsupported,
+} from "./window_forward.ts";
 import type { ForwardModel } from "../../models/forward.ts";
-import { isLazy, PackedMatrix } from "../../models/lazy_matrix.ts";
+import { isLazy, PackedMatrix, valuesOf } from "../../models/lazy_matrix.ts";
 import { listLinears, mapLinears } from "../../models/linears.ts";
 
 /** Output rows per packed f32 panel (NR in `kernels.c`). */
@@ -50,6 +55,7 @@ const NR = 8;
 const GEMM_WS = 132 * 768;
 /** Values sampled to notice a weight matrix changed in place since it was copied. */
 const SAMPLES = 16;
+const EMPTY = new Float32Array(0);
 /** Multiply-adds below which a call stays on one thread (waking workers costs ~10–50 µs). */
 const MIN_SPLIT = 1 << 20;
 /** Bytes of stack per worker thread (as `-z stack-size` in `build.ts`). */
@@ -100,8 +106,8 @@ export interface WasmKernelsOptions {
    */
   readonly minSplit?: number;
   /**
-   * Bytes of WASM memory weight panels may occupy (default {@linkcode PANEL_BUDGET}, or the
-   * residency budget of `models/residency.ts`, `LOWBIT_RESIDENT_BYTES`, when smaller); the least
+   * Bytes of WASM memory weight panels may occupy (default a quarter of `LOWBIT_RESIDENT_BYTES`,
+   * `WEIGHT_BUDGET` of `models/residency.ts`, at most {@linkcode PANEL_BUDGET}); the least
    * recently used are freed beyond it, and a model whose panels exceed it is not run as whole
    * windows (`windowLogProbs` returns undefined).
    */
@@ -170,9 +176,9 @@ function arrayId(a: Float32Array): number {
  */
 export const PANEL_BUDGET = 2.5 * 2 ** 30;
 
-/** The default panel budget: {@linkcode PANEL_BUDGET}, or the residency budget if smaller. */
+/** The default panel budget: a quarter of `WEIGHT_BUDGET` (`models/residency.ts`), at most 2.5 GiB. */
 function defaultPanelBudget(): number {
-  return Math.min(PANEL_BUDGET, residency.budget);
+  return Math.min(PANEL_BUDGET, Math.floor(WEIGHT_BUDGET / 4));
 }
 
 interface FusedEntry {
@@ -293,6 +299,8 @@ function detached(k: WasmSimdKernels): WasmKernels {
     matmulPacked: (x, tokens, p, out) => k.matmulPacked(x, tokens, p, out),
     attention: (q, kk, v, T, start, shape, out) => k.attention(q, kk, v, T, start, shape, out),
     windowLogProbs: (model, window) => k.windowLogProbs(model, window),
+    windowHidden: (model, window) => k.windowHidden(model, window),
+    headLogProbs: (model, x, rows) => k.headLogProbs(model, x, rows),
     forget: (w) => k.forget(w),
     close: () => k.close(),
   };
@@ -347,31 +355,58 @@ class WasmSimdKernels implements WasmKernels {
   }
 
   windowLogProbs(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
-    // Packed weights need the op-by-op dispatch (the window pass reads f32 panels of every
-    // weight); `windowForward` also declines any lazy weight, this says why up front.
+    const x = this.windowHidden(model, window);
+    return x && this.headLogProbs(model, x, window.length);
+  }
+
+  windowHidden(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
+    const perCall = this.#blockLayers(model);
+    if (perCall === undefined) return undefined;
+    return this.#pinning(() => windowHidden(this.#windowEnv(), model, window, perCall));
+  }
+
+  headLogProbs(model: ForwardModel, x: Float32Array, rows: number): Float32Array | undefined {
     if (this.packed && hasFusedLinear(model)) return undefined;
-    if (panelBytes(model) > this.panelBudget) return undefined;
+    if (windowUnsupported(model) !== undefined) return undefined;
+    return this.#pinning(() => windowHead(this.#windowEnv(), model, x, rows));
+  }
+
+  /**
+   * Blocks per whole-window call: all of them when every panel fits the budget, else one (a
+   * streamed model: one block's panels at a time), else undefined (op by op).
+   */
+  #blockLayers(model: ForwardModel): number | undefined {
+    // Packed weights need the op-by-op dispatch (the window pass reads f32 panels of every
+    // weight).
+    if (this.packed && hasFusedLinear(model)) return undefined;
+    const { weights: w, config: c } = model;
+    if (panelBytes(model) <= this.panelBudget) return c.nLayers;
+    const block = Math.max(...w.layers.map((l) => layerPanelBytes(l)));
+    return block <= this.panelBudget ? 1 : undefined;
+  }
+
+  /** Runs `f` with every panel it touches kept from eviction until it returns. */
+  #pinning<T>(f: () => T): T {
     this.#pinned = new Set();
     try {
-      return this.#windowForward(model, window);
+      return f();
     } finally {
       this.#pinned = undefined;
     }
   }
 
-  #windowForward(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
-    return windowForward(
-      {
-        wasm: this.#wasm,
-        host: this.#host,
-        heap: this.#heap,
-        ws: this.#ws[0]!,
-        panels: (w) => this.#panels(w),
-        scratch: (bytes) => this.#scratchFor(bytes),
+  #windowEnv(): WindowForwardEnv {
+    return {
+      wasm: this.#wasm,
+      host: this.#host,
+      heap: this.#heap,
+      ws: this.#ws[0]!,
+      panels: (w) => this.#panels(w),
+      scratch: (bytes) => this.#scratchFor(bytes),
+      release: () => {
+        if (this.#pinned) this.#pinned = new Set();
       },
-      model,
-      window,
-    );
+    };
   }
 
   /** Threads to split `units` of `macs` multiply-adds over (1: run on the caller alone). */
@@ -395,12 +430,12 @@ class WasmSimdKernels implements WasmKernels {
   #matmulF32(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
     const { rows, cols } = w;
     if (
-      !Number.isInteger(tokens) || tokens < 0 || w.data.length !== rows * cols ||
+      !Number.isInteger(tokens) || tokens < 0 || (!isLazy(w) && w.data.length !== rows * cols) ||
       x.length < tokens * cols || out.length < tokens * rows
     ) {
       throw new RangeError(
         `matmul: x holds ${x.length} values for ${tokens}×${cols}, out ${out.length} for ` +
-          `${tokens}×${rows}, weight ${rows}×${cols} holds ${w.data.length}`,
+          `${tokens}×${rows}, weight ${rows}×${cols} holds ${valuesOf(w).length}`,
       );
     }
     if (tokens === 0 || rows === 0) return;
@@ -601,15 +636,19 @@ class WasmSimdKernels implements WasmKernels {
   #panels(w: Matrix): number {
     const cached = this.#f32.get(w);
     this.#pinned?.add(w);
+    // A lazy matrix's values never change (they are re-read from its source): its panels are
+    // valid as long as it lives. A plain one's array may be replaced or written in place.
+    const lazy = isLazy(w);
     if (
-      cached && cached.dataId === arrayId(w.data) && sameSample(cached.sample, w.data)
+      cached && (lazy || (cached.dataId === arrayId(w.data) && sameSample(cached.sample, w.data)))
     ) {
       this.#lru.delete(w);
       this.#lru.set(w, cached.bytes);
       return cached.ptr;
     }
     if (cached) this.forget(w);
-    const { rows, cols, data } = w;
+    const { rows, cols } = w;
+    const data = valuesOf(w);
     const panels = Math.ceil(rows / NR);
     const bytes = panels * cols * NR * 4;
     for (const old of this.#lru.keys()) {
@@ -626,7 +665,9 @@ class WasmSimdKernels implements WasmKernels {
       const src = r * cols;
       for (let k = 0; k < cols; k++) bp[dst + k * NR] = data[src + k]!;
     }
-    const entry: F32Entry = { ptr, dataId: arrayId(data), sample: sampleOf(data), bytes };
+    const entry: F32Entry = lazy
+      ? { ptr, dataId: 0, sample: EMPTY, bytes }
+      : { ptr, dataId: arrayId(data), sample: sampleOf(data), bytes };
     this.#f32.set(w, entry);
     this.#reclaim.register(w, [ptr], entry);
     return ptr;
@@ -695,18 +736,25 @@ export function withPackedLinears(
   return { weights: out, packed: n, linears: total };
 }
 
-/** Bytes of WASM panels every weight of `model` needs (rows rounded up to panels of NR). */
-function panelBytes(model: ForwardModel): number {
-  const w = model.weights;
-  const size = (m: Matrix) => Math.ceil(m.rows / NR) * NR * m.cols * 4;
-  let n = size(w.lmHead);
-  for (const l of w.layers) {
-    n += size(l.q) + size(l.k) + size(l.v) + size(l.o);
-    const experts = l.mlp.kind === "dense" ? [l.mlp] : l.mlp.experts;
-    if (l.mlp.kind === "moe") n += size(l.mlp.router);
-    for (const e of experts) {
-      for (const m of [e.gate, e.up, e.down]) if (m) n += size(m);
-    }
+/** Bytes of WASM panels of one matrix (rows rounded up to panels of NR). */
+function matrixPanelBytes(m: Matrix): number {
+  return Math.ceil(m.rows / NR) * NR * m.cols * 4;
+}
+
+/** Bytes of WASM panels of one decoder block's weights. */
+function layerPanelBytes(l: LlamaLayer): number {
+  const size = matrixPanelBytes;
+  let n = size(l.q) + size(l.k) + size(l.v) + size(l.o);
+  const experts = l.mlp.kind === "dense" ? [l.mlp] : l.mlp.experts;
+  if (l.mlp.kind === "moe") n += size(l.mlp.router);
+  for (const e of experts) {
+    for (const m of [e.gate, e.up, e.down]) if (m) n += size(m);
   }
   return n;
+}
+
+/** Bytes of WASM panels every weight of `model` needs. */
+function panelBytes(model: ForwardModel): number {
+  const w = model.weights;
+  return w.layers.reduce((n, l) => n + layerPanelBytes(l), matrixPanelBytes(w.lmHead));
 }

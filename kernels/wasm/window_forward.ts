@@ -1,9 +1,10 @@
 /**
- * Whole-window log-probabilities in one WASM call (`forward_window` in `forward.c`): the fast path
- * of perplexity windows on the CPU. Per-op kernel calls copy every activation in and out of WASM
- * memory and leave RoPE, SwiGLU, residuals and the log-softmax to JavaScript; here the weights stay
- * resident as packed GEMM panels (the same cache as `matmul`) and only the embeddings, norm
- * weights and RoPE rows go in, the log-probabilities out.
+ * Whole windows in one WASM call (`forward_window` in `forward.c`): the fast path of perplexity
+ * windows on the CPU. Per-op kernel calls copy every activation in and out of WASM memory and
+ * leave RoPE, SwiGLU, residuals and the log-softmax to JavaScript; here the weights stay resident
+ * as packed GEMM panels (the same cache as `matmul`) and only the embeddings, norm weights and
+ * RoPE rows go in, the final hidden states out ({@linkcode windowHidden}); `window_head` turns
+ * chunks of their rows into log-probabilities ({@linkcode windowHead}).
  *
  * Llama-family models with a head size that is a multiple of 4, q/k/v biases (Qwen2), norms over
  * the q and k projections and `clip_qkv` (OLMoE) included, and no shared experts: anything else is {@linkcode windowUnsupported} and takes the per-op path, which
@@ -29,8 +30,7 @@ import { configRopeTable } from "../../models/rope.ts";
 import { type ArchFeature, unsupportedFeatures } from "../../models/arch.ts";
 import { isLazy } from "../../models/lazy_matrix.ts";
 import { applyOnlineRotation } from "../../models/online_rotation.ts";
-import { listLinears } from "../../models/linears.ts";
-import type { DenseMlp, Matrix } from "../../models/types.ts";
+import type { DenseMlp, LlamaLayer, Matrix } from "../../models/types.ts";
 import type { WasmHeap } from "./heap.ts";
 import type { WasmExports, WasmHost } from "./load.ts";
 
@@ -46,6 +46,8 @@ export interface WindowForwardEnv {
   panels(w: Matrix): number;
   /** Byte offset of a scratch block of at least `bytes`, reused between calls. */
   scratch(bytes: number): number;
+  /** Lets the panels used so far be evicted again (a block-by-block pass calls it per block). */
+  release?(): void;
 }
 
 /** First of the descriptor's five activation-quantization words (see `forward.c`). */
@@ -115,9 +117,6 @@ export function windowUnsupported(model: ForwardModel): string | undefined {
   if (w.online && w.layers.some((l) => l.mlp.kind === "moe")) {
     return "online rotations of MoE blocks are not supported";
   }
-  if (listLinears(w).some(({ matrix }) => isLazy(matrix)) || isLazy(w.embed)) {
-    return "weights kept in their stored dtype (streamed per block) run op by op";
-  }
   return undefined;
 }
 
@@ -153,9 +152,12 @@ function checkShapes(model: ForwardModel): void {
     throw new RangeError(`forward: ${c.nHeads} heads are not a multiple of ${c.nKvHeads} KV heads`);
   }
   const mat = (m: Matrix, rows: number, cols: number, what: string) => {
-    if (m.rows !== rows || m.cols !== cols || m.data.length !== rows * cols) {
+    // A streamed weight's values are checked by its loader (reading them here would make them
+    // resident).
+    const n = isLazy(m) ? m.rows * m.cols : m.data.length;
+    if (m.rows !== rows || m.cols !== cols || n !== rows * cols) {
       throw new RangeError(
-        `forward: ${what} is ${m.rows}×${m.cols} (${m.data.length} values), expected ` +
+        `forward: ${what} is ${m.rows}×${m.cols} (${n} values), expected ` +
           `${rows}×${cols} from the config`,
       );
     }
@@ -214,14 +216,19 @@ function checkShapes(model: ForwardModel): void {
 }
 
 /**
- * Log-probabilities `[window.length][vocab]` of `model` over `window` (BOS first), or undefined
- * when {@linkcode windowUnsupported}. Throws a `RangeError` on a token id outside the vocabulary
- * or a weight whose shape disagrees with the config.
+ * Final hidden states `[window.length][dim]` of `model` over `window` (BOS first): the residual
+ * stream after the last block, which {@linkcode windowHead} scores in chunks of rows; undefined
+ * when {@linkcode windowUnsupported}. `blockLayers` layers run per `forward_window` call (default
+ * all): a streamed model runs one block at a time, with only that block's panels in memory, the
+ * residual stream staying in WASM memory between calls (the same numbers: each block reads only
+ * the stream). Throws a `RangeError` on a token id outside the vocabulary or a weight whose shape
+ * disagrees with the config.
  */
-export function windowForward(
+export function windowHidden(
   env: WindowForwardEnv,
   model: ForwardModel,
   window: ArrayLike<number>,
+  blockLayers?: number,
 ): Float32Array | undefined {
   if (windowUnsupported(model) !== undefined) return undefined;
   checkShapes(model);
@@ -230,32 +237,17 @@ export function windowForward(
   const x = embedTokens(model, window);
   const half = c.headDim / 2;
   const rope = configRopeTable(c, T);
-  // Panels first: copying a weight may grow the memory, which detaches earlier views.
-  const layers = w.layers.map((l) =>
-    [l.q, l.k, l.v, l.o].map((m) => env.panels(m)).concat(
-      l.mlp.kind === "dense"
-        ? [l.mlp.gate!, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
-        : [0, 0, 0],
-    )
-  );
-  // MoE blocks: [router, (gate, up, down) × E] panels each, appended to the descriptor.
-  const tables = w.layers.map((l) =>
-    l.mlp.kind === "moe"
-      ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate!, x.up, x.down])].map((m) =>
-        env.panels(m)
-      )
-      : []
-  );
-  const head = env.panels(w.lmHead);
-  const layerWords = HEAD_WORDS + LAYER_WORDS * c.nLayers;
-  const descWords = layerWords + tables.reduce((n, t) => n + t.length, 0);
+  const perCall = Math.max(1, Math.min(blockLayers ?? c.nLayers, c.nLayers));
+  // MoE tables: [router, (gate, up, down) × E] panels each, appended to the descriptor.
+  const tableWords = (l: LlamaLayer) => l.mlp.kind === "moe" ? 1 + 3 * l.mlp.experts.length : 0;
+  const descWords = HEAD_WORDS + LAYER_WORDS * perCall +
+    Math.max(0, ...w.layers.map(tableWords)) * perCall;
   // q, k, v biases and q, k norm weights of each layer, where present.
   const extras = w.layers.map((l) => [l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]);
   const extraFloats = extras.flat().reduce((n, v) => n + (v?.length ?? 0), 0);
-  // Scratch: descriptor | x | norms | biases and q/k norms | cos | sin | log-probs | forward.
-  const normFloats = (2 * c.nLayers + 1) * c.dim;
-  const fixed = descWords + T * c.dim + normFloats + extraFloats + 2 * T * half +
-    T * c.vocabSize;
+  // Scratch: descriptor | x | norms | biases and q/k norms | cos | sin | forward.
+  const normFloats = 2 * c.nLayers * c.dim;
+  const fixed = descWords + T * c.dim + normFloats + extraFloats + 2 * T * half;
   // The descriptor's header; the forward scratch size depends only on its shape words.
   const d = new Int32Array(descWords);
   d.set([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim, c.vocabSize]);
@@ -282,14 +274,12 @@ export function windowForward(
   let extraAt = take(extraFloats);
   const cos = take(T * half);
   const sin = take(T * half);
-  const out = take(T * c.vocabSize);
   const fwd = take(fwdFloats);
   heap.f32(xp, T * c.dim).set(x);
   heap.f32(cos, T * half).set(rope.cos.subarray(0, T * half));
   heap.f32(sin, T * half).set(rope.sin.subarray(0, T * half));
-  const normView = heap.f32(norms, normFloats);
   const normAt = (i: number, v: Float32Array) => {
-    normView.set(v, i * c.dim);
+    heap.f32(norms, normFloats).set(v, i * c.dim);
     return norms + i * c.dim * 4;
   };
   const vectorAt = (v: Float32Array | undefined) => {
@@ -308,33 +298,17 @@ export function windowForward(
   d[10] = fwd;
   d[11] = cos;
   d[12] = sin;
-  d[13] = normAt(2 * c.nLayers, w.norm);
-  d[14] = head;
-  let tableAt = layerWords;
-  for (const [i, l] of w.layers.entries()) {
-    const [q, k, v, o, gate, up, down] = layers[i]!;
-    const table = tables[i]!;
-    d.set(
-      [normAt(2 * i, l.attnNorm), q!, k!, v!, o!, normAt(2 * i + 1, l.mlpNorm), gate!, up!, down!],
-      HEAD_WORDS + LAYER_WORDS * i,
-    );
-    if (table.length) {
-      d[HEAD_WORDS + LAYER_WORDS * i + 9] = desc + tableAt * 4;
-      d.set(table, tableAt);
-      tableAt += table.length;
-    }
-    d.set(extras[i]!.map(vectorAt), HEAD_WORDS + LAYER_WORDS * i + 10);
-  }
   // Online rotations (QuaRot) run in the host at the o and down sites, before the quantizer: every
   // site then calls back into the host.
   const online = w.online;
   const native = aq !== undefined && !online && quantizesInWasm(model);
   d.set(activationWords(aq, native, online !== undefined), ACT_WORD);
-  heap.u32(desc, descWords).set(new Uint32Array(d.buffer));
+  // forward.c numbers the blocks of one call from 0: the callbacks add the call's first block.
+  let first = 0;
   if (c.moe) {
     const moe = c.moe, E = moe.nExperts, K = moe.topK;
     env.host.route = (layer, logits, rows, chosen, gates) => {
-      const r = routeTokens(heap.f32(logits, rows * E), rows, E, moe, layer);
+      const r = routeTokens(heap.f32(logits, rows * E), rows, E, moe, first + layer);
       heap.i32(chosen, rows * K).set(r.chosen);
       heap.f64(gates, rows * K).set(r.gate);
     };
@@ -349,7 +323,8 @@ export function windowForward(
     // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs,
     // 7 a MoE router's own input (its `routerBits`).
     const bmm = bmmQuantization(aq);
-    env.host.act = (site, layer, ptr, rows, n) => {
+    env.host.act = (site, block, ptr, rows, n) => {
+      const layer = first + block;
       const x = heap.f32(ptr, rows * n);
       const name = ACT_SITES[site];
       // The online rotation of o's or down's input comes first (as in models/forward.ts).
@@ -373,10 +348,108 @@ export function windowForward(
     };
   }
   try {
-    env.wasm.forward_window(desc, T, xp, out);
+    for (first = 0; first < c.nLayers; first += perCall) {
+      const count = Math.min(perCall, c.nLayers - first);
+      const group = w.layers.slice(first, first + count);
+      // Panels first: copying a weight may grow the memory, which detaches earlier views.
+      const panels = group.map((l) =>
+        [l.q, l.k, l.v, l.o].map((m) => env.panels(m)).concat(
+          l.mlp.kind === "dense"
+            ? [l.mlp.gate!, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
+            : [0, 0, 0],
+        )
+      );
+      const tables = group.map((l) =>
+        l.mlp.kind === "moe"
+          ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate!, x.up, x.down])].map((m) =>
+            env.panels(m)
+          )
+          : []
+      );
+      d[1] = count;
+      let tableAt = HEAD_WORDS + LAYER_WORDS * count;
+      for (const [j, l] of group.entries()) {
+        const i = first + j;
+        const [q, k, v, o, gate, up, down] = panels[j]!;
+        const table = tables[j]!;
+        const words = HEAD_WORDS + LAYER_WORDS * j;
+        d.set(
+          [
+            normAt(2 * i, l.attnNorm),
+            q!,
+            k!,
+            v!,
+            o!,
+            normAt(2 * i + 1, l.mlpNorm),
+            gate!,
+            up!,
+            down!,
+          ],
+          words,
+        );
+        d[words + 9] = 0;
+        if (table.length) {
+          d[words + 9] = desc + tableAt * 4;
+          d.set(table, tableAt);
+          tableAt += table.length;
+        }
+        d.set(extras[i]!.map(vectorAt), words + 10);
+      }
+      heap.u32(desc, tableAt).set(new Uint32Array(d.buffer, 0, tableAt));
+      env.wasm.forward_window(desc, T, xp, 0);
+      env.release?.();
+    }
   } finally {
     env.host.act = undefined;
     env.host.route = undefined;
   }
-  return heap.f32(out, T * c.vocabSize).slice();
+  return heap.f32(xp, T * c.dim).slice();
+}
+
+/**
+ * Log-probabilities `[rows][vocab]` of `rows` final hidden states `x` (from
+ * {@linkcode windowHidden}): the final norm, the classifier and the log-softmax of `forward.c`'s
+ * `window_head`. Each row's numbers do not depend on the others, so a window scored in chunks of
+ * rows equals one call over all of them, with a scratch of `rows × vocab` floats instead of
+ * `T × vocab`. The caller checks {@linkcode windowUnsupported} first.
+ */
+export function windowHead(
+  env: WindowForwardEnv,
+  model: ForwardModel,
+  x: Float32Array,
+  rows: number,
+): Float32Array {
+  const { config: c, weights: w } = model;
+  if (!Number.isInteger(rows) || rows < 1 || x.length < rows * c.dim) {
+    throw new RangeError(`windowHead: ${x.length} values do not hold ${rows} rows of ${c.dim}`);
+  }
+  if (w.lmHead.rows !== c.vocabSize || w.lmHead.cols !== c.dim) {
+    throw new RangeError(
+      `forward: the classifier is ${w.lmHead.rows}×${w.lmHead.cols}, expected ` +
+        `${c.vocabSize}×${c.dim} from the config`,
+    );
+  }
+  if (w.norm.length !== c.dim) {
+    throw new RangeError(
+      `forward: the final norm holds ${w.norm.length} values, expected ${c.dim}`,
+    );
+  }
+  // Panels first: copying a weight may grow the memory, which detaches earlier views.
+  const head = env.panels(w.lmHead);
+  const base = env.scratch((HEAD_WORDS + c.dim + 2 * rows * c.dim + rows * c.vocabSize) * 4);
+  const desc = base, norm = desc + HEAD_WORDS * 4, xp = norm + c.dim * 4;
+  const xn = xp + rows * c.dim * 4, out = xn + rows * c.dim * 4;
+  const d = new Int32Array(HEAD_WORDS);
+  d[0] = c.dim;
+  d[6] = c.vocabSize;
+  d[8] = f32Bits(c.normEps);
+  d[9] = env.ws;
+  d[13] = norm;
+  d[14] = head;
+  const heap = env.heap;
+  heap.u32(desc, HEAD_WORDS).set(new Uint32Array(d.buffer));
+  heap.f32(norm, c.dim).set(w.norm);
+  heap.f32(xp, rows * c.dim).set(x.subarray(0, rows * c.dim));
+  env.wasm.window_head(desc, rows, xp, xn, out);
+  return heap.f32(out, rows * c.vocabSize).slice();
 }

@@ -21,13 +21,48 @@ const stories = await needs("hf-mirror");
 const moe = await needs("models/stories260K-moe");
 
 const kernels = await wasmKernels();
+/** Block-by-block runs of the windows `maxError` checked, awaited at the end of each test. */
+const blockChecks: Promise<void>[] = [];
+Deno.test.afterEach?.(async () => {
+  await Promise.all(blockChecks.splice(0));
+});
 const reference = (m: ForwardModel, w: readonly number[]) =>
   logSoftmaxRows(forward(m, w, { kernels: refKernels }), m.config.vocabSize);
+
+/** Bytes of a matrix's WASM panels: rows rounded up to 8 (NR) × cols × 4. */
+const panelBytes = (m: Matrix) => Math.ceil(m.rows / 8) * 8 * m.cols * 4;
+
+/** Bytes of one block's panels. */
+function blockBytes(l: LlamaLayer): number {
+  const experts = l.mlp.kind === "dense" ? [l.mlp] : l.mlp.experts;
+  const mlp = experts.flatMap((e) => [e.gate, e.up, e.down]).filter((m) => m !== undefined);
+  const router = l.mlp.kind === "moe" ? [l.mlp.router] : [];
+  return [l.q, l.k, l.v, l.o, ...mlp, ...router].reduce((n, m) => n + panelBytes(m), 0);
+}
+
+/**
+ * Log-probabilities of the whole-window path run one block per call (a panel budget of the
+ * largest block's panels, below the model's), which must equal one call over every block.
+ */
+async function blockwise(m: ForwardModel, window: readonly number[]): Promise<Float32Array> {
+  const budget = Math.max(...m.weights.layers.map(blockBytes));
+  const all = m.weights.layers.reduce((n, l) => n + blockBytes(l), panelBytes(m.weights.lmHead));
+  assert.ok(budget < all);
+  const k = await wasmKernels({ panelBudget: budget });
+  try {
+    const got = k.windowLogProbs!(m, window);
+    assert.ok(got, "block by block: refused");
+    return got;
+  } finally {
+    k.close?.();
+  }
+}
 
 /** Max |Δ| between the whole-window log-probabilities and the op-by-op reference's. */
 function maxError(m: ForwardModel, window: readonly number[]): number {
   const got = kernels.windowLogProbs!(m, window);
   assert.ok(got, `whole-window path refused: ${windowUnsupported(m)}`);
+  blockChecks.push(blockwise(m, window).then((b) => assert.deepEqual(b, got, "block by block")));
   const want = reference(m, window);
   assert.equal(got.length, want.length);
   let err = 0;
@@ -549,7 +584,7 @@ Deno.test("whole-window path: online rotations (QuaRot) before o and down, with 
   }
 });
 
-Deno.test("panel budget: evicted panels are copied again with the same results; a model over budget runs op by op", async () => {
+Deno.test("panel budget: evicted panels are copied again with the same results; a model over budget runs block by block", async () => {
   const model = randomModel(base, 41);
   const window = [3, 1, 4, 1, 5, 9, 2, 6];
   const want = kernels.windowLogProbs!(model, window)!;
@@ -573,9 +608,13 @@ Deno.test("panel budget: evicted panels are copied again with the same results; 
   const out2 = new Float32Array(2 * 200);
   tight.matmul(x, 2, other, out2);
   assert.deepEqual(out2, out1);
-  // One byte less: the whole-window path declines and the caller falls back to op by op.
+  // One byte less: the model runs block by block, one block's panels at a time, with the same
+  // numbers; below a block's panels the path declines and the caller falls back to op by op.
   const small = await wasmKernels({ panelBudget: all - 1 });
-  assert.equal(small.windowLogProbs!(model, window), undefined);
+  assert.deepEqual(small.windowLogProbs!(model, window), want);
+  const block = Math.max(...w.layers.map(blockBytes));
+  const tiny = await wasmKernels({ panelBudget: block - 1 });
+  assert.equal(tiny.windowHidden!(model, window), undefined);
   // Matmuls alternating over weights larger together than the budget agree with the reference.
   const a = matrix(64, base.dim, 78), b = matrix(64, base.dim, 79);
   const one = await wasmKernels({ panelBudget: bytes(a) });
@@ -585,4 +624,32 @@ Deno.test("panel budget: evicted panels are copied again with the same results; 
     kernels.matmul(x, 2, m, ref);
     assert.deepEqual(got, ref);
   }
+});
+
+Deno.test("block by block: static ranges of each block reach its own sites (the host sees absolute block numbers)", async () => {
+  const model = randomModel(base, 43);
+  const window = Array.from({ length: 23 }, (_, t) => (t * 7 + 2) % base.vocabSize);
+  // Block 0's ranges wide, block 1's narrow: swapping them would move the log-probabilities.
+  const site = (lo: number, hi: number) => ({ range: { lo, hi } });
+  const ranges = (s: number) => ({
+    qkv: site(-4 * s, 4 * s),
+    o: site(-2 * s, 2 * s),
+    gateup: site(-4 * s, 4 * s),
+    down: site(-3 * s, 3 * s),
+  });
+  const aq: ActivationQuantization = {
+    bits: 6,
+    kernel: "uniform",
+    options: { ...DEFAULT_ACT_OPTIONS, granularity: "tensor", static: true },
+    layers: [ranges(1), ranges(0.25)],
+  };
+  const m = { ...model, weights: { ...model.weights, activations: aq } };
+  const swapped = {
+    ...model,
+    weights: { ...model.weights, activations: { ...aq, layers: [ranges(0.25), ranges(1)] } },
+  };
+  const whole = kernels.windowLogProbs!(m, window)!;
+  assert.deepEqual(await blockwise(m, window), whole);
+  const other = kernels.windowLogProbs!(swapped, window)!;
+  assert.ok(other.some((x, i) => Math.abs(x - whole[i]!) > 1e-3), "the ranges matter");
 });
