@@ -12,7 +12,9 @@
  *    whole-window path (`forward.c`, one thread, block by block when the weights are streamed)
  *    and once op by op (every linear through the threaded `matmul`), alternating, median of
  *    `--repeats`. Tokens/s = (T − 1) / seconds; ratio = GEMM time / window time (1.0: nothing but
- *    the linears' products at the measured rate; attention, norms and RoPE add the rest).
+ *    the linears' products at the measured rate), and with causal attention's products (q·k and
+ *    p·v, `T(T+1)/2` pairs per head) added to the bound at the same rate; norms, RoPE, SwiGLU and
+ *    the softmaxes are the rest.
  *
  * Usage: `deno run -A --v8-flags=--expose-gc bench/shape_speed.ts --model DIR [--context 2048]
  * [--threads 2] [--repeats 3]`. Ratios, not seconds, are what carries to other machines; on a
@@ -39,6 +41,8 @@ export interface ShapeSpeed {
   readonly gemmSeconds: number;
   /** Multiply-adds of those products. */
   readonly gemmMacs: number;
+  /** Seconds causal attention's products would take at the same rate (a bound with them). */
+  readonly attnSeconds: number;
   readonly windowSeconds: number;
   readonly opByOpSeconds: number;
   readonly tokensPerS: number;
@@ -91,6 +95,9 @@ export async function shapeSpeed(
       gemmSeconds += s * count;
       gemmMacs += macs * count;
     }
+    // Causal attention's products (q·k and p·v over T(T+1)/2 pairs per head), at the GEMM rate.
+    const attnMacs = c.nLayers * c.nHeads * c.headDim * 2 * (T * (T + 1)) / 2;
+    const attnSeconds = attnMacs * gemmSeconds / gemmMacs;
     // 2. One window, both paths, alternating.
     const window = Array.from({ length: T }, (_, i) => (i * 7919 + 1) % c.vocabSize);
     const opByOp: Kernels = { ...k, windowHidden: undefined, headLogProbs: undefined };
@@ -108,6 +115,7 @@ export async function shapeSpeed(
       threads,
       gemmSeconds,
       gemmMacs,
+      attnSeconds,
       windowSeconds,
       opByOpSeconds,
       tokensPerS: (T - 1) / windowSeconds,
@@ -121,17 +129,19 @@ export async function shapeSpeed(
           (gemmMacs / 1e9).toFixed(1)
         } G multiply-adds)`,
     );
+    const bounds = (t: number) =>
+      `bound / time ${(gemmSeconds / t).toFixed(2)} (linears), ${
+        ((gemmSeconds + attnSeconds) / t).toFixed(2)
+      } (with attention's ${attnSeconds.toFixed(2)} s)`;
     log(
       `  whole-window path: ${windowSeconds.toFixed(2)} s, ${
         result.tokensPerS.toFixed(1)
-      } tokens/s, ` +
-        `GEMM bound / time ${(gemmSeconds / windowSeconds).toFixed(2)}`,
+      } tokens/s, ${bounds(windowSeconds)}`,
     );
     log(
       `  op by op:          ${opByOpSeconds.toFixed(2)} s, ${
         result.opByOpTokensPerS.toFixed(1)
-      } tokens/s, ` +
-        `GEMM bound / time ${(gemmSeconds / opByOpSeconds).toFixed(2)}`,
+      } tokens/s, ${bounds(opByOpSeconds)}`,
     );
     return result;
   } finally {

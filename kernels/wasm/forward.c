@@ -18,13 +18,14 @@
  *   20 experts per MoE block (0: a dense model), 21 experts per token, 22 an expert's hidden size,
  *   23 the router's input (0 the experts' input, 1 the float normalised states, 2 those quantized
  *   by the host at site ACT_ROUTER: EAQuant's router bits), 24 clip q, k and v (OLMoE clip_qkv),
- *   25 at ± this float (bits),
- *   26 + 15·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
+ *   25 at ± this float (bits), 26 run the GEMMs on the kernel threads (lowbit_gemm),
+ *   27 + 15·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
  *   blocks), then 0 or, for a MoE block, a table [router panels, (gate, up, down panels) × E],
  *   then the q, k, v biases and the q, k norm weights (each 0 when absent).
  */
 
-#define D_WORDS_HEAD 26
+#define D_WORDS_HEAD 27
+#define D_THREADS 26
 #define D_WORDS_LAYER 15
 
 /*
@@ -37,6 +38,14 @@
 __attribute__((import_module("env"), import_name("lowbit_act"))) void
 lowbit_act(int site, int layer, float *x, int T, int n);
 enum { ACT_QKV, ACT_O, ACT_GATEUP, ACT_DOWN, ACT_Q, ACT_K, ACT_V, ACT_ROUTER };
+
+/*
+ * out[m][n] = a[m][k] · panels bp, computed by the host on the kernel threads: it splits the
+ * panels (8 output columns each) among them, each thread running gemm_f32 on its share with its
+ * own workspace, so the result is bit for bit that of one gemm_f32 call here.
+ */
+__attribute__((import_module("env"), import_name("lowbit_gemm"))) void
+lowbit_gemm(int m, int n, int k, const float *a, const float *bp, float *c);
 
 /*
  * Routes T tokens of MoE block `layer` from their router logits [T][E]: the host writes the
@@ -179,6 +188,13 @@ static void copy_f32(float *dst, const float *src, int n) {
 /* p rounded up to 8 bytes, for float64 arrays. */
 INLINE double *align8(float *p) { return (double *)(((unsigned long)p + 7) & ~7ul); }
 
+/* The whole-window passes' GEMMs: on the kernel threads when the descriptor says so (word 26). */
+static void fgemm(const int *d, int m, int n, int k, const float *a, const float *bp, float *c,
+                  float *ws) {
+  if (d[D_THREADS]) lowbit_gemm(m, n, k, a, bp, c);
+  else gemm_f32(m, n, k, a, bp, c, ws, 0, (n + NR - 1) / NR);
+}
+
 /*
  * out [n][dim] = down(silu(gate x) · up x) for n rows of x [n][dim] (models/forward.ts denseMlp),
  * w = [gate, up, down] panels of hidden units `hidden`; the down projection's input is
@@ -186,12 +202,12 @@ INLINE double *align8(float *p) { return (double *)(((unsigned long)p + 7) & ~7u
  */
 static void dense_ffn(const int *d, int l, const int *w, int hidden, const float *x, int n,
                       float *out, float *g, float *u, float *ws) {
-  const int dim = d[0], hp = (hidden + NR - 1) / NR;
-  gemm_f32(n, hidden, dim, x, (const float *)w[0], g, ws, 0, hp);
-  gemm_f32(n, hidden, dim, x, (const float *)w[1], u, ws, 0, hp);
+  const int dim = d[0];
+  fgemm(d, n, hidden, dim, x, (const float *)w[0], g, ws);
+  fgemm(d, n, hidden, dim, x, (const float *)w[1], u, ws);
   swiglu(g, u, n * hidden);
   if (d[15]) act_quant(d, ACT_DOWN, l, g, n, hidden);
-  gemm_f32(n, dim, hidden, g, (const float *)w[2], out, ws, 0, (dim + NR - 1) / NR);
+  fgemm(d, n, dim, hidden, g, (const float *)w[2], out, ws);
 }
 
 /*
@@ -206,7 +222,7 @@ static void moe_block(const int *d, int l, const int *table, const float *x, con
   float *logits = m, *xe = logits + T * E, *ye = xe + T * dim;
   int *chosen = (int *)(ye + T * dim), *rows = chosen + T * K;
   double *gates = align8((float *)(rows + T)), *wts = align8((float *)(gates + T * K));
-  gemm_f32(T, E, dim, xr, (const float *)table[0], logits, ws, 0, (E + NR - 1) / NR);
+  fgemm(d, T, E, dim, xr, (const float *)table[0], logits, ws);
   lowbit_route(l, logits, T, chosen, gates);
   for (int i = 0; i < T * dim; i++) out[i] = 0.0f;
   for (int e = 0; e < E; e++) {
@@ -470,32 +486,43 @@ static void transpose_head(const float *x, int T, int stride, int h, int hd, flo
 
 /*
  * Causal grouped-query attention of T queries over the T keys and values of the window, four
- * queries of one head at a time (attend_tile). Each KV head's keys are transposed once into
+ * queries of one head at a time (attend_tile), for query heads [h0, h1). Each KV head's keys are
+ * transposed once (per range) into
  * kT [hd][T4] and each head's queries, scaled by log2 e/√hd (attend_tile's scores are in base 2),
  * into qT [hd][T4]; values stay in v (T4 rows, zero past T).
  * hd is a multiple of 4. sc holds 4 · T4 floats of scores.
  */
-static void attention_window(int T, int nHeads, int nKvHeads, int hd, const float *q,
-                             const float *k, const float *v, float *kT, float *qT, float *out,
-                             float *sc) {
+EXPORT(attention_heads)
+void attention_heads(int T, int nHeads, int nKvHeads, int hd, const float *q, const float *k,
+                     const float *v, float *kT, float *qT, float *out, float *sc, int h0, int h1) {
   const int qDim = nHeads * hd, kvDim = nKvHeads * hd, group = nHeads / nKvHeads, T4 = ceil4(T);
   const float scale = 1.44269504088896341f / __builtin_sqrtf((float)hd); /* base 2 */
-  for (int kh = 0; kh < nKvHeads; kh++) {
-    transpose_head(k, T, kvDim, kh, hd, 1.0f, kT);
-    for (int h = kh * group; h < (kh + 1) * group; h++) {
-      transpose_head(q, T, qDim, h, hd, scale, qT);
-      const float *vh = v + kh * hd;
-      float *oh = out + h * hd;
-      for (int t0 = 0; t0 < T; t0 += 4) {
-        switch (hd) {
-        case 8: attend_tile(8, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
-        case 16: attend_tile(16, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
-        default: attend_tile(hd, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
-        }
+  int last = -1;
+  for (int h = h0; h < h1; h++) {
+    const int kh = h / group;
+    if (kh != last) transpose_head(k, T, kvDim, kh, hd, 1.0f, kT);
+    last = kh;
+    transpose_head(q, T, qDim, h, hd, scale, qT);
+    const float *vh = v + kh * hd;
+    float *oh = out + h * hd;
+    for (int t0 = 0; t0 < T; t0 += 4) {
+      switch (hd) {
+      case 8: attend_tile(8, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
+      case 16: attend_tile(16, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
+      default: attend_tile(hd, t0, T, T4, qT, kT, vh, kvDim, oh, qDim, sc); break;
       }
     }
   }
 }
+
+/*
+ * Attention of query heads [0, nHeads) here, or split among the kernel threads by the host
+ * (lowbit_attention: each thread runs attention_heads on a range of heads with its own kT, qT and
+ * scores); every head's numbers are the same either way.
+ */
+__attribute__((import_module("env"), import_name("lowbit_attention"))) void
+lowbit_attention(int T, int nHeads, int nKvHeads, int hd, const float *q, const float *k,
+                 const float *v, float *out);
 
 /* g = silu(g) · u, silu(a) = a / (1 + e^−a), from e^−|a| so the exponential never overflows. */
 static void swiglu(float *g, const float *u, int n) {
@@ -599,14 +626,14 @@ static void log_softmax_rows(float *x, int rows, int n) {
  * Log-probabilities [rows][vocab] into `out` of final hidden states x [rows][dim] (the residual
  * stream after the last block): the final norm (into xn, rows × dim floats), the classifier and
  * the log-softmax. Rows are independent, so scoring a window in chunks of rows gives the numbers
- * of one call over all of them. Only the header words 0, 6, 8, 9, 13 and 14 are read.
+ * of one call over all of them. Only the header words 0, 6, 8, 9, 13, 14 and 26 are read.
  */
 EXPORT(window_head)
 void window_head(const int *d, int rows, const float *x, float *xn, float *out) {
   const int dim = d[0], vocab = d[6];
   const float eps = __builtin_bit_cast(float, d[8]);
   rmsnorm_f32(rows, dim, x, (const float *)d[13], eps, xn);
-  gemm_f32(rows, vocab, dim, xn, (const float *)d[14], out, (float *)d[9], 0, (vocab + NR - 1) / NR);
+  fgemm(d, rows, vocab, dim, xn, (const float *)d[14], out, (float *)d[9]);
   log_softmax_rows(out, rows, vocab);
 }
 
@@ -630,15 +657,13 @@ void forward_window(const int *d, int T, float *x, float *out) {
   float *tmp = u + T * hmax;
   float *scores = tmp + T * dim, *cw = scores + 4 * T4 + 8, *sw = cw + hd;
   float *xr = sw + hd, *moe = xr + T * dim;
-  const int qp = (qDim + NR - 1) / NR, kvp = (kvDim + NR - 1) / NR;
-  const int dp = (dim + NR - 1) / NR;
   for (int l = 0; l < nLayers; l++) {
     const int *L = d + D_WORDS_HEAD + D_WORDS_LAYER * l;
     rmsnorm_f32(T, dim, x, (const float *)L[0], eps, xn);
     if (act) act_quant(d, ACT_QKV, l, xn, T, dim);
-    gemm_f32(T, qDim, dim, xn, (const float *)L[1], q, ws, 0, qp);
-    gemm_f32(T, kvDim, dim, xn, (const float *)L[2], k, ws, 0, kvp);
-    gemm_f32(T, kvDim, dim, xn, (const float *)L[3], v, ws, 0, kvp);
+    fgemm(d, T, qDim, dim, xn, (const float *)L[1], q, ws);
+    fgemm(d, T, kvDim, dim, xn, (const float *)L[2], k, ws);
+    fgemm(d, T, kvDim, dim, xn, (const float *)L[3], v, ws);
     /* Qwen2 biases, OLMoE norms over the whole projections and clip_qkv, in forward.ts's order */
     if (L[10]) add_bias(q, T, qDim, (const float *)L[10]);
     if (L[11]) add_bias(k, T, kvDim, (const float *)L[11]);
@@ -659,9 +684,10 @@ void forward_window(const int *d, int T, float *x, float *out) {
     rope(q, T, nHeads, hd, cs, sn, style, cw, sw);
     rope(k, T, nKvHeads, hd, cs, sn, style, cw, sw);
     for (int i = T * kvDim; i < T4 * kvDim; i++) v[i] = 0.0f; /* the diagonal block's keys past T */
-    attention_window(T, nHeads, nKvHeads, hd, q, k, v, kT, qT, att, scores);
+    if (d[D_THREADS]) lowbit_attention(T, nHeads, nKvHeads, hd, q, k, v, att);
+    else attention_heads(T, nHeads, nKvHeads, hd, q, k, v, kT, qT, att, scores, 0, nHeads);
     if (act) act_quant(d, ACT_O, l, att, T, qDim);
-    gemm_f32(T, dim, qDim, att, (const float *)L[4], tmp, ws, 0, dp);
+    fgemm(d, T, dim, qDim, att, (const float *)L[4], tmp, ws);
     add_into(x, tmp, T * dim);
     rmsnorm_f32(T, dim, x, (const float *)L[5], eps, xn);
     if (L[9]) { /* MoE: the router reads xn as d[23] says, the experts its quantized copy */

@@ -62,6 +62,25 @@ export interface WasmExports {
   forward_window(desc: number, T: number, x: number, out: number): void;
   /** Log-probabilities of `rows` final hidden states: final norm, classifier, log-softmax. */
   window_head(desc: number, rows: number, x: number, xn: number, out: number): void;
+  /**
+   * The whole-window pass's causal attention for query heads `[h0, h1)`, with its own scratch
+   * `kT`, `qT` (`headDim × ⌈T/4⌉·4` floats each) and `sc` (`4 · ⌈T/4⌉·4 + 8`).
+   */
+  attention_heads(
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    q: number,
+    k: number,
+    v: number,
+    kT: number,
+    qT: number,
+    out: number,
+    sc: number,
+    h0: number,
+    h1: number,
+  ): void;
   /** Fake-quantizes the activations `x [T][n]` in place under the descriptor's words 15–19. */
   act_quant_rows(desc: number, x: number, T: number, n: number): void;
 }
@@ -77,6 +96,7 @@ const REQUIRED = [
   "fwd_scratch_floats",
   "forward_window",
   "window_head",
+  "attention_heads",
   "act_quant_rows",
 ];
 
@@ -176,6 +196,22 @@ export interface WasmHost {
    * chosen experts (int32) at `chosen` and their weights (float64) at `gates` (`lowbit_route`).
    */
   route?: (layer: number, logits: number, T: number, chosen: number, gates: number) => void;
+  /**
+   * `c[m][n] = a[m][k] · panels bp` on the kernel threads (`lowbit_gemm`: the whole-window
+   * passes' GEMMs when their descriptor asks for threads).
+   */
+  gemm?: (m: number, n: number, k: number, a: number, bp: number, c: number) => void;
+  /** The whole-window pass's attention on the kernel threads (`lowbit_attention`). */
+  attention?: (
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    q: number,
+    k: number,
+    v: number,
+    out: number,
+  ) => void;
 }
 
 /**
@@ -198,11 +234,20 @@ export async function instantiateWasm(
     if (!host.route) throw new Error(`wasm kernels: ${name} asked for a MoE routing`);
     host.route(layer, logits, T, chosen, g);
   };
+  const lowbit_gemm = (m: number, n: number, k: number, a: number, bp: number, c: number) => {
+    if (!host.gemm) throw new Error(`wasm kernels: ${name} asked for threaded GEMMs`);
+    host.gemm(m, n, k, a, bp, c);
+  };
+  const lowbit_attention = (
+    ...a: [number, number, number, number, number, number, number, number]
+  ) => {
+    if (!host.attention) throw new Error(`wasm kernels: ${name} asked for threaded attention`);
+    host.attention(...a);
+  };
+  const env = { lowbit_act, lowbit_route, lowbit_gemm, lowbit_attention };
   let instance: WebAssembly.Instance;
   try {
-    instance = await WebAssembly.instantiate(module, {
-      env: memory ? { memory, lowbit_act, lowbit_route } : { lowbit_act, lowbit_route },
-    });
+    instance = await WebAssembly.instantiate(module, { env: memory ? { memory, ...env } : env });
   } catch (e) {
     throw new Error(
       `wasm kernels: ${name} is not a valid kernel module (${

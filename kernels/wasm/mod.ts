@@ -311,6 +311,9 @@ class WasmSimdKernels implements WasmKernels {
   readonly #wasm: WasmExports;
   /** What the instance calls back into (`forward_window`'s activation quantizer). */
   readonly #host: WasmHost;
+  /** Per-thread attention scratch of `#attentionAt` (byte offset, bytes). */
+  #attn = 0;
+  #attnBytes = 0;
   readonly #heap: WasmHeap;
   readonly #f32 = new WeakMap<Matrix, F32Entry>();
   /** Every weight with panels in WASM memory, least recently used first, and their bytes. */
@@ -348,6 +351,11 @@ class WasmSimdKernels implements WasmKernels {
     this.#pool = pool;
     this.#reclaim = new FinalizationRegistry((ptrs) => this.#freeAll(ptrs));
     for (let i = 0; i < (pool?.threads ?? 1); i++) this.#ws.push(this.#heap.alloc(GEMM_WS * 4));
+    // The whole-window passes' GEMMs, split over the kernel threads (forward.c's lowbit_gemm).
+    // Always GEMM (never the one-token GEMV, whose sums run in another order): the bits of
+    // forward.c's own gemm_f32 calls.
+    if (pool) host.gemm = (m, n, k, a, bp, c) => this.#gemmAt(m, n, k, a, bp, c, false);
+    if (pool) host.attention = (...a) => this.#attentionAt(...a);
   }
 
   close(): void {
@@ -406,6 +414,7 @@ class WasmSimdKernels implements WasmKernels {
       release: () => {
         if (this.#pinned) this.#pinned = new Set();
       },
+      threaded: this.#pool !== undefined,
     };
   }
 
@@ -445,32 +454,90 @@ class WasmSimdKernels implements WasmKernels {
     const heap = this.#heap;
     heap.f32(base, tokens * cols).set(x.subarray(0, tokens * cols));
     const o = base + xBytes;
+    this.#gemmAt(tokens, rows, cols, base, bp, o);
+    out.set(heap.f32(o, tokens * rows));
+  }
+
+  /**
+   * The whole-window pass's attention (`forward.c`'s lowbit_attention), query heads split among
+   * the kernel threads, each with its own transposed keys, queries and scores; every head is
+   * computed as on one thread.
+   */
+  #attentionAt(
+    T: number,
+    nHeads: number,
+    nKvHeads: number,
+    hd: number,
+    q: number,
+    k: number,
+    v: number,
+    out: number,
+  ): void {
+    const pool = this.#pool!;
+    const threads = Math.min(pool.threads, nHeads);
+    const T4 = Math.ceil(T / 4) * 4;
+    const floats = 2 * hd * T4 + 4 * T4 + 8;
+    const need = threads * floats * 4;
+    if (need > this.#attnBytes) {
+      if (this.#attnBytes > 0) this.#heap.free(this.#attn);
+      this.#attnBytes = 0;
+      this.#attn = this.#allocEvicting(need);
+      this.#attnBytes = need;
+    }
+    const args = (i: number) => {
+      const at = this.#attn + i * floats * 4;
+      const [h0, h1] = shareOf(nHeads, threads, i);
+      const kT = at, qT = at + hd * T4 * 4, sc = at + 2 * hd * T4 * 4;
+      return [T, nHeads, nKvHeads, hd, q, k, v, kT, qT, out, sc, h0, h1] as const;
+    };
+    const wasm = this.#wasm;
+    pool.run(
+      "attention_heads",
+      Array.from({ length: threads - 1 }, (_, i) => args(i + 1)),
+      () => wasm.attention_heads(...args(0)),
+    );
+  }
+
+  /**
+   * `c[tokens][rows] = a[tokens][cols] · panels bp`, all in WASM memory: on the caller alone, or
+   * split by panels over the kernel threads (each thread's outputs disjoint and computed exactly
+   * as on one thread); one token takes the GEMV unless `gemv` is false.
+   */
+  #gemmAt(
+    tokens: number,
+    rows: number,
+    cols: number,
+    base: number,
+    bp: number,
+    o: number,
+    gemv = true,
+  ): void {
+    const one = gemv && tokens === 1;
     const panels = Math.ceil(rows / NR);
     const wasm = this.#wasm;
     const T = this.#split(panels, tokens * rows * cols);
     if (T === 1) {
-      if (tokens === 1) wasm.gemv_f32(rows, cols, base, bp, o, 0, panels);
+      if (one) wasm.gemv_f32(rows, cols, base, bp, o, 0, panels);
       else wasm.gemm_f32(tokens, rows, cols, base, bp, o, this.#ws[0]!, 0, panels);
     } else {
       // Thread i owns panels (8 output columns each) shareOf(panels, T, i): disjoint outputs,
       // each computed exactly as on one thread.
       const args = (i: number) => {
         const [p0, p1] = shareOf(panels, T, i);
-        return tokens === 1
+        return one
           ? [rows, cols, base, bp, o, p0, p1]
           : [tokens, rows, cols, base, bp, o, this.#ws[i]!, p0, p1];
       };
       const [p0, p1] = shareOf(panels, T, 0);
       this.#pool!.run(
-        tokens === 1 ? "gemv_f32" : "gemm_f32",
+        one ? "gemv_f32" : "gemm_f32",
         Array.from({ length: T - 1 }, (_, i) => args(i + 1)),
         () =>
-          tokens === 1
+          one
             ? wasm.gemv_f32(rows, cols, base, bp, o, p0, p1)
             : wasm.gemm_f32(tokens, rows, cols, base, bp, o, this.#ws[0]!, p0, p1),
       );
     }
-    out.set(heap.f32(o, tokens * rows));
   }
 
   rmsnorm(

@@ -12,7 +12,7 @@ import { instantiateWasm, WASM_MT_URL, type WasmExports } from "./load.ts";
 import { DONE, FAILED, MAX_ARGS, SEQ, SLOT, SLOT_WORDS, STOP, type ThreadInit } from "./threads.ts";
 
 function serve(wasm: WasmExports, ctrl: Int32Array, index: number): void {
-  const ops = [wasm.gemm_f32, wasm.gemv_f32, wasm.dq_gemv] as unknown as ((
+  const ops = [wasm.gemm_f32, wasm.gemv_f32, wasm.dq_gemv, wasm.attention_heads] as unknown as ((
     ...a: number[]
   ) => unknown)[];
   const slot = SLOT + index * SLOT_WORDS;

@@ -48,6 +48,8 @@ export interface WindowForwardEnv {
   scratch(bytes: number): number;
   /** Lets the panels used so far be evicted again (a block-by-block pass calls it per block). */
   release?(): void;
+  /** Whether the host runs the GEMMs on kernel threads (`host.gemm`, `lowbit_gemm`). */
+  readonly threaded?: boolean;
 }
 
 /** First of the descriptor's five activation-quantization words (see `forward.c`). */
@@ -77,7 +79,9 @@ export function activationWords(
 }
 
 /** Words of the descriptor: the header, then 15 per layer, then MoE tables (see `forward.c`). */
-const HEAD_WORDS = 26;
+const HEAD_WORDS = 27;
+/** The descriptor's word asking for the GEMMs on the kernel threads (`lowbit_gemm`). */
+const THREAD_WORD = 26;
 /** The descriptor's `clip_qkv` words: whether to clip, and the bound (float bits). */
 const CLIP_WORD = 24;
 /** First of the descriptor's MoE words: experts, top-k, an expert's hidden size, router input. */
@@ -295,6 +299,7 @@ export function windowHidden(
   d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
   d[8] = f32Bits(c.normEps);
   d[9] = env.ws;
+  d[THREAD_WORD] = env.threaded ? 1 : 0;
   d[10] = fwd;
   d[11] = cos;
   d[12] = sin;
@@ -446,6 +451,7 @@ export function windowHead(
   d[9] = env.ws;
   d[13] = norm;
   d[14] = head;
+  d[THREAD_WORD] = env.threaded ? 1 : 0;
   const heap = env.heap;
   heap.u32(desc, HEAD_WORDS).set(new Uint32Array(d.buffer));
   heap.f32(norm, c.dim).set(w.norm);

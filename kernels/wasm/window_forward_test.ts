@@ -653,3 +653,47 @@ Deno.test("block by block: static ranges of each block reach its own sites (the 
   const other = kernels.windowLogProbs!(swapped, window)!;
   assert.ok(other.some((x, i) => Math.abs(x - whole[i]!) > 1e-3), "the ranges matter");
 });
+
+Deno.test("whole windows on kernel threads (GEMMs split by lowbit_gemm) equal one thread bit for bit", async () => {
+  const mt = await wasmKernels({ threads: 2, minSplit: 0 });
+  try {
+    assert.equal(mt.id, "wasm-simd-mt2");
+    const model = randomModel(base, 45);
+    const moeConfig: LlamaConfig = {
+      ...base,
+      moe: { nExperts: 3, topK: 2, normTopK: true, expertHiddenDim: 40, denseLayers: [] },
+    };
+    const dense = randomModel(moeConfig, 46);
+    const moeModel: ForwardModel = {
+      ...dense,
+      weights: {
+        ...dense.weights,
+        layers: dense.weights.layers.map((l, i) => ({
+          ...l,
+          mlp: {
+            kind: "moe" as const,
+            router: matrix(3, base.dim, 500 + i, 1),
+            experts: [0, 1, 2].map((e) => ({
+              kind: "dense" as const,
+              gate: matrix(40, base.dim, 510 + 10 * i + 3 * e),
+              up: matrix(40, base.dim, 511 + 10 * i + 3 * e),
+              down: matrix(base.dim, 40, 512 + 10 * i + 3 * e),
+            })),
+          },
+        })),
+      },
+    };
+    const a6: ActivationQuantization = { bits: 6, kernel: "uniform", options: DEFAULT_ACT_OPTIONS };
+    const quantized = { ...model, weights: { ...model.weights, activations: a6 } };
+    for (const [name, m] of [["dense", model], ["MoE", moeModel], ["A6", quantized]] as const) {
+      for (const T of [2, 5, 33]) {
+        const w = Array.from({ length: T }, (_, t) => (t * 13 + 1) % base.vocabSize);
+        const one = kernels.windowLogProbs!(m, w);
+        assert.ok(one, `${name}: refused (${windowUnsupported(m)})`);
+        assert.deepEqual(mt.windowLogProbs!(m, w), one, `${name}, T=${T}`);
+      }
+    }
+  } finally {
+    mt.close?.();
+  }
+});
