@@ -27,6 +27,7 @@
  * @module
  */
 
+import { noteMaterialized } from "../models/residency.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { dequantizePacked, type PackedWeight } from "../core/quantizer.ts";
 import { isLazy, PackedMatrix } from "../models/lazy_matrix.ts";
@@ -146,7 +147,19 @@ interface Accumulator {
   tokens: number;
   /** Scratch: `[cols][tokens]` transpose of one window's inputs and its Gram. */
   xt: Float32Array;
-  readonly g32: Float32Array;
+  g32: Float32Array;
+}
+
+const NONE = new Float32Array(0);
+
+/**
+ * Drops an accumulator's scratch once its Gram matrix is complete (half the Gram's size again,
+ * 0.5 GB for Llama-2-7B's down projection), before the quantizer allocates its own.
+ */
+function releaseScratch(acc: Accumulator): void {
+  noteMaterialized(acc.xt.byteLength + acc.g32.byteLength);
+  acc.xt = NONE;
+  acc.g32 = NONE;
 }
 
 function newAccumulator(cols: number): Accumulator {
@@ -162,6 +175,7 @@ function newAccumulator(cols: number): Accumulator {
 
 function accumulate(acc: Accumulator, x: Float32Array, T: number, kernels: Kernels): void {
   const n = acc.cols;
+  if (acc.g32.length < n * n) acc.g32 = new Float32Array(n * n); // after releaseScratch
   if (acc.xt.length < n * T) acc.xt = new Float32Array(n * T);
   const xt = acc.xt.subarray(0, n * T);
   for (let t = 0; t < T; t++) {
@@ -293,7 +307,9 @@ export function quantizeSequential(
     }
     fill(accs);
     options.onProgress?.(++passes, total);
+    for (const acc of accs.values()) releaseScratch(acc);
     for (const kind of present) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
+    for (const acc of accs.values()) noteMaterialized(acc.gram.byteLength);
   };
 
   const quantizeOne = (

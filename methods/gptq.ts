@@ -27,6 +27,7 @@
  * @module
  */
 
+import { noteMaterialized } from "../models/residency.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { quantizeSequential } from "../calibration/sequential.ts";
 import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
@@ -133,6 +134,9 @@ function quantizeGptq(
     const f = 2 / inp.sequences;
     for (let i = 0; i < h.length; i++) h[i] = f * inp.gram[i]!;
     const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, h, options);
+    // H and its inverse factor (n² float64 each, 1 GB apiece for Llama-2-7B's down) are garbage
+    // now: let a collection run before the next linear allocates its own.
+    noteMaterialized(2 * h.byteLength);
     if (r.dampRetries > 0) {
       notes.push(`${inp.site.name}: H + λI needed percdamp ${r.percdampUsed}`);
     }
