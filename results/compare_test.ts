@@ -307,9 +307,21 @@ Deno.test({
     const rows = await loadRows(REAL);
     assert.equal(compareRuns(rows, rows).regressions, 0);
     const target = rows.find((r) => r.method.id === "rtn" && r.status === "ok")!;
-    const c = compareRuns(rows, withMetric(rows, target.cellId, "ppl", (v) => v * 1.05));
+    // The rows carry each window's NLL: a run 0.05 nats worse in every window (5% in perplexity)
+    // is the regression, whatever the aggregate says.
+    assert.equal(target.units?.nll?.length, 389);
+    const worse = rows.map((r) =>
+      r.cellId !== target.cellId
+        ? r
+        : { ...r, units: { ...r.units, nll: r.units!.nll!.map((x) => x + 0.05) } }
+    );
+    const c = compareRuns(rows, worse);
     assert.equal(c.regressions, 1);
     assert.equal(c.metrics.find((m) => m.verdict === "regression")!.cellId, target.cellId);
+    // Older rows without them: the 1% perplexity tolerance.
+    const bare = rows.map(({ units: _u, ...r }) => r);
+    const old = compareRuns(bare, withMetric(bare, target.cellId, "ppl", (v) => v * 1.05));
+    assert.equal(old.regressions, 1);
   },
 });
 
