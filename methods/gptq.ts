@@ -130,13 +130,14 @@ function quantizeGptq(
   };
   const result = quantizeSequential(model, calib, (inp) => {
     const n = inp.matrix.cols;
-    const h = new Float64Array(n * n);
-    const f = 2 / inp.sequences;
-    for (let i = 0; i < h.length; i++) h[i] = f * inp.gram[i]!;
-    const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, h, options);
-    // H and its inverse factor (n² float64 each, 1 GB apiece for Llama-2-7B's down) are garbage
-    // now: let a collection run before the next linear allocates its own.
-    noteMaterialized(2 * h.byteLength);
+    // H = 2/N · Σ x xᵀ, scaled where GPTQ reads it (no n × n copy).
+    const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, inp.gram, {
+      ...options,
+      hessianScale: 2 / inp.sequences,
+    });
+    // H's inverse factor (n² float64, 1 GB for Llama-2-7B's down) is garbage now: let a
+    // collection run before the next linear allocates its own.
+    noteMaterialized(n * n * 8);
     if (r.dampRetries > 0) {
       notes.push(`${inp.site.name}: H + λI needed percdamp ${r.percdampUsed}`);
     }

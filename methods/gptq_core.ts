@@ -76,6 +76,11 @@ export interface GptqLayerOptions {
   mse: boolean;
   /** Extra attempts with ×10 damping when `H + λI` is not positive definite (default 5). */
   maxDampRetries?: number;
+  /**
+   * `H` is `hessianScale · hessian`, each element multiplied where it is read (the same float64
+   * products as a scaled copy, without an `n × n` copy: 1 GB for Llama-2-7B's down). Default 1.
+   */
+  hessianScale?: number;
 }
 
 /** The result of {@linkcode gptqQuantizeLayer}. */
@@ -105,7 +110,7 @@ export interface GptqLayerResult {
 
 /** Defaults of the reference (`opt.py` / `gptq.py`), plus `maxDampRetries`. */
 export const GPTQ_DEFAULTS: Readonly<
-  Required<Omit<GptqLayerOptions, "bits" | "groupSize" | "symmetric">>
+  Required<Omit<GptqLayerOptions, "bits" | "groupSize" | "symmetric" | "hessianScale">>
 > = {
   percdamp: 0.01,
   blockSize: 128,
@@ -366,12 +371,13 @@ export function upperCholeskyOfInverse(h: Float64Array, n: number): Float64Array
 }
 
 /**
- * Fill the lower triangle of `a` with `J (Hp + λI) J`, where `Hp[x][y] = (H + Hᵀ)/2` at
+ * Fill the lower triangle of `a` with `J (Hp + λI) J`, where `H = hs · h`, `Hp[x][y] = (H + Hᵀ)/2` at
  * `(perm[x], perm[y])` and the diagonal is `diag` (dead columns already set to 1).
  */
 function fillReversedHessian(
   a: Float64Array,
   h: Float64Array,
+  hs: number,
   n: number,
   perm: Uint32Array,
   diag: Float64Array,
@@ -383,7 +389,7 @@ function fillReversedHessian(
     const ar = i * n;
     for (let j = 0; j < i; j++) {
       const py = perm[n - 1 - j]!;
-      a[ar + j] = 0.5 * (h[px * n + py]! + h[py * n + px]!);
+      a[ar + j] = 0.5 * (hs * h[px * n + py]! + hs * h[py * n + px]!);
     }
     a[ar + i] = diag[px]! + lambda;
   }
@@ -533,10 +539,11 @@ export function gptqQuantizeLayer(
       );
     }
   }
+  const hs = options.hessianScale ?? 1;
   for (let i = 0; i < hessian.length; i++) {
-    if (!Number.isFinite(hessian[i]!)) {
+    if (!Number.isFinite(hs * hessian[i]!)) {
       throw new RangeError(
-        `Cannot run GPTQ: Hessian value ${hessian[i]} at (${Math.floor(i / n)}, ${i % n})`,
+        `Cannot run GPTQ: Hessian value ${hs * hessian[i]!} at (${Math.floor(i / n)}, ${i % n})`,
       );
     }
   }
@@ -565,7 +572,7 @@ export function gptqQuantizeLayer(
   const diag = new Float64Array(n);
   let deadColumns = 0;
   for (let i = 0; i < n; i++) {
-    let d = hessian[i * n + i]!;
+    let d = hs * hessian[i * n + i]!;
     if (d === 0) {
       d = 1;
       deadColumns++;
@@ -610,7 +617,7 @@ export function gptqQuantizeLayer(
   for (let k = 0; k <= maxRetries; k++) {
     const pd = k === 0 ? percdamp : (percdamp > 0 ? percdamp : 0.001) * 10 ** k;
     tried.push(pd);
-    fillReversedHessian(u, hessian, n, perm, diag, pd * meanDiag);
+    fillReversedHessian(u, hessian, hs, n, perm, diag, pd * meanDiag);
     if (reversedToInverseFactor(u, n)) {
       percdampUsed = pd;
       break;

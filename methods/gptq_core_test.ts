@@ -727,3 +727,32 @@ Deno.test("gptqQuantizeLayer() with mse and H = I uses groupParamsMse for every 
     assertPackedMatches(res, `mse g${g}`);
   }
 });
+
+Deno.test("hessianScale gives bit for bit the result of a scaled copy of the Hessian", () => {
+  const rows = 6, n = 24, N = 40;
+  const w = Float32Array.from({ length: rows * n }, (_, i) => Math.sin(i * 1.3) * 0.2);
+  const x = Float64Array.from({ length: N * n }, (_, i) => Math.cos(i * 0.7) + (i % 5) * 0.1);
+  const gram = new Float64Array(n * n);
+  for (let t = 0; t < N; t++) {
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        gram[i * n + j] = gram[i * n + j]! + x[t * n + i]! * x[t * n + j]!;
+      }
+    }
+  }
+  const f = 2 / 7;
+  const scaled = gram.map((g) => f * g);
+  for (const actOrder of [false, true]) {
+    const options = {
+      ...GPTQ_DEFAULTS,
+      bits: 3,
+      groupSize: 8,
+      symmetric: false,
+      actOrder,
+    };
+    const a = gptqQuantizeLayer(w, rows, n, scaled, options);
+    const b = gptqQuantizeLayer(w, rows, n, gram, { ...options, hessianScale: f });
+    assert.deepEqual(b.dequantized, a.dequantized);
+    assert.equal(b.loss, a.loss);
+  }
+});
