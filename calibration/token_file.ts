@@ -14,7 +14,6 @@
  * @module
  */
 
-import { basename } from "node:path";
 import { FormatError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
 import type { CalibrationSet } from "./set.ts";
@@ -42,7 +41,7 @@ export async function readCalibrationTokens(path: string): Promise<CalibrationTo
   const npy = isNpy(bytes);
   const windows = npy ? parseNpyTokens(bytes, path) : parseJsonTokens(bytes, path);
   return {
-    name: basename(path),
+    name: path.split(/[\\/]/).pop()!,
     sha256: await sha256Hex(bytes),
     bytes: bytes.length,
     format: npy ? "npy" : "json",

@@ -4,16 +4,16 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { Sha256 } from "./sha256_sync.ts";
 
 /**
  * Lower-case hex sha256 of parts (bytes or UTF-8 strings), each followed by a zero byte so
  * different splits of the same bytes differ; synchronous.
  */
 export function sha256Parts(...parts: (string | Uint8Array)[]): string {
-  const h = createHash("sha256");
+  const h = new Sha256();
   for (const p of parts) h.update(p).update("\0");
-  return h.digest("hex");
+  return h.hex();
 }
 
 /** Lower-case hex sha256 of bytes or a UTF-8 string. */

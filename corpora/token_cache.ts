@@ -1,6 +1,6 @@
 /**
  * A text's token stream, encoded once per machine: kept in memory for the run and on disk in
- * `$XDG_CACHE_HOME/lowbit/tokens` (else `~/.cache/lowbit/tokens`), keyed by the tokenizer's
+ * `$XDG_CACHE_HOME/lowbit/tokens` (else `$HOME/.cache/lowbit/tokens`), keyed by the tokenizer's
  * fingerprint and the text's sha256. Encoding WikiText-2's test text with a SentencePiece-style
  * `tokenizer.json` (Llama 2, Phi-3) takes seconds; every perplexity cell and calibration draw of a
  * matrix needs the same stream.
@@ -13,9 +13,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
-import { homedir } from "node:os";
-import { join } from "node:path";
+import { Sha256 } from "../core/sha256_sync.ts";
 import type { Tokenizer } from "../models/types.ts";
 
 /** Bumped whenever encoding may change for the same tokenizer files. */
@@ -28,12 +26,13 @@ export function forgetTokenStreams(): void {
   memory.clear();
 }
 
-/** The cache directory: `$XDG_CACHE_HOME/lowbit/tokens`, else `~/.cache/lowbit/tokens`. */
+/** The cache directory: `$XDG_CACHE_HOME/lowbit/tokens`, else `$HOME/.cache/lowbit/tokens`. */
 export function tokenCacheDir(): string | undefined {
   try {
     const xdg = Deno.env.get("XDG_CACHE_HOME") || undefined;
-    const home = Deno.env.get("HOME") || Deno.env.get("USERPROFILE") || homedir();
-    return join(xdg ?? join(home, ".cache"), "lowbit", "tokens");
+    const home = Deno.env.get("HOME") || Deno.env.get("USERPROFILE");
+    if (xdg === undefined && home === undefined) return undefined;
+    return `${xdg ?? `${home}/.cache`}/lowbit/tokens`;
   } catch {
     return undefined; // no --allow-env or --allow-sys
   }
@@ -50,12 +49,12 @@ export function encodeCached(
   text: string,
   dir: string | null = tokenCacheDir() ?? null,
 ): readonly number[] {
-  const textSha = createHash("sha256").update(text).digest("hex");
+  const textSha = new Sha256().update(text).hex();
   const fp = tokenizer.fingerprint;
   const key = `${fp ?? "anon"}-${textSha}`;
   const inMemory = fp ? memory.get(key) : undefined;
   if (inMemory) return inMemory;
-  const file = fp && dir ? join(dir, `v${TOKEN_CACHE_VERSION}-${key}.u32`) : undefined;
+  const file = fp && dir ? `${dir}/v${TOKEN_CACHE_VERSION}-${key}.u32` : undefined;
   const cached = file ? readIds(file, tokenizer.vocabSize) : undefined;
   const ids = cached ?? tokenizer.encode(text, { bos: false });
   if (file && !cached) writeIds(file, ids);
@@ -87,7 +86,7 @@ function writeIds(file: string, ids: readonly number[]): void {
   ids.forEach((id, i) => view.setUint32(i * 4, id, true));
   const tmp = `${file}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
   try {
-    Deno.mkdirSync(join(file, ".."), { recursive: true });
+    Deno.mkdirSync(file.slice(0, file.lastIndexOf("/")), { recursive: true });
     Deno.writeFileSync(tmp, bytes);
     Deno.renameSync(tmp, file);
   } catch {
