@@ -49,16 +49,16 @@ export function encodeCached(
   text: string,
   dir: string | null = tokenCacheDir() ?? null,
 ): readonly number[] {
-  const textSha = new Sha256().update(text).hex();
   const fp = tokenizer.fingerprint;
-  const key = `${fp ?? "anon"}-${textSha}`;
-  const inMemory = fp ? memory.get(key) : undefined;
+  if (fp === undefined) return tokenizer.encode(text, { bos: false }); // nothing to key it by
+  const key = `${fp}-${new Sha256().update(text).hex()}`;
+  const inMemory = memory.get(key);
   if (inMemory) return inMemory;
-  const file = fp && dir ? `${dir}/v${TOKEN_CACHE_VERSION}-${key}.u32` : undefined;
+  const file = dir ? `${dir}/v${TOKEN_CACHE_VERSION}-${key}.u32` : undefined;
   const cached = file ? readIds(file, tokenizer.vocabSize) : undefined;
   const ids = cached ?? tokenizer.encode(text, { bos: false });
   if (file && !cached) writeIds(file, ids);
-  if (fp) memory.set(key, ids);
+  memory.set(key, ids);
   return ids;
 }
 
