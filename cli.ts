@@ -20,15 +20,15 @@ import {
 import { sweepParam } from "./bench/method_spec.ts";
 import { planMatrix, type RunEvent, runMatrix } from "./bench/runner.ts";
 import { LOCK_FILE, ResultsLockedError } from "./results/lock.ts";
-import { selectKernels } from "./kernels/backend.ts";
+import { selectKernels } from "./runners/backend.ts";
 import { formatSummary } from "./results/summary.ts";
 import { getMethod, METHODS } from "./methods/mod.ts";
 import { MODELS } from "./models/registry.ts";
 import { HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
 import { quantLabel } from "./methods/types.ts";
 import { unknownIdError } from "./core/registry.ts";
-import { CALIBRATION_RECIPES, type CalibrationRecipe } from "./calibration/set.ts";
-import { type CalibrationTokens, readCalibrationTokens } from "./calibration/token_file.ts";
+import { CALIBRATION_RECIPES, type CalibrationRecipe } from "./methods/calibration/set.ts";
+import { type CalibrationTokens, readCalibrationTokens } from "./methods/calibration/token_file.ts";
 
 const HELP = `lowbit bench: run a post-training quantization matrix
 

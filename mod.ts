@@ -65,7 +65,7 @@ export {
   mlpForward,
   type RoutingObserver,
   selfAttention,
-} from "./models/forward.ts";
+} from "./runners/forward.ts";
 export { type LinearSite, linearSite, listLinears, mapLinears } from "./models/linears.ts";
 export * from "./core/quantizer.ts";
 export * from "./core/errors.ts";
@@ -83,9 +83,9 @@ export {
   gradualMask,
   unmaskedBands,
 } from "./methods/affinequant_learner.ts";
-export { inverseBackward, invertMatrix, SingularMatrixError } from "./autodiff/inverse.ts";
-export { initLwc, lwcBackward, lwcForward, type LwcParams } from "./autodiff/lwc.ts";
-export { actQuantBackward, actQuantForward } from "./autodiff/act_quant.ts";
+export { inverseBackward, invertMatrix, SingularMatrixError } from "./methods/autodiff/inverse.ts";
+export { initLwc, lwcBackward, lwcForward, type LwcParams } from "./methods/autodiff/lwc.ts";
+export { actQuantBackward, actQuantForward } from "./methods/autodiff/act_quant.ts";
 export {
   BlockDivergedError,
   type BlockLearner,
@@ -93,13 +93,13 @@ export {
   reconstructBlocks,
   type ReconstructionOptions,
   type ReconstructionResult,
-} from "./calibration/reconstruct.ts";
+} from "./methods/calibration/reconstruct.ts";
 export {
   blockBackward,
   blockForward,
   blockForwardBackward,
   type BlockWeights,
-} from "./autodiff/block.ts";
+} from "./methods/autodiff/block.ts";
 export { routingConsistency, type RoutingReport } from "./tasks/routing.ts";
 export { type Shard, shardIndices } from "./bench/shard.ts";
 export { foldSmoothing, type LayerSmoothing } from "./methods/smoothing.ts";
@@ -117,7 +117,7 @@ export {
   collectActivationStats,
   type ExpertStats,
   type LayerActivationStats,
-} from "./calibration/act_stats.ts";
+} from "./methods/calibration/act_stats.ts";
 export { gptq } from "./methods/gptq.ts";
 export {
   GPTQ_DEFAULTS,
@@ -147,8 +147,8 @@ export {
   DEFAULT_CALIBRATION,
   drawCalibrationSet,
   methodCalibration,
-} from "./calibration/set.ts";
-export { PILEVAL_AWQ, samplePilevalAwq } from "./calibration/pileval_awq.ts";
+} from "./methods/calibration/set.ts";
+export { PILEVAL_AWQ, samplePilevalAwq } from "./methods/calibration/pileval_awq.ts";
 export {
   type LinearDiagnostic,
   type LinearInputs,
@@ -158,7 +158,7 @@ export {
   relativeReconstructionError,
   type SequentialOptions,
   type SequentialResult,
-} from "./calibration/sequential.ts";
+} from "./methods/calibration/sequential.ts";
 export { type MethodSpec, parseMethodSpec, sweepParam } from "./bench/method_spec.ts";
 export * from "./methods/types.ts";
 export { getTask, HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
@@ -175,23 +175,30 @@ export { HF_SCHEMAS, type HfSchema, type HfTaskId, readHfDataset } from "./tasks
 export { MalformedRows, type SkippedRows } from "./tasks/malformed.ts";
 export { readParquetRows } from "./tasks/parquet.ts";
 export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
-export { EvalPool } from "./tasks/eval_pool.ts";
-export { datasetInfo, readDocuments, readTextDataset, TEXT_DATASETS } from "./corpora/text.ts";
-export type { CorpusRef, DatasetInfo, TextCorpus } from "./corpora/text.ts";
-export { applySplit, type SplitInfo } from "./corpora/splits.ts";
+export { EvalPool } from "./runners/eval_pool.ts";
+export {
+  datasetInfo,
+  readDocuments,
+  readTextDataset,
+  TEXT_DATASETS,
+} from "./tasks/corpora/text.ts";
+export type { CorpusRef, DatasetInfo, TextCorpus } from "./tasks/corpora/text.ts";
+export { applySplit, type SplitInfo } from "./tasks/corpora/splits.ts";
 export { bundledDataDir } from "./core/paths.ts";
 export type * from "./tasks/types.ts";
 export type { Kernels } from "./kernels/types.ts";
 export { refKernels } from "./kernels/ref/mod.ts";
 export { type WasmKernels, wasmKernels, type WasmKernelsOptions } from "./kernels/wasm/mod.ts";
 export * from "./kernels/webgpu/mod.ts";
+export { GpuWindowScorer, type GpuWindowScorerOptions } from "./runners/webgpu_scorer.ts";
+export type { WindowScorer } from "./runners/types.ts";
 export {
   type Backend,
   BACKENDS,
   kernelsById,
   type SelectedKernels,
   selectKernels,
-} from "./kernels/backend.ts";
+} from "./runners/backend.ts";
 export {
   type CellSpec,
   expandMatrix,

@@ -1,5 +1,5 @@
 /**
- * One decoder block's forward + backward time (`autodiff/block.ts`), as a ratio to the
+ * One decoder block's forward + backward time (`methods/autodiff/block.ts`), as a ratio to the
  * forward-only time measured in the same run, with a breakdown of the backward pass.
  *
  * Usage: `deno run -A bench/block_backward.ts [--backend wasm|ts] [--tokens N] [--reps N]`.
@@ -14,7 +14,7 @@
  * round-robin, after 20 warm-up rounds for stories260K and 2 for the synthetic block, so V8 runs
  * optimized code and load from other processes affects all alike) of: `forward` (the
  * differentiable forward, which keeps activations), `layerForward` (the inference forward of
- * `models/forward.ts`), `forward+backward` (`blockForward` then `blockBackward` of an MSE
+ * `runners/forward.ts`), `forward+backward` (`blockForward` then `blockBackward` of an MSE
  * gradient), the FlexRound extra (fake-quantizing the seven linears and the STE backward to
  * the rounding parameters) and the AffineQuant extra (truncation, masks, inverses, merging the
  * transforms into the seven linears, LWC, and the backward of all of it to the transforms and
@@ -27,12 +27,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { blockBackward, blockForward, zeroLinearGrads } from "../autodiff/block.ts";
-import { LinearScratch } from "../autodiff/linear.ts";
-import { denseBlockWeights } from "../calibration/reconstruct.ts";
-import { selectKernels } from "../kernels/backend.ts";
+import { blockBackward, blockForward, zeroLinearGrads } from "../methods/autodiff/block.ts";
+import { LinearScratch } from "../methods/autodiff/linear.ts";
+import { denseBlockWeights } from "../methods/calibration/reconstruct.ts";
+import { selectKernels } from "../runners/backend.ts";
 import type { Kernels } from "../kernels/types.ts";
-import { createKvCache, layerForward } from "../models/forward.ts";
+import { createKvCache, layerForward } from "../runners/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix } from "../models/types.ts";
 import { flexRoundLearner } from "../methods/flexround_learner.ts";
 import { affineQuantLearner } from "../methods/affinequant_learner.ts";

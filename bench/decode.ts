@@ -1,6 +1,6 @@
 /**
  * Decode benchmark: batch 1, a prompt of 128 tokens, then N (default 64) greedy tokens through
- * the KV cache (`models/forward.ts`, as `generateGreedy` does), on an RTN W4 g128 model, with
+ * the KV cache (`runners/forward.ts`, as `generateGreedy` does), on an RTN W4 g128 model, with
  * the quantized linears evaluated two ways by one WASM kernel set (`wasmKernels({ packed: true
  * })`):
  *
@@ -40,7 +40,7 @@
 import { parseArgs } from "node:util";
 import { listLinears, mapLinears } from "../models/linears.ts";
 import { loadModel } from "../models/load.ts";
-import { createKvCache, forward, type ForwardModel, type KvCache } from "../models/forward.ts";
+import { createKvCache, forward, type ForwardModel, type KvCache } from "../runners/forward.ts";
 import type { LlamaWeights, LoadedModel } from "../models/types.ts";
 import {
   PANEL_BUDGET,

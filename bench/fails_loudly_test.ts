@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { sharedPath } from "../testing/fixtures.ts";
 import { parseSafetensors } from "../models/safetensors.ts";
-import { serializeSafetensors } from "../export/safetensors_write.ts";
-import type { SafetensorsDtype } from "../export/tensor.ts";
+import { serializeSafetensors } from "../models/formats/safetensors_write.ts";
+import type { SafetensorsDtype } from "../models/formats/tensor.ts";
 import { evaluatePerplexity } from "../tasks/perplexity.ts";
 import { loadModel } from "../models/load.ts";
 import { refKernels } from "../kernels/ref/mod.ts";

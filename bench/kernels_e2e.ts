@@ -16,11 +16,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { selectKernels } from "../kernels/backend.ts";
+import { selectKernels } from "../runners/backend.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { evaluatePerplexity, makeWindows } from "../tasks/perplexity.ts";
-import { scoreWindow, windowLogProbs } from "../tasks/window_score.ts";
+import { scoreWindow, windowLogProbs } from "../runners/window_score.ts";
 import { bundledDataDir } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 

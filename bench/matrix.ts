@@ -22,7 +22,7 @@ import {
   CALIBRATION_RECIPES,
   type CalibrationRecipe,
   type CalibrationSpec,
-} from "../calibration/set.ts";
+} from "../methods/calibration/set.ts";
 import { type ActQuantOptions, DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import type { QuantConfig, RouterQuant } from "../methods/types.ts";
 import { parseRouterQuant } from "../methods/router.ts";

@@ -40,8 +40,9 @@ import { type CellIntegrity, ResultStore } from "../results/store.ts";
 import { type LockOptions, lockResultsDir } from "../results/lock.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
 import { getTask } from "../tasks/mod.ts";
-import { EvalPool } from "../tasks/eval_pool.ts";
-import type { DatasetInfo, ReferenceModel, Task, WindowScorer } from "../tasks/types.ts";
+import { EvalPool } from "../runners/eval_pool.ts";
+import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
+import type { WindowScorer } from "../runners/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
 import { cellParams, quantizeCell } from "./cell.ts";
 import { parseMethodSpec } from "./method_spec.ts";
@@ -51,8 +52,8 @@ import {
   type CalibrationSet,
   drawCalibrationSet,
   methodCalibration,
-} from "../calibration/set.ts";
-import { type CalibrationTokens, tokenCalibrationSet } from "../calibration/token_file.ts";
+} from "../methods/calibration/set.ts";
+import { type CalibrationTokens, tokenCalibrationSet } from "../methods/calibration/token_file.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
 export type RunEvent =

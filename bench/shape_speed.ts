@@ -25,12 +25,12 @@
 
 import { parseArgs } from "node:util";
 import { loadModel } from "../models/load.ts";
-import type { ForwardModel } from "../models/forward.ts";
+import type { ForwardModel } from "../runners/forward.ts";
 import type { Matrix } from "../models/types.ts";
 import { listLinears } from "../models/linears.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
-import { scoreWindowChunked, windowHidden } from "../tasks/window_score.ts";
+import { scoreWindowChunked, windowHidden } from "../runners/window_score.ts";
 
 /** What {@linkcode shapeSpeed} measured. */
 export interface ShapeSpeed {

@@ -24,7 +24,7 @@ import { parseArgs } from "node:util";
 import { parseHfConfig } from "../models/hf_config.ts";
 import { hfTensorSpecs } from "../models/hf_weights.ts";
 import { readHfTokenizer } from "../models/hf_model.ts";
-import { type TensorEntry, writeShardedSafetensors } from "../export/safetensors_write.ts";
+import { type TensorEntry, writeShardedSafetensors } from "../models/formats/safetensors_write.ts";
 
 /** Options of {@linkcode writeSyntheticCheckpoint}. */
 export interface SyntheticOptions {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { loadModel } from "../models/load.ts";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { needs, sharedPath } from "../testing/fixtures.ts";
 import { writeSyntheticCheckpoint } from "./synthetic_checkpoint.ts";

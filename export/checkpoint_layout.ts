@@ -16,7 +16,7 @@ import type { PackedWeight } from "../core/quantizer.ts";
 import { hfWeights } from "../models/hf_weights.ts";
 import { listLinears } from "../models/linears.ts";
 import type { LlamaConfig, LlamaWeights, Matrix } from "../models/types.ts";
-import { concatPackedRows } from "./packed_rows.ts";
+import { concatPackedRows } from "../models/formats/packed_rows.ts";
 
 /** A float tensor of the checkpoint (embedding, norm, bias, unquantized matrix). */
 export interface FloatCheckpointTensor {

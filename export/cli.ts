@@ -11,14 +11,18 @@
 
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
-import { calibrationRecord, type CalibrationSet, drawCalibrationSet } from "../calibration/set.ts";
-import { DEFAULT_CALIBRATION } from "../calibration/set.ts";
+import {
+  calibrationRecord,
+  type CalibrationSet,
+  drawCalibrationSet,
+} from "../methods/calibration/set.ts";
+import { DEFAULT_CALIBRATION } from "../methods/calibration/set.ts";
 import { cellParams, quantizeCell } from "../bench/cell.ts";
 import { parseMethodSpec } from "../bench/method_spec.ts";
 import { type GroupSetting, quantFor } from "../bench/matrix.ts";
 import { gitState } from "../bench/runner.ts";
 import { bundledDataDir } from "../core/paths.ts";
-import { selectKernels } from "../kernels/backend.ts";
+import { selectKernels } from "../runners/backend.ts";
 import { getMethod, METHODS } from "../methods/mod.ts";
 import type { Method } from "../methods/types.ts";
 import { hubFile, parseHfRef } from "../models/hub.ts";

@@ -16,7 +16,7 @@
 
 import { sha256Hex } from "../core/hash.ts";
 import { exists } from "../core/paths.ts";
-import type { CalibrationRecord } from "../calibration/set.ts";
+import type { CalibrationRecord } from "../methods/calibration/set.ts";
 import { type QuantConfig, type QuantizedModel, quantLabel } from "../methods/types.ts";
 import type { LoadedModel, SourceFile } from "../models/types.ts";
 import {
@@ -25,7 +25,7 @@ import {
   type QuantizedCheckpointOptions,
 } from "./hf_checkpoint.ts";
 import { onnxDecoder, type OnnxDecoderOptions, type OnnxDecoderReport } from "./onnx_decoder.ts";
-import { writeShardedSafetensors } from "./safetensors_write.ts";
+import { writeShardedSafetensors } from "../models/formats/safetensors_write.ts";
 
 /** The formats {@linkcode exportModel} writes. */
 export const EXPORT_FORMATS = ["gptq", "compressed-tensors", "onnx"] as const;

@@ -2,13 +2,13 @@
  * Export → import round trips (oracles §5.6–5.7 at model level): a model quantized with
  * float16-exact scales, exported as GPTQ (v1 and v2) or compressed-tensors and loaded back by
  * the ordinary loader, has bit-identical dequantized linears and identical logits through
- * `models/forward.ts`; with float16 float tensors, it equals our model with every float tensor
+ * `runners/forward.ts`; with float16 float tensors, it equals our model with every float tensor
  * and dequantized weight rounded to float16 (computed here, independently of the importer).
  */
 import assert from "node:assert/strict";
 import { quantizeCell } from "../bench/cell.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import { PackedMatrix } from "../models/lazy_matrix.ts";
 import { listLinears, mapLinears } from "../models/linears.ts";
 import { loadModel } from "../models/load.ts";

@@ -10,7 +10,7 @@
 
 import { quantizeLinears, rtn } from "../methods/rtn.ts";
 import type { Method } from "../methods/types.ts";
-import { fp16ScaleChooser } from "./scale_rounding.ts";
+import { fp16ScaleChooser } from "../models/formats/scale_rounding.ts";
 
 /** RTN whose scales are float16 values (id `rtn`: the method, with its scales made storable). */
 export const rtnFp16Scales: Method = {

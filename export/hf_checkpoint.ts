@@ -28,7 +28,7 @@ import {
   compressedTensorsQuantizationConfig,
   exportCompressedTensors,
   isSymmetricPacked,
-} from "./compressed_tensors.ts";
+} from "../models/formats/compressed_tensors.ts";
 import {
   exportGptq,
   type GptqCheckpointFormat,
@@ -36,11 +36,11 @@ import {
   gptqGroupSize,
   gptqQuantizationConfig,
   gptqQuantizeConfig,
-} from "./gptq.ts";
-import { isContiguous } from "./packed.ts";
-import { type EagerTensorEntry, namedEntries } from "./safetensors_write.ts";
-import { scaleRoundingReport } from "./scale_rounding.ts";
-import { type FloatDtype, floatTensor } from "./tensor.ts";
+} from "../models/formats/gptq.ts";
+import { isContiguous } from "../models/formats/packed.ts";
+import { type EagerTensorEntry, namedEntries } from "../models/formats/safetensors_write.ts";
+import { scaleRoundingReport } from "../models/formats/scale_rounding.ts";
+import { type FloatDtype, floatTensor } from "../models/formats/tensor.ts";
 
 /** The checkpoint formats written by {@linkcode quantizedCheckpoint}. */
 export type CheckpointFormat = "gptq" | "compressed-tensors";

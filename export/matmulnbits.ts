@@ -21,8 +21,14 @@
  */
 
 import { type PackedWeight, unpackCodes } from "../core/quantizer.ts";
-import { checkPacked, isContiguous, packedFromCodes } from "./packed.ts";
-import { expectTensor, type RawTensor, rawTensor, readFloats, type TensorLike } from "./tensor.ts";
+import { checkPacked, isContiguous, packedFromCodes } from "../models/formats/packed.ts";
+import {
+  expectTensor,
+  type RawTensor,
+  rawTensor,
+  readFloats,
+  type TensorLike,
+} from "../models/formats/tensor.ts";
 
 /** Bit-widths the operator's layout is defined for (which ones a runtime runs is another matter). */
 export const MATMULNBITS_BITS: readonly number[] = [2, 4, 8];

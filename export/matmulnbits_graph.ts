@@ -19,7 +19,7 @@ import {
   type OnnxTensor,
   onnxValueInfo,
 } from "./onnx_proto.ts";
-import { floatTensor } from "./tensor.ts";
+import { floatTensor } from "../models/formats/tensor.ts";
 
 /** Options of {@linkcode matMulNBitsNodes}. */
 export interface MatMulNBitsNodeOptions {

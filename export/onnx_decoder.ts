@@ -40,7 +40,7 @@ import {
   type OnnxTensor,
   onnxValueInfo,
 } from "./onnx_proto.ts";
-import { floatTensor, type RawTensor, rawTensor } from "./tensor.ts";
+import { floatTensor, type RawTensor, rawTensor } from "../models/formats/tensor.ts";
 
 /** The architecture features the ONNX exporter emits. */
 export const ONNX_DECODER_FEATURES: readonly ArchFeature[] = [

@@ -8,13 +8,13 @@
 import assert from "node:assert/strict";
 import * as ort from "onnxruntime-web";
 import { cellParams, quantizeCell } from "../bench/cell.ts";
-import { drawCalibrationSet, methodCalibration } from "../calibration/set.ts";
+import { drawCalibrationSet, methodCalibration } from "../methods/calibration/set.ts";
 import { gptq } from "../methods/gptq.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { quantizeLinears, rtn } from "../methods/rtn.ts";
 import type { QuantConfig } from "../methods/types.ts";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import { loadLlama2c, loadModel } from "../models/load.ts";
 import { bundledDataDir, hfMirrorRoot, needs, sharedPath } from "../testing/fixtures.ts";
 

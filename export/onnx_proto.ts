@@ -19,7 +19,7 @@ import {
   checkRawTensor,
   type RawTensor,
   type SafetensorsDtype,
-} from "./tensor.ts";
+} from "../models/formats/tensor.ts";
 
 const { onnx } = onnxProto;
 

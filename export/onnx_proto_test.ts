@@ -8,7 +8,7 @@ import {
   onnxNode,
   onnxValueInfo,
 } from "./onnx_proto.ts";
-import { floatTensor, rawTensor } from "./tensor.ts";
+import { floatTensor, rawTensor } from "../models/formats/tensor.ts";
 
 Deno.test("encodeOnnxModel(): fields decode back (opsets, attributes of every kind, raw_data, symbolic dims)", () => {
   const bytes = encodeOnnxModel(

@@ -26,8 +26,8 @@ import {
 } from "../core/act_quantizer.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { RunningStats } from "../core/stats.ts";
-import { collectActivationStats } from "../calibration/act_stats.ts";
-import { forward } from "../models/forward.ts";
+import { collectActivationStats } from "./calibration/act_stats.ts";
+import { forward } from "../runners/forward.ts";
 import type { MethodContext, QuantConfig, QuantizedModel } from "./types.ts";
 
 /** Calibration windows the quantization-kernel share is measured on. */

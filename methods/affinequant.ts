@@ -11,7 +11,7 @@
  * 2. Initial transforms, SmoothQuant's diagonal: `s = max(act^α / max(w, 1e-5)^(1−α), 1e-5)` with
  *    `act` clamped at 1e-5 and, as the official code (`module.weight.max(dim=0)`), `w` the largest
  *    *signed* entry of each input column of q_proj (q/k/v), up_proj (gate/up) and o_proj (v → o).
- * 3. Block reconstruction (`calibration/reconstruct.ts`) with the AffineQuant learner
+ * 3. Block reconstruction (`methods/calibration/reconstruct.ts`) with the AffineQuant learner
  *    (`affinequant_learner.ts`: truncation to |a| ≥ 1e-2, gradual mask with stability factor `sf`,
  *    merge into the consumers and inverse at the producer, LWC), MSE to the full-precision block
  *    output, Adam (AdamW with weight decay 0) at a constant rate: `letLr` for the transforms,
@@ -19,7 +19,7 @@
  *    block and fall back to its initial state (SmoothQuant diagonal, LWC at σ(4)), recorded in
  *    the row's notes.
  * 4. Weight-activation cells train through the cell's activation quantizer (per-token dynamic;
- *    `autodiff/act_quant.ts`), which the runner then attaches for evaluation.
+ *    `methods/autodiff/act_quant.ts`), which the runner then attaches for evaluation.
  *
  * Official defaults (recorded in every row's notes) and the parameters here:
  * - `epochs` 20 (every official script; W2 scripts 40; the code default is 10); presets lower it;
@@ -46,15 +46,15 @@
  * - activations quantized with the cell's quantizer (the `wa` preset: per-token symmetric absmax)
  *   rather than OmniQuant's per-token asymmetric min-max, and without the q/k/v (bmm) quantizers
  *   the official W4A4 also enables: training matches what the suite evaluates;
- * - symmetric weight grids use the suite's absmax convention (`autodiff/lwc.ts`);
+ * - symmetric weight grids use the suite's absmax convention (`methods/autodiff/lwc.ts`);
  * - with `epochs` = 1 the mask stays diagonal (the official formula divides by `epochs − 1`);
  * - the optional `--aug_loss` term (LLaMA-1 W4A4 and W2 scripts) is not implemented.
  *
  * @module
  */
 
-import { collectActivationStats } from "../calibration/act_stats.ts";
-import { reconstructBlocks, type ReconstructionOptions } from "../calibration/reconstruct.ts";
+import { collectActivationStats } from "./calibration/act_stats.ts";
+import { reconstructBlocks, type ReconstructionOptions } from "./calibration/reconstruct.ts";
 import { reconstructionSetup } from "./reconstruction_setup.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import type { Matrix } from "../models/types.ts";

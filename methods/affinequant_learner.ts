@@ -11,7 +11,7 @@
  *   head, initialised to `diag(s)`.
  * - `qk`: the q·kᵀ transform: with `qkMatrix` (`--use_matrix`) one `headDim × headDim` block per
  *   key/value head initialised to the identity, otherwise a vector of ones (one per key channel).
- * - LWC `γ`, `β` of the seven linears (`autodiff/lwc.ts`, initialised to 4).
+ * - LWC `γ`, `β` of the seven linears (`methods/autodiff/lwc.ts`, initialised to 4).
  *
  * Each step, as the official code: every transform entry with `|a| < 1e-2` is set to
  * `sign(a) · 1e-2` in place (`truncate_number`; exact zeros stay 0), the matrices are masked,
@@ -29,7 +29,7 @@
  * q·k transforms have one block per key/value head, shared by the query heads of its group (the
  * columns of o and the rows of q of every query head use its key/value head's block).
  *
- * Gradients: by hand through each step (`d(A⁻¹) = −A⁻¹ dA A⁻¹` in `autodiff/inverse.ts`), the
+ * Gradients: by hand through each step (`d(A⁻¹) = −A⁻¹ dA A⁻¹` in `methods/autodiff/inverse.ts`), the
  * truncation passing the gradient unchanged (the official projection happens outside autograd),
  * the mask multiplying it. Matrices, inverses and transformed weights are float64; the block
  * runs in float32. A singular masked matrix stops the block with {@linkcode BlockDivergedError}
@@ -38,17 +38,17 @@
  * @module
  */
 
-import { inverseBackward, invertMatrix, SingularMatrixError } from "../autodiff/inverse.ts";
-import { initLwc, lwcBackward, lwcForward, lwcGroup, type LwcParams } from "../autodiff/lwc.ts";
-import type { BlockConfig, BlockWeights, LinearGrads } from "../autodiff/block.ts";
-import { releaseMatrix } from "../autodiff/linear.ts";
-import type { Vec } from "../autodiff/types.ts";
+import { inverseBackward, invertMatrix, SingularMatrixError } from "./autodiff/inverse.ts";
+import { initLwc, lwcBackward, lwcForward, lwcGroup, type LwcParams } from "./autodiff/lwc.ts";
+import type { BlockConfig, BlockWeights, LinearGrads } from "./autodiff/block.ts";
+import { releaseMatrix } from "./autodiff/linear.ts";
+import type { Vec } from "./autodiff/types.ts";
 import {
   BlockDivergedError,
   type BlockLearner,
   denseBlockWeights,
   type FoldedLinear,
-} from "../calibration/reconstruct.ts";
+} from "./calibration/reconstruct.ts";
 import { packCodes, roundHalfEven } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { LINEAR_KINDS, type LinearKind, type LlamaLayer, type Matrix } from "../models/types.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { type BlockConfig, blockForward } from "../autodiff/block.ts";
-import { BlockDivergedError, denseBlockWeights } from "../calibration/reconstruct.ts";
+import { type BlockConfig, blockForward } from "./autodiff/block.ts";
+import { BlockDivergedError, denseBlockWeights } from "./calibration/reconstruct.ts";
 import { dequantizePacked } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { LlamaLayer, Matrix } from "../models/types.ts";

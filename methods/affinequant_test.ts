@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { drawCalibrationSet } from "../calibration/set.ts";
-import { reconstructBlocks } from "../calibration/reconstruct.ts";
+import { drawCalibrationSet } from "./calibration/set.ts";
+import { reconstructBlocks } from "./calibration/reconstruct.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { listLinears } from "../models/linears.ts";

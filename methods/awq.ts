@@ -54,7 +54,7 @@
  */
 
 import { UnsupportedConfigError } from "../core/errors.ts";
-import { PILEVAL_AWQ } from "../calibration/pileval_awq.ts";
+import { PILEVAL_AWQ } from "./calibration/pileval_awq.ts";
 import { CLIP_DEFAULTS } from "./awq_clip.ts";
 import { type AwqGroupRecord, type AwqOptions, runAwq } from "./awq_pipeline.ts";
 import { awqSpec } from "./awq_quantizer.ts";

@@ -48,7 +48,7 @@ import {
   mlpInput,
   mlpResidual,
   selfAttention,
-} from "../models/forward.ts";
+} from "../runners/forward.ts";
 import { linearSite } from "../models/linears.ts";
 import type {
   DenseMlp,
@@ -58,7 +58,7 @@ import type {
   LlamaWeights,
   Matrix,
 } from "../models/types.ts";
-import type { LinearDiagnostic } from "../calibration/sequential.ts";
+import type { LinearDiagnostic } from "./calibration/sequential.ts";
 import { applyClip, type ClipOptions, searchClip, subsampleTokens } from "./awq_clip.ts";
 import { awqQuantizeMatrix, groupColumns } from "./awq_quantizer.ts";
 import { meanAbs, type ScaleRule, searchScales, trialWeight } from "./awq_search.ts";

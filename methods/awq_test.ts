@@ -6,8 +6,8 @@
 
 import assert from "node:assert/strict";
 import { UnsupportedConfigError } from "../core/errors.ts";
-import type { CalibrationSet } from "../calibration/set.ts";
-import { drawCalibrationSet, methodCalibration } from "../calibration/set.ts";
+import type { CalibrationSet } from "./calibration/set.ts";
+import { drawCalibrationSet, methodCalibration } from "./calibration/set.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import {
@@ -17,7 +17,7 @@ import {
   forward,
   layerForward,
   selfAttention,
-} from "../models/forward.ts";
+} from "../runners/forward.ts";
 import { listLinears } from "../models/linears.ts";
 import { loadModel } from "../models/load.ts";
 import type {

@@ -25,7 +25,7 @@
 import { UnsupportedConfigError } from "../core/errors.ts";
 import type { ActivationQuantization, SiteQuant } from "../core/act_quantizer.ts";
 import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
-import { collectActivationStats } from "../calibration/act_stats.ts";
+import { collectActivationStats } from "./calibration/act_stats.ts";
 import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";

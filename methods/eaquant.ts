@@ -45,8 +45,8 @@ import {
   quantizeValue,
   rangeWithZero,
 } from "../core/quantizer.ts";
-import { collectActivationStats } from "../calibration/act_stats.ts";
-import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
+import { collectActivationStats } from "./calibration/act_stats.ts";
+import { createKvCache, embedTokens, layerForward } from "../runners/forward.ts";
 import { quantizeLinears } from "./rtn.ts";
 import {
   expertMlps,

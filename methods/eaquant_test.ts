@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { withZeroRouters } from "../testing/moe.ts";
-import { drawCalibrationSet } from "../calibration/set.ts";
+import { drawCalibrationSet } from "./calibration/set.ts";
 import { groupParams, quantizeValue } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import { loadModel } from "../models/load.ts";
 import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { randomMatrix } from "../testing/random.ts";

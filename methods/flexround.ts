@@ -6,7 +6,7 @@
  * (arXiv 2306.00317; official `onliwad101/FlexRound_LRQ` `quant/UniformAffineQuantizer.py`,
  * `quant/REM_fast.py`, `scripts/FlexRound/*.sh`).
  *
- * Pipeline: the block-reconstruction driver (`calibration/reconstruct.ts`: fp and quantized
+ * Pipeline: the block-reconstruction driver (`methods/calibration/reconstruct.ts`: fp and quantized
  * streams, MSE to the full-precision block's output, NaN/Inf guard, folding) with the FlexRound
  * learner (`flexround_learner.ts`) and Adam with cosine decay to 0 over all steps.
  *
@@ -26,14 +26,14 @@
  * per-tensor activation scales are not reproduced (per-token dynamic instead).
  *
  * Deviations: float32 training (official `recon_fp16` autocast); windows start with BOS (see
- * `calibration/set.ts`); per-group quantization is an extension (one `δ₁`, zero per group); MSE
+ * `methods/calibration/set.ts`); per-group quantization is an extension (one `δ₁`, zero per group); MSE
  * is the mean over all elements (a constant multiple of the official `lp_loss`).
  *
  * @module
  */
 
 import { reconstructionSetup } from "./reconstruction_setup.ts";
-import { reconstructBlocks, type ReconstructionOptions } from "../calibration/reconstruct.ts";
+import { reconstructBlocks, type ReconstructionOptions } from "./calibration/reconstruct.ts";
 import { flexRoundLearner } from "./flexround_learner.ts";
 import {
   type Method,

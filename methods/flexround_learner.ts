@@ -6,7 +6,7 @@
  * Per linear `W` (`[out][in]`): `δ₁` = log of the grid size per quantization group (per output
  * row in the official per-channel code), `δ₂` per weight (zeros), `δ₃` per output row (zeros);
  * `Ŵ = exp(δ₁) · clamp(round_STE(W / exp(δ₁ + δ₂ + δ₃)), −z, 2^b − 1 − z)` with the zero point
- * `z` fixed at initialization (`autodiff/fake_quant.ts`). The paper's per-input-channel `s₄` is
+ * `z` fixed at initialization (`methods/autodiff/fake_quant.ts`). The paper's per-input-channel `s₄` is
  * not used by the official LLM code and is not learned here either.
  *
  * Initialization of `(δ₁, z)`:
@@ -38,12 +38,12 @@ import {
   fakeQuantForward,
   type FakeQuantParams,
   groupsPerRow,
-} from "../autodiff/fake_quant.ts";
-import type { BlockWeights, LinearGrads } from "../autodiff/block.ts";
-import { releaseMatrix } from "../autodiff/linear.ts";
-import type { Vec } from "../autodiff/types.ts";
-import type { BlockLearner, FoldedLinear } from "../calibration/reconstruct.ts";
-import { denseBlockWeights } from "../calibration/reconstruct.ts";
+} from "./autodiff/fake_quant.ts";
+import type { BlockWeights, LinearGrads } from "./autodiff/block.ts";
+import { releaseMatrix } from "./autodiff/linear.ts";
+import type { Vec } from "./autodiff/types.ts";
+import type { BlockLearner, FoldedLinear } from "./calibration/reconstruct.ts";
+import { denseBlockWeights } from "./calibration/reconstruct.ts";
 import {
   packCodes,
   paramsForRange,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { drawCalibrationSet } from "../calibration/set.ts";
+import { drawCalibrationSet } from "./calibration/set.ts";
 import { dequantizePacked } from "../core/quantizer.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { listLinears } from "../models/linears.ts";

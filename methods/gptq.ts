@@ -4,7 +4,7 @@
  * quantized, weighted by the inverse Hessian of the layer's reconstruction loss
  * (arXiv 2210.17323; IST-DASLab/gptq `gptq.py`, `llama.py`).
  *
- * Pipeline: the shared sequential calibration pipeline (`calibration/sequential.ts`) runs the
+ * Pipeline: the shared sequential calibration pipeline (`methods/calibration/sequential.ts`) runs the
  * calibration windows block by block through the already quantized model, stage by stage with
  * `trueSequential`, and hands every linear its Gram matrix; here `H = 2/N · Σ x xᵀ` (N = number
  * of calibration sequences, the reference's running average) goes to the layer algorithm in
@@ -16,7 +16,7 @@
  * - a Hessian that is not positive definite after damping is retried with ×10 damping (up to
  *   `maxDampRetries` times) instead of failing; every retry is noted;
  * - arithmetic is float64 (the reference runs float32);
- * - calibration windows start with BOS (see `calibration/set.ts`);
+ * - calibration windows start with BOS (see `methods/calibration/set.ts`);
  * - `trueSequential` defaults to on (the reference's LLaMA recommendation, off in its CLI).
  *
  * Weight-activation cells (A < 16): GPTQ calibrates the weights on float inputs and the cell's
@@ -29,7 +29,7 @@
 
 import { noteMaterialized } from "../models/residency.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
-import { quantizeSequential } from "../calibration/sequential.ts";
+import { quantizeSequential } from "./calibration/sequential.ts";
 import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
 import {
   type Method,

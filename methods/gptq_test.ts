@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { quantizeSequential } from "../calibration/sequential.ts";
-import { DEFAULT_CALIBRATION, drawCalibrationSet } from "../calibration/set.ts";
+import { quantizeSequential } from "./calibration/sequential.ts";
+import { DEFAULT_CALIBRATION, drawCalibrationSet } from "./calibration/set.ts";
 import { quantizeMatrix } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { getTask } from "../tasks/mod.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import type { LlamaConfig } from "../models/types.ts";
 import { randomDecoder, smallConfig } from "../testing/random_model.ts";
 import { centerRows, fuseNorms } from "./norm_fusion.ts";

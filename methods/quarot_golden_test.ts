@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import type { LlamaConfig, LlamaLayer, LlamaWeights, Matrix } from "../models/types.ts";
 import { quarotTransform } from "./quarot.ts";
 import { hadamardRotationFromSigns } from "./rotation.ts";

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { drawCalibrationSet } from "../calibration/set.ts";
+import { drawCalibrationSet } from "./calibration/set.ts";
 import { DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { createKvCache, embedTokens, forward, layerForward } from "../models/forward.ts";
+import { createKvCache, embedTokens, forward, layerForward } from "../runners/forward.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
 import { getTask } from "../tasks/mod.ts";
 import { bundledDataDir, needs } from "../testing/fixtures.ts";

@@ -12,7 +12,7 @@ import {
   DEFAULT_ACT_OPTIONS,
   validateActQuant,
 } from "../core/act_quantizer.ts";
-import type { CalibrationSet } from "../calibration/set.ts";
+import type { CalibrationSet } from "./calibration/set.ts";
 import type { MethodContext, QuantConfig } from "./types.ts";
 
 /** The checked common inputs of a reconstruction method. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { createKvCache, embedTokens, layerForward } from "../models/forward.ts";
+import { createKvCache, embedTokens, layerForward } from "../runners/forward.ts";
 import { loadModel } from "../models/load.ts";
 import type { MoeMlp } from "../models/types.ts";
 import { needs, sharedPath } from "../testing/fixtures.ts";

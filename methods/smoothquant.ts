@@ -4,7 +4,7 @@
  * per-input-channel factor, then weights and activations are quantized.
  *
  * 1. Per-channel `max|X_j|` of every linear input over the calibration windows (full-precision
- *    model; `calibration/act_stats.ts`).
+ *    model; `methods/calibration/act_stats.ts`).
  * 2. `s_j = max|X_j|^α / max|W_{:,j}|^(1−α)`, clamped below at 1e-5, where `max|W_{:,j}|` (also
  *    clamped at 1e-5) runs over the rows of every linear sharing the input: q, k and v; gate and up
  *    (and, in MoE blocks, the router and every expert).
@@ -25,7 +25,7 @@
  * @module
  */
 
-import { collectActivationStats } from "../calibration/act_stats.ts";
+import { collectActivationStats } from "./calibration/act_stats.ts";
 import { expertMlps, type Matrix } from "../models/types.ts";
 import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { drawCalibrationSet } from "../calibration/set.ts";
+import { drawCalibrationSet } from "./calibration/set.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import type { LlamaWeights } from "../models/types.ts";
 import { getTask } from "../tasks/mod.ts";
 import { bundledDataDir, needs } from "../testing/fixtures.ts";

@@ -10,8 +10,8 @@ import type { ActQuantOptions } from "../core/act_quantizer.ts";
 import type { Granularity, PackedWeight } from "../core/quantizer.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
-import type { LinearDiagnostic } from "../calibration/sequential.ts";
-import type { CalibrationSet, CalibrationSpec } from "../calibration/set.ts";
+import type { LinearDiagnostic } from "./calibration/sequential.ts";
+import type { CalibrationSet, CalibrationSpec } from "./calibration/set.ts";
 
 /** Classes of the PTQ taxonomy (PTQ-Bench's four, plus the baseline, transformation and MoE-specific). */
 export type TaxonomyClass =

@@ -35,7 +35,7 @@ import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
 import { sha256Hex } from "../core/hash.ts";
 import { quantizeLinears } from "../methods/rtn.ts";
 import { writeSafetensors } from "../testing/safetensors_writer.ts";
-import { createKvCache, forward } from "./forward.ts";
+import { createKvCache, forward } from "../runners/forward.ts";
 import { parseHfConfig } from "./hf_config.ts";
 import { buildHfModel } from "./hf_model.ts";
 import { isLazy, StoredMatrix } from "./lazy_matrix.ts";

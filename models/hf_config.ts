@@ -15,7 +15,7 @@
  * @module
  */
 
-import { parseQuantizationConfig } from "../export/quantized_import.ts";
+import { parseQuantizationConfig } from "./formats/quantized_import.ts";
 import { FormatError, UnsupportedConfigError } from "../core/errors.ts";
 import type { LlamaConfig, MlpActivation, MoeConfig, RopeScaling } from "./types.ts";
 import { describe, isRecord } from "../core/describe.ts";
@@ -224,7 +224,7 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   const unsupported = (message: string) =>
     new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
   const qc = json.quantization_config;
-  // Quantized checkpoints of the formats `export/quantized_import.ts` reads load with packed
+  // Quantized checkpoints of the formats `models/formats/quantized_import.ts` reads load with packed
   // linears (the loader routes them there); any other quant_method is refused by name.
   if (qc !== undefined && qc !== null) parseQuantizationConfig(qc, file);
 

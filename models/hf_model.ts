@@ -21,7 +21,7 @@ import {
   configStorageDtype,
   parseQuantizationConfig,
   quantizedTensorSource,
-} from "../export/quantized_import.ts";
+} from "./formats/quantized_import.ts";
 import { hfTokenizer } from "./hf_tokenizer.ts";
 import { tokenizerJsonFromBpeFiles } from "./bpe_files.ts";
 import { WEIGHT_BUDGET } from "./residency.ts";
@@ -162,7 +162,7 @@ export function checkSpecialTokens(json: unknown, tokenizer: Tokenizer, file: st
 
 /**
  * The model from its parsed parts (shared with the disk loader, `hf_files.ts`); a `configJson`
- * with a `quantization_config` routes the quantized linears to `export/quantized_import.ts`.
+ * with a `quantization_config` routes the quantized linears to `models/formats/quantized_import.ts`.
  */
 export function assemble(
   id: string,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { quantizeMatrix } from "../core/quantizer.ts";
-import { serializeSafetensors } from "../export/safetensors_write.ts";
-import { floatTensor } from "../export/tensor.ts";
+import { serializeSafetensors } from "./formats/safetensors_write.ts";
+import { floatTensor } from "./formats/tensor.ts";
 import {
   isLazy,
   matrixRow,

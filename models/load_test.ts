@@ -3,7 +3,7 @@ import { FormatError } from "../core/errors.ts";
 import { needs, sharedPath } from "../testing/fixtures.ts";
 import { startMirror } from "../testing/mirror_server.ts";
 import { type TensorIn, writeSafetensors } from "../testing/safetensors_writer.ts";
-import { forward } from "./forward.ts";
+import { forward } from "../runners/forward.ts";
 import { countParams, loadModel } from "./load.ts";
 import { parseSafetensors, toFloat32 } from "./safetensors.ts";
 

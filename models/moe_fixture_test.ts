@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
-import { forward } from "./forward.ts";
+import { forward } from "../runners/forward.ts";
 import { loadModel } from "./load.ts";
 import type { LoadedModel } from "./types.ts";
 import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";

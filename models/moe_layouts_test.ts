@@ -4,7 +4,7 @@
  * fixtures (the same trained weights written in the other layouts) and a hand-written attention.
  */
 import assert from "node:assert/strict";
-import { createKvCache, forward, mlpForward, selfAttention } from "./forward.ts";
+import { createKvCache, forward, mlpForward, selfAttention } from "../runners/forward.ts";
 import { parseHfConfig } from "./hf_config.ts";
 import { listLinears } from "./linears.ts";
 import { loadModel } from "./load.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { CalibrationRecord } from "../calibration/set.ts";
+import type { CalibrationRecord } from "../methods/calibration/set.ts";
 import type { ActQuantOptions } from "../core/act_quantizer.ts";
 import type { ActivationZeros, QuantDiagnostics } from "../methods/types.ts";
 import type { DatasetInfo, Metric } from "../tasks/types.ts";

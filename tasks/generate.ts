@@ -3,7 +3,7 @@
  * KV cache (the prompt is prefilled once, then one token per step) — what lm-eval's
  * `generate_until` does with `do_sample: false`.
  *
- * `models/forward.ts`'s `generateGreedy` stops only at a token id; text stop sequences (which can
+ * `runners/forward.ts`'s `generateGreedy` stops only at a token id; text stop sequences (which can
  * span several tokens or end inside one) need the decoded continuation, so this module checks
  * the decoded text after each token and cuts it before the earliest stop sequence, as lm-eval
  * does (`s.split(term)[0]` for every term of `until`).
@@ -12,7 +12,7 @@
  */
 
 import type { Kernels } from "../kernels/types.ts";
-import { createKvCache, forward, type ForwardModel } from "../models/forward.ts";
+import { createKvCache, forward, type ForwardModel } from "../runners/forward.ts";
 
 /** Produces next-token logits: `start` with the prompt, then `next` with each chosen token. */
 export interface StepModel {

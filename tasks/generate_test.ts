@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { argmax, cutAtStop, generateUntil, greedyUntil, type StepModel } from "./generate.ts";
-import { forward } from "../models/forward.ts";
+import { forward } from "../runners/forward.ts";
 import { needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 

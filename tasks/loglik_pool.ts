@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { ForwardModel } from "../models/forward.ts";
+import type { ForwardModel } from "../runners/forward.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { EncodedPair, LoglikScore } from "./multiple_choice.ts";

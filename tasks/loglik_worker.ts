@@ -8,7 +8,7 @@
 
 /// <reference lib="deno.worker" />
 
-import { kernelsById } from "../kernels/backend.ts";
+import { kernelsById } from "../runners/backend.ts";
 import { ForwardLogProbs, scorePair } from "./multiple_choice.ts";
 import type { LoglikRequestMsg, LoglikResponseMsg } from "./loglik_pool.ts";
 

@@ -15,7 +15,7 @@
 
 import { sha256Hex } from "../core/hash.ts";
 import { NotAvailableError } from "../core/errors.ts";
-import { dataPath, type DatasetInfo, missingDatasetHint } from "../corpora/text.ts";
+import { dataPath, type DatasetInfo, missingDatasetHint } from "./corpora/text.ts";
 import { MalformedRows, type SkippedRows } from "./malformed.ts";
 import { type McDoc, pyStrip } from "./multiple_choice.ts";
 

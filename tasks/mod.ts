@@ -20,7 +20,7 @@
  */
 
 import { unknownIdError } from "../core/registry.ts";
-import { TEXT_DATASETS } from "../corpora/text.ts";
+import { TEXT_DATASETS } from "./corpora/text.ts";
 import { gsm8kTask } from "./gsm8k.ts";
 import { perplexityTask } from "./perplexity.ts";
 import { RULER_TASK_NAMES, rulerTask } from "./ruler.ts";

@@ -35,10 +35,10 @@
  */
 
 import { RunningStats } from "../core/stats.ts";
-import { createKvCache, forward, type ForwardModel, type KvCache } from "../models/forward.ts";
+import { createKvCache, forward, type ForwardModel, type KvCache } from "../runners/forward.ts";
 import type { Kernels } from "../kernels/types.ts";
 import type { Tokenizer } from "../models/types.ts";
-import { logSoftmaxRows } from "./window_score.ts";
+import { logSoftmaxRows } from "../runners/window_score.ts";
 import type { Metric } from "./types.ts";
 
 /** The target delimiter lm-eval puts between context and choice by default. */

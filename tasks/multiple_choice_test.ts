@@ -17,7 +17,7 @@ import { parseWinogrande } from "./mc_datasets.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { needs } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
-import { windowLogProbs } from "./window_score.ts";
+import { windowLogProbs } from "../runners/window_score.ts";
 import type { Tokenizer } from "../models/types.ts";
 
 const stories = await needs("hf-mirror");

@@ -32,10 +32,10 @@
  */
 
 import { RunningStats } from "../core/stats.ts";
-import { scoreWindowChunked, windowHidden, type WindowScore } from "./window_score.ts";
-import { readTextDataset, TEXT_DATASETS } from "../corpora/text.ts";
+import { scoreWindowChunked, windowHidden, type WindowScore } from "../runners/window_score.ts";
+import { readTextDataset, TEXT_DATASETS } from "./corpora/text.ts";
 import { encodingRecord } from "./encoding.ts";
-import { encodeCached } from "../corpora/token_cache.ts";
+import { encodeCached } from "./corpora/token_cache.ts";
 import {
   DEFAULT_MAX_CONTEXT,
   type EvalModel,

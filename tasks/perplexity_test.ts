@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { makeWindows } from "./perplexity.ts";
-import { logSoftmaxRows } from "./window_score.ts";
+import { logSoftmaxRows } from "../runners/window_score.ts";
 import { getTask } from "./mod.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { rtn } from "../methods/rtn.ts";
 import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import type { Metric, ReferenceModel, TaskResult } from "./types.ts";
-import { kernelsById } from "../kernels/backend.ts";
-import { EvalPool } from "./eval_pool.ts";
+import { kernelsById } from "../runners/backend.ts";
+import { EvalPool } from "../runners/eval_pool.ts";
 
 const stories = await needs("hf-mirror");
 const storiesWikitext = await needs("hf-mirror", "data/text/wikitext2/wiki.test.raw");

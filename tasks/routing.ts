@@ -17,7 +17,7 @@
 
 import { RunningStats } from "../core/stats.ts";
 import type { Kernels } from "../kernels/types.ts";
-import { forward, type ForwardModel } from "../models/forward.ts";
+import { forward, type ForwardModel } from "../runners/forward.ts";
 import type { Metric } from "./types.ts";
 
 /** Router decisions of one block for `T` tokens. */

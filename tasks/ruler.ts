@@ -38,7 +38,7 @@
 import { UnsupportedConfigError } from "../core/errors.ts";
 import { unknownIdError } from "../core/registry.ts";
 import { RunningStats } from "../core/stats.ts";
-import { readTextDataset } from "../corpora/text.ts";
+import { readTextDataset } from "./corpora/text.ts";
 import { generateUntil, type StopReason } from "./generate.ts";
 import { generateRulerSet, type RulerSet, VT_EXAMPLE_TOKENS } from "./ruler_fit.ts";
 import {

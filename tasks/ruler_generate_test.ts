@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { UnsupportedConfigError } from "../core/errors.ts";
-import { readTextDataset } from "../corpora/text.ts";
+import { readTextDataset } from "./corpora/text.ts";
 import { needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";
 import { buildRulerPrompt, fitUnits, generateRulerSet, type RulerSet } from "./ruler_fit.ts";

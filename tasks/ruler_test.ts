@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { UnsupportedConfigError } from "../core/errors.ts";
-import { readTextDataset } from "../corpora/text.ts";
+import { readTextDataset } from "./corpora/text.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";

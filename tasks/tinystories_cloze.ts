@@ -28,7 +28,7 @@
 import { uniformInt } from "pure-rand/distribution/uniformInt";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 import { canonicalJson, sha256Hex } from "../core/hash.ts";
-import { readTextDataset } from "../corpora/text.ts";
+import { readTextDataset } from "./corpora/text.ts";
 import type { McDoc } from "./multiple_choice.ts";
 import { runMultipleChoice, SEQUENCE_PROTOCOL } from "./zero_shot.ts";
 import { encodingRecord } from "./encoding.ts";

@@ -6,7 +6,7 @@ import {
   sentences,
   tinystoriesClozeTask,
 } from "./tinystories_cloze.ts";
-import { readTextDataset } from "../corpora/text.ts";
+import { readTextDataset } from "./corpora/text.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { bundledDataDir, needs, sharedPath } from "../testing/fixtures.ts";
 import { stories260K } from "../testing/stories.ts";

@@ -4,14 +4,12 @@
  * @module
  */
 
-import type { DatasetInfo } from "../corpora/text.ts";
+import type { DatasetInfo } from "./corpora/text.ts";
 import type { Kernels } from "../kernels/types.ts";
 
 export type { DatasetInfo };
-import type { EvalPool } from "./eval_pool.ts";
-import type { ForwardModel } from "../models/forward.ts";
-import type { WindowScore } from "./window_score.ts";
-import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
+import type { EvalPool } from "../runners/eval_pool.ts";
+import type { WindowScorer } from "../runners/types.ts";
 import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
 
 /** Perplexity windows are at most this long unless a context is asked for (GPTQ's 2048). */
@@ -77,28 +75,6 @@ export interface TaskContext {
   readonly skipMalformed?: boolean;
   /** Scores perplexity windows on a GPU (`--backend webgpu`); preferred over `pool` when set. */
   readonly windowScorer?: WindowScorer;
-}
-
-/**
- * Scores perplexity windows asynchronously, off the synchronous kernels (the WebGPU backend:
- * `kernels/webgpu/window_scorer.ts`); numbers equal `scoreWindow` over `windowLogProbs` up to
- * float32 rounding.
- */
-export interface WindowScorer {
-  /** Id recorded in the protocol of the rows it computed, e.g. `webgpu`. */
-  readonly id: string;
-  /** The adapter the windows run on, recorded in every row. */
-  readonly adapter?: GpuAdapterInfo;
-  /** Why `model` cannot run here (it then stays on the CPU path), or undefined. */
-  unsupported(model: ForwardModel): string | undefined;
-  /** Scores one window, against the reference's distribution when given. */
-  score(
-    model: ForwardModel,
-    window: readonly number[],
-    reference?: { readonly model: ForwardModel; readonly cacheKey: string },
-  ): Promise<WindowScore>;
-  /** Releases the device (call once, when no window is being scored). */
-  close?(): void;
 }
 
 /** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */

@@ -6,7 +6,7 @@ import { stories260K } from "../testing/stories.ts";
 import type { Metric, TaskResult } from "./types.ts";
 import { formatSummary } from "../results/summary.ts";
 import type { ResultRow } from "../results/row.ts";
-import type { EvalPool } from "./eval_pool.ts";
+import type { EvalPool } from "../runners/eval_pool.ts";
 
 const storiesTasks = await needs("hf-mirror", "data/tasks");
 

@@ -1,7 +1,9 @@
 /**
- * No import cycle between the project's files: every relative `import`/`export … from` and
- * literal dynamic `import()` of every `.ts` file is read (npm and `node:` specifiers are outside
- * the graph), and a depth-first search reports the first cycle it meets as a path.
+ * No import cycle between the project's files, and folders that layer: every relative
+ * `import`/`export … from` and literal dynamic `import()` of every `.ts` file is read (npm and
+ * `node:` specifiers are outside the graph); a depth-first search reports the first file cycle it
+ * meets as a path, and every import of a non-test file must point to its own folder or to a
+ * folder below it in {@linkcode LAYERS}. Tests are leaves that may reach up for their oracles.
  */
 import assert from "node:assert/strict";
 import { dirname, join, relative } from "node:path";
@@ -98,4 +100,80 @@ Deno.test("no import cycle between the project's files", async () => {
     undefined,
     `import cycle: ${cycle?.map((f) => relative(ROOT, f)).join(" → ")}`,
   );
+});
+
+/**
+ * The layers, lowest first: a file may import its own top-level folder or one listed before it.
+ * `.` is the repository root (`mod.ts`, `cli.ts`). A worker started with `new URL(…)` is not an
+ * import.
+ */
+export const LAYERS: readonly (readonly string[])[] = [
+  ["core"],
+  ["models"],
+  ["kernels", "testing"],
+  ["runners"],
+  ["tasks"],
+  ["methods"],
+  ["results"],
+  ["bench"],
+  ["export"],
+  ["web", "."],
+];
+
+/** `from → to` imports of `graph` (files under `root`) that go up or sideways between folders. */
+export function layerViolations(
+  graph: ReadonlyMap<string, readonly string[]>,
+  root: string,
+  layers: readonly (readonly string[])[] = LAYERS,
+): string[] {
+  const rank = new Map<string, number>();
+  layers.forEach((names, i) => names.forEach((n) => rank.set(n, i)));
+  const folder = (f: string) => {
+    const rel = relative(root, f);
+    return rel.includes("/") ? rel.slice(0, rel.indexOf("/")) : ".";
+  };
+  const out: string[] = [];
+  for (const [from, targets] of graph) {
+    if (from.endsWith("_test.ts")) continue;
+    const a = folder(from);
+    for (const to of targets) {
+      const b = folder(to);
+      if (a === b) continue;
+      const ra = rank.get(a), rb = rank.get(b);
+      if (ra === undefined || rb === undefined || rb >= ra) {
+        out.push(`${relative(root, from)} → ${relative(root, to)}`);
+      }
+    }
+  }
+  return out.sort();
+}
+
+Deno.test("layerViolations on hand-built cases", () => {
+  const g = new Map([
+    ["/p/models/a.ts", ["/p/core/x.ts", "/p/models/b.ts"]],
+    ["/p/kernels/k.ts", ["/p/models/a.ts"]],
+    ["/p/models/b.ts", ["/p/kernels/k.ts"]],
+    ["/p/models/b_test.ts", ["/p/kernels/k.ts"]],
+    ["/p/testing/t.ts", ["/p/kernels/k.ts"]],
+    ["/p/odd/o.ts", ["/p/core/x.ts"]],
+  ]);
+  assert.deepEqual(layerViolations(g, "/p"), [
+    "models/b.ts → kernels/k.ts",
+    "odd/o.ts → core/x.ts",
+    "testing/t.ts → kernels/k.ts",
+  ]);
+});
+
+Deno.test("the folders layer: each imports only itself and the layers below it", async () => {
+  const files = await sources(ROOT);
+  const graph = new Map<string, string[]>();
+  for (const f of files) {
+    graph.set(f, relativeImports(f, await Deno.readTextFile(f)).filter((t) => t.endsWith(".ts")));
+  }
+  const folders = new Set(
+    files.map((f) => relative(ROOT, f).split("/")).map((p) => p.length > 1 ? p[0]! : "."),
+  );
+  const named = new Set(LAYERS.flat());
+  assert.deepEqual([...folders].filter((f) => !named.has(f)), [], "folders missing from LAYERS");
+  assert.deepEqual(layerViolations(graph, ROOT), []);
 });

@@ -34,7 +34,7 @@ import { startMirror } from "./mirror_server.ts";
 import { loadLlama2c, loadModel } from "../models/load.ts";
 import { parseSafetensors } from "../models/safetensors.ts";
 import { getTask } from "../tasks/mod.ts";
-import { readDocuments } from "../corpora/text.ts";
+import { readDocuments } from "../tasks/corpora/text.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { LoadedModel } from "../models/types.ts";
 

@@ -22,8 +22,8 @@
 import { cellParams, quantizeCell } from "../bench/cell.ts";
 import { parseConfig, quantFor } from "../bench/matrix.ts";
 import { parseMethodSpec } from "../bench/method_spec.ts";
-import { drawCalibrationSet, methodCalibration } from "../calibration/set.ts";
-import { type SelectedKernels, selectKernels } from "../kernels/backend.ts";
+import { drawCalibrationSet, methodCalibration } from "../methods/calibration/set.ts";
+import { type SelectedKernels, selectKernels } from "../runners/backend.ts";
 import type { GpuAdapterInfo } from "../kernels/webgpu/device.ts";
 import { getMethod, METHODS } from "../methods/mod.ts";
 import { quantLabel } from "../methods/types.ts";

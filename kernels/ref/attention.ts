@@ -1,5 +1,5 @@
 /**
- * Reference causal grouped-query attention (the computation of `models/forward.ts`), in plain
+ * Reference causal grouped-query attention (the computation of `runners/forward.ts`), in plain
  * TypeScript with float64 scores and sums: the oracle for faster backends.
  *
  * @module

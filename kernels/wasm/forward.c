@@ -2,8 +2,8 @@
  * The whole-window forward pass of a Llama-family model (dense or Mixtral-layout MoE) in one call
  * (included by kernels.c, which defines gemm_f32, rmsnorm_f32, exp4k, exp_consts and MADD). Weights stay resident in WASM memory as
  * packed GEMM panels; activations never leave it. window_forward.ts writes the descriptor, the
- * embeddings, the norm weights and the RoPE rows; the numbers follow models/forward.ts and
- * tasks/window_score.ts (logSoftmaxRows) up to float32 rounding. Attention's softmax alone uses
+ * embeddings, the norm weights and the RoPE rows; the numbers follow runners/forward.ts and
+ * runners/window_score.ts (logSoftmaxRows) up to float32 rounding. Attention's softmax alone uses
  * its own base-2 exponential (exp2_4, as accurate as exp4k, other last bits): these
  * log-probabilities are scored, never calibrated on, so nothing trains on those bits.
  *
@@ -49,7 +49,7 @@ lowbit_gemm(int m, int n, int k, const float *a, const float *bp, float *c);
 
 /*
  * Routes T tokens of MoE block `layer` from their router logits [T][E]: the host writes the
- * chosen experts [T][K] and their weights [T][K] (float64), from models/forward.ts routeTokens,
+ * chosen experts [T][K] and their weights [T][K] (float64), from runners/forward.ts routeTokens,
  * so the routing is the op-by-op path's, softmax and ties included.
  */
 __attribute__((import_module("env"), import_name("lowbit_route"))) void
@@ -196,7 +196,7 @@ static void fgemm(const int *d, int m, int n, int k, const float *a, const float
 }
 
 /*
- * out [n][dim] = down(silu(gate x) · up x) for n rows of x [n][dim] (models/forward.ts denseMlp),
+ * out [n][dim] = down(silu(gate x) · up x) for n rows of x [n][dim] (runners/forward.ts denseMlp),
  * w = [gate, up, down] panels of hidden units `hidden`; the down projection's input is
  * fake-quantized as site ACT_DOWN of block l when the model quantizes activations (d[15]).
  */
@@ -211,7 +211,7 @@ static void dense_ffn(const int *d, int l, const int *w, int hidden, const float
 }
 
 /*
- * The MoE feed-forward of block l, as models/forward.ts moeMlp: router logits of xr [T][dim], the
+ * The MoE feed-forward of block l, as runners/forward.ts moeMlp: router logits of xr [T][dim], the
  * host's routing, then each expert (in order) on the rows of the tokens routed to it (gathered
  * from x, the experts' input), out[t] += weight · expert(x[t]) in float64 rounded to float32 once
  * per expert, as moeMlp's `out + w · ye`. g and u hold the experts' hidden activations.
@@ -546,7 +546,7 @@ static void swiglu(float *g, const float *u, int n) {
   }
 }
 
-/* rows[t][j] += bias[j] for T rows of n values (models/forward.ts addBias). */
+/* rows[t][j] += bias[j] for T rows of n values (runners/forward.ts addBias). */
 static void add_bias(float *rows, int T, int n, const float *bias) {
   for (int t = 0; t < T; t++) {
     for (int j = 0; j < n; j++) rows[t * n + j] += bias[j];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { forward } from "../../models/forward.ts";
+import { forward } from "../../runners/forward.ts";
 import { needs } from "../../testing/fixtures.ts";
 import { stories260K } from "../../testing/stories.ts";
 import { refKernels } from "../ref/mod.ts";

@@ -494,7 +494,7 @@ INLINE ExpK exp_consts(void) {
 }
 
 /*
- * Causal grouped-query attention, as models/forward.ts computes it: for token t (absolute
+ * Causal grouped-query attention, as runners/forward.ts computes it: for token t (absolute
  * position start + t) and head h, softmax over s <= start + t of q·k_s / sqrt(headDim), times v.
  * q, out: [T][nHeads * headDim]; k, v: [start + T][nKvHeads * headDim]; scores: start + T + 4
  * floats of scratch.

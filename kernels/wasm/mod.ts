@@ -45,7 +45,7 @@ import {
   windowHidden,
   windowUnsupported,
 } from "./window_forward.ts";
-import type { ForwardModel } from "../../models/forward.ts";
+import type { ForwardModel } from "../../models/types.ts";
 import { isLazy, PackedMatrix, valuesOf } from "../../models/lazy_matrix.ts";
 import { listLinears, mapLinears } from "../../models/linears.ts";
 

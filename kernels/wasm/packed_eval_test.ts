@@ -23,14 +23,14 @@ import assert from "node:assert/strict";
 import { dequantizePacked, type PackedWeight, quantizeMatrix } from "../../core/quantizer.ts";
 import { roundToStorage } from "../../core/storage_dtype.ts";
 import { quantizeLinears } from "../../methods/rtn.ts";
-import { createKvCache, forward, type ForwardModel } from "../../models/forward.ts";
+import { createKvCache, forward, type ForwardModel } from "../../runners/forward.ts";
 import { PackedMatrix } from "../../models/lazy_matrix.ts";
 import { listLinears, mapLinears } from "../../models/linears.ts";
 import type { LlamaWeights, Matrix } from "../../models/types.ts";
-import { logSoftmaxRows, windowLogProbs } from "../../tasks/window_score.ts";
+import { logSoftmaxRows, windowLogProbs } from "../../runners/window_score.ts";
 import { needs } from "../../testing/fixtures.ts";
 import { stories260K } from "../../testing/stories.ts";
-import { kernelsById, selectKernels } from "../backend.ts";
+import { kernelsById, selectKernels } from "../../runners/backend.ts";
 import { fusedDispatch, wasmKernels, withPackedLinears } from "./mod.ts";
 import { randomFloats } from "./test_util.ts";
 

@@ -11,7 +11,7 @@
  * gives the same numbers up to float32 rounding. Weight-activation models take this path too:
  * `forward.c` quantizes the usual settings itself, bit for bit `core/act_quantizer.ts`
  * ({@linkcode quantizesInWasm}), and calls back into it for the others (`lowbit_act`). So do
- * Mixtral-layout MoE blocks, whose routing is `routeTokens` of `models/forward.ts`, called back
+ * Mixtral-layout MoE blocks, whose routing is `routeTokens` of `runners/forward.ts`, called back
  * (`lowbit_route`).
  *
  * @module
@@ -25,7 +25,9 @@ import {
   FLOAT_ACT_BITS,
   routerQuantization,
 } from "../../core/act_quantizer.ts";
-import { embedTokens, type ForwardModel, routeTokens } from "../../models/forward.ts";
+import { embedTokens } from "../../models/embed.ts";
+import { routeTokens } from "../../models/routing.ts";
+import type { ForwardModel } from "../../models/types.ts";
 import { configRopeTable } from "../../models/rope.ts";
 import { type ArchFeature, unsupportedFeatures } from "../../models/arch.ts";
 import { isLazy } from "../../models/lazy_matrix.ts";
@@ -332,7 +334,7 @@ export function windowHidden(
       const layer = first + block;
       const x = heap.f32(ptr, rows * n);
       const name = ACT_SITES[site];
-      // The online rotation of o's or down's input comes first (as in models/forward.ts).
+      // The online rotation of o's or down's input comes first (as in runners/forward.ts).
       const r = site === 1 ? online?.o : site === 3 ? online?.down : undefined;
       if (r) applyOnlineRotation(r, x, rows);
       x.set(

@@ -4,9 +4,9 @@ import {
   DEFAULT_ACT_OPTIONS,
   fakeQuantActivations,
 } from "../../core/act_quantizer.ts";
-import { forward, type ForwardModel } from "../../models/forward.ts";
+import { forward, type ForwardModel } from "../../runners/forward.ts";
 import type { LlamaConfig, LlamaLayer, Matrix } from "../../models/types.ts";
-import { logSoftmaxRows, windowLogProbs } from "../../tasks/window_score.ts";
+import { logSoftmaxRows, windowLogProbs } from "../../runners/window_score.ts";
 import { bundledDataDir, needs, sharedPath } from "../../testing/fixtures.ts";
 import { randomMatrix } from "../../testing/random.ts";
 import { stories260K } from "../../testing/stories.ts";

@@ -1,13 +1,12 @@
 /**
  * The WebGPU backend: WGSL kernels on a {@linkcode GpuDevice}, as asynchronous one-call kernels
- * ({@linkcode GpuKernels}) and as a GPU-resident perplexity window scorer
- * ({@linkcode GpuWindowScorer}) that `--backend webgpu` plugs into the perplexity task.
+ * ({@linkcode GpuKernels}). The GPU-resident perplexity window scorer built on them is a runner:
+ * `runners/webgpu_scorer.ts`.
  *
- * @example Score a window on the GPU
+ * @example Multiply on the GPU
  * ```ts ignore
- * const scorer = await GpuWindowScorer.create();
- * const s = await scorer.score(model, [1, ...model.tokenizer.encode("Once upon a time")]);
- * console.log(Math.exp(s.sumNll / s.scored), scorer.adapter.fallback);
+ * const gpu = await GpuKernels.create();
+ * await gpu.matmul(x, T, weight, out); // out: Float32Array(T * weight.rows)
  * ```
  *
  * @module
@@ -22,4 +21,3 @@ export {
   requestAdapter,
 } from "./device.ts";
 export { type AsyncKernels, GpuKernels, uploadPacked } from "./kernels.ts";
-export { GpuWindowScorer, type GpuWindowScorerOptions } from "./window_scorer.ts";

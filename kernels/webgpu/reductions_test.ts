@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { logSoftmaxRows, scoreWindow } from "../../tasks/window_score.ts";
+import { logSoftmaxRows, scoreWindow } from "../../runners/window_score.ts";
 import { assertWithin, randomFloats } from "../wasm/test_util.ts";
 import { gpuTest, U32 } from "./test_util.ts";
 

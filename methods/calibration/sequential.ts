@@ -1,0 +1,518 @@
+/**
+ * The sequential layer-wise calibration pipeline every calibration-based method shares
+ * (IST-DASLab/gptq `llama.py` `llama_sequential`: blocks in order, each calibrated on the outputs
+ * of the already quantized blocks before it, so errors propagate).
+ *
+ * Calibration windows are embedded once; then decoder blocks are processed one at a time:
+ * 1. For each stage of the block — with `trueSequential`, {q, k, v} → {o} → {gate, up} → {down};
+ *    without it, all seven linears at once — run every window through the block as it is now
+ *    (earlier stages already quantized) and accumulate the Gram matrix `Σ x xᵀ` of each linear's
+ *    inputs over all calibration tokens (q, k and v share one input, as do gate and up).
+ * 2. Hand each linear of the stage, with its Gram matrix, to the method's quantizer; the
+ *    quantized weight replaces the original at once.
+ * 3. Run every window through the fully quantized block: these outputs are the next block's
+ *    inputs, so quantization errors propagate as they will at inference.
+ *
+ * Memory: the hidden states of all windows at one block boundary, plus one block's Gram matrices.
+ * Every linear also gets a diagnostic: the relative output reconstruction error on the inputs it
+ * was calibrated with, `‖(W − Ŵ)X‖² / ‖WX‖² = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)` with `G = Σ x xᵀ`.
+ *
+ * MoE blocks are processed in stages {q,k,v} → {o} → {every expert's gate, up} → {every expert's
+ * down} (also without `trueSequential`): each expert is calibrated on the tokens the (full-
+ * precision) router sends to it in the block as quantized so far. An expert that receives no
+ * calibration token is calibrated on every token of the block's router input instead (EAQuant's
+ * fallback rule; never an empty Gram matrix or a NaN scale); the diagnostics carry each expert's
+ * token count and the fallbacks. The router itself is not quantized here.
+ *
+ * @module
+ */
+
+import { noteMaterialized } from "../../models/residency.ts";
+import { UnsupportedConfigError } from "../../core/errors.ts";
+import { dequantizePacked, type PackedWeight } from "../../core/quantizer.ts";
+import { isLazy, PackedMatrix } from "../../models/lazy_matrix.ts";
+import type { Kernels } from "../../kernels/types.ts";
+import {
+  attnInput,
+  attnResidual,
+  createKvCache,
+  denseMlp,
+  embedTokens,
+  layerForward,
+  type LinearObserver,
+  mlpForward,
+  mlpInput,
+  mlpResidual,
+  selfAttention,
+} from "../../runners/forward.ts";
+import type { ActSite } from "../../core/act_quantizer.ts";
+import { type LinearSite, linearSite } from "../../models/linears.ts";
+import {
+  expertMlps,
+  type LinearKind,
+  type LlamaConfig,
+  type LlamaLayer,
+  type LlamaWeights,
+  type Matrix,
+  type MoeMlp,
+} from "../../models/types.ts";
+import type { CalibrationSet } from "./set.ts";
+
+/** Stages of GPTQ's `--true-sequential`, in order. */
+export const TRUE_SEQUENTIAL_STAGES: readonly (readonly LinearKind[])[] = [
+  ["q", "k", "v"],
+  ["o"],
+  ["gate", "up"],
+  ["down"],
+];
+
+/** One stage holding every linear of a block (`trueSequential: false`). */
+export const ONE_STAGE: readonly (readonly LinearKind[])[] = [
+  ["q", "k", "v", "o", "gate", "up", "down"],
+];
+
+/** What a method's quantizer gets for one linear layer. */
+export interface LinearInputs {
+  readonly site: LinearSite;
+  /** The full-precision weight `[out][in]`. */
+  readonly matrix: Matrix;
+  /** `Σ x xᵀ` over every calibration token, `[in][in]` row-major. */
+  readonly gram: Float64Array;
+  /** Calibration tokens summed into `gram`. */
+  readonly tokens: number;
+  /** Calibration sequences (windows) those tokens came from. */
+  readonly sequences: number;
+  /** Largest `|x_i|` of every input channel over the calibration tokens. */
+  readonly absMax: Float32Array;
+}
+
+/** What a method's quantizer returns for one linear layer. */
+export interface LinearOutcome {
+  /** The weight to use from now on (dequantized), `[out][in]`. */
+  readonly matrix: Matrix;
+  /** The packed integer form, when the method produces one. */
+  readonly packed?: PackedWeight;
+  /** The method's own numbers for this layer (e.g. GPTQ's loss), kept in the row. */
+  readonly stats?: Readonly<Record<string, number>>;
+}
+
+/** Quantizes one linear layer given its calibration inputs. */
+export type LinearQuantizer = (inputs: LinearInputs) => LinearOutcome;
+
+/** Per-linear diagnostics of a calibrated quantization. */
+export interface LinearDiagnostic {
+  readonly name: string;
+  readonly layer: number;
+  readonly kind: LinearKind;
+  /** Expert index in MoE blocks. */
+  readonly expert?: number;
+  /** Calibration tokens of this linear (MoE experts: those routed to it). */
+  readonly tokens?: number;
+  /** True when an expert got no routed token and was calibrated on every token instead. */
+  readonly fallback?: boolean;
+  /** `‖(W − Ŵ)X‖² / ‖WX‖²` on the calibration inputs of this layer. */
+  readonly relError: number;
+  readonly stats?: Readonly<Record<string, number>>;
+}
+
+/** Options of {@linkcode quantizeSequential}. */
+export interface SequentialOptions {
+  /** Quantize a block in stages, re-collecting inputs after each (default true). */
+  readonly trueSequential?: boolean;
+  readonly kernels: Kernels;
+  /** Progress in passes over the calibration set. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+/** The outcome of {@linkcode quantizeSequential}. */
+export interface SequentialResult {
+  readonly weights: LlamaWeights;
+  /** Packed weights by linear name (`layers.0.q`), where the quantizer produced them. */
+  readonly packed: Map<string, PackedWeight>;
+  /** One entry per linear, in processing order. */
+  readonly diagnostics: LinearDiagnostic[];
+}
+
+/** Which linears read the same input: the Gram matrix is collected once per group. */
+function inputGroup(kind: LinearKind): ActSite {
+  if (kind === "q" || kind === "k" || kind === "v") return "qkv";
+  if (kind === "gate" || kind === "up") return "gateup";
+  return kind;
+}
+
+interface Accumulator {
+  readonly cols: number;
+  readonly gram: Float64Array;
+  readonly absMax: Float32Array;
+  tokens: number;
+  /** Scratch: `[cols][tokens]` transpose of one window's inputs and its Gram. */
+  xt: Float32Array;
+  g32: Float32Array;
+}
+
+const NONE = new Float32Array(0);
+
+/**
+ * Drops an accumulator's scratch once its Gram matrix is complete (half the Gram's size again,
+ * 0.5 GB for Llama-2-7B's down projection), before the quantizer allocates its own.
+ */
+function releaseScratch(acc: Accumulator): void {
+  noteMaterialized(acc.xt.byteLength + acc.g32.byteLength);
+  acc.xt = NONE;
+  acc.g32 = NONE;
+}
+
+function newAccumulator(cols: number): Accumulator {
+  return {
+    cols,
+    gram: new Float64Array(cols * cols),
+    absMax: new Float32Array(cols),
+    tokens: 0,
+    xt: new Float32Array(0),
+    g32: new Float32Array(cols * cols),
+  };
+}
+
+function accumulate(acc: Accumulator, x: Float32Array, T: number, kernels: Kernels): void {
+  const n = acc.cols;
+  if (acc.g32.length < n * n) acc.g32 = new Float32Array(n * n); // after releaseScratch
+  if (acc.xt.length < n * T) acc.xt = new Float32Array(n * T);
+  const xt = acc.xt.subarray(0, n * T);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < n; i++) {
+      const v = x[t * n + i]!;
+      xt[i * T + t] = v;
+      const a = Math.abs(v);
+      if (!(a <= acc.absMax[i]!)) acc.absMax[i] = a; // NaN propagates
+    }
+  }
+  // Gram of this window through the kernel interface: (Xᵀ)(Xᵀ)ᵀ = XᵀX.
+  kernels.matmul(xt, n, { rows: n, cols: T, data: xt }, acc.g32);
+  for (let i = 0; i < n * n; i++) acc.gram[i] = acc.gram[i]! + acc.g32[i]!;
+  acc.tokens += T;
+}
+
+/** `tr(A G Aᵀ)` for `A` `[rows][cols]` (float32) and symmetric `G` (as float32), via the kernels. */
+function quadraticTrace(
+  a: Float32Array,
+  rows: number,
+  g32: Float32Array,
+  cols: number,
+  kernels: Kernels,
+): number {
+  const ag = new Float32Array(rows * cols);
+  kernels.matmul(a, rows, { rows: cols, cols, data: g32 }, ag);
+  let s = 0;
+  for (let i = 0; i < rows * cols; i++) s += a[i]! * ag[i]!;
+  return s;
+}
+
+/** Relative output error `tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)`. */
+export function relativeReconstructionError(
+  w: Matrix,
+  wq: Matrix,
+  gram: Float64Array,
+  kernels: Kernels,
+): number {
+  const g32 = Float32Array.from(gram);
+  const d = new Float32Array(w.data.length);
+  for (let i = 0; i < d.length; i++) d[i] = w.data[i]! - wq.data[i]!;
+  const num = quadraticTrace(d, w.rows, g32, w.cols, kernels);
+  const den = quadraticTrace(w.data, w.rows, g32, w.cols, kernels);
+  return den > 0 ? num / den : num === 0 ? 0 : Infinity;
+}
+
+/**
+ * The matrix to keep for a quantized linear: for weights streamed from their file, the packed
+ * form (dequantized on access) when it reproduces the quantizer's values bit for bit, so a model
+ * larger than memory in float32 stays compact; otherwise the quantizer's matrix.
+ */
+function compact(source: Matrix, out: LinearOutcome): Matrix {
+  if (!isLazy(source) || !out.packed) return out.matrix;
+  const packed = new PackedMatrix(out.packed);
+  const a = dequantizePacked(out.packed);
+  const b = out.matrix.data;
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) return out.matrix;
+  }
+  return packed;
+}
+
+function linearOf(layer: LlamaLayer, kind: LinearKind, expert?: number): Matrix | undefined {
+  if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return layer[kind];
+  const mlp = layer.mlp;
+  return mlp.kind === "dense" ? mlp[kind] : expertMlps(mlp)[expert!]![kind];
+}
+
+function withLinear(layer: LlamaLayer, kind: LinearKind, m: Matrix, expert?: number): LlamaLayer {
+  if (kind === "q" || kind === "k" || kind === "v" || kind === "o") return { ...layer, [kind]: m };
+  const mlp = layer.mlp;
+  if (mlp.kind === "dense") return { ...layer, mlp: { ...mlp, [kind]: m } };
+  if (mlp.shared && expert === mlp.experts.length) {
+    return { ...layer, mlp: { ...mlp, shared: { ...mlp.shared, [kind]: m } } };
+  }
+  const experts = mlp.experts.map((e, i) => (i === expert ? { ...e, [kind]: m } : e));
+  return { ...layer, mlp: { ...mlp, experts } };
+}
+
+/**
+ * Quantizes every linear of a dense Llama model block by block on calibration windows (see the
+ * module documentation). Throws `UnsupportedConfigError` for MoE models and an error naming the
+ * linear when its calibration inputs hold NaN or ±Infinity.
+ *
+ * @param model The full-precision model (not modified).
+ * @param calib The calibration windows.
+ * @param quantizeLinear The method's per-linear quantizer.
+ * @param options Staging, kernels and progress.
+ */
+export function quantizeSequential(
+  model: { readonly config: LlamaConfig; readonly weights: LlamaWeights },
+  calib: CalibrationSet,
+  quantizeLinear: LinearQuantizer,
+  options: SequentialOptions,
+): SequentialResult {
+  const { config } = model;
+  const kernels = options.kernels;
+  const trueSequential = options.trueSequential !== false;
+  const stages = trueSequential ? TRUE_SEQUENTIAL_STAGES : ONE_STAGE;
+  const layers = [...model.weights.layers];
+  const work = { config, weights: { ...model.weights, layers } };
+  const packed = new Map<string, PackedWeight>();
+  const diagnostics: LinearDiagnostic[] = [];
+  const sequences = calib.windows.length;
+  const xs = calib.windows.map((w) => embedTokens(work, w));
+  const total = model.weights.layers.reduce(
+    (n, layer) => n + (layer.mlp.kind === "moe" ? 5 : stages.length + 1),
+    0,
+  );
+  let passes = 0;
+
+  const runBlock = (l: number, x: Float32Array, T: number, observe?: LinearObserver) => {
+    const cache = createKvCache(config, T);
+    layerForward(work, l, x, T, cache, kernels, observe);
+  };
+
+  /** Collects the Gram matrices of `stage` with `fill`, then quantizes the stage's linears. */
+  const runStage = (
+    l: number,
+    stage: readonly LinearKind[],
+    fill: (accs: Map<ActSite, Accumulator>) => void,
+  ) => {
+    const present = stage.filter((kind) => linearOf(layers[l]!, kind) !== undefined);
+    const accs = new Map<ActSite, Accumulator>();
+    for (const kind of present) {
+      const g = inputGroup(kind);
+      if (accs.has(g)) continue;
+      accs.set(g, newAccumulator(linearOf(layers[l]!, kind)!.cols));
+    }
+    fill(accs);
+    options.onProgress?.(++passes, total);
+    for (const acc of accs.values()) releaseScratch(acc);
+    for (const kind of present) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
+    for (const acc of accs.values()) noteMaterialized(acc.gram.byteLength);
+  };
+
+  const quantizeOne = (
+    l: number,
+    kind: LinearKind,
+    acc: Accumulator,
+    expert?: number,
+    extra: { tokens?: number; fallback?: boolean } = {},
+  ) => {
+    const mlp = layers[l]!.mlp;
+    const site = linearSite(l, kind, expert, mlp.kind === "moe" ? mlp.experts.length : undefined);
+    const name = site.name;
+    for (let i = 0; i < acc.gram.length; i++) {
+      if (!Number.isFinite(acc.gram[i]!)) {
+        throw new RangeError(
+          `${name}: the calibration inputs hold NaN or ±Infinity (from block ${l}'s inputs)`,
+        );
+      }
+    }
+    const matrix = linearOf(layers[l]!, kind, expert)!;
+    let out: LinearOutcome;
+    try {
+      out = quantizeLinear({
+        site,
+        matrix,
+        gram: acc.gram,
+        tokens: acc.tokens,
+        sequences,
+        absMax: acc.absMax,
+      });
+    } catch (e) {
+      if (e instanceof Error && !(e instanceof UnsupportedConfigError)) {
+        e.message = `${name}: ${e.message}`;
+      }
+      throw e;
+    }
+    if (out.matrix.rows !== matrix.rows || out.matrix.cols !== matrix.cols) {
+      throw new RangeError(
+        `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
+      );
+    }
+    layers[l] = withLinear(layers[l]!, kind, compact(matrix, out), expert);
+    if (out.packed) packed.set(name, out.packed);
+    diagnostics.push({
+      name,
+      layer: l,
+      kind,
+      ...(expert !== undefined ? { expert, tokens: extra.tokens ?? acc.tokens } : {}),
+      ...(extra.fallback ? { fallback: true } : {}),
+      relError: relativeReconstructionError(matrix, out.matrix, acc.gram, kernels),
+      ...(out.stats ? { stats: out.stats } : {}),
+    });
+  };
+
+  const { dim } = config;
+  const qDim = config.nHeads * config.headDim;
+  for (let l = 0; l < config.nLayers; l++) {
+    const isMoe = layers[l]!.mlp.kind === "moe";
+    if (!trueSequential && !isMoe) {
+      // One stage: every input from the full-precision block, then one pass through the
+      // quantized block.
+      runStage(l, ONE_STAGE[0]!, (accs) => {
+        const observer: LinearObserver = (kind, x, T) => {
+          const acc = kind === "router" ? undefined : accs.get(inputGroup(kind));
+          if (acc && (kind === "q" || kind === "o" || kind === "up" || kind === "down")) {
+            accumulate(acc, x, T, kernels);
+          }
+          return kind === "down"; // the rest of the block is not needed
+        };
+        for (const x of xs) runBlock(l, x.slice(), x.length / dim, observer);
+      });
+      for (const x of xs) runBlock(l, x, x.length / dim);
+      options.onProgress?.(++passes, total);
+      continue;
+    }
+    // True-sequential. Each stage recomputes only what the previous stage's quantization changed:
+    // the attention output (q, k, v quantized) once, the post-attention residual (o quantized)
+    // once, the MLP hidden activation (gate, up quantized) once, and the block output at the end.
+    // The block's pieces are runners/forward.ts's own stages, so every architecture feature
+    // (biases, norms of every kind, sandwich norms) is computed as in the forward pass.
+    const atts: Float32Array[] = [];
+    const hs: Float32Array[] = [];
+    runStage(l, ["q", "k", "v"], (accs) => {
+      for (const x of xs) {
+        const T = x.length / dim;
+        accumulate(accs.get("qkv")!, attnInput(work, l, x, T, kernels), T, kernels);
+      }
+    });
+    runStage(l, ["o"], (accs) => {
+      for (const x of xs) {
+        const T = x.length / dim;
+        const xn = attnInput(work, l, x, T, kernels);
+        const att = new Float32Array(T * qDim);
+        selfAttention(work, l, xn, T, createKvCache(config, T), kernels, att);
+        accumulate(accs.get("o")!, att, T, kernels);
+        atts.push(att);
+      }
+    });
+    if (isMoe) {
+      moeStages(l, atts);
+      continue;
+    }
+    runStage(l, ["gate", "up"], (accs) => {
+      xs.forEach((x, w) => {
+        const T = x.length / dim;
+        const h = attnResidual(work, l, atts[w]!, x, T, kernels);
+        accumulate(accs.get("gateup")!, mlpInput(work, l, h, T, kernels), T, kernels);
+        hs.push(h);
+      });
+    });
+    atts.length = 0;
+    runStage(l, ["down"], (accs) => {
+      for (const h of hs) {
+        const T = h.length / dim;
+        mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, new Float32Array(0), (
+          k,
+          g,
+        ) => {
+          if (k === "down") accumulate(accs.get("down")!, g, T, kernels);
+          return k === "down";
+        });
+      }
+    });
+    hs.forEach((h, w) => {
+      const T = h.length / dim;
+      const out = new Float32Array(h.length);
+      mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, out);
+      mlpResidual(work, l, out, h, T, kernels, xs[w]!);
+    });
+    hs.length = 0;
+    options.onProgress?.(++passes, total);
+  }
+  return { weights: work.weights, packed, diagnostics };
+
+  /** The MoE half of block `l` given the attention outputs (see the module documentation). */
+  function moeStages(l: number, atts: Float32Array[]): void {
+    const layer = () => layers[l]!;
+    // The routed experts, then the shared expert (every token) if the block has one.
+    const E = expertMlps(layer().mlp as MoeMlp).length;
+    const hidden = (e: number) => expertMlps(layer().mlp as MoeMlp)[e]!.down.cols;
+    const hs = xs.map((x, w) => attnResidual(work, l, atts[w]!, x, x.length / dim, kernels));
+    atts.length = 0;
+    const hns = hs.map((h) => mlpInput(work, l, h, h.length / dim, kernels));
+    const scratch = (T: number) => new Float32Array(T * dim);
+    // Stage: every expert's gate and up, on its routed tokens.
+    const all = newAccumulator(dim);
+    const gu = Array.from({ length: E }, () => newAccumulator(dim));
+    for (const hn of hns) {
+      const T = hn.length / dim;
+      mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
+        if (kind === "router") accumulate(all, x, n, kernels);
+        else if (kind === "gate" && e !== undefined) accumulate(gu[e]!, x, n, kernels);
+      });
+    }
+    options.onProgress?.(++passes, total);
+    const routed = gu.map((a) => a.tokens);
+    for (let e = 0; e < E; e++) {
+      const fallback = routed[e] === 0;
+      for (const kind of ["gate", "up"] as const) {
+        quantizeOne(l, kind, fallback ? all : gu[e]!, e, { tokens: routed[e]!, fallback });
+      }
+    }
+    // Stage: every expert's down, on the hidden activations of its routed tokens.
+    const dn = Array.from({ length: E }, (_, e) => newAccumulator(hidden(e)));
+    for (const hn of hns) {
+      const T = hn.length / dim;
+      mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
+        if (kind === "down" && e !== undefined) accumulate(dn[e]!, x, n, kernels);
+      });
+    }
+    for (let e = 0; e < E; e++) {
+      if (routed[e] !== 0) continue;
+      // Fallback: the expert's hidden activations on every token of the block.
+      const expert = expertMlps(layer().mlp as MoeMlp)[e]!;
+      for (const hn of hns) {
+        const T = hn.length / dim;
+        denseMlp(
+          expert,
+          hn,
+          T,
+          kernels,
+          scratch(T),
+          (kind, g, n) => {
+            if (kind === "down") accumulate(dn[e]!, g, n, kernels);
+            return kind === "down";
+          },
+          undefined,
+          true,
+          config,
+        );
+      }
+    }
+    options.onProgress?.(++passes, total);
+    for (let e = 0; e < E; e++) {
+      quantizeOne(l, "down", dn[e]!, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
+    }
+    // The quantized block's outputs feed the next block.
+    hs.forEach((h, w) => {
+      const T = h.length / dim;
+      const out = scratch(T);
+      mlpForward(work, l, hns[w]!, T, kernels, out);
+      mlpResidual(work, l, out, h, T, kernels, xs[w]!);
+    });
+    options.onProgress?.(++passes, total);
+  }
+}
