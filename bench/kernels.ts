@@ -18,9 +18,10 @@
  * speed. `--no-webgpu` leaves them out.
  *
  * Usage: `deno run --allow-read --allow-write --allow-env --allow-net --allow-sys=loadavg
- * bench/kernels.ts [--quick] [--best] [--threads N] [--only kernels,e2e,threads,decode]
- * [--no-webgpu]` (`--quick`: fewer repetitions and windows; `--best`: fastest run instead of the
- * median, the uncontended speed on a shared machine; `--only`: some tables). onnxruntime-web at
+ * bench/kernels.ts [--quick] [--smoke] [--best] [--threads N] [--only kernels,e2e,threads,decode]
+ * [--no-webgpu]` (`--quick`: fewer repetitions and windows; `--smoke`: tiny shapes, one timing
+ * each, no warm-up: proves the benchmark runs, its numbers mean nothing; `--best`: fastest run
+ * instead of the median, the uncontended speed on a shared machine; `--only`: some tables). onnxruntime-web at
  * two threads: `bench/kernels_ort.ts --threads 2` (it fixes its thread count once per process).
  * The reference is timed on fewer tokens where it would take minutes; its rate is per FLOP, so
  * the ratio stays meaningful.
@@ -62,6 +63,14 @@ export const CASES: readonly KernelCase[] = [
   { name: "dequant-GEMV 4-bit g128", m: 1, n: 4096, k: 4096, bits: 4 },
   { name: "dequant-GEMV 2-bit g128", m: 1, n: 4096, k: 4096, bits: 2 },
   { name: "dequant-GEMM 4-bit g128", m: 128, n: 4096, k: 4096, bits: 4, refM: 2 },
+];
+
+/** Tiny shapes of each kind for `--smoke` (the test that keeps the benchmark running). */
+export const SMOKE_CASES: readonly KernelCase[] = [
+  { name: "GEMM", m: 16, n: 64, k: 64 },
+  { name: "GEMV", m: 1, n: 128, k: 128 },
+  { name: "dequant-GEMV 4-bit g128", m: 1, n: 64, k: 256, bits: 4 },
+  { name: "dequant-GEMM 2-bit g128", m: 8, n: 64, k: 256, bits: 2 },
 ];
 
 /**
@@ -242,21 +251,27 @@ async function decodeTable(reps: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const quick = Deno.args.includes("--quick");
-  const reps = quick ? 5 : 21;
+  const smoke = Deno.args.includes("--smoke");
+  const quick = smoke || Deno.args.includes("--quick");
+  const reps = smoke ? 1 : quick ? 5 : 21;
   const best = Deno.args.includes("--best");
   const ti = Deno.args.indexOf("--threads");
   const threads = ti >= 0 ? Number(Deno.args[ti + 1]) : 2;
   const oi = Deno.args.indexOf("--only");
   const only = oi >= 0 ? Deno.args[oi + 1]!.split(",") : ["kernels", "e2e", "threads", "decode"];
-  if (only.includes("kernels")) await kernelsTable(quick, reps, best);
-  if (only.includes("e2e")) await e2eTable(quick ? 8 : 64);
-  if (only.includes("threads")) await threadsTable(threads, quick ? 7 : 21);
-  if (only.includes("decode")) await decodeTable(quick ? 11 : 41);
+  if (only.includes("kernels")) await kernelsTable(quick, reps, best, smoke);
+  if (only.includes("e2e")) await e2eTable(smoke ? 1 : quick ? 8 : 64);
+  if (only.includes("threads")) await threadsTable(threads, smoke ? 1 : quick ? 7 : 21);
+  if (only.includes("decode")) await decodeTable(smoke ? 1 : quick ? 11 : 41);
 }
 
-async function kernelsTable(quick: boolean, reps: number, best: boolean): Promise<void> {
-  const time = (fn: () => void) => timeMedian(fn, reps, 5, 0.5, best);
+async function kernelsTable(
+  quick: boolean,
+  reps: number,
+  best: boolean,
+  smoke: boolean,
+): Promise<void> {
+  const time = (fn: () => void) => timeMedian(fn, reps, 5, smoke ? 0 : 0.5, best);
   const load0 = loadAverage();
   const kernels = await wasmKernels();
   const fmaKernels = await wasmKernels({ fma: true });
@@ -275,7 +290,7 @@ async function kernelsTable(quick: boolean, reps: number, best: boolean): Promis
     ...(gpu ? ["webgpu GFLOP/s", "webgpu/simd"] : []),
   ]];
   ort.env.wasm.numThreads = 1;
-  for (const c of CASES) {
+  for (const c of smoke ? SMOKE_CASES : CASES) {
     const flops = 2 * c.m * c.n * c.k;
     const x = randomFloats(c.m * c.k, 1);
     const out = new Float32Array(c.m * c.n);

@@ -5,8 +5,9 @@
  * text in one call, as the `wikitext2` perplexity task does. Prints load ms (read, parse, build),
  * encode s, tokens and chars/token. One run each, no warm-up: the numbers are a first-use cost.
  *
- * Usage: `deno run --allow-read --allow-env bench/tokenizers.ts` (files from the shared fixtures,
- * `LOWBIT_SHARED` or `../shared`).
+ * Usage: `deno run --allow-read --allow-env bench/tokenizers.ts [--chars N]` (files from the shared
+ * fixtures, `LOWBIT_SHARED` or `../shared`; `--chars N`: encode only the text's first N characters,
+ * a smoke run).
  *
  * @module
  */
@@ -20,7 +21,13 @@ const TOKENIZERS = [
   { name: "Qwen2.5 (vocab.json + merges.txt)", dir: "models/configs/Qwen/Qwen2.5-0.5B" },
 ];
 
-const text = await Deno.readTextFile(sharedPath("data/text/wikitext2/wiki.test.raw"));
+const ci = Deno.args.indexOf("--chars");
+const chars = ci >= 0 ? Number(Deno.args[ci + 1]) : Infinity;
+if (!(chars > 0)) {
+  throw new RangeError(`--chars: expected a positive count, got ${Deno.args[ci + 1]}`);
+}
+const text = (await Deno.readTextFile(sharedPath("data/text/wikitext2/wiki.test.raw")))
+  .slice(0, chars);
 const rows: string[][] = [["tokenizer", "load ms", "encode s", "tokens", "chars/token"]];
 for (const { name, dir } of TOKENIZERS) {
   const t0 = performance.now();

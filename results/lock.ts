@@ -21,6 +21,8 @@
  * @module
  */
 
+import { WebWorker } from "../core/web_worker.ts";
+
 /** Name of the lock file inside a results directory. */
 export const LOCK_FILE = ".lock";
 
@@ -252,7 +254,7 @@ async function held(
 async function signalWorker(path: string, dev: number, ino: number | null) {
   let worker: Worker | undefined;
   try {
-    worker = new Worker(new URL("./lock_worker.ts", import.meta.url), { type: "module" });
+    worker = new WebWorker(new URL("./lock_worker.ts", import.meta.url), { type: "module" });
     const w = worker;
     await new Promise<void>((resolve, reject) => {
       w.onmessage = (e: MessageEvent) => e.data === "ready" ? resolve() : reject(e.data);

@@ -11,6 +11,7 @@
 
 import type { ForwardModel } from "./forward.ts";
 import type { WindowScore } from "./window_score.ts";
+import { WebWorker } from "../core/web_worker.ts";
 
 /** Messages to a worker. */
 export type PoolRequest =
@@ -58,7 +59,9 @@ export class EvalPool {
     this.kernelsId = kernelsId;
     this.#cacheBytes = Math.floor(referenceCacheBytes / threads);
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(new URL("./eval_worker.ts", import.meta.url).href, { type: "module" });
+      const w = new WebWorker(new URL("./eval_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
       w.onmessage = (e: MessageEvent<PoolResponse>) => {
         const p = this.#pending.get(e.data.id);
         if (!p) return;

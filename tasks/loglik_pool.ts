@@ -14,6 +14,7 @@ import type { ForwardModel } from "../runners/forward.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import type { EncodedPair, LoglikScore } from "./multiple_choice.ts";
+import { WebWorker } from "../core/web_worker.ts";
 
 /** Messages to a worker. */
 export type LoglikRequestMsg =
@@ -53,7 +54,9 @@ export class LoglikPool {
     this.threads = threads;
     const plain: ForwardModel = { config: model.config, weights: model.weights };
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(new URL("./loglik_worker.ts", import.meta.url).href, { type: "module" });
+      const w = new WebWorker(new URL("./loglik_worker.ts", import.meta.url).href, {
+        type: "module",
+      });
       w.onmessage = (e: MessageEvent<LoglikResponseMsg>) => {
         const p = this.#pending.get(e.data.id);
         if (!p) return;

@@ -12,6 +12,8 @@
  * @module
  */
 
+import { WebWorker } from "../../core/web_worker.ts";
+
 /** Exports a job may run (their index is the job's op code). */
 export const THREAD_OPS = ["gemm_f32", "gemv_f32", "dq_gemv", "attention_heads"] as const;
 
@@ -68,7 +70,7 @@ export class KernelThreads {
     const workers: Worker[] = [];
     const ready: Promise<void>[] = [];
     for (let i = 0; i < stackTops.length; i++) {
-      const w = new Worker(new URL("./thread_worker.ts", import.meta.url), { type: "module" });
+      const w = new WebWorker(new URL("./thread_worker.ts", import.meta.url), { type: "module" });
       workers.push(w);
       ready.push(
         new Promise((resolve, reject) => {

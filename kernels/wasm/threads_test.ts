@@ -137,3 +137,31 @@ Deno.test("kernel threads: a missing kernels_mt.wasm gives an error naming the f
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("kernel threads start after a library replaced globalThis.Worker (onnxruntime-web does under Deno)", async () => {
+  const original = globalThis.Worker;
+  let used = 0;
+  // What onnxruntime-web's runtime leaves behind: a global Worker whose workers lack `self`.
+  globalThis.Worker = class extends original {
+    constructor(url: string | URL, options?: WorkerOptions) {
+      used++;
+      super(url, options);
+    }
+  };
+  try {
+    const mt = await wasmKernels({ threads: 2, minSplit: 1 });
+    try {
+      const x = randomFloats(3 * 40, 1);
+      const w = { rows: 9, cols: 40, data: randomFloats(9 * 40, 2) };
+      const a = new Float32Array(27), b = new Float32Array(27);
+      mt.matmul(x, 3, w, a);
+      matmulRef(x, 3, w, b);
+      assertWithin(a, b, absProducts(x, 3, w.data, 9, 40), 1e-5, "matmul");
+    } finally {
+      mt.close();
+    }
+  } finally {
+    globalThis.Worker = original;
+  }
+  assert.equal(used, 0, "the replaced global Worker was used");
+});
