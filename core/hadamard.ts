@@ -33,9 +33,7 @@
  * @module
  */
 
-import { uniformFloat64 } from "pure-rand/distribution/uniformFloat64";
-import { uniformInt } from "pure-rand/distribution/uniformInt";
-import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import { SeededRng } from "./rng.ts";
 import {
   cachedHadamardTable,
   type HadamardTable,
@@ -349,7 +347,7 @@ export function randomHadamardQ(d: number, seed: number): RandomHadamardQ {
   const plan = planFor(d, "randomHadamardQ");
   const rng = seededRng(seed, "randomHadamardQ");
   const signs = new Int8Array(d);
-  for (let i = 0; i < d; i++) signs[i] = uniformInt(rng, 0, 1) * 2 - 1;
+  for (let i = 0; i < d; i++) signs[i] = rng.int(0, 1) * 2 - 1;
   const q = new Float64Array(d * d);
   for (let i = 0; i < d; i++) q[i * d + i] = signs[i]!;
   const s = new Float64Array(d);
@@ -379,8 +377,8 @@ export function randomOrthogonal(n: number, seed: number): Float64Array {
   const g = new Float64Array(n * n);
   for (let i = 0; i < g.length; i += 2) {
     // Box–Muller: u1 ∈ (0, 1] keeps the logarithm finite.
-    const u1 = 1 - uniformFloat64(rng);
-    const u2 = uniformFloat64(rng);
+    const u1 = 1 - rng.float64();
+    const u2 = rng.float64();
     const r = Math.sqrt(-2 * Math.log(u1));
     g[i] = r * Math.cos(2 * Math.PI * u2);
     if (i + 1 < g.length) g[i + 1] = r * Math.sin(2 * Math.PI * u2);
@@ -504,11 +502,11 @@ function checkShape(
   }
 }
 
-function seededRng(seed: number, fn: string): ReturnType<typeof xoroshiro128plus> {
+function seededRng(seed: number, fn: string): SeededRng {
   if (!Number.isInteger(seed) || seed < -(2 ** 31) || seed >= 2 ** 31) {
     throw new RangeError(`${fn}: seed = ${seed}: expected a 32-bit integer`);
   }
-  return xoroshiro128plus(seed);
+  return new SeededRng(seed);
 }
 
 /** Columns processed together by {@linkcode transformColumns}. */

@@ -49,7 +49,8 @@ import {
   TEMPLATES,
 } from "./ruler_generate.ts";
 import { cleanWikitext, essayWords, WIKITEXT_CLEANING } from "./ruler_haystack.ts";
-import { RULER_RNG, RulerRng } from "./ruler_random.ts";
+import { RULER_RNG } from "./ruler_random.ts";
+import { SeededRng } from "../core/rng.ts";
 import { scorePrediction } from "./ruler_score.ts";
 import { corpusWords, WORD_LIST_RULE } from "./ruler_words.ts";
 import type { EvalModel, Metric, Task, TaskContext, TaskResult } from "./types.ts";
@@ -133,7 +134,7 @@ export function rulerResources(essayText: string, seed = RULER_SEED): RulerResou
   return {
     words,
     essay: essayWords(cleanWikitext(essayText)),
-    cweVocabulary: new RulerRng(seed).shuffle(words.slice()),
+    cweVocabulary: new SeededRng(seed).shuffle(words.slice()),
     seed,
   };
 }

@@ -43,7 +43,7 @@ import {
   placeInLines,
   type Placement,
 } from "./ruler_haystack.ts";
-import { RulerRng } from "./ruler_random.ts";
+import { SeededRng } from "../core/rng.ts";
 import type { RulerMetric } from "./ruler_score.ts";
 
 /** Haystack of a NIAH task. */
@@ -247,7 +247,7 @@ export function minUnits(config: RulerConfig): number {
   }
 }
 
-function randomNeedle(type: NeedleType, rng: RulerRng, words: readonly string[]): string {
+function randomNeedle(type: NeedleType, rng: SeededRng, words: readonly string[]): string {
   switch (type) {
     case "numbers":
       return String(rng.int(1_000_000, 9_999_999));
@@ -268,7 +268,7 @@ export function buildNiah(
   seed: number,
   units: number,
 ): RulerPrompt {
-  const rng = new RulerRng(seed);
+  const rng = new SeededRng(seed);
   const numKeys = Math.max(config.numKeys, config.numQueries);
   const vType = config.valueType;
   const keys: string[] = [];
@@ -328,7 +328,7 @@ export function buildNiah(
   };
 }
 
-function variableNames(rng: RulerRng, count: number, letters: number): string[] {
+function variableNames(rng: SeededRng, count: number, letters: number): string[] {
   const seen = new Set<string>();
   const out: string[] = [];
   while (out.length < count) {
@@ -344,7 +344,7 @@ function variableNames(rng: RulerRng, count: number, letters: number): string[] 
 /** One variable-tracking text: chains hidden among `noises` noise lines. */
 function vtText(
   config: VtConfig,
-  rng: RulerRng,
+  rng: SeededRng,
   noises: number,
   icl: boolean,
 ): { input: string; answerPrefix: string; outputs: string[] } {
@@ -388,7 +388,7 @@ export function buildVt(
   units: number,
   icl: VtExampleSize,
 ): RulerPrompt {
-  const rng = new RulerRng(seed);
+  const rng = new SeededRng(seed);
   const ex = vtText(config, rng, icl.noises, true);
   const main = vtText(config, rng, units, false);
   const example = `${ex.input}${ex.answerPrefix} ${ex.outputs.join(" ")}\n`;
@@ -402,12 +402,12 @@ export function buildVt(
 
 /** The variable-tracking example alone (for fitting its size to RULER's 500-token budget). */
 export function vtExampleText(config: VtConfig, seed: number, noises: number): string {
-  const ex = vtText(config, new RulerRng(seed), noises, true);
+  const ex = vtText(config, new SeededRng(seed), noises, true);
   return `${ex.input}${ex.answerPrefix}`;
 }
 
 function cweList(
-  rng: RulerRng,
+  rng: SeededRng,
   res: RulerResources,
   numWords: number,
   common: number,
@@ -425,7 +425,7 @@ function cweList(
     ...Array.from({ length: common }, () => answer).flat(),
     ...Array.from({ length: uncommon }, () => words.slice(numCommon)).flat(),
   ];
-  new RulerRng(res.seed).shuffle(list);
+  new SeededRng(res.seed).shuffle(list);
   return { context: list.map((w, i) => `${i + 1}. ${w}`).join(" "), answer };
 }
 
@@ -441,7 +441,7 @@ export function buildCwe(
   units: number,
   maxSeqLength: number,
 ): RulerPrompt {
-  const rng = new RulerRng(seed);
+  const rng = new SeededRng(seed);
   const short = maxSeqLength < 4096;
   const ex = short
     ? cweList(rng, res, 20, 3, 1, config.numCommon)
@@ -490,7 +490,7 @@ export function buildFwe(
         `${vocabSize}`,
     );
   }
-  const rng = new RulerRng(seed);
+  const rng = new SeededRng(seed);
   const set = new Set<string>();
   while (set.size < vocabSize) {
     let w = "";
@@ -499,7 +499,7 @@ export function buildFwe(
     }
     set.add(w);
   }
-  const vocab = new RulerRng(res.seed).shuffle([...set].sort());
+  const vocab = new SeededRng(res.seed).shuffle([...set].sort());
   vocab[0] = "...";
   const z = zeta(config.alpha);
   const text: string[] = [];
@@ -507,7 +507,7 @@ export function buildFwe(
     const count = Math.floor((units * (i + 1) ** -config.alpha) / z);
     for (let c = 0; c < count; c++) text.push(w);
   });
-  new RulerRng(res.seed).shuffle(text);
+  new SeededRng(res.seed).shuffle(text);
   return {
     input: fill(TEMPLATES.fwe.template, { context: text.join(" ") }),
     answerPrefix: TEMPLATES.fwe.answerPrefix,

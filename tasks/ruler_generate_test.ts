@@ -6,7 +6,7 @@ import { stories260K } from "../testing/stories.ts";
 import { buildRulerPrompt, fitUnits, generateRulerSet, type RulerSet } from "./ruler_fit.ts";
 import { RULER_TASKS, type RulerResources, type RulerTaskDef, zeta } from "./ruler_generate.ts";
 import { cleanWikitext, DEPTHS, NOISE, splitSentences } from "./ruler_haystack.ts";
-import { RulerRng } from "./ruler_random.ts";
+import { SeededRng } from "../core/rng.ts";
 import { rulerResources } from "./ruler.ts";
 import { corpusWords } from "./ruler_words.ts";
 
@@ -95,8 +95,8 @@ Deno.test("text helpers: WikiText cleaning, sentence splitting, corpus words", (
   assert.deepEqual(words, ["cats", "dogs"]);
 });
 
-Deno.test("RulerRng: sample() gives distinct items, uuid() is a version-4 UUID", () => {
-  const rng = new RulerRng(7);
+Deno.test("SeededRng: sample() gives distinct items, uuid() is a version-4 UUID", () => {
+  const rng = new SeededRng(7);
   const items = Array.from({ length: 50 }, (_, i) => i);
   for (let t = 0; t < 20; t++) {
     const s = rng.sample(items, 10);

@@ -25,8 +25,7 @@
  * @module
  */
 
-import { uniformInt } from "pure-rand/distribution/uniformInt";
-import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import { RNG_NAME, SeededRng } from "../core/rng.ts";
 import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import { readTextDataset } from "./corpora/text.ts";
 import type { McDoc } from "./multiple_choice.ts";
@@ -83,7 +82,7 @@ export function buildClozeItems(text: string, seed = CLOZE_SEED): ClozeItem[] {
       if (n >= MIN_WORDS && n <= MAX_WORDS) pool.push({ text: s, paragraph: p });
     }
   });
-  const rng = xoroshiro128plus(seed);
+  const rng = new SeededRng(seed);
   const items: ClozeItem[] = [];
   paras.forEach((ss, p) => {
     if (ss.length < 2) return;
@@ -95,14 +94,14 @@ export function buildClozeItems(text: string, seed = CLOZE_SEED): ClozeItem[] {
     const distractors: string[] = [];
     for (let tries = 0; distractors.length < DISTRACTORS; tries++) {
       if (tries > MAX_TRIES) throw new RangeError("Not enough distinct sentences for distractors");
-      const d = pool[uniformInt(rng, 0, pool.length - 1)]!;
+      const d = pool[rng.int(0, pool.length - 1)]!;
       if (Math.abs(d.paragraph - p) < MIN_DISTANCE || others.has(d.text)) continue;
       const r = d.text.length / truth.length;
       if (r > LENGTH_RATIO || r < 1 / LENGTH_RATIO) continue;
       others.add(d.text);
       distractors.push(d.text);
     }
-    const gold = uniformInt(rng, 0, DISTRACTORS);
+    const gold = rng.int(0, DISTRACTORS);
     const choices = [...distractors];
     choices.splice(gold, 0, truth);
     const context = p > 0 ? `${paras[p - 1]!.join(" ")}\n\n${ss[0]!}` : ss[0]!;
@@ -147,7 +146,7 @@ export function tinystoriesClozeTask(seed = CLOZE_SEED): Task {
           generatorVersion: CLOZE_GENERATOR_VERSION,
           corpus: CLOZE_CORPUS,
           seed,
-          rng: "pure-rand xoroshiro128plus(seed), uniformInt",
+          rng: RNG_NAME,
           prompt: "previous paragraph + blank line + the paragraph's first sentence",
           target: "the paragraph's second sentence",
           distractors: `sentences of paragraphs at least ${MIN_DISTANCE} paragraphs away, ` +

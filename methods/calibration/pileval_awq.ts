@@ -23,8 +23,7 @@
  * @module
  */
 
-import { uniformInt } from "pure-rand/distribution/uniformInt";
-import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import { SeededRng } from "../../core/rng.ts";
 
 /** The recipe's id in a `CalibrationSpec`. */
 export const PILEVAL_AWQ = "pileval-awq";
@@ -83,15 +82,7 @@ export function textDocuments(text: string): string[] {
 
 /** `0 … n − 1` shuffled by Fisher–Yates with pure-rand `xoroshiro128plus(seed)`. */
 export function shuffledOrder(n: number, seed: number): number[] {
-  const rng = xoroshiro128plus(seed);
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = uniformInt(rng, 0, i);
-    const t = order[i]!;
-    order[i] = order[j]!;
-    order[j] = t;
-  }
-  return order;
+  return new SeededRng(seed).permutation(n);
 }
 
 /** The blocks of the recipe and how they were made. */

@@ -43,8 +43,7 @@
  * @module
  */
 
-import { uniformInt } from "pure-rand/distribution/uniformInt";
-import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import { SeededRng } from "../../core/rng.ts";
 import type { ActivationQuantization } from "../../core/act_quantizer.ts";
 import { UnsupportedConfigError } from "../../core/errors.ts";
 import type { PackedWeight } from "../../core/quantizer.ts";
@@ -249,16 +248,6 @@ function allFinite(arrays: readonly Vec[]): boolean {
   return true;
 }
 
-/** Fisher–Yates order of `n` windows from `rng`. */
-function shuffled(n: number, rng: ReturnType<typeof xoroshiro128plus>): number[] {
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = uniformInt(rng, 0, i);
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  return order;
-}
-
 /**
  * Quantizes every block of a dense Llama model by block reconstruction (see the module
  * documentation). Throws `UnsupportedConfigError` for MoE models and a `RangeError` naming the
@@ -349,12 +338,12 @@ export function reconstructBlocks(
     const dNorms = lrn.normGrads
       ? { attn: new Float64Array(config.dim), mlp: new Float64Array(config.dim) }
       : undefined;
-    const rng = xoroshiro128plus(options.seed * 7919 + l);
+    const rng = new SeededRng(options.seed * 7919 + l);
     const epochLosses: number[] = [];
     let diverged: string | undefined;
     let step = 0;
     train: for (let e = 0; e < options.epochs; e++) {
-      const order = shuffled(N, rng);
+      const order = rng.permutation(N);
       let epochSum = 0;
       for (let b = 0; b < stepsPerEpoch; b++) {
         const batch = order.slice(b * options.batchSize, (b + 1) * options.batchSize);

@@ -26,8 +26,7 @@
  * @module
  */
 
-import { uniformInt } from "pure-rand/distribution/uniformInt";
-import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import { RNG_NAME, SeededRng } from "../../core/rng.ts";
 import { sha256Hex } from "../../core/hash.ts";
 import {
   type DatasetInfo,
@@ -199,7 +198,7 @@ export async function drawCalibrationSet(
   const r = resolveCorpus(ref, dataDir);
   if (spec.recipe === PILEVAL_AWQ) return await drawPilevalAwq(spec, ref, tokenizer, dataDir);
   const body = spec.seqLen - 1;
-  const rng = xoroshiro128plus(spec.seed);
+  const rng = new SeededRng(spec.seed);
   const windows: Int32Array[] = [];
   const offsets: number[] = [];
   const window = (stream: readonly number[], at: number) => {
@@ -212,7 +211,7 @@ export async function drawCalibrationSet(
     corpus: ref,
     window: "BOS + (seqLen − 1) tokens of the stream",
     encoding: "dummy-prefix space, no BOS, no EOS",
-    rng: "pure-rand xoroshiro128plus(seed), uniformInt, offsets with replacement",
+    rng: `${RNG_NAME}, offsets with replacement`,
     ...(r.corpus?.caveat ? { caveat: r.corpus.caveat } : {}),
   };
 
@@ -229,10 +228,10 @@ export async function drawCalibrationSet(
     checkSize(spec, streamTokens, ref);
     const documents: number[] = [];
     while (windows.length < spec.samples) {
-      const d = uniformInt(rng, 0, encoded.length - 1);
+      const d = rng.int(0, encoded.length - 1);
       const toks = encoded[d]!;
       if (toks.length < body) continue;
-      const at = uniformInt(rng, 0, toks.length - body);
+      const at = rng.int(0, toks.length - body);
       windows.push(window(toks, at));
       offsets.push(at);
       documents.push(d);
@@ -259,7 +258,7 @@ export async function drawCalibrationSet(
   if (stream.length === 0) throw new RangeError(`Calibration source "${ref}" is empty`);
   checkSize(spec, stream.length, ref);
   for (let i = 0; i < spec.samples; i++) {
-    const at = uniformInt(rng, 0, stream.length - body);
+    const at = rng.int(0, stream.length - body);
     windows.push(window(stream, at));
     offsets.push(at);
   }
