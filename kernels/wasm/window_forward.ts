@@ -238,24 +238,61 @@ export function windowHidden(
 ): Float32Array | undefined {
   if (windowUnsupported(model) !== undefined) return undefined;
   checkShapes(model);
-  const { config: c, weights: w } = model;
+  const c = model.config;
   const T = window.length;
   const x = embedTokens(model, window);
   const half = c.headDim / 2;
   const rope = configRopeTable(c, T);
   const perCall = Math.max(1, Math.min(blockLayers ?? c.nLayers, c.nLayers));
+  const d = descriptorHeader(model, perCall);
+  const s = windowScratch(env, model, T, d);
+  const heap = env.heap;
+  heap.f32(s.x, T * c.dim).set(x);
+  heap.f32(s.cos, T * half).set(rope.cos.subarray(0, T * half));
+  heap.f32(s.sin, T * half).set(rope.sin.subarray(0, T * half));
+  d[9] = env.ws;
+  d[THREAD_WORD] = env.threaded ? 1 : 0;
+  d[10] = s.fwd;
+  d[11] = s.cos;
+  d[12] = s.sin;
+  // forward.c numbers the blocks of one call from 0: the callbacks add the call's first block.
+  const calls = { first: 0 };
+  installCallbacks(env, model, d, calls);
+  try {
+    for (calls.first = 0; calls.first < c.nLayers; calls.first += perCall) {
+      const count = Math.min(perCall, c.nLayers - calls.first);
+      const words = describeBlocks(env, model, d, s, calls.first, count);
+      heap.u32(s.desc, words).set(new Uint32Array(d.buffer, 0, words));
+      env.wasm.forward_window(s.desc, T, s.x, 0);
+      env.release?.();
+    }
+  } finally {
+    env.host.act = undefined;
+    env.host.route = undefined;
+  }
+  return heap.f32(s.x, T * c.dim).slice();
+}
+
+/** Words of a MoE block's panel table (router, then gate, up, down per expert); 0 for dense. */
+function tableWords(l: LlamaLayer): number {
+  return l.mlp.kind === "moe" ? 1 + 3 * l.mlp.experts.length : 0;
+}
+
+/** q, k, v biases and q, k norm weights of layer `l`, where present. */
+function layerExtras(l: LlamaLayer): (Float32Array | undefined)[] {
+  return [l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm];
+}
+
+/**
+ * The descriptor of `forward_window` for `perCall` blocks per call, with its model-wide words
+ * set: shapes, MoE, RoPE style, norm eps, clipping and activation quantization.
+ */
+function descriptorHeader(model: ForwardModel, perCall: number): Int32Array {
+  const { config: c, weights: w } = model;
   // MoE tables: [router, (gate, up, down) × E] panels each, appended to the descriptor.
-  const tableWords = (l: LlamaLayer) => l.mlp.kind === "moe" ? 1 + 3 * l.mlp.experts.length : 0;
-  const descWords = HEAD_WORDS + LAYER_WORDS * perCall +
-    Math.max(0, ...w.layers.map(tableWords)) * perCall;
-  // q, k, v biases and q, k norm weights of each layer, where present.
-  const extras = w.layers.map((l) => [l.qBias, l.kBias, l.vBias, l.qNorm, l.kNorm]);
-  const extraFloats = extras.flat().reduce((n, v) => n + (v?.length ?? 0), 0);
-  // Scratch: descriptor | x | norms | biases and q/k norms | cos | sin | forward.
-  const normFloats = 2 * c.nLayers * c.dim;
-  const fixed = descWords + T * c.dim + normFloats + extraFloats + 2 * T * half;
-  // The descriptor's header; the forward scratch size depends only on its shape words.
-  const d = new Int32Array(descWords);
+  const d = new Int32Array(
+    HEAD_WORDS + LAYER_WORDS * perCall + Math.max(0, ...w.layers.map(tableWords)) * perCall,
+  );
   d.set([c.dim, c.nLayers, c.nHeads, c.nKvHeads, c.headDim, c.hiddenDim, c.vocabSize]);
   const aq = w.activations;
   if (c.moe && w.layers.some((l) => l.mlp.kind === "moe")) {
@@ -263,75 +300,107 @@ export function windowHidden(
     d.set([c.moe.nExperts, c.moe.topK, c.moe.expertHiddenDim], MOE_WORD);
     d[MOE_WORD + 3] = rb === undefined ? 0 : rb >= FLOAT_ACT_BITS ? 1 : 2;
   }
-  const probe = env.scratch(HEAD_WORDS * 4);
-  env.heap.u32(probe, HEAD_WORDS).set(new Uint32Array(d.buffer, 0, HEAD_WORDS));
-  const fwdFloats = env.wasm.fwd_scratch_floats(T, probe);
-  const base = env.scratch((fixed + fwdFloats) * 4);
-  const heap = env.heap;
-  let at = base;
-  const take = (floats: number) => {
-    const p = at;
-    at += floats * 4;
-    return p;
-  };
-  const desc = take(descWords);
-  const xp = take(T * c.dim);
-  const norms = take(normFloats);
-  let extraAt = take(extraFloats);
-  const cos = take(T * half);
-  const sin = take(T * half);
-  const fwd = take(fwdFloats);
-  heap.f32(xp, T * c.dim).set(x);
-  heap.f32(cos, T * half).set(rope.cos.subarray(0, T * half));
-  heap.f32(sin, T * half).set(rope.sin.subarray(0, T * half));
-  const normAt = (i: number, v: Float32Array) => {
-    heap.f32(norms, normFloats).set(v, i * c.dim);
-    return norms + i * c.dim * 4;
-  };
-  const vectorAt = (v: Float32Array | undefined) => {
-    if (!v) return 0;
-    heap.f32(extraAt, v.length).set(v);
-    extraAt += v.length * 4;
-    return extraAt - v.length * 4;
-  };
   if (c.clipQkv !== undefined) {
     d[CLIP_WORD] = 1;
     d[CLIP_WORD + 1] = f32Bits(c.clipQkv);
   }
   d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
   d[8] = f32Bits(c.normEps);
-  d[9] = env.ws;
-  d[THREAD_WORD] = env.threaded ? 1 : 0;
-  d[10] = fwd;
-  d[11] = cos;
-  d[12] = sin;
   // Online rotations (QuaRot) run in the host at the o and down sites, before the quantizer: every
   // site then calls back into the host.
-  const online = w.online;
-  const native = aq !== undefined && !online && quantizesInWasm(model);
-  d.set(activationWords(aq, native, online !== undefined), ACT_WORD);
-  // forward.c numbers the blocks of one call from 0: the callbacks add the call's first block.
-  let first = 0;
+  d.set(activationWords(aq, nativeActivations(model), w.online !== undefined), ACT_WORD);
+  return d;
+}
+
+/** Whether forward.c quantizes the activations itself (else the host does, at each site). */
+function nativeActivations(model: ForwardModel): boolean {
+  const w = model.weights;
+  return w.activations !== undefined && !w.online && quantizesInWasm(model);
+}
+
+/** Byte offsets of one window's scratch in WASM memory, and where the next vector goes. */
+interface WindowScratch {
+  readonly desc: number;
+  readonly x: number;
+  readonly norms: number;
+  /** Next free byte of the biases and q/k norms region. */
+  extraAt: number;
+  readonly cos: number;
+  readonly sin: number;
+  readonly fwd: number;
+}
+
+/**
+ * Allocates a window's scratch — descriptor | x | norms | biases and q/k norms | cos | sin |
+ * forward — sized by `forward.c` from the descriptor's shape words.
+ */
+function windowScratch(
+  env: WindowForwardEnv,
+  model: ForwardModel,
+  T: number,
+  d: Int32Array,
+): WindowScratch {
+  const { config: c, weights: w } = model;
+  const half = c.headDim / 2;
+  const extraFloats = w.layers.map(layerExtras).flat()
+    .reduce((n, v) => n + (v?.length ?? 0), 0);
+  const normFloats = 2 * c.nLayers * c.dim;
+  const fixed = d.length + T * c.dim + normFloats + extraFloats + 2 * T * half;
+  const probe = env.scratch(HEAD_WORDS * 4);
+  env.heap.u32(probe, HEAD_WORDS).set(new Uint32Array(d.buffer, 0, HEAD_WORDS));
+  const fwdFloats = env.wasm.fwd_scratch_floats(T, probe);
+  let at = env.scratch((fixed + fwdFloats) * 4);
+  const take = (floats: number) => {
+    const p = at;
+    at += floats * 4;
+    return p;
+  };
+  return {
+    desc: take(d.length),
+    x: take(T * c.dim),
+    norms: take(normFloats),
+    extraAt: take(extraFloats),
+    cos: take(T * half),
+    sin: take(T * half),
+    fwd: take(fwdFloats),
+  };
+}
+
+/**
+ * The host callbacks of one window: MoE routing, and activation quantization (with QuaRot's
+ * online rotations) wherever forward.c does not quantize a site itself. `calls.first` is the
+ * first block of the current `forward_window` call.
+ */
+function installCallbacks(
+  env: WindowForwardEnv,
+  model: ForwardModel,
+  d: Int32Array,
+  calls: { readonly first: number },
+): void {
+  const { config: c, weights: w } = model;
+  const heap = env.heap;
   if (c.moe) {
     const moe = c.moe, E = moe.nExperts, K = moe.topK;
     env.host.route = (layer, logits, rows, chosen, gates) => {
-      const r = routeTokens(heap.f32(logits, rows * E), rows, E, moe, first + layer);
+      const r = routeTokens(heap.f32(logits, rows * E), rows, E, moe, calls.first + layer);
       heap.i32(chosen, rows * K).set(r.chosen);
       heap.f64(gates, rows * K).set(r.gate);
     };
   }
+  const aq = w.activations;
+  const online = w.online;
   // The host quantizes every site when forward.c does not, and a router's own bits in any case.
   if (online && !aq) {
     env.host.act = (site, _layer, ptr, rows, n) => {
       const r = site === 1 ? online.o : site === 3 ? online.down : undefined;
       if (r) applyOnlineRotation(r, heap.f32(ptr, rows * n), rows);
     };
-  } else if (aq && (!native || d[MOE_WORD + 3] === 2)) {
+  } else if (aq && (!nativeActivations(model) || d[MOE_WORD + 3] === 2)) {
     // Sites 0–3 are ACT_SITES (the inputs of q/k/v, o, gate/up, down), 4–6 the q, k, v outputs,
     // 7 a MoE router's own input (its `routerBits`).
     const bmm = bmmQuantization(aq);
     env.host.act = (site, block, ptr, rows, n) => {
-      const layer = first + block;
+      const layer = calls.first + block;
       const x = heap.f32(ptr, rows * n);
       const name = ACT_SITES[site];
       // The online rotation of o's or down's input comes first (as in runners/forward.ts).
@@ -354,63 +423,69 @@ export function windowHidden(
       );
     };
   }
-  try {
-    for (first = 0; first < c.nLayers; first += perCall) {
-      const count = Math.min(perCall, c.nLayers - first);
-      const group = w.layers.slice(first, first + count);
-      // Panels first: copying a weight may grow the memory, which detaches earlier views.
-      const panels = group.map((l) =>
-        [l.q, l.k, l.v, l.o].map((m) => env.panels(m)).concat(
-          l.mlp.kind === "dense"
-            ? [l.mlp.gate!, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
-            : [0, 0, 0],
-        )
-      );
-      const tables = group.map((l) =>
-        l.mlp.kind === "moe"
-          ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate!, x.up, x.down])].map((m) =>
-            env.panels(m)
-          )
-          : []
-      );
-      d[1] = count;
-      let tableAt = HEAD_WORDS + LAYER_WORDS * count;
-      for (const [j, l] of group.entries()) {
-        const i = first + j;
-        const [q, k, v, o, gate, up, down] = panels[j]!;
-        const table = tables[j]!;
-        const words = HEAD_WORDS + LAYER_WORDS * j;
-        d.set(
-          [
-            normAt(2 * i, l.attnNorm),
-            q!,
-            k!,
-            v!,
-            o!,
-            normAt(2 * i + 1, l.mlpNorm),
-            gate!,
-            up!,
-            down!,
-          ],
-          words,
-        );
-        d[words + 9] = 0;
-        if (table.length) {
-          d[words + 9] = desc + tableAt * 4;
-          d.set(table, tableAt);
-          tableAt += table.length;
-        }
-        d.set(extras[i]!.map(vectorAt), words + 10);
-      }
-      heap.u32(desc, tableAt).set(new Uint32Array(d.buffer, 0, tableAt));
-      env.wasm.forward_window(desc, T, xp, 0);
-      env.release?.();
+}
+
+/**
+ * Fills the descriptor for blocks `first … first + count − 1` (their panels, norms, biases and
+ * MoE tables, copied into WASM memory now); returns the descriptor's length in words.
+ */
+function describeBlocks(
+  env: WindowForwardEnv,
+  model: ForwardModel,
+  d: Int32Array,
+  s: WindowScratch,
+  first: number,
+  count: number,
+): number {
+  const { config: c, weights: w } = model;
+  const heap = env.heap;
+  const group = w.layers.slice(first, first + count);
+  // Panels first: copying a weight may grow the memory, which detaches earlier views.
+  const panels = group.map((l) =>
+    [l.q, l.k, l.v, l.o].map((m) => env.panels(m)).concat(
+      l.mlp.kind === "dense"
+        ? [l.mlp.gate!, l.mlp.up, l.mlp.down].map((m) => env.panels(m))
+        : [0, 0, 0],
+    )
+  );
+  const tables = group.map((l) =>
+    l.mlp.kind === "moe"
+      ? [l.mlp.router, ...l.mlp.experts.flatMap((x) => [x.gate!, x.up, x.down])].map((m) =>
+        env.panels(m)
+      )
+      : []
+  );
+  const normFloats = 2 * c.nLayers * c.dim;
+  const normAt = (i: number, v: Float32Array) => {
+    heap.f32(s.norms, normFloats).set(v, i * c.dim);
+    return s.norms + i * c.dim * 4;
+  };
+  const vectorAt = (v: Float32Array | undefined) => {
+    if (!v) return 0;
+    heap.f32(s.extraAt, v.length).set(v);
+    s.extraAt += v.length * 4;
+    return s.extraAt - v.length * 4;
+  };
+  d[1] = count;
+  let tableAt = HEAD_WORDS + LAYER_WORDS * count;
+  for (const [j, l] of group.entries()) {
+    const i = first + j;
+    const [q, k, v, o, gate, up, down] = panels[j]!;
+    const table = tables[j]!;
+    const words = HEAD_WORDS + LAYER_WORDS * j;
+    d.set(
+      [normAt(2 * i, l.attnNorm), q!, k!, v!, o!, normAt(2 * i + 1, l.mlpNorm), gate!, up!, down!],
+      words,
+    );
+    d[words + 9] = 0;
+    if (table.length) {
+      d[words + 9] = s.desc + tableAt * 4;
+      d.set(table, tableAt);
+      tableAt += table.length;
     }
-  } finally {
-    env.host.act = undefined;
-    env.host.route = undefined;
+    d.set(layerExtras(l).map(vectorAt), words + 10);
   }
-  return heap.f32(xp, T * c.dim).slice();
+  return tableAt;
 }
 
 /**
