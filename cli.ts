@@ -20,14 +20,18 @@ import {
 import { sweepParam } from "./bench/method_spec.ts";
 import { planMatrix, type RunEvent, runMatrix } from "./bench/runner.ts";
 import { LOCK_FILE, ResultsLockedError } from "./results/lock.ts";
-import { selectKernels } from "./runners/backend.ts";
+import { type SelectedKernels, selectKernels } from "./runners/backend.ts";
 import { formatSummary } from "./results/summary.ts";
 import { getMethod, METHODS } from "./methods/mod.ts";
 import { MODELS } from "./models/registry.ts";
 import { HF_TASK_IDS, TASK_IDS } from "./tasks/mod.ts";
 import { quantLabel } from "./methods/types.ts";
 import { unknownIdError } from "./core/registry.ts";
-import { CALIBRATION_RECIPES, type CalibrationRecipe } from "./methods/calibration/set.ts";
+import {
+  CALIBRATION_RECIPES,
+  type CalibrationRecipe,
+  type CalibrationSpec,
+} from "./methods/calibration/set.ts";
 import { type CalibrationTokens, readCalibrationTokens } from "./methods/calibration/token_file.ts";
 
 const HELP = `lowbit bench: run a post-training quantization matrix
@@ -326,7 +330,8 @@ const OPTIONS = {
   help: { type: "boolean", short: "h", default: false },
 } as const;
 
-async function main(argv: string[]): Promise<number> {
+/** Parses the command line strictly (a value starting with a dash joined to its flag). */
+function parseFlags(argv: string[]) {
   const valued = new Set(
     Object.entries(OPTIONS).filter(([, o]) => o.type === "string").map(([k]) => k),
   );
@@ -336,32 +341,38 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: false,
     options: OPTIONS,
   });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
+  return values;
+}
+
+/** The parsed flags. */
+type Flags = ReturnType<typeof parseFlags>;
+
+/** `--NAME N`: an integer ≥ `min`, or undefined when the flag is absent. */
+function intFlag(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new RangeError(`--${name} must be an integer ≥ ${min}, got "${v}"`);
   }
-  const preset = await loadPreset(values.matrix);
-  let limit = preset.limit;
-  if (values.limit !== undefined) {
-    limit = Number(values.limit);
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new RangeError(`--limit must be a positive integer, got "${values.limit}"`);
-    }
+  return n;
+}
+
+/** `--limit N` (a positive integer) over the preset's limit. */
+function limitFlag(text: string | undefined, preset: number | undefined): number | undefined {
+  if (text === undefined) return preset;
+  const limit = Number(text);
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new RangeError(`--limit must be a positive integer, got "${text}"`);
   }
-  const groups: GroupSetting[] = values.group ? groupFlag(values.group) : [...preset.groups];
-  const intFlag = (name: string, v: string | undefined, min: number): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) {
-      throw new RangeError(`--${name} must be an integer ≥ ${min}, got "${v}"`);
-    }
-    return n;
-  };
-  const context = intFlag("context", values.context, 2) ?? preset.context;
+  return limit;
+}
+
+/** The preset's calibration settings overridden by the `--calib*` and `--seed` flags. */
+function calibrationFlags(values: Flags, preset: MatrixSpec): Partial<CalibrationSpec> {
   const samples = intFlag("calib-samples", values["calib-samples"], 1);
   const seqLen = intFlag("calib-seqlen", values["calib-seqlen"], 2);
   const seed = intFlag("seed", values.seed, 0);
-  const calibration = {
+  return {
     ...preset.calibration,
     ...(values.calib !== undefined ? { source: values.calib } : {}),
     ...(samples !== undefined ? { samples } : {}),
@@ -371,10 +382,15 @@ async function main(argv: string[]): Promise<number> {
       ? { recipe: calibrationRecipe(values["calib-recipe"]) }
       : {}),
   };
-  // --bits / --abits / --group / --configs / --act apply to every method, overriding a preset
-  // entry's own lists.
+}
+
+/**
+ * The method entries: `--methods`, or the preset's with their own lists dropped where a flag
+ * (--bits / --abits / --group / --configs / --act / --router) overrides them for every method.
+ */
+function methodFlags(values: Flags, preset: MatrixSpec): (string | MethodEntry)[] {
   const bitFlags = values.bits || values.abits || values.configs;
-  let methods: (string | MethodEntry)[] = list(values.methods) ??
+  return list(values.methods) ??
     preset.methods.map((e) =>
       typeof e === "string" ? e : {
         method: e.method,
@@ -387,24 +403,36 @@ async function main(argv: string[]): Promise<number> {
         ...(e.level && !values.act && !values.group ? { level: e.level } : {}),
       }
     );
-  if (values.alpha !== undefined) {
-    const alphas = values.alpha.split(",").map((x) => x.trim()).filter(Boolean).map((x) => {
-      const a = Number(x);
-      if (!(a >= 0 && a <= 1)) throw new RangeError(`--alpha values must be in [0, 1], got "${x}"`);
-      return a;
-    });
-    methods = methods.flatMap((e) => {
-      const entry = typeof e === "string" ? { method: e } : e;
-      return sweepParam(entry.method, "alpha", alphas, (id) => "alpha" in getMethod(id).params)
-        .map((method) => typeof e === "string" ? method : { ...entry, method });
-    });
-  }
+}
+
+/** `--alpha 0.1,0.5`: one spec per value for each method with an α parameter. */
+function sweepAlpha(methods: (string | MethodEntry)[], text: string): (string | MethodEntry)[] {
+  const alphas = text.split(",").map((x) => x.trim()).filter(Boolean).map((x) => {
+    const a = Number(x);
+    if (!(a >= 0 && a <= 1)) throw new RangeError(`--alpha values must be in [0, 1], got "${x}"`);
+    return a;
+  });
+  return methods.flatMap((e) => {
+    const entry = typeof e === "string" ? { method: e } : e;
+    return sweepParam(entry.method, "alpha", alphas, (id) => "alpha" in getMethod(id).params)
+      .map((method) => typeof e === "string" ? method : { ...entry, method });
+  });
+}
+
+/** The matrix to run: the preset with the command line's flags applied. */
+function buildSpec(values: Flags, preset: MatrixSpec): MatrixSpec {
+  const limit = limitFlag(values.limit, preset.limit);
+  const groups: GroupSetting[] = values.group ? groupFlag(values.group) : [...preset.groups];
+  const context = intFlag("context", values.context, 2) ?? preset.context;
+  const calibration = calibrationFlags(values, preset);
+  let methods = methodFlags(values, preset);
+  if (values.alpha !== undefined) methods = sweepAlpha(methods, values.alpha);
   const configs = values.configs !== undefined
     ? list(values.configs)!
     : values.bits || values.abits
     ? undefined
     : preset.configs;
-  const spec: MatrixSpec = {
+  return {
     id: preset.id,
     ...(preset.description ? { description: preset.description } : {}),
     models: list(values.model) ?? preset.models,
@@ -433,93 +461,113 @@ async function main(argv: string[]): Promise<number> {
     ...(context !== undefined ? { context } : {}),
     calibration,
   };
-  let shard: { index: number; count: number } | undefined;
-  if (values.shard) {
-    const m = /^(\d+)\/(\d+)$/.exec(values.shard);
-    if (!m || Number(m[1]) >= Number(m[2])) {
-      throw new SyntaxError(
-        `--shard must be I/N with 0 ≤ I < N (e.g. 0/4), got "${values.shard}"`,
-      );
-    }
-    shard = { index: Number(m[1]), count: Number(m[2]) };
+}
+
+/** `--shard I/N` with 0 ≤ I < N. */
+function shardFlag(text: string | undefined): { index: number; count: number } | undefined {
+  if (!text) return undefined;
+  const m = /^(\d+)\/(\d+)$/.exec(text);
+  if (!m || Number(m[1]) >= Number(m[2])) {
+    throw new SyntaxError(`--shard must be I/N with 0 ≤ I < N (e.g. 0/4), got "${text}"`);
   }
-  let calibrationTokens: CalibrationTokens | undefined;
-  if (values["calib-tokens"] !== undefined) {
-    const clash = ["calib", "calib-samples", "calib-seqlen", "calib-recipe", "seed"]
-      .filter((f) => values[f as keyof typeof values] !== undefined);
-    if (clash.length) {
-      throw new SyntaxError(
-        `--calib-tokens gives the calibration windows; it cannot be combined with ${
-          clash.map((f) => `--${f}`).join(", ")
-        }`,
-      );
-    }
-    calibrationTokens = await readCalibrationTokens(values["calib-tokens"]);
+  return { index: Number(m[1]), count: Number(m[2]) };
+}
+
+/** `--calib-tokens FILE`, refused together with the flags that draw a calibration set. */
+async function calibrationTokensFlag(values: Flags): Promise<CalibrationTokens | undefined> {
+  if (values["calib-tokens"] === undefined) return undefined;
+  const clash = ["calib", "calib-samples", "calib-seqlen", "calib-recipe", "seed"]
+    .filter((f) => values[f as keyof typeof values] !== undefined);
+  if (clash.length) {
+    throw new SyntaxError(
+      `--calib-tokens gives the calibration windows; it cannot be combined with ${
+        clash.map((f) => `--${f}`).join(", ")
+      }`,
+    );
   }
-  const threads = values.threads === undefined
-    ? navigator.hardwareConcurrency
-    : Number(values.threads);
-  if (!Number.isInteger(threads) || threads < 1) {
-    throw new RangeError(`--threads must be a positive integer, got "${values.threads}"`);
+  return await readCalibrationTokens(values["calib-tokens"]);
+}
+
+/** `--NAME N` thread count: a positive integer, by default the number of cores. */
+function threadsFlag(name: string, text: string | undefined): number {
+  const n = text === undefined ? navigator.hardwareConcurrency : Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new RangeError(`--${name} must be a positive integer, got "${text}"`);
   }
+  return n;
+}
+
+/** Warns on stderr when the kernels or the WebGPU adapter are a fallback. */
+function warnFallbacks(
+  fallback: string | undefined,
+  windowScorer: SelectedKernels["windowScorer"],
+): void {
+  if (fallback) console.error(`warning: ${fallback}`);
+  if (windowScorer?.adapter?.fallback) {
+    console.error(
+      `warning: WebGPU runs on a software adapter (${windowScorer.adapter.description}); its speed is not GPU speed`,
+    );
+  }
+}
+
+/** `--dry-run`: lists the matrix's cells on stdout. */
+async function printPlan(
+  spec: MatrixSpec,
+  options: Parameters<typeof planMatrix>[1],
+): Promise<void> {
+  const { cells } = await planMatrix(spec, options);
+  for (const c of cells) {
+    console.log(
+      `${c.cellId}  ${c.spec.model}  ${c.spec.method}  ${quantLabel(c.spec.quant)}  ${c.task.id}`,
+    );
+  }
+  console.log(`${cells.length} cells`);
+}
+
+/** Runs the command; returns the exit code. */
+async function main(argv: string[]): Promise<number> {
+  const values = parseFlags(argv);
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const spec = buildSpec(values, await loadPreset(values.matrix));
+  const shard = shardFlag(values.shard);
+  const calibrationTokens = await calibrationTokensFlag(values);
+  const threads = threadsFlag("threads", values.threads);
   const dataDir = values.data || Deno.env.get("LOWBIT_DATA") || bundledDataDir();
   const outDir = values.out ?? `results/runs/${spec.id}`;
   const onEvent = progressRenderer(values.quiet);
-  const kernelThreads = values["kernel-threads"] === undefined
-    ? navigator.hardwareConcurrency
-    : Number(values["kernel-threads"]);
-  if (!Number.isInteger(kernelThreads) || kernelThreads < 1) {
-    throw new RangeError(
-      `--kernel-threads must be a positive integer, got "${values["kernel-threads"]}"`,
-    );
-  }
+  const kernelThreads = threadsFlag("kernel-threads", values["kernel-threads"]);
   const { kernels, fallback, windowScorer } = await selectKernels(values.backend, {
     kernelThreads,
     packed: values.packed,
   });
+  const common = {
+    dataDir,
+    skipMalformed: values["skip-malformed"],
+    onEvent,
+    kernels,
+    ...(shard ? { shard } : {}),
+    ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
+    ...(calibrationTokens ? { calibrationTokens } : {}),
+  };
   // Unwritable --out fails here, before any download or compute; a directory made here is
   // removed again when the run leaves nothing in it (it failed before its first row).
   let createdOut = false;
   try {
     if (!values["dry-run"]) createdOut = await prepareOutDir(outDir);
-    if (fallback) console.error(`warning: ${fallback}`);
-    if (windowScorer?.adapter?.fallback) {
-      console.error(
-        `warning: WebGPU runs on a software adapter (${windowScorer.adapter.description}); its speed is not GPU speed`,
-      );
-    }
+    warnFallbacks(fallback, windowScorer);
     if (values["dry-run"]) {
-      const { cells } = await planMatrix(spec, {
-        dataDir,
-        skipMalformed: values["skip-malformed"],
-        onEvent,
-        kernels,
-        ...(shard ? { shard } : {}),
-        ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
-        ...(calibrationTokens ? { calibrationTokens } : {}),
-      });
-      for (const c of cells) {
-        console.log(
-          `${c.cellId}  ${c.spec.model}  ${c.spec.method}  ${
-            quantLabel(c.spec.quant)
-          }  ${c.task.id}`,
-        );
-      }
-      console.log(`${cells.length} cells`);
+      await printPlan(spec, common);
       return 0;
     }
     const rows = await runMatrix(spec, {
+      ...common,
       outDir,
-      dataDir,
-      skipMalformed: values["skip-malformed"],
       force: values.force,
       threads,
-      kernels,
       ...(windowScorer ? { windowScorer } : {}),
-      onEvent,
-      ...(shard ? { shard } : {}),
-      ...(values.tokenizer ? { tokenizer: values.tokenizer } : {}),
-      ...(calibrationTokens ? { calibrationTokens } : {}),
       lock: { wait: values.wait },
     });
     console.log(formatSummary(rows));

@@ -41,7 +41,7 @@ import { type LockOptions, lockResultsDir } from "../results/lock.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
 import { getTask } from "../tasks/mod.ts";
 import { EvalPool } from "../runners/eval_pool.ts";
-import type { DatasetInfo, ReferenceModel, Task } from "../tasks/types.ts";
+import type { DatasetInfo, ReferenceModel, Task, TaskResult } from "../tasks/types.ts";
 import type { WindowScorer } from "../runners/types.ts";
 import { type CellSpec, expandMatrix, type MatrixSpec } from "./matrix.ts";
 import { cellParams, quantizeCell } from "./cell.ts";
@@ -134,6 +134,181 @@ export function cellLabel(c: CellSpec): string {
   return `${c.model} ${c.method} ${quantLabel(c.quant)} ${c.task}`;
 }
 
+/** The options {@linkcode planMatrix} reads. */
+type PlanOptions = Parameters<typeof planMatrix>[1];
+
+/** A method of the matrix and the parameters given for it (flag-level, then its spec's own). */
+interface ResolvedMethod {
+  readonly method: Method;
+  readonly given: Record<string, unknown>;
+}
+
+/** Resolves every method spec of the matrix (and `fp`), rejecting unknown or ill-typed parameters. */
+function resolveMethods(
+  spec: MatrixSpec,
+  methodParams: RunOptions["methodParams"],
+): Map<string, ResolvedMethod> {
+  const methodSpecs = new Set([
+    "fp",
+    ...spec.methods.map((e) => typeof e === "string" ? e : e.method),
+  ]);
+  const methods = new Map<string, ResolvedMethod>();
+  for (const text of methodSpecs) {
+    const ms = parseMethodSpec(text);
+    const method = getMethod(ms.id);
+    // Flag-level parameters by method id; a chain's are namespaced by its members' ids.
+    const byFlag: Record<string, unknown> = {};
+    for (const id of ms.id.split("+")) {
+      for (const [k, v] of Object.entries(methodParams?.[id] ?? {})) {
+        byFlag[ms.id === id ? k : `${id}.${k}`] = v;
+      }
+    }
+    const given = { ...byFlag, ...ms.params };
+    resolveParams(method, given); // reject unknown or ill-typed parameters before any compute
+    methods.set(text, { method, given });
+  }
+  return methods;
+}
+
+/** Fingerprints the dataset of every task, in task order. */
+async function taskDatasets(
+  tasks: ReadonlyMap<string, Task>,
+  options: PlanOptions,
+): Promise<Map<string, DatasetInfo>> {
+  const datasets = new Map<string, DatasetInfo>();
+  for (const [id, task] of tasks) {
+    datasets.set(
+      id,
+      await task.dataset({
+        dataDir: options.dataDir,
+        ...(options.env ? { env: options.env } : {}),
+      }),
+    );
+  }
+  return datasets;
+}
+
+/** Loads every model of the matrix, in order, reporting downloads as events. */
+async function loadModels(
+  ids: readonly string[],
+  options: PlanOptions,
+): Promise<Map<string, LoadedModel>> {
+  const models = new Map<string, LoadedModel>();
+  for (const id of ids) {
+    models.set(
+      id,
+      await loadModel(id, {
+        onProgress: (event) => options.onEvent?.({ type: "download", event }),
+        ...(options.env ? { env: options.env } : {}),
+        ...(options.tokenizer ? { tokenizer: options.tokenizer } : {}),
+      }),
+    );
+  }
+  return models;
+}
+
+/** Rejects a `--context` that is not an integer in [2, maxSeqLen] of every model. */
+function checkContext(
+  context: number | undefined,
+  models: ReadonlyMap<string, LoadedModel>,
+): void {
+  if (context === undefined) return;
+  for (const [id, model] of models) {
+    if (!Number.isInteger(context) || context < 2 || context > model.config.maxSeqLen) {
+      throw new RangeError(
+        `--context ${context} must be an integer in [2, ${model.config.maxSeqLen}] ` +
+          `(the context of ${id})`,
+      );
+    }
+  }
+}
+
+/**
+ * Whether a cell runs on calibration windows: methods that need them, weight-activation cells
+ * (static ranges, the quantization kernel) and MoE cells (routing consistency).
+ */
+function isCalibrated(
+  method: Method,
+  c: CellSpec,
+  models: ReadonlyMap<string, LoadedModel>,
+): boolean {
+  return method.needsCalibration || c.quant.aBits < 16 ||
+    (method.id !== "fp" && models.get(c.model)!.config.moe !== undefined);
+}
+
+/** A cell's calibration set: one per model and distinct spec, drawn (or replayed) once. */
+type CalibrationOf = (method: Method, modelId: string) => Promise<CalibrationSet>;
+
+/** The {@linkcode CalibrationOf} of a matrix, memoizing sets by model and calibration spec. */
+function calibrationSource(
+  spec: MatrixSpec,
+  models: ReadonlyMap<string, LoadedModel>,
+  options: PlanOptions,
+): CalibrationOf {
+  const calibrations = new Map<string, CalibrationSet>();
+  return async (method, modelId) => {
+    const cs = methodCalibration(method, spec.calibration, models.get(modelId)!.config.maxSeqLen);
+    const key = canonicalJson([modelId, cs]);
+    let set = calibrations.get(key);
+    if (!set) {
+      const model = models.get(modelId)!;
+      set = options.calibrationTokens
+        ? await tokenCalibrationSet(
+          options.calibrationTokens,
+          model.config.vocabSize,
+          model.config.maxSeqLen,
+        )
+        : await drawCalibrationSet(cs, model.tokenizer, model.config.maxSeqLen, options.dataDir);
+      calibrations.set(key, set);
+    }
+    return set;
+  };
+}
+
+/**
+ * What a cell's id hashes: the model files, method id/version/parameters, calibration, quantizer
+ * configuration, task id/version, dataset, limit (context and skip-malformed when set), backend.
+ */
+function cellIdentity(
+  cell: Omit<PlannedCell, "cellId" | "label">,
+  model: LoadedModel,
+  skipMalformed: boolean | undefined,
+  backend: string,
+): Record<string, unknown> {
+  const { spec: c, method, params: p, task, dataset, calibration } = cell;
+  return {
+    schemaVersion: SCHEMA_VERSION,
+    model: model.files.map((f) => f.sha256),
+    method: { id: method.id, version: method.version, params: p },
+    ...(calibration
+      ? {
+        calibration: {
+          ...calibration.spec,
+          dataset: calibration.dataset.sha256,
+          split: calibration.dataset.split ?? null,
+          tokens: calibration.tokensSha256,
+        },
+      }
+      : {}),
+    quant: c.quant,
+    task: {
+      id: task.id,
+      version: task.version,
+      dataset: dataset.sha256,
+      // Tasks reading several files (items + labels) list them all.
+      files: (dataset as { files?: readonly { sha256: string }[] }).files?.map((f) => f.sha256) ??
+        null,
+      split: dataset.split ?? null,
+      limit: c.limit ?? null,
+      // Only when set, so that cell ids of runs without the flag stay as they were.
+      ...(c.context !== undefined ? { context: c.context } : {}),
+      // Only when set, so that cell ids of runs without the flag stay as they were.
+      ...(skipMalformed ? { skipMalformed: true } : {}),
+    },
+    backend,
+  };
+}
+
 /** Resolves ids, loads models and fingerprints datasets: everything that can fail before compute. */
 export async function planMatrix(
   spec: MatrixSpec,
@@ -151,128 +326,33 @@ export async function planMatrix(
   >,
 ): Promise<{ cells: PlannedCell[]; models: Map<string, LoadedModel> }> {
   const kernels = options.kernels ?? refKernels;
-  const methodSpecs = new Set([
-    "fp",
-    ...spec.methods.map((e) => typeof e === "string" ? e : e.method),
-  ]);
-  const methods = new Map<string, { method: Method; given: Record<string, unknown> }>();
-  for (const text of methodSpecs) {
-    const ms = parseMethodSpec(text);
-    const method = getMethod(ms.id);
-    // Flag-level parameters by method id; a chain's are namespaced by its members' ids.
-    const byFlag: Record<string, unknown> = {};
-    for (const id of ms.id.split("+")) {
-      for (const [k, v] of Object.entries(options.methodParams?.[id] ?? {})) {
-        byFlag[ms.id === id ? k : `${id}.${k}`] = v;
-      }
-    }
-    const given = { ...byFlag, ...ms.params };
-    resolveParams(method, given); // reject unknown or ill-typed parameters before any compute
-    methods.set(text, { method, given });
-  }
-  /** Parameters of a method for a model: the method's model defaults, then the given ones. */
-  const paramsFor = (text: string, modelId: string) => {
-    const { method, given } = methods.get(text)!;
-    return cellParams(method, modelId, given);
-  };
+  const methods = resolveMethods(spec, options.methodParams);
   const tasks = new Map(spec.tasks.map((id) => [id, getTask(id)]));
-  const datasets = new Map<string, DatasetInfo>();
-  for (const [id, task] of tasks) {
-    datasets.set(
-      id,
-      await task.dataset({
-        dataDir: options.dataDir,
-        ...(options.env ? { env: options.env } : {}),
-      }),
-    );
-  }
-  const models = new Map<string, LoadedModel>();
-  for (const id of spec.models) {
-    models.set(
-      id,
-      await loadModel(id, {
-        onProgress: (event) => options.onEvent?.({ type: "download", event }),
-        ...(options.env ? { env: options.env } : {}),
-        ...(options.tokenizer ? { tokenizer: options.tokenizer } : {}),
-      }),
-    );
-  }
-  if (spec.context !== undefined) {
-    for (const [id, model] of models) {
-      if (
-        !Number.isInteger(spec.context) || spec.context < 2 || spec.context > model.config.maxSeqLen
-      ) {
-        throw new RangeError(
-          `--context ${spec.context} must be an integer in [2, ${model.config.maxSeqLen}] ` +
-            `(the context of ${id})`,
-        );
-      }
-    }
-  }
-  const calibrations = new Map<string, CalibrationSet>();
+  const datasets = await taskDatasets(tasks, options);
+  const models = await loadModels(spec.models, options);
+  checkContext(spec.context, models);
   const expanded = expandMatrix(spec);
-  // Weight-activation cells calibrate static ranges and measure the quantization kernel.
-  // and MoE cells measure routing consistency, on calibration windows.
-  const calibrated = (method: Method, c: CellSpec) =>
-    method.needsCalibration || c.quant.aBits < 16 ||
-    (method.id !== "fp" && models.get(c.model)!.config.moe !== undefined);
-  /** A cell's calibration set: one per model and distinct spec, drawn before any compute. */
-  const calibrationOf = async (method: Method, modelId: string) => {
-    const cs = methodCalibration(method, spec.calibration, models.get(modelId)!.config.maxSeqLen);
-    const key = canonicalJson([modelId, cs]);
-    let set = calibrations.get(key);
-    if (!set) {
-      const model = models.get(modelId)!;
-      set = options.calibrationTokens
-        ? await tokenCalibrationSet(
-          options.calibrationTokens,
-          model.config.vocabSize,
-          model.config.maxSeqLen,
-        )
-        : await drawCalibrationSet(cs, model.tokenizer, model.config.maxSeqLen, options.dataDir);
-      calibrations.set(key, set);
-    }
-    return set;
-  };
+  const calibrationOf = calibrationSource(spec, models, options);
   let cells: PlannedCell[] = [];
   for (const c of expanded) {
     const model = models.get(c.model)!;
-    const { method } = methods.get(c.method)!;
-    const p = paramsFor(c.method, c.model);
+    const { method, given } = methods.get(c.method)!;
+    // Parameters of the method for the model: the method's model defaults, then the given ones.
+    const p = cellParams(method, c.model, given);
     const task = tasks.get(c.task)!;
     const dataset = datasets.get(c.task)!;
-    const calibration = calibrated(method, c) ? await calibrationOf(method, c.model) : undefined;
-    const identity = {
-      schemaVersion: SCHEMA_VERSION,
-      model: model.files.map((f) => f.sha256),
-      method: { id: method.id, version: method.version, params: p },
-      ...(calibration
-        ? {
-          calibration: {
-            ...calibration.spec,
-            dataset: calibration.dataset.sha256,
-            split: calibration.dataset.split ?? null,
-            tokens: calibration.tokensSha256,
-          },
-        }
-        : {}),
-      quant: c.quant,
-      task: {
-        id: task.id,
-        version: task.version,
-        dataset: dataset.sha256,
-        // Tasks reading several files (items + labels) list them all.
-        files: (dataset as { files?: readonly { sha256: string }[] }).files?.map((f) => f.sha256) ??
-          null,
-        split: dataset.split ?? null,
-        limit: c.limit ?? null,
-        // Only when set, so that cell ids of runs without the flag stay as they were.
-        ...(c.context !== undefined ? { context: c.context } : {}),
-        // Only when set, so that cell ids of runs without the flag stay as they were.
-        ...(options.skipMalformed ? { skipMalformed: true } : {}),
-      },
-      backend: kernels.id,
+    const calibration = isCalibrated(method, c, models)
+      ? await calibrationOf(method, c.model)
+      : undefined;
+    const planned = {
+      spec: c,
+      method,
+      params: p,
+      task,
+      dataset,
+      ...(calibration ? { calibration } : {}),
     };
+    const identity = cellIdentity(planned, model, options.skipMalformed, kernels.id);
     const cellId = (await sha256Hex(canonicalJson(identity))).slice(0, 24);
     cells.push({
       spec: c,
@@ -341,15 +421,21 @@ function recomputeNote(cellId: string, integrity: Exclude<CellIntegrity, "ok">):
       `(written before cell files carried one)`;
 }
 
-async function runLocked(
-  options: RunOptions,
-  cells: readonly PlannedCell[],
-  models: ReadonlyMap<string, LoadedModel>,
-): Promise<ResultRow[]> {
-  const kernels = options.kernels ?? refKernels;
-  const store = new ResultStore(options.outDir);
-  const existing = new Map<string, ResultRow>();
+/** The finished rows a run reuses, and the notes of cells recomputed for a bad cached file. */
+interface FinishedCells {
+  /** Rows of cells that need no compute, by cell id (failed cells are retried). */
+  readonly existing: Map<string, ResultRow>;
   /** Notes for the rows of cells whose cached file failed its checksum. */
+  readonly recomputed: Map<string, string>;
+}
+
+/** Reads the rows `outDir` holds for the cells (none with `force`), noticing bad cell files. */
+async function readFinished(
+  options: RunOptions,
+  store: ResultStore,
+  cells: readonly PlannedCell[],
+): Promise<FinishedCells> {
+  const existing = new Map<string, ResultRow>();
   const recomputed = new Map<string, string>();
   let unchecked = 0;
   for (const c of cells) {
@@ -379,6 +465,39 @@ async function runLocked(
         `(written before cell files carried one): recomputing them`,
     });
   }
+  return { existing, recomputed };
+}
+
+/** A quantized model (with its MoE routing consistency), kept while consecutive cells share it. */
+interface QuantizedEntry {
+  readonly key: string;
+  readonly model: QuantizedModel;
+  readonly routing?: ReturnType<typeof routingConsistency>;
+}
+
+/** What the cells of one locked run share. */
+interface RunContext extends FinishedCells {
+  readonly options: RunOptions;
+  readonly kernels: Kernels;
+  readonly store: ResultStore;
+  readonly models: ReadonlyMap<string, LoadedModel>;
+  readonly env: Env;
+  /** The full-precision reference of each model (its cache of outputs for KL metrics). */
+  readonly references: Map<string, ReferenceModel>;
+  readonly pool: EvalPool | undefined;
+  /** The last quantized model; released before the next one is built. */
+  quantized: QuantizedEntry | undefined;
+}
+
+/** Runs the planned cells under the lock: reuses finished rows, computes and stores the rest. */
+async function runLocked(
+  options: RunOptions,
+  cells: readonly PlannedCell[],
+  models: ReadonlyMap<string, LoadedModel>,
+): Promise<ResultRow[]> {
+  const kernels = options.kernels ?? refKernels;
+  const store = new ResultStore(options.outDir);
+  const { existing, recomputed } = await readFinished(options, store, cells);
   options.onEvent?.({ type: "plan", cells: cells.length, todo: cells.length - existing.size });
   const env = await environment(kernels, options.windowScorer);
   const references = new Map<string, ReferenceModel>();
@@ -386,184 +505,257 @@ async function runLocked(
   const pool = threads > 1 && cells.length > existing.size
     ? new EvalPool(threads, options.referenceCacheBytes, kernels.id)
     : undefined;
+  const ctx: RunContext = {
+    options,
+    kernels,
+    store,
+    models,
+    existing,
+    recomputed,
+    env,
+    references,
+    pool,
+    quantized: undefined,
+  };
   try {
-    return await runCells();
+    return await runCells(ctx, cells);
   } finally {
     pool?.close();
   }
+}
 
-  async function runCells(): Promise<ResultRow[]> {
-    let quantized:
-      | { key: string; model: QuantizedModel; routing?: ReturnType<typeof routingConsistency> }
-      | undefined;
-    const rows: ResultRow[] = [];
-    for (const [index, cell] of cells.entries()) {
-      options.onEvent?.({ type: "cell-start", index, label: cell.label });
-      const done = existing.get(cell.cellId);
-      if (done) {
-        rows.push(done);
-        options.onEvent?.({
-          type: "cell-done",
-          index,
-          label: cell.label,
-          row: done,
-          skipped: true,
-        });
-        continue;
-      }
-      const model = models.get(cell.spec.model)!;
-      let reference = references.get(cell.spec.model);
-      if (!reference) {
-        reference = {
-          model,
-          cache: new Map(),
-          cacheBudgetBytes: options.referenceCacheBytes ?? 2 ** 30,
-        };
-        references.set(cell.spec.model, reference);
-      }
-      const t0 = performance.now();
-      const cacheNote = recomputed.get(cell.cellId);
-      const preNotes = cacheNote ? [cacheNote] : [];
-      let row: ResultRow;
-      let qm: QuantizedModel | undefined;
-      let quantizeMs: number | undefined;
-      try {
-        const q = cell.spec.quant;
-        if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
-          throw new UnsupportedConfigError(
-            `${cell.method.id} supports W${cell.method.wBits.join("/")} A${
-              cell.method.aBits.join("/")
-            }, not ${quantLabel(q)}`,
-          );
-        }
-        const qKey = canonicalJson([
-          cell.spec.model,
-          cell.method.id,
-          cell.params,
-          q,
-          cell.calibration?.tokensSha256 ?? null,
-        ]);
-        if (quantized?.key !== qKey) {
-          quantized = undefined; // release the previous model before building the next
-          const ctx = {
-            kernels,
-            ...(cell.calibration ? { calibration: cell.calibration } : {}),
-            onProgress: (d: number, total: number) =>
-              options.onEvent?.({
-                type: "cell-progress",
-                index,
-                phase: "quantize",
-                done: d,
-                total,
-              }),
-          };
-          const tq = performance.now();
-          let qmodel = await quantizeCell(model, cell.method, cell.params, q, ctx);
-          if (kernels.id.endsWith(PACKED_SUFFIX)) qmodel = packedForEvaluation(qmodel);
-          if (cell.method.id !== "fp") quantizeMs = performance.now() - tq;
-          const routing = model.config.moe && cell.calibration
-            ? routingConsistency(
-              model,
-              qmodel,
-              cell.calibration.windows.slice(0, ZERO_FRACTION_WINDOWS),
-              kernels,
-              `first ${ZERO_FRACTION_WINDOWS} calibration windows`,
-            )
-            : undefined;
-          quantized = { key: qKey, model: qmodel, ...(routing ? { routing } : {}) };
-        }
-        qm = quantized.model;
-        const result = await cell.task.run(
-          { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
-          {
-            kernels,
-            dataDir: options.dataDir,
-            ...(options.env ? { env: options.env } : {}),
-            ...(options.skipMalformed ? { skipMalformed: true } : {}),
-            // The full-precision cell fills the reference's cache (perplexity compares a
-            // model with its own weights against nothing).
-            reference,
-            ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
-            ...(cell.spec.context !== undefined ? { context: cell.spec.context } : {}),
-            // Worker threads get copies of the weights: models streamed from their files stay
-            // in this thread (their kernels may still use threads).
-            ...(pool && !streamed(model.weights) ? { pool } : {}),
-            ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
-            onProgress: (d, total) =>
-              options.onEvent?.({
-                type: "cell-progress",
-                index,
-                phase: "evaluate",
-                done: d,
-                total,
-              }),
-          },
-        );
-        // A non-finite number is never a result: the model produced NaN or ±Infinity somewhere.
-        const bad = result.metrics.find((m) => !Number.isFinite(m.value));
-        if (bad) {
-          throw new RangeError(
-            `${cell.task.id}: metric "${bad.metric}" is ${bad.value}: the model's outputs are not ` +
-              `finite (a NaN or ±Infinity in its weights or activations), so no row is reported`,
-          );
-        }
-        const zeros = qm.activationZeros;
-        const routing = quantized.routing;
-        row = buildRow(cell, model, env, options.dataDir, {
-          status: "ok",
-          metrics: [
-            ...result.metrics,
-            ...(zeros
-              ? [{
-                metric: "act_zero_frac",
-                value: zeros.fraction,
-                stderr: zeros.stderr,
-                n: zeros.windows,
-                higherIsBetter: false,
-                unit: "fraction",
-              }]
-              : []),
-            ...(routing?.metrics ?? []),
-          ],
-          ...(zeros ? { activationZeros: zeros } : {}),
-          ...(routing
-            ? {
-              routing: {
-                loadFp: routing.loadFp,
-                loadQuantized: routing.loadQuantized,
-                windows: routing.windows,
-                source: routing.source,
-              },
-            }
-            : {}),
-          dataset: result.dataset,
-          protocol: result.protocol,
-          ...(result.units ? { units: result.units } : {}),
-          notes: [...preNotes, ...qm.notes],
-          ...(qm.diagnostics ? { diagnostics: qm.diagnostics } : {}),
-          bpw: averageBpw(qm),
-          wallMs: performance.now() - t0,
-          ...(quantizeMs !== undefined ? { quantizeMs } : {}),
-        });
-      } catch (e) {
-        const unsupported = e instanceof UnsupportedConfigError;
-        row = buildRow(cell, model, env, options.dataDir, {
-          status: unsupported ? "unsupported" : "failed",
-          error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
-          metrics: [],
-          dataset: cell.dataset,
-          protocol: null,
-          notes: preNotes,
-          bpw: null,
-          wallMs: performance.now() - t0,
-        });
-      }
-      await store.put(row);
-      rows.push(row);
-      options.onEvent?.({ type: "cell-done", index, label: cell.label, row, skipped: false });
+/** Runs the cells in order: a finished one is skipped, any other computed and its row stored. */
+async function runCells(ctx: RunContext, cells: readonly PlannedCell[]): Promise<ResultRow[]> {
+  const { options } = ctx;
+  const rows: ResultRow[] = [];
+  for (const [index, cell] of cells.entries()) {
+    options.onEvent?.({ type: "cell-start", index, label: cell.label });
+    const done = ctx.existing.get(cell.cellId);
+    if (done) {
+      rows.push(done);
+      options.onEvent?.({
+        type: "cell-done",
+        index,
+        label: cell.label,
+        row: done,
+        skipped: true,
+      });
+      continue;
     }
-    return rows;
+    const row = await computeCell(ctx, index, cell);
+    await ctx.store.put(row);
+    rows.push(row);
+    options.onEvent?.({ type: "cell-done", index, label: cell.label, row, skipped: false });
   }
+  return rows;
+}
+
+/** The full-precision reference of a model, created on first use. */
+function referenceOf(ctx: RunContext, modelId: string, model: LoadedModel): ReferenceModel {
+  let reference = ctx.references.get(modelId);
+  if (!reference) {
+    reference = {
+      model,
+      cache: new Map(),
+      cacheBudgetBytes: ctx.options.referenceCacheBytes ?? 2 ** 30,
+    };
+    ctx.references.set(modelId, reference);
+  }
+  return reference;
+}
+
+/**
+ * Computes one cell's row; never throws for the cell's own failures: an `UnsupportedConfigError`
+ * gives an `unsupported` row, any other error a `failed` row with the message.
+ */
+async function computeCell(ctx: RunContext, index: number, cell: PlannedCell): Promise<ResultRow> {
+  const model = ctx.models.get(cell.spec.model)!;
+  const reference = referenceOf(ctx, cell.spec.model, model);
+  const t0 = performance.now();
+  const cacheNote = ctx.recomputed.get(cell.cellId);
+  const preNotes = cacheNote ? [cacheNote] : [];
+  try {
+    checkSupported(cell);
+    const { entry, quantizeMs } = await quantizedFor(ctx, index, cell, model);
+    const result = await evaluateCell(ctx, index, cell, model, entry.model, reference);
+    return okRow(ctx, cell, model, { result, entry, preNotes, t0, quantizeMs });
+  } catch (e) {
+    const unsupported = e instanceof UnsupportedConfigError;
+    return buildRow(cell, model, ctx.env, ctx.options.dataDir, {
+      status: unsupported ? "unsupported" : "failed",
+      error: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
+      metrics: [],
+      dataset: cell.dataset,
+      protocol: null,
+      notes: preNotes,
+      bpw: null,
+      wallMs: performance.now() - t0,
+    });
+  }
+}
+
+/** Throws an `UnsupportedConfigError` when the method does not support the cell's bits. */
+function checkSupported(cell: PlannedCell): void {
+  const q = cell.spec.quant;
+  if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
+    throw new UnsupportedConfigError(
+      `${cell.method.id} supports W${cell.method.wBits.join("/")} A${
+        cell.method.aBits.join("/")
+      }, not ${quantLabel(q)}`,
+    );
+  }
+}
+
+/**
+ * The cell's quantized model: the previous cell's when model, method, parameters, bits and
+ * calibration match, else quantized now (`quantizeMs` timed then, except for `fp`).
+ */
+async function quantizedFor(
+  ctx: RunContext,
+  index: number,
+  cell: PlannedCell,
+  model: LoadedModel,
+): Promise<{ entry: QuantizedEntry; quantizeMs: number | undefined }> {
+  const { kernels, options } = ctx;
+  const q = cell.spec.quant;
+  const qKey = canonicalJson([
+    cell.spec.model,
+    cell.method.id,
+    cell.params,
+    q,
+    cell.calibration?.tokensSha256 ?? null,
+  ]);
+  if (ctx.quantized?.key === qKey) return { entry: ctx.quantized, quantizeMs: undefined };
+  ctx.quantized = undefined; // release the previous model before building the next
+  const qctx = {
+    kernels,
+    ...(cell.calibration ? { calibration: cell.calibration } : {}),
+    onProgress: (d: number, total: number) =>
+      options.onEvent?.({
+        type: "cell-progress",
+        index,
+        phase: "quantize",
+        done: d,
+        total,
+      }),
+  };
+  const tq = performance.now();
+  let qmodel = await quantizeCell(model, cell.method, cell.params, q, qctx);
+  if (kernels.id.endsWith(PACKED_SUFFIX)) qmodel = packedForEvaluation(qmodel);
+  const quantizeMs = cell.method.id !== "fp" ? performance.now() - tq : undefined;
+  const routing = model.config.moe && cell.calibration
+    ? routingConsistency(
+      model,
+      qmodel,
+      cell.calibration.windows.slice(0, ZERO_FRACTION_WINDOWS),
+      kernels,
+      `first ${ZERO_FRACTION_WINDOWS} calibration windows`,
+    )
+    : undefined;
+  ctx.quantized = { key: qKey, model: qmodel, ...(routing ? { routing } : {}) };
+  return { entry: ctx.quantized, quantizeMs };
+}
+
+/** Evaluates the cell's task on the quantized model; a non-finite metric throws. */
+async function evaluateCell(
+  ctx: RunContext,
+  index: number,
+  cell: PlannedCell,
+  model: LoadedModel,
+  qm: QuantizedModel,
+  reference: ReferenceModel,
+): Promise<TaskResult> {
+  const { kernels, options, pool } = ctx;
+  const result = await cell.task.run(
+    { config: qm.config, weights: qm.weights, tokenizer: model.tokenizer },
+    {
+      kernels,
+      dataDir: options.dataDir,
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.skipMalformed ? { skipMalformed: true } : {}),
+      // The full-precision cell fills the reference's cache (perplexity compares a
+      // model with its own weights against nothing).
+      reference,
+      ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
+      ...(cell.spec.context !== undefined ? { context: cell.spec.context } : {}),
+      // Worker threads get copies of the weights: models streamed from their files stay
+      // in this thread (their kernels may still use threads).
+      ...(pool && !streamed(model.weights) ? { pool } : {}),
+      ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
+      onProgress: (d, total) =>
+        options.onEvent?.({
+          type: "cell-progress",
+          index,
+          phase: "evaluate",
+          done: d,
+          total,
+        }),
+    },
+  );
+  // A non-finite number is never a result: the model produced NaN or ±Infinity somewhere.
+  const bad = result.metrics.find((m) => !Number.isFinite(m.value));
+  if (bad) {
+    throw new RangeError(
+      `${cell.task.id}: metric "${bad.metric}" is ${bad.value}: the model's outputs are not ` +
+        `finite (a NaN or ±Infinity in its weights or activations), so no row is reported`,
+    );
+  }
+  return result;
+}
+
+/** The row of a cell that ran: the task's metrics, activation zeros and routing, notes, timings. */
+function okRow(
+  ctx: RunContext,
+  cell: PlannedCell,
+  model: LoadedModel,
+  r: {
+    result: TaskResult;
+    entry: QuantizedEntry;
+    preNotes: readonly string[];
+    t0: number;
+    quantizeMs: number | undefined;
+  },
+): ResultRow {
+  const { result, preNotes, t0, quantizeMs } = r;
+  const qm = r.entry.model;
+  const zeros = qm.activationZeros;
+  const routing = r.entry.routing;
+  return buildRow(cell, model, ctx.env, ctx.options.dataDir, {
+    status: "ok",
+    metrics: [
+      ...result.metrics,
+      ...(zeros
+        ? [{
+          metric: "act_zero_frac",
+          value: zeros.fraction,
+          stderr: zeros.stderr,
+          n: zeros.windows,
+          higherIsBetter: false,
+          unit: "fraction",
+        }]
+        : []),
+      ...(routing?.metrics ?? []),
+    ],
+    ...(zeros ? { activationZeros: zeros } : {}),
+    ...(routing
+      ? {
+        routing: {
+          loadFp: routing.loadFp,
+          loadQuantized: routing.loadQuantized,
+          windows: routing.windows,
+          source: routing.source,
+        },
+      }
+      : {}),
+    dataset: result.dataset,
+    protocol: result.protocol,
+    ...(result.units ? { units: result.units } : {}),
+    notes: [...preNotes, ...qm.notes],
+    ...(qm.diagnostics ? { diagnostics: qm.diagnostics } : {}),
+    bpw: averageBpw(qm),
+    wallMs: performance.now() - t0,
+    ...(quantizeMs !== undefined ? { quantizeMs } : {}),
+  });
 }
 
 function averageBpw(qm: QuantizedModel): number | null {

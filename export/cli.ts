@@ -18,7 +18,7 @@ import {
 } from "../methods/calibration/set.ts";
 import { DEFAULT_CALIBRATION } from "../methods/calibration/set.ts";
 import { cellParams, quantizeCell } from "../bench/cell.ts";
-import { parseMethodSpec } from "../bench/method_spec.ts";
+import { type MethodSpec, parseMethodSpec } from "../bench/method_spec.ts";
 import { type GroupSetting, quantFor } from "../bench/matrix.ts";
 import { gitState } from "../bench/runner.ts";
 import { bundledDataDir } from "../core/paths.ts";
@@ -27,12 +27,14 @@ import { getMethod, METHODS } from "../methods/mod.ts";
 import type { Method } from "../methods/types.ts";
 import { hubFile, parseHfRef } from "../models/hub.ts";
 import { loadModel } from "../models/load.ts";
+import type { LoadedModel } from "../models/types.ts";
 import { MODELS } from "../models/registry.ts";
 import {
   directoryReader,
   EXPORT_FORMATS,
   type ExportFormat,
   exportModel,
+  type ExportResult,
   type ExportSource,
   ExportTargetExistsError,
 } from "./export_model.ts";
@@ -104,36 +106,67 @@ function sourceReader(ref: string): (name: string) => Promise<Uint8Array | undef
   };
 }
 
-/** Runs the command; returns the exit code. */
-export async function main(args: string[]): Promise<number> {
+const OPTIONS = {
+  model: { type: "string" },
+  method: { type: "string" },
+  bits: { type: "string" },
+  group: { type: "string" },
+  symmetric: { type: "boolean", default: false },
+  format: { type: "string" },
+  out: { type: "string" },
+  "float-dtype": { type: "string" },
+  "gptq-format": { type: "string" },
+  "max-shard-size": { type: "string" },
+  tokens: { type: "string" },
+  calib: { type: "string" },
+  "calib-samples": { type: "string" },
+  "calib-seqlen": { type: "string" },
+  data: { type: "string" },
+  backend: { type: "string", default: "auto" },
+  help: { type: "boolean", default: false },
+} as const;
+
+/** Parses the command line strictly (no positionals). */
+function parseFlags(args: string[]) {
   const { values } = parseArgs({
     args,
-    options: {
-      model: { type: "string" },
-      method: { type: "string" },
-      bits: { type: "string" },
-      group: { type: "string" },
-      symmetric: { type: "boolean", default: false },
-      format: { type: "string" },
-      out: { type: "string" },
-      "float-dtype": { type: "string" },
-      "gptq-format": { type: "string" },
-      "max-shard-size": { type: "string" },
-      tokens: { type: "string" },
-      calib: { type: "string" },
-      "calib-samples": { type: "string" },
-      "calib-seqlen": { type: "string" },
-      data: { type: "string" },
-      backend: { type: "string", default: "auto" },
-      help: { type: "boolean", default: false },
-    },
+    options: OPTIONS,
     strict: true,
     allowPositionals: false,
   });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
+  return values;
+}
+
+/** The parsed flags. */
+type Flags = ReturnType<typeof parseFlags>;
+
+/** The flags' checked values. */
+interface ExportFlags {
+  modelRef: string;
+  methodText: string;
+  format: ExportFormat;
+  out: string;
+  bits: number;
+  group: GroupSetting;
+  floatDtype: string | undefined;
+  gptqFormat: string | undefined;
+  maxShard: number | undefined;
+  tokens: number | undefined;
+  samples: number | undefined;
+  seqLen: number | undefined;
+}
+
+/** `--group`: channel or a positive column count (no format stores a per-tensor scale). */
+function groupFlag(text: string): GroupSetting {
+  if (text === "channel") return "channel";
+  if (text === "tensor") {
+    throw new UsageError("--group tensor: no export format stores one scale per tensor");
   }
+  return positiveInt("--group", text)!;
+}
+
+/** Checks the required flags and each flag's value; a `UsageError` names the first bad one. */
+function checkFlags(values: Flags): ExportFlags {
   const modelRef = required("--model", values.model);
   const methodText = required("--method", values.method);
   const format = required("--format", values.format) as ExportFormat;
@@ -143,12 +176,7 @@ export async function main(args: string[]): Promise<number> {
   const out = required("--out", values.out);
   const bits = positiveInt("--bits", required("--bits", values.bits))!;
   if (bits < 2 || bits > 8) throw new UsageError(`--bits ${bits} is outside 2–8`);
-  const groupText = required("--group", values.group);
-  let group: GroupSetting;
-  if (groupText === "channel") group = "channel";
-  else if (groupText === "tensor") {
-    throw new UsageError("--group tensor: no export format stores one scale per tensor");
-  } else group = positiveInt("--group", groupText)!;
+  const group = groupFlag(required("--group", values.group));
   const floatDtype = values["float-dtype"];
   if (floatDtype !== undefined && !["F16", "BF16", "F32", "source"].includes(floatDtype)) {
     throw new UsageError(`--float-dtype must be F16, BF16, F32 or source, got "${floatDtype}"`);
@@ -161,9 +189,27 @@ export async function main(args: string[]): Promise<number> {
   const tokens = positiveInt("--tokens", values.tokens);
   const samples = positiveInt("--calib-samples", values["calib-samples"]);
   const seqLen = positiveInt("--calib-seqlen", values["calib-seqlen"]);
+  return {
+    modelRef,
+    methodText,
+    format,
+    out,
+    bits,
+    group,
+    floatDtype,
+    gptqFormat,
+    maxShard,
+    tokens,
+    samples,
+    seqLen,
+  };
+}
+
+/** `--method`'s spec and method, which must be weight-only and support `--bits`. */
+function methodFlag(text: string, bits: number): { spec: MethodSpec; method: Method } {
   let spec;
   try {
-    spec = parseMethodSpec(methodText);
+    spec = parseMethodSpec(text);
   } catch (e) {
     throw new UsageError(`--method: ${(e as Error).message}`);
   }
@@ -181,37 +227,84 @@ export async function main(args: string[]): Promise<number> {
   if (method.id !== "fp" && !method.wBits.includes(bits)) {
     throw new UsageError(`--bits ${bits}: ${method.id} supports ${method.wBits.join(", ")}`);
   }
+  return { spec, method };
+}
+
+/** Refuses an existing `--out` (a `UsageError`) before any compute. */
+async function refuseExistingOut(out: string): Promise<void> {
   try {
     await Deno.lstat(out);
     throw new UsageError(`--out ${out} exists; exports never overwrite`);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  const q = quantFor(bits, group, values.symmetric);
-  let params;
+}
+
+/** The method's parameters for the model, as a bench cell resolves them (`--method` errors). */
+function methodParams(
+  method: Method,
+  modelRef: string,
+  given: MethodSpec["params"],
+): ReturnType<typeof cellParams> {
   try {
-    params = cellParams(method, modelRef, spec.params);
+    return cellParams(method, modelRef, given);
   } catch (e) {
     throw new UsageError(`--method: ${(e as Error).message}`);
   }
+}
+
+/** The calibration set, drawn as the runner draws it, for calibrated methods and MoE models. */
+async function exportCalibration(
+  method: Method,
+  model: LoadedModel,
+  values: Flags,
+  flags: ExportFlags,
+): Promise<CalibrationSet | undefined> {
+  const calibrated = method.needsCalibration || (method.id !== "fp" && model.config.moe);
+  if (!calibrated) return undefined;
+  const { samples, seqLen } = flags;
+  return await drawCalibrationSet(
+    {
+      ...DEFAULT_CALIBRATION,
+      ...(values.calib !== undefined ? { source: values.calib } : {}),
+      ...(samples !== undefined ? { samples } : {}),
+      ...(seqLen !== undefined ? { seqLen } : {}),
+    },
+    model.tokenizer,
+    model.config.maxSeqLen,
+    values.data ?? (Deno.env.get("LOWBIT_DATA") || bundledDataDir()),
+  );
+}
+
+/** Prints what was written and whether the export is lossless (else its deviations). */
+function printResult(format: ExportFormat, result: ExportResult): void {
+  const m = result.manifest;
+  const fmt = "checkpointFormat" in m.export && m.export.checkpointFormat
+    ? ` (checkpoint_format ${m.export.checkpointFormat})`
+    : "";
+  console.log(`wrote ${format}${fmt} to ${result.dir}`);
+  for (const f of m.files) console.log(`  ${f.path}  ${f.bytes} bytes`);
+  console.log(m.lossless ? "lossless: the export computes our quantized model" : "deviations:");
+  for (const d of m.deviations) console.log(`  - ${d}`);
+}
+
+/** Runs the command; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const values = parseFlags(args);
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const flags = checkFlags(values);
+  const { modelRef, format, out, floatDtype, gptqFormat, maxShard, tokens } = flags;
+  const { spec, method } = methodFlag(flags.methodText, flags.bits);
+  await refuseExistingOut(out);
+  const q = quantFor(flags.bits, flags.group, values.symmetric);
+  const params = methodParams(method, modelRef, spec.params);
 
   const model = await loadModel(modelRef);
   const { kernels } = await selectKernels(values.backend);
-  const calibrated = method.needsCalibration || (method.id !== "fp" && model.config.moe);
-  let calibration: CalibrationSet | undefined;
-  if (calibrated) {
-    calibration = await drawCalibrationSet(
-      {
-        ...DEFAULT_CALIBRATION,
-        ...(values.calib !== undefined ? { source: values.calib } : {}),
-        ...(samples !== undefined ? { samples } : {}),
-        ...(seqLen !== undefined ? { seqLen } : {}),
-      },
-      model.tokenizer,
-      model.config.maxSeqLen,
-      values.data ?? (Deno.env.get("LOWBIT_DATA") || bundledDataDir()),
-    );
-  }
+  const calibration = await exportCalibration(method, model, values, flags);
   // RTN's scales are chosen by a pluggable chooser: for formats that store float16 scales, pick
   // them float16-exact, so the checkpoint computes exactly the model we quantized.
   const fp16Scales = method.id === "rtn" && format !== "onnx";
@@ -236,14 +329,7 @@ export async function main(args: string[]): Promise<number> {
       extra: { command: ["deno", "task", "export", ...args], fp16ExactScales: fp16Scales },
     },
   });
-  const m = result.manifest;
-  const fmt = "checkpointFormat" in m.export && m.export.checkpointFormat
-    ? ` (checkpoint_format ${m.export.checkpointFormat})`
-    : "";
-  console.log(`wrote ${format}${fmt} to ${result.dir}`);
-  for (const f of m.files) console.log(`  ${f.path}  ${f.bytes} bytes`);
-  console.log(m.lossless ? "lossless: the export computes our quantized model" : "deviations:");
-  for (const d of m.deviations) console.log(`  - ${d}`);
+  printResult(format, result);
   return 0;
 }
 

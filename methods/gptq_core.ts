@@ -472,38 +472,43 @@ function checkInteger(name: string, v: number, min: number): void {
   }
 }
 
+/** Quantizer settings and parameter storage shared by the steps of {@linkcode gptqQuantizeLayer}. */
+interface GptqPlan {
+  readonly rows: number;
+  /** Columns (`cols`). */
+  readonly n: number;
+  /** Input columns per group; 0 without groups. */
+  readonly g: number;
+  readonly bits: number;
+  readonly symmetric: boolean;
+  /** `2^bits − 1`. */
+  readonly maxq: number;
+  /** Group parameter search: {@linkcode groupParamsMse} or the core's `groupParams`. */
+  readonly params: typeof groupParamsMse;
+  readonly grouped: boolean;
+  /** Static groups (`groupParams: "static"`). */
+  readonly isStatic: boolean;
+  /** Groups whose parameters are computed during the sweep (`"reference"`, `"updated"`). */
+  readonly isDynamic: boolean;
+  readonly groupsPerRow: number;
+  /** Scales and zero points `[rows][groupsPerRow]`, filled by the steps. */
+  readonly scales: Float32Array;
+  readonly zeros: Uint8Array;
+}
+
 /**
- * Quantize one linear layer with GPTQ: round columns one at a time and compensate each column's
- * error on the columns not yet quantized, weighted by the inverse Hessian.
- *
- * @param w Weights `[rows][cols]` (`[out][in]`), row-major; not modified.
- * @param rows Output features.
- * @param cols Input features.
- * @param hessian `H` `[cols][cols]`, symmetric positive semi-definite (e.g. `2/N · Σ x xᵀ`);
- *   read as `(H + Hᵀ)/2`; not modified.
- * @param options Bits, grouping and the GPTQ knobs (see {@linkcode GPTQ_DEFAULTS}).
- * @returns `Ŵ`, the packed form, the reference's loss and the damping used.
- * @throws {RangeError} On bad shapes, options or non-finite inputs.
- * @throws {HessianNotPositiveDefiniteError} When no damping tried makes `H + λI` positive definite.
- *
- * @example Usage
- * ```ts
- * import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
- * const w = new Float32Array([0.3, -0.7, 0.2, 0.9, 0.1, -0.4]);
- * const h = new Float64Array([2, 1, 0, 1, 2, 1, 0, 1, 2]); // 3×3, positive definite
- * const r = gptqQuantizeLayer(w, 2, 3, h, { ...GPTQ_DEFAULTS, bits: 4, symmetric: false });
- * if (r.dequantized.length !== 6 || !(r.loss >= 0)) throw new Error("unexpected result");
- * ```
+ * Validates the shapes, options and values of {@linkcode gptqQuantizeLayer}'s inputs (in the
+ * order its `RangeError`s are documented) and returns the defaulted group size, retry count and
+ * Hessian scale.
  */
-export function gptqQuantizeLayer(
+function validateLayerInputs(
   w: Float32Array,
   rows: number,
   cols: number,
   hessian: Float64Array,
   options: GptqLayerOptions,
-): GptqLayerResult {
-  // --- Validation -------------------------------------------------------------------------
-  const { bits, symmetric, percdamp, blockSize, actOrder, mse } = options;
+): { g: number; maxRetries: number; hs: number } {
+  const { bits, percdamp, blockSize } = options;
   if (!Number.isInteger(bits) || bits < MIN_BITS || bits > MAX_BITS) {
     throw new RangeError(
       `Cannot quantize to ${bits} bits: bits must be an integer in [${MIN_BITS}, ${MAX_BITS}]`,
@@ -547,28 +552,29 @@ export function gptqQuantizeLayer(
       );
     }
   }
+  return { g, maxRetries, hs };
+}
 
-  const params = mse ? groupParamsMse : groupParams;
-  const maxq = 2 ** bits - 1;
-  const grouped = g > 0;
-  const gs = grouped ? g : n; // packed group size
-  const groupsPerRow = Math.ceil(n / gs);
-  const isStatic = grouped && mode === "static";
-  const isDynamic = grouped && !isStatic;
-  const scales = new Float32Array(rows * groupsPerRow);
-  const zeros = new Uint8Array(rows * groupsPerRow);
-
-  // --- Working copy; per-row parameters from the original W (before dead columns) ---------
-  let wp = Float64Array.from(w);
-  if (!grouped) {
-    for (let r = 0; r < rows; r++) {
-      const p = params(wp, r * n, (r + 1) * n, bits, symmetric);
-      scales[r] = p.scale;
-      zeros[r] = p.zero;
-    }
+/** Per-row parameters (no groups) from the original `W`, before dead columns are zeroed. */
+function rowParams(wp: Float64Array, plan: GptqPlan): void {
+  const { rows, n, bits, symmetric, params, scales, zeros } = plan;
+  for (let r = 0; r < rows; r++) {
+    const p = params(wp, r * n, (r + 1) * n, bits, symmetric);
+    scales[r] = p.scale;
+    zeros[r] = p.zero;
   }
+}
 
-  // --- Dead columns ------------------------------------------------------------------------
+/**
+ * Dead columns: `diag(H)` with every `H_ii = 0` set to 1 and the column zeroed in `wp` (in place).
+ */
+function deadColumnDiagonal(
+  wp: Float64Array,
+  hessian: Float64Array,
+  hs: number,
+  rows: number,
+  n: number,
+): { diag: Float64Array; deadColumns: number } {
   const diag = new Float64Array(n);
   let deadColumns = 0;
   for (let i = 0; i < n; i++) {
@@ -580,34 +586,61 @@ export function gptqQuantizeLayer(
     }
     diag[i] = d;
   }
+  return { diag, deadColumns };
+}
 
-  // --- Static groups: parameters from W before any update, original column order -----------
-  if (isStatic) {
-    for (let r = 0; r < rows; r++) {
-      for (let gi = 0; gi < groupsPerRow; gi++) {
-        const from = r * n + gi * g;
-        const p = params(wp, from, Math.min(from + g, (r + 1) * n), bits, symmetric);
-        scales[r * groupsPerRow + gi] = p.scale;
-        zeros[r * groupsPerRow + gi] = p.zero;
-      }
+/** Static groups: parameters from `W` before any update, in the original column order. */
+function staticGroupParams(wp: Float64Array, plan: GptqPlan): void {
+  const { rows, n, g, bits, symmetric, params, groupsPerRow, scales, zeros } = plan;
+  for (let r = 0; r < rows; r++) {
+    for (let gi = 0; gi < groupsPerRow; gi++) {
+      const from = r * n + gi * g;
+      const p = params(wp, from, Math.min(from + g, (r + 1) * n), bits, symmetric);
+      scales[r * groupsPerRow + gi] = p.scale;
+      zeros[r * groupsPerRow + gi] = p.zero;
     }
   }
+}
 
-  // --- Act-order permutation ---------------------------------------------------------------
+/**
+ * Act-order: the column order (descending `diag(H)`, ties in original order; the identity without
+ * act-order) and `wp` with its columns in that order (`wp` itself without act-order).
+ */
+function actOrderPermutation(
+  wp: Float64Array,
+  diag: Float64Array,
+  rows: number,
+  n: number,
+  actOrder: boolean,
+): { perm: Uint32Array; wp: Float64Array } {
   const perm = new Uint32Array(n);
   for (let i = 0; i < n; i++) perm[i] = i;
-  if (actOrder) {
-    const order = Array.from(perm).sort((x, y) => diag[y]! - diag[x]! || x - y);
-    perm.set(order);
-    const permuted = new Float64Array(rows * n);
-    for (let r = 0; r < rows; r++) {
-      const base = r * n;
-      for (let j = 0; j < n; j++) permuted[base + j] = wp[base + perm[j]!]!;
-    }
-    wp = permuted;
+  if (!actOrder) return { perm, wp };
+  const order = Array.from(perm).sort((x, y) => diag[y]! - diag[x]! || x - y);
+  perm.set(order);
+  const permuted = new Float64Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    const base = r * n;
+    for (let j = 0; j < n; j++) permuted[base + j] = wp[base + perm[j]!]!;
   }
+  return { perm, wp: permuted };
+}
 
-  // --- Damping with retries, U = upper Cholesky factor of (Hp + λI)⁻¹ --------------------
+/**
+ * Damping with retries: `U` = upper Cholesky factor of `(Hp + λI)⁻¹` for the first damping
+ * `percdamp_k = percdamp · 10^k` (see the module documentation) that is positive definite.
+ *
+ * @throws {HessianNotPositiveDefiniteError} When no damping tried works.
+ */
+function dampedInverseFactor(
+  hessian: Float64Array,
+  hs: number,
+  n: number,
+  perm: Uint32Array,
+  diag: Float64Array,
+  percdamp: number,
+  maxRetries: number,
+): { u: Float64Array; percdampUsed: number; dampRetries: number } {
   let meanDiag = 0;
   for (let i = 0; i < n; i++) meanDiag += diag[i]!;
   meanDiag /= n;
@@ -624,14 +657,30 @@ export function gptqQuantizeLayer(
     }
   }
   if (Number.isNaN(percdampUsed)) throw new HessianNotPositiveDefiniteError(tried, meanDiag);
+  return { u, percdampUsed, dampRetries: tried.length - 1 };
+}
 
-  // --- Lazy-batch sweep --------------------------------------------------------------------
+/**
+ * The lazy-batch sweep over the permuted `wp` (updated in place): blocks of `blockSize` columns
+ * (also ended at group boundaries with `updated`); dynamic group parameters are computed when
+ * their group starts. Returns the codes in permuted order and `Σ (w − q)² / U_ii²`.
+ */
+function lazyBatchSweep(
+  wp: Float64Array,
+  u: Float64Array,
+  perm: Uint32Array,
+  plan: GptqPlan,
+  blockSize: number,
+  updated: boolean,
+): { codesP: Uint8Array; lossSum: number } {
+  const { rows, n, g, bits, symmetric, maxq, params, isStatic, isDynamic, groupsPerRow } = plan;
+  const { scales, zeros } = plan;
   const codesP = new Uint8Array(rows * n);
   const err = new Float64Array(rows * blockSize);
   let lossSum = 0;
   for (let i1 = 0; i1 < n;) {
     let i2 = Math.min(i1 + blockSize, n);
-    if (isDynamic && mode === "updated") i2 = Math.min(i2, (Math.floor(i1 / g) + 1) * g);
+    if (isDynamic && updated) i2 = Math.min(i2, (Math.floor(i1 / g) + 1) * g);
     for (let r = 0; r < rows; r++) {
       const wr = r * n;
       const pr = r * groupsPerRow;
@@ -671,8 +720,20 @@ export function gptqQuantizeLayer(
     if (i2 < n) trailingUpdate(wp, u, err, rows, n, blockSize, i1, i2);
     i1 = i2;
   }
+  return { codesP, lossSum };
+}
 
-  // --- Un-permute into original column order -----------------------------------------------
+/**
+ * Un-permutes the codes into the original column order, dequantizes them and packs them; the
+ * group of every column is returned as `groupIndex` with act-order and non-static groups.
+ */
+function unpermuteAndPack(
+  codesP: Uint8Array,
+  perm: Uint32Array,
+  plan: GptqPlan,
+  actOrder: boolean,
+): { dequantized: Float32Array; packed: PackedWeight; groupIndex?: Uint32Array } {
+  const { rows, n, g, bits, grouped, isStatic, isDynamic, groupsPerRow, scales, zeros } = plan;
   const codes = new Uint8Array(rows * n);
   const dequantized = new Float32Array(rows * n);
   const groupOf = new Uint32Array(n); // group of the column at permuted position j
@@ -690,19 +751,93 @@ export function gptqQuantizeLayer(
       dequantized[base + c] = scales[gi]! * (code - zeros[gi]!);
     }
   }
+  const gs = grouped ? g : n; // packed group size
   const packed = packCodes(codes, rows, n, bits, { groupSize: gs, scales, zeros });
+  if (!(actOrder && isDynamic)) return { dequantized, packed };
+  const groupIndex = new Uint32Array(n);
+  for (let j = 0; j < n; j++) groupIndex[perm[j]!] = groupOf[j]!;
+  return { dequantized, packed, groupIndex };
+}
+
+/**
+ * Quantize one linear layer with GPTQ: round columns one at a time and compensate each column's
+ * error on the columns not yet quantized, weighted by the inverse Hessian.
+ *
+ * @param w Weights `[rows][cols]` (`[out][in]`), row-major; not modified.
+ * @param rows Output features.
+ * @param cols Input features.
+ * @param hessian `H` `[cols][cols]`, symmetric positive semi-definite (e.g. `2/N · Σ x xᵀ`);
+ *   read as `(H + Hᵀ)/2`; not modified.
+ * @param options Bits, grouping and the GPTQ knobs (see {@linkcode GPTQ_DEFAULTS}).
+ * @returns `Ŵ`, the packed form, the reference's loss and the damping used.
+ * @throws {RangeError} On bad shapes, options or non-finite inputs.
+ * @throws {HessianNotPositiveDefiniteError} When no damping tried makes `H + λI` positive definite.
+ *
+ * @example Usage
+ * ```ts
+ * import { GPTQ_DEFAULTS, gptqQuantizeLayer } from "./gptq_core.ts";
+ * const w = new Float32Array([0.3, -0.7, 0.2, 0.9, 0.1, -0.4]);
+ * const h = new Float64Array([2, 1, 0, 1, 2, 1, 0, 1, 2]); // 3×3, positive definite
+ * const r = gptqQuantizeLayer(w, 2, 3, h, { ...GPTQ_DEFAULTS, bits: 4, symmetric: false });
+ * if (r.dequantized.length !== 6 || !(r.loss >= 0)) throw new Error("unexpected result");
+ * ```
+ */
+export function gptqQuantizeLayer(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  hessian: Float64Array,
+  options: GptqLayerOptions,
+): GptqLayerResult {
+  // --- Validation -------------------------------------------------------------------------
+  const { g, maxRetries, hs } = validateLayerInputs(w, rows, cols, hessian, options);
+  const { bits, symmetric, percdamp, blockSize, actOrder, mse } = options;
+  const mode = options.groupParams;
+  const n = cols;
+  const grouped = g > 0;
+  const gs = grouped ? g : n; // packed group size
+  const groupsPerRow = Math.ceil(n / gs);
+  const isStatic = grouped && mode === "static";
+  const plan: GptqPlan = {
+    rows,
+    n,
+    g,
+    bits,
+    symmetric,
+    maxq: 2 ** bits - 1,
+    params: mse ? groupParamsMse : groupParams,
+    grouped,
+    isStatic,
+    isDynamic: grouped && !isStatic,
+    groupsPerRow,
+    scales: new Float32Array(rows * groupsPerRow),
+    zeros: new Uint8Array(rows * groupsPerRow),
+  };
+
+  // --- Working copy; per-row parameters from the original W (before dead columns) ---------
+  const w0 = Float64Array.from(w);
+  if (!grouped) rowParams(w0, plan);
+  const { diag, deadColumns } = deadColumnDiagonal(w0, hessian, hs, rows, n);
+  if (isStatic) staticGroupParams(w0, plan);
+  const { perm, wp } = actOrderPermutation(w0, diag, rows, n, actOrder);
+  const { u, percdampUsed, dampRetries } = dampedInverseFactor(
+    hessian,
+    hs,
+    n,
+    perm,
+    diag,
+    percdamp,
+    maxRetries,
+  );
+  const { codesP, lossSum } = lazyBatchSweep(wp, u, perm, plan, blockSize, mode === "updated");
+  const { dequantized, packed, groupIndex } = unpermuteAndPack(codesP, perm, plan, actOrder);
   const result: GptqLayerResult = {
     dequantized,
     packed,
     loss: lossSum / 2,
     percdampUsed,
-    dampRetries: tried.length - 1,
+    dampRetries,
     deadColumns,
   };
-  if (actOrder && isDynamic) {
-    const groupIndex = new Uint32Array(n);
-    for (let j = 0; j < n; j++) groupIndex[perm[j]!] = groupOf[j]!;
-    return { ...result, groupIndex };
-  }
-  return result;
+  return groupIndex ? { ...result, groupIndex } : result;
 }

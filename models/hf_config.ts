@@ -206,6 +206,67 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   if (!isRecord(json)) {
     throw new FormatError(file, `config must be a JSON object, got ${describe(json)}`);
   }
+  const type = parseModelType(json, file);
+  const defaults = DEFAULTS[type];
+  const f = new Fields(json, file);
+  const qc = json.quantization_config;
+  // Quantized checkpoints of the formats `models/formats/quantized_import.ts` reads load with packed
+  // linears (the loader routes them there); any other quant_method is refused by name.
+  if (qc !== undefined && qc !== null) parseQuantizationConfig(qc, file);
+
+  const { dim, hiddenDim, nLayers, nHeads, nKvHeads, headDim, vocabSize, maxSeqLen } = parseShape(
+    f,
+    file,
+    type,
+  );
+  const mlpAct = parseActivation(f, file, type);
+  const rope = parseRopeFields(f, json, file, type, headDim, maxSeqLen);
+  const { qkvBias, oBias, mlpBias } = parseBiases(f, file, type);
+
+  const slidingWindows = parseWindows(f, json, file, type, nLayers);
+  const config: Record<string, unknown> = {
+    dim,
+    hiddenDim,
+    nLayers,
+    nHeads,
+    nKvHeads,
+    headDim,
+    vocabSize,
+    maxSeqLen,
+    normEps: f.positiveNumber(
+      type === "opt" ? "layer_norm_eps" : "rms_norm_eps",
+      defaults.rmsNormEps,
+    ),
+    ...rope,
+    ropeStyle: "half",
+    tiedEmbeddings: f.boolean("tie_word_embeddings", defaults.tied),
+    family: type,
+    ...(qkvBias ? { qkvBias: true } : {}),
+    ...(oBias ? { oBias: true } : {}),
+    ...(mlpBias ? { mlpBias: true } : {}),
+    ...(mlpAct !== "silu" ? { mlpAct } : {}),
+    ...(slidingWindows ? { slidingWindows } : {}),
+  };
+
+  if (type === "qwen3" || type === "qwen3_moe") config.qkNorm = "head";
+  if (type === "gemma2") addGemma2Features(f, json, dim, config);
+  if (type === "opt") addOptFeatures(f, file, dim, headDim, config);
+  const moe = parseMoe(f, file, type, nLayers, hiddenDim);
+  if (moe) config.moe = moe;
+  if (type === "olmoe") {
+    config.qkNorm = "projection";
+    if (f.has("clip_qkv")) config.clipQkv = f.positiveNumber("clip_qkv");
+  }
+  return config as unknown as LlamaConfig;
+}
+
+/** The error for a config feature the forward pass does not implement, naming it. */
+function unsupportedFeature(file: string, message: string): UnsupportedConfigError {
+  return new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
+}
+
+/** The `model_type` field, which must be one of {@linkcode SUPPORTED_MODEL_TYPES}. */
+function parseModelType(json: Record<string, unknown>, file: string): ModelType {
   const modelType = json.model_type;
   if (
     typeof modelType !== "string" ||
@@ -218,16 +279,23 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
       }`,
     );
   }
-  const type = modelType as ModelType;
-  const defaults = DEFAULTS[type];
-  const f = new Fields(json, file);
-  const unsupported = (message: string) =>
-    new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
-  const qc = json.quantization_config;
-  // Quantized checkpoints of the formats `models/formats/quantized_import.ts` reads load with packed
-  // linears (the loader routes them there); any other quant_method is refused by name.
-  if (qc !== undefined && qc !== null) parseQuantizationConfig(qc, file);
+  return modelType as ModelType;
+}
 
+/** The model's sizes, as {@linkcode parseShape} reads them. */
+interface ConfigShape {
+  dim: number;
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  maxSeqLen: number;
+}
+
+/** Sizes: hidden, MLP, layers, query and key/value heads, head, vocabulary and context. */
+function parseShape(f: Fields, file: string, type: ModelType): ConfigShape {
   const dim = f.positiveInt("hidden_size");
   const hiddenDim = f.positiveInt(type === "opt" ? "ffn_dim" : "intermediate_size");
   const nLayers = f.positiveInt("num_hidden_layers");
@@ -252,9 +320,12 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
     "head_dim",
     defaultHeadDim ?? dim / nHeads,
   );
-  const maxSeqLen = f.positiveInt("max_position_embeddings", defaults.maxPositions);
+  const maxSeqLen = f.positiveInt("max_position_embeddings", DEFAULTS[type].maxPositions);
+  return { dim, hiddenDim, nLayers, nHeads, nKvHeads, headDim, vocabSize, maxSeqLen };
+}
 
-  // Activation: `hidden_act` (Gemma 2: `hidden_activation`; OPT: `activation_function`).
+/** The MLP activation: `hidden_act` (Gemma 2: `hidden_activation`; OPT: `activation_function`). */
+function parseActivation(f: Fields, file: string, type: ModelType): MlpActivation {
   // Gemma2Config has only `hidden_activation` (its MLP never reads `hidden_act`).
   const actField = type === "gemma2"
     ? "hidden_activation"
@@ -267,20 +338,39 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
   );
   const mlpAct = ACTIVATIONS[actName];
   if (mlpAct === undefined) {
-    throw unsupported(
+    throw unsupportedFeature(
+      file,
       `${actField} ${JSON.stringify(actName)} (supported: ${Object.keys(ACTIVATIONS).join(", ")})`,
     );
   }
+  return mlpAct;
+}
 
+/** The config's RoPE fields (OPT, with learned positions, gets only the default base). */
+function parseRopeFields(
+  f: Fields,
+  json: Record<string, unknown>,
+  file: string,
+  type: ModelType,
+  headDim: number,
+  maxSeqLen: number,
+): { ropeTheta: number; ropeScaling?: RopeScaling; rotaryDim?: number } {
   const rope = type === "opt" ? undefined : parseRope(f, json, file, type, headDim, maxSeqLen);
-  const ropeFields = rope
+  return rope
     ? {
       ropeTheta: rope.theta,
       ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
       ...(rope.rotaryDim !== headDim ? { rotaryDim: rope.rotaryDim } : {}),
     }
-    : { ropeTheta: defaults.ropeTheta };
+    : { ropeTheta: DEFAULTS[type].ropeTheta };
+}
 
+/** Which linears have biases, refusing a bias flag the family's modeling file ignores. */
+function parseBiases(
+  f: Fields,
+  file: string,
+  type: ModelType,
+): { qkvBias: boolean; oBias: boolean; mlpBias: boolean } {
   // Biases: Qwen2 and Qwen2-MoE hard-code q/k/v biases; llama, qwen3, qwen3_moe and olmoe have
   // `attention_bias` (q, k, v and o); llama has `mlp_bias`; OPT `enable_bias` (everything).
   let qkvBias = false, oBias = false, mlpBias = false;
@@ -296,81 +386,69 @@ export function parseHfConfig(json: unknown, file: string): LlamaConfig {
       ? ["llama", "qwen3", "qwen3_moe", "olmoe", "gemma2"].includes(type)
       : type === "llama";
     if (!applies && f.boolean(bias, false)) {
-      throw unsupported(`${bias}: true for model_type "${type}"`);
+      throw unsupportedFeature(file, `${bias}: true for model_type "${type}"`);
     }
   }
+  return { qkvBias, oBias, mlpBias };
+}
 
-  const slidingWindows = parseWindows(f, json, file, type, nLayers);
-  const config: Record<string, unknown> = {
-    dim,
-    hiddenDim,
-    nLayers,
-    nHeads,
-    nKvHeads,
-    headDim,
-    vocabSize,
-    maxSeqLen,
-    normEps: f.positiveNumber(
-      type === "opt" ? "layer_norm_eps" : "rms_norm_eps",
-      defaults.rmsNormEps,
-    ),
-    ...ropeFields,
-    ropeStyle: "half",
-    tiedEmbeddings: f.boolean("tie_word_embeddings", defaults.tied),
-    family: type,
-    ...(qkvBias ? { qkvBias: true } : {}),
-    ...(oBias ? { oBias: true } : {}),
-    ...(mlpBias ? { mlpBias: true } : {}),
-    ...(mlpAct !== "silu" ? { mlpAct } : {}),
-    ...(slidingWindows ? { slidingWindows } : {}),
-  };
+/** Gemma 2: sandwich norms, embeddings × √hidden, attention scale and soft-caps, into `config`. */
+function addGemma2Features(
+  f: Fields,
+  json: Record<string, unknown>,
+  dim: number,
+  config: Record<string, unknown>,
+): void {
+  config.sandwichNorms = true;
+  config.embedScale = Math.fround(Math.sqrt(dim));
+  config.attnScale = 1 / Math.sqrt(f.positiveNumber("query_pre_attn_scalar", 256));
+  const attnCap = f.has("attn_logit_softcapping")
+    ? f.positiveNumber("attn_logit_softcapping")
+    : json.attn_logit_softcapping === null
+    ? undefined
+    : 50;
+  const finalCap = f.has("final_logit_softcapping")
+    ? f.positiveNumber("final_logit_softcapping")
+    : json.final_logit_softcapping === null
+    ? undefined
+    : 30;
+  if (attnCap !== undefined) config.attnSoftcap = attnCap;
+  if (finalCap !== undefined) config.finalSoftcap = finalCap;
+}
 
-  if (type === "qwen3" || type === "qwen3_moe") config.qkNorm = "head";
-  if (type === "gemma2") {
-    config.sandwichNorms = true;
-    config.embedScale = Math.fround(Math.sqrt(dim));
-    config.attnScale = 1 / Math.sqrt(f.positiveNumber("query_pre_attn_scalar", 256));
-    const attnCap = f.has("attn_logit_softcapping")
-      ? f.positiveNumber("attn_logit_softcapping")
-      : json.attn_logit_softcapping === null
-      ? undefined
-      : 50;
-    const finalCap = f.has("final_logit_softcapping")
-      ? f.positiveNumber("final_logit_softcapping")
-      : json.final_logit_softcapping === null
-      ? undefined
-      : 30;
-    if (attnCap !== undefined) config.attnSoftcap = attnCap;
-    if (finalCap !== undefined) config.finalSoftcap = finalCap;
+/** OPT: LayerNorm, learned positions, ungated MLP and query scaling, into `config`. */
+function addOptFeatures(
+  f: Fields,
+  file: string,
+  dim: number,
+  headDim: number,
+  config: Record<string, unknown>,
+): void {
+  if (!f.boolean("do_layer_norm_before", true)) {
+    throw unsupportedFeature(
+      file,
+      `do_layer_norm_before: false (OPT-350m's post-LayerNorm blocks)`,
+    );
   }
-  if (type === "opt") {
-    if (!f.boolean("do_layer_norm_before", true)) {
-      throw unsupported(`do_layer_norm_before: false (OPT-350m's post-LayerNorm blocks)`);
-    }
-    const proj = f.positiveInt("word_embed_proj_dim", dim);
-    if (proj !== dim) {
-      throw unsupported(`word_embed_proj_dim ${proj} ≠ hidden_size ${dim} (project_in/out)`);
-    }
-    if (f.boolean("_remove_final_layer_norm", false)) {
-      throw unsupported(`_remove_final_layer_norm: true`);
-    }
-    if (!f.boolean("layer_norm_elementwise_affine", true)) {
-      throw unsupported(`layer_norm_elementwise_affine: false`);
-    }
-    config.norm = "layer";
-    config.positions = "learned";
-    config.mlpGated = false;
-    // q_proj output (bias included) is multiplied by head_dim^−½; scores are not scaled again.
-    config.queryScale = 1 / Math.sqrt(headDim);
-    config.attnScale = 1;
+  const proj = f.positiveInt("word_embed_proj_dim", dim);
+  if (proj !== dim) {
+    throw unsupportedFeature(
+      file,
+      `word_embed_proj_dim ${proj} ≠ hidden_size ${dim} (project_in/out)`,
+    );
   }
-  const moe = parseMoe(f, file, type, nLayers, hiddenDim);
-  if (moe) config.moe = moe;
-  if (type === "olmoe") {
-    config.qkNorm = "projection";
-    if (f.has("clip_qkv")) config.clipQkv = f.positiveNumber("clip_qkv");
+  if (f.boolean("_remove_final_layer_norm", false)) {
+    throw unsupportedFeature(file, `_remove_final_layer_norm: true`);
   }
-  return config as unknown as LlamaConfig;
+  if (!f.boolean("layer_norm_elementwise_affine", true)) {
+    throw unsupportedFeature(file, `layer_norm_elementwise_affine: false`);
+  }
+  config.norm = "layer";
+  config.positions = "learned";
+  config.mlpGated = false;
+  // q_proj output (bias included) is multiplied by head_dim^−½; scores are not scaled again.
+  config.queryScale = 1 / Math.sqrt(headDim);
+  config.attnScale = 1;
 }
 
 /** RoPE: base, rotated dimensions and scaling, from either config spelling. */
@@ -382,8 +460,6 @@ function parseRope(
   headDim: number,
   maxSeqLen: number,
 ): { theta: number; rotaryDim: number; scaling?: RopeScaling } {
-  const unsupported = (message: string) =>
-    new UnsupportedConfigError(`${file}: ${message} is not supported yet`);
   // transformers v5 writes rope_theta, partial_rotary_factor and the scaling into
   // "rope_parameters"; earlier versions use top-level rope_theta and "rope_scaling".
   const params = json.rope_parameters;
@@ -473,7 +549,8 @@ function parseRope(
       };
     }
     default:
-      throw unsupported(
+      throw unsupportedFeature(
+        file,
         `rope_scaling type ${JSON.stringify(kind)} (supported: llama3, linear, longrope, dynamic)`,
       );
   }

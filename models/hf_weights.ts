@@ -15,7 +15,15 @@
 import { FormatError } from "../core/errors.ts";
 import { StoredMatrix } from "./lazy_matrix.ts";
 import { readFloat32, type TensorStore } from "./tensor_store.ts";
-import type { DenseMlp, LlamaConfig, LlamaLayer, LlamaWeights, Matrix, MoeMlp } from "./types.ts";
+import type {
+  DenseMlp,
+  LlamaConfig,
+  LlamaLayer,
+  LlamaWeights,
+  Matrix,
+  MoeConfig,
+  MoeMlp,
+} from "./types.ts";
 
 /** Where the builder reads tensors from. */
 export interface TensorSource {
@@ -96,200 +104,297 @@ const IGNORABLE = /(^|\.)rotary_emb\.inv_freq$|(^|\.)attn\.masked_bias$|(^|\.)at
  *   or misshapen, or naming a tensor the config's architecture does not use.
  */
 export function hfWeights(config: LlamaConfig, src: TensorSource, file: string): LlamaWeights {
-  const { dim, hiddenDim, vocabSize, headDim } = config;
+  const { dim, vocabSize } = config;
   const family = config.family ?? "llama";
-  const qDim = config.nHeads * headDim;
-  const kvDim = config.nKvHeads * headDim;
-  const used = new Set<string>();
-
-  const check = (name: string, shape: readonly number[]) => {
-    if (src.declare) {
-      src.declare(name, shape);
-      used.add(name);
-      return;
-    }
-    const expected = `[${shape.join(", ")}]`;
-    const got = src.shape(name);
-    if (got === undefined) {
-      throw new FormatError(file, `tensor "${name}" is missing (expected shape ${expected})`);
-    }
-    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
-      throw new FormatError(
-        file,
-        `tensor "${name}" has shape [${got.join(", ")}], expected ${expected}`,
-      );
-    }
-    used.add(name);
-  };
-  const matrix = (name: string, rows: number, cols: number): Matrix => {
-    check(name, [rows, cols]);
-    return src.matrix(name, rows, cols, 0);
-  };
-  /** Consecutive row blocks of one fused tensor, as separate matrices. */
-  const split = (name: string, parts: readonly number[], cols: number): Matrix[] => {
-    const rows = parts.reduce((a, b) => a + b, 0);
-    check(name, [rows, cols]);
-    let at = 0;
-    return parts.map((n) => {
-      const m = src.matrix(name, n, cols, at);
-      at += n;
-      return m;
-    });
-  };
-  const gemma = family === "gemma2";
-  const vector = (name: string, n: number): Float32Array => {
-    check(name, [n]);
-    if (src.declare) return src.vector(name);
-    const v = src.vector(name);
-    // Gemma's RMSNorm multiplies by (1 + w), computed in float32: folded here once.
-    return gemma && /norm\.weight$/.test(name) ? v.map((x) => Math.fround(1 + x)) : v;
-  };
-  const bias = (name: string, n: number, present: boolean | undefined) =>
-    present ? vector(name, n) : undefined;
-
+  const r = new TensorReader(src, file, family === "gemma2");
   const opt = family === "opt";
   const root = opt ? optPrefix(src) : "model";
-  const embed = matrix(`${root}.embed_tokens.weight`, vocabSize, dim);
-  const dense = (
-    p: string,
-    names: readonly [string, string, string],
-    hidden: number,
-  ): DenseMlp => ({
-    kind: "dense",
-    gate: matrix(`${p}.${names[0]}.weight`, hidden, dim),
-    up: matrix(`${p}.${names[1]}.weight`, hidden, dim),
-    down: matrix(`${p}.${names[2]}.weight`, dim, hidden),
-    ...(config.mlpBias
-      ? {
-        gateBias: vector(`${p}.${names[0]}.bias`, hidden),
-        upBias: vector(`${p}.${names[1]}.bias`, hidden),
-        downBias: vector(`${p}.${names[2]}.bias`, dim),
-      }
-      : {}),
-  });
-  const PROJ = ["gate_proj", "up_proj", "down_proj"] as const;
+  const embed = r.matrix(`${root}.embed_tokens.weight`, vocabSize, dim);
   const layers: LlamaLayer[] = [];
   for (let i = 0; i < config.nLayers; i++) {
-    const p = `${root}.layers.${i}`;
-    const a = `${p}.self_attn`;
-    let mlp: DenseMlp | MoeMlp;
-    const moe = config.moe;
-    if (opt) {
-      mlp = {
-        kind: "dense",
-        up: matrix(`${p}.fc1.weight`, hiddenDim, dim),
-        down: matrix(`${p}.fc2.weight`, dim, hiddenDim),
-        ...(config.mlpBias
-          ? { upBias: vector(`${p}.fc1.bias`, hiddenDim), downBias: vector(`${p}.fc2.bias`, dim) }
-          : {}),
-      };
-    } else if (family === "phi3") {
-      const [gate, up] = split(`${p}.mlp.gate_up_proj.weight`, [hiddenDim, hiddenDim], dim);
-      mlp = {
-        kind: "dense",
-        gate: gate!,
-        up: up!,
-        down: matrix(`${p}.mlp.down_proj.weight`, dim, hiddenDim),
-      };
-    } else if (moe && !moe.denseLayers.includes(i)) {
-      // Mixtral: block_sparse_moe.{gate, experts.e.w1/w3/w2}; Qwen2-MoE, Qwen3-MoE and OLMoE:
-      // mlp.{gate, experts.e.gate_proj/up_proj/down_proj}.
-      const mixtral = family === "mixtral";
-      const block = mixtral ? `${p}.block_sparse_moe` : `${p}.mlp`;
-      const names = mixtral ? ["w1", "w3", "w2"] as const : PROJ;
-      const extra = `${block}.experts.${moe.nExperts}.${names[0]}.weight`;
-      if (src.shape(extra) !== undefined) {
-        throw new FormatError(
-          file,
-          `tensor "${extra}" exists but the config declares ${moe.nExperts} experts`,
-        );
-      }
-      const experts: DenseMlp[] = [];
-      for (let e = 0; e < moe.nExperts; e++) {
-        experts.push(dense(`${block}.experts.${e}`, names, moe.expertHiddenDim));
-      }
-      const router = matrix(`${block}.gate.weight`, moe.nExperts, dim);
-      mlp = moe.sharedHiddenDim === undefined ? { kind: "moe", router, experts } : {
-        kind: "moe",
-        router,
-        experts,
-        shared: dense(`${block}.shared_expert`, PROJ, moe.sharedHiddenDim),
-        sharedGate: matrix(`${block}.shared_expert_gate.weight`, 1, dim),
-      };
-    } else {
-      mlp = dense(`${p}.mlp`, PROJ, hiddenDim);
-    }
-    let q: Matrix, k: Matrix, v: Matrix;
-    if (family === "phi3") {
-      [q, k, v] = split(`${a}.qkv_proj.weight`, [qDim, kvDim, kvDim], dim) as [
-        Matrix,
-        Matrix,
-        Matrix,
-      ];
-    } else {
-      q = matrix(`${a}.q_proj.weight`, qDim, dim);
-      k = matrix(`${a}.k_proj.weight`, kvDim, dim);
-      v = matrix(`${a}.v_proj.weight`, kvDim, dim);
-    }
-    const oName = opt ? `${a}.out_proj` : `${a}.o_proj`;
-    const qkNorm = config.qkNorm === "head"
-      ? {
-        qNorm: vector(`${a}.q_norm.weight`, headDim),
-        kNorm: vector(`${a}.k_norm.weight`, headDim),
-      }
-      : config.qkNorm === "projection"
-      ? { qNorm: vector(`${a}.q_norm.weight`, qDim), kNorm: vector(`${a}.k_norm.weight`, kvDim) }
-      : {};
-    const norms = opt
-      ? {
-        attnNorm: vector(`${p}.self_attn_layer_norm.weight`, dim),
-        attnNormBias: vector(`${p}.self_attn_layer_norm.bias`, dim),
-        mlpNorm: vector(`${p}.final_layer_norm.weight`, dim),
-        mlpNormBias: vector(`${p}.final_layer_norm.bias`, dim),
-      }
-      : gemma
-      ? {
-        attnNorm: vector(`${p}.input_layernorm.weight`, dim),
-        postAttnNorm: vector(`${p}.post_attention_layernorm.weight`, dim),
-        mlpNorm: vector(`${p}.pre_feedforward_layernorm.weight`, dim),
-        postMlpNorm: vector(`${p}.post_feedforward_layernorm.weight`, dim),
-      }
-      : {
-        attnNorm: vector(`${p}.input_layernorm.weight`, dim),
-        mlpNorm: vector(`${p}.post_attention_layernorm.weight`, dim),
-      };
-    const qBias = bias(`${a}.q_proj.bias`, qDim, config.qkvBias);
-    const kBias = bias(`${a}.k_proj.bias`, kvDim, config.qkvBias);
-    const vBias = bias(`${a}.v_proj.bias`, kvDim, config.qkvBias);
-    const oBias = bias(`${oName}.bias`, dim, config.oBias);
-    layers.push({
-      ...norms,
-      q,
-      k,
-      v,
-      o: matrix(`${oName}.weight`, dim, qDim),
-      ...(qBias ? { qBias } : {}),
-      ...(kBias ? { kBias } : {}),
-      ...(vBias ? { vBias } : {}),
-      ...(oBias ? { oBias } : {}),
-      ...qkNorm,
-      mlp,
-    });
+    layers.push(readLayer(r, config, family, `${root}.layers.${i}`, i));
   }
   const normName = opt ? `${root}.final_layer_norm` : `${root}.norm`;
-  const norm = vector(`${normName}.weight`, dim);
-  const normBias = opt ? vector(`${normName}.bias`, dim) : undefined;
+  const norm = r.vector(`${normName}.weight`, dim);
+  const normBias = opt ? r.vector(`${normName}.bias`, dim) : undefined;
   const positions = opt
-    ? matrix(`${root}.embed_positions.weight`, config.maxSeqLen + 2, dim)
+    ? r.matrix(`${root}.embed_positions.weight`, config.maxSeqLen + 2, dim)
     : undefined;
   let lmHead: Matrix;
   if (config.tiedEmbeddings) {
     lmHead = embed;
     // A tied checkpoint may still store the classifier; transformers ties it to the embedding.
-    if (src.shape("lm_head.weight") !== undefined) used.add("lm_head.weight");
+    if (src.shape("lm_head.weight") !== undefined) r.used.add("lm_head.weight");
   } else {
-    lmHead = matrix("lm_head.weight", vocabSize, dim);
+    lmHead = r.matrix("lm_head.weight", vocabSize, dim);
   }
+  checkAllUsed(src, r.used, file, family);
+  return {
+    embed,
+    layers,
+    norm,
+    ...(normBias ? { normBias } : {}),
+    ...(positions ? { positions } : {}),
+    lmHead,
+  };
+}
+
+/** Shape-checked reads from a {@linkcode TensorSource}, recording the tensors used. */
+class TensorReader {
+  /** The names of the tensors read (or declared) so far. */
+  readonly used = new Set<string>();
+
+  constructor(
+    readonly src: TensorSource,
+    readonly file: string,
+    /** Gemma: fold the `(1 + w)` of its RMSNorms into the norm weights. */
+    readonly gemma: boolean,
+  ) {}
+
+  /** Checks that tensor `name` has `shape` (or declares it, when planning) and marks it used. */
+  check(name: string, shape: readonly number[]): void {
+    const src = this.src;
+    if (src.declare) {
+      src.declare(name, shape);
+      this.used.add(name);
+      return;
+    }
+    const expected = `[${shape.join(", ")}]`;
+    const got = src.shape(name);
+    if (got === undefined) {
+      throw new FormatError(this.file, `tensor "${name}" is missing (expected shape ${expected})`);
+    }
+    if (got.length !== shape.length || got.some((d, i) => d !== shape[i])) {
+      throw new FormatError(
+        this.file,
+        `tensor "${name}" has shape [${got.join(", ")}], expected ${expected}`,
+      );
+    }
+    this.used.add(name);
+  }
+
+  /** A whole 2-D tensor of shape `[rows, cols]`. */
+  matrix(name: string, rows: number, cols: number): Matrix {
+    this.check(name, [rows, cols]);
+    return this.src.matrix(name, rows, cols, 0);
+  }
+
+  /** Consecutive row blocks of one fused tensor, as separate matrices. */
+  split(name: string, parts: readonly number[], cols: number): Matrix[] {
+    const rows = parts.reduce((a, b) => a + b, 0);
+    this.check(name, [rows, cols]);
+    let at = 0;
+    return parts.map((n) => {
+      const m = this.src.matrix(name, n, cols, at);
+      at += n;
+      return m;
+    });
+  }
+
+  /** A 1-D tensor of `n` values (Gemma's norm weights folded to `1 + w`). */
+  vector(name: string, n: number): Float32Array {
+    this.check(name, [n]);
+    if (this.src.declare) return this.src.vector(name);
+    const v = this.src.vector(name);
+    // Gemma's RMSNorm multiplies by (1 + w), computed in float32: folded here once.
+    return this.gemma && /norm\.weight$/.test(name) ? v.map((x) => Math.fround(1 + x)) : v;
+  }
+
+  /** A bias vector when `present`, else undefined (nothing read). */
+  bias(name: string, n: number, present: boolean | undefined): Float32Array | undefined {
+    return present ? this.vector(name, n) : undefined;
+  }
+}
+
+/** The gated MLP projections' names in most families. */
+const PROJ = ["gate_proj", "up_proj", "down_proj"] as const;
+
+/** One decoder block under prefix `p` (layer `i`): MLP, attention, norms, then biases and o. */
+function readLayer(
+  r: TensorReader,
+  config: LlamaConfig,
+  family: string,
+  p: string,
+  i: number,
+): LlamaLayer {
+  const { dim, headDim } = config;
+  const opt = family === "opt";
+  const qDim = config.nHeads * headDim;
+  const kvDim = config.nKvHeads * headDim;
+  const a = `${p}.self_attn`;
+  const mlp = readMlp(r, config, family, p, i);
+  let q: Matrix, k: Matrix, v: Matrix;
+  if (family === "phi3") {
+    [q, k, v] = r.split(`${a}.qkv_proj.weight`, [qDim, kvDim, kvDim], dim) as [
+      Matrix,
+      Matrix,
+      Matrix,
+    ];
+  } else {
+    q = r.matrix(`${a}.q_proj.weight`, qDim, dim);
+    k = r.matrix(`${a}.k_proj.weight`, kvDim, dim);
+    v = r.matrix(`${a}.v_proj.weight`, kvDim, dim);
+  }
+  const oName = opt ? `${a}.out_proj` : `${a}.o_proj`;
+  const qkNorm = config.qkNorm === "head"
+    ? {
+      qNorm: r.vector(`${a}.q_norm.weight`, headDim),
+      kNorm: r.vector(`${a}.k_norm.weight`, headDim),
+    }
+    : config.qkNorm === "projection"
+    ? { qNorm: r.vector(`${a}.q_norm.weight`, qDim), kNorm: r.vector(`${a}.k_norm.weight`, kvDim) }
+    : {};
+  const norms = readLayerNorms(r, family, p, dim);
+  const qBias = r.bias(`${a}.q_proj.bias`, qDim, config.qkvBias);
+  const kBias = r.bias(`${a}.k_proj.bias`, kvDim, config.qkvBias);
+  const vBias = r.bias(`${a}.v_proj.bias`, kvDim, config.qkvBias);
+  const oBias = r.bias(`${oName}.bias`, dim, config.oBias);
+  return {
+    ...norms,
+    q,
+    k,
+    v,
+    o: r.matrix(`${oName}.weight`, dim, qDim),
+    ...(qBias ? { qBias } : {}),
+    ...(kBias ? { kBias } : {}),
+    ...(vBias ? { vBias } : {}),
+    ...(oBias ? { oBias } : {}),
+    ...qkNorm,
+    mlp,
+  };
+}
+
+/** A block's norms: OPT's LayerNorms, Gemma's sandwich norms or the pre-attention/MLP pair. */
+function readLayerNorms(
+  r: TensorReader,
+  family: string,
+  p: string,
+  dim: number,
+): Pick<
+  LlamaLayer,
+  "attnNorm" | "attnNormBias" | "postAttnNorm" | "mlpNorm" | "mlpNormBias" | "postMlpNorm"
+> {
+  if (family === "opt") {
+    return {
+      attnNorm: r.vector(`${p}.self_attn_layer_norm.weight`, dim),
+      attnNormBias: r.vector(`${p}.self_attn_layer_norm.bias`, dim),
+      mlpNorm: r.vector(`${p}.final_layer_norm.weight`, dim),
+      mlpNormBias: r.vector(`${p}.final_layer_norm.bias`, dim),
+    };
+  }
+  if (family === "gemma2") {
+    return {
+      attnNorm: r.vector(`${p}.input_layernorm.weight`, dim),
+      postAttnNorm: r.vector(`${p}.post_attention_layernorm.weight`, dim),
+      mlpNorm: r.vector(`${p}.pre_feedforward_layernorm.weight`, dim),
+      postMlpNorm: r.vector(`${p}.post_feedforward_layernorm.weight`, dim),
+    };
+  }
+  return {
+    attnNorm: r.vector(`${p}.input_layernorm.weight`, dim),
+    mlpNorm: r.vector(`${p}.post_attention_layernorm.weight`, dim),
+  };
+}
+
+/** The feed-forward block of layer `i`: OPT fc1/fc2, Phi-3 fused gate_up, MoE or dense. */
+function readMlp(
+  r: TensorReader,
+  config: LlamaConfig,
+  family: string,
+  p: string,
+  i: number,
+): DenseMlp | MoeMlp {
+  const { dim, hiddenDim } = config;
+  const moe = config.moe;
+  if (family === "opt") {
+    return {
+      kind: "dense",
+      up: r.matrix(`${p}.fc1.weight`, hiddenDim, dim),
+      down: r.matrix(`${p}.fc2.weight`, dim, hiddenDim),
+      ...(config.mlpBias
+        ? { upBias: r.vector(`${p}.fc1.bias`, hiddenDim), downBias: r.vector(`${p}.fc2.bias`, dim) }
+        : {}),
+    };
+  }
+  if (family === "phi3") {
+    const [gate, up] = r.split(`${p}.mlp.gate_up_proj.weight`, [hiddenDim, hiddenDim], dim);
+    return {
+      kind: "dense",
+      gate: gate!,
+      up: up!,
+      down: r.matrix(`${p}.mlp.down_proj.weight`, dim, hiddenDim),
+    };
+  }
+  if (moe && !moe.denseLayers.includes(i)) return readMoe(r, config, family, p, moe);
+  return readDense(r, config, `${p}.mlp`, PROJ, hiddenDim);
+}
+
+/**
+ * A Mixture-of-Experts block. Mixtral: block_sparse_moe.{gate, experts.e.w1/w3/w2}; Qwen2-MoE,
+ * Qwen3-MoE and OLMoE: mlp.{gate, experts.e.gate_proj/up_proj/down_proj}.
+ */
+function readMoe(
+  r: TensorReader,
+  config: LlamaConfig,
+  family: string,
+  p: string,
+  moe: MoeConfig,
+): MoeMlp {
+  const mixtral = family === "mixtral";
+  const block = mixtral ? `${p}.block_sparse_moe` : `${p}.mlp`;
+  const names = mixtral ? ["w1", "w3", "w2"] as const : PROJ;
+  const extra = `${block}.experts.${moe.nExperts}.${names[0]}.weight`;
+  if (r.src.shape(extra) !== undefined) {
+    throw new FormatError(
+      r.file,
+      `tensor "${extra}" exists but the config declares ${moe.nExperts} experts`,
+    );
+  }
+  const experts: DenseMlp[] = [];
+  for (let e = 0; e < moe.nExperts; e++) {
+    experts.push(readDense(r, config, `${block}.experts.${e}`, names, moe.expertHiddenDim));
+  }
+  const router = r.matrix(`${block}.gate.weight`, moe.nExperts, config.dim);
+  return moe.sharedHiddenDim === undefined ? { kind: "moe", router, experts } : {
+    kind: "moe",
+    router,
+    experts,
+    shared: readDense(r, config, `${block}.shared_expert`, PROJ, moe.sharedHiddenDim),
+    sharedGate: r.matrix(`${block}.shared_expert_gate.weight`, 1, config.dim),
+  };
+}
+
+/** A gated dense MLP under prefix `p` with projections `names` (gate, up, down). */
+function readDense(
+  r: TensorReader,
+  config: LlamaConfig,
+  p: string,
+  names: readonly [string, string, string],
+  hidden: number,
+): DenseMlp {
+  const dim = config.dim;
+  return {
+    kind: "dense",
+    gate: r.matrix(`${p}.${names[0]}.weight`, hidden, dim),
+    up: r.matrix(`${p}.${names[1]}.weight`, hidden, dim),
+    down: r.matrix(`${p}.${names[2]}.weight`, dim, hidden),
+    ...(config.mlpBias
+      ? {
+        gateBias: r.vector(`${p}.${names[0]}.bias`, hidden),
+        upBias: r.vector(`${p}.${names[1]}.bias`, hidden),
+        downBias: r.vector(`${p}.${names[2]}.bias`, dim),
+      }
+      : {}),
+  };
+}
+
+/** Refuses tensors of `src` that were not read (except {@linkcode IGNORABLE} buffers). */
+function checkAllUsed(
+  src: TensorSource,
+  used: ReadonlySet<string>,
+  file: string,
+  family: string,
+): void {
   const unused = [...src.names()].filter((n) => !used.has(n) && !IGNORABLE.test(n));
   if (unused.length > 0) {
     const shown = unused.slice(0, 5).map((n) => `"${n}"`).join(", ");
@@ -300,14 +405,6 @@ export function hfWeights(config: LlamaConfig, src: TensorSource, file: string):
         `disagree (e.g. a bias, norm or expert the config does not declare)`,
     );
   }
-  return {
-    embed,
-    layers,
-    norm,
-    ...(normBias ? { normBias } : {}),
-    ...(positions ? { positions } : {}),
-    lmHead,
-  };
 }
 
 /**

@@ -57,6 +57,79 @@ export function parseLlama2cCheckpoint(
   bytes: Uint8Array,
   file: string,
 ): { config: LlamaConfig; weights: LlamaWeights } {
+  const header = parseLlama2cHeader(bytes, file);
+  const freqFloats = checkLlama2cSize(bytes, file, header);
+  const { dim, hiddenDim, nLayers, nHeads, nKvHeads, headDim, vocabSize, tied } = header;
+  const kvDim = headDim * nKvHeads;
+  const r = new FiniteFloatReader(bytes, file);
+  const perLayer = <T>(read: (l: number) => T): T[] =>
+    Array.from({ length: nLayers }, (_, l) => read(l));
+
+  const embed = r.matrix(vocabSize, dim, "token_embedding");
+  const attnNorm = perLayer((l) => r.take(dim, `rms_att[${l}]`));
+  const wq = perLayer((l) => r.matrix(dim, dim, `wq[${l}]`));
+  const wk = perLayer((l) => r.matrix(kvDim, dim, `wk[${l}]`));
+  const wv = perLayer((l) => r.matrix(kvDim, dim, `wv[${l}]`));
+  const wo = perLayer((l) => r.matrix(dim, dim, `wo[${l}]`));
+  const mlpNorm = perLayer((l) => r.take(dim, `rms_ffn[${l}]`));
+  const w1 = perLayer((l) => r.matrix(hiddenDim, dim, `w1[${l}]`));
+  const w2 = perLayer((l) => r.matrix(dim, hiddenDim, `w2[${l}]`));
+  const w3 = perLayer((l) => r.matrix(hiddenDim, dim, `w3[${l}]`));
+  const norm = r.take(dim, "rms_final");
+  r.offset += 4 * freqFloats; // freq_cis_real/imag: unused (RoPE is computed), not checked
+  const lmHead = tied ? embed : r.matrix(vocabSize, dim, "wcls");
+
+  const layers: LlamaLayer[] = [];
+  for (let l = 0; l < nLayers; l++) {
+    const mlp: DenseMlp = { kind: "dense", gate: w1[l]!, up: w3[l]!, down: w2[l]! };
+    layers.push({
+      attnNorm: attnNorm[l]!,
+      q: wq[l]!,
+      k: wk[l]!,
+      v: wv[l]!,
+      o: wo[l]!,
+      mlpNorm: mlpNorm[l]!,
+      mlp,
+    });
+  }
+  const config: LlamaConfig = {
+    dim,
+    hiddenDim,
+    nLayers,
+    nHeads,
+    nKvHeads,
+    headDim,
+    vocabSize,
+    maxSeqLen: header.seqLen,
+    normEps: 1e-5,
+    ropeTheta: 10000,
+    ropeStyle: "interleaved",
+    tiedEmbeddings: tied,
+    family: "llama2c",
+  };
+  return { config, weights: { embed, layers, norm, lmHead } };
+}
+
+/** A validated llama2.c checkpoint header. */
+interface Llama2cHeader {
+  dim: number;
+  hiddenDim: number;
+  nLayers: number;
+  nHeads: number;
+  nKvHeads: number;
+  /** `dim / nHeads`. */
+  headDim: number;
+  /** `|vocab_size|`. */
+  vocabSize: number;
+  /** Whether the classifier is the embedding (`vocab_size > 0`). */
+  tied: boolean;
+  seqLen: number;
+  /** The raw header as `name=value, …`, for error messages. */
+  text: string;
+}
+
+/** Reads the 7-int32 header and validates it (positive sizes, divisible heads, even head size). */
+function parseLlama2cHeader(bytes: Uint8Array, file: string): Llama2cHeader {
   if (bytes.length < HEADER_BYTES) {
     throw new FormatError(
       file,
@@ -75,7 +148,7 @@ export function parseLlama2cCheckpoint(
     number,
     number,
   ];
-  const headerText = HEADER_FIELDS.map((name, i) => `${name}=${header[i]}`).join(", ");
+  const text = HEADER_FIELDS.map((name, i) => `${name}=${header[i]}`).join(", ");
   HEADER_FIELDS.forEach((name, i) => {
     const v = header[i]!;
     if (name === "vocab_size" ? v === 0 : v <= 0) {
@@ -83,7 +156,7 @@ export function parseLlama2cCheckpoint(
         file,
         `llama2.c checkpoint header field ${name} must be ${
           name === "vocab_size" ? "non-zero" : "positive"
-        }, got ${v} (header: ${headerText})`,
+        }, got ${v} (header: ${text})`,
       );
     }
   });
@@ -108,9 +181,18 @@ export function parseLlama2cCheckpoint(
   }
   const tied = rawVocab > 0;
   const vocabSize = Math.abs(rawVocab);
-  const kvDim = headDim * nKvHeads;
+  return { dim, hiddenDim, nLayers, nHeads, nKvHeads, headDim, vocabSize, tied, seqLen, text };
+}
+
+/**
+ * Checks that the file has exactly the byte length `header` implies; returns the number of
+ * `freq_cis_real`/`freq_cis_imag` floats (both together) to skip.
+ */
+function checkLlama2cSize(bytes: Uint8Array, file: string, header: Llama2cHeader): number {
+  const { dim, hiddenDim, nLayers, headDim, vocabSize, tied } = header;
+  const kvDim = headDim * header.nKvHeads;
   // run.c: ptr += p->seq_len * head_size / 2 (integer arithmetic), twice.
-  const freqFloats = 2 * Math.floor((seqLen * headDim) / 2);
+  const freqFloats = 2 * Math.floor((header.seqLen * headDim) / 2);
   const floats = vocabSize * dim +
     nLayers * (2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * dim * hiddenDim) +
     dim + freqFloats + (tied ? 0 : vocabSize * dim);
@@ -121,78 +203,40 @@ export function parseLlama2cCheckpoint(
       : `${bytes.length - expected} bytes too long`;
     throw new FormatError(
       file,
-      `llama2.c checkpoint has the wrong size: expected ${expected} bytes for ${headerText} ` +
+      `llama2.c checkpoint has the wrong size: expected ${expected} bytes for ${header.text} ` +
         `(${tied ? "tied" : "untied"} classifier), got ${bytes.length} bytes: ${what}`,
     );
   }
+  return freqFloats;
+}
 
-  let offset = HEADER_BYTES;
+/** Reads consecutive float32 tensors after the header, refusing NaN and infinite values. */
+class FiniteFloatReader {
+  /** Byte offset of the next tensor. */
+  offset = HEADER_BYTES;
+
+  constructor(readonly bytes: Uint8Array, readonly file: string) {}
+
   /** The next `n` floats, which must be finite (a NaN or ±Infinity is a corrupt checkpoint). */
-  const take = (n: number, name: string): Float32Array => {
-    const out = readFloat32(bytes, offset, n);
+  take(n: number, name: string): Float32Array {
+    const out = readFloat32(this.bytes, this.offset, n);
     for (let i = 0; i < n; i++) {
       if (!Number.isFinite(out[i]!)) {
         throw new FormatError(
-          file,
+          this.file,
           `llama2.c checkpoint tensor ${name} holds ${out[i]} at element ${i} (byte ` +
-            `${offset + 4 * i}; expected finite values)`,
+            `${this.offset + 4 * i}; expected finite values)`,
         );
       }
     }
-    offset += 4 * n;
+    this.offset += 4 * n;
     return out;
-  };
-  const matrix = (rows: number, cols: number, name: string): Matrix => ({
-    rows,
-    cols,
-    data: take(rows * cols, name),
-  });
-  const perLayer = <T>(read: (l: number) => T): T[] =>
-    Array.from({ length: nLayers }, (_, l) => read(l));
-
-  const embed = matrix(vocabSize, dim, "token_embedding");
-  const attnNorm = perLayer((l) => take(dim, `rms_att[${l}]`));
-  const wq = perLayer((l) => matrix(dim, dim, `wq[${l}]`));
-  const wk = perLayer((l) => matrix(kvDim, dim, `wk[${l}]`));
-  const wv = perLayer((l) => matrix(kvDim, dim, `wv[${l}]`));
-  const wo = perLayer((l) => matrix(dim, dim, `wo[${l}]`));
-  const mlpNorm = perLayer((l) => take(dim, `rms_ffn[${l}]`));
-  const w1 = perLayer((l) => matrix(hiddenDim, dim, `w1[${l}]`));
-  const w2 = perLayer((l) => matrix(dim, hiddenDim, `w2[${l}]`));
-  const w3 = perLayer((l) => matrix(hiddenDim, dim, `w3[${l}]`));
-  const norm = take(dim, "rms_final");
-  offset += 4 * freqFloats; // freq_cis_real/imag: unused (RoPE is computed), not checked
-  const lmHead = tied ? embed : matrix(vocabSize, dim, "wcls");
-
-  const layers: LlamaLayer[] = [];
-  for (let l = 0; l < nLayers; l++) {
-    const mlp: DenseMlp = { kind: "dense", gate: w1[l]!, up: w3[l]!, down: w2[l]! };
-    layers.push({
-      attnNorm: attnNorm[l]!,
-      q: wq[l]!,
-      k: wk[l]!,
-      v: wv[l]!,
-      o: wo[l]!,
-      mlpNorm: mlpNorm[l]!,
-      mlp,
-    });
   }
-  const config: LlamaConfig = {
-    dim,
-    hiddenDim,
-    nLayers,
-    nHeads,
-    nKvHeads,
-    headDim,
-    vocabSize,
-    maxSeqLen: seqLen,
-    normEps: 1e-5,
-    ropeTheta: 10000,
-    ropeStyle: "interleaved",
-    tiedEmbeddings: tied,
-    family: "llama2c",
-  };
-  return { config, weights: { embed, layers, norm, lmHead } };
+
+  /** The next `rows × cols` floats as a matrix. */
+  matrix(rows: number, cols: number, name: string): Matrix {
+    return { rows, cols, data: this.take(rows * cols, name) };
+  }
 }
 
 /** Copies `n` little-endian float32 values starting at byte `offset` into a fresh array. */

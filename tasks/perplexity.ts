@@ -131,48 +131,8 @@ export async function evaluatePerplexity(
       `${dataset.id}: ${stream.length} tokens do not fill one window of ${context - 1} tokens`,
     );
   }
-  // A reference whose weights are the model's own (the full-precision cell) is not compared
-  // against (KL 0, agreement 1, as without one), but its cache is filled for the later cells.
-  const own = ctx.reference !== undefined && ctx.reference.model.weights === model.weights
-    ? ctx.reference
-    : undefined;
-  const ref = own ? undefined : ctx.reference;
   const keyOf = (w: number) => `ppl-hidden:${dataset.sha256}:${context}:${w}`;
-  let done = 0;
-  const progress = () => ctx.onProgress?.(++done, windows.length);
-  let scores: WindowScore[];
-  const gpu = ctx.windowScorer;
-  const onGpu = gpu !== undefined && gpu.unsupported(model) === undefined &&
-    (!ref || gpu.unsupported(ref.model) === undefined);
-  if (onGpu) {
-    scores = [];
-    for (const [w, window] of windows.entries()) {
-      scores.push(
-        await gpu.score(model, window, ref ? { model: ref.model, cacheKey: keyOf(w) } : undefined),
-      );
-      progress();
-    }
-  } else if (ctx.pool) {
-    const pool = ctx.pool;
-    pool.use(model, ref?.model);
-    scores = await Promise.all(windows.map(async (window, w) => {
-      const s = await pool.scoreWindow(w, window, ref ? keyOf(w) : undefined);
-      progress();
-      return s;
-    }));
-  } else {
-    scores = windows.map((window, w) => {
-      const hidden = own
-        ? referenceHidden(own, keyOf(w), window, ctx)
-        : windowHidden(model, window, ctx.kernels);
-      const reference = ref
-        ? { model: ref.model, hidden: referenceHidden(ref, keyOf(w), window, ctx) }
-        : undefined;
-      const s = scoreWindowChunked(model, hidden, window, ctx.kernels, reference);
-      progress();
-      return s;
-    });
-  }
+  const { scores, ref, onGpu } = await scoreWindows(model, windows, ctx, keyOf);
   scores.forEach((s, w) => {
     if (!Number.isFinite(s.sumNll) || !Number.isFinite(s.sumKl)) {
       throw new RangeError(
@@ -181,6 +141,97 @@ export async function evaluatePerplexity(
       );
     }
   });
+  const { metrics, units, tokens, tokenStd } = perplexityMetrics(scores, ref !== undefined);
+  return {
+    metrics,
+    dataset,
+    // Each window's mean NLL (and, against the reference, KL and agreement): what a paired
+    // comparison of two runs needs.
+    units: ref ? units : { nll: units.nll },
+    protocol: {
+      name: "non-overlapping-bos-windows",
+      context,
+      windowTokens: context - 1,
+      bosPerWindow: true,
+      ...encodingRecord(tokenizer),
+      streamTokens: stream.length,
+      windows: windows.length,
+      scoredTokens: tokens,
+      limit: ctx.limit ?? null,
+      tokenStderrNll: tokenStd / Math.sqrt(tokens),
+      stderrOver: "windows",
+      klReference: ref ? "fp" : "self",
+      ...(onGpu ? { windowsOn: ctx.windowScorer!.id } : {}),
+    },
+  };
+}
+
+/**
+ * Scores every window where the context places it: the GPU window scorer when it runs both
+ * models, else the worker pool, else these kernels. A reference whose weights are the model's own
+ * (the full-precision cell) is not compared against (KL 0, agreement 1, as without one), but its
+ * cache is filled for the later cells; `ref` is the reference compared against, if any.
+ */
+async function scoreWindows(
+  model: EvalModel,
+  windows: readonly number[][],
+  ctx: TaskContext,
+  keyOf: (w: number) => string,
+): Promise<{ scores: WindowScore[]; ref?: ReferenceModel; onGpu: boolean }> {
+  const own = ctx.reference !== undefined && ctx.reference.model.weights === model.weights
+    ? ctx.reference
+    : undefined;
+  const ref = own ? undefined : ctx.reference;
+  let done = 0;
+  const progress = () => ctx.onProgress?.(++done, windows.length);
+  const gpu = ctx.windowScorer;
+  const onGpu = gpu !== undefined && gpu.unsupported(model) === undefined &&
+    (!ref || gpu.unsupported(ref.model) === undefined);
+  if (onGpu) {
+    const scores: WindowScore[] = [];
+    for (const [w, window] of windows.entries()) {
+      scores.push(
+        await gpu.score(model, window, ref ? { model: ref.model, cacheKey: keyOf(w) } : undefined),
+      );
+      progress();
+    }
+    return { scores, ref, onGpu };
+  }
+  if (ctx.pool) {
+    const pool = ctx.pool;
+    pool.use(model, ref?.model);
+    const scores = await Promise.all(windows.map(async (window, w) => {
+      const s = await pool.scoreWindow(w, window, ref ? keyOf(w) : undefined);
+      progress();
+      return s;
+    }));
+    return { scores, ref, onGpu };
+  }
+  const scores = windows.map((window, w) => {
+    const hidden = own
+      ? referenceHidden(own, keyOf(w), window, ctx)
+      : windowHidden(model, window, ctx.kernels);
+    const reference = ref
+      ? { model: ref.model, hidden: referenceHidden(ref, keyOf(w), window, ctx) }
+      : undefined;
+    const s = scoreWindowChunked(model, hidden, window, ctx.kernels, reference);
+    progress();
+    return s;
+  });
+  return { scores, ref, onGpu };
+}
+
+/**
+ * The task's metrics from its window scores: perplexity, NLL, KL and top-1 agreement as means
+ * over windows with their standard errors (KL's and top-1's 0 without a reference), each
+ * window's values, the tokens scored and the per-token NLL standard deviation.
+ */
+function perplexityMetrics(scores: readonly WindowScore[], compared: boolean): {
+  metrics: Metric[];
+  units: { nll: number[]; kl: number[]; top1: number[] };
+  tokens: number;
+  tokenStd: number;
+} {
   const nll = new RunningStats();
   const kl = new RunningStats();
   const top1 = new RunningStats();
@@ -219,7 +270,7 @@ export async function evaluatePerplexity(
     {
       metric: "kl",
       value: kl.mean,
-      stderr: ref ? kl.stderr : 0,
+      stderr: compared ? kl.stderr : 0,
       n: kl.n,
       higherIsBetter: false,
       unit: "nats/token",
@@ -227,31 +278,10 @@ export async function evaluatePerplexity(
     {
       metric: "top1",
       value: top1.mean,
-      stderr: ref ? top1.stderr : 0,
+      stderr: compared ? top1.stderr : 0,
       n: top1.n,
       higherIsBetter: true,
     },
   ];
-  return {
-    metrics,
-    dataset,
-    // Each window's mean NLL (and, against the reference, KL and agreement): what a paired
-    // comparison of two runs needs.
-    units: ref ? units : { nll: units.nll },
-    protocol: {
-      name: "non-overlapping-bos-windows",
-      context,
-      windowTokens: context - 1,
-      bosPerWindow: true,
-      ...encodingRecord(tokenizer),
-      streamTokens: stream.length,
-      windows: windows.length,
-      scoredTokens: tokens,
-      limit: ctx.limit ?? null,
-      tokenStderrNll: tokenStd / Math.sqrt(tokens),
-      stderrOver: "windows",
-      klReference: ref ? "fp" : "self",
-      ...(onGpu ? { windowsOn: gpu.id } : {}),
-    },
-  };
+  return { metrics, units, tokens, tokenStd };
 }
