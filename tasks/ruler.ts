@@ -197,6 +197,62 @@ function fractionMetric(metric: string, scores: readonly number[]): Metric {
   };
 }
 
+/**
+ * The sample sets of `lengths`: a default length that cannot fit a sample is skipped (and said
+ * why), an explicit one or a QA task's throws; none at all is an `UnsupportedConfigError`.
+ */
+async function generateSets(
+  id: string,
+  def: ReturnType<typeof parseRulerId>["task"],
+  res: ReturnType<typeof rulerResources>,
+  model: EvalModel,
+  lengths: readonly number[],
+  samples: number,
+  explicit: boolean,
+): Promise<{ sets: RulerSet[]; skipped: Record<string, string> }> {
+  const sets: RulerSet[] = [];
+  const skipped: Record<string, string> = {};
+  for (const length of lengths) {
+    try {
+      sets.push(await generateRulerSet(def, res, model.tokenizer, { length, samples }));
+    } catch (e) {
+      if (!(e instanceof UnsupportedConfigError) || explicit || def.config.kind === "qa") {
+        throw e;
+      }
+      skipped[String(length)] = e.message;
+    }
+  }
+  if (sets.length === 0) {
+    throw new UnsupportedConfigError(
+      `${id}: no default length fits: ${Object.values(skipped).join("; ")}`,
+    );
+  }
+  return { sets, skipped };
+}
+
+/** What the row's protocol records of one length's set and its outcomes. */
+function setRecord(s: RulerSet, o: ReturnType<typeof evaluateRulerSet>) {
+  const units = s.samples.map((x) => x.units);
+  return {
+    length: s.length,
+    sha256: s.sha256,
+    samples: s.samples.length,
+    unitsMin: Math.min(...units),
+    unitsMax: Math.max(...units),
+    promptTokensMax: Math.max(...s.samples.map((x) => x.promptTokens)),
+    capped: s.samples.filter((x) => x.capped).length,
+    ...(s.vtExampleNoises !== undefined ? { vtExampleNoises: s.vtExampleNoises } : {}),
+    nulls: o.filter((x) => x.prediction.trim() === "").length,
+    examples: o.slice(0, EXAMPLES).map((x) => ({
+      outputs: s.samples[x.index]!.outputs,
+      prediction: x.prediction.slice(0, 200),
+      score: x.score,
+    })),
+    stoppedByEos: o.filter((x) => x.reason === "stop-token").length,
+    stoppedByBudget: o.filter((x) => x.reason === "budget").length,
+  };
+}
+
 /** The task `ruler:{task}[@lengths]` (see the module doc). */
 export function rulerTask(id: string, options: RulerOptions = {}): Task {
   const parsed = parseRulerId(id);
@@ -228,23 +284,7 @@ export function rulerTask(id: string, options: RulerOptions = {}): Task {
       }
       const essay = await readTextDataset(essayRef, ctx.dataDir);
       const res = rulerResources(essay.text, seed);
-      const sets: RulerSet[] = [];
-      const skipped: Record<string, string> = {};
-      for (const length of lengths) {
-        try {
-          sets.push(await generateRulerSet(def, res, model.tokenizer, { length, samples }));
-        } catch (e) {
-          if (!(e instanceof UnsupportedConfigError) || explicit || def.config.kind === "qa") {
-            throw e;
-          }
-          skipped[String(length)] = e.message;
-        }
-      }
-      if (sets.length === 0) {
-        throw new UnsupportedConfigError(
-          `${id}: no default length fits: ${Object.values(skipped).join("; ")}`,
-        );
-      }
+      const { sets, skipped } = await generateSets(id, def, res, model, lengths, samples, explicit);
       const total = sets.length * samples;
       let done = 0;
       const outcomes = sets.map((set) =>
@@ -292,28 +332,7 @@ export function rulerTask(id: string, options: RulerOptions = {}): Task {
           unit:
             "fraction in [0, 1] (RULER prints x100); stderr = sample std / sqrt(n) over samples",
           deviations: RULER_DEVIATIONS,
-          sets: sets.map((s, i) => {
-            const o = outcomes[i]!;
-            const units = s.samples.map((x) => x.units);
-            return {
-              length: s.length,
-              sha256: s.sha256,
-              samples: s.samples.length,
-              unitsMin: Math.min(...units),
-              unitsMax: Math.max(...units),
-              promptTokensMax: Math.max(...s.samples.map((x) => x.promptTokens)),
-              capped: s.samples.filter((x) => x.capped).length,
-              ...(s.vtExampleNoises !== undefined ? { vtExampleNoises: s.vtExampleNoises } : {}),
-              nulls: o.filter((x) => x.prediction.trim() === "").length,
-              examples: o.slice(0, EXAMPLES).map((x) => ({
-                outputs: s.samples[x.index]!.outputs,
-                prediction: x.prediction.slice(0, 200),
-                score: x.score,
-              })),
-              stoppedByEos: o.filter((x) => x.reason === "stop-token").length,
-              stoppedByBudget: o.filter((x) => x.reason === "budget").length,
-            };
-          }),
+          sets: sets.map((s, i) => setRecord(s, outcomes[i]!)),
           limit: ctx.limit ?? null,
         },
       };
