@@ -57,6 +57,7 @@ import type { Kernels } from "../kernels/types.ts";
 import {
   GPTQ_DEFAULTS,
   type GptqLayerOptions,
+  type GptqLayerResult,
   gptqQuantizeLayer,
   upperCholeskyOfInverse,
 } from "../methods/gptq_core.ts";
@@ -64,6 +65,7 @@ import {
   accumulateHessianNaive,
   gptqSweepNaive,
   type NaiveSweepOptions,
+  type NaiveSweepResult,
   upperCholeskyOfInverseNaive,
 } from "./gptq_layer_naive.ts";
 
@@ -370,49 +372,32 @@ function benchHessian(
   return { hOursMs, hPlainMs, hessianRelDiff: hd / hm };
 }
 
-/** Run every phase for one shape; returns the table rows and checks. */
-function benchShape(
-  out: number,
-  inF: number,
-  cfg: Config,
-): { rows: PhaseRow[]; checks: ShapeChecks } {
-  const shape = `${out}x${inF}`;
-  warmUp(cfg);
-  const model = activationModel(inF, cfg.seed);
-  const rows: PhaseRow[] = [];
-  const row = (r: Omit<PhaseRow, "shape">): void => {
-    rows.push({ shape, ...r });
-  };
+/** Times and sizes measured for one shape, from which its table rows are built. */
+interface ShapeTimings {
+  readonly out: number;
+  readonly inF: number;
+  /** Tokens of the measured Hessian. */
+  readonly tokens: number;
+  /** Columns of the measured factor and sweep. */
+  readonly n: number;
+  /** Rows of the measured sweep. */
+  readonly rows: number;
+  readonly hOursMs: number;
+  readonly hPlainMs: number;
+  readonly fOursMs: number;
+  readonly fPlainMs: number;
+  /** Our full `gptqQuantizeLayer` call (factor + sweep). */
+  readonly layerMs: number;
+  readonly sOursMs: number;
+  readonly sPlainMs: number;
+}
 
-  // --- 1. Hessian ---------------------------------------------------------------------------
-  const T = cfg.tokens;
-  const hMacs = T * inF * inF;
-  // In its own function so the two in×in accumulators are garbage before the layer phases.
-  const { hOursMs, hPlainMs, hessianRelDiff } = benchHessian(shape, model, T, cfg);
-  row({
-    phase: "Hessian 2/N·ΣxxT",
-    size: `${fmtInt(T)} tok`,
-    macs: hMacs,
-    oursMs: hOursMs,
-    plainMs: hPlainMs,
-    kind: "measured",
-    note: `chunk ${Math.min(cfg.chunk, T)}`,
-  });
-  const hScale = TARGET_TOKENS / T;
-  row({
-    phase: "Hessian 2/N·ΣxxT",
-    size: `${fmtInt(TARGET_TOKENS)} tok`,
-    macs: hMacs * hScale,
-    oursMs: hOursMs * hScale,
-    plainMs: hPlainMs * hScale,
-    kind: "extrapolated",
-    note: `×${fmtNum(hScale)} tokens`,
-  });
-
-  // --- 2. Inverse factor --------------------------------------------------------------------
-  const n = Math.min(inF, cfg.layerCols);
-  const R = Math.min(out, cfg.rows);
-  const h = populationHessian(model, n);
+/** Time both inverse factors of the damped leading `n×n` block `h` and compare them. */
+function benchFactor(
+  shape: string,
+  h: Float64Array,
+  n: number,
+): { uPlain: Float64Array; fOursMs: number; fPlainMs: number; factorRelDiff: number } {
   let meanDiag = 0;
   for (let i = 0; i < n; i++) meanDiag += h[i * n + i]!;
   meanDiag /= n;
@@ -427,64 +412,111 @@ function benchShape(
   const [uPlain, fPlainMs] = time(() => upperCholeskyOfInverseNaive(hDamped, n));
   if (!uOurs || !uPlain) throw new Error(`${shape}: damped Hessian is not positive definite`);
   const [ud, um] = maxAbsDiff(uOurs, uPlain);
-  const factorRelDiff = ud / um;
-  row({
-    phase: "factor U=chol(H⁻¹)",
-    size: `n=${n}`,
-    macs: fMacs,
-    oursMs: fOursMs,
-    plainMs: fPlainMs,
-    kind: "measured",
-    note: "upperCholeskyOfInverse",
-  });
+  return { uPlain, fOursMs, fPlainMs, factorRelDiff: ud / um };
+}
 
-  // --- 3. Layer: full gptqQuantizeLayer vs plain sweep ---------------------------------------
+/** Time the full `gptqQuantizeLayer` call and the plain sweep on `R×n` synthetic weights. */
+function benchLayer(
+  shape: string,
+  h: Float64Array,
+  uPlain: Float64Array,
+  R: number,
+  n: number,
+  cfg: Config,
+): { res: GptqLayerResult; plain: NaiveSweepResult; layerMs: number; sPlainMs: number } {
   const w = new Float32Array(R * n);
   fillNormal(w, cfg.seed + 303, 0.02);
   const opts = layerOptions(cfg);
-  const sMacs = R * n * (n - 1) / 2;
   log(`${shape}: gptqQuantizeLayer ${R}x${n} (factor + sweep)`);
   const [res, layerMs] = time(() => gptqQuantizeLayer(w, R, n, h, opts));
   if (res.dampRetries !== 0) throw new Error(`${shape}: unexpected damping retries`);
   log(`${shape}: plain sweep ${R}x${n}`);
   const [plain, sPlainMs] = time(() => gptqSweepNaive(w, R, n, uPlain, naiveOptions(cfg)));
-  const sOursMs = Math.max(0, layerMs - fOursMs);
-  row({
-    phase: "sweep",
-    size: `${R}x${n}`,
-    macs: sMacs,
-    oursMs: sOursMs,
-    plainMs: sPlainMs,
-    kind: "derived",
-    note: `ours = layer − factor; block ${cfg.block}`,
-  });
-  row({
-    phase: "layer (factor+sweep)",
-    size: `${R}x${n}`,
-    macs: fMacs + sMacs,
-    oursMs: layerMs,
-    plainMs: fPlainMs + sPlainMs,
-    kind: "measured",
-    note: "ours = gptqQuantizeLayer",
-  });
+  return { res, plain, layerMs, sPlainMs };
+}
 
-  // Correctness of the blocked vs unblocked sweep.
+/** Agreement of the blocked (ours) and the unblocked (plain) sweep: codes, dequantized, loss. */
+function sweepAgreement(
+  res: GptqLayerResult,
+  plain: NaiveSweepResult,
+): Omit<ShapeChecks, "hessianRelDiff" | "factorRelDiff"> {
   const codes = unpackCodes(res.packed);
   let same = 0;
   for (let i = 0; i < codes.length; i++) if (codes[i] === plain.codes[i]) same++;
   const identicalCodes = same / codes.length;
   const [dd, dm] = maxAbsDiff(res.dequantized, plain.dequantized);
-  const checks: ShapeChecks = {
-    hessianRelDiff,
-    factorRelDiff,
+  return {
     identicalCodes,
     maxDequantDiff: dd,
     maxDequant: dm,
     lossOurs: res.loss,
     lossPlain: plain.loss,
   };
+}
 
-  // --- Extrapolation to the full layer -------------------------------------------------------
+/** Table rows of the measured phases, plus the Hessian extrapolated to the target tokens. */
+function measuredRows(t: ShapeTimings, cfg: Config): Omit<PhaseRow, "shape">[] {
+  const { tokens: T, n, rows: R } = t;
+  const hMacs = T * t.inF * t.inF;
+  const hScale = TARGET_TOKENS / T;
+  const fMacs = n ** 3 / 3;
+  const sMacs = R * n * (n - 1) / 2;
+  return [
+    {
+      phase: "Hessian 2/N·ΣxxT",
+      size: `${fmtInt(T)} tok`,
+      macs: hMacs,
+      oursMs: t.hOursMs,
+      plainMs: t.hPlainMs,
+      kind: "measured",
+      note: `chunk ${Math.min(cfg.chunk, T)}`,
+    },
+    {
+      phase: "Hessian 2/N·ΣxxT",
+      size: `${fmtInt(TARGET_TOKENS)} tok`,
+      macs: hMacs * hScale,
+      oursMs: t.hOursMs * hScale,
+      plainMs: t.hPlainMs * hScale,
+      kind: "extrapolated",
+      note: `×${fmtNum(hScale)} tokens`,
+    },
+    {
+      phase: "factor U=chol(H⁻¹)",
+      size: `n=${n}`,
+      macs: fMacs,
+      oursMs: t.fOursMs,
+      plainMs: t.fPlainMs,
+      kind: "measured",
+      note: "upperCholeskyOfInverse",
+    },
+    {
+      phase: "sweep",
+      size: `${R}x${n}`,
+      macs: sMacs,
+      oursMs: t.sOursMs,
+      plainMs: t.sPlainMs,
+      kind: "derived",
+      note: `ours = layer − factor; block ${cfg.block}`,
+    },
+    {
+      phase: "layer (factor+sweep)",
+      size: `${R}x${n}`,
+      macs: fMacs + sMacs,
+      oursMs: t.layerMs,
+      plainMs: t.fPlainMs + t.sPlainMs,
+      kind: "measured",
+      note: "ours = gptqQuantizeLayer",
+    },
+  ];
+}
+
+/** Table rows extrapolated to the full layer (`in³` factor, `rows · in²` sweep) and the total. */
+function extrapolatedRows(t: ShapeTimings): Omit<PhaseRow, "shape">[] {
+  const { out, inF, tokens: T, n, rows: R } = t;
+  const hMacs = T * inF * inF;
+  const hScale = TARGET_TOKENS / T;
+  const fMacs = n ** 3 / 3;
+  const sMacs = R * n * (n - 1) / 2;
   const fScale = (inF / n) ** 3;
   const sScale = (out * inF * (inF - 1)) / (R * n * (n - 1));
   const fullSize = `${out}x${inF}`;
@@ -492,46 +524,85 @@ function benchShape(
     R < out ? `rows ×${fmtNum(out / R)}` : "",
     n < inF ? `cols ${n}→${inF} (×in²)` : "",
   ].filter(Boolean).join(", ");
+  const rows: Omit<PhaseRow, "shape">[] = [];
   if (n < inF) {
-    row({
+    rows.push({
       phase: "factor U=chol(H⁻¹)",
       size: `n=${inF}`,
       macs: inF ** 3 / 3,
-      oursMs: fOursMs * fScale,
-      plainMs: fPlainMs * fScale,
+      oursMs: t.fOursMs * fScale,
+      plainMs: t.fPlainMs * fScale,
       kind: "extrapolated",
       note: `×${fmtNum(fScale)} (in³)`,
     });
   }
   if (sScale !== 1) {
-    row({
+    rows.push({
       phase: "sweep",
       size: fullSize,
       macs: sMacs * sScale,
-      oursMs: sOursMs * sScale,
-      plainMs: sPlainMs * sScale,
+      oursMs: t.sOursMs * sScale,
+      plainMs: t.sPlainMs * sScale,
       kind: "extrapolated",
       note: sweepNote,
-    });
-    row({
+    }, {
       phase: "layer (factor+sweep)",
       size: fullSize,
       macs: fMacs * fScale + sMacs * sScale,
-      oursMs: fOursMs * fScale + sOursMs * sScale,
-      plainMs: (fPlainMs * fScale) + sPlainMs * sScale,
+      oursMs: t.fOursMs * fScale + t.sOursMs * sScale,
+      plainMs: (t.fPlainMs * fScale) + t.sPlainMs * sScale,
       kind: "extrapolated",
       note: "factor + sweep",
     });
   }
-  row({
+  rows.push({
     phase: "TOTAL Hessian+layer",
     size: `${fullSize}, ${fmtInt(TARGET_TOKENS)} tok`,
     macs: hMacs * hScale + fMacs * fScale + sMacs * sScale,
-    oursMs: hOursMs * hScale + fOursMs * fScale + sOursMs * sScale,
-    plainMs: hPlainMs * hScale + fPlainMs * fScale + sPlainMs * sScale,
+    oursMs: t.hOursMs * hScale + t.fOursMs * fScale + t.sOursMs * sScale,
+    plainMs: t.hPlainMs * hScale + t.fPlainMs * fScale + t.sPlainMs * sScale,
     kind: "extrapolated",
     note: "",
   });
+  return rows;
+}
+
+/** Run every phase for one shape; returns the table rows and checks. */
+function benchShape(
+  out: number,
+  inF: number,
+  cfg: Config,
+): { rows: PhaseRow[]; checks: ShapeChecks } {
+  const shape = `${out}x${inF}`;
+  warmUp(cfg);
+  const model = activationModel(inF, cfg.seed);
+  // 1. Hessian. In its own function so the two in×in accumulators are garbage before the layer
+  // phases.
+  const T = cfg.tokens;
+  const { hOursMs, hPlainMs, hessianRelDiff } = benchHessian(shape, model, T, cfg);
+  // 2. Inverse factor, on the leading n×n block of the population Hessian.
+  const n = Math.min(inF, cfg.layerCols);
+  const R = Math.min(out, cfg.rows);
+  const h = populationHessian(model, n);
+  const { uPlain, fOursMs, fPlainMs, factorRelDiff } = benchFactor(shape, h, n);
+  // 3. Layer: full gptqQuantizeLayer vs plain sweep.
+  const { res, plain, layerMs, sPlainMs } = benchLayer(shape, h, uPlain, R, n, cfg);
+  const t: ShapeTimings = {
+    out,
+    inF,
+    tokens: T,
+    n,
+    rows: R,
+    hOursMs,
+    hPlainMs,
+    fOursMs,
+    fPlainMs,
+    layerMs,
+    sOursMs: Math.max(0, layerMs - fOursMs),
+    sPlainMs,
+  };
+  const rows = [...measuredRows(t, cfg), ...extrapolatedRows(t)].map((r) => ({ shape, ...r }));
+  const checks: ShapeChecks = { hessianRelDiff, factorRelDiff, ...sweepAgreement(res, plain) };
   return { rows, checks };
 }
 
@@ -671,15 +742,9 @@ function parseShapes(s: string): { out: number; in: number }[] {
   });
 }
 
-/**
- * Run the benchmark with command-line arguments; prints the table to stdout and progress to
- * stderr.
- *
- * @param argv Arguments without the program name.
- * @returns The process exit code.
- */
-export async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+/** Parse the command line (strict: unknown flags and positionals throw). */
+function parseFlags(argv: string[]) {
+  return parseArgs({
     args: argv,
     strict: true,
     allowPositionals: false,
@@ -700,18 +765,14 @@ export async function main(argv: string[]): Promise<number> {
       child: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (values.child !== undefined) {
-    // Internal: run one shape for the parent process and report on stdout.
-    const c = JSON.parse(values.child) as Config;
-    const s = c.shapes[0]!;
-    console.log(JSON.stringify(benchShapeTimed(s.out, s.in, c)));
-    return 0;
-  }
+  }).values;
+}
+
+/** Parsed command-line flags. */
+type Flags = ReturnType<typeof parseFlags>;
+
+/** The benchmark configuration from the flags, with `--quick` defaults; throws on bad values. */
+function configFromFlags(values: Flags): Config {
   const quick = values.quick;
   const cfg: Config = {
     shapes: parseShapes(values.shapes ?? (quick ? "512x512,512x1376" : "4096x4096,4096x11008")),
@@ -726,9 +787,11 @@ export async function main(argv: string[]): Promise<number> {
     seed: positiveInt("seed", values.seed, 1, 0),
   };
   if (cfg.bits > 8) throw new RangeError(`--bits must be in [2, 8], got ${cfg.bits}`);
+  return cfg;
+}
 
-  const t0 = performance.now();
-  const loadStart = Deno.loadavg();
+/** Print the header: settings, runtime, what is measured, the data model and process isolation. */
+function printHeader(cfg: Config, loadStart: number[], isolated: boolean): void {
   const settings = `${cfg.bits}-bit ${cfg.symmetric ? "symmetric" : "asymmetric"}, ` +
     `${cfg.group ? `group ${cfg.group}` : "per-channel"}, block ${cfg.block}, ` +
     `percdamp ${GPTQ_DEFAULTS.percdamp}, no act-order`;
@@ -753,15 +816,52 @@ export async function main(argv: string[]): Promise<number> {
       "'derived': ours sweep = gptqQuantizeLayer − factor. Every timed function is warmed up " +
       "first (20 calls on a small problem).",
   );
-  let isolated = !values["in-process"] && cfg.shapes.length > 1;
   console.log(
     isolated
       ? "Each shape runs in a fresh Deno process (--in-process to share one).\n"
       : "All shapes run in this process.\n",
   );
+}
 
+/** One line of the checks section for a shape. */
+function checkLine(shape: string, checks: ShapeChecks): string {
+  return `${shape}: H max|Δ|/max|H| ${checks.hessianRelDiff.toExponential(1)}; ` +
+    `U max|Δ|/max|U| ${checks.factorRelDiff.toExponential(1)}; ` +
+    `blocked vs unblocked sweep: ${(100 * checks.identicalCodes).toFixed(4)}% identical codes, ` +
+    `max|ΔŴ| ${checks.maxDequantDiff.toExponential(2)} (max|Ŵ| ${
+      checks.maxDequant.toExponential(2)
+    }), loss ${checks.lossOurs.toPrecision(6)} vs ${checks.lossPlain.toPrecision(6)}`;
+}
+
+/** Whether ours and the plain loop disagree badly: beyond a few code flips from rounding order. */
+function checksFailBadly(checks: ShapeChecks): boolean {
+  const lossRel = Math.abs(checks.lossOurs - checks.lossPlain) / checks.lossPlain;
+  return !(checks.hessianRelDiff < 1e-5) || !(checks.factorRelDiff < 1e-8) ||
+    !(checks.identicalCodes > 0.99) || !(lossRel < 1e-3);
+}
+
+/** Checks and wall/CPU time of one shape, as printed and written to JSON. */
+interface ShapeSummary {
+  shape: string;
+  checks: ShapeChecks;
+  wallMs: number;
+  cpuMs: number;
+}
+
+/** Everything {@linkcode runShapes} collected. */
+interface RunResult {
+  allRows: PhaseRow[];
+  perShape: ShapeSummary[];
+  checkLines: string[];
+  failed: boolean;
+  /** Whether shapes ran in child processes (false once a child could not be started). */
+  isolated: boolean;
+}
+
+/** Run every shape (in a child process when `isolated`), stopping after the first failed check. */
+async function runShapes(cfg: Config, isolated: boolean): Promise<RunResult> {
   const allRows: PhaseRow[] = [];
-  const perShape: { shape: string; checks: ShapeChecks; wallMs: number; cpuMs: number }[] = [];
+  const perShape: ShapeSummary[] = [];
   const checkLines: string[] = [];
   let failed = false;
   for (const s of cfg.shapes) {
@@ -778,31 +878,18 @@ export async function main(argv: string[]): Promise<number> {
     const shape = `${s.out}x${s.in}`;
     allRows.push(...rows);
     perShape.push({ shape, checks, wallMs: result.wallMs, cpuMs: result.cpuMs });
-    const lossRel = Math.abs(checks.lossOurs - checks.lossPlain) / checks.lossPlain;
-    checkLines.push(
-      `${shape}: H max|Δ|/max|H| ${checks.hessianRelDiff.toExponential(1)}; ` +
-        `U max|Δ|/max|U| ${checks.factorRelDiff.toExponential(1)}; ` +
-        `blocked vs unblocked sweep: ${
-          (100 * checks.identicalCodes).toFixed(4)
-        }% identical codes, ` +
-        `max|ΔŴ| ${checks.maxDequantDiff.toExponential(2)} (max|Ŵ| ${
-          checks.maxDequant.toExponential(2)
-        }), loss ${checks.lossOurs.toPrecision(6)} vs ${checks.lossPlain.toPrecision(6)}`,
-    );
-    // "Badly": anything beyond a few code flips from rounding-order differences.
-    if (
-      !(checks.hessianRelDiff < 1e-5) || !(checks.factorRelDiff < 1e-8) ||
-      !(checks.identicalCodes > 0.99) || !(lossRel < 1e-3)
-    ) {
+    checkLines.push(checkLine(shape, checks));
+    if (checksFailBadly(checks)) {
       failed = true;
       checkLines.push(`${shape}: CHECK FAILED — ours and the plain loop disagree (see above)`);
+      break;
     }
-    if (failed) break;
   }
-  console.log(renderTable(allRows));
-  console.log("\nChecks (ours vs plain loop on the benchmark inputs):");
-  for (const l of checkLines) console.log(`  ${l}`);
+  return { allRows, perShape, checkLines, failed, isolated };
+}
 
+/** Print each shape's split of the full-size time into Hessian, factor and sweep. */
+function printTimeShares(allRows: readonly PhaseRow[], perShape: readonly ShapeSummary[]): void {
   console.log("\nWhere the time goes (full size, extrapolated):");
   for (const s of perShape) {
     const rs = allRows.filter((r) => r.shape === s.shape);
@@ -826,6 +913,77 @@ export async function main(argv: string[]): Promise<number> {
         "— well below 100% means the process waited for a CPU and the times are inflated)",
     );
   }
+}
+
+/** Write the run's configuration, rows, per-shape checks and timings as JSON to `path`. */
+async function writeJson(
+  path: string,
+  cfg: Config,
+  run: RunResult,
+  wallMs: number,
+  loadAverage: { start: number[]; end: number[] },
+): Promise<void> {
+  const doc = {
+    benchmark: "gptq_layer",
+    date: new Date().toISOString(),
+    runtime: {
+      deno: Deno.version.deno,
+      v8: Deno.version.v8,
+      os: Deno.build.os,
+      arch: Deno.build.arch,
+      cpus: navigator.hardwareConcurrency,
+    },
+    config: {
+      ...cfg,
+      isolatedProcesses: run.isolated,
+      targetTokens: TARGET_TOKENS,
+      percdamp: GPTQ_DEFAULTS.percdamp,
+    },
+    rows: run.allRows.map((r) => ({
+      ...r,
+      ratioPlainOverOurs: r.oursMs && r.plainMs ? r.plainMs / r.oursMs : null,
+      oursGflops: r.oursMs ? 2 * r.macs / r.oursMs / 1e6 : null,
+      plainGflops: r.plainMs ? 2 * r.macs / r.plainMs / 1e6 : null,
+    })),
+    shapes: run.perShape,
+    checksPassed: !run.failed,
+    wallMs,
+    loadAverage,
+  };
+  await Deno.writeTextFile(path, JSON.stringify(doc, (_k, v) => v === ALL ? "all" : v, 2) + "\n");
+}
+
+/**
+ * Run the benchmark with command-line arguments; prints the table to stdout and progress to
+ * stderr.
+ *
+ * @param argv Arguments without the program name.
+ * @returns The process exit code.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const values = parseFlags(argv);
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (values.child !== undefined) {
+    // Internal: run one shape for the parent process and report on stdout.
+    const c = JSON.parse(values.child) as Config;
+    const s = c.shapes[0]!;
+    console.log(JSON.stringify(benchShapeTimed(s.out, s.in, c)));
+    return 0;
+  }
+  const cfg = configFromFlags(values);
+
+  const t0 = performance.now();
+  const loadStart = Deno.loadavg();
+  const isolated = !values["in-process"] && cfg.shapes.length > 1;
+  printHeader(cfg, loadStart, isolated);
+  const run = await runShapes(cfg, isolated);
+  console.log(renderTable(run.allRows));
+  console.log("\nChecks (ours vs plain loop on the benchmark inputs):");
+  for (const l of run.checkLines) console.log(`  ${l}`);
+  printTimeShares(run.allRows, run.perShape);
   const wallMs = performance.now() - t0;
   const loadEnd = Deno.loadavg();
   console.log(
@@ -834,40 +992,10 @@ export async function main(argv: string[]): Promise<number> {
   );
 
   if (values.json) {
-    const doc = {
-      benchmark: "gptq_layer",
-      date: new Date().toISOString(),
-      runtime: {
-        deno: Deno.version.deno,
-        v8: Deno.version.v8,
-        os: Deno.build.os,
-        arch: Deno.build.arch,
-        cpus: navigator.hardwareConcurrency,
-      },
-      config: {
-        ...cfg,
-        isolatedProcesses: isolated,
-        targetTokens: TARGET_TOKENS,
-        percdamp: GPTQ_DEFAULTS.percdamp,
-      },
-      rows: allRows.map((r) => ({
-        ...r,
-        ratioPlainOverOurs: r.oursMs && r.plainMs ? r.plainMs / r.oursMs : null,
-        oursGflops: r.oursMs ? 2 * r.macs / r.oursMs / 1e6 : null,
-        plainGflops: r.plainMs ? 2 * r.macs / r.plainMs / 1e6 : null,
-      })),
-      shapes: perShape,
-      checksPassed: !failed,
-      wallMs,
-      loadAverage: { start: loadStart, end: loadEnd },
-    };
-    await Deno.writeTextFile(
-      values.json,
-      JSON.stringify(doc, (_k, v) => v === ALL ? "all" : v, 2) + "\n",
-    );
+    await writeJson(values.json, cfg, run, wallMs, { start: loadStart, end: loadEnd });
     console.log(`Wrote ${values.json}`);
   }
-  if (failed) {
+  if (run.failed) {
     console.error("ABORTED: the blocked and unblocked computations disagree beyond rounding.");
     return 1;
   }

@@ -20,7 +20,9 @@ import type { CalibrationRecord } from "../methods/calibration/set.ts";
 import { type QuantConfig, type QuantizedModel, quantLabel } from "../methods/types.ts";
 import type { LoadedModel, SourceFile } from "../models/types.ts";
 import {
+  type CheckpointFormat,
   type CheckpointReport,
+  type QuantizedCheckpoint,
   quantizedCheckpoint,
   type QuantizedCheckpointOptions,
 } from "./hf_checkpoint.ts";
@@ -143,6 +145,157 @@ export class ExportTargetExistsError extends Error {
   override name = "ExportTargetExistsError";
 }
 
+/** The safetensors entries `writeShardedSafetensors` writes. */
+type SafetensorsEntries = Parameters<typeof writeShardedSafetensors>[1];
+
+/** An export built in memory: files by name, tensors to shard, the report and deviations. */
+interface BuiltExport {
+  readonly written: Map<string, Uint8Array>;
+  readonly safetensors?: SafetensorsEntries;
+  readonly report: ExportManifest["export"];
+  readonly deviations: string[];
+}
+
+/** The `onnx` export: `model.onnx` and the source's `config.json` when it has one. */
+function buildOnnx(
+  quantized: QuantizedModel,
+  configBytes: Uint8Array | undefined,
+  onnx: OnnxDecoderOptions | undefined,
+): BuiltExport {
+  const written = new Map<string, Uint8Array>();
+  const r = onnxDecoder(quantized.config, quantized.weights, quantized.packed, onnx);
+  written.set("model.onnx", r.model);
+  if (configBytes) written.set("config.json", configBytes);
+  return { written, report: { format: "onnx", ...r.report }, deviations: [...r.report.notes] };
+}
+
+/** The source's `config.json` with the checkpoint's `torch_dtype` and `quantization_config`. */
+function checkpointConfig(configBytes: Uint8Array, ck: QuantizedCheckpoint): Uint8Array {
+  const config = JSON.parse(new TextDecoder().decode(configBytes)) as Record<string, unknown>;
+  delete config.quantization_config;
+  config.torch_dtype = ck.torchDtype;
+  if ("dtype" in config) config.dtype = ck.torchDtype;
+  config.quantization_config = ck.quantizationConfig;
+  return json(config);
+}
+
+/** Every way a loader of checkpoint `ck` computes differently from `quantized`, in words. */
+function checkpointDeviations(
+  source: ExportSource,
+  quantized: QuantizedModel,
+  ck: QuantizedCheckpoint,
+): string[] {
+  const deviations: string[] = [];
+  const s = ck.report.scales;
+  if (s.changed > 0) {
+    deviations.push(
+      `${s.changed} of ${s.count} scales change when stored as ${s.dtype} (largest relative ` +
+        `change ${s.maxRelativeChange.toExponential(3)}): loaders compute with the rounded ` +
+        "scales; quantize with float16-exact scales (fp16ScaleChooser) for a lossless export",
+    );
+  }
+  const src = source.model.weights.embed.dtype ?? "F32";
+  // Widening to float32 keeps every value; any other change of dtype rounds.
+  if (ck.report.floatDtype !== src && ck.report.floatDtype !== "F32") {
+    deviations.push(
+      `float tensors (embeddings, norms, biases, classifier) stored as ${ck.report.floatDtype}, ` +
+        `the source holds ${src}`,
+    );
+  }
+  if (ck.report.keptFloat32.length > 0) {
+    deviations.push(
+      `${ck.report.keptFloat32.length} tensor(s) exceed float16's range and stay float32: ` +
+        ck.report.keptFloat32.join(", "),
+    );
+  }
+  const ours = quantized.weights.layers[0]?.q.dtype ?? "F32";
+  if (ours !== ck.report.floatDtype) {
+    deviations.push(
+      `loaders dequantize the linears in the torch_dtype ${ck.torchDtype} ` +
+        `(${ck.report.floatDtype}); our model holds them in ${ours}`,
+    );
+  }
+  return deviations;
+}
+
+/** A safetensors (`gptq`, `compressed-tensors`) export; needs the source's `config.json`. */
+function buildCheckpoint(
+  source: ExportSource,
+  quantized: QuantizedModel,
+  configBytes: Uint8Array | undefined,
+  format: CheckpointFormat,
+  options: ExportOptions,
+): BuiltExport {
+  if (!configBytes) {
+    throw new RangeError(
+      `the ${format} format is a transformers directory and needs the source's ` +
+        `config.json; ${source.model.id} is a ${source.model.format} model without one ` +
+        "(export its transformers-layout copy)",
+    );
+  }
+  const ck = quantizedCheckpoint(quantized.config, quantized.weights, quantized.packed, {
+    format,
+    ...(options.floatDtype ? { floatDtype: options.floatDtype } : {}),
+    ...(options.gptqFormat ? { gptqFormat: options.gptqFormat } : {}),
+    ...(typeof options.provenance.method.params.percdamp === "number"
+      ? { dampPercent: options.provenance.method.params.percdamp }
+      : {}),
+  });
+  const written = new Map<string, Uint8Array>();
+  written.set("config.json", checkpointConfig(configBytes, ck));
+  if (ck.quantizeConfig) written.set("quantize_config.json", json(ck.quantizeConfig));
+  const deviations = checkpointDeviations(source, quantized, ck);
+  return { written, safetensors: ck.tensors, report: ck.report, deviations };
+}
+
+/** Writes the built files and safetensors into `dir`, returning their records in order. */
+async function writeBuiltFiles(
+  dir: string,
+  built: BuiltExport,
+  maxShardBytes: number | undefined,
+): Promise<SourceFile[]> {
+  const files: SourceFile[] = [];
+  const record = async (name: string, bytes: Uint8Array) =>
+    files.push({ path: name, bytes: bytes.length, sha256: await sha256Hex(bytes) });
+  for (const [name, bytes] of built.written) {
+    await Deno.writeFile(`${dir}/${name}`, bytes);
+    await record(name, bytes);
+  }
+  if (built.safetensors) {
+    const r = await writeShardedSafetensors(dir, built.safetensors, {
+      ...(maxShardBytes ? { maxShardBytes } : {}),
+    });
+    for (const name of r.files) await record(name, await Deno.readFile(`${dir}/${name}`));
+  }
+  return files;
+}
+
+/** The `lowbit_export.json` manifest of an export that wrote `files`. */
+function exportManifest(
+  source: ExportSource,
+  quantized: QuantizedModel,
+  options: ExportOptions,
+  built: BuiltExport,
+  files: readonly SourceFile[],
+): ExportManifest {
+  const p = options.provenance;
+  return {
+    lowbit_export: EXPORT_MANIFEST_VERSION,
+    format: options.format,
+    source: { id: source.model.id, format: source.model.format, files: source.model.files },
+    method: p.method,
+    quant: { ...p.quant, label: quantLabel(p.quant) },
+    ...(p.calibration ? { calibration: p.calibration } : {}),
+    lowbit: p.lowbit,
+    export: built.report,
+    lossless: built.deviations.length === 0,
+    deviations: built.deviations,
+    notes: quantized.notes,
+    files,
+    ...(p.extra ? { extra: p.extra } : {}),
+  };
+}
+
 /**
  * Writes `quantized` (the output of `quantizeCell` for `source.model`) to `outDir` in `format`.
  *
@@ -163,74 +316,12 @@ export async function exportModel(
     );
   }
   const configBytes = await source.readFile("config.json");
-  const deviations: string[] = [];
-  const written = new Map<string, Uint8Array>();
-  let report: ExportManifest["export"];
-  let safetensors: Parameters<typeof writeShardedSafetensors>[1] | undefined;
-  if (options.format === "onnx") {
-    const r = onnxDecoder(quantized.config, quantized.weights, quantized.packed, options.onnx);
-    written.set("model.onnx", r.model);
-    if (configBytes) written.set("config.json", configBytes);
-    report = { format: "onnx", ...r.report };
-    deviations.push(...r.report.notes);
-  } else {
-    if (!configBytes) {
-      throw new RangeError(
-        `the ${options.format} format is a transformers directory and needs the source's ` +
-          `config.json; ${source.model.id} is a ${source.model.format} model without one ` +
-          "(export its transformers-layout copy)",
-      );
-    }
-    const ck = quantizedCheckpoint(quantized.config, quantized.weights, quantized.packed, {
-      format: options.format,
-      ...(options.floatDtype ? { floatDtype: options.floatDtype } : {}),
-      ...(options.gptqFormat ? { gptqFormat: options.gptqFormat } : {}),
-      ...(typeof options.provenance.method.params.percdamp === "number"
-        ? { dampPercent: options.provenance.method.params.percdamp }
-        : {}),
-    });
-    const config = JSON.parse(new TextDecoder().decode(configBytes)) as Record<string, unknown>;
-    delete config.quantization_config;
-    config.torch_dtype = ck.torchDtype;
-    if ("dtype" in config) config.dtype = ck.torchDtype;
-    config.quantization_config = ck.quantizationConfig;
-    written.set("config.json", json(config));
-    if (ck.quantizeConfig) written.set("quantize_config.json", json(ck.quantizeConfig));
-    safetensors = ck.tensors;
-    report = ck.report;
-    const s = ck.report.scales;
-    if (s.changed > 0) {
-      deviations.push(
-        `${s.changed} of ${s.count} scales change when stored as ${s.dtype} (largest relative ` +
-          `change ${s.maxRelativeChange.toExponential(3)}): loaders compute with the rounded ` +
-          "scales; quantize with float16-exact scales (fp16ScaleChooser) for a lossless export",
-      );
-    }
-    const src = source.model.weights.embed.dtype ?? "F32";
-    // Widening to float32 keeps every value; any other change of dtype rounds.
-    if (ck.report.floatDtype !== src && ck.report.floatDtype !== "F32") {
-      deviations.push(
-        `float tensors (embeddings, norms, biases, classifier) stored as ${ck.report.floatDtype}, ` +
-          `the source holds ${src}`,
-      );
-    }
-    if (ck.report.keptFloat32.length > 0) {
-      deviations.push(
-        `${ck.report.keptFloat32.length} tensor(s) exceed float16's range and stay float32: ` +
-          ck.report.keptFloat32.join(", "),
-      );
-    }
-    const ours = quantized.weights.layers[0]?.q.dtype ?? "F32";
-    if (ours !== ck.report.floatDtype) {
-      deviations.push(
-        `loaders dequantize the linears in the torch_dtype ${ck.torchDtype} ` +
-          `(${ck.report.floatDtype}); our model holds them in ${ours}`,
-      );
-    }
-  }
+  const built = options.format === "onnx"
+    ? buildOnnx(quantized, configBytes, options.onnx)
+    : buildCheckpoint(source, quantized, configBytes, options.format, options);
   for (const name of TOKENIZER_FILES) {
     const bytes = await source.readFile(name);
-    if (bytes) written.set(name, bytes);
+    if (bytes) built.written.set(name, bytes);
   }
 
   const [parent, base] = parentAndBase(outDir);
@@ -238,35 +329,8 @@ export async function exportModel(
   const tmp = `${parent}/.${base}.lowbit-tmp-${crypto.randomUUID().slice(0, 8)}`;
   await Deno.mkdir(tmp);
   try {
-    const files: SourceFile[] = [];
-    const record = async (name: string, bytes: Uint8Array) =>
-      files.push({ path: name, bytes: bytes.length, sha256: await sha256Hex(bytes) });
-    for (const [name, bytes] of written) {
-      await Deno.writeFile(`${tmp}/${name}`, bytes);
-      await record(name, bytes);
-    }
-    if (safetensors) {
-      const r = await writeShardedSafetensors(tmp, safetensors, {
-        ...(options.maxShardBytes ? { maxShardBytes: options.maxShardBytes } : {}),
-      });
-      for (const name of r.files) await record(name, await Deno.readFile(`${tmp}/${name}`));
-    }
-    const p = options.provenance;
-    const manifest: ExportManifest = {
-      lowbit_export: EXPORT_MANIFEST_VERSION,
-      format: options.format,
-      source: { id: source.model.id, format: source.model.format, files: source.model.files },
-      method: p.method,
-      quant: { ...p.quant, label: quantLabel(p.quant) },
-      ...(p.calibration ? { calibration: p.calibration } : {}),
-      lowbit: p.lowbit,
-      export: report,
-      lossless: deviations.length === 0,
-      deviations,
-      notes: quantized.notes,
-      files,
-      ...(p.extra ? { extra: p.extra } : {}),
-    };
+    const files = await writeBuiltFiles(tmp, built, options.maxShardBytes);
+    const manifest = exportManifest(source, quantized, options, built, files);
     await Deno.writeFile(`${tmp}/${MANIFEST_FILE}`, json(manifest));
     if (await exists(outDir)) {
       throw new ExportTargetExistsError(`${outDir} appeared while exporting; not overwritten`);

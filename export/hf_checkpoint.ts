@@ -23,7 +23,11 @@
 
 import type { PackedWeight } from "../core/quantizer.ts";
 import type { LlamaConfig, LlamaWeights } from "../models/types.ts";
-import { checkpointLayout } from "./checkpoint_layout.ts";
+import {
+  type CheckpointEntry,
+  checkpointLayout,
+  type QuantizedCheckpointLinear,
+} from "./checkpoint_layout.ts";
 import {
   compressedTensorsQuantizationConfig,
   exportCompressedTensors,
@@ -119,6 +123,161 @@ function uniform<T>(what: string, values: readonly [string, T][]): T {
   return first[1];
 }
 
+/** Refuses a model whose forward pass a weight-only checkpoint cannot express. */
+function assertWeightOnly(weights: LlamaWeights, format: CheckpointFormat): void {
+  if (weights.online) {
+    throw new RangeError(
+      "the model has online rotations (QuaRot) in its forward pass, which a " +
+        `${format} checkpoint cannot express`,
+    );
+  }
+  if (weights.activations) {
+    throw new RangeError(
+      `the model quantizes activations, which a weight-only ${format} export cannot express; ` +
+        "export a weight-only (A16) model",
+    );
+  }
+}
+
+/** The float tensors' dtype for `option`, `"source"` meaning the source embedding's dtype. */
+function resolveFloatDtype(
+  weights: LlamaWeights,
+  option: QuantizedCheckpointOptions["floatDtype"],
+): FloatDtype {
+  const source = (weights.embed.dtype ?? "F32") as FloatDtype;
+  return option === "source"
+    ? (["F16", "BF16", "F32"].includes(source) ? source : "F32")
+    : option ?? "F16";
+}
+
+/** Bits, group size (−1: one group per row), symmetry and act order shared by all linears. */
+interface LinearSettings {
+  readonly bits: number;
+  readonly groupSize: number;
+  readonly symmetric: boolean;
+  readonly actOrder: boolean;
+}
+
+/** The settings one `quantization_config` records for `linears`, which must agree on them. */
+function uniformSettings(linears: readonly QuantizedCheckpointLinear[]): LinearSettings {
+  const named = (get: (p: PackedWeight) => unknown) =>
+    linears.map((l) => [l.module, get(l.packed)] as [string, unknown]);
+  const bits = uniform("bit-width", named((p) => p.bits)) as number;
+  // A linear with one group per row (in_features ≤ g) fits any group size ≥ its width: the
+  // config's group size is that of the linears with several groups, or −1 when none has.
+  const grouped = linears.filter((l) => gptqGroupSize(l.packed) !== -1);
+  const groupSize = grouped.length === 0 ? -1 : uniform(
+    "group size",
+    grouped.map((l) => [l.module, l.packed.groupSize] as [string, unknown]),
+  ) as number;
+  const symmetric = uniform("symmetric setting", named(isSymmetricPacked)) as boolean;
+  const actOrder = linears.some((l) =>
+    l.packed.groupIndex !== undefined && !isContiguous(l.packed.groupIndex, l.packed.groupSize)
+  );
+  return { bits, groupSize, symmetric, actOrder };
+}
+
+/** Scale rounding to `dtype` summed over all `linears`. */
+function scalesReport(
+  linears: readonly QuantizedCheckpointLinear[],
+  dtype: FloatDtype,
+): CheckpointReport["scales"] {
+  let count = 0, changed = 0, maxRel = 0;
+  for (const l of linears) {
+    const r = scaleRoundingReport(l.packed.scales, dtype);
+    count += r.count;
+    changed += r.changed;
+    maxRel = Math.max(maxRel, r.maxRelativeChange);
+  }
+  return { dtype, count, changed, maxRelativeChange: maxRel };
+}
+
+/** The GPTQ zero-point format to write, refusing unquantized linears (GPTQ has no `ignore`). */
+function gptqCheckpointFormat(
+  linears: readonly QuantizedCheckpointLinear[],
+  unquantized: readonly string[],
+  wanted: "auto" | GptqCheckpointFormat,
+): GptqCheckpointFormat {
+  if (unquantized.length > 0) {
+    throw new RangeError(
+      `GPTQ checkpoints quantize every linear of the decoder blocks, but ${unquantized[0]}` +
+        `${unquantized.length > 1 ? ` (and ${unquantized.length - 1} more)` : ""} is not ` +
+        "quantized",
+    );
+  }
+  return wanted === "auto"
+    ? (linears.every((l) => gptqFormatFor(l.packed) === "gptq") ? "gptq" : "gptq_v2")
+    : wanted;
+}
+
+/** How {@linkcode checkpointTensors} stores the layout's entries. */
+interface TensorEncoding {
+  readonly format: CheckpointFormat;
+  readonly floatDtype: FloatDtype;
+  readonly symmetric: boolean;
+  readonly checkpointFormat: GptqCheckpointFormat | undefined;
+}
+
+/** The layout's tensors in writing order, and the float tensors kept in float32. */
+function checkpointTensors(
+  layout: readonly CheckpointEntry[],
+  enc: TensorEncoding,
+): { tensors: EagerTensorEntry[]; keptFloat32: string[] } {
+  const keptFloat32: string[] = [];
+  const tensors: EagerTensorEntry[] = [];
+  for (const e of layout) {
+    if (e.kind === "float") {
+      let dtype = enc.floatDtype;
+      if (dtype === "F16" && e.values.some((x) => !Number.isFinite(Math.f16round(x)))) {
+        dtype = "F32";
+        keptFloat32.push(e.name);
+      }
+      tensors.push({ name: e.name, ...floatTensor(e.name, e.values, e.shape, dtype) });
+      continue;
+    }
+    const codec = enc.format === "gptq"
+      ? exportGptq(e.packed, { checkpointFormat: enc.checkpointFormat!, name: e.module })
+      : exportCompressedTensors(e.packed, {
+        scaleDtype: enc.floatDtype,
+        symmetric: enc.symmetric,
+        name: e.module,
+      });
+    tensors.push(...namedEntries(e.module, { ...codec }));
+  }
+  return { tensors, keptFloat32 };
+}
+
+/** The GPTQ `quantization_config` and `quantize_config.json` objects. */
+function gptqConfigs(
+  s: LinearSettings,
+  checkpointFormat: GptqCheckpointFormat,
+  dampPercent: number | undefined,
+): Pick<QuantizedCheckpoint, "quantizationConfig" | "quantizeConfig"> {
+  const o = {
+    bits: s.bits,
+    groupSize: s.groupSize,
+    descAct: s.actOrder,
+    sym: s.symmetric,
+    checkpointFormat,
+    ...(dampPercent !== undefined ? { dampPercent } : {}),
+  };
+  return { quantizationConfig: gptqQuantizationConfig(o), quantizeConfig: gptqQuantizeConfig(o) };
+}
+
+/** The compressed-tensors `quantization_config`, ignoring `unquantized` and the classifier. */
+function compressedTensorsConfig(
+  s: LinearSettings,
+  unquantized: readonly string[],
+): Record<string, unknown> {
+  return compressedTensorsQuantizationConfig({
+    bits: s.bits,
+    groupSize: s.groupSize === -1 ? null : s.groupSize,
+    symmetric: s.symmetric,
+    actorder: s.actOrder ? "group" : null,
+    ignore: [...unquantized, "lm_head"],
+  });
+}
+
 /**
  * The checkpoint of a quantized model (`packed` by our linear site names, as
  * `QuantizedModel.packed`).
@@ -136,93 +295,34 @@ export function quantizedCheckpoint(
   options: QuantizedCheckpointOptions,
 ): QuantizedCheckpoint {
   const format = options.format;
-  if (weights.online) {
-    throw new RangeError(
-      "the model has online rotations (QuaRot) in its forward pass, which a " +
-        `${format} checkpoint cannot express`,
-    );
-  }
-  if (weights.activations) {
-    throw new RangeError(
-      `the model quantizes activations, which a weight-only ${format} export cannot express; ` +
-        "export a weight-only (A16) model",
-    );
-  }
+  assertWeightOnly(weights, format);
   const layout = checkpointLayout(config, weights, packed);
   const linears = layout.flatMap((e) => (e.kind === "linear" ? [e] : []));
   if (linears.length === 0) {
     throw new RangeError(`no linear is quantized: nothing to store as ${format}`);
   }
-  const source = (weights.embed.dtype ?? "F32") as FloatDtype;
-  const floatDtype: FloatDtype = options.floatDtype === "source"
-    ? (["F16", "BF16", "F32"].includes(source) ? source : "F32")
-    : options.floatDtype ?? "F16";
+  const floatDtype = resolveFloatDtype(weights, options.floatDtype);
   const unquantized = layout.flatMap((e) =>
     e.kind === "float" && e.sites ? [e.name.replace(/\.weight$/, "")] : []
   );
-  const named = (get: (p: PackedWeight) => unknown) =>
-    linears.map((l) => [l.module, get(l.packed)] as [string, unknown]);
-  const bits = uniform("bit-width", named((p) => p.bits)) as number;
-  // A linear with one group per row (in_features ≤ g) fits any group size ≥ its width: the
-  // config's group size is that of the linears with several groups, or −1 when none has.
-  const grouped = linears.filter((l) => gptqGroupSize(l.packed) !== -1);
-  const groupSize = grouped.length === 0 ? -1 : uniform(
-    "group size",
-    grouped.map((l) => [l.module, l.packed.groupSize] as [string, unknown]),
-  ) as number;
-  const symmetric = uniform("symmetric setting", named(isSymmetricPacked)) as boolean;
-  const actOrder = linears.some((l) =>
-    l.packed.groupIndex !== undefined && !isContiguous(l.packed.groupIndex, l.packed.groupSize)
-  );
-  const scaleDtype: FloatDtype = format === "gptq" ? "F16" : floatDtype;
-  let count = 0, changed = 0, maxRel = 0;
-  for (const l of linears) {
-    const r = scaleRoundingReport(l.packed.scales, scaleDtype);
-    count += r.count;
-    changed += r.changed;
-    maxRel = Math.max(maxRel, r.maxRelativeChange);
-  }
-  let checkpointFormat: GptqCheckpointFormat | undefined;
-  if (format === "gptq") {
-    if (unquantized.length > 0) {
-      throw new RangeError(
-        `GPTQ checkpoints quantize every linear of the decoder blocks, but ${unquantized[0]}` +
-          `${unquantized.length > 1 ? ` (and ${unquantized.length - 1} more)` : ""} is not ` +
-          "quantized",
-      );
-    }
-    const wanted = options.gptqFormat ?? "auto";
-    checkpointFormat = wanted === "auto"
-      ? (linears.every((l) => gptqFormatFor(l.packed) === "gptq") ? "gptq" : "gptq_v2")
-      : wanted;
-  }
-  const keptFloat32: string[] = [];
-  const tensors: EagerTensorEntry[] = [];
-  for (const e of layout) {
-    if (e.kind === "float") {
-      let dtype = floatDtype;
-      if (dtype === "F16" && e.values.some((x) => !Number.isFinite(Math.f16round(x)))) {
-        dtype = "F32";
-        keptFloat32.push(e.name);
-      }
-      tensors.push({ name: e.name, ...floatTensor(e.name, e.values, e.shape, dtype) });
-      continue;
-    }
-    const codec = format === "gptq"
-      ? exportGptq(e.packed, { checkpointFormat: checkpointFormat!, name: e.module })
-      : exportCompressedTensors(e.packed, {
-        scaleDtype: floatDtype,
-        symmetric,
-        name: e.module,
-      });
-    tensors.push(...namedEntries(e.module, { ...codec }));
-  }
+  const settings = uniformSettings(linears);
+  const { bits, groupSize, symmetric, actOrder } = settings;
+  const scales = scalesReport(linears, format === "gptq" ? "F16" : floatDtype);
+  const checkpointFormat = format === "gptq"
+    ? gptqCheckpointFormat(linears, unquantized, options.gptqFormat ?? "auto")
+    : undefined;
+  const { tensors, keptFloat32 } = checkpointTensors(layout, {
+    format,
+    floatDtype,
+    symmetric,
+    checkpointFormat,
+  });
   const report: CheckpointReport = {
     format,
     ...(checkpointFormat ? { checkpointFormat } : {}),
     floatDtype,
     keptFloat32,
-    scales: { dtype: scaleDtype, count, changed, maxRelativeChange: maxRel },
+    scales,
     bits,
     groupSize: format === "gptq" ? groupSize : groupSize === -1 ? null : groupSize,
     symmetric,
@@ -230,33 +330,11 @@ export function quantizedCheckpoint(
     quantizedLinears: linears.length,
     unquantized,
   };
+  const torchDtype = torchDtypeName(floatDtype);
   if (format === "gptq") {
-    const o = {
-      bits,
-      groupSize,
-      descAct: actOrder,
-      sym: symmetric,
-      checkpointFormat: checkpointFormat!,
-      ...(options.dampPercent !== undefined ? { dampPercent: options.dampPercent } : {}),
-    };
-    return {
-      tensors,
-      quantizationConfig: gptqQuantizationConfig(o),
-      quantizeConfig: gptqQuantizeConfig(o),
-      torchDtype: torchDtypeName(floatDtype),
-      report,
-    };
+    const configs = gptqConfigs(settings, checkpointFormat!, options.dampPercent);
+    return { tensors, ...configs, torchDtype, report };
   }
-  return {
-    tensors,
-    quantizationConfig: compressedTensorsQuantizationConfig({
-      bits,
-      groupSize: groupSize === -1 ? null : groupSize,
-      symmetric,
-      actorder: actOrder ? "group" : null,
-      ignore: [...unquantized, "lm_head"],
-    }),
-    torchDtype: torchDtypeName(floatDtype),
-    report,
-  };
+  const quantizationConfig = compressedTensorsConfig(settings, unquantized);
+  return { tensors, quantizationConfig, torchDtype, report };
 }
