@@ -86,3 +86,46 @@ tokenizers.test("tokenizers --chars: the three real tokenizers load and encode",
     /^\| Qwen2\.5 \(vocab\.json \+ merges\.txt\) +\| \d+ +\| [\d.]+ +\| [1-9]\d* +\|/m,
   ], "bench/tokenizers.ts");
 });
+
+Deno.test("llama_cpp: without node-llama-cpp it says where to install it, exit 2", async () => {
+  const p = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "bench/llama_cpp.ts",
+      "--model",
+      "stories260K",
+      "--llama-cpp",
+      "/nonexistent",
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", LOWBIT_LLAMA_CPP: "" },
+  }).output();
+  assert.equal(p.code, 2);
+  assert.match(new TextDecoder().decode(p.stderr), /--llama-cpp DIR .* node-llama-cpp/);
+});
+
+// Runs only where node-llama-cpp is installed (LOWBIT_LLAMA_CPP=DIR): llama.cpp and lowbit score
+// the same stories260K window to within llama.cpp's float16 KV cache.
+const llamaCpp = Deno.env.get("LOWBIT_LLAMA_CPP");
+stories.test({
+  name: "llama_cpp: llama.cpp and lowbit agree on the same GGUF weights (needs LOWBIT_LLAMA_CPP)",
+  ignore: !llamaCpp,
+  fn: async () => {
+    const { out } = await runBench("bench/llama_cpp.ts", [
+      "--model",
+      "stories260K",
+      "--context",
+      "64",
+      "--pairs",
+      "1",
+      "--threads",
+      "1",
+    ]);
+    const m = out.match(/mean NLL: lowbit ([\d.]+), llama.cpp ([\d.]+)/);
+    assert.ok(m, out);
+    assert.ok(Math.abs(Number(m[1]) - Number(m[2])) < 2e-3, out);
+  },
+});
