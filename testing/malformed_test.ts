@@ -103,6 +103,12 @@ function modelCase(
   return { family, name, setup: modelFiles(edits), run: load, expect };
 }
 
+/** A list of cases, and an `add` that appends the case `make` returns for its arguments. */
+function collector<A extends unknown[], C>(make: (...args: A) => C): [C[], (...args: A) => void] {
+  const cases: C[] = [];
+  return [cases, (...args) => void cases.push(make(...args))];
+}
+
 /** A config.json with `field` set to `value` (or deleted). */
 function configWith(field: string, value: unknown): string {
   const c: Record<string, unknown> = copy(fixture!.config);
@@ -114,15 +120,43 @@ function configWith(field: string, value: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // config.json
 
-function configCases(): MalformedCase[] {
-  const cases: MalformedCase[] = [];
-  const add = (name: string, edit: string | Uint8Array | null, expect: RegExp) =>
-    cases.push(modelCase("config.json", name, { "config.json": edit }, expect));
-  const field = (f: string, value: unknown, expect: RegExp) =>
-    add(`${f} = ${value === DELETE ? "(deleted)" : json(value)}`, configWith(f, value), expect);
+/** The fixture with `edit` as its config.json. */
+function configCase(name: string, edit: string | Uint8Array | null, expect: RegExp): MalformedCase {
+  return modelCase("config.json", name, { "config.json": edit }, expect);
+}
 
-  const shapeError =
-    /model\.safetensors: tensor "[^"]+" (has shape \[[\d, ]+\], expected \[[\d, ]+\]|is missing \(expected shape)/;
+/** The fixture with config.json's `f` set to `value` (or deleted). */
+function configFieldCase(f: string, value: unknown, expect: RegExp): MalformedCase {
+  return configCase(
+    `${f} = ${value === DELETE ? "(deleted)" : json(value)}`,
+    configWith(f, value),
+    expect,
+  );
+}
+
+/** The messages of a config.json field the tensors disagree with, or of an ill-typed one. */
+const shapeError =
+  /model\.safetensors: tensor "[^"]+" (has shape \[[\d, ]+\], expected \[[\d, ]+\]|is missing \(expected shape)/;
+const positiveInt = (f: string) =>
+  new RegExp(`config\\.json: config field "${f}" must be a positive integer, got`);
+const positiveNumber = (f: string) =>
+  new RegExp(`config\\.json: config field "${f}" must be a positive number, got`);
+const boolean = (f: string) =>
+  new RegExp(`config\\.json: config field "${f}" must be a boolean, got`);
+
+/** Every config.json case, by theme. */
+function configCases(): MalformedCase[] {
+  return [
+    ...configDimensionCases(),
+    ...configOptionalFieldCases(),
+    ...configActivationAndRopeCases(),
+    ...configFileCases(),
+  ];
+}
+
+/** The required dimensions: deleted, null, ill-typed, too large for the tensors. */
+function configDimensionCases(): MalformedCase[] {
+  const [cases, field] = collector(configFieldCase);
   for (
     const f of [
       "hidden_size",
@@ -141,12 +175,12 @@ function configCases(): MalformedCase[] {
     for (const v of ["64", -1, 0, 1.5, true, [64], {}]) field(f, v, wrong);
     field(f, 1e9, shapeError);
   }
-  const positiveInt = (f: string) =>
-    new RegExp(`config\\.json: config field "${f}" must be a positive integer, got`);
-  const positiveNumber = (f: string) =>
-    new RegExp(`config\\.json: config field "${f}" must be a positive number, got`);
-  const boolean = (f: string) =>
-    new RegExp(`config\\.json: config field "${f}" must be a boolean, got`);
+  return cases;
+}
+
+/** The optional integer, number and boolean fields, and what they imply for the tensors. */
+function configOptionalFieldCases(): MalformedCase[] {
+  const [cases, field] = collector(configFieldCase);
   for (const f of ["num_key_value_heads", "head_dim", "max_position_embeddings"]) {
     for (const v of ["8", -1, 0, 1.5, false]) field(f, v, positiveInt(f));
   }
@@ -186,6 +220,12 @@ function configCases(): MalformedCase[] {
     true,
     /model\.safetensors: tensor "model\.layers\.0\.mlp\.gate_proj\.bias" is missing/,
   );
+  return cases;
+}
+
+/** hidden_act, the RoPE variants, sliding_window and model_type. */
+function configActivationAndRopeCases(): MalformedCase[] {
+  const [cases, field] = collector(configFieldCase);
   field("hidden_act", "gelu", /config\.json: hidden_act "gelu" \(supported: .*\) is not supported/);
   field("hidden_act", 42, /config\.json: config field "hidden_act" must be a string, got 42/);
   field(
@@ -223,7 +263,12 @@ function configCases(): MalformedCase[] {
   for (const v of [DELETE, null, 42, "gpt2", "", "LLAMA"]) {
     field("model_type", v, /config\.json: config field "model_type" is .*; supported: "llama"/);
   }
-  // The file as a whole.
+  return cases;
+}
+
+/** The file as a whole: not JSON, not an object, absent. */
+function configFileCases(): MalformedCase[] {
+  const [cases, add] = collector(configCase);
   const text = fixture!.files["config.json"] as string;
   const notJson = /config\.json: not valid JSON/;
   add("empty", "", notJson);
@@ -250,20 +295,33 @@ function kindOf(name: string): string {
   return name.replace(/^model\.layers\.\d+\./, "").replace(/^model\./, "");
 }
 
-function tensorCases(): MalformedCase[] {
-  const cases: MalformedCase[] = [];
-  const tensors = fixture!.tensors;
-  const add = (name: string, bytes: Uint8Array, expect: RegExp) =>
-    cases.push(modelCase("tensor", name, { "model.safetensors": bytes }, expect));
-  const st = (edit?: (h: Record<string, HeaderEntry>) => void, list = tensors) =>
-    safetensorsFile(list, edit);
+/** The fixture with `bytes` as its model.safetensors. */
+function tensorCase(name: string, bytes: Uint8Array, expect: RegExp): MalformedCase {
+  return modelCase("tensor", name, { "model.safetensors": bytes }, expect);
+}
 
-  // Every tensor dropped, reshaped, retyped to an unknown dtype.
+/** The fixture's tensors (or `list`) as a safetensors file, its header edited by `edit`. */
+function stWith(
+  edit?: (h: Record<string, HeaderEntry>) => void,
+  list = fixture!.tensors,
+): Uint8Array {
+  return safetensorsFile(list, edit);
+}
+
+/** Every tensor case, by theme. */
+function tensorCases(): MalformedCase[] {
+  return [...tensorEachCases(), ...tensorKindCases(), ...tensorExtraCases()];
+}
+
+/** Every tensor dropped, reshaped, retyped to an unknown dtype. */
+function tensorEachCases(): MalformedCase[] {
+  const [cases, add] = collector(tensorCase);
+  const tensors = fixture!.tensors;
   for (const t of tensors) {
     const n = re(t.name);
     add(
       `${t.name} dropped`,
-      st(undefined, tensors.filter((x) => x !== t)),
+      stWith(undefined, tensors.filter((x) => x !== t)),
       new RegExp(
         `model\\.safetensors: tensor "${n}" is missing \\(expected shape \\[${
           t.shape.join(", ")
@@ -274,7 +332,7 @@ function tensorCases(): MalformedCase[] {
     const shape = b === undefined ? [a / 8, 8] : a !== b ? [b, a] : [a / 2, b * 2];
     add(
       `${t.name} reshaped to [${shape.join(", ")}]`,
-      st((h) => (h[t.name]!.shape = shape)),
+      stWith((h) => (h[t.name]!.shape = shape)),
       new RegExp(
         `model\\.safetensors: tensor "${n}" has shape \\[${shape.join(", ")}\\], expected \\[${
           t.shape.join(", ")
@@ -283,12 +341,17 @@ function tensorCases(): MalformedCase[] {
     );
     add(
       `${t.name} retyped to Q4_K`,
-      st((h) => (h[t.name]!.dtype = "Q4_K")),
+      stWith((h) => (h[t.name]!.dtype = "Q4_K")),
       new RegExp(`model\\.safetensors: tensor "${n}": unknown dtype "Q4_K"`),
     );
   }
+  return cases;
+}
 
-  // Per tensor kind (each in a different layer): poisoned values, other dtypes, bad offsets.
+/** Per tensor kind (each in a different layer): poisoned values, other dtypes, bad offsets. */
+function tensorKindCases(): MalformedCase[] {
+  const [cases, add] = collector(tensorCase);
+  const tensors = fixture!.tensors;
   const byKind = new Map<string, RawTensor[]>();
   for (const t of tensors) byKind.set(kindOf(t.name), [...byKind.get(kindOf(t.name)) ?? [], t]);
   let k = 0;
@@ -301,7 +364,7 @@ function tensorCases(): MalformedCase[] {
     for (const [value, at] of [[NaN, 3], [Infinity, 7], [-Infinity, count - 1]] as const) {
       add(
         `${value} in ${t.name} (${kind}) at ${at}`,
-        st(undefined, tensors.map((x) => x === t ? withFloat(x, at, value) : x)),
+        stWith(undefined, tensors.map((x) => x === t ? withFloat(x, at, value) : x)),
         new RegExp(
           `model\\.safetensors: tensor "${n}" holds ${value} at element ${at} \\(expected finite values\\)`,
         ),
@@ -309,12 +372,12 @@ function tensorCases(): MalformedCase[] {
     }
     add(
       `${t.name} retyped to I32`,
-      st((h) => (h[t.name]!.dtype = "I32")),
+      stWith((h) => (h[t.name]!.dtype = "I32")),
       new RegExp(`model\\.safetensors: tensor "${n}": cannot convert dtype I32 to float32`),
     );
     add(
       `${t.name} retyped to F16 (bytes of F32)`,
-      st((h) => (h[t.name]!.dtype = "F16")),
+      stWith((h) => (h[t.name]!.dtype = "F16")),
       new RegExp(
         `model\\.safetensors: tensor "${n}": holds ${t.data.length} bytes but shape \\[${
           t.shape.join(", ")
@@ -329,41 +392,46 @@ function tensorCases(): MalformedCase[] {
     const at = i === 0 ? [end, end + moved.data.length] : [begin, end];
     add(
       `${moved.name} offsets moved back by 4 (overlap)`,
-      st((h) => (h[moved.name]!.data_offsets = [at[0]! - 4, at[1]! - 4])),
+      stWith((h) => (h[moved.name]!.data_offsets = [at[0]! - 4, at[1]! - 4])),
       /model\.safetensors: tensor "[^"]+" \[\d+, \d+\] overlaps tensor "[^"]+" \[\d+, \d+\]/,
     );
     add(
       `${t.name} offsets past the data`,
-      st((h) => (h[t.name]!.data_offsets = [dataLen, dataLen + t.data.length])),
+      stWith((h) => (h[t.name]!.data_offsets = [dataLen, dataLen + t.data.length])),
       new RegExp(
         `model\\.safetensors: tensor "${n}": data_offsets \\[\\d+, \\d+\\] go past the end of the data \\(${dataLen} bytes\\)`,
       ),
     );
     add(
       `${t.name} offsets reversed`,
-      st((h) => (h[t.name]!.data_offsets = [end, begin])),
+      stWith((h) => (h[t.name]!.data_offsets = [end, begin])),
       new RegExp(
         `model\\.safetensors: tensor "${n}": data_offsets begin ${end} is after end ${begin}`,
       ),
     );
     add(
       `${t.name} offsets fractional`,
-      st((h) => (h[t.name]!.data_offsets = [begin + 0.5, end])),
+      stWith((h) => (h[t.name]!.data_offsets = [begin + 0.5, end])),
       new RegExp(`model\\.safetensors: tensor "${n}": missing or invalid "data_offsets"`),
     );
     add(
       `${t.name} shape with a negative dimension`,
-      st((h) => (h[t.name]!.shape = [-1, ...t.shape.slice(1)])),
+      stWith((h) => (h[t.name]!.shape = [-1, ...t.shape.slice(1)])),
       new RegExp(`model\\.safetensors: tensor "${n}": missing or invalid "shape"`),
     );
     add(
       `${t.name} without dtype`,
-      st((h) => delete (h[t.name] as Partial<HeaderEntry>).dtype),
+      stWith((h) => delete (h[t.name] as Partial<HeaderEntry>).dtype),
       new RegExp(`model\\.safetensors: tensor "${n}": missing or non-string "dtype"`),
     );
   }
+  return cases;
+}
 
-  // A tensor the architecture does not use.
+/** A tensor the architecture does not use. */
+function tensorExtraCases(): MalformedCase[] {
+  const [cases, add] = collector(tensorCase);
+  const tensors = fixture!.tensors;
   const extra = (name: string, shape: number[]): RawTensor => ({
     name,
     dtype: "F32",
@@ -380,7 +448,7 @@ function tensorCases(): MalformedCase[] {
   ) {
     add(
       `an extra tensor ${t.name}`,
-      st(undefined, [...tensors, t]),
+      stWith(undefined, [...tensors, t]),
       new RegExp(
         `model\\.safetensors: 1 tensor\\(s\\) are not used by the llama architecture the config describes \\("${
           re(t.name)
@@ -494,16 +562,36 @@ interface TokenizerJson {
   [part: string]: unknown;
 }
 
+/** The fixture with `edits` to its files. */
+function tokenizerCase(
+  name: string,
+  edits: Record<string, string | Uint8Array | null>,
+  expect: RegExp,
+): MalformedCase {
+  return modelCase("tokenizer", name, edits, expect);
+}
+
+/** The edits that replace tokenizer.json by the fixture's, edited by `edit`. */
+function tokenizer(edit: (t: TokenizerJson) => void): Record<string, string> {
+  const t = copy(fixture!.tokenizer) as TokenizerJson;
+  edit(t);
+  return { "tokenizer.json": json(t) };
+}
+
+/** Every tokenizer case, by theme. */
 function tokenizerCases(): MalformedCase[] {
-  const cases: MalformedCase[] = [];
-  const add = (name: string, edits: Record<string, string | Uint8Array | null>, expect: RegExp) =>
-    cases.push(modelCase("tokenizer", name, edits, expect));
+  return [
+    ...tokenizerJsonCases(),
+    ...tokenizerModelCases(),
+    ...tokenizerSizeAndConfigCases(),
+    ...specialTokenCases(),
+  ];
+}
+
+/** tokenizer.json not JSON, or not a tokenizer. */
+function tokenizerJsonCases(): MalformedCase[] {
+  const [cases, add] = collector(tokenizerCase);
   const text = fixture!.files["tokenizer.json"] as string;
-  const tokenizer = (edit: (t: TokenizerJson) => void) => {
-    const t = copy(fixture!.tokenizer) as TokenizerJson;
-    edit(t);
-    return { "tokenizer.json": json(t) };
-  };
   const notJson = /tokenizer\.json: not valid JSON/;
   for (const n of [0, 1, text.length >> 2, text.length >> 1, text.lastIndexOf("}")]) {
     add(`tokenizer.json truncated to ${n} bytes`, { "tokenizer.json": text.slice(0, n) }, notJson);
@@ -520,6 +608,12 @@ function tokenizerCases(): MalformedCase[] {
       /tokenizer\.json: not a tokenizer\.json: expected an object with a "model" object/,
     );
   }
+  return cases;
+}
+
+/** The vocabulary, merges, added tokens and pipeline parts of tokenizer.json. */
+function tokenizerModelCases(): MalformedCase[] {
+  const [cases, add] = collector(tokenizerCase);
   const vocab = /tokenizer\.json: model\.vocab\["zzz"\] is .*, expected a non-negative integer id/;
   for (const id of [-1, 1.5, "7", null]) {
     add(`vocab id ${json(id)}`, tokenizer((t) => (t.model.vocab.zzz = id)), vocab);
@@ -573,6 +667,12 @@ function tokenizerCases(): MalformedCase[] {
       /tokenizer\.json: cannot build the tokenizer: Unknown \w+ type: Nope/,
     );
   }
+  return cases;
+}
+
+/** A vocabulary larger than the embedding; tokenizer_config.json; no tokenizer at all. */
+function tokenizerSizeAndConfigCases(): MalformedCase[] {
+  const [cases, add] = collector(tokenizerCase);
   // Vocabulary larger than the embedding.
   add(
     "8 tokens past the embedding",
@@ -626,7 +726,12 @@ function tokenizerCases(): MalformedCase[] {
     { "tokenizer.json": null },
     /tokenizer\.json: no tokenizer: the model has no tokenizer\.json, and no vocab\.json \+ merges\.txt/,
   );
-  // BOS/EOS of config.json against the tokenizer's.
+  return cases;
+}
+
+/** BOS/EOS of config.json against the tokenizer's. */
+function specialTokenCases(): MalformedCase[] {
+  const [cases, add] = collector(tokenizerCase);
   for (const v of [2, 0, 511, -1, 1.5, 1e9]) {
     add(
       `config.json bos_token_id ${v}`,
@@ -789,29 +894,39 @@ function symlinkShardCase(): MalformedCase {
 // ---------------------------------------------------------------------------------------------
 // llama2.c checkpoint and tokenizer (synthetic: always run)
 
-function llama2cCases(): MalformedCase[] {
-  const cases: MalformedCase[] = [];
-  const tok = llama2cTokenizer(LLAMA2C_PIECES);
-  const add = (name: string, ckpt: Uint8Array, expect: RegExp, tokenizer = tok) =>
-    cases.push({
-      family: "llama2.c",
-      name,
-      setup: (dir) => writeFiles(dir, { "m.bin": ckpt, "tok.bin": tokenizer }),
-      run: (dir) => loadLlama2c(`${dir}/m.bin`, `${dir}/tok.bin`),
-      expect,
-    });
-  const header = (edit: Partial<Record<keyof typeof LLAMA2C_HEADER, number>>) => ({
-    ...LLAMA2C_HEADER,
-    ...edit,
-  });
-  /** A checkpoint whose header says `edit` but whose body is the default one's. */
-  const lying = (edit: Partial<Record<keyof typeof LLAMA2C_HEADER, number>>) => {
-    const bytes = llama2cCheckpoint();
-    const view = new DataView(bytes.buffer);
-    const h = header(edit);
-    LLAMA2C_FIELDS.forEach((f, i) => view.setInt32(4 * i, h[f], true));
-    return bytes;
+/** The files m.bin (`ckpt`) and tok.bin (`tokenizer`, by default the good one). */
+function llama2cCase(
+  name: string,
+  ckpt: Uint8Array,
+  expect: RegExp,
+  tokenizer = llama2cTokenizer(LLAMA2C_PIECES),
+): MalformedCase {
+  return {
+    family: "llama2.c",
+    name,
+    setup: (dir) => writeFiles(dir, { "m.bin": ckpt, "tok.bin": tokenizer }),
+    run: (dir) => loadLlama2c(`${dir}/m.bin`, `${dir}/tok.bin`),
+    expect,
   };
+}
+
+/** A checkpoint whose header says `edit` but whose body is the default one's. */
+function lying(edit: Partial<Record<keyof typeof LLAMA2C_HEADER, number>>): Uint8Array {
+  const bytes = llama2cCheckpoint();
+  const view = new DataView(bytes.buffer);
+  const h = { ...LLAMA2C_HEADER, ...edit };
+  LLAMA2C_FIELDS.forEach((f, i) => view.setInt32(4 * i, h[f], true));
+  return bytes;
+}
+
+/** Every llama2.c case, by theme. */
+function llama2cCases(): MalformedCase[] {
+  return [...llama2cHeaderCases(), ...llama2cBodyCases(), ...llama2cTokenizerCases()];
+}
+
+/** Header fields out of range or inconsistent with each other or the body. */
+function llama2cHeaderCases(): MalformedCase[] {
+  const [cases, add] = collector(llama2cCase);
   for (const f of LLAMA2C_FIELDS) {
     const values = f === "vocab_size" ? [0] : [0, -1, -(2 ** 31)];
     for (const v of values) {
@@ -849,6 +964,12 @@ function llama2cCases(): MalformedCase[] {
     lying({ vocab_size: -16 }),
     /m\.bin: llama2\.c checkpoint has the wrong size: .*\(untied classifier\), got \d+ bytes: truncated/,
   );
+  return cases;
+}
+
+/** The body truncated, too long, poisoned. */
+function llama2cBodyCases(): MalformedCase[] {
+  const [cases, add] = collector(llama2cCase);
   const good = llama2cCheckpoint();
   for (
     const [name, n] of [["by 1 byte", good.length - 1], ["by 4 bytes", good.length - 4], [
@@ -897,7 +1018,14 @@ function llama2cCases(): MalformedCase[] {
       ),
     );
   }
-  // The tokenizer.
+  return cases;
+}
+
+/** The tokenizer. */
+function llama2cTokenizerCases(): MalformedCase[] {
+  const [cases, add] = collector(llama2cCase);
+  const good = llama2cCheckpoint();
+  const tok = llama2cTokenizer(LLAMA2C_PIECES);
   const tokCase = (name: string, bytes: Uint8Array, expect: RegExp) =>
     add(`tokenizer ${name}`, good, expect, bytes);
   tokCase(
@@ -1010,116 +1138,158 @@ async function runTask(id: string, dir: string, env: (n: string) => string | und
   return await getTask(id).run(evalModel, { kernels: refKernels, dataDir: dir, limit: 2, env });
 }
 
+/** `task` run with `files` in the data root. */
+function datasetCase(
+  name: string,
+  task: string,
+  files: Record<string, string | Uint8Array>,
+  expect: RegExp,
+): MalformedCase {
+  return {
+    family: "dataset",
+    name: `${task}: ${name}`,
+    setup: (dir) => writeFiles(dir, files),
+    run: (dir, env) => runTask(task, dir, env),
+    expect,
+  };
+}
+
+/** One of {@linkcode JSONL_TASKS}. */
+type JsonlTask = typeof JSONL_TASKS[number];
+
+/** The file name of `path`, escaped for a RegExp. */
+function baseRe(path: string): string {
+  return re(path.slice(path.lastIndexOf("/") + 1));
+}
+
+/** Every dataset case, by task and theme. */
 function datasetCases(): MalformedCase[] {
-  const cases: MalformedCase[] = [];
-  const add = (
-    name: string,
-    task: string,
-    files: Record<string, string | Uint8Array>,
-    expect: RegExp,
-  ) =>
-    cases.push({
-      family: "dataset",
-      name: `${task}: ${name}`,
-      setup: (dir) => writeFiles(dir, files),
-      run: (dir, env) => runTask(task, dir, env),
-      expect,
-    });
-  for (const t of JSONL_TASKS) {
-    const f = re(t.file.slice(t.file.lastIndexOf("/") + 1));
-    const good = json(t.row);
-    const withRow = (bad: string, labels = 2): Record<string, string | Uint8Array> => ({
-      [t.file]: `${good}\n${bad}\n`,
-      ...("labels" in t ? { [t.labels]: `${t.label}\n`.repeat(labels) } : {}),
-    });
-    add(
-      "a line that is not JSON",
-      t.task,
-      withRow("{not json"),
-      new RegExp(`${f}:2: not valid JSON`),
-    );
-    for (const v of ["[1, 2]", "null", "42", '"text"']) {
-      add(`a line ${v}`, t.task, withRow(v), new RegExp(`${f}:2: expected a JSON object`));
-    }
-    for (const [field, type] of Object.entries(t.fields)) {
-      const expect = new RegExp(
-        `${f}:2: expected ${
-          type === "string"
-            ? "a string field"
-            : type === "integer"
-            ? "an integer field"
-            : "a list of strings"
-        } "${field}"`,
-      );
-      const row: Record<string, unknown> = { ...t.row };
-      delete row[field];
-      add(`a line without "${field}"`, t.task, withRow(json(row)), expect);
-      add(
-        `a line with "${field}": 42.5`,
-        t.task,
-        withRow(json({ ...t.row, [field]: 42.5 })),
-        expect,
-      );
-    }
-    const none = t.task === "gsm8k" ? "no GSM8K problems" : "no docs to score";
-    add(
-      "an empty file",
-      t.task,
-      { [t.file]: "", ...("labels" in t ? { [t.labels]: "" } : {}) },
-      new RegExp(`${f}: ${none}`),
-    );
-    add("blank lines only", t.task, {
-      [t.file]: "\n\n  \n",
-      ...("labels" in t ? { [t.labels]: "" } : {}),
-    }, new RegExp(`${f}: ${none}`));
-    add(
-      "binary garbage",
-      t.task,
-      {
-        [t.file]: new Uint8Array([0x7b, 0xff, 0xfe, 0x00, 0xc3, 0x28]),
-        ...("labels" in t ? { [t.labels]: "0\n" } : {}),
-      },
-      new RegExp(`${f} is not valid UTF-8 text`),
-    );
-    if ("labels" in t) {
-      const l = re(t.labels.slice(t.labels.lastIndexOf("/") + 1));
-      const withLabels = (labels: string) => ({
-        [t.file]: `${good}\n${good}\n`,
-        [t.labels]: labels,
-      });
-      add(
-        "a label that is not an integer",
-        t.task,
-        withLabels(`${t.label}\nx\n`),
-        t.task === "piqa"
-          ? new RegExp(`${l}:2: expected an integer label, got "x"`)
-          : new RegExp(`${l}:2: label "x" disagrees with answer "1"`),
-      );
-      add(
-        "one label for two items",
-        t.task,
-        withLabels(`${t.label}\n`),
-        new RegExp(`${l}: 1 labels for 2 items in .*${f}`),
-      );
-      add(
-        "three labels for two items",
-        t.task,
-        withLabels(`${t.label}\n`.repeat(3)),
-        new RegExp(`${l}: 3 labels for 2 items in .*${f}`),
-      );
-    }
-    // The file is missing: the task's fingerprint (before any compute) names it and the data root.
-    cases.push({
-      family: "dataset",
-      name: `${t.task}: the file is missing`,
-      setup: () => Promise.resolve(),
-      run: (dir) => getTask(t.task).dataset({ dataDir: dir }),
-      expect: new RegExp(
-        `Dataset file ${re(t.file)} not found at .*: .*set --data DIR or LOWBIT_DATA=DIR`,
-      ),
-    });
+  return [
+    ...JSONL_TASKS.flatMap((t) => [
+      ...jsonlRowCases(t),
+      ...jsonlLabelCases(t),
+      jsonlMissingCase(t),
+    ]),
+    ...taskRowCases(),
+    ...hellaswagCases(),
+    ...localFileCases(),
+    ...textFileCases(),
+    ...c4Cases(),
+  ];
+}
+
+/** A JSON-lines task's file: bad lines, bad fields, empty, not UTF-8. */
+function jsonlRowCases(t: JsonlTask): MalformedCase[] {
+  const [cases, add] = collector(datasetCase);
+  const f = baseRe(t.file);
+  const good = json(t.row);
+  const withRow = (bad: string, labels = 2): Record<string, string | Uint8Array> => ({
+    [t.file]: `${good}\n${bad}\n`,
+    ...("labels" in t ? { [t.labels]: `${t.label}\n`.repeat(labels) } : {}),
+  });
+  add(
+    "a line that is not JSON",
+    t.task,
+    withRow("{not json"),
+    new RegExp(`${f}:2: not valid JSON`),
+  );
+  for (const v of ["[1, 2]", "null", "42", '"text"']) {
+    add(`a line ${v}`, t.task, withRow(v), new RegExp(`${f}:2: expected a JSON object`));
   }
-  // Task-specific rows.
+  for (const [field, type] of Object.entries(t.fields)) {
+    const expect = new RegExp(
+      `${f}:2: expected ${
+        type === "string"
+          ? "a string field"
+          : type === "integer"
+          ? "an integer field"
+          : "a list of strings"
+      } "${field}"`,
+    );
+    const row: Record<string, unknown> = { ...t.row };
+    delete row[field];
+    add(`a line without "${field}"`, t.task, withRow(json(row)), expect);
+    add(
+      `a line with "${field}": 42.5`,
+      t.task,
+      withRow(json({ ...t.row, [field]: 42.5 })),
+      expect,
+    );
+  }
+  const none = t.task === "gsm8k" ? "no GSM8K problems" : "no docs to score";
+  add(
+    "an empty file",
+    t.task,
+    { [t.file]: "", ...("labels" in t ? { [t.labels]: "" } : {}) },
+    new RegExp(`${f}: ${none}`),
+  );
+  add("blank lines only", t.task, {
+    [t.file]: "\n\n  \n",
+    ...("labels" in t ? { [t.labels]: "" } : {}),
+  }, new RegExp(`${f}: ${none}`));
+  add(
+    "binary garbage",
+    t.task,
+    {
+      [t.file]: new Uint8Array([0x7b, 0xff, 0xfe, 0x00, 0xc3, 0x28]),
+      ...("labels" in t ? { [t.labels]: "0\n" } : {}),
+    },
+    new RegExp(`${f} is not valid UTF-8 text`),
+  );
+  return cases;
+}
+
+/** A JSON-lines task's labels file (piqa, winogrande): bad labels, too few, too many. */
+function jsonlLabelCases(t: JsonlTask): MalformedCase[] {
+  const [cases, add] = collector(datasetCase);
+  const f = baseRe(t.file);
+  const good = json(t.row);
+  if ("labels" in t) {
+    const l = baseRe(t.labels);
+    const withLabels = (labels: string) => ({
+      [t.file]: `${good}\n${good}\n`,
+      [t.labels]: labels,
+    });
+    add(
+      "a label that is not an integer",
+      t.task,
+      withLabels(`${t.label}\nx\n`),
+      t.task === "piqa"
+        ? new RegExp(`${l}:2: expected an integer label, got "x"`)
+        : new RegExp(`${l}:2: label "x" disagrees with answer "1"`),
+    );
+    add(
+      "one label for two items",
+      t.task,
+      withLabels(`${t.label}\n`),
+      new RegExp(`${l}: 1 labels for 2 items in .*${f}`),
+    );
+    add(
+      "three labels for two items",
+      t.task,
+      withLabels(`${t.label}\n`.repeat(3)),
+      new RegExp(`${l}: 3 labels for 2 items in .*${f}`),
+    );
+  }
+  return cases;
+}
+
+/** The file is missing: the task's fingerprint (before any compute) names it and the data root. */
+function jsonlMissingCase(t: JsonlTask): MalformedCase {
+  return {
+    family: "dataset",
+    name: `${t.task}: the file is missing`,
+    setup: () => Promise.resolve(),
+    run: (dir) => getTask(t.task).dataset({ dataDir: dir }),
+    expect: new RegExp(
+      `Dataset file ${re(t.file)} not found at .*: .*set --data DIR or LOWBIT_DATA=DIR`,
+    ),
+  };
+}
+
+/** Task-specific rows. */
+function taskRowCases(): MalformedCase[] {
+  const [cases, add] = collector(datasetCase);
   const arc = JSONL_TASKS[0];
   const arcRow = (row: Record<string, unknown>) => ({
     [arc.file]: `${json(arc.row)}\n${json(row)}\n`,
@@ -1160,7 +1330,12 @@ function datasetCases(): MalformedCase[] {
   add('a JSON array item without "passage"', "boolq", {
     [boolq]: `[${json({ ...JSONL_TASKS[4].row, passage: undefined })}]`,
   }, /v6_test\.json:item 1: expected a string field "passage"/);
-  // HellaSwag: gzip of 6 lines per item.
+  return cases;
+}
+
+/** HellaSwag: gzip of 6 lines per item. */
+function hellaswagCases(): MalformedCase[] {
+  const cases: MalformedCase[] = [];
   const hs = "tasks/hellaswag/hellaswag_val_full.txt.gz";
   const item = [
     "Cooking: A man cracks an egg.",
@@ -1205,7 +1380,12 @@ function datasetCases(): MalformedCase[] {
   );
   hsCase("an empty file", [], /hellaswag_val_full\.txt\.gz: no docs to score/);
   hsCase("binary text", new Uint8Array(0), /hellaswag_val_full\.txt\.gz is not a valid gzip file/);
-  // Rows in a Hugging Face dataset's columns, from a local file (TASK=PATH).
+  return cases;
+}
+
+/** Rows in a Hugging Face dataset's columns, from a local file (TASK=PATH). */
+function localFileCases(): MalformedCase[] {
+  const cases: MalformedCase[] = [];
   const local = (
     name: string,
     task: string,
@@ -1282,7 +1462,12 @@ function datasetCases(): MalformedCase[] {
     /gsm\.jsonl\.gz is not a valid gzip file/,
   );
   local("an empty file", "boolq", "empty.jsonl", "", /empty\.jsonl: no docs to score/);
-  // Perplexity on a local text file.
+  return cases;
+}
+
+/** Perplexity on a local text file. */
+function textFileCases(): MalformedCase[] {
+  const cases: MalformedCase[] = [];
   const text = (name: string, body: string | Uint8Array | undefined, expect: RegExp) =>
     cases.push({
       family: "dataset",
@@ -1304,7 +1489,12 @@ function datasetCases(): MalformedCase[] {
     undefined,
     /Dataset "file:.*text\.txt" not found at .*text\.txt: expected a readable text file/,
   );
-  // C4 documents (calibration).
+  return cases;
+}
+
+/** C4 documents (calibration). */
+function c4Cases(): MalformedCase[] {
+  const cases: MalformedCase[] = [];
   const c4 = (name: string, body: string, expect: RegExp) =>
     cases.push({
       family: "dataset",
@@ -1433,9 +1623,13 @@ interface CliCase {
   readonly expect: RegExp;
 }
 
+/** Every CLI case: bad flags, then broken models. */
 function cliCases(): CliCase[] {
-  const st = fixture!.files["model.safetensors"] as Uint8Array;
-  const tensors = fixture!.tensors;
+  return [...cliFlagCases(), ...cliModelCases()];
+}
+
+/** Flags with bad values, unknown flags and names, a task without its file. */
+function cliFlagCases(): CliCase[] {
   return [
     {
       name: "--bits abc",
@@ -1515,6 +1709,14 @@ function cliCases(): CliCase[] {
       args: ["--tasks", "arc_easy", "--data", "EMPTY"],
       expect: /error: Dataset file tasks\/llm-foundry\/arc_easy\.jsonl not found at .*--data DIR/,
     },
+  ];
+}
+
+/** A broken model directory passed as --model. */
+function cliModelCases(): CliCase[] {
+  const st = fixture!.files["model.safetensors"] as Uint8Array;
+  const tensors = fixture!.tensors;
+  return [
     {
       name: 'config.json hidden_size "64"',
       args: [],
