@@ -53,9 +53,13 @@
  * @module
  */
 
-import { collectActivationStats } from "./calibration/act_stats.ts";
-import { reconstructBlocks, type ReconstructionOptions } from "./calibration/reconstruct.ts";
-import { reconstructionSetup } from "./reconstruction_setup.ts";
+import { type ActivationStats, collectActivationStats } from "./calibration/act_stats.ts";
+import {
+  type BlockReport,
+  reconstructBlocks,
+  type ReconstructionOptions,
+} from "./calibration/reconstruct.ts";
+import { type ReconstructionSetup, reconstructionSetup } from "./reconstruction_setup.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import type { Matrix } from "../models/types.ts";
 import {
@@ -209,28 +213,7 @@ export function quantizeAffineQuant(
     throw new UnsupportedConfigError("affinequant of MoE blocks is not implemented");
   }
   const stats = collectActivationStats(model, calib.windows, ctx.kernels);
-  const { nHeads, nKvHeads, headDim: hd } = config;
-  const group = nHeads / nKvHeads;
-  const inits: AffineInit[] = model.weights.layers.map((layer, l) => {
-    const s = stats[l]!;
-    const mlp = layer.mlp as { up: Matrix };
-    // v → o: one scale per value channel, over the o-input channels of its query heads.
-    const oAct = s.o.absMax, oW = columnMax(layer.o);
-    const vAct = new Float32Array(nKvHeads * hd),
-      vW = new Float32Array(nKvHeads * hd).fill(-Infinity);
-    for (let j = 0; j < nHeads; j++) {
-      const h = Math.floor(j / group);
-      for (let c = 0; c < hd; c++) {
-        vAct[h * hd + c] = Math.max(vAct[h * hd + c]!, oAct[j * hd + c]!);
-        vW[h * hd + c] = Math.max(vW[h * hd + c]!, oW[j * hd + c]!);
-      }
-    }
-    return {
-      qkv: affineInitScales(s.qkv.absMax, columnMax(layer.q), alpha),
-      fc1: affineInitScales(s.gateup.absMax, columnMax(mlp.up), alpha),
-      out: affineInitScales(vAct, vW, alpha),
-    };
-  });
+  const inits = initialTransforms(model, stats, alpha);
   const spec: AffineQuantSpec = {
     bits: q.wBits,
     ...(q.granularity === "group" ? { groupSize: q.groupSize! } : {}),
@@ -257,10 +240,88 @@ export function quantizeAffineQuant(
       ...(hooks.injectNaN ? { injectNaN: hooks.injectNaN } : {}),
     },
   );
-  const fmt = (v: number) => v.toPrecision(3);
+  const notes = affineQuantNotes(
+    {
+      epochs,
+      batchSize,
+      windows: calib.windows.length,
+      lwcLr,
+      letLr,
+      lnMatrix,
+      qkMatrix,
+      sf,
+      alpha,
+    },
+    q,
+    params,
+    act,
+  );
+  notes.push(...blockNotes(result.blocks));
+  return {
+    config: model.config,
+    weights: result.weights,
+    packed: result.packed,
+    notes,
+    diagnostics: summarizeDiagnostics(result.diagnostics),
+  };
+}
+
+/** Every block's initial transforms, the SmoothQuant diagonals of q/k/v, gate/up and v → o. */
+function initialTransforms(
+  model: Parameters<Method["quantize"]>[0],
+  stats: ActivationStats,
+  alpha: number,
+): AffineInit[] {
+  const { nHeads, nKvHeads, headDim: hd } = model.config;
+  const group = nHeads / nKvHeads;
+  return model.weights.layers.map((layer, l) => {
+    const s = stats[l]!;
+    const mlp = layer.mlp as { up: Matrix };
+    // v → o: one scale per value channel, over the o-input channels of its query heads.
+    const oAct = s.o.absMax, oW = columnMax(layer.o);
+    const vAct = new Float32Array(nKvHeads * hd),
+      vW = new Float32Array(nKvHeads * hd).fill(-Infinity);
+    for (let j = 0; j < nHeads; j++) {
+      const h = Math.floor(j / group);
+      for (let c = 0; c < hd; c++) {
+        vAct[h * hd + c] = Math.max(vAct[h * hd + c]!, oAct[j * hd + c]!);
+        vW[h * hd + c] = Math.max(vW[h * hd + c]!, oW[j * hd + c]!);
+      }
+    }
+    return {
+      qkv: affineInitScales(s.qkv.absMax, columnMax(layer.q), alpha),
+      fc1: affineInitScales(s.gateup.absMax, columnMax(mlp.up), alpha),
+      out: affineInitScales(vAct, vW, alpha),
+    };
+  });
+}
+
+/** The resolved settings of a run that its notes record. */
+interface AffineQuantSettings {
+  readonly epochs: number;
+  readonly batchSize: number;
+  /** Number of calibration windows. */
+  readonly windows: number;
+  readonly lwcLr: number;
+  readonly letLr: number;
+  readonly lnMatrix: boolean;
+  readonly qkMatrix: boolean;
+  readonly sf: number;
+  readonly alpha: number;
+}
+
+/** The row's notes on the settings, the official defaults and the deviations in effect. */
+function affineQuantNotes(
+  set: AffineQuantSettings,
+  q: QuantConfig,
+  params: Readonly<Record<string, number | boolean | string>>,
+  act: ReconstructionSetup["act"],
+): string[] {
+  const { epochs, batchSize, lwcLr, letLr, lnMatrix, qkMatrix, sf, alpha } = set;
+  const quantAct = act !== undefined;
   const notes: string[] = [
     `block reconstruction: ${epochs} epochs × ${
-      Math.ceil(calib.windows.length / batchSize)
+      Math.ceil(set.windows / batchSize)
     } steps of ${batchSize} windows, Adam constant lr: LWC ${lwcLr}, transforms ${letLr} ` +
     `(official: 20 epochs (W2 40) × 128 windows of 2048 WikiText-2 tokens, batch 1, lwc_lr 1e-2, ` +
     `let_lr 5e-3, AdamW wd 0)`,
@@ -290,7 +351,14 @@ export function quantizeAffineQuant(
   }
   if (q.symmetric) notes.push("symmetric grid: core absmax convention (official: mirrored range)");
   if (epochs === 1) notes.push("epochs 1: the gradual mask stays diagonal (official needs ≥ 2)");
-  for (const b of result.blocks) {
+  return notes;
+}
+
+/** One note per reconstructed block (losses, time) plus one for each block that fell back. */
+function blockNotes(blocks: readonly BlockReport[]): string[] {
+  const fmt = (v: number) => v.toPrecision(3);
+  const notes: string[] = [];
+  for (const b of blocks) {
     notes.push(
       `layers.${b.layer}: loss ${fmt(b.initialLoss)} (SmoothQuant diagonal + LWC init) → epochs [${
         b.epochLosses.map(fmt).join(", ")
@@ -302,11 +370,5 @@ export function quantizeAffineQuant(
       );
     }
   }
-  return {
-    config: model.config,
-    weights: result.weights,
-    packed: result.packed,
-    notes,
-    diagnostics: summarizeDiagnostics(result.diagnostics),
-  };
+  return notes;
 }

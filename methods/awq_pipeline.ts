@@ -313,7 +313,7 @@ export function awqBlock(
   diagnostics: LinearDiagnostic[];
 } {
   const { config } = work;
-  const { kernels, spec } = opts;
+  const { kernels } = opts;
   const dim = config.dim;
   const maxT = Math.max(...xs.map((x) => x.length / dim));
   const cache = createKvCache(config, maxT);
@@ -323,9 +323,55 @@ export function awqBlock(
   progress();
 
   // 2. Scale search: every group on the original weights and captured inputs.
+  const { groups, smoothing, firstOf } = searchGroups(work, l, cap, cacheFor, opts, progress);
+
+  // 3. Fold the scales; the captured inputs become what the scaled weights receive.
+  const scaled = opts.scale ? foldScales(work, l, smoothing, cap) : layer0;
+
+  // 4. Clip search on the scaled weights and inputs (q and k never).
+  const keptInputs = keptInputsOf(cap, opts.clip?.tokens ?? 512);
+  const { layer, clipped } = clipBlock(scaled, keptInputs, opts);
+  progress();
+
+  // 5. Round to nearest with AWQ's quantizer.
+  const { quantized, packed, diagnostics } = quantizeBlock(
+    { l, layer, scaled, keptInputs, firstOf, clipped },
+    opts,
+  );
+  progress();
+
+  // The next block's inputs.
+  if (opts.propagate === "fp") {
+    cap.next.forEach((n, w) => xs[w] = n);
+  } else {
+    const qmodel = withLayer(work, l, quantized);
+    for (const x of xs) layerForward(qmodel, l, x, x.length / dim, cache, kernels);
+  }
+  work.weights.layers[l] = opts.quantize ? quantized : layer;
+  return { groups, packed, diagnostics };
+}
+
+/** A site's captured inputs subsampled to the clip search's tokens (`[tokens][in]`). */
+type KeptInputs = (site: AwqGroupId, cols: number) => { x: Float32Array; tokens: number };
+
+/** Step 2: every group's scale search on the original weights and the captured inputs. */
+function searchGroups(
+  work: ForwardModel,
+  l: number,
+  cap: Captures,
+  cacheFor: (T: number) => KvCache,
+  opts: AwqOptions,
+  progress: () => void,
+): {
+  groups: AwqGroupRecord[];
+  smoothing: LayerSmoothing;
+  firstOf: Map<LinearKind, AwqGroupRecord>;
+} {
+  const { kernels, spec } = opts;
+  const layer0 = work.weights.layers[l]!;
   const groups: AwqGroupRecord[] = [];
   const smoothing: { -readonly [K in keyof LayerSmoothing]: LayerSmoothing[K] } = {};
-  const defs = opts.scale ? awqGroups(config, layer0) : [];
+  const defs = opts.scale ? awqGroups(work.config, layer0) : [];
   /** Each group's record under its first linear, where its losses are reported. */
   const firstOf = new Map<LinearKind, AwqGroupRecord>();
   for (const group of defs) {
@@ -351,47 +397,88 @@ export function awqBlock(
     smoothing[group.id] = r.scales;
     progress();
   }
+  return { groups, smoothing, firstOf };
+}
 
-  // 3. Fold the scales; the captured inputs become what the scaled weights receive.
-  let layer = layer0;
-  if (opts.scale) {
-    const sm: (LayerSmoothing | undefined)[] = [];
-    sm[l] = smoothing;
-    layer = foldSmoothing({ ...work.weights, layers: [...work.weights.layers] }, sm, config)
-      .layers[l]!;
-    for (const [site, s] of Object.entries(smoothing) as [AwqGroupId, Float32Array][]) {
-      const n = s.length;
-      for (const x of cap.inputs[site]) {
-        for (let i = 0; i < x.length; i++) x[i] = x[i]! / s[i % n]!;
-      }
+/** Step 3: block `l` with the scales folded in; each scaled site's captured inputs divided. */
+function foldScales(
+  work: { config: LlamaConfig; weights: LlamaWeights & { layers: LlamaLayer[] } },
+  l: number,
+  smoothing: LayerSmoothing,
+  cap: Captures,
+): LlamaLayer {
+  const sm: (LayerSmoothing | undefined)[] = [];
+  sm[l] = smoothing;
+  const layer = foldSmoothing(
+    { ...work.weights, layers: [...work.weights.layers] },
+    sm,
+    work.config,
+  )
+    .layers[l]!;
+  for (const [site, s] of Object.entries(smoothing) as [AwqGroupId, Float32Array][]) {
+    const n = s.length;
+    for (const x of cap.inputs[site]) {
+      for (let i = 0; i < x.length; i++) x[i] = x[i]! / s[i % n]!;
     }
   }
+  return layer;
+}
 
-  // 4. Clip search on the scaled weights and inputs (q and k never).
+/** Each site's captured inputs subsampled to `maxTokens` on first use, then kept. */
+function keptInputsOf(cap: Captures, maxTokens: number): KeptInputs {
   const kept = new Map<AwqGroupId, { x: Float32Array; tokens: number }>();
-  const keptInputs = (site: AwqGroupId, cols: number) => {
+  return (site, cols) => {
     let k = kept.get(site);
     if (!k) {
-      k = subsampleTokens(cap.inputs[site], cols, opts.clip?.tokens ?? 512);
+      k = subsampleTokens(cap.inputs[site], cols, maxTokens);
       kept.set(site, k);
     }
     return k;
   };
-  const scaled = layer;
+}
+
+/** Step 4: the clip search and clamp of every clipped linear, with its count of clipped groups. */
+function clipBlock(
+  scaled: LlamaLayer,
+  keptInputs: KeptInputs,
+  opts: AwqOptions,
+): { layer: LlamaLayer; clipped: Map<LinearKind, number> } {
+  let layer = scaled;
   const clipped = new Map<LinearKind, number>();
   if (opts.clip) {
     for (const kind of CLIPPED) {
       const w = linearOf(layer, kind);
       if (!w) continue;
       const { x, tokens } = keptInputs(siteOf(kind), w.cols);
-      const r = searchClip(w, x, tokens, spec, kernels, opts.clip);
+      const r = searchClip(w, x, tokens, opts.spec, opts.kernels, opts.clip);
       layer = withLinear(layer, kind, applyClip(w, r));
       clipped.set(kind, r.shrink.reduce((n, i) => n + (i > 0 ? 1 : 0), 0));
     }
   }
-  progress();
+  return { layer, clipped };
+}
 
-  // 5. Round to nearest with AWQ's quantizer.
+/** What step 5 of block `l` starts from: the clipped and scaled layers and the searches. */
+interface QuantizeInputs {
+  readonly l: number;
+  /** The scaled and clipped layer, to quantize. */
+  readonly layer: LlamaLayer;
+  /** The scaled layer before clipping, the diagnostics' reference. */
+  readonly scaled: LlamaLayer;
+  readonly keptInputs: KeptInputs;
+  readonly firstOf: ReadonlyMap<LinearKind, AwqGroupRecord>;
+  readonly clipped: ReadonlyMap<LinearKind, number>;
+}
+
+/** Step 5: every linear rounded to nearest with AWQ's quantizer, packed, with diagnostics. */
+function quantizeBlock(
+  { l, layer, scaled, keptInputs, firstOf, clipped }: QuantizeInputs,
+  opts: AwqOptions,
+): {
+  quantized: LlamaLayer;
+  packed: Map<string, PackedWeight>;
+  diagnostics: LinearDiagnostic[];
+} {
   const packed = new Map<string, PackedWeight>();
   const diagnostics: LinearDiagnostic[] = [];
   let quantized = layer;
@@ -399,7 +486,7 @@ export function awqBlock(
     for (const kind of ["q", "k", "v", "o", "gate", "up", "down"] as const) {
       const w = linearOf(layer, kind);
       if (!w) continue;
-      const r = awqQuantizeMatrix(w.data, w.rows, w.cols, spec);
+      const r = awqQuantizeMatrix(w.data, w.rows, w.cols, opts.spec);
       const wq = { rows: w.rows, cols: w.cols, data: r.dequantized };
       quantized = withLinear(quantized, kind, wq);
       if (!opts.quantize) continue;
@@ -415,22 +502,12 @@ export function awqBlock(
         name,
         layer: l,
         kind,
-        relError: relativeOutputError(linearOf(scaled, kind)!, wq, x, tokens, kernels),
+        relError: relativeOutputError(linearOf(scaled, kind)!, wq, x, tokens, opts.kernels),
         ...(Object.keys(stats).length ? { stats } : {}),
       });
     }
   }
-  progress();
-
-  // The next block's inputs.
-  if (opts.propagate === "fp") {
-    cap.next.forEach((n, w) => xs[w] = n);
-  } else {
-    const qmodel = withLayer(work, l, quantized);
-    for (const x of xs) layerForward(qmodel, l, x, x.length / dim, cache, kernels);
-  }
-  work.weights.layers[l] = opts.quantize ? quantized : layer;
-  return { groups, packed, diagnostics };
+  return { quantized, packed, diagnostics };
 }
 
 /** `‖(W − Ŵ) X‖² / ‖W X‖²` on the rows `x` (`[tokens][in]`). */
