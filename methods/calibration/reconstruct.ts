@@ -67,6 +67,7 @@ import {
 } from "../../runners/forward.ts";
 import {
   type DenseMlp,
+  type ForwardModel,
   LINEAR_KINDS,
   type LinearKind,
   type LlamaConfig,
@@ -249,26 +250,15 @@ function allFinite(arrays: readonly Vec[]): boolean {
 }
 
 /**
- * Quantizes every block of a dense Llama model by block reconstruction (see the module
- * documentation). Throws `UnsupportedConfigError` for MoE models and a `RangeError` naming the
- * option for non-positive `epochs`, `batchSize` or `lr`.
- *
- * @param model The full-precision model (not modified).
- * @param calib The calibration windows.
- * @param learner Builds each block's learner.
- * @param options Training schedule, kernels, progress and the NaN test hook.
+ * Throws for what block reconstruction does not support: bad numeric options, an untrainable
+ * activation quantizer, MoE blocks, architecture features of no differentiable block, online
+ * rotations.
  */
-export function reconstructBlocks(
-  model: { readonly config: LlamaConfig; readonly weights: LlamaWeights },
-  calib: CalibrationSet,
-  learner: LearnerFactory,
-  options: ReconstructionOptions,
-): ReconstructionResult {
+function checkReconstructable(model: ForwardModel, options: ReconstructionOptions): void {
   validateReconstructionOptions(options);
   const aq = options.activations;
   if (aq) checkTrainableActQuant(aq);
   const { config } = model;
-  const { kernels } = options;
   if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
     throw new UnsupportedConfigError(
       "Block reconstruction of MoE blocks (per-expert inputs) is not implemented yet",
@@ -285,185 +275,395 @@ export function reconstructBlocks(
       "the differentiable decoder block does not implement online rotations (QuaRot)",
     );
   }
-  const layers = [...model.weights.layers];
-  const fpModel = { config, weights: model.weights };
-  const packed = new Map<string, PackedWeight>();
-  const diagnostics: LinearDiagnostic[] = [];
-  const blocks: BlockReport[] = [];
+}
+
+/** The state the steps of {@linkcode reconstructBlocks} share. */
+interface ReconstructionState {
+  readonly config: LlamaConfig;
+  readonly kernels: Kernels;
+  readonly options: ReconstructionOptions;
+  readonly aq: ActivationQuantization | undefined;
+  /** The full-precision model. */
+  readonly fpModel: ForwardModel;
+  /** The blocks as quantized so far. */
+  readonly layers: LlamaLayer[];
+  readonly packed: Map<string, PackedWeight>;
+  readonly diagnostics: LinearDiagnostic[];
+  readonly blocks: BlockReport[];
+  /** Calibration windows, optimizer steps per epoch and in all. */
+  readonly N: number;
+  readonly stepsPerEpoch: number;
+  readonly totalSteps: number;
+  readonly scratch: LinearScratch;
+  /** Hidden states at the current block's input: full-precision and quantized streams. */
+  fp: Float32Array[];
+  quant: Float32Array[];
+}
+
+/** Step 1, the targets: the full-precision block `l` on the full-precision stream. */
+function blockTargets(s: ReconstructionState, l: number): Float32Array[] {
+  const { config, kernels } = s;
+  return s.fp.map((x) => {
+    const y = x.slice();
+    const T = x.length / config.dim;
+    layerForward(s.fpModel, l, y, T, createKvCache(config, T), kernels);
+    return y;
+  });
+}
+
+/** Runs the `quant` stream through block `l` of `weights` (the inference forward pass). */
+function runQuant(
+  s: ReconstructionState,
+  l: number,
+  weights: LlamaWeights,
+  each: (out: Float32Array, n: number) => void,
+  observe?: LinearObserver,
+): void {
+  const { config, aq } = s;
+  const m = { config, weights: aq ? { ...weights, activations: aq } : weights };
+  s.quant.forEach((x, n) => {
+    const y = x.slice();
+    const T = x.length / config.dim;
+    layerForward(m, l, y, T, createKvCache(config, T), s.kernels, observe);
+    each(y, n);
+  });
+}
+
+/** Window `n`'s share of the block loss: its mean squared error against the target, over `N`. */
+function windowLoss(
+  s: ReconstructionState,
+  targets: readonly Float32Array[],
+  out: Float32Array,
+  n: number,
+): number {
+  return squaredError(out, targets[n]!, 1 / out.length) / s.N;
+}
+
+/** The training state of one block. */
+interface Training {
+  readonly lrn: BlockLearner;
+  readonly targets: readonly Float32Array[];
+  readonly grads: Float64Array[];
+  readonly opt: Adam;
+  readonly dNorms: { readonly attn: Float64Array; readonly mlp: Float64Array } | undefined;
+  readonly epochLosses: number[];
+  /** Why the NaN/Inf guard stopped the block. */
+  diverged: string | undefined;
+  /** Optimizer steps taken. */
+  step: number;
+}
+
+/** Step 2, learn: Adam over `epochs` passes of the windows in a seeded random order. */
+function trainBlock(
+  s: ReconstructionState,
+  l: number,
+  lrn: BlockLearner,
+  targets: readonly Float32Array[],
+): Training {
+  const { options } = s;
+  const grads = lrn.params.map((p) => new Float64Array(p.length));
+  const opt = new Adam(lrn.params, {
+    lr: options.lr,
+    steps: s.totalSteps,
+    ...(options.schedule ? { schedule: options.schedule } : {}),
+    ...(lrn.lrScale ? { lrScale: lrn.lrScale } : {}),
+  });
+  const dNorms = lrn.normGrads
+    ? { attn: new Float64Array(s.config.dim), mlp: new Float64Array(s.config.dim) }
+    : undefined;
+  const rng = new SeededRng(options.seed * 7919 + l);
+  const t: Training = {
+    lrn,
+    targets,
+    grads,
+    opt,
+    dNorms,
+    epochLosses: [],
+    diverged: undefined,
+    step: 0,
+  };
+  for (let e = 0; e < options.epochs; e++) {
+    const order = rng.permutation(s.N);
+    const epochSum = trainEpoch(s, l, t, e, order);
+    if (epochSum === undefined) break;
+    t.epochLosses.push(epochSum / s.stepsPerEpoch);
+  }
+  return t;
+}
+
+/** One epoch in mini-batches of `order`; the sum of its step losses, undefined if it diverged. */
+function trainEpoch(
+  s: ReconstructionState,
+  l: number,
+  t: Training,
+  e: number,
+  order: readonly number[],
+): number | undefined {
+  const { batchSize } = s.options;
+  let epochSum = 0;
+  for (let b = 0; b < s.stepsPerEpoch; b++) {
+    const batch = order.slice(b * batchSize, (b + 1) * batchSize);
+    const loss = trainStep(s, l, t, e, batch);
+    if (loss === undefined) return undefined;
+    epochSum += loss;
+  }
+  return epochSum;
+}
+
+/** The NaN/Inf guard: records why, resets the learner to its initial state. */
+function diverge(t: Training, reason: string): undefined {
+  t.diverged = reason;
+  t.lrn.reset();
+  return undefined;
+}
+
+/** One optimizer step on `batch`; its loss, or undefined when the guard stopped the block. */
+function trainStep(
+  s: ReconstructionState,
+  l: number,
+  t: Training,
+  e: number,
+  batch: readonly number[],
+): number | undefined {
+  const { lrn, grads, dNorms } = t;
+  let w: BlockWeights;
+  try {
+    w = lrn.weights(e);
+  } catch (err) {
+    if (!(err instanceof BlockDivergedError)) throw err;
+    return diverge(t, `${err.message} at step ${t.step} (epoch ${e})`);
+  }
+  const dW = zeroLinearGrads(w);
+  dNorms?.attn.fill(0);
+  dNorms?.mlp.fill(0);
+  let loss = batchLossAndGrads(s, w, batch, t.targets, dW, dNorms);
+  if (s.options.injectNaN?.block === l && s.options.injectNaN.step === t.step) loss = NaN;
+  for (const g of grads) g.fill(0);
+  lrn.backward(dW, grads, dNorms);
+  if (!Number.isFinite(loss) || !allFinite(grads)) {
+    return diverge(
+      t,
+      `non-finite ${Number.isFinite(loss) ? "gradient" : `loss (${loss})`} at ` +
+        `step ${t.step} (epoch ${e})`,
+    );
+  }
+  t.opt.update(grads);
+  t.step++;
+  return loss;
+}
+
+/** The loss of `batch` through the differentiable block `w`, adding `∂L/∂W` into `dW`. */
+function batchLossAndGrads(
+  s: ReconstructionState,
+  w: BlockWeights,
+  batch: readonly number[],
+  targets: readonly Float32Array[],
+  dW: LinearGrads,
+  dNorms: Training["dNorms"],
+): number {
+  const { config, aq } = s;
   const { dim } = config;
-  let fp: Float32Array[] = calib.windows.map((w) => embedTokens(fpModel, w));
-  let quant: Float32Array[] = fp.map((x) => x.slice());
+  let loss = 0;
+  for (const n of batch) {
+    const x = s.quant[n]!;
+    const T = x.length / dim;
+    const lossScale = 1 / (T * dim * batch.length);
+    loss += blockForwardBackward(
+      w,
+      config,
+      { x, target: targets[n]!, T, lossScale },
+      s.kernels,
+      dW,
+      s.scratch,
+      { ...(aq ? { aq } : {}), ...(dNorms ? { dNorms } : {}) },
+    );
+  }
+  return loss;
+}
+
+/** Steps 3.–4., fold: block `l`'s linears (and norms) become the learner's quantized ones. */
+function foldBlock(
+  s: ReconstructionState,
+  l: number,
+  lrn: BlockLearner,
+): { folded: Record<LinearKind, FoldedLinear>; original: LlamaLayer } {
+  const folded = lrn.fold();
+  const original = s.layers[l]!;
+  const mlp = original.mlp as DenseMlp;
+  s.layers[l] = {
+    ...original,
+    ...(lrn.foldNorms ? lrn.foldNorms() : {}),
+    q: folded.q.matrix,
+    k: folded.k.matrix,
+    v: folded.v.matrix,
+    o: folded.o.matrix,
+    mlp: { ...mlp, gate: folded.gate.matrix, up: folded.up.matrix, down: folded.down.matrix },
+  };
+  return { folded, original };
+}
+
+/** Per-linear `‖ΔW X‖²` and `‖W X‖²` of a block, summed over the windows. */
+interface ErrorSums {
+  readonly num: Map<LinearKind, number>;
+  readonly den: Map<LinearKind, number>;
+}
+
+/** An observer adding the inputs each folded linear sees to `sums`, for `‖ΔW X‖² / ‖W X‖²`. */
+function errorObserver(
+  original: LlamaLayer,
+  deltas: ReadonlyMap<LinearKind, Matrix>,
+  { num, den }: ErrorSums,
+  kernels: Kernels,
+): LinearObserver {
+  return (kind, input, T) => {
+    if (kind === "router") return; // dense blocks only (MoE is refused above)
+    const w0 = linearOf(original, kind);
+    const y = new Float32Array(T * w0.rows);
+    kernels.matmul(input, T, deltas.get(kind)!, y);
+    num.set(kind, num.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
+    kernels.matmul(input, T, w0, y);
+    den.set(kind, den.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
+  };
+}
+
+/**
+ * Runs the `quant` stream through the folded block `l` (measuring every linear's error sums), makes
+ * its outputs the next `quant` stream and `targets` the next `fp` stream; returns the final loss.
+ */
+function foldedPass(
+  s: ReconstructionState,
+  l: number,
+  original: LlamaLayer,
+  folded: Record<LinearKind, FoldedLinear>,
+  targets: Float32Array[],
+): { finalLoss: number } & ErrorSums {
+  const { kernels } = s;
+  const num = new Map<LinearKind, number>(), den = new Map<LinearKind, number>();
+  const deltas = new Map<LinearKind, Matrix>();
+  for (const kind of LINEAR_KINDS) {
+    const w0 = linearOf(original, kind);
+    const d = new Float32Array(w0.data.length);
+    for (let i = 0; i < d.length; i++) d[i] = w0.data[i]! - folded[kind].matrix.data[i]!;
+    deltas.set(kind, { rows: w0.rows, cols: w0.cols, data: d });
+    num.set(kind, 0);
+    den.set(kind, 0);
+  }
+  const observe = errorObserver(original, deltas, { num, den }, kernels);
+  let finalLoss = 0;
+  const next: Float32Array[] = [];
+  runQuant(s, l, { ...s.fpModel.weights, layers: s.layers }, (out, n) => {
+    finalLoss += windowLoss(s, targets, out, n);
+    next.push(out);
+  }, observe);
+  s.quant = next;
+  for (const kind of LINEAR_KINDS) releaseMatrix(kernels, deltas.get(kind)!);
+  s.fp = targets;
+  return { finalLoss, num, den };
+}
+
+/** Records block `l`'s packed linears and their diagnostics (`stats` on `q`). */
+function recordLinears(
+  s: ReconstructionState,
+  l: number,
+  folded: Record<LinearKind, FoldedLinear>,
+  { num, den }: ErrorSums,
+  stats: Readonly<Record<string, number>>,
+): void {
+  for (const kind of LINEAR_KINDS) {
+    const name = `layers.${l}.${kind}`;
+    const f = folded[kind];
+    if (f.packed) s.packed.set(name, f.packed);
+    const d = den.get(kind)!;
+    s.diagnostics.push({
+      name,
+      layer: l,
+      kind,
+      relError: d > 0 ? num.get(kind)! / d : 0,
+      ...(kind === "q" ? { stats } : {}),
+    });
+  }
+}
+
+/** Reconstructs block `l` (steps 1–4 of the module documentation) and records its report. */
+function reconstructBlock(s: ReconstructionState, l: number, learner: LearnerFactory): void {
+  const started = performance.now();
+  const targets = blockTargets(s, l);
+  const lrn = learner(s.layers[l]!, l, s.kernels);
+  let initialLoss = 0;
+  runQuant(
+    s,
+    l,
+    withBlock(s.layers, l, lrn.weights(0)),
+    (out, n) => initialLoss += windowLoss(s, targets, out, n),
+  );
+  const { epochLosses, diverged, step } = trainBlock(s, l, lrn, targets);
+  const { folded, original } = foldBlock(s, l, lrn);
+  const { finalLoss, num, den } = foldedPass(s, l, original, folded, targets);
+  recordLinears(s, l, folded, { num, den }, {
+    reconLossInitial: initialLoss,
+    reconLossFinal: finalLoss,
+    steps: step,
+    diverged: diverged ? 1 : 0,
+  });
+  s.blocks.push({
+    layer: l,
+    initialLoss,
+    epochLosses,
+    finalLoss,
+    steps: step,
+    ...(diverged ? { diverged } : {}),
+    seconds: (performance.now() - started) / 1000,
+  });
+}
+
+/**
+ * Quantizes every block of a dense Llama model by block reconstruction (see the module
+ * documentation). Throws `UnsupportedConfigError` for MoE models and a `RangeError` naming the
+ * option for non-positive `epochs`, `batchSize` or `lr`.
+ *
+ * @param model The full-precision model (not modified).
+ * @param calib The calibration windows.
+ * @param learner Builds each block's learner.
+ * @param options Training schedule, kernels, progress and the NaN test hook.
+ */
+export function reconstructBlocks(
+  model: { readonly config: LlamaConfig; readonly weights: LlamaWeights },
+  calib: CalibrationSet,
+  learner: LearnerFactory,
+  options: ReconstructionOptions,
+): ReconstructionResult {
+  checkReconstructable(model, options);
+  const { config } = model;
+  const fpModel = { config, weights: model.weights };
+  const layers = [...model.weights.layers];
+  const fp: Float32Array[] = calib.windows.map((w) => embedTokens(fpModel, w));
   const N = fp.length;
   const stepsPerEpoch = Math.ceil(N / options.batchSize);
-  const totalSteps = options.epochs * stepsPerEpoch;
-  const scratch = new LinearScratch();
-
+  const s: ReconstructionState = {
+    config,
+    kernels: options.kernels,
+    options,
+    aq: options.activations,
+    fpModel,
+    layers,
+    packed: new Map<string, PackedWeight>(),
+    diagnostics: [],
+    blocks: [],
+    N,
+    stepsPerEpoch,
+    totalSteps: options.epochs * stepsPerEpoch,
+    scratch: new LinearScratch(),
+    fp,
+    quant: fp.map((x) => x.slice()),
+  };
   for (let l = 0; l < config.nLayers; l++) {
-    const started = performance.now();
-    // 1. Targets: the full-precision block on the full-precision stream.
-    const targets = fp.map((x) => {
-      const y = x.slice();
-      const T = x.length / dim;
-      layerForward(fpModel, l, y, T, createKvCache(config, T), kernels);
-      return y;
-    });
-    /** Runs the `quant` stream through block `l` of `weights` (the inference forward pass). */
-    const runQuant = (
-      weights: LlamaWeights,
-      each: (out: Float32Array, n: number) => void,
-      observe?: LinearObserver,
-    ) => {
-      const m = { config, weights: aq ? { ...weights, activations: aq } : weights };
-      quant.forEach((x, n) => {
-        const y = x.slice();
-        const T = x.length / dim;
-        layerForward(m, l, y, T, createKvCache(config, T), kernels, observe);
-        each(y, n);
-      });
-    };
-    const lossOf = (out: Float32Array, n: number) =>
-      squaredError(out, targets[n]!, 1 / out.length) / N;
-
-    // 2. Learn.
-    const lrn = learner(layers[l]!, l, kernels);
-    let initialLoss = 0;
-    runQuant(withBlock(layers, l, lrn.weights(0)), (out, n) => initialLoss += lossOf(out, n));
-    const grads = lrn.params.map((p) => new Float64Array(p.length));
-    const opt = new Adam(lrn.params, {
-      lr: options.lr,
-      steps: totalSteps,
-      ...(options.schedule ? { schedule: options.schedule } : {}),
-      ...(lrn.lrScale ? { lrScale: lrn.lrScale } : {}),
-    });
-    const dNorms = lrn.normGrads
-      ? { attn: new Float64Array(config.dim), mlp: new Float64Array(config.dim) }
-      : undefined;
-    const rng = new SeededRng(options.seed * 7919 + l);
-    const epochLosses: number[] = [];
-    let diverged: string | undefined;
-    let step = 0;
-    train: for (let e = 0; e < options.epochs; e++) {
-      const order = rng.permutation(N);
-      let epochSum = 0;
-      for (let b = 0; b < stepsPerEpoch; b++) {
-        const batch = order.slice(b * options.batchSize, (b + 1) * options.batchSize);
-        let w: BlockWeights;
-        try {
-          w = lrn.weights(e);
-        } catch (err) {
-          if (!(err instanceof BlockDivergedError)) throw err;
-          diverged = `${err.message} at step ${step} (epoch ${e})`;
-          lrn.reset();
-          break train;
-        }
-        const dW = zeroLinearGrads(w);
-        dNorms?.attn.fill(0);
-        dNorms?.mlp.fill(0);
-        let loss = 0;
-        for (const n of batch) {
-          const x = quant[n]!;
-          const T = x.length / dim;
-          const lossScale = 1 / (T * dim * batch.length);
-          loss += blockForwardBackward(
-            w,
-            config,
-            { x, target: targets[n]!, T, lossScale },
-            kernels,
-            dW,
-            scratch,
-            { ...(aq ? { aq } : {}), ...(dNorms ? { dNorms } : {}) },
-          );
-        }
-        if (options.injectNaN?.block === l && options.injectNaN.step === step) loss = NaN;
-        for (const g of grads) g.fill(0);
-        lrn.backward(dW, grads, dNorms);
-        if (!Number.isFinite(loss) || !allFinite(grads)) {
-          diverged = `non-finite ${Number.isFinite(loss) ? "gradient" : `loss (${loss})`} at ` +
-            `step ${step} (epoch ${e})`;
-          lrn.reset();
-          break train;
-        }
-        opt.update(grads);
-        epochSum += loss;
-        step++;
-      }
-      epochLosses.push(epochSum / stepsPerEpoch);
-    }
-
-    // 3.–4. Fold, replace the block, run the quantized stream through it.
-    const folded = lrn.fold();
-    const original = layers[l]!;
-    const mlp = original.mlp as DenseMlp;
-    layers[l] = {
-      ...original,
-      ...(lrn.foldNorms ? lrn.foldNorms() : {}),
-      q: folded.q.matrix,
-      k: folded.k.matrix,
-      v: folded.v.matrix,
-      o: folded.o.matrix,
-      mlp: { ...mlp, gate: folded.gate.matrix, up: folded.up.matrix, down: folded.down.matrix },
-    };
-    const num = new Map<LinearKind, number>(), den = new Map<LinearKind, number>();
-    const deltas = new Map<LinearKind, Matrix>();
-    for (const kind of LINEAR_KINDS) {
-      const w0 = linearOf(original, kind);
-      const d = new Float32Array(w0.data.length);
-      for (let i = 0; i < d.length; i++) d[i] = w0.data[i]! - folded[kind].matrix.data[i]!;
-      deltas.set(kind, { rows: w0.rows, cols: w0.cols, data: d });
-      num.set(kind, 0);
-      den.set(kind, 0);
-    }
-    // The inputs each folded linear sees, for `‖ΔW X‖² / ‖W X‖²`.
-    const observe: LinearObserver = (kind, input, T) => {
-      if (kind === "router") return; // dense blocks only (MoE is refused above)
-      const w0 = linearOf(original, kind);
-      const y = new Float32Array(T * w0.rows);
-      kernels.matmul(input, T, deltas.get(kind)!, y);
-      num.set(kind, num.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
-      kernels.matmul(input, T, w0, y);
-      den.set(kind, den.get(kind)! + squaredError(y, new Float32Array(y.length), 1));
-    };
-    let finalLoss = 0;
-    const next: Float32Array[] = [];
-    runQuant({ ...model.weights, layers }, (out, n) => {
-      finalLoss += lossOf(out, n);
-      next.push(out);
-    }, observe);
-    quant = next;
-    for (const kind of LINEAR_KINDS) releaseMatrix(kernels, deltas.get(kind)!);
-    fp = targets;
-    for (const kind of LINEAR_KINDS) {
-      const name = `layers.${l}.${kind}`;
-      const f = folded[kind];
-      if (f.packed) packed.set(name, f.packed);
-      const d = den.get(kind)!;
-      diagnostics.push({
-        name,
-        layer: l,
-        kind,
-        relError: d > 0 ? num.get(kind)! / d : 0,
-        ...(kind === "q"
-          ? {
-            stats: {
-              reconLossInitial: initialLoss,
-              reconLossFinal: finalLoss,
-              steps: step,
-              diverged: diverged ? 1 : 0,
-            },
-          }
-          : {}),
-      });
-    }
-    blocks.push({
-      layer: l,
-      initialLoss,
-      epochLosses,
-      finalLoss,
-      steps: step,
-      ...(diverged ? { diverged } : {}),
-      seconds: (performance.now() - started) / 1000,
-    });
+    reconstructBlock(s, l, learner);
     options.onProgress?.(l + 1, config.nLayers);
   }
-  return { weights: { ...model.weights, layers }, packed, blocks, diagnostics };
+  return {
+    weights: { ...model.weights, layers },
+    packed: s.packed,
+    blocks: s.blocks,
+    diagnostics: s.diagnostics,
+  };
 }

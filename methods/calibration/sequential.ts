@@ -48,7 +48,9 @@ import {
 import type { ActSite } from "../../core/act_quantizer.ts";
 import { type LinearSite, linearSite } from "../../models/linears.ts";
 import {
+  type DenseMlp,
   expertMlps,
+  type ForwardModel,
   type LinearKind,
   type LlamaConfig,
   type LlamaLayer,
@@ -255,6 +257,327 @@ function withLinear(layer: LlamaLayer, kind: LinearKind, m: Matrix, expert?: num
   return { ...layer, mlp: { ...mlp, experts } };
 }
 
+/** The state the steps of {@linkcode quantizeSequential} share. */
+interface SequentialState {
+  readonly config: LlamaConfig;
+  readonly kernels: Kernels;
+  readonly quantizeLinear: LinearQuantizer;
+  /** Carries `onProgress`. */
+  readonly options: SequentialOptions;
+  /** The blocks as quantized so far (the same array as `work.weights.layers`). */
+  readonly layers: LlamaLayer[];
+  /** The model being quantized: `layers` with the original embedding, norm and head. */
+  readonly work: ForwardModel;
+  readonly packed: Map<string, PackedWeight>;
+  readonly diagnostics: LinearDiagnostic[];
+  /** Calibration windows. */
+  readonly sequences: number;
+  /** The hidden states of every window at the current block's input (updated in place). */
+  readonly xs: Float32Array[];
+  /** Passes over the calibration set in all, and done so far. */
+  readonly total: number;
+  passes: number;
+}
+
+/** Reports one more pass over the calibration set. */
+function progress(s: SequentialState): void {
+  s.options.onProgress?.(++s.passes, s.total);
+}
+
+/** Runs one window through block `l` of the model as quantized so far (in place). */
+function runBlock(
+  s: SequentialState,
+  l: number,
+  x: Float32Array,
+  T: number,
+  observe?: LinearObserver,
+): void {
+  const cache = createKvCache(s.config, T);
+  layerForward(s.work, l, x, T, cache, s.kernels, observe);
+}
+
+/** Collects the Gram matrices of `stage` with `fill`, then quantizes the stage's linears. */
+function runStage(
+  s: SequentialState,
+  l: number,
+  stage: readonly LinearKind[],
+  fill: (accs: Map<ActSite, Accumulator>) => void,
+): void {
+  const present = stage.filter((kind) => linearOf(s.layers[l]!, kind) !== undefined);
+  const accs = new Map<ActSite, Accumulator>();
+  for (const kind of present) {
+    const g = inputGroup(kind);
+    if (accs.has(g)) continue;
+    accs.set(g, newAccumulator(linearOf(s.layers[l]!, kind)!.cols));
+  }
+  fill(accs);
+  progress(s);
+  for (const acc of accs.values()) releaseScratch(acc);
+  for (const kind of present) quantizeOne(s, l, kind, accs.get(inputGroup(kind))!);
+  for (const acc of accs.values()) noteMaterialized(acc.gram.byteLength);
+}
+
+/** Throws an error naming the linear when its Gram matrix holds NaN or ±Infinity. */
+function checkFiniteGram(name: string, l: number, gram: Float64Array): void {
+  for (let i = 0; i < gram.length; i++) {
+    if (!Number.isFinite(gram[i]!)) {
+      throw new RangeError(
+        `${name}: the calibration inputs hold NaN or ±Infinity (from block ${l}'s inputs)`,
+      );
+    }
+  }
+}
+
+/** Calls the method's quantizer, prefixing its errors (but unsupported configs) with `name`. */
+function callQuantizer(
+  s: SequentialState,
+  site: LinearSite,
+  matrix: Matrix,
+  acc: Accumulator,
+): LinearOutcome {
+  const { quantizeLinear } = s;
+  try {
+    return quantizeLinear({
+      site,
+      matrix,
+      gram: acc.gram,
+      tokens: acc.tokens,
+      sequences: s.sequences,
+      absMax: acc.absMax,
+    });
+  } catch (e) {
+    if (e instanceof Error && !(e instanceof UnsupportedConfigError)) {
+      e.message = `${site.name}: ${e.message}`;
+    }
+    throw e;
+  }
+}
+
+/** Quantizes one linear on its accumulated inputs, replaces it and records its diagnostic. */
+function quantizeOne(
+  s: SequentialState,
+  l: number,
+  kind: LinearKind,
+  acc: Accumulator,
+  expert?: number,
+  extra: { tokens?: number; fallback?: boolean } = {},
+): void {
+  const { layers } = s;
+  const mlp = layers[l]!.mlp;
+  const site = linearSite(l, kind, expert, mlp.kind === "moe" ? mlp.experts.length : undefined);
+  const name = site.name;
+  checkFiniteGram(name, l, acc.gram);
+  const matrix = linearOf(layers[l]!, kind, expert)!;
+  const out = callQuantizer(s, site, matrix, acc);
+  if (out.matrix.rows !== matrix.rows || out.matrix.cols !== matrix.cols) {
+    throw new RangeError(
+      `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
+    );
+  }
+  layers[l] = withLinear(layers[l]!, kind, compact(matrix, out), expert);
+  if (out.packed) s.packed.set(name, out.packed);
+  s.diagnostics.push({
+    name,
+    layer: l,
+    kind,
+    ...(expert !== undefined ? { expert, tokens: extra.tokens ?? acc.tokens } : {}),
+    ...(extra.fallback ? { fallback: true } : {}),
+    relError: relativeReconstructionError(matrix, out.matrix, acc.gram, s.kernels),
+    ...(out.stats ? { stats: out.stats } : {}),
+  });
+}
+
+/**
+ * A dense block without `trueSequential`, in one stage: every input from the full-precision
+ * block, then one pass through the quantized block.
+ */
+function oneStageBlock(s: SequentialState, l: number): void {
+  const { dim } = s.config;
+  runStage(s, l, ONE_STAGE[0]!, (accs) => {
+    const observer: LinearObserver = (kind, x, T) => {
+      const acc = kind === "router" ? undefined : accs.get(inputGroup(kind));
+      if (acc && (kind === "q" || kind === "o" || kind === "up" || kind === "down")) {
+        accumulate(acc, x, T, s.kernels);
+      }
+      return kind === "down"; // the rest of the block is not needed
+    };
+    for (const x of s.xs) runBlock(s, l, x.slice(), x.length / dim, observer);
+  });
+  for (const x of s.xs) runBlock(s, l, x, x.length / dim);
+  progress(s);
+}
+
+/** The {q, k, v} and {o} stages of block `l`; returns every window's attention output. */
+function attentionStages(s: SequentialState, l: number): Float32Array[] {
+  const { config, kernels, work, xs } = s;
+  const { dim } = config;
+  const qDim = config.nHeads * config.headDim;
+  const atts: Float32Array[] = [];
+  runStage(s, l, ["q", "k", "v"], (accs) => {
+    for (const x of xs) {
+      const T = x.length / dim;
+      accumulate(accs.get("qkv")!, attnInput(work, l, x, T, kernels), T, kernels);
+    }
+  });
+  runStage(s, l, ["o"], (accs) => {
+    for (const x of xs) {
+      const T = x.length / dim;
+      const xn = attnInput(work, l, x, T, kernels);
+      const att = new Float32Array(T * qDim);
+      selfAttention(work, l, xn, T, createKvCache(config, T), kernels, att);
+      accumulate(accs.get("o")!, att, T, kernels);
+      atts.push(att);
+    }
+  });
+  return atts;
+}
+
+/**
+ * The dense MLP of block `l` in stages {gate, up} → {down} given the attention outputs (emptied
+ * on the way), then the block outputs into `xs`.
+ */
+function denseMlpStages(s: SequentialState, l: number, atts: Float32Array[]): void {
+  const { kernels, work, xs } = s;
+  const { dim } = s.config;
+  const hs: Float32Array[] = [];
+  runStage(s, l, ["gate", "up"], (accs) => {
+    xs.forEach((x, w) => {
+      const T = x.length / dim;
+      const h = attnResidual(work, l, atts[w]!, x, T, kernels);
+      accumulate(accs.get("gateup")!, mlpInput(work, l, h, T, kernels), T, kernels);
+      hs.push(h);
+    });
+  });
+  atts.length = 0;
+  runStage(s, l, ["down"], (accs) => {
+    for (const h of hs) {
+      const T = h.length / dim;
+      mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, new Float32Array(0), (
+        k,
+        g,
+      ) => {
+        if (k === "down") accumulate(accs.get("down")!, g, T, kernels);
+        return k === "down";
+      });
+    }
+  });
+  hs.forEach((h, w) => {
+    const T = h.length / dim;
+    const out = new Float32Array(h.length);
+    mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, out);
+    mlpResidual(work, l, out, h, T, kernels, xs[w]!);
+  });
+  hs.length = 0;
+  progress(s);
+}
+
+/** The routed experts, then the shared expert (every token) if the block has one. */
+function expertsOf(s: SequentialState, l: number): readonly DenseMlp[] {
+  return expertMlps(s.layers[l]!.mlp as MoeMlp);
+}
+
+/**
+ * Accumulates every expert's gate/up inputs over its routed tokens, and the router's input over
+ * every token (the fallback), on the MoE block's MLP inputs `hns`.
+ */
+function moeGateUpInputs(
+  s: SequentialState,
+  l: number,
+  hns: readonly Float32Array[],
+  E: number,
+): { all: Accumulator; gu: Accumulator[] } {
+  const { dim } = s.config;
+  const all = newAccumulator(dim);
+  const gu = Array.from({ length: E }, () => newAccumulator(dim));
+  for (const hn of hns) {
+    const T = hn.length / dim;
+    mlpForward(s.work, l, hn, T, s.kernels, new Float32Array(T * dim), (kind, x, n, e) => {
+      if (kind === "router") accumulate(all, x, n, s.kernels);
+      else if (kind === "gate" && e !== undefined) accumulate(gu[e]!, x, n, s.kernels);
+    });
+  }
+  return { all, gu };
+}
+
+/**
+ * Accumulates every expert's down inputs: the hidden activations of its routed tokens, or of every
+ * token of the block for an expert that got none (`routed[e] === 0`).
+ */
+function moeDownInputs(
+  s: SequentialState,
+  l: number,
+  hns: readonly Float32Array[],
+  routed: readonly number[],
+): Accumulator[] {
+  const { config, kernels } = s;
+  const { dim } = config;
+  const E = routed.length;
+  const dn = Array.from({ length: E }, (_, e) => newAccumulator(expertsOf(s, l)[e]!.down.cols));
+  for (const hn of hns) {
+    const T = hn.length / dim;
+    mlpForward(s.work, l, hn, T, kernels, new Float32Array(T * dim), (kind, x, n, e) => {
+      if (kind === "down" && e !== undefined) accumulate(dn[e]!, x, n, kernels);
+    });
+  }
+  for (let e = 0; e < E; e++) {
+    if (routed[e] !== 0) continue;
+    // Fallback: the expert's hidden activations on every token of the block.
+    const expert = expertsOf(s, l)[e]!;
+    for (const hn of hns) {
+      const T = hn.length / dim;
+      denseMlp(
+        expert,
+        hn,
+        T,
+        kernels,
+        new Float32Array(T * dim),
+        (kind, g, n) => {
+          if (kind === "down") accumulate(dn[e]!, g, n, kernels);
+          return kind === "down";
+        },
+        undefined,
+        true,
+        config,
+      );
+    }
+  }
+  return dn;
+}
+
+/** The MoE half of block `l` given the attention outputs (see the module documentation). */
+function moeStages(s: SequentialState, l: number, atts: Float32Array[]): void {
+  const { kernels, work, xs } = s;
+  const { dim } = s.config;
+  const E = expertsOf(s, l).length;
+  const hs = xs.map((x, w) => attnResidual(work, l, atts[w]!, x, x.length / dim, kernels));
+  atts.length = 0;
+  const hns = hs.map((h) => mlpInput(work, l, h, h.length / dim, kernels));
+  // Stage: every expert's gate and up, on its routed tokens.
+  const { all, gu } = moeGateUpInputs(s, l, hns, E);
+  progress(s);
+  const routed = gu.map((a) => a.tokens);
+  for (let e = 0; e < E; e++) {
+    const fallback = routed[e] === 0;
+    for (const kind of ["gate", "up"] as const) {
+      quantizeOne(s, l, kind, fallback ? all : gu[e]!, e, { tokens: routed[e]!, fallback });
+    }
+  }
+  // Stage: every expert's down, on the hidden activations of its routed tokens.
+  const dn = moeDownInputs(s, l, hns, routed);
+  progress(s);
+  for (let e = 0; e < E; e++) {
+    quantizeOne(s, l, "down", dn[e]!, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
+  }
+  // The quantized block's outputs feed the next block.
+  hs.forEach((h, w) => {
+    const T = h.length / dim;
+    const out = new Float32Array(T * dim);
+    mlpForward(work, l, hns[w]!, T, kernels, out);
+    mlpResidual(work, l, out, h, T, kernels, xs[w]!);
+  });
+  progress(s);
+}
+
 /**
  * Quantizes every linear of a dense Llama model block by block on calibration windows (see the
  * module documentation). Throws `UnsupportedConfigError` for MoE models and an error naming the
@@ -272,117 +595,31 @@ export function quantizeSequential(
   options: SequentialOptions,
 ): SequentialResult {
   const { config } = model;
-  const kernels = options.kernels;
   const trueSequential = options.trueSequential !== false;
   const stages = trueSequential ? TRUE_SEQUENTIAL_STAGES : ONE_STAGE;
   const layers = [...model.weights.layers];
   const work = { config, weights: { ...model.weights, layers } };
-  const packed = new Map<string, PackedWeight>();
-  const diagnostics: LinearDiagnostic[] = [];
-  const sequences = calib.windows.length;
-  const xs = calib.windows.map((w) => embedTokens(work, w));
-  const total = model.weights.layers.reduce(
-    (n, layer) => n + (layer.mlp.kind === "moe" ? 5 : stages.length + 1),
-    0,
-  );
-  let passes = 0;
-
-  const runBlock = (l: number, x: Float32Array, T: number, observe?: LinearObserver) => {
-    const cache = createKvCache(config, T);
-    layerForward(work, l, x, T, cache, kernels, observe);
+  const s: SequentialState = {
+    config,
+    kernels: options.kernels,
+    quantizeLinear,
+    options,
+    layers,
+    work,
+    packed: new Map<string, PackedWeight>(),
+    diagnostics: [],
+    sequences: calib.windows.length,
+    xs: calib.windows.map((w) => embedTokens(work, w)),
+    total: model.weights.layers.reduce(
+      (n, layer) => n + (layer.mlp.kind === "moe" ? 5 : stages.length + 1),
+      0,
+    ),
+    passes: 0,
   };
-
-  /** Collects the Gram matrices of `stage` with `fill`, then quantizes the stage's linears. */
-  const runStage = (
-    l: number,
-    stage: readonly LinearKind[],
-    fill: (accs: Map<ActSite, Accumulator>) => void,
-  ) => {
-    const present = stage.filter((kind) => linearOf(layers[l]!, kind) !== undefined);
-    const accs = new Map<ActSite, Accumulator>();
-    for (const kind of present) {
-      const g = inputGroup(kind);
-      if (accs.has(g)) continue;
-      accs.set(g, newAccumulator(linearOf(layers[l]!, kind)!.cols));
-    }
-    fill(accs);
-    options.onProgress?.(++passes, total);
-    for (const acc of accs.values()) releaseScratch(acc);
-    for (const kind of present) quantizeOne(l, kind, accs.get(inputGroup(kind))!);
-    for (const acc of accs.values()) noteMaterialized(acc.gram.byteLength);
-  };
-
-  const quantizeOne = (
-    l: number,
-    kind: LinearKind,
-    acc: Accumulator,
-    expert?: number,
-    extra: { tokens?: number; fallback?: boolean } = {},
-  ) => {
-    const mlp = layers[l]!.mlp;
-    const site = linearSite(l, kind, expert, mlp.kind === "moe" ? mlp.experts.length : undefined);
-    const name = site.name;
-    for (let i = 0; i < acc.gram.length; i++) {
-      if (!Number.isFinite(acc.gram[i]!)) {
-        throw new RangeError(
-          `${name}: the calibration inputs hold NaN or ±Infinity (from block ${l}'s inputs)`,
-        );
-      }
-    }
-    const matrix = linearOf(layers[l]!, kind, expert)!;
-    let out: LinearOutcome;
-    try {
-      out = quantizeLinear({
-        site,
-        matrix,
-        gram: acc.gram,
-        tokens: acc.tokens,
-        sequences,
-        absMax: acc.absMax,
-      });
-    } catch (e) {
-      if (e instanceof Error && !(e instanceof UnsupportedConfigError)) {
-        e.message = `${name}: ${e.message}`;
-      }
-      throw e;
-    }
-    if (out.matrix.rows !== matrix.rows || out.matrix.cols !== matrix.cols) {
-      throw new RangeError(
-        `${name}: the quantizer returned ${out.matrix.rows}×${out.matrix.cols}, expected ${matrix.rows}×${matrix.cols}`,
-      );
-    }
-    layers[l] = withLinear(layers[l]!, kind, compact(matrix, out), expert);
-    if (out.packed) packed.set(name, out.packed);
-    diagnostics.push({
-      name,
-      layer: l,
-      kind,
-      ...(expert !== undefined ? { expert, tokens: extra.tokens ?? acc.tokens } : {}),
-      ...(extra.fallback ? { fallback: true } : {}),
-      relError: relativeReconstructionError(matrix, out.matrix, acc.gram, kernels),
-      ...(out.stats ? { stats: out.stats } : {}),
-    });
-  };
-
-  const { dim } = config;
-  const qDim = config.nHeads * config.headDim;
   for (let l = 0; l < config.nLayers; l++) {
     const isMoe = layers[l]!.mlp.kind === "moe";
     if (!trueSequential && !isMoe) {
-      // One stage: every input from the full-precision block, then one pass through the
-      // quantized block.
-      runStage(l, ONE_STAGE[0]!, (accs) => {
-        const observer: LinearObserver = (kind, x, T) => {
-          const acc = kind === "router" ? undefined : accs.get(inputGroup(kind));
-          if (acc && (kind === "q" || kind === "o" || kind === "up" || kind === "down")) {
-            accumulate(acc, x, T, kernels);
-          }
-          return kind === "down"; // the rest of the block is not needed
-        };
-        for (const x of xs) runBlock(l, x.slice(), x.length / dim, observer);
-      });
-      for (const x of xs) runBlock(l, x, x.length / dim);
-      options.onProgress?.(++passes, total);
+      oneStageBlock(s, l);
       continue;
     }
     // True-sequential. Each stage recomputes only what the previous stage's quantization changed:
@@ -390,129 +627,9 @@ export function quantizeSequential(
     // once, the MLP hidden activation (gate, up quantized) once, and the block output at the end.
     // The block's pieces are runners/forward.ts's own stages, so every architecture feature
     // (biases, norms of every kind, sandwich norms) is computed as in the forward pass.
-    const atts: Float32Array[] = [];
-    const hs: Float32Array[] = [];
-    runStage(l, ["q", "k", "v"], (accs) => {
-      for (const x of xs) {
-        const T = x.length / dim;
-        accumulate(accs.get("qkv")!, attnInput(work, l, x, T, kernels), T, kernels);
-      }
-    });
-    runStage(l, ["o"], (accs) => {
-      for (const x of xs) {
-        const T = x.length / dim;
-        const xn = attnInput(work, l, x, T, kernels);
-        const att = new Float32Array(T * qDim);
-        selfAttention(work, l, xn, T, createKvCache(config, T), kernels, att);
-        accumulate(accs.get("o")!, att, T, kernels);
-        atts.push(att);
-      }
-    });
-    if (isMoe) {
-      moeStages(l, atts);
-      continue;
-    }
-    runStage(l, ["gate", "up"], (accs) => {
-      xs.forEach((x, w) => {
-        const T = x.length / dim;
-        const h = attnResidual(work, l, atts[w]!, x, T, kernels);
-        accumulate(accs.get("gateup")!, mlpInput(work, l, h, T, kernels), T, kernels);
-        hs.push(h);
-      });
-    });
-    atts.length = 0;
-    runStage(l, ["down"], (accs) => {
-      for (const h of hs) {
-        const T = h.length / dim;
-        mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, new Float32Array(0), (
-          k,
-          g,
-        ) => {
-          if (k === "down") accumulate(accs.get("down")!, g, T, kernels);
-          return k === "down";
-        });
-      }
-    });
-    hs.forEach((h, w) => {
-      const T = h.length / dim;
-      const out = new Float32Array(h.length);
-      mlpForward(work, l, mlpInput(work, l, h, T, kernels), T, kernels, out);
-      mlpResidual(work, l, out, h, T, kernels, xs[w]!);
-    });
-    hs.length = 0;
-    options.onProgress?.(++passes, total);
+    const atts = attentionStages(s, l);
+    if (isMoe) moeStages(s, l, atts);
+    else denseMlpStages(s, l, atts);
   }
-  return { weights: work.weights, packed, diagnostics };
-
-  /** The MoE half of block `l` given the attention outputs (see the module documentation). */
-  function moeStages(l: number, atts: Float32Array[]): void {
-    const layer = () => layers[l]!;
-    // The routed experts, then the shared expert (every token) if the block has one.
-    const E = expertMlps(layer().mlp as MoeMlp).length;
-    const hidden = (e: number) => expertMlps(layer().mlp as MoeMlp)[e]!.down.cols;
-    const hs = xs.map((x, w) => attnResidual(work, l, atts[w]!, x, x.length / dim, kernels));
-    atts.length = 0;
-    const hns = hs.map((h) => mlpInput(work, l, h, h.length / dim, kernels));
-    const scratch = (T: number) => new Float32Array(T * dim);
-    // Stage: every expert's gate and up, on its routed tokens.
-    const all = newAccumulator(dim);
-    const gu = Array.from({ length: E }, () => newAccumulator(dim));
-    for (const hn of hns) {
-      const T = hn.length / dim;
-      mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
-        if (kind === "router") accumulate(all, x, n, kernels);
-        else if (kind === "gate" && e !== undefined) accumulate(gu[e]!, x, n, kernels);
-      });
-    }
-    options.onProgress?.(++passes, total);
-    const routed = gu.map((a) => a.tokens);
-    for (let e = 0; e < E; e++) {
-      const fallback = routed[e] === 0;
-      for (const kind of ["gate", "up"] as const) {
-        quantizeOne(l, kind, fallback ? all : gu[e]!, e, { tokens: routed[e]!, fallback });
-      }
-    }
-    // Stage: every expert's down, on the hidden activations of its routed tokens.
-    const dn = Array.from({ length: E }, (_, e) => newAccumulator(hidden(e)));
-    for (const hn of hns) {
-      const T = hn.length / dim;
-      mlpForward(work, l, hn, T, kernels, scratch(T), (kind, x, n, e) => {
-        if (kind === "down" && e !== undefined) accumulate(dn[e]!, x, n, kernels);
-      });
-    }
-    for (let e = 0; e < E; e++) {
-      if (routed[e] !== 0) continue;
-      // Fallback: the expert's hidden activations on every token of the block.
-      const expert = expertMlps(layer().mlp as MoeMlp)[e]!;
-      for (const hn of hns) {
-        const T = hn.length / dim;
-        denseMlp(
-          expert,
-          hn,
-          T,
-          kernels,
-          scratch(T),
-          (kind, g, n) => {
-            if (kind === "down") accumulate(dn[e]!, g, n, kernels);
-            return kind === "down";
-          },
-          undefined,
-          true,
-          config,
-        );
-      }
-    }
-    options.onProgress?.(++passes, total);
-    for (let e = 0; e < E; e++) {
-      quantizeOne(l, "down", dn[e]!, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
-    }
-    // The quantized block's outputs feed the next block.
-    hs.forEach((h, w) => {
-      const T = h.length / dim;
-      const out = scratch(T);
-      mlpForward(work, l, hns[w]!, T, kernels, out);
-      mlpResidual(work, l, out, h, T, kernels, xs[w]!);
-    });
-    options.onProgress?.(++passes, total);
-  }
+  return { weights: work.weights, packed: s.packed, diagnostics: s.diagnostics };
 }
