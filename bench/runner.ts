@@ -54,6 +54,7 @@ import {
   methodCalibration,
 } from "../methods/calibration/set.ts";
 import { type CalibrationTokens, tokenCalibrationSet } from "../methods/calibration/token_file.ts";
+import { cellUnsupported } from "../methods/support.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
 export type RunEvent =
@@ -575,7 +576,7 @@ async function computeCell(ctx: RunContext, index: number, cell: PlannedCell): P
   const cacheNote = ctx.recomputed.get(cell.cellId);
   const preNotes = cacheNote ? [cacheNote] : [];
   try {
-    checkSupported(cell);
+    checkSupported(cell, model.config);
     const { entry, quantizeMs } = await quantizedFor(ctx, index, cell, model);
     const result = await evaluateCell(ctx, index, cell, model, entry.model, reference);
     return okRow(ctx, cell, model, { result, entry, preNotes, t0, quantizeMs });
@@ -594,16 +595,13 @@ async function computeCell(ctx: RunContext, index: number, cell: PlannedCell): P
   }
 }
 
-/** Throws an `UnsupportedConfigError` when the method does not support the cell's bits. */
-function checkSupported(cell: PlannedCell): void {
-  const q = cell.spec.quant;
-  if (!cell.method.wBits.includes(q.wBits) || !cell.method.aBits.includes(q.aBits)) {
-    throw new UnsupportedConfigError(
-      `${cell.method.id} supports W${cell.method.wBits.join("/")} A${
-        cell.method.aBits.join("/")
-      }, not ${quantLabel(q)}`,
-    );
-  }
+/**
+ * Throws an `UnsupportedConfigError` when the method's declaration (bits, granularities, dense or
+ * MoE models) excludes the cell, before anything is quantized.
+ */
+function checkSupported(cell: PlannedCell, config: LoadedModel["config"]): void {
+  const why = cellUnsupported(cell.method, config, cell.spec.quant);
+  if (why) throw new UnsupportedConfigError(why);
 }
 
 /**

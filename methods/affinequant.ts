@@ -116,6 +116,8 @@ export const affinequant: Method = {
   aBits: [4, 5, 6, 7, 8, 16],
   relativeCost: 10,
   needsCalibration: true,
+  granularities: ["channel", "group"],
+  models: "dense",
   reference:
     "bytedance/AffineQuant (quantize/affinequant.py, models/transformation.py, models/int_llama_layer.py)",
   params: {

@@ -64,6 +64,7 @@ import {
   type QuantConfig,
   summarizeDiagnostics,
 } from "./types.ts";
+import { requireCalibration } from "./support.ts";
 
 type Params = Readonly<Record<string, number | boolean | string>>;
 
@@ -78,6 +79,8 @@ export const awq: Method = {
   aBits: [16],
   relativeCost: 5,
   needsCalibration: true,
+  granularities: ["group", "channel"],
+  models: "dense",
   calibration: { recipe: PILEVAL_AWQ, seqLen: 512, seed: 42 },
   rangeIncludesZero: () => false,
   reference: "mit-han-lab/llm-awq (pre_quant.py run_awq, auto_scale.py, auto_clip.py, " +
@@ -165,8 +168,7 @@ function run(
     );
   }
   const spec = awqSpec(q);
-  const calib = ctx.calibration;
-  if (!calib) throw new TypeError("awq needs a calibration set (MethodContext.calibration)");
+  const calib = requireCalibration(ctx, "awq");
   const opts: AwqOptions = {
     spec,
     rule: { duoScaling: params.duoScaling as boolean, grid: params.grid as number },

@@ -62,6 +62,7 @@ export function chainMethods(first: Method, second: Method): Method {
     wBits: second.wBits.filter((b) => first.wBits.includes(b)),
     aBits: first.aBits,
     needsCalibration: first.needsCalibration || second.needsCalibration,
+    ...chainedSupport(first, second),
     // The first method's reference calibration (AWQ's recipe) feeds both.
     ...(first.calibration || second.calibration
       ? { calibration: { ...second.calibration, ...first.calibration } }
@@ -110,4 +111,13 @@ export async function quantizeTransformed(
     weights: { ...qm.weights, activations },
     notes: [...t.notes, ...qm.notes, `weights: ${second.id}`],
   };
+}
+
+/** A chain runs what both steps run: the granularities they share, and either one's model kind. */
+function chainedSupport(first: Method, second: Method): Pick<Method, "granularities" | "models"> {
+  const g = first.granularities && second.granularities
+    ? first.granularities.filter((x) => second.granularities!.includes(x))
+    : first.granularities ?? second.granularities;
+  const models = first.models ?? second.models;
+  return { ...(g ? { granularities: g } : {}), ...(models ? { models } : {}) };
 }

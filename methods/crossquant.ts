@@ -30,6 +30,7 @@ import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import type { Method, TransformedModel } from "./types.ts";
+import { requireCalibration } from "./support.ts";
 
 /** The CrossQuant method. */
 export const crossquant: Method = {
@@ -85,8 +86,7 @@ export const crossquant: Method = {
         });
         return;
       }
-      const calib = ctx.calibration;
-      if (!calib) throw new TypeError("crossquant static needs a calibration set");
+      const calib = requireCalibration(ctx, "crossquant static");
       const stats = collectActivationStats(model, calib.windows, ctx.kernels);
       const pow = (c: Float32Array) => c.map((v) => Math.pow(Math.max(v, 1e-5), 1 - alpha));
       const folds: LayerSmoothing[] = [];

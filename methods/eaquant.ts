@@ -58,6 +58,7 @@ import {
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import { columnAbsMax, smoothingFactors } from "./smoothquant.ts";
 import type { Method, QuantizedModel } from "./types.ts";
+import { requireCalibration } from "./support.ts";
 
 /** Clipping grid of the code's searches: r from 0.35 to 1 in 101 steps. */
 export const CLIP_GRID = Array.from({ length: 101 }, (_, i) => 0.35 + (0.65 * i) / 100);
@@ -210,6 +211,7 @@ export const eaquant: Method = {
   aBits: [2, 3, 4, 5, 6, 7, 8, 16],
   relativeCost: 1.5,
   needsCalibration: true,
+  models: "moe",
   reference: "darren-fzq1/EAQuant (eaquant.py, smooth.py, quantizer.py); arXiv 2506.13329",
   params: {
     smooth: { type: "boolean", default: true, doc: "Expert-aware smoothing aggregation" },
@@ -258,10 +260,7 @@ export const eaquant: Method = {
     new Promise<QuantizedModel>((resolve) => {
       const moeConfig = model.config.moe;
       if (!moeConfig) throw new UnsupportedConfigError("eaquant is for Mixture-of-Experts models");
-      const calib = ctx.calibration;
-      if (!calib) {
-        throw new TypeError("eaquant needs a calibration set (MethodContext.calibration)");
-      }
+      const calib = requireCalibration(ctx, "eaquant");
       const { topK: k, nExperts: E } = moeConfig;
       const seqLen = calib.windows[0]!.length;
       const cap = params.balance

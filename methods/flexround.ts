@@ -60,6 +60,8 @@ export const flexround: Method = {
   aBits: [4, 5, 6, 7, 8, 16],
   relativeCost: 4,
   needsCalibration: true,
+  granularities: ["channel", "group"],
+  models: "dense",
   reference:
     "onliwad101/FlexRound_LRQ (quant/UniformAffineQuantizer.py mode=flexround, quant/REM_fast.py)",
   params: {

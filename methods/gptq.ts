@@ -38,6 +38,7 @@ import {
   type QuantizedModel,
   summarizeDiagnostics,
 } from "./types.ts";
+import { requireCalibration } from "./support.ts";
 
 /** The GPTQ method. */
 export const gptq: Method = {
@@ -50,6 +51,7 @@ export const gptq: Method = {
   aBits: [2, 3, 4, 5, 6, 7, 8, 16],
   relativeCost: 3.5,
   needsCalibration: true,
+  granularities: ["channel", "group"],
   reference: "IST-DASLab/gptq (gptq.py GPTQ.fasterquant, llama.py llama_sequential)",
   params: {
     percdamp: {
@@ -111,8 +113,7 @@ function quantizeGptq(
       "gptq quantizes per output channel or per group, not per tensor",
     );
   }
-  const calib = ctx.calibration;
-  if (!calib) throw new TypeError("gptq needs a calibration set (MethodContext.calibration)");
+  const calib = requireCalibration(ctx, "gptq");
   const notes: string[] = [
     "windows start with BOS; float64 arithmetic; ×10 damping retries",
   ];

@@ -14,6 +14,7 @@ import {
 } from "../core/act_quantizer.ts";
 import type { CalibrationSet } from "./calibration/set.ts";
 import type { MethodContext, QuantConfig } from "./types.ts";
+import { requireCalibration } from "./support.ts";
 
 /** The checked common inputs of a reconstruction method. */
 export interface ReconstructionSetup {
@@ -46,8 +47,7 @@ export function reconstructionSetup(
       `${id} quantizes weights per output channel or per group, not per tensor`,
     );
   }
-  const calib = ctx.calibration;
-  if (!calib) throw new TypeError(`${id} needs a calibration set (MethodContext.calibration)`);
+  const calib = requireCalibration(ctx, id);
   if (q.aBits >= 16) return { epochs, batchSize, calib };
   const act = { bits: q.aBits, kernel: "uniform" as const, options: q.act ?? DEFAULT_ACT_OPTIONS };
   validateActQuant(act.bits, act.options);

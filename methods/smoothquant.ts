@@ -31,6 +31,7 @@ import { quantizeTransformed } from "./chain.ts";
 import { rtn } from "./rtn.ts";
 import { foldSmoothing, type LayerSmoothing } from "./smoothing.ts";
 import type { Method, TransformedModel } from "./types.ts";
+import { requireCalibration } from "./support.ts";
 
 /** Floor of SmoothQuant's weight maxima and smoothing factors (`clamp(min=1e-5)`). */
 export const SMOOTH_FLOOR = 1e-5;
@@ -104,10 +105,7 @@ export const smoothquant: Method = {
   modelDefaults: (modelId) => ({ alpha: smoothQuantAlpha(modelId) }),
   transform(model, _q, params, ctx) {
     return new Promise<TransformedModel>((resolve) => {
-      const calib = ctx.calibration;
-      if (!calib) {
-        throw new TypeError("smoothquant needs a calibration set (MethodContext.calibration)");
-      }
+      const calib = requireCalibration(ctx, "smoothquant");
       const alpha = params.alpha as number;
       const stats = collectActivationStats(model, calib.windows, ctx.kernels);
       const layers = model.weights.layers.map((layer, l): LayerSmoothing => {

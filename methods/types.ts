@@ -180,6 +180,10 @@ export interface Method {
   /** Activation bit-widths the method supports (16 = unquantized). */
   readonly aBits: readonly number[];
   readonly needsCalibration: boolean;
+  /** Weight-quantizer granularities the method handles (absent: all three). */
+  readonly granularities?: readonly Granularity[];
+  /** The models it quantizes: dense ones only, Mixture-of-Experts ones only (absent: both). */
+  readonly models?: "dense" | "moe";
   /**
    * Calibration settings of the method's own reference, over the suite's defaults
    * (`DEFAULT_CALIBRATION`): AWQ's `pileval-awq` recipe with 512-token blocks and seed 42. A
