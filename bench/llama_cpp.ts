@@ -1,6 +1,6 @@
 /**
  * Perplexity speed beside llama.cpp on the same weights, in the same run: the model is written
- * as an F32 GGUF (`export/gguf.ts`), and one window of `--context` tokens is scored alternately by
+ * as an F32 GGUF (`models/formats/gguf.ts`), and one window of `--context` tokens is scored alternately by
  * lowbit (the perplexity task's path: final hidden states by the whole-window WASM forward, then
  * classifier and log-softmax in row chunks, `--threads` kernel threads) and by llama.cpp
  * (node-llama-cpp's prebuilt CPU build in a Node process, `--threads` threads, every position's
@@ -27,7 +27,7 @@ import { loadModel } from "../models/load.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { scoreWindowChunked, windowHidden } from "../runners/window_score.ts";
 import { SeededRng } from "../core/rng.ts";
-import { ggufUnsupported, llamaGguf, writeGguf } from "../export/gguf.ts";
+import { ggufUnsupported, llamaGguf, writeGguf } from "../models/formats/gguf.ts";
 
 /** One llama.cpp timing from `llama_cpp_eval.mjs`. */
 interface LlamaCppRun {

@@ -55,6 +55,7 @@ import {
 } from "../methods/calibration/set.ts";
 import { type CalibrationTokens, tokenCalibrationSet } from "../methods/calibration/token_file.ts";
 import { cellUnsupported } from "../methods/support.ts";
+import { ModelRunner } from "../runners/model_runner.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
 export type RunEvent =
@@ -676,10 +677,12 @@ async function evaluateCell(
       reference,
       ...(cell.spec.limit !== undefined ? { limit: cell.spec.limit } : {}),
       ...(cell.spec.context !== undefined ? { context: cell.spec.context } : {}),
-      // Worker threads get copies of the weights: models streamed from their files stay
-      // in this thread (their kernels may still use threads).
-      ...(pool && !streamed(model.weights) ? { pool } : {}),
-      ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
+      // Where the model runs: worker threads get copies of the weights, so models streamed
+      // from their files stay in this thread (their kernels may still use threads).
+      runner: new ModelRunner(kernels, {
+        ...(pool && !streamed(model.weights) ? { pool } : {}),
+        ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
+      }),
       onProgress: (d, total) =>
         options.onEvent?.({
           type: "cell-progress",

@@ -32,7 +32,7 @@
  */
 
 import { RunningStats } from "../core/stats.ts";
-import { scoreWindowChunked, windowHidden, type WindowScore } from "../runners/window_score.ts";
+import type { WindowScore } from "../runners/window_score.ts";
 import { readTextDataset, TEXT_DATASETS } from "./corpora/text.ts";
 import { encodingRecord } from "./encoding.ts";
 import { encodeCached } from "./corpora/token_cache.ts";
@@ -40,7 +40,7 @@ import {
   DEFAULT_MAX_CONTEXT,
   type EvalModel,
   type Metric,
-  type ReferenceModel,
+  runnerOf,
   type Task,
   type TaskContext,
   type TaskResult,
@@ -91,26 +91,7 @@ export function makeWindows(
   return windows;
 }
 
-/**
- * The reference model's final hidden states for a window (`T × dim` floats, not its `T × vocab`
- * log-probabilities), cached within the run's budget.
- */
-function referenceHidden(
-  ref: ReferenceModel,
-  key: string,
-  window: number[],
-  ctx: TaskContext,
-): Float32Array {
-  const hit = ref.cache.get(key);
-  if (hit) return hit;
-  const h = windowHidden(ref.model, window, ctx.kernels);
-  let used = 0;
-  for (const v of ref.cache.values()) used += v.byteLength;
-  if (used + h.byteLength <= ref.cacheBudgetBytes) ref.cache.set(key, h);
-  return h;
-}
-
-/** Runs the protocol above on `text` (in worker threads when `ctx.pool` is given). */
+/** Runs the protocol above on `text`, windows placed by the context's model runner. */
 export async function evaluatePerplexity(
   model: EvalModel,
   text: string,
@@ -131,8 +112,12 @@ export async function evaluatePerplexity(
       `${dataset.id}: ${stream.length} tokens do not fill one window of ${context - 1} tokens`,
     );
   }
-  const keyOf = (w: number) => `ppl-hidden:${dataset.sha256}:${context}:${w}`;
-  const { scores, ref, onGpu } = await scoreWindows(model, windows, ctx, keyOf);
+  let done = 0;
+  const { scores, compared, windowsOn } = await runnerOf(ctx).scoreWindows(model, windows, {
+    ...(ctx.reference ? { reference: ctx.reference } : {}),
+    keyOf: (w) => `ppl-hidden:${dataset.sha256}:${context}:${w}`,
+    onWindow: () => ctx.onProgress?.(++done, windows.length),
+  });
   scores.forEach((s, w) => {
     if (!Number.isFinite(s.sumNll) || !Number.isFinite(s.sumKl)) {
       throw new RangeError(
@@ -141,13 +126,13 @@ export async function evaluatePerplexity(
       );
     }
   });
-  const { metrics, units, tokens, tokenStd } = perplexityMetrics(scores, ref !== undefined);
+  const { metrics, units, tokens, tokenStd } = perplexityMetrics(scores, compared);
   return {
     metrics,
     dataset,
     // Each window's mean NLL (and, against the reference, KL and agreement): what a paired
     // comparison of two runs needs.
-    units: ref ? units : { nll: units.nll },
+    units: compared ? units : { nll: units.nll },
     protocol: {
       name: "non-overlapping-bos-windows",
       context,
@@ -160,65 +145,10 @@ export async function evaluatePerplexity(
       limit: ctx.limit ?? null,
       tokenStderrNll: tokenStd / Math.sqrt(tokens),
       stderrOver: "windows",
-      klReference: ref ? "fp" : "self",
-      ...(onGpu ? { windowsOn: ctx.windowScorer!.id } : {}),
+      klReference: compared ? "fp" : "self",
+      ...(windowsOn ? { windowsOn } : {}),
     },
   };
-}
-
-/**
- * Scores every window where the context places it: the GPU window scorer when it runs both
- * models, else the worker pool, else these kernels. A reference whose weights are the model's own
- * (the full-precision cell) is not compared against (KL 0, agreement 1, as without one), but its
- * cache is filled for the later cells; `ref` is the reference compared against, if any.
- */
-async function scoreWindows(
-  model: EvalModel,
-  windows: readonly number[][],
-  ctx: TaskContext,
-  keyOf: (w: number) => string,
-): Promise<{ scores: WindowScore[]; ref?: ReferenceModel; onGpu: boolean }> {
-  const own = ctx.reference !== undefined && ctx.reference.model.weights === model.weights
-    ? ctx.reference
-    : undefined;
-  const ref = own ? undefined : ctx.reference;
-  let done = 0;
-  const progress = () => ctx.onProgress?.(++done, windows.length);
-  const gpu = ctx.windowScorer;
-  const onGpu = gpu !== undefined && gpu.unsupported(model) === undefined &&
-    (!ref || gpu.unsupported(ref.model) === undefined);
-  if (onGpu) {
-    const scores: WindowScore[] = [];
-    for (const [w, window] of windows.entries()) {
-      scores.push(
-        await gpu.score(model, window, ref ? { model: ref.model, cacheKey: keyOf(w) } : undefined),
-      );
-      progress();
-    }
-    return { scores, ref, onGpu };
-  }
-  if (ctx.pool) {
-    const pool = ctx.pool;
-    pool.use(model, ref?.model);
-    const scores = await Promise.all(windows.map(async (window, w) => {
-      const s = await pool.scoreWindow(w, window, ref ? keyOf(w) : undefined);
-      progress();
-      return s;
-    }));
-    return { scores, ref, onGpu };
-  }
-  const scores = windows.map((window, w) => {
-    const hidden = own
-      ? referenceHidden(own, keyOf(w), window, ctx)
-      : windowHidden(model, window, ctx.kernels);
-    const reference = ref
-      ? { model: ref.model, hidden: referenceHidden(ref, keyOf(w), window, ctx) }
-      : undefined;
-    const s = scoreWindowChunked(model, hidden, window, ctx.kernels, reference);
-    progress();
-    return s;
-  });
-  return { scores, ref, onGpu };
 }
 
 /**

@@ -10,6 +10,7 @@ import type { Kernels } from "../kernels/types.ts";
 export type { DatasetInfo };
 import type { EvalPool } from "../runners/eval_pool.ts";
 import type { WindowScorer } from "../runners/types.ts";
+import { ModelRunner } from "../runners/model_runner.ts";
 import type { LlamaConfig, LlamaWeights, Tokenizer } from "../models/types.ts";
 
 /** Perplexity windows are at most this long unless a context is asked for (GPTQ's 2048). */
@@ -75,6 +76,21 @@ export interface TaskContext {
   readonly skipMalformed?: boolean;
   /** Scores perplexity windows on a GPU (`--backend webgpu`); preferred over `pool` when set. */
   readonly windowScorer?: WindowScorer;
+  /**
+   * Where and how the model runs (`runners/model_runner.ts`), built once by the caller; absent:
+   * one is built from `kernels`, `pool` and `windowScorer`.
+   */
+  readonly runner?: ModelRunner;
+}
+
+/** The context's model runner, or one built from its kernels, pool and window scorer. */
+export function runnerOf(
+  ctx: Pick<TaskContext, "kernels" | "pool" | "windowScorer" | "runner">,
+): ModelRunner {
+  return ctx.runner ?? new ModelRunner(ctx.kernels, {
+    ...(ctx.pool ? { pool: ctx.pool } : {}),
+    ...(ctx.windowScorer ? { windowScorer: ctx.windowScorer } : {}),
+  });
 }
 
 /** The full-precision model plus a cache of its per-window outputs, shared by all cells of a run. */

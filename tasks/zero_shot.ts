@@ -57,7 +57,6 @@ import {
   encodeDocs,
   type EncodedPair,
   encodePair,
-  ForwardLogProbs,
   type LoglikScore,
   type LogProbModel,
   type McDoc,
@@ -66,8 +65,14 @@ import {
   scorePair,
   TARGET_DELIMITER,
 } from "./multiple_choice.ts";
-import { canUseLoglikPool, LoglikPool } from "./loglik_pool.ts";
-import type { EvalModel, Metric, Task, TaskContext, TaskResult } from "./types.ts";
+import {
+  type EvalModel,
+  type Metric,
+  runnerOf,
+  type Task,
+  type TaskContext,
+  type TaskResult,
+} from "./types.ts";
 import type { Tokenizer } from "../models/types.ts";
 import { encodingRecord } from "./encoding.ts";
 
@@ -196,37 +201,22 @@ function limited<T>(docs: readonly T[], limit: number | undefined): T[] {
  */
 export async function scoreEncoded(
   model: EvalModel,
-  ctx: Pick<TaskContext, "kernels" | "pool" | "onProgress">,
+  ctx: Pick<TaskContext, "kernels" | "pool" | "onProgress" | "runner">,
   encoded: readonly (readonly EncodedPair[] | undefined)[],
 ): Promise<(LoglikScore[] | undefined)[]> {
-  const bos = model.tokenizer.bosId;
   let done = 0;
-  const progress = () => ctx.onProgress?.(++done, encoded.length);
-  const threads = ctx.pool?.threads ?? 1;
-  if (threads > 1 && canUseLoglikPool(ctx.kernels)) {
-    const pool = new LoglikPool(threads, model, ctx.kernels.id);
-    try {
-      return await Promise.all(encoded.map(async (pairs, d) => {
-        const s = pairs ? await pool.score(d, bos, pairs) : undefined;
-        progress();
-        return s;
-      }));
-    } finally {
-      pool.close();
-    }
-  }
-  const lm = new ForwardLogProbs(model, ctx.kernels);
-  return encoded.map((pairs) => {
-    const s = pairs?.map((p) => scorePair(lm, bos, p));
-    progress();
-    return s;
-  });
+  return await runnerOf(ctx).loglikelihood(
+    model,
+    model.tokenizer.bosId,
+    encoded,
+    () => ctx.onProgress?.(++done, encoded.length),
+  );
 }
 
 /** Multiple-choice evaluation of docs with {@linkcode scoreEncoded}. */
 export async function runMultipleChoice(
   model: EvalModel,
-  ctx: Pick<TaskContext, "kernels" | "pool" | "onProgress">,
+  ctx: Pick<TaskContext, "kernels" | "pool" | "onProgress" | "runner">,
   docs: readonly McDoc[],
   accNorm: boolean,
 ): Promise<McEvaluation> {

@@ -10,10 +10,10 @@
  * @module
  */
 
-import type { ForwardModel } from "../runners/forward.ts";
+import type { ForwardModel } from "./forward.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
-import type { EncodedPair, LoglikScore } from "./multiple_choice.ts";
+import type { EncodedPair, LoglikScore } from "./loglikelihood.ts";
 import { WebWorker } from "../core/web_worker.ts";
 
 /** Messages to a worker. */

@@ -1,7 +1,7 @@
 /**
  * A GGUF (version 3) writer for llama.cpp: a dense Llama-architecture model as F32 tensors, with
  * the metadata llama.cpp's `llama` architecture reads. Used to run llama.cpp on exactly the
- * weights lowbit runs (`bench/llama_cpp.ts`); the ggml block formats are in `gguf_quants.ts`.
+ * weights lowbit runs (`bench/llama_cpp.ts`); the ggml block formats are in `export/gguf_quants.ts`.
  *
  * Layout (ggml's `gguf.cpp`, spec in ggml's `docs/gguf.md`): magic `GGUF`, version 3, tensor
  * count and metadata count (u64); metadata as (string key, u32 type, value); tensor infos as
@@ -25,9 +25,9 @@
  */
 
 import { open } from "node:fs/promises";
-import { unsupportedFeatures } from "../models/arch.ts";
-import { valuesOf } from "../models/lazy_matrix.ts";
-import type { LlamaConfig, LlamaWeights, Matrix } from "../models/types.ts";
+import { unsupportedFeatures } from "../arch.ts";
+import { valuesOf } from "../lazy_matrix.ts";
+import type { LlamaConfig, LlamaWeights, Matrix } from "../types.ts";
 
 /** Data alignment of the files written (GGUF's default). */
 export const GGUF_ALIGNMENT = 32;

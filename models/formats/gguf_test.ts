@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { randomDecoder, smallConfig } from "../testing/random_model.ts";
+import { randomDecoder, smallConfig } from "../../testing/random_model.ts";
 import { ggufUnsupported, interleaveRopeRows, llamaGguf, writeGguf } from "./gguf.ts";
 
 /** A GGUF v3 reader written from ggml's docs/gguf.md, independent of the writer. */

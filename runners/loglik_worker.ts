@@ -8,8 +8,8 @@
 
 /// <reference lib="deno.worker" />
 
-import { kernelsById } from "../runners/backend.ts";
-import { ForwardLogProbs, scorePair } from "./multiple_choice.ts";
+import { kernelsById } from "./backend.ts";
+import { ForwardLogProbs, scorePair } from "./loglikelihood.ts";
 import type { LoglikRequestMsg, LoglikResponseMsg } from "./loglik_pool.ts";
 
 let lm: ForwardLogProbs | undefined;
