@@ -1,7 +1,8 @@
 /**
- * A pool of Web Workers that score evaluation windows in parallel (one window per worker at a
- * time; window `i` always goes to worker `i mod threads`, so each worker's cache of reference
- * log-probabilities is reused by every later cell of the run).
+ * The pool of Web Workers that evaluate in parallel: perplexity windows (one window per worker at
+ * a time; window `i` always goes to worker `i mod threads`, so each worker's cache of reference
+ * hidden states is reused by every later cell of the run) and the log-likelihood requests of
+ * multiple-choice docs (doc `i` to worker `i mod threads`).
  *
  * Numbers are identical to the in-thread path: each window is computed by the same code, and
  * results are aggregated in window order by the caller.
@@ -11,6 +12,7 @@
 
 import type { ForwardModel } from "./forward.ts";
 import type { WindowScore } from "./window_score.ts";
+import type { EncodedPair, LoglikScore } from "./loglikelihood.ts";
 import { WebWorker } from "../core/web_worker.ts";
 
 /** Messages to a worker. */
@@ -24,12 +26,19 @@ export type PoolRequest =
     readonly window: readonly number[];
     /** Present when KL/agreement against the reference are wanted; the reference cache key. */
     readonly cacheKey?: string;
+  }
+  | {
+    readonly op: "loglik";
+    readonly id: number;
+    readonly bos: number;
+    readonly pairs: readonly EncodedPair[];
   };
 
 /** Messages from a worker. */
 export type PoolResponse =
   | { readonly id: number; readonly score: WindowScore; readonly error?: undefined }
-  | { readonly id: number; readonly error: string; readonly score?: undefined };
+  | { readonly id: number; readonly scores: LoglikScore[]; readonly error?: undefined }
+  | { readonly id: number; readonly error: string };
 
 /** Workers that evaluate windows; create once per run, `close()` at the end. */
 export class EvalPool {
@@ -37,7 +46,7 @@ export class EvalPool {
   readonly #workers: Worker[] = [];
   readonly #pending = new Map<
     number,
-    { resolve: (s: WindowScore) => void; reject: (e: Error) => void }
+    { resolve: (r: PoolResponse) => void; reject: (e: Error) => void }
   >();
   readonly #cacheBytes: number;
   #nextId = 0;
@@ -66,8 +75,8 @@ export class EvalPool {
         const p = this.#pending.get(e.data.id);
         if (!p) return;
         this.#pending.delete(e.data.id);
-        if (e.data.error !== undefined) p.reject(new Error(e.data.error));
-        else p.resolve(e.data.score);
+        if ("error" in e.data && e.data.error !== undefined) p.reject(new Error(e.data.error));
+        else p.resolve(e.data);
       };
       w.onerror = (e) => {
         e.preventDefault();
@@ -95,15 +104,35 @@ export class EvalPool {
   }
 
   /** Scores window number `index` with the current model (and reference when `cacheKey` is set). */
-  scoreWindow(index: number, window: readonly number[], cacheKey?: string): Promise<WindowScore> {
+  async scoreWindow(
+    index: number,
+    window: readonly number[],
+    cacheKey?: string,
+  ): Promise<WindowScore> {
+    const r = await this.#send(
+      index,
+      (id) =>
+        cacheKey === undefined ? { op: "ppl", id, window } : { op: "ppl", id, window, cacheKey },
+    );
+    return (r as { score: WindowScore }).score;
+  }
+
+  /** The log-likelihoods of doc number `index`'s requests (in order) under the current model. */
+  async loglikelihood(
+    index: number,
+    bos: number,
+    pairs: readonly EncodedPair[],
+  ): Promise<LoglikScore[]> {
+    const r = await this.#send(index, (id) => ({ op: "loglik", id, bos, pairs }));
+    return (r as { scores: LoglikScore[] }).scores;
+  }
+
+  #send(index: number, request: (id: number) => PoolRequest): Promise<PoolResponse> {
     const id = this.#nextId++;
     const worker = this.#workers[index % this.threads]!;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      const msg: PoolRequest = cacheKey === undefined
-        ? { op: "ppl", id, window }
-        : { op: "ppl", id, window, cacheKey };
-      worker.postMessage(msg);
+      worker.postMessage(request(id));
     });
   }
 

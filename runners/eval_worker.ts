@@ -14,8 +14,11 @@ import type { Kernels } from "../kernels/types.ts";
 import type { ForwardModel } from "./forward.ts";
 import { scoreWindowChunked, windowHidden } from "./window_score.ts";
 import type { PoolRequest, PoolResponse } from "./eval_pool.ts";
+import { ForwardLogProbs, scorePair } from "./loglikelihood.ts";
 
 let model: ForwardModel | undefined;
+/** Log-probabilities of `model` with its key/value cache, made at its first request. */
+let lm: ForwardLogProbs | undefined;
 let reference: ForwardModel | undefined;
 let budget = 0;
 let used = 0;
@@ -33,6 +36,7 @@ self.onmessage = async (e: MessageEvent<PoolRequest>) => {
   }
   if (msg.op === "model") {
     model = msg.model;
+    lm = undefined;
     return;
   }
   if (msg.op === "reference") {
@@ -46,6 +50,12 @@ self.onmessage = async (e: MessageEvent<PoolRequest>) => {
   try {
     const k = await kernels;
     if (!model) throw new Error("no model set");
+    if (msg.op === "loglik") {
+      const scorer = lm ??= new ForwardLogProbs(model, k);
+      reply = { id: msg.id, scores: msg.pairs.map((p) => scorePair(scorer, msg.bos, p)) };
+      self.postMessage(reply);
+      return;
+    }
     const hidden = windowHidden(model, msg.window, k);
     let refHidden: Float32Array | undefined;
     if (msg.cacheKey !== undefined) {

@@ -11,8 +11,8 @@
 import type { Kernels } from "../kernels/types.ts";
 import type { ForwardModel } from "../models/types.ts";
 import type { EvalPool } from "./eval_pool.ts";
+import { refKernels } from "../kernels/ref/mod.ts";
 import { type EncodedPair, ForwardLogProbs, type LoglikScore, scorePair } from "./loglikelihood.ts";
-import { canUseLoglikPool, LoglikPool } from "./loglik_pool.ts";
 import type { WindowScorer } from "./types.ts";
 import { scoreWindowChunked, windowHidden, type WindowScore } from "./window_score.ts";
 
@@ -121,7 +121,8 @@ export class ModelRunner {
 
   /**
    * Log-likelihood of every doc's pairs (`undefined` docs are skipped), on the worker pool's
-   * threads when there are several and the kernels can be rebuilt there, else on this thread.
+   * threads when there are several and the kernels can be rebuilt there (the pool's workers then
+   * hold `model`), else on this thread.
    * The numbers are the same either way.
    */
   async loglikelihood(
@@ -131,17 +132,14 @@ export class ModelRunner {
     onDoc?: () => void,
   ): Promise<(LoglikScore[] | undefined)[]> {
     const progress = () => onDoc?.();
-    if (this.threads > 1 && canUseLoglikPool(this.kernels)) {
-      const pool = new LoglikPool(this.threads, model, this.kernels.id);
-      try {
-        return await Promise.all(encoded.map(async (pairs, d) => {
-          const s = pairs ? await pool.score(d, bos, pairs) : undefined;
-          progress();
-          return s;
-        }));
-      } finally {
-        pool.close();
-      }
+    const pool = this.#pool;
+    if (pool && pool.threads > 1 && canUsePoolFor(this.kernels)) {
+      pool.use(model);
+      return await Promise.all(encoded.map(async (pairs, d) => {
+        const s = pairs ? await pool.loglikelihood(d, bos, pairs) : undefined;
+        progress();
+        return s;
+      }));
     }
     const lm = new ForwardLogProbs(model, this.kernels);
     return encoded.map((pairs) => {
@@ -161,4 +159,9 @@ export class ModelRunner {
     if (used + h.byteLength <= ref.cacheBudgetBytes) ref.cache.set(key, h);
     return h;
   }
+}
+
+/** Whether pool workers rebuild `kernels` exactly from its id (the reference and the WASM backends). */
+function canUsePoolFor(kernels: Kernels): boolean {
+  return [refKernels.id, "wasm-simd", "wasm-simd-fma"].includes(kernels.id);
 }

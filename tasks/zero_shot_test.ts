@@ -6,7 +6,7 @@ import { stories260K } from "../testing/stories.ts";
 import type { Metric, TaskResult } from "./types.ts";
 import { formatSummary } from "../results/summary.ts";
 import type { ResultRow } from "../results/row.ts";
-import type { EvalPool } from "../runners/eval_pool.ts";
+import { EvalPool } from "../runners/eval_pool.ts";
 
 const storiesTasks = await needs("hf-mirror", "data/tasks");
 
@@ -96,20 +96,24 @@ Deno.test("summary table: acc and acc_norm (± se) for zero-shot rows, Δacc aga
 
 storiesTasks.test("worker threads give the same numbers as this thread (results independent of threads)", async () => {
   const model = await stories260K();
-  const pool = { threads: 2 } as EvalPool; // only its thread count is used by zero-shot tasks
-  for (
-    const [id, limit] of [["tinystories_cloze", 24], ["winogrande", 10], [
-      "lambada_openai",
-      10,
-    ]] as const
-  ) {
-    const base = { kernels: refKernels, dataDir, limit };
-    const seen: number[] = [];
-    const one = await getTask(id).run(model, base);
-    const two = await getTask(id).run(model, { ...base, pool, onProgress: (d) => seen.push(d) });
-    assert.deepEqual(two.metrics, one.metrics, id);
-    assert.deepEqual(two.protocol, one.protocol, id);
-    assert.equal(seen.length, limit);
-    assert.equal(seen[seen.length - 1], limit);
+  const pool = new EvalPool(2); // the run's one worker pool, the reference kernels
+  try {
+    for (
+      const [id, limit] of [["tinystories_cloze", 24], ["winogrande", 10], [
+        "lambada_openai",
+        10,
+      ]] as const
+    ) {
+      const base = { kernels: refKernels, dataDir, limit };
+      const seen: number[] = [];
+      const one = await getTask(id).run(model, base);
+      const two = await getTask(id).run(model, { ...base, pool, onProgress: (d) => seen.push(d) });
+      assert.deepEqual(two.metrics, one.metrics, id);
+      assert.deepEqual(two.protocol, one.protocol, id);
+      assert.equal(seen.length, limit);
+      assert.equal(seen[seen.length - 1], limit);
+    }
+  } finally {
+    pool.close();
   }
 });
