@@ -26,6 +26,7 @@ import {
 import { type ActQuantOptions, DEFAULT_ACT_OPTIONS } from "../core/act_quantizer.ts";
 import type { QuantConfig, RouterQuant } from "../methods/types.ts";
 import { parseRouterQuant } from "../methods/router.ts";
+import { fp } from "../methods/fp.ts";
 
 /** A group setting: per output channel, per tensor, or a number of input columns. */
 export type GroupSetting = "channel" | "tensor" | number;
@@ -153,11 +154,11 @@ export function expandMatrix(spec: MatrixSpec): CellSpec[] {
   };
   for (const model of spec.models) {
     for (const task of spec.tasks) {
-      cells.push({ model, method: "fp", quant: FP_QUANT, task, ...lim });
+      cells.push({ model, method: fp.id, quant: FP_QUANT, task, ...lim });
       for (const entry of spec.methods) {
         const e: MethodEntry = typeof entry === "string" ? { method: entry } : entry;
         const method = e.method;
-        if (method === "fp") continue;
+        if (method === fp.id) continue;
         for (const quant of entryConfigs(spec, e)) {
           cells.push({ model, method, quant, task, ...lim });
         }

@@ -56,6 +56,8 @@ import {
 import { type CalibrationTokens, tokenCalibrationSet } from "../methods/calibration/token_file.ts";
 import { cellUnsupported } from "../methods/support.ts";
 import { ModelRunner } from "../runners/model_runner.ts";
+import { fp } from "../methods/fp.ts";
+import { isFullPrecision } from "../methods/types.ts";
 
 /** Events the runner reports; the CLI renders them, library users may log them. */
 export type RunEvent =
@@ -151,7 +153,7 @@ function resolveMethods(
   methodParams: RunOptions["methodParams"],
 ): Map<string, ResolvedMethod> {
   const methodSpecs = new Set([
-    "fp",
+    fp.id,
     ...spec.methods.map((e) => typeof e === "string" ? e : e.method),
   ]);
   const methods = new Map<string, ResolvedMethod>();
@@ -235,7 +237,7 @@ function isCalibrated(
   models: ReadonlyMap<string, LoadedModel>,
 ): boolean {
   return method.needsCalibration || c.quant.aBits < 16 ||
-    (method.id !== "fp" && models.get(c.model)!.config.moe !== undefined);
+    (!isFullPrecision(method) && models.get(c.model)!.config.moe !== undefined);
 }
 
 /** A cell's calibration set: one per model and distinct spec, drawn (or replayed) once. */
@@ -641,7 +643,7 @@ async function quantizedFor(
   const tq = performance.now();
   let qmodel = await quantizeCell(model, cell.method, cell.params, q, qctx);
   if (kernels.id.endsWith(PACKED_SUFFIX)) qmodel = packedForEvaluation(qmodel);
-  const quantizeMs = cell.method.id !== "fp" ? performance.now() - tq : undefined;
+  const quantizeMs = !isFullPrecision(cell.method) ? performance.now() - tq : undefined;
   const routing = model.config.moe && cell.calibration
     ? routingConsistency(
       model,

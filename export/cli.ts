@@ -39,6 +39,7 @@ import {
   ExportTargetExistsError,
 } from "./export_model.ts";
 import { rtnFp16Scales } from "./fp16_rtn.ts";
+import { isFullPrecision } from "../methods/types.ts";
 
 const HELP = `lowbit export: quantize a model and write it for deployment
 
@@ -224,7 +225,7 @@ function methodFlag(text: string, bits: number): { spec: MethodSpec; method: Met
       `--method ${spec.id} quantizes activations; the export formats are weight-only`,
     );
   }
-  if (method.id !== "fp" && !method.wBits.includes(bits)) {
+  if (!isFullPrecision(method) && !method.wBits.includes(bits)) {
     throw new UsageError(`--bits ${bits}: ${method.id} supports ${method.wBits.join(", ")}`);
   }
   return { spec, method };
@@ -260,7 +261,7 @@ async function exportCalibration(
   values: Flags,
   flags: ExportFlags,
 ): Promise<CalibrationSet | undefined> {
-  const calibrated = method.needsCalibration || (method.id !== "fp" && model.config.moe);
+  const calibrated = method.needsCalibration || (!isFullPrecision(method) && model.config.moe);
   if (!calibrated) return undefined;
   const { samples, seqLen } = flags;
   return await drawCalibrationSet(

@@ -230,6 +230,14 @@ export interface Method {
   ): Promise<QuantizedModel>;
 }
 
+/**
+ * Whether `m` (a method or a row's method) is the full-precision reference: the registry's entry
+ * of scope `none` (`fp`), which every matrix runs first and every comparison is against.
+ */
+export function isFullPrecision(m: { readonly scope: string }): boolean {
+  return m.scope === "none";
+}
+
 /** Fills in defaults and rejects unknown or ill-typed parameters. */
 export function resolveParams(
   method: Method,

@@ -16,6 +16,7 @@
 import Papa from "papaparse";
 import { canonicalJson, sha256Hex } from "../core/hash.ts";
 import type { ResultRow } from "./row.ts";
+import { isFullPrecision } from "../methods/types.ts";
 
 /** The field of a cell file holding the checksum of the rest of the row. */
 export const CELL_CHECKSUM_FIELD = "sha256";
@@ -159,7 +160,7 @@ export class ResultStore {
 /** Orders rows by model, task, method, weight bits (descending), then label. */
 export function compareRows(a: ResultRow, b: ResultRow): number {
   return a.model.id.localeCompare(b.model.id) || a.task.id.localeCompare(b.task.id) ||
-    (a.method.id === "fp" ? -1 : 0) - (b.method.id === "fp" ? -1 : 0) ||
+    (isFullPrecision(a.method) ? -1 : 0) - (isFullPrecision(b.method) ? -1 : 0) ||
     a.method.id.localeCompare(b.method.id) || b.quant.wBits - a.quant.wBits ||
     a.quant.label.localeCompare(b.quant.label) || a.cellId.localeCompare(b.cellId);
 }

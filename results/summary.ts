@@ -5,6 +5,7 @@
  */
 
 import type { ResultRow } from "./row.ts";
+import { isFullPrecision } from "../methods/types.ts";
 
 function metric(r: ResultRow, id: string) {
   return r.metrics.find((m) => m.metric === id);
@@ -48,8 +49,8 @@ export function formatSummary(rows: readonly ResultRow[]): string {
     const p = metric(r, "ppl");
     const a = accOf(r);
     const key = `${r.model.id}|${r.task.id}|${r.task.limit ?? ""}`;
-    if (r.method.id === "fp" && p) fpPpl.set(key, p.value);
-    if (r.method.id === "fp" && a) fpAcc.set(key, a.value);
+    if (isFullPrecision(r.method) && p) fpPpl.set(key, p.value);
+    if (isFullPrecision(r.method) && a) fpAcc.set(key, a.value);
   }
   const header = [
     "model",

@@ -31,6 +31,7 @@ import { perplexityTask } from "../tasks/perplexity.ts";
 import type { Metric } from "../tasks/types.ts";
 import type { SourceFile } from "../models/types.ts";
 import { DEFAULT_ENDPOINT, loadModelFromSource, resolveModelSource } from "./model_source.ts";
+import { isFullPrecision } from "../methods/types.ts";
 
 /** What a finished run leaves on `globalThis.lowbitResult`. */
 export interface PageResult {
@@ -211,7 +212,7 @@ function show(r: PageResult): void {
 function init(): void {
   const select = $<HTMLSelectElement>("method");
   for (const m of METHODS.items) {
-    if (m.id === "fp") continue;
+    if (isFullPrecision(m)) continue;
     const o = document.createElement("option");
     o.value = m.id;
     o.textContent = `${m.id} (${m.taxonomy})`;
