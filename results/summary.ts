@@ -83,14 +83,14 @@ export function formatSummary(rows: readonly ResultRow[]): string {
       fmt(r.quant.bitsPerWeight ?? undefined, 2),
       fmt(ppl?.value, 4),
       fmt(ppl?.stderr ?? undefined, 4),
-      ppl && base !== undefined && r.method.id !== "fp"
+      ppl && base !== undefined && !isFullPrecision(r.method)
         ? `${ppl.value >= base ? "+" : ""}${(ppl.value - base).toFixed(4)}`
         : "",
       fmt(metric(r, "kl")?.value, 5),
       fmt(metric(r, "top1")?.value, 4),
       withSe(acc),
       withSe(metric(r, "acc_norm")),
-      acc && baseAcc !== undefined && r.method.id !== "fp"
+      acc && baseAcc !== undefined && !isFullPrecision(r.method)
         ? `${acc.value >= baseAcc ? "+" : ""}${(acc.value - baseAcc).toFixed(4)}`
         : "",
       r.status === "ok" ? "ok" : `${r.status}: ${r.error ?? ""}`.slice(0, 60),
