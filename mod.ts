@@ -176,6 +176,7 @@ export { MalformedRows, type SkippedRows } from "./tasks/malformed.ts";
 export { readParquetRows } from "./tasks/parquet.ts";
 export { evaluatePerplexity, makeWindows, perplexityTask } from "./tasks/perplexity.ts";
 export { EvalPool } from "./runners/eval_pool.ts";
+export { ModelRunner, type ScoredWindows, type WindowReference } from "./runners/model_runner.ts";
 export {
   datasetInfo,
   readDocuments,

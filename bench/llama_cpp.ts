@@ -130,29 +130,32 @@ if (import.meta.main) {
     }
     const tokensFile = join(tmp, "window.json");
     await Deno.writeTextFile(tokensFile, JSON.stringify(window));
-    const k = await wasmKernels({ threads: f.threads });
-    const lowbit = () => {
-      const t0 = performance.now();
-      const s = scoreWindowChunked(model, windowHidden(model, window, k), window, k);
-      return { seconds: (performance.now() - t0) / 1000, sumNll: s.sumNll, scored: s.scored };
-    };
-    lowbit(); // warm-up: panels into WASM memory, as llama.cpp's load maps its weights
-    console.log(`${f.model}: one window of ${T} tokens, ${f.threads} threads, ${f.pairs} pairs`);
     const ratios: number[] = [], ours: number[] = [], theirs: number[] = [];
     let nll = { ours: 0, theirs: 0 };
-    for (let p = 0; p < f.pairs; p++) {
-      const a = lowbit();
-      const [b] = await llamaCppRuns(f.dir, gguf, tokensFile, f.threads, 1);
-      ours.push(a.seconds), theirs.push(b!.seconds), ratios.push(b!.seconds / a.seconds);
-      nll = { ours: a.sumNll / a.scored, theirs: b!.sumNll / b!.scored };
-      console.log(
-        `  pair ${p + 1}: lowbit ${a.seconds.toFixed(2)} s, llama.cpp ${
-          b!.seconds.toFixed(2)
-        } s, ` +
-          `ratio ${(b!.seconds / a.seconds).toFixed(3)}`,
-      );
+    const k = await wasmKernels({ threads: f.threads });
+    try {
+      const lowbit = () => {
+        const t0 = performance.now();
+        const s = scoreWindowChunked(model, windowHidden(model, window, k), window, k);
+        return { seconds: (performance.now() - t0) / 1000, sumNll: s.sumNll, scored: s.scored };
+      };
+      lowbit(); // warm-up: panels into WASM memory, as llama.cpp's load maps its weights
+      console.log(`${f.model}: one window of ${T} tokens, ${f.threads} threads, ${f.pairs} pairs`);
+      for (let p = 0; p < f.pairs; p++) {
+        const a = lowbit();
+        const [b] = await llamaCppRuns(f.dir, gguf, tokensFile, f.threads, 1);
+        ours.push(a.seconds), theirs.push(b!.seconds), ratios.push(b!.seconds / a.seconds);
+        nll = { ours: a.sumNll / a.scored, theirs: b!.sumNll / b!.scored };
+        console.log(
+          `  pair ${p + 1}: lowbit ${a.seconds.toFixed(2)} s, llama.cpp ${
+            b!.seconds.toFixed(2)
+          } s, ` +
+            `ratio ${(b!.seconds / a.seconds).toFixed(3)}`,
+        );
+      }
+    } finally {
+      k.close?.();
     }
-    k.close?.();
     const tps = (s: number) => ((T - 1) / s).toFixed(1);
     console.log(
       `lowbit ${tps(median(ours))} tokens/s, llama.cpp ${tps(median(theirs))} tokens/s; ` +

@@ -4,7 +4,7 @@
  * never asserted); a benchmark that crashes, hangs on a worker or lost a flag fails here.
  */
 import assert from "node:assert/strict";
-import { needs } from "../testing/fixtures.ts";
+import { needs, sharedPath } from "../testing/fixtures.ts";
 
 const ROOT = new URL("..", import.meta.url);
 
@@ -108,15 +108,17 @@ Deno.test("llama_cpp: without node-llama-cpp it says where to install it, exit 2
 });
 
 // Runs only where node-llama-cpp is installed (LOWBIT_LLAMA_CPP=DIR): llama.cpp and lowbit score
-// the same stories260K window to within llama.cpp's float16 KV cache.
+// the same window of stories260K's transformers-layout copy (rotate-half RoPE, so the GGUF's q/k
+// rows are reordered) to within llama.cpp's float16 KV cache.
 const llamaCpp = Deno.env.get("LOWBIT_LLAMA_CPP");
-stories.test({
+const hfCopy = await needs("models/stories260K-hf");
+hfCopy.test({
   name: "llama_cpp: llama.cpp and lowbit agree on the same GGUF weights (needs LOWBIT_LLAMA_CPP)",
   ignore: !llamaCpp,
   fn: async () => {
     const { out } = await runBench("bench/llama_cpp.ts", [
       "--model",
-      "stories260K",
+      sharedPath("models/stories260K-hf"),
       "--context",
       "64",
       "--pairs",

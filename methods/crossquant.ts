@@ -43,6 +43,7 @@ export const crossquant: Method = {
   aBits: [2, 3, 4, 5, 6, 7, 8],
   relativeCost: 1.2,
   needsCalibration: true,
+  models: "dense",
   reference: "arXiv 2410.07505 (no public code; see the module documentation)",
   params: {
     alpha: {

@@ -206,6 +206,8 @@ export const quarot: Method = {
   aBits: [2, 3, 4, 5, 6, 7, 8, 16],
   relativeCost: 1.5,
   needsCalibration: false,
+  granularities: ["channel", "group"],
+  models: "dense",
   reference: "spcl/QuaRot fake_quant (rotation_utils.py fuse_layer_norms, rotate_model; " +
     "hadamard_utils.py; main.py online Hadamards; gptq_utils.py rtn_fwrd)",
   params: {

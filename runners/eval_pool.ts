@@ -50,6 +50,8 @@ export class EvalPool {
   >();
   readonly #cacheBytes: number;
   #nextId = 0;
+  /** Set when a worker died: every later request fails at once instead of waiting forever. */
+  #broken: Error | undefined;
   #model: ForwardModel | undefined;
   #reference: ForwardModel | undefined;
 
@@ -81,6 +83,7 @@ export class EvalPool {
       w.onerror = (e) => {
         e.preventDefault();
         const err = new Error(`evaluation worker failed: ${e.message}`);
+        this.#broken = err;
         for (const p of this.#pending.values()) p.reject(err);
         this.#pending.clear();
       };
@@ -128,6 +131,7 @@ export class EvalPool {
   }
 
   #send(index: number, request: (id: number) => PoolRequest): Promise<PoolResponse> {
+    if (this.#broken) return Promise.reject(this.#broken);
     const id = this.#nextId++;
     const worker = this.#workers[index % this.threads]!;
     return new Promise((resolve, reject) => {

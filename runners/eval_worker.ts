@@ -1,7 +1,8 @@
 /**
  * Worker side of {@linkcode EvalPool}: holds a model and a reference model, scores perplexity
- * windows in chunks of rows, and caches the reference's final hidden states of the windows it is
- * given.
+ * windows in chunks of rows (caching the reference's final hidden states of the windows it is
+ * given) and the log-likelihood requests of multiple-choice docs (with a key/value cache kept
+ * across a doc's choices, dropped when the model changes).
  *
  * @module
  */

@@ -51,16 +51,12 @@ export class ModelRunner {
     this.#scorer = options.windowScorer;
   }
 
-  /** Worker threads available to one call (1: this thread only). */
-  get threads(): number {
-    return this.#pool?.threads ?? 1;
-  }
-
   /**
    * Scores every window: on the GPU window scorer when it runs both models, else on the worker
    * pool, else on these kernels. A reference whose weights are the model's own (the
-   * full-precision cell) is not compared against (KL 0, agreement 1, as without one), but its
-   * cache is filled for the later cells. `keyOf(w)` keys window `w` in the reference's cache.
+   * full-precision cell) is not compared against (KL 0, agreement 1, as without one); on this
+   * thread its hidden states then fill its cache for the later cells (the GPU scorer and the
+   * pool's workers keep caches of their own). `keyOf(w)` keys window `w` in a reference cache.
    */
   async scoreWindows(
     model: ForwardModel,
@@ -133,7 +129,10 @@ export class ModelRunner {
   ): Promise<(LoglikScore[] | undefined)[]> {
     const progress = () => onDoc?.();
     const pool = this.#pool;
-    if (pool && pool.threads > 1 && canUsePoolFor(this.kernels)) {
+    // The workers must compute with these kernels: the numbers are then those of this thread.
+    if (
+      pool && pool.threads > 1 && pool.kernelsId === this.kernels.id && canUsePoolFor(this.kernels)
+    ) {
       pool.use(model);
       return await Promise.all(encoded.map(async (pairs, d) => {
         const s = pairs ? await pool.loglikelihood(d, bos, pairs) : undefined;
