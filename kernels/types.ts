@@ -43,6 +43,12 @@ export interface Kernels {
    */
   windowHidden?(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined;
   /**
+   * How {@linkcode Kernels.windowHidden} runs `model`'s windows — `whole window`, `whole window,
+   * block by block`, or `op by op (why)` — recorded in perplexity rows. Optional (absent: op by
+   * op).
+   */
+  windowPath?(model: ForwardModel): string;
+  /**
    * Log-probabilities `[rows][vocab]` of `rows` final hidden states `x`: the final norm, the
    * classifier and the log-softmax, or undefined when the model needs the op-by-op path.
    * Rows are independent: scoring a window's rows in chunks gives the numbers of one call.

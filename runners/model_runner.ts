@@ -30,8 +30,12 @@ export interface ScoredWindows {
   readonly scores: WindowScore[];
   /** Whether the windows were compared against a reference (KL, top-1 agreement). */
   readonly compared: boolean;
-  /** The window scorer's id when the windows ran on it (recorded in the row). */
-  readonly windowsOn?: string;
+  /**
+   * Where and how the windows ran, recorded in the row: the GPU scorer's id, or the kernels' id
+   * with their path for the model (`wasm-simd: whole window`, `js-ref: op by op`), on worker
+   * threads when the pool scored them.
+   */
+  readonly windowsOn: string;
 }
 
 /** Runs models for tasks; see the module doc. */
@@ -99,7 +103,11 @@ export class ModelRunner {
         progress();
         return s;
       }));
-      return { scores, compared: ref !== undefined };
+      return {
+        scores,
+        compared: ref !== undefined,
+        windowsOn: `${this.#path(model)} on ${pool.threads} worker threads`,
+      };
     }
     const scores = windows.map((window, w) => {
       const hidden = own
@@ -112,7 +120,12 @@ export class ModelRunner {
       progress();
       return s;
     });
-    return { scores, compared: ref !== undefined };
+    return { scores, compared: ref !== undefined, windowsOn: this.#path(model) };
+  }
+
+  /** The kernels' id and their path for `model`'s windows. */
+  #path(model: ForwardModel): string {
+    return `${this.kernels.id}: ${this.kernels.windowPath?.(model) ?? "op by op"}`;
   }
 
   /**

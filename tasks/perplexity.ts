@@ -20,9 +20,11 @@
  * array is ever held (0.4 GB at context 2048 for a 49k vocabulary, 1.2 GB for 152k); the
  * reference's hidden states are what its cache keeps. The numbers equal whole-window scoring.
  *
- * With a `windowScorer` in the context (`--backend webgpu`), windows are scored on the GPU, one
- * after another (the protocol then says `windowsOn: "webgpu"`); models it cannot run (activation
- * quantization, MoE) stay on the CPU path.
+ * Where the windows run is the context's model runner's choice, recorded as `windowsOn`: with a
+ * `windowScorer` (`--backend webgpu`) on the GPU, one after another (`webgpu`), models it cannot
+ * run (activation quantization, MoE) staying on the CPU; else on the kernels, whole windows in one
+ * call where the backend has that path for the model (`wasm-simd: whole window`), op by op
+ * otherwise (`js-ref: op by op`, or the backend's reason), on worker threads when a pool is given.
  *
  * This equals the GPTQ/lm-eval style "non-overlapping windows" perplexity except that each window
  * starts with BOS (as llama2.c and the stories models were trained) instead of a plain slice of
@@ -146,7 +148,7 @@ export async function evaluatePerplexity(
       tokenStderrNll: tokenStd / Math.sqrt(tokens),
       stderrOver: "windows",
       klReference: compared ? "fp" : "self",
-      ...(windowsOn ? { windowsOn } : {}),
+      windowsOn,
     },
   };
 }

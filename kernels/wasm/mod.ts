@@ -300,6 +300,7 @@ function detached(k: WasmSimdKernels): WasmKernels {
     attention: (q, kk, v, T, start, shape, out) => k.attention(q, kk, v, T, start, shape, out),
     windowLogProbs: (model, window) => k.windowLogProbs(model, window),
     windowHidden: (model, window) => k.windowHidden(model, window),
+    windowPath: (model) => k.windowPath(model),
     headLogProbs: (model, x, rows) => k.headLogProbs(model, x, rows),
     forget: (w) => k.forget(w),
     close: () => k.close(),
@@ -365,6 +366,15 @@ class WasmSimdKernels implements WasmKernels {
   windowLogProbs(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
     const x = this.windowHidden(model, window);
     return x && this.headLogProbs(model, x, window.length);
+  }
+
+  windowPath(model: ForwardModel): string {
+    if (this.packed && hasFusedLinear(model)) return "op by op (packed weights)";
+    const why = windowUnsupported(model);
+    if (why !== undefined) return `op by op (${why})`;
+    const perCall = this.#blockLayers(model);
+    if (perCall === undefined) return "op by op (a block's panels exceed the panel budget)";
+    return perCall === model.config.nLayers ? "whole window" : "whole window, block by block";
   }
 
   windowHidden(model: ForwardModel, window: ArrayLike<number>): Float32Array | undefined {
