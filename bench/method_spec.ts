@@ -11,12 +11,16 @@
  * @module
  */
 
+import { CHAIN_SEPARATOR } from "../methods/chain.ts";
+
 /** A parsed method spec. */
 export interface MethodSpec {
   /** The spec as written (also the cell's method label). */
   readonly spec: string;
   /** The registry id. */
   readonly id: string;
+  /** The registry ids of its members: one, or a chain's two in order. */
+  readonly steps: readonly string[];
   /** Parameter overrides, in the order given. */
   readonly params: Readonly<Record<string, number | boolean | string>>;
 }
@@ -31,8 +35,8 @@ function parseValue(v: string): number | boolean | string {
 /** Parses `id[:key=value]*[+id[:key=value]*]`; throws a `SyntaxError` naming the malformed part. */
 export function parseMethodSpec(text: string): MethodSpec {
   const spec = text.trim();
-  if (spec.includes("+")) {
-    const steps = spec.split("+").map((s) => parseOne(s.trim()));
+  if (spec.includes(CHAIN_SEPARATOR)) {
+    const steps = spec.split(CHAIN_SEPARATOR).map((s) => parseOne(s.trim()));
     if (steps.length !== 2) {
       throw new SyntaxError(
         `Method chain "${spec}": a chain is a transform and a weight quantizer, e.g. smoothquant+gptq`,
@@ -42,7 +46,8 @@ export function parseMethodSpec(text: string): MethodSpec {
     for (const st of steps) {
       for (const [k, v] of Object.entries(st.params)) params[`${st.id}.${k}`] = v;
     }
-    return { spec, id: steps.map((s) => s.id).join("+"), params };
+    const ids = steps.map((s) => s.id);
+    return { spec, id: ids.join(CHAIN_SEPARATOR), steps: ids, params };
   }
   return parseOne(spec);
 }
@@ -61,7 +66,7 @@ function parseOne(spec: string): MethodSpec {
     if (m[1]! in params) throw new SyntaxError(`Method spec "${spec}" sets "${m[1]}" twice`);
     params[m[1]!] = parseValue(m[2]!);
   }
-  return { spec, id, params };
+  return { spec, id, steps: [id], params };
 }
 
 /**
@@ -76,13 +81,13 @@ export function sweepParam(
   values: readonly number[],
   hasParam: (id: string) => boolean,
 ): string[] {
-  const steps = spec.split("+");
+  const steps = spec.split(CHAIN_SEPARATOR);
   const i = steps.findIndex((st) => {
     const one = parseOne(st.trim());
     return hasParam(one.id) && !(name in one.params);
   });
   if (i < 0) return [spec];
   return values.map((v) =>
-    steps.map((st, j) => (j === i ? `${st.trim()}:${name}=${v}` : st.trim())).join("+")
+    steps.map((st, j) => (j === i ? `${st.trim()}:${name}=${v}` : st.trim())).join(CHAIN_SEPARATOR)
   );
 }

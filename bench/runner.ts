@@ -162,7 +162,7 @@ function resolveMethods(
     const method = getMethod(ms.id);
     // Flag-level parameters by method id; a chain's are namespaced by its members' ids.
     const byFlag: Record<string, unknown> = {};
-    for (const id of ms.id.split("+")) {
+    for (const id of ms.steps) {
       for (const [k, v] of Object.entries(methodParams?.[id] ?? {})) {
         byFlag[ms.id === id ? k : `${id}.${k}`] = v;
       }

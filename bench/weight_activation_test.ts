@@ -79,6 +79,8 @@ Deno.test("configurations, activation settings and chains parse, or fail naming 
   assert.throws(() => parseAct({ clip: 1.5 }, 'p.json: field "act"'), /p\.json: field "act"\.clip/);
   const chain = parseMethodSpec("smoothquant:alpha=0.8+gptq:actOrder=true");
   assert.equal(chain.id, "smoothquant+gptq");
+  assert.deepEqual(chain.steps, ["smoothquant", "gptq"]);
+  assert.deepEqual(parseMethodSpec("gptq:actOrder=true").steps, ["gptq"]);
   assert.deepEqual(chain.params, { "smoothquant.alpha": 0.8, "gptq.actOrder": true });
   assert.throws(() => parseMethodSpec("a+b+c"), /a transform and a weight quantizer/);
   const has = (id: string) => id === "smoothquant";
