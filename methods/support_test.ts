@@ -39,7 +39,10 @@ Deno.test("a chain runs what both steps run", () => {
   assert.deepEqual(chain.granularities, ["group", "channel"]);
   assert.equal(chain.models, "dense");
   assert.match(cellUnsupported(chain, moe, q()) ?? "", /awq\+gptq does not quantize Mixture/);
-  const open = chainMethods(getMethod("quarot"), getMethod("rtn"));
+  const rotated = chainMethods(getMethod("quarot"), getMethod("rtn"));
+  assert.deepEqual(rotated.granularities, ["channel", "group"]);
+  assert.equal(rotated.models, "dense");
+  const open = chainMethods(getMethod("smoothquant"), getMethod("rtn"));
   assert.equal(open.granularities, undefined);
   assert.equal(open.models, undefined);
 });

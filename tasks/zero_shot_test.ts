@@ -64,7 +64,7 @@ Deno.test("summary table: acc and acc_norm (± se) for zero-shot rows, Δacc aga
   const row = (method: string, family: string, task: string, metrics: Metric[]) =>
     ({
       model: { id: "m" },
-      method: { id: method },
+      method: { id: method, scope: method === "fp" ? "none" : "weight-only" },
       quant: {
         label: method === "fp" ? "FP32" : "W4A16",
         bitsPerWeight: method === "fp" ? null : 4.5,
