@@ -10,7 +10,7 @@ import type { WindowScore } from "./window_score.ts";
 
 /**
  * Scores perplexity windows asynchronously, off the synchronous kernels (the WebGPU backend:
- * `kernels/webgpu/window_scorer.ts`); numbers equal `scoreWindow` over `windowLogProbs` up to
+ * `runners/webgpu_scorer.ts`); numbers equal `scoreWindow` over `windowLogProbs` up to
  * float32 rounding.
  */
 export interface WindowScorer {

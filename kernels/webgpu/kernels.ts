@@ -2,7 +2,7 @@
  * WebGPU kernels behind an asynchronous version of the {@linkcode Kernels} interface: each call
  * uploads its inputs, runs one WGSL kernel and reads the result back. This is the form the tests
  * compare against the TypeScript reference and the kernel benchmarks time; evaluation uses the
- * GPU-resident forward pass (`window_scorer.ts`), which keeps activations on the device.
+ * GPU-resident forward pass (`runners/webgpu_scorer.ts`), which keeps activations on the device.
  *
  * @module
  */
