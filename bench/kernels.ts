@@ -38,6 +38,7 @@ import { refKernels } from "../kernels/ref/mod.ts";
 import { perplexitySpeed } from "./kernels_e2e.ts";
 import { WebGpuBench } from "./kernels_webgpu.ts";
 import { assertSameProduct, ortMatMul } from "./ort_matmul.ts";
+import { median } from "../core/stats.ts";
 
 /** One benchmark row. */
 export interface KernelCase {
@@ -127,7 +128,6 @@ export function timePairs(
     r.push(x / y);
     if ((performance.now() - start) / 1000 > budget && r.length >= 3) break;
   }
-  const median = (v: number[]) => v.sort((p, q) => p - q)[Math.floor(v.length / 2)]!;
   return { a: median(ta), b: median(tb), ratio: median(r) };
 }
 

@@ -28,6 +28,7 @@ import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { scoreWindowChunked, windowHidden } from "../runners/window_score.ts";
 import { SeededRng } from "../core/rng.ts";
 import { ggufUnsupported, llamaGguf, writeGguf } from "../models/formats/gguf.ts";
+import { median } from "../core/stats.ts";
 
 /** One llama.cpp timing from `llama_cpp_eval.mjs`. */
 interface LlamaCppRun {
@@ -35,8 +36,6 @@ interface LlamaCppRun {
   readonly sumNll: number;
   readonly scored: number;
 }
-
-const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 /** Fails with exit 2 and `message` (bad flags or a missing llama.cpp install). */
 function usage(message: string): never {

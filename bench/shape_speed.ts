@@ -31,6 +31,7 @@ import { listLinears } from "../models/linears.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import { scoreWindowChunked, windowHidden } from "../runners/window_score.ts";
+import { median } from "../core/stats.ts";
 
 /** What {@linkcode shapeSpeed} measured. */
 export interface ShapeSpeed {
@@ -48,8 +49,6 @@ export interface ShapeSpeed {
   readonly tokensPerS: number;
   readonly opByOpTokensPerS: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function time(f: () => void): number {
   const t0 = performance.now();

@@ -38,3 +38,9 @@ export class RunningStats {
     return this.std / Math.sqrt(this.#n);
   }
 }
+
+/** The middle value of `xs` (the upper one of an even count); `xs` is not modified. */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) throw new RangeError("median of no values");
+  return [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+}

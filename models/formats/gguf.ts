@@ -24,7 +24,7 @@
  * @module
  */
 
-import { open } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
 import { unsupportedFeatures } from "../arch.ts";
 import { valuesOf } from "../lazy_matrix.ts";
 import type { LlamaConfig, LlamaWeights, Matrix } from "../types.ts";
@@ -132,7 +132,8 @@ function writeMeta(b: Bytes, key: string, m: MetaValue): void {
 
 /**
  * Writes a GGUF v3 file of `tensors` (F32) and `meta` to `path`, a tensor at a time (a model
- * larger than memory as float32 is never whole in memory). Returns the bytes written.
+ * larger than memory as float32 is never whole in memory), renamed into place only when complete.
+ * Returns the bytes written; throws a `RangeError` naming a tensor whose values do not fit its shape.
  */
 export async function writeGguf(
   path: string,
@@ -156,7 +157,11 @@ export async function writeGguf(
     offset += Math.ceil((t.rows * t.cols * 4) / GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
   }
   head.pad(GGUF_ALIGNMENT);
-  const file = await open(path, "w");
+  // Written under a temporary name and renamed when complete: a failure never leaves a
+  // half-written file at `path` (which `bench/llama_cpp.ts --gguf` would then reuse).
+  const partial = `${path}.partial`;
+  const file = await open(partial, "w");
+  let complete = false;
   try {
     let written = 0;
     const put = async (bytes: Uint8Array) => {
@@ -178,9 +183,12 @@ export async function writeGguf(
       const pad = (GGUF_ALIGNMENT - (v.byteLength % GGUF_ALIGNMENT)) % GGUF_ALIGNMENT;
       if (pad) await put(new Uint8Array(pad));
     }
+    complete = true;
     return written;
   } finally {
     await file.close();
+    if (complete) await rename(partial, path);
+    else await rm(partial, { force: true });
   }
 }
 

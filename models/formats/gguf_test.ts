@@ -130,3 +130,21 @@ Deno.test("llamaGguf refuses what llama.cpp's llama architecture would compute d
     TypeError,
   );
 });
+
+Deno.test("writeGguf: a tensor that does not fit its shape fails naming it, and leaves no file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "bad.gguf");
+    const tensors = [
+      { name: "ok", rows: 1, cols: 4, values: () => new Float32Array(4) },
+      { name: "blk.0.attn_q.weight", rows: 2, cols: 4, values: () => new Float32Array(7) },
+    ];
+    await assert.rejects(
+      writeGguf(path, new Map(), tensors),
+      /blk\.0\.attn_q\.weight has 7 values/,
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
