@@ -11,6 +11,48 @@ import type { PackedWeight } from "../core/quantizer.ts";
 import type { AttentionShape } from "./ref/attention.ts";
 import type { ForwardModel, Matrix } from "../models/types.ts";
 
+/**
+ * Float64 matrix products for the linear algebra of methods (GPTQ's Cholesky factor, its inverse
+ * and its column sweep). Arrays from {@linkcode F64Kernels.alloc} live where the backend computes
+ * (WASM memory); `kernels/ref/f64.ts` is the reference every backend equals bit for bit.
+ */
+export interface F64Kernels {
+  /** Backend id, e.g. `js-ref`. */
+  readonly id: string;
+  /**
+   * Zeroed arrays of the given lengths that {@linkcode F64Kernels.gemmSub} reads and writes in
+   * place, valid until {@linkcode F64Kernels.release}; allocate a computation's arrays in one call.
+   */
+  alloc(lengths: readonly number[]): Float64Array[];
+  /** Returns the arrays of one {@linkcode F64Kernels.alloc} call. */
+  release(arrays: readonly Float64Array[]): void;
+  /**
+   * `C −= A·B′` on strided sub-matrices: `c[cOff + i·ldc + j] −= Σ_{k<K} a[aOff + i·lda + k] ·
+   * B′(k, j)` for `i < m`, `j < n`, where `B′(k, j) = b[bOff + k·ldb + j]`, or
+   * `b[bOff + j·ldb + k]` when `transB`. Each entry sums its products in order from 0 within
+   * blocks of {@linkcode GEMM_F64_KC} k-steps (no fused multiply-add) and subtracts each block's
+   * sum. `C` must not overlap `A` or `B`.
+   */
+  gemmSub(
+    m: number,
+    n: number,
+    k: number,
+    a: Float64Array,
+    aOff: number,
+    lda: number,
+    b: Float64Array,
+    bOff: number,
+    ldb: number,
+    transB: boolean,
+    c: Float64Array,
+    cOff: number,
+    ldc: number,
+  ): void;
+}
+
+/** K-steps per block of {@linkcode F64Kernels.gemmSub} (`KC64` in `kernels/wasm/kernels.c`). */
+export const GEMM_F64_KC = 128;
+
 /** A set of compute kernels. */
 export interface Kernels {
   /** Backend id recorded in result rows, e.g. `js-ref`. */
@@ -55,6 +97,8 @@ export interface Kernels {
    * Optional; equal to `logSoftmaxRows(finalLogits(…))` up to float32 rounding.
    */
   headLogProbs?(model: ForwardModel, x: Float32Array, rows: number): Float32Array | undefined;
+  /** Float64 products for methods' linear algebra. Optional (absent: `kernels/ref/f64.ts`). */
+  readonly f64?: F64Kernels;
   /** Stops the backend's threads, if it has any (later calls may then fail). Optional. */
   close?(): void;
   /**

@@ -135,6 +135,7 @@ function quantizeGptq(
     const r = gptqQuantizeLayer(inp.matrix.data, inp.matrix.rows, n, inp.gram, {
       ...options,
       hessianScale: 2 / inp.sequences,
+      ...(ctx.kernels.f64 ? { f64: ctx.kernels.f64 } : {}),
     });
     // H's inverse factor (n² float64, 1 GB for Llama-2-7B's down) is garbage now: let a
     // collection run before the next linear allocates its own.

@@ -46,6 +46,8 @@
  * @module
  */
 
+import { refF64 } from "../kernels/ref/f64.ts";
+import type { F64Kernels } from "../kernels/types.ts";
 import {
   clipRangeSearch,
   groupParams,
@@ -81,6 +83,11 @@ export interface GptqLayerOptions {
    * products as a scaled copy, without an `n × n` copy: 1 GB for Llama-2-7B's down). Default 1.
    */
   hessianScale?: number;
+  /**
+   * Float64 products for the factor, the inverse and the sweep's block updates (a backend's
+   * `Kernels.f64`); default the reference loops. Every backend gives the same bits.
+   */
+  f64?: F64Kernels;
 }
 
 /** The result of {@linkcode gptqQuantizeLayer}. */
@@ -110,7 +117,7 @@ export interface GptqLayerResult {
 
 /** Defaults of the reference (`opt.py` / `gptq.py`), plus `maxDampRetries`. */
 export const GPTQ_DEFAULTS: Readonly<
-  Required<Omit<GptqLayerOptions, "bits" | "groupSize" | "symmetric" | "hessianScale">>
+  Required<Omit<GptqLayerOptions, "bits" | "groupSize" | "symmetric" | "hessianScale" | "f64">>
 > = {
   percdamp: 0.01,
   blockSize: 128,
@@ -185,123 +192,110 @@ const MSE_RATIOS: readonly number[] = Array.from(
   (_, i) => 1 - (i + 1) / MSE_GRID,
 );
 
+/** Rows and columns per block of the blocked factor and inverse. */
+const NB = 128;
+
 /**
- * In-place lower Cholesky factor of the lower triangle of `a` (row-major `n×n`; the strict upper
- * triangle is neither read nor written). Row-oriented (Cholesky–Banachiewicz): every inner loop is
- * a dot product of two contiguous row prefixes; rows are processed in blocks, four at a time
- * sharing the loads of row `j`, so each finished row is streamed from memory once per block.
- * Returns false when a pivot is not positive (not positive definite, or NaN).
+ * In-place lower Cholesky factor of the lower triangle of `a` (row-major `n×n`), blocked and
+ * right-looking: per block column of `NB`, the diagonal block and the panel below it are solved
+ * here, then the trailing lower triangle is updated by `f64.gemmSub` (`A₂₂ −= L₂₁ L₂₁ᵀ`, one block
+ * row at a time; this also writes the strict upper triangle of the diagonal blocks, which nothing
+ * reads). Returns false when a pivot is not positive (not positive definite, or NaN).
  */
-function choleskyLowerInPlace(a: Float64Array, n: number): boolean {
-  const BS = 16;
-  for (let i0 = 0; i0 < n; i0 += BS) {
-    const iEnd = Math.min(i0 + BS, n);
-    for (let j = 0; j < iEnd; j++) {
-      const jr = j * n;
-      let i = j > i0 ? j : i0;
-      if (i === j) {
-        // Diagonal entry first: the later rows of this column divide by it.
-        const s = a[jr + j]! - dotPrefix(a, jr, jr, j);
-        if (!(s > 0)) return false;
-        a[jr + j] = Math.sqrt(s);
-        i++;
+function choleskyBlocked(a: Float64Array, n: number, f64: F64Kernels): boolean {
+  for (let k0 = 0; k0 < n; k0 += NB) {
+    const k1 = Math.min(k0 + NB, n);
+    // Rows k0 … n−1 of block column k0 … k1−1: L[i][j] = (A[i][j] − Σ_{k0≤t<j} L[i][t] L[j][t])
+    // / L[j][j], the diagonal block's rows first.
+    for (let i = k0; i < n; i++) {
+      const ir = i * n;
+      const jEnd = Math.min(i + 1, k1);
+      for (let j = k0; j < jEnd; j++) {
+        const jr = j * n;
+        let v = a[ir + j]!;
+        for (let t = k0; t < j; t++) v -= a[ir + t]! * a[jr + t]!;
+        if (i === j) {
+          if (!(v > 0)) return false;
+          a[ir + j] = Math.sqrt(v);
+        } else a[ir + j] = v / a[jr + j]!;
       }
-      const ljj = a[jr + j]!;
-      for (; i + 3 < iEnd; i += 4) {
-        const r0 = i * n;
-        const r1 = r0 + n;
-        const r2 = r1 + n;
-        const r3 = r2 + n;
-        let s0 = 0;
-        let s1 = 0;
-        let s2 = 0;
-        let s3 = 0;
-        for (let k = 0; k < j; k++) {
-          const b = a[jr + k]!;
-          s0 += a[r0 + k]! * b;
-          s1 += a[r1 + k]! * b;
-          s2 += a[r2 + k]! * b;
-          s3 += a[r3 + k]! * b;
-        }
-        a[r0 + j] = (a[r0 + j]! - s0) / ljj;
-        a[r1 + j] = (a[r1 + j]! - s1) / ljj;
-        a[r2 + j] = (a[r2 + j]! - s2) / ljj;
-        a[r3 + j] = (a[r3 + j]! - s3) / ljj;
-      }
-      for (; i < iEnd; i++) {
-        const ir = i * n;
-        a[ir + j] = (a[ir + j]! - dotPrefix(a, ir, jr, j)) / ljj;
-      }
+    }
+    for (let r0 = k1; r0 < n; r0 += NB) {
+      const r1 = Math.min(r0 + NB, n);
+      f64.gemmSub(
+        r1 - r0,
+        r1 - k1,
+        k1 - k0,
+        a,
+        r0 * n + k0,
+        n,
+        a,
+        k1 * n + k0,
+        n,
+        true,
+        a,
+        r0 * n + k1,
+        n,
+      );
     }
   }
   return true;
 }
 
-/** `Σ_{k<len} a[p+k]·a[q+k]`. */
-function dotPrefix(a: Float64Array, p: number, q: number, len: number): number {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  let k = 0;
-  for (; k + 3 < len; k += 4) {
-    s0 += a[p + k]! * a[q + k]!;
-    s1 += a[p + k + 1]! * a[q + k + 1]!;
-    s2 += a[p + k + 2]! * a[q + k + 2]!;
-    s3 += a[p + k + 3]! * a[q + k + 3]!;
-  }
-  for (; k < len; k++) s0 += a[p + k]! * a[q + k]!;
-  return (s0 + s1) + (s2 + s3);
-}
-
 /**
  * Inverse `M = L⁻¹` of the lower-triangular `L` in the lower triangle of `a`, written transposed
  * into the strict upper triangle (`a[j][i] = M[i][j]` for `j < i`; `L` stays in place) with the
- * diagonal `M_ii = 1/L_ii` in `diag`. Entries are dot products
- * `M_ij = −(Σ_{k=j}^{i−1} L_ik M_kj) / L_ii` of a row of `L` and a row of `Mᵀ`, both contiguous;
- * four rows of `L` at a time share the loads of `Mᵀ`'s row.
+ * diagonal `M_ii = 1/L_ii` in `diag`. Block column by block column: `X` (`x`, rows `c0 … n−1` of
+ * `M`'s columns `c0 … c1−1`) starts as the identity's and is solved by forward substitution one
+ * diagonal block of `L` at a time, the rows below updated by `f64.gemmSub` (`X₂ −= L₂₁ X₁`).
+ * `x` holds at least `n · NB` values.
  */
-function invertLowerTransposed(a: Float64Array, n: number, diag: Float64Array): void {
+function invertLowerBlocked(
+  a: Float64Array,
+  n: number,
+  diag: Float64Array,
+  x: Float64Array,
+  f64: F64Kernels,
+): void {
   for (let i = 0; i < n; i++) diag[i] = 1 / a[i * n + i]!;
-  for (let i0 = 0; i0 < n; i0 += 4) {
-    const iEnd = Math.min(i0 + 4, n);
-    for (let j = 0; j < iEnd - 1; j++) {
-      const jr = j * n;
-      const mjj = diag[j]!;
-      if (j < i0 && iEnd - i0 === 4) {
-        const r0 = i0 * n;
-        const r1 = r0 + n;
-        const r2 = r1 + n;
-        const r3 = r2 + n;
-        // Terms k = j … i0−1 (rows of M finished in earlier blocks).
-        let s0 = a[r0 + j]! * mjj;
-        let s1 = a[r1 + j]! * mjj;
-        let s2 = a[r2 + j]! * mjj;
-        let s3 = a[r3 + j]! * mjj;
-        for (let k = j + 1; k < i0; k++) {
-          const t = a[jr + k]!;
-          s0 += a[r0 + k]! * t;
-          s1 += a[r1 + k]! * t;
-          s2 += a[r2 + k]! * t;
-          s3 += a[r3 + k]! * t;
+  for (let c0 = 0; c0 < n; c0 += NB) {
+    const bw = Math.min(c0 + NB, n) - c0;
+    x.fill(0, 0, (n - c0) * bw);
+    for (let c = 0; c < bw; c++) x[c * bw + c] = 1;
+    for (let r0 = c0; r0 < n; r0 += NB) {
+      const r1 = Math.min(r0 + NB, n);
+      for (let r = r0; r < r1; r++) {
+        const rr = r * n;
+        const xr = (r - c0) * bw;
+        for (let t = r0; t < r; t++) {
+          const l = a[rr + t]!;
+          const xt = (t - c0) * bw;
+          for (let c = 0; c < bw; c++) x[xr + c] = x[xr + c]! - l * x[xt + c]!;
         }
-        // Terms k in this block, finished just above.
-        const m0 = -s0 * diag[i0]!;
-        a[jr + i0] = m0;
-        const m1 = -(s1 + a[r1 + i0]! * m0) * diag[i0 + 1]!;
-        a[jr + i0 + 1] = m1;
-        const m2 = -(s2 + a[r2 + i0]! * m0 + a[r2 + i0 + 1]! * m1) * diag[i0 + 2]!;
-        a[jr + i0 + 2] = m2;
-        a[jr + i0 + 3] = -(s3 + a[r3 + i0]! * m0 + a[r3 + i0 + 1]! * m1 + a[r3 + i0 + 2]! * m2) *
-          diag[i0 + 3]!;
-      } else {
-        for (let i = Math.max(i0, j + 1); i < iEnd; i++) {
-          const ir = i * n;
-          let s = a[ir + j]! * mjj;
-          for (let k = j + 1; k < i; k++) s += a[ir + k]! * a[jr + k]!;
-          a[jr + i] = -s * diag[i]!;
-        }
+        const d = diag[r]!;
+        for (let c = 0; c < bw; c++) x[xr + c] = x[xr + c]! * d;
       }
+      if (r1 < n) {
+        f64.gemmSub(
+          n - r1,
+          bw,
+          r1 - r0,
+          a,
+          r1 * n + r0,
+          n,
+          x,
+          (r0 - c0) * bw,
+          bw,
+          false,
+          x,
+          (r1 - c0) * bw,
+          bw,
+        );
+      }
+    }
+    for (let c = 0; c < bw; c++) {
+      const cr = (c0 + c) * n;
+      for (let i = c0 + c + 1; i < n; i++) a[cr + i] = x[(i - c0) * bw + c]!;
     }
   }
 }
@@ -327,12 +321,17 @@ function transposeInPlace(a: Float64Array, n: number): void {
 /**
  * Turn the lower triangle of `a`, holding `J H J` for a symmetric positive definite `H`, into `U`,
  * the upper Cholesky factor of `H⁻¹` (`H⁻¹ = UᵀU`), with zeros below the diagonal. Returns false
- * (with `a` clobbered) when `J H J` is not positive definite.
+ * (with `a` clobbered) when `J H J` is not positive definite. `x` is scratch of `n · NB` values.
  */
-function reversedToInverseFactor(a: Float64Array, n: number): boolean {
-  if (!choleskyLowerInPlace(a, n)) return false;
+function reversedToInverseFactor(
+  a: Float64Array,
+  n: number,
+  x: Float64Array,
+  f64: F64Kernels,
+): boolean {
+  if (!choleskyBlocked(a, n, f64)) return false;
   const diag = new Float64Array(n);
-  invertLowerTransposed(a, n, diag);
+  invertLowerBlocked(a, n, diag, x, f64);
   // Keep Mᵀ = (L⁻¹)ᵀ: clear L, put the diagonal back.
   for (let i = 0; i < n; i++) {
     a.fill(0, i * n, i * n + i);
@@ -344,6 +343,11 @@ function reversedToInverseFactor(a: Float64Array, n: number): boolean {
   return true;
 }
 
+/** Values of scratch the factor needs besides its `n × n` matrix. */
+function factorScratch(n: number): number {
+  return n * Math.min(NB, n);
+}
+
 /**
  * The upper-triangular `U` with positive diagonal and `UᵀU = H⁻¹` (what the reference gets from
  * `cholesky → cholesky_inverse → cholesky(upper=True)`), computed without forming `H⁻¹`: factor the
@@ -351,6 +355,7 @@ function reversedToInverseFactor(a: Float64Array, n: number): boolean {
  *
  * @param h Symmetric `n×n` matrix, row-major; only its lower triangle is read; not modified.
  * @param n Order of `h`.
+ * @param f64 Float64 products to run the blocked factor and inverse on (default: the reference).
  * @returns `U` row-major with zeros below the diagonal, or undefined when `h` is not positive
  * definite.
  *
@@ -361,13 +366,22 @@ function reversedToInverseFactor(a: Float64Array, n: number): boolean {
  * if (u[0] !== 0.5 || Math.abs(u[3]! - 1 / 3) > 1e-15) throw new Error("diag(1/2, 1/3)");
  * ```
  */
-export function upperCholeskyOfInverse(h: Float64Array, n: number): Float64Array | undefined {
+export function upperCholeskyOfInverse(
+  h: Float64Array,
+  n: number,
+  f64: F64Kernels = refF64,
+): Float64Array | undefined {
   if (h.length !== n * n) throw new RangeError(`Matrix has ${h.length} values, expected ${n}×${n}`);
-  const a = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) a[i * n + j] = h[(n - 1 - j) * n + (n - 1 - i)]!;
+  const arrays = f64.alloc([n * n, factorScratch(n)]);
+  const [a, x] = arrays as [Float64Array, Float64Array];
+  try {
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j <= i; j++) a[i * n + j] = h[(n - 1 - j) * n + (n - 1 - i)]!;
+    }
+    return reversedToInverseFactor(a, n, x, f64) ? Float64Array.from(a) : undefined;
+  } finally {
+    f64.release(arrays);
   }
-  return reversedToInverseFactor(a, n) ? a : undefined;
 }
 
 /**
@@ -392,77 +406,6 @@ function fillReversedHessian(
       a[ar + j] = 0.5 * (hs * h[px * n + py]! + hs * h[py * n + px]!);
     }
     a[ar + i] = diag[px]! + lambda;
-  }
-}
-
-/**
- * `W[:, i2:] −= Err · U[i1:i2, i2:]`: a rank-`(i2 − i1)` update, tiled over columns so the tile of
- * `U` stays in cache across all rows; inner loops are contiguous in `W` and `U`, and two rows of
- * `W` share each load of `U`.
- */
-function trailingUpdate(
-  w: Float64Array,
-  u: Float64Array,
-  err: Float64Array,
-  rows: number,
-  n: number,
-  errStride: number,
-  i1: number,
-  i2: number,
-): void {
-  const cnt = i2 - i1;
-  const TILE = 256;
-  for (let c0 = i2; c0 < n; c0 += TILE) {
-    const c1 = Math.min(c0 + TILE, n);
-    let r = 0;
-    for (; r + 1 < rows; r += 2) {
-      const wa = r * n;
-      const wb = wa + n;
-      const ea = r * errStride;
-      const eb = ea + errStride;
-      let k = 0;
-      for (; k + 3 < cnt; k += 4) {
-        const a0 = err[ea + k]!;
-        const a1 = err[ea + k + 1]!;
-        const a2 = err[ea + k + 2]!;
-        const a3 = err[ea + k + 3]!;
-        const b0 = err[eb + k]!;
-        const b1 = err[eb + k + 1]!;
-        const b2 = err[eb + k + 2]!;
-        const b3 = err[eb + k + 3]!;
-        const u0 = (i1 + k) * n;
-        const u1 = u0 + n;
-        const u2 = u1 + n;
-        const u3 = u2 + n;
-        for (let j = c0; j < c1; j++) {
-          const x0 = u[u0 + j]!;
-          const x1 = u[u1 + j]!;
-          const x2 = u[u2 + j]!;
-          const x3 = u[u3 + j]!;
-          w[wa + j] = w[wa + j]! - ((a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3));
-          w[wb + j] = w[wb + j]! - ((b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3));
-        }
-      }
-      for (; k < cnt; k++) {
-        const a0 = err[ea + k]!;
-        const b0 = err[eb + k]!;
-        const u0 = (i1 + k) * n;
-        for (let j = c0; j < c1; j++) {
-          const x0 = u[u0 + j]!;
-          w[wa + j] = w[wa + j]! - a0 * x0;
-          w[wb + j] = w[wb + j]! - b0 * x0;
-        }
-      }
-    }
-    for (; r < rows; r++) {
-      const wr = r * n;
-      const er = r * errStride;
-      for (let k = 0; k < cnt; k++) {
-        const e0 = err[er + k]!;
-        const u0 = (i1 + k) * n;
-        for (let j = c0; j < c1; j++) w[wr + j] = w[wr + j]! - e0 * u[u0 + j]!;
-      }
-    }
   }
 }
 
@@ -604,7 +547,7 @@ function staticGroupParams(wp: Float64Array, plan: GptqPlan): void {
 
 /**
  * Act-order: the column order (descending `diag(H)`, ties in original order; the identity without
- * act-order) and `wp` with its columns in that order (`wp` itself without act-order).
+ * act-order), with the columns of `wp` put in that order in place.
  */
 function actOrderPermutation(
   wp: Float64Array,
@@ -612,18 +555,19 @@ function actOrderPermutation(
   rows: number,
   n: number,
   actOrder: boolean,
-): { perm: Uint32Array; wp: Float64Array } {
+): Uint32Array {
   const perm = new Uint32Array(n);
   for (let i = 0; i < n; i++) perm[i] = i;
-  if (!actOrder) return { perm, wp };
+  if (!actOrder) return perm;
   const order = Array.from(perm).sort((x, y) => diag[y]! - diag[x]! || x - y);
   perm.set(order);
-  const permuted = new Float64Array(rows * n);
+  const row = new Float64Array(n);
   for (let r = 0; r < rows; r++) {
     const base = r * n;
-    for (let j = 0; j < n; j++) permuted[base + j] = wp[base + perm[j]!]!;
+    row.set(wp.subarray(base, base + n));
+    for (let j = 0; j < n; j++) wp[base + j] = row[perm[j]!]!;
   }
-  return { perm, wp: permuted };
+  return perm;
 }
 
 /**
@@ -640,43 +584,47 @@ function dampedInverseFactor(
   diag: Float64Array,
   percdamp: number,
   maxRetries: number,
-): { u: Float64Array; percdampUsed: number; dampRetries: number } {
+  work: { u: Float64Array; x: Float64Array; f64: F64Kernels },
+): { percdampUsed: number; dampRetries: number } {
+  const { u, x, f64 } = work;
   let meanDiag = 0;
   for (let i = 0; i < n; i++) meanDiag += diag[i]!;
   meanDiag /= n;
-  const u = new Float64Array(n * n);
   const tried: number[] = [];
   let percdampUsed = NaN;
   for (let k = 0; k <= maxRetries; k++) {
     const pd = k === 0 ? percdamp : (percdamp > 0 ? percdamp : 0.001) * 10 ** k;
     tried.push(pd);
     fillReversedHessian(u, hessian, hs, n, perm, diag, pd * meanDiag);
-    if (reversedToInverseFactor(u, n)) {
+    if (reversedToInverseFactor(u, n, x, f64)) {
       percdampUsed = pd;
       break;
     }
   }
   if (Number.isNaN(percdampUsed)) throw new HessianNotPositiveDefiniteError(tried, meanDiag);
-  return { u, percdampUsed, dampRetries: tried.length - 1 };
+  return { percdampUsed, dampRetries: tried.length - 1 };
 }
 
 /**
  * The lazy-batch sweep over the permuted `wp` (updated in place): blocks of `blockSize` columns
  * (also ended at group boundaries with `updated`); dynamic group parameters are computed when
- * their group starts. Returns the codes in permuted order and `Σ (w − q)² / U_ii²`.
+ * their group starts; after each block, `W[:, i2:] −= Err · U[i1:i2, i2:]` by `f64.gemmSub`
+ * (`err` holds `rows · blockSize` values). Returns the codes in permuted order and
+ * `Σ (w − q)² / U_ii²`.
  */
 function lazyBatchSweep(
   wp: Float64Array,
   u: Float64Array,
+  err: Float64Array,
   perm: Uint32Array,
   plan: GptqPlan,
   blockSize: number,
   updated: boolean,
+  f64: F64Kernels,
 ): { codesP: Uint8Array; lossSum: number } {
   const { rows, n, g, bits, symmetric, maxq, params, isStatic, isDynamic, groupsPerRow } = plan;
   const { scales, zeros } = plan;
   const codesP = new Uint8Array(rows * n);
-  const err = new Float64Array(rows * blockSize);
   let lossSum = 0;
   for (let i1 = 0; i1 < n;) {
     let i2 = Math.min(i1 + blockSize, n);
@@ -717,7 +665,9 @@ function lazyBatchSweep(
         for (let j = i + 1; j < i2; j++) wp[wr + j] = wp[wr + j]! - e * u[ui + j]!;
       }
     }
-    if (i2 < n) trailingUpdate(wp, u, err, rows, n, blockSize, i1, i2);
+    if (i2 < n) {
+      f64.gemmSub(rows, n - i2, i2 - i1, err, 0, blockSize, u, i1 * n + i2, n, false, wp, i2, n);
+    }
     i1 = i2;
   }
   return { codesP, lossSum };
@@ -757,6 +707,22 @@ function unpermuteAndPack(
   const groupIndex = new Uint32Array(n);
   for (let j = 0; j < n; j++) groupIndex[perm[j]!] = groupOf[j]!;
   return { dequantized, packed, groupIndex };
+}
+
+/**
+ * `lengths` zeroed arrays from `f64`, or from the reference (JS memory, the same products bit for
+ * bit) when `f64` cannot hold them (e.g. a WASM memory's 4 GiB).
+ */
+function workArrays(
+  f64: F64Kernels,
+  lengths: readonly number[],
+): { f64: F64Kernels; arrays: Float64Array[] } {
+  try {
+    return { f64, arrays: f64.alloc(lengths) };
+  } catch (e) {
+    if (!(e instanceof RangeError) || f64 === refF64) throw e;
+    return { f64: refF64, arrays: refF64.alloc(lengths) };
+  }
 }
 
 /**
@@ -814,22 +780,37 @@ export function gptqQuantizeLayer(
     zeros: new Uint8Array(rows * groupsPerRow),
   };
 
-  // --- Working copy; per-row parameters from the original W (before dead columns) ---------
-  const w0 = Float64Array.from(w);
-  if (!grouped) rowParams(w0, plan);
-  const { diag, deadColumns } = deadColumnDiagonal(w0, hessian, hs, rows, n);
-  if (isStatic) staticGroupParams(w0, plan);
-  const { perm, wp } = actOrderPermutation(w0, diag, rows, n, actOrder);
-  const { u, percdampUsed, dampRetries } = dampedInverseFactor(
-    hessian,
-    hs,
-    n,
-    perm,
-    diag,
-    percdamp,
-    maxRetries,
-  );
-  const { codesP, lossSum } = lazyBatchSweep(wp, u, perm, plan, blockSize, mode === "updated");
+  // --- Working arrays where the products run: W, U, the block errors, the factor's scratch ---
+  const { f64, arrays } = workArrays(options.f64 ?? refF64, [
+    rows * n,
+    n * n,
+    rows * blockSize,
+    factorScratch(n),
+  ]);
+  const [wp, u, err, x] = arrays as [Float64Array, Float64Array, Float64Array, Float64Array];
+  let swept: ReturnType<typeof lazyBatchSweep>;
+  let perm: Uint32Array;
+  let damping: { percdampUsed: number; dampRetries: number };
+  let deadColumns: number;
+  try {
+    // Per-row parameters from the original W (before dead columns).
+    wp.set(w);
+    if (!grouped) rowParams(wp, plan);
+    const dead = deadColumnDiagonal(wp, hessian, hs, rows, n);
+    deadColumns = dead.deadColumns;
+    if (isStatic) staticGroupParams(wp, plan);
+    perm = actOrderPermutation(wp, dead.diag, rows, n, actOrder);
+    damping = dampedInverseFactor(hessian, hs, n, perm, dead.diag, percdamp, maxRetries, {
+      u,
+      x,
+      f64,
+    });
+    swept = lazyBatchSweep(wp, u, err, perm, plan, blockSize, mode === "updated", f64);
+  } finally {
+    f64.release(arrays);
+  }
+  const { codesP, lossSum } = swept;
+  const { percdampUsed, dampRetries } = damping;
   const { dequantized, packed, groupIndex } = unpermuteAndPack(codesP, perm, plan, actOrder);
   const result: GptqLayerResult = {
     dequantized,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomMatrix } from "../testing/random.ts";
+import { wasmKernels } from "../kernels/wasm/mod.ts";
 import {
   dequantizePacked,
   groupParams,
@@ -635,6 +636,46 @@ Deno.test("upperCholeskyOfInverse() equals the reference's cholesky → inverse 
     checkInverseFactor(h, n);
   }
   assert.equal(upperCholeskyOfInverse(new Float64Array([1, 2, 2, 1]), 2), undefined);
+});
+
+Deno.test("upperCholeskyOfInverse() across several 128-column blocks of the blocked factor", () => {
+  // 128 + 128 + 44 and 128 + 1 columns: the trailing updates and the block inverse's updates run.
+  for (const n of [129, 300]) {
+    const h = hessianOf(randomInputs(n, 2 * n, 78), n, 2 * n, 0.05);
+    const u = upperCholeskyOfInverse(h, n)!;
+    const rowsH = Array.from({ length: n }, (_, i) => Array.from(h.subarray(i * n, (i + 1) * n)));
+    const want = literalInverseFactor(rowsH);
+    let maxAbs = 0;
+    for (const r of want) for (const v of r) maxAbs = Math.max(maxAbs, Math.abs(v));
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        assert.ok(Math.abs(u[i * n + j]! - want[i]![j]!) <= 1e-10 * maxAbs, `n ${n} (${i}, ${j})`);
+      }
+    }
+  }
+});
+
+Deno.test("gptqQuantizeLayer() on 300 columns matches the direct implementation, and WASM products give its bits", async () => {
+  const rows = 9, cols = 300;
+  const w = randomMatrix(rows * cols, 63, 1);
+  const h = hessianOf(randomInputs(cols, 400, 64), cols, 400, 1e-3);
+  const kernels = [await wasmKernels(), await wasmKernels({ threads: 2, minSplit: 1 })];
+  try {
+    for (const c of [{ groupSize: 32 }, { actOrder: true, blockSize: 50 }]) {
+      const o = opts({ bits: 3, ...c });
+      const got = gptqQuantizeLayer(w, rows, cols, h, o);
+      const want = naiveGptq(w, rows, cols, h, o);
+      assert.deepEqual(got.dequantized, want.dequantized, JSON.stringify(c));
+      assert.ok(Math.abs(got.loss - want.loss) <= 1e-9 * want.loss, `${JSON.stringify(c)}: loss`);
+      for (const k of kernels) {
+        const viaWasm = gptqQuantizeLayer(w, rows, cols, h, { ...o, f64: k.f64 });
+        assert.deepEqual(viaWasm.dequantized, got.dequantized, `${k.id} ${JSON.stringify(c)}`);
+        assert.equal(viaWasm.loss, got.loss, `${k.id}: loss bit for bit`);
+      }
+    }
+  } finally {
+    for (const k of kernels) k.close();
+  }
 });
 
 function checkInverseFactor(h: Float64Array, n: number): void {

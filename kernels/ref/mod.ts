@@ -10,9 +10,11 @@ import type { Matrix } from "../../models/types.ts";
 import type { Kernels } from "../types.ts";
 import { attentionRef } from "./attention.ts";
 import { matmulPackedRef } from "./packed.ts";
+import { refF64 } from "./f64.ts";
 
 export { matmulPackedRef, validatePacked } from "./packed.ts";
 export { attentionRef, type AttentionShape, validateAttention } from "./attention.ts";
+export { gemmSubRef, refF64, validateGemmSub } from "./f64.ts";
 
 /** Linear layer: `out[t][o] = Σ_i x[t][i] · w[o][i]`. */
 export function matmulRef(x: Float32Array, tokens: number, w: Matrix, out: Float32Array): void {
@@ -78,4 +80,5 @@ export const refKernels: Kernels = {
   rmsnorm: rmsnormRef,
   matmulPacked: matmulPackedRef,
   attention: attentionRef,
+  f64: refF64,
 };

@@ -204,6 +204,97 @@ void gemm_f32(int m, int n, int k, const float *a, const float *bp, float *c, fl
   }
 }
 
+/* ---------------------------------------------------------------- f64 GEMM ------------- */
+
+/*
+ * C[i][j] -= sum_k A[i][k] * B'(k, j) in float64 for the linear algebra of methods (GPTQ's
+ * Cholesky factor, its inverse and its column sweep). B'(k, j) = B[k][j], or B[j][k] when tb.
+ * Blocks of KC64 k-steps and NC64 columns of B' are packed into the workspace (ws, the f32
+ * GEMM's GEMM_WS floats) as 4-column panels; 4x4 register tiles (8 f64x2 accumulators) run over
+ * rows [i0, i1) of A and C: a thread's share. Every C entry is computed the same way whatever
+ * the share: per k-block, acc = 0 + a_0 b_0 + a_1 b_1 + ... (each product and sum rounded, no
+ * fused multiply-add), then c -= acc. `kernels/ref/f64.ts` computes exactly this.
+ */
+#define KC64 128
+#define NC64 384
+_Static_assert(KC64 * NC64 * 2 <= GEMM_WS, "f64 GEMM workspace");
+
+static void pack_b64(const double *b, int ldb, int tb, int kc, int nc, double *bp) {
+  for (int j = 0; j < nc; j += 4, bp += 4 * kc) {
+    int cols = nc - j < 4 ? nc - j : 4;
+    if (!tb && cols == 4) {
+      for (int kk = 0; kk < kc; kk++) {
+        const double *r = b + kk * ldb + j;
+        wasm_v128_store(bp + 4 * kk, wasm_v128_load(r));
+        wasm_v128_store(bp + 4 * kk + 2, wasm_v128_load(r + 2));
+      }
+      continue;
+    }
+    for (int kk = 0; kk < kc; kk++) {
+      for (int r = 0; r < 4; r++) {
+        bp[4 * kk + r] = r >= cols ? 0.0 : tb ? b[(j + r) * ldb + kk] : b[kk * ldb + j + r];
+      }
+    }
+  }
+}
+
+#define F64_ROW(r)                                                                             \
+  {                                                                                            \
+    v128_t x = wasm_v128_load64_splat(a##r + kk);                                              \
+    c##r##0 = wasm_f64x2_add(c##r##0, wasm_f64x2_mul(x, b0));                                  \
+    c##r##1 = wasm_f64x2_add(c##r##1, wasm_f64x2_mul(x, b1));                                  \
+  }
+#define F64_SUB(r)                                                                             \
+  wasm_v128_store(c + (r) * ldc, wasm_f64x2_sub(wasm_v128_load(c + (r) * ldc), c##r##0));      \
+  wasm_v128_store(c + (r) * ldc + 2, wasm_f64x2_sub(wasm_v128_load(c + (r) * ldc + 2), c##r##1));
+#define F64_SPILL(r)                                                                           \
+  wasm_v128_store(tile + (r) * 4, c##r##0);                                                    \
+  wasm_v128_store(tile + (r) * 4 + 2, c##r##1);
+
+/* C[mr][nr] -= A[mr][kc] x Bp[kc][4] (rows of A past mr read row 0 and are dropped). */
+static __attribute__((noinline)) void micro_f64(int kc, const double *a, int lda,
+                                                const double *bp, double *c, int ldc, int mr,
+                                                int nr) {
+  const double *a0 = a, *a1 = mr > 1 ? a + lda : a, *a2 = mr > 2 ? a + 2 * lda : a;
+  const double *a3 = mr > 3 ? a + 3 * lda : a;
+  v128_t c00 = wasm_f64x2_splat(0), c01 = c00, c10 = c00, c11 = c00;
+  v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+#pragma clang loop unroll(disable)
+  for (int kk = 0; kk < kc; kk++, bp += 4) {
+    v128_t b0 = wasm_v128_load(bp), b1 = wasm_v128_load(bp + 2);
+    F64_ROW(0) F64_ROW(1) F64_ROW(2) F64_ROW(3)
+  }
+  if (mr == 4 && nr == 4) {
+    F64_SUB(0) F64_SUB(1) F64_SUB(2) F64_SUB(3)
+    return;
+  }
+  double tile[16] __attribute__((aligned(16)));
+  F64_SPILL(0) F64_SPILL(1) F64_SPILL(2) F64_SPILL(3)
+  for (int r = 0; r < mr; r++) {
+    for (int j = 0; j < nr; j++) c[r * ldc + j] -= tile[r * 4 + j];
+  }
+}
+
+EXPORT(gemm_f64)
+void gemm_f64(int n, int k, const double *a, int lda, const double *b, int ldb, int tb,
+              double *c, int ldc, double *ws, int i0, int i1) {
+  for (int pc = 0; pc < k; pc += KC64) {
+    int kc = k - pc < KC64 ? k - pc : KC64;
+    for (int jc = 0; jc < n; jc += NC64) {
+      int nc = n - jc < NC64 ? n - jc : NC64;
+      pack_b64(tb ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, tb, kc, nc, ws);
+      for (int i = i0; i < i1; i += 4) {
+        int mr = i1 - i < 4 ? i1 - i : 4;
+        const double *ai = a + i * lda + pc;
+        for (int j = 0; j < nc; j += 4) {
+          int nr = nc - j < 4 ? nc - j : 4;
+          micro_f64(kc, ai, lda, ws + j * kc, c + i * ldc + jc + j, ldc, mr, nr);
+        }
+      }
+    }
+  }
+}
+
 /* out[n] = sum_k x[k] * w[n][k] (one token), streaming the packed panels [p0, p1) once. */
 EXPORT(gemv_f32)
 void gemv_f32(int n, int k, const float *x, const float *bp, float *out, int p0, int p1) {

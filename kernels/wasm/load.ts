@@ -83,6 +83,24 @@ export interface WasmExports {
   ): void;
   /** Fake-quantizes the activations `x [T][n]` in place under the descriptor's words 15–19. */
   act_quant_rows(desc: number, x: number, T: number, n: number): void;
+  /**
+   * Float64 `C[i][j] −= Σ_k A[i][k] · B'(k, j)` for rows `[i0, i1)` and `j < n` (`B'(k, j)` is
+   * `B[k][j]`, or `B[j][k]` when `tb` is 1), with a thread's GEMM workspace `ws`.
+   */
+  gemm_f64(
+    n: number,
+    k: number,
+    a: number,
+    lda: number,
+    b: number,
+    ldb: number,
+    tb: number,
+    c: number,
+    ldc: number,
+    ws: number,
+    i0: number,
+    i1: number,
+  ): void;
 }
 
 const REQUIRED = [
@@ -98,6 +116,7 @@ const REQUIRED = [
   "window_head",
   "attention_heads",
   "act_quant_rows",
+  "gemm_f64",
 ];
 
 /** URL of the kernel binary (beside this module, wherever it is served from). */

@@ -24,7 +24,8 @@ import type { LlamaLayer, LlamaWeights, Matrix } from "../../models/types.ts";
 import { WEIGHT_BUDGET } from "../../models/residency.ts";
 import { type AttentionShape, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
-import type { Kernels } from "../types.ts";
+import type { F64Kernels, Kernels } from "../types.ts";
+import { wasmF64 } from "./f64.ts";
 import { type FusedLayout, fusedLayout } from "./fused_layout.ts";
 import { WasmHeap } from "./heap.ts";
 import {
@@ -80,6 +81,8 @@ export interface WasmKernels extends Kernels {
   ): void;
   /** Drops the cached WASM copy of a weight (call after changing its values in place). */
   forget(w: Matrix | PackedWeight): void;
+  /** Float64 products (`gemm_f64`), on the kernel threads when there are any. */
+  readonly f64: F64Kernels;
   /** Stops the kernel threads, if any (later calls then fail); a no-op for one thread. */
   close(): void;
 }
@@ -303,6 +306,7 @@ function detached(k: WasmSimdKernels): WasmKernels {
     windowPath: (model) => k.windowPath(model),
     headLogProbs: (model, x, rows) => k.headLogProbs(model, x, rows),
     forget: (w) => k.forget(w),
+    f64: k.f64,
     close: () => k.close(),
   };
 }
@@ -329,6 +333,8 @@ class WasmSimdKernels implements WasmKernels {
   /** GEMM workspace of every thread (index 0: the caller). */
   readonly #ws: number[] = [];
   readonly #pool: KernelThreads | undefined;
+  /** Float64 products over this set's memory and threads. */
+  readonly f64: F64Kernels;
   /** See {@linkcode WasmKernelsOptions.minSplit}. */
   minSplit = MIN_SPLIT;
   /** See {@linkcode WasmKernelsOptions.panelBudget}. */
@@ -352,6 +358,14 @@ class WasmSimdKernels implements WasmKernels {
     this.#pool = pool;
     this.#reclaim = new FinalizationRegistry((ptrs) => this.#freeAll(ptrs));
     for (let i = 0; i < (pool?.threads ?? 1); i++) this.#ws.push(this.#heap.alloc(GEMM_WS * 4));
+    this.f64 = wasmF64({
+      id,
+      wasm,
+      heap: this.#heap,
+      ws: this.#ws,
+      pool,
+      minSplit: () => this.minSplit,
+    });
     // The whole-window passes' GEMMs, split over the kernel threads (forward.c's lowbit_gemm).
     // Always GEMM (never the one-token GEMV, whose sums run in another order): the bits of
     // forward.c's own gemm_f32 calls.

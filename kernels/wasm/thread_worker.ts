@@ -12,9 +12,13 @@ import { instantiateWasm, WASM_MT_URL, type WasmExports } from "./load.ts";
 import { DONE, FAILED, MAX_ARGS, SEQ, SLOT, SLOT_WORDS, STOP, type ThreadInit } from "./threads.ts";
 
 function serve(wasm: WasmExports, ctrl: Int32Array, index: number): void {
-  const ops = [wasm.gemm_f32, wasm.gemv_f32, wasm.dq_gemv, wasm.attention_heads] as unknown as ((
-    ...a: number[]
-  ) => unknown)[];
+  const ops = [
+    wasm.gemm_f32,
+    wasm.gemv_f32,
+    wasm.dq_gemv,
+    wasm.attention_heads,
+    wasm.gemm_f64,
+  ] as unknown as ((...a: number[]) => unknown)[];
   const slot = SLOT + index * SLOT_WORDS;
   const args = new Array<number>(MAX_ARGS);
   // No job runs before every worker said "ready", so the first one will be number 1.

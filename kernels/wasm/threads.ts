@@ -15,7 +15,13 @@
 import { WebWorker } from "../../core/web_worker.ts";
 
 /** Exports a job may run (their index is the job's op code). */
-export const THREAD_OPS = ["gemm_f32", "gemv_f32", "dq_gemv", "attention_heads"] as const;
+export const THREAD_OPS = [
+  "gemm_f32",
+  "gemv_f32",
+  "dq_gemv",
+  "attention_heads",
+  "gemm_f64",
+] as const;
 
 /** An op a job may run. */
 export type ThreadOp = typeof THREAD_OPS[number];
