@@ -55,6 +55,32 @@ stories.test(
   },
 );
 
+/** Whether `python3` with NumPy runs here (the NumPy baseline needs it). */
+async function hasNumpy(): Promise<boolean> {
+  try {
+    const p = await new Deno.Command("python3", {
+      args: ["-c", "import numpy"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return p.success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "gptq_numpy --quick: our GPTQ and an independent NumPy GPTQ give the same codes",
+  ignore: !(await hasNumpy()),
+  fn: async () => {
+    const { out } = await runBench("bench/gptq_numpy.ts", ["--quick"]);
+    assertInOrder(out, ["| Hessian ", "| inverse factor ", "| sweep ", "| total "], "gptq_numpy");
+    // Both are float64 GPTQ (IST-DASLab's loop in NumPy vs ours): only summation order differs.
+    const same = Number(/identical codes: ([\d.]+) %/.exec(out)?.[1]);
+    assert.ok(same >= 99.9, `identical codes ${same} %:\n${out}`);
+  },
+});
+
 Deno.test("gptq_layer --quick: both small shapes measured in one process", async () => {
   const { out } = await runBench("bench/gptq_layer.ts", ["--quick", "--in-process"]);
   assertInOrder(out, ["512x512", "512x1376"], "bench/gptq_layer.ts");
