@@ -12,7 +12,8 @@
  *    float32, summed into float64 chunk by chunk). Plain: one rank-1 update per token. Both fill
  *    the full square: `tokens · in²` multiply-adds.
  * 2. **Inverse factor** `U` (upper Cholesky factor of `(H + λI)⁻¹`, `in³/3` multiply-adds). Ours:
- *    `upperCholeskyOfInverse` of `methods/gptq_core.ts`. Plain: the same algorithm in textbook
+ *    `upperCholeskyOfInverse` of `methods/gptq_core.ts` on the WASM kernels' float64 products
+ *    (one thread; `bench/gptq_numpy.ts` runs GPTQ on the kernel threads next to NumPy). Plain: the same algorithm in textbook
  *    loops (`bench/gptq_layer_naive.ts`).
  * 3. **Layer**: ours is the full `gptqQuantizeLayer` call (factor + lazy-batch sweep); its sweep
  *    time is that call minus the factor measured in step 2. Plain: the column sweep updating every
@@ -53,6 +54,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { unpackCodes } from "../core/quantizer.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
+import { wasmKernels } from "../kernels/wasm/mod.ts";
 import type { Kernels } from "../kernels/types.ts";
 import {
   GPTQ_DEFAULTS,
@@ -293,9 +295,13 @@ function log(msg: string): void {
   console.error(`  · ${msg}`);
 }
 
+/** Ours: GPTQ's float64 products on the single-threaded WASM kernels (`gemm_f64`). */
+const F64 = (await wasmKernels()).f64;
+
 function layerOptions(cfg: Config): GptqLayerOptions {
   return {
     ...GPTQ_DEFAULTS,
+    f64: F64,
     bits: cfg.bits,
     symmetric: cfg.symmetric,
     groupSize: cfg.group,
@@ -333,7 +339,7 @@ function warmUp(cfg: Config): void {
   for (let r = 0; r < WARMUP_CALLS; r++) {
     accumulateHessianGram(refKernels, x, tokens, n, new Float64Array(n * n), cfg.chunk);
     accumulateHessianNaive(x, tokens, n, new Float64Array(n * n));
-    upperCholeskyOfInverse(hd, n);
+    upperCholeskyOfInverse(hd, n, F64);
     const u = upperCholeskyOfInverseNaive(hd, n)!;
     gptqQuantizeLayer(w, rows, n, h, layerOptions(cfg));
     gptqSweepNaive(w, rows, n, u, naiveOptions(cfg));
@@ -407,7 +413,7 @@ function benchFactor(
   }
   const fMacs = n ** 3 / 3;
   log(`${shape}: factor U, n = ${n} (${fmtInt(Math.round(fMacs))} multiply-adds)`);
-  const [uOurs, fOursMs] = time(() => upperCholeskyOfInverse(hDamped, n));
+  const [uOurs, fOursMs] = time(() => upperCholeskyOfInverse(hDamped, n, F64));
   log(`${shape}: factor U, plain loops`);
   const [uPlain, fPlainMs] = time(() => upperCholeskyOfInverseNaive(hDamped, n));
   if (!uOurs || !uPlain) throw new Error(`${shape}: damped Hessian is not positive definite`);
