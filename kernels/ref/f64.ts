@@ -11,21 +11,8 @@ import { type F64Kernels, GEMM_F64_KC } from "../types.ts";
  * Checks that every sub-matrix of a {@linkcode F64Kernels.gemmSub} call lies inside its array;
  * throws a `RangeError` naming the operand otherwise.
  */
-export function validateGemmSub(
-  m: number,
-  n: number,
-  k: number,
-  a: Float64Array,
-  aOff: number,
-  lda: number,
-  b: Float64Array,
-  bOff: number,
-  ldb: number,
-  transB: boolean,
-  c: Float64Array,
-  cOff: number,
-  ldc: number,
-): void {
+export const validateGemmSub: F64Kernels["gemmSub"] = (...args) => {
+  const [m, n, k, a, aOff, lda, b, bOff, ldb, transB, c, cOff, ldc] = args;
   const dims = [m, n, k, aOff, lda, bOff, ldb, cOff, ldc];
   if (!dims.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new RangeError(`gemmSub: sizes, offsets and strides must be integers ≥ 0, got ${dims}`);
@@ -42,25 +29,12 @@ export function validateGemmSub(
   if (transB) span(n, k, bOff, ldb, b.length, "Bᵀ");
   else span(k, n, bOff, ldb, b.length, "B");
   span(m, n, cOff, ldc, c.length, "C");
-}
+};
 
 /** {@linkcode F64Kernels.gemmSub} in plain loops. */
-export function gemmSubRef(
-  m: number,
-  n: number,
-  k: number,
-  a: Float64Array,
-  aOff: number,
-  lda: number,
-  b: Float64Array,
-  bOff: number,
-  ldb: number,
-  transB: boolean,
-  c: Float64Array,
-  cOff: number,
-  ldc: number,
-): void {
-  validateGemmSub(m, n, k, a, aOff, lda, b, bOff, ldb, transB, c, cOff, ldc);
+export const gemmSubRef: F64Kernels["gemmSub"] = (...args) => {
+  const [m, n, k, a, aOff, lda, b, bOff, ldb, transB, c, cOff, ldc] = args;
+  validateGemmSub(...args);
   if (m === 0 || n === 0 || k === 0) return;
   const acc = new Float64Array(n);
   const bt = transB ? new Float64Array(Math.min(k, GEMM_F64_KC) * n) : b;
@@ -88,7 +62,7 @@ export function gemmSubRef(
       for (let j = 0; j < n; j++) c[cr + j] = c[cr + j]! - acc[j]!;
     }
   }
-}
+};
 
 /** The reference {@linkcode F64Kernels}: plain `Float64Array`s and {@linkcode gemmSubRef}. */
 export const refF64: F64Kernels = {
