@@ -18,14 +18,16 @@
  *   20 experts per MoE block (0: a dense model), 21 experts per token, 22 an expert's hidden size,
  *   23 the router's input (0 the experts' input, 1 the float normalised states, 2 those quantized
  *   by the host at site ACT_ROUTER: EAQuant's router bits), 24 clip q, k and v (OLMoE clip_qkv),
- *   25 at ± this float (bits), 26 run the GEMMs on the kernel threads (lowbit_gemm),
- *   27 + 15·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
+ *   25 at ± this float (bits), 26 run the GEMMs on the kernel threads (lowbit_gemm), 27 the q and
+ *   k norms are per head (Qwen3; else over the whole projections, OLMoE),
+ *   28 + 15·l: layer l's attnNorm, q, k, v, o panels, mlpNorm, gate, up, down panels (dense
  *   blocks), then 0 or, for a MoE block, a table [router panels, (gate, up, down panels) × E],
  *   then the q, k, v biases and the q, k norm weights (each 0 when absent).
  */
 
-#define D_WORDS_HEAD 27
+#define D_WORDS_HEAD 28
 #define D_THREADS 26
+#define D_QK_HEAD 27
 #define D_WORDS_LAYER 15
 
 /*
@@ -664,12 +666,19 @@ void forward_window(const int *d, int T, float *x, float *out) {
     fgemm(d, T, qDim, dim, xn, (const float *)L[1], q, ws);
     fgemm(d, T, kvDim, dim, xn, (const float *)L[2], k, ws);
     fgemm(d, T, kvDim, dim, xn, (const float *)L[3], v, ws);
-    /* Qwen2 biases, OLMoE norms over the whole projections and clip_qkv, in forward.ts's order */
+    /* Qwen2 biases, q/k norms (per head, Qwen3, or over the projections, OLMoE) and clip_qkv,
+       in forward.ts's order */
     if (L[10]) add_bias(q, T, qDim, (const float *)L[10]);
     if (L[11]) add_bias(k, T, kvDim, (const float *)L[11]);
     if (L[12]) add_bias(v, T, kvDim, (const float *)L[12]);
-    if (L[13]) rmsnorm_f32(T, qDim, q, (const float *)L[13], eps, q);
-    if (L[14]) rmsnorm_f32(T, kvDim, k, (const float *)L[14], eps, k);
+    if (L[13]) {
+      const int n = d[D_QK_HEAD] ? hd : qDim;
+      rmsnorm_f32(T * (qDim / n), n, q, (const float *)L[13], eps, q);
+    }
+    if (L[14]) {
+      const int n = d[D_QK_HEAD] ? hd : kvDim;
+      rmsnorm_f32(T * (kvDim / n), n, k, (const float *)L[14], eps, k);
+    }
     if (d[24]) {
       const float c = __builtin_bit_cast(float, d[25]);
       clamp_all(q, T * qDim, c);

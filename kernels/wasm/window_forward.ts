@@ -7,7 +7,8 @@
  * chunks of their rows into log-probabilities ({@linkcode windowHead}).
  *
  * Llama-family models with a head size that is a multiple of 4, q/k/v biases (Qwen2), norms over
- * the q and k projections and `clip_qkv` (OLMoE) included, and no shared experts: anything else is {@linkcode windowUnsupported} and takes the per-op path, which
+ * the q and k projections (OLMoE) or per head (Qwen3) and `clip_qkv` included, and no shared
+ * experts: anything else is {@linkcode windowUnsupported} and takes the per-op path, which
  * gives the same numbers up to float32 rounding. Weight-activation models take this path too:
  * `forward.c` quantizes the usual settings itself, bit for bit `core/act_quantizer.ts`
  * ({@linkcode quantizesInWasm}), and calls back into it for the others (`lowbit_act`). So do
@@ -81,11 +82,13 @@ export function activationWords(
 }
 
 /** Words of the descriptor: the header, then 15 per layer, then MoE tables (see `forward.c`). */
-const HEAD_WORDS = 27;
+const HEAD_WORDS = 28;
 /** The descriptor's word asking for the GEMMs on the kernel threads (`lowbit_gemm`). */
 const THREAD_WORD = 26;
 /** The descriptor's `clip_qkv` words: whether to clip, and the bound (float bits). */
 const CLIP_WORD = 24;
+/** Descriptor word: the q and k norms are per head (else over the whole projections). */
+const QK_HEAD_WORD = 27;
 /** First of the descriptor's MoE words: experts, top-k, an expert's hidden size, router input. */
 const MOE_WORD = 20;
 /** `forward.c`'s site of a MoE router's own input. */
@@ -99,12 +102,13 @@ function f32Bits(x: number): number {
 
 /**
  * The architecture features (`models/arch.ts`) `forward.c` implements: q/k/v biases, RMSNorm
- * over the q and k projections, `clip_qkv`, both RoPE pairings, scaled RoPE frequencies (the
+ * of q and k over the projections (OLMoE) or per head (Qwen3), `clip_qkv`, both RoPE pairings, scaled RoPE frequencies (the
  * cos/sin table comes from `models/rope.ts`) and Mixtral-layout MoE blocks.
  */
 export const WINDOW_FEATURES: readonly ArchFeature[] = [
   "qkvBias",
   "qkNormProjection",
+  "qkNormHead",
   "clipQkv",
   "interleavedRope",
   "ropeScaling",
@@ -200,8 +204,9 @@ function checkShapes(model: ForwardModel): void {
     sized(l.qBias, qDim, "q bias");
     sized(l.kBias, kvDim, "k bias");
     sized(l.vBias, kvDim, "v bias");
-    sized(l.qNorm, qDim, "q norm");
-    sized(l.kNorm, kvDim, "k norm");
+    const perHead = c.qkNorm === "head";
+    sized(l.qNorm, perHead ? c.headDim : qDim, "q norm");
+    sized(l.kNorm, perHead ? c.headDim : kvDim, "k norm");
     if (l.mlp.kind === "dense") {
       ffn(l.mlp, c.hiddenDim, `layer ${i}`);
       continue;
@@ -305,6 +310,7 @@ function descriptorHeader(model: ForwardModel, perCall: number): Int32Array {
     d[CLIP_WORD + 1] = f32Bits(c.clipQkv);
   }
   d[7] = c.ropeStyle === "interleaved" ? 0 : 1;
+  d[QK_HEAD_WORD] = c.qkNorm === "head" ? 1 : 0;
   d[8] = f32Bits(c.normEps);
   // Online rotations (QuaRot) run in the host at the o and down sites, before the quantizer: every
   // site then calls back into the host.

@@ -485,7 +485,7 @@ Deno.test("whole-window MoE: mixed dense and MoE blocks, the WASM quantizer with
   assert.ok(outs[1]!.some((x, i) => Math.abs(x - outs[2]![i]!) > 1e-5));
 });
 
-Deno.test("whole-window path: q/k/v biases (Qwen2), q/k norms and clip_qkv (OLMoE)", () => {
+Deno.test("whole-window path: q/k/v biases (Qwen2), q/k norms (OLMoE, Qwen3) and clip_qkv (OLMoE)", () => {
   const qDim = base.nHeads * base.headDim, kvDim = base.nKvHeads * base.headDim;
   const plain = randomModel(base, 61);
   const vec = (n: number, seed: number, around = 0) =>
@@ -526,6 +526,20 @@ Deno.test("whole-window path: q/k/v biases (Qwen2), q/k norms and clip_qkv (OLMo
         qNorm: vec(qDim, 96 + i, 1),
         kNorm: vec(kvDim, 98 + i, 1),
       })),
+    ],
+    [
+      "q/k norms per head (Qwen3)",
+      {
+        config: { ...base, qkNorm: "head" },
+        weights: {
+          ...plain.weights,
+          layers: plain.weights.layers.map((l, i) => ({
+            ...l,
+            qNorm: vec(base.headDim, 84 + i, 1),
+            kNorm: vec(base.headDim, 86 + i, 1),
+          })),
+        },
+      },
     ],
   ];
   const float = kernels.windowLogProbs!(plain, window)!;
