@@ -56,3 +56,26 @@ export function routeTokens(
   }
   return { probs, chosen, gate };
 }
+
+/**
+ * The tokens routed to expert `e` (in token order, then choice order: the rows an expert runs
+ * on) and their weights.
+ */
+export function expertTokens(
+  r: Pick<Routing, "chosen" | "gate">,
+  T: number,
+  K: number,
+  e: number,
+): { rows: number[]; weights: number[] } {
+  const rows: number[] = [];
+  const weights: number[] = [];
+  for (let t = 0; t < T; t++) {
+    for (let k = 0; k < K; k++) {
+      if (r.chosen[t * K + k] === e) {
+        rows.push(t);
+        weights.push(r.gate[t * K + k]!);
+      }
+    }
+  }
+  return { rows, weights };
+}

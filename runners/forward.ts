@@ -49,7 +49,7 @@ import {
 import { applyRope, configRopeTable, rotaryDims } from "../models/rope.ts";
 import { applyOnlineRotation } from "../models/online_rotation.ts";
 import { embedTokens } from "../models/embed.ts";
-import { routeTokens } from "../models/routing.ts";
+import { expertTokens, routeTokens } from "../models/routing.ts";
 
 /** What the forward pass needs of a model. */
 export type { ForwardModel } from "../models/types.ts";
@@ -587,20 +587,11 @@ function moeMlp(
   const dim = c.dim;
   const logits = new Float32Array(T * E);
   kernels.matmul(xRouter, T, mlp.router, logits);
-  const { probs, chosen, gate } = routeTokens(logits, T, E, moe, l);
-  routing?.(l, probs, chosen, T);
+  const route = routeTokens(logits, T, E, moe, l);
+  routing?.(l, route.probs, route.chosen, T);
   out.fill(0, 0, T * dim);
   for (let e = 0; e < E; e++) {
-    const rows: number[] = [];
-    const weights: number[] = [];
-    for (let t = 0; t < T; t++) {
-      for (let k = 0; k < K; k++) {
-        if (chosen[t * K + k] === e) {
-          rows.push(t);
-          weights.push(gate[t * K + k]!);
-        }
-      }
-    }
+    const { rows, weights } = expertTokens(route, T, K, e);
     if (rows.length === 0) continue;
     const n = rows.length;
     const xe = new Float32Array(n * dim);

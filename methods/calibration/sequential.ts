@@ -47,6 +47,7 @@ import {
 } from "../../runners/forward.ts";
 import type { ActSite } from "../../core/act_quantizer.ts";
 import { type LinearSite, linearSite } from "../../models/linears.ts";
+import { expertTokens, routeTokens } from "../../models/routing.ts";
 import {
   type DenseMlp,
   expertMlps,
@@ -500,48 +501,55 @@ function moeGateUpInputs(
 }
 
 /**
- * Accumulates every expert's down inputs: the hidden activations of its routed tokens, or of every
- * token of the block for an expert that got none (`routed[e] === 0`).
+ * Quantizes every expert's down, one expert at a time, so one Gram matrix is held at once (1.6 GB
+ * for Mixtral's 14,336-wide down, against 13 GB for all eight): its inputs are the hidden
+ * activations of the tokens routed to it, window by window, or of every token of the block for an
+ * expert that got none (`routed[e] === 0`). The routing is the block's (the router and its inputs
+ * do not change in this stage), computed once per window as `mlpForward` computes it.
  */
-function moeDownInputs(
+function moeDownStage(
   s: SequentialState,
   l: number,
   hns: readonly Float32Array[],
   routed: readonly number[],
-): Accumulator[] {
+): void {
   const { config, kernels } = s;
   const { dim } = config;
-  const E = routed.length;
-  const dn = Array.from({ length: E }, (_, e) => newAccumulator(expertsOf(s, l)[e]!.down.cols));
-  for (const hn of hns) {
+  const moe = config.moe!;
+  const mlp = s.layers[l]!.mlp as MoeMlp;
+  const E = mlp.experts.length;
+  const routes = hns.map((hn) => {
     const T = hn.length / dim;
-    mlpForward(s.work, l, hn, T, kernels, new Float32Array(T * dim), (kind, x, n, e) => {
-      if (kind === "down" && e !== undefined) accumulate(dn[e]!, x, n, kernels);
-    });
-  }
-  for (let e = 0; e < E; e++) {
-    if (routed[e] !== 0) continue;
-    // Fallback: the expert's hidden activations on every token of the block.
+    const logits = new Float32Array(T * E);
+    kernels.matmul(hn, T, mlp.router, logits);
+    return routeTokens(logits, T, E, moe, l);
+  });
+  const stopAtDown = (acc: Accumulator): LinearObserver => (kind, g, n) => {
+    if (kind === "down") accumulate(acc, g, n, kernels);
+    return kind === "down";
+  };
+  for (let e = 0; e < routed.length; e++) {
     const expert = expertsOf(s, l)[e]!;
-    for (const hn of hns) {
-      const T = hn.length / dim;
-      denseMlp(
-        expert,
-        hn,
-        T,
-        kernels,
-        new Float32Array(T * dim),
-        (kind, g, n) => {
-          if (kind === "down") accumulate(dn[e]!, g, n, kernels);
-          return kind === "down";
-        },
-        undefined,
-        true,
-        config,
-      );
-    }
+    const acc = newAccumulator(expert.down.cols);
+    hns.forEach((hn, w) => {
+      let T = hn.length / dim;
+      let x = hn;
+      // The shared expert (Qwen2-MoE, after the routed ones) and a fallback take every token.
+      if (routed[e] !== 0 && e < E) {
+        const { rows } = expertTokens(routes[w]!, T, moe.topK, e);
+        if (rows.length === 0) return;
+        x = new Float32Array(rows.length * dim);
+        rows.forEach((t, i) => x.set(hn.subarray(t * dim, (t + 1) * dim), i * dim));
+        T = rows.length;
+      }
+      const out = new Float32Array(T * dim);
+      denseMlp(expert, x, T, kernels, out, stopAtDown(acc), undefined, true, config);
+    });
+    releaseScratch(acc);
+    quantizeOne(s, l, "down", acc, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
+    noteMaterialized(acc.gram.byteLength);
   }
-  return dn;
+  progress(s);
 }
 
 /** The MoE half of block `l` given the attention outputs (see the module documentation). */
@@ -563,11 +571,7 @@ function moeStages(s: SequentialState, l: number, atts: Float32Array[]): void {
     }
   }
   // Stage: every expert's down, on the hidden activations of its routed tokens.
-  const dn = moeDownInputs(s, l, hns, routed);
-  progress(s);
-  for (let e = 0; e < E; e++) {
-    quantizeOne(s, l, "down", dn[e]!, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
-  }
+  moeDownStage(s, l, hns, routed);
   // The quantized block's outputs feed the next block.
   hs.forEach((h, w) => {
     const T = h.length / dim;
