@@ -8,7 +8,7 @@
  */
 
 import type { PackedWeight } from "../core/quantizer.ts";
-import type { AttentionShape } from "./ref/attention.ts";
+import type { AttentionArgs } from "./ref/attention.ts";
 import type { ForwardModel, Matrix } from "../models/types.ts";
 
 /**
@@ -33,22 +33,29 @@ export interface F64Kernels {
    * blocks of {@linkcode GEMM_F64_KC} k-steps (no fused multiply-add) and subtracts each block's
    * sum. `C` must not overlap `A` or `B`.
    */
-  gemmSub(
-    m: number,
-    n: number,
-    k: number,
-    a: Float64Array,
-    aOff: number,
-    lda: number,
-    b: Float64Array,
-    bOff: number,
-    ldb: number,
-    transB: boolean,
-    c: Float64Array,
-    cOff: number,
-    ldc: number,
-  ): void;
+  gemmSub(...args: GemmSubArgs): void;
 }
+
+/**
+ * The arguments of {@linkcode F64Kernels.gemmSub}: `C −= A·B′` for `m × n` outputs over `k`
+ * steps, each operand an array with an offset and a row stride (`B′` is `B`, or `Bᵀ` when
+ * `transB`).
+ */
+export type GemmSubArgs = [
+  m: number,
+  n: number,
+  k: number,
+  a: Float64Array,
+  aOff: number,
+  lda: number,
+  b: Float64Array,
+  bOff: number,
+  ldb: number,
+  transB: boolean,
+  c: Float64Array,
+  cOff: number,
+  ldc: number,
+];
 
 /** K-steps per block of {@linkcode F64Kernels.gemmSub} (`KC64` in `kernels/wasm/kernels.c`). */
 export const GEMM_F64_KC = 128;
@@ -106,13 +113,5 @@ export interface Kernels {
    * values `[≥ start+T][nKvHeads·headDim]` (see `attentionRef`). Optional: without it the
    * forward pass computes attention itself.
    */
-  attention?(
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    start: number,
-    shape: AttentionShape,
-    out: Float32Array,
-  ): void;
+  attention?(...args: AttentionArgs): void;
 }

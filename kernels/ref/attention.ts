@@ -18,6 +18,17 @@ export interface AttentionShape {
   readonly window?: number;
 }
 
+/** The arguments of an attention call: queries, keys, values, query count, first position, shape, output. */
+export type AttentionArgs = [
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  T: number,
+  start: number,
+  shape: AttentionShape,
+  out: Float32Array,
+];
+
 /** True when `shape` asks for more than plain scaled causal attention. */
 export function attentionExtras(shape: AttentionShape): boolean {
   return (shape.scale !== undefined && shape.scale !== 1 / Math.sqrt(shape.headDim)) ||
@@ -27,16 +38,8 @@ export function attentionExtras(shape: AttentionShape): boolean {
 /**
  * Checks the buffers of an attention call; throws a `RangeError` naming `op` and the shapes.
  */
-export function validateAttention(
-  op: string,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  T: number,
-  start: number,
-  shape: AttentionShape,
-  out: Float32Array,
-): void {
+export function validateAttention(op: string, ...args: AttentionArgs): void {
+  const [q, k, v, T, start, shape, out] = args;
   const { nHeads, nKvHeads, headDim } = shape;
   const qDim = nHeads * headDim, kvDim = nKvHeads * headDim;
   const fail = (why: string) => {
@@ -64,16 +67,9 @@ export function validateAttention(
  * multiplier, cap the scores (`cap · tanh(s / cap)`, as Gemma 2 before its mask) and restrict
  * each query to the last `window` keys.
  */
-export function attentionRef(
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  T: number,
-  start: number,
-  shape: AttentionShape,
-  out: Float32Array,
-): void {
-  validateAttention("attention", q, k, v, T, start, shape, out);
+export function attentionRef(...args: AttentionArgs): void {
+  validateAttention("attention", ...args);
+  const [q, k, v, T, start, shape, out] = args;
   const { headDim, nHeads, nKvHeads } = shape;
   const qDim = nHeads * headDim;
   const kvDim = nKvHeads * headDim;

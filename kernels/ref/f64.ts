@@ -5,13 +5,13 @@
  * @module
  */
 
-import { type F64Kernels, GEMM_F64_KC } from "../types.ts";
+import { type F64Kernels, GEMM_F64_KC, type GemmSubArgs } from "../types.ts";
 
 /**
  * Checks that every sub-matrix of a {@linkcode F64Kernels.gemmSub} call lies inside its array;
  * throws a `RangeError` naming the operand otherwise.
  */
-export const validateGemmSub: F64Kernels["gemmSub"] = (...args) => {
+export function validateGemmSub(...args: GemmSubArgs): void {
   const [m, n, k, a, aOff, lda, b, bOff, ldb, transB, c, cOff, ldc] = args;
   const dims = [m, n, k, aOff, lda, bOff, ldb, cOff, ldc];
   if (!dims.every((d) => Number.isInteger(d) && d >= 0)) {
@@ -29,10 +29,10 @@ export const validateGemmSub: F64Kernels["gemmSub"] = (...args) => {
   if (transB) span(n, k, bOff, ldb, b.length, "Bᵀ");
   else span(k, n, bOff, ldb, b.length, "B");
   span(m, n, cOff, ldc, c.length, "C");
-};
+}
 
 /** {@linkcode F64Kernels.gemmSub} in plain loops. */
-export const gemmSubRef: F64Kernels["gemmSub"] = (...args) => {
+export function gemmSubRef(...args: GemmSubArgs): void {
   const [m, n, k, a, aOff, lda, b, bOff, ldb, transB, c, cOff, ldc] = args;
   validateGemmSub(...args);
   if (m === 0 || n === 0 || k === 0) return;
@@ -62,7 +62,7 @@ export const gemmSubRef: F64Kernels["gemmSub"] = (...args) => {
       for (let j = 0; j < n; j++) c[cr + j] = c[cr + j]! - acc[j]!;
     }
   }
-};
+}
 
 /** The reference {@linkcode F64Kernels}: plain `Float64Array`s and {@linkcode gemmSubRef}. */
 export const refF64: F64Kernels = {

@@ -22,7 +22,7 @@
 import { dequantizePacked, type PackedWeight } from "../../core/quantizer.ts";
 import type { LlamaLayer, LlamaWeights, Matrix } from "../../models/types.ts";
 import { WEIGHT_BUDGET } from "../../models/residency.ts";
-import { type AttentionShape, validateAttention } from "../ref/attention.ts";
+import { type AttentionArgs, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import type { F64Kernels, Kernels } from "../types.ts";
 import { wasmF64 } from "./f64.ts";
@@ -70,15 +70,7 @@ export interface WasmKernels extends Kernels {
    * with the codes are exact; see README.md for the error budget.
    */
   matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): void;
-  attention(
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    start: number,
-    shape: AttentionShape,
-    out: Float32Array,
-  ): void;
+  attention(...args: AttentionArgs): void;
   /** Drops the cached WASM copy of a weight (call after changing its values in place). */
   forget(w: Matrix | PackedWeight): void;
   /** Float64 products (`gemm_f64`), on the kernel threads when there are any. */
@@ -643,16 +635,9 @@ class WasmSimdKernels implements WasmKernels {
     out.set(this.#heap.f32(o, tokens * L.rows));
   }
 
-  attention(
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    start: number,
-    shape: AttentionShape,
-    out: Float32Array,
-  ): void {
-    validateAttention("attention", q, k, v, T, start, shape, out);
+  attention(...args: AttentionArgs): void {
+    validateAttention("attention", ...args);
+    const [q, k, v, T, start, shape, out] = args;
     if (T === 0) return;
     const { nHeads, nKvHeads, headDim } = shape;
     const qn = T * nHeads * headDim, kvn = (start + T) * nKvHeads * headDim;

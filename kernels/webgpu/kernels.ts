@@ -10,7 +10,7 @@
 import type { PackedWeight } from "../../core/quantizer.ts";
 import type { Matrix, RopeStyle } from "../../models/types.ts";
 import type { RopeTable } from "../../models/rope.ts";
-import { type AttentionShape, validateAttention } from "../ref/attention.ts";
+import { type AttentionArgs, validateAttention } from "../ref/attention.ts";
 import { validatePacked } from "../ref/packed.ts";
 import { GpuDevice, type GpuDeviceOptions } from "./device.ts";
 import { type GemmKind, GpuOps, type GpuPacked } from "./ops.ts";
@@ -32,15 +32,7 @@ export interface AsyncKernels {
   /** Fused dequant-matmul over packed codes. */
   matmulPacked(x: Float32Array, tokens: number, p: PackedWeight, out: Float32Array): Promise<void>;
   /** Causal grouped-query attention. */
-  attention(
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    start: number,
-    shape: AttentionShape,
-    out: Float32Array,
-  ): Promise<void>;
+  attention(...args: AttentionArgs): Promise<void>;
   /** Releases the device. */
   close(): void;
 }
@@ -154,16 +146,9 @@ export class GpuKernels implements AsyncKernels {
     }
   }
 
-  async attention(
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    T: number,
-    start: number,
-    shape: AttentionShape,
-    out: Float32Array,
-  ): Promise<void> {
-    validateAttention("attention", q, k, v, T, start, shape, out);
+  async attention(...args: AttentionArgs): Promise<void> {
+    validateAttention("attention", ...args);
+    const [q, k, v, T, start, shape, out] = args;
     if (T === 0) return;
     const { nHeads, nKvHeads, headDim } = shape;
     const qn = T * nHeads * headDim, kvn = (start + T) * nKvHeads * headDim;
