@@ -54,12 +54,13 @@
  */
 
 import { type ActivationStats, collectActivationStats } from "./calibration/act_stats.ts";
+import { type BlockReport, reconstructBlocks } from "./calibration/reconstruct.ts";
 import {
-  type BlockReport,
-  reconstructBlocks,
-  type ReconstructionOptions,
-} from "./calibration/reconstruct.ts";
-import { type ReconstructionSetup, reconstructionSetup } from "./reconstruction_setup.ts";
+  ORDER_SEED_PARAM,
+  type ReconstructionHooks,
+  type ReconstructionSetup,
+  reconstructionSetup,
+} from "./reconstruction_setup.ts";
 import { UnsupportedConfigError } from "../core/errors.ts";
 import type { Matrix } from "../models/types.ts";
 import {
@@ -77,10 +78,7 @@ import {
 } from "./types.ts";
 
 /** Test hooks of {@linkcode quantizeAffineQuant}. */
-export interface AffineQuantHooks {
-  /** Make the loss of this optimizer step of this block NaN (the guard must catch it). */
-  readonly injectNaN?: ReconstructionOptions["injectNaN"];
-}
+export type AffineQuantHooks = ReconstructionHooks;
 
 /** Largest signed entry of each input column over the rows of `m` (`max(dim=0)`). */
 export function columnMax(m: Matrix): Float32Array {
@@ -167,13 +165,7 @@ export const affinequant: Method = {
       default: false,
       doc: "Per-head matrices between q and k (--use_matrix; the official W4A4 setting)",
     },
-    seed: {
-      type: "number",
-      default: 0,
-      min: 0,
-      integer: true,
-      doc: "Seed of the order in which windows are visited",
-    },
+    seed: ORDER_SEED_PARAM,
   },
   quantize: (model, q, params, ctx) =>
     new Promise((resolve) => resolve(quantizeAffineQuant(model, q, params, ctx))),

@@ -32,8 +32,12 @@
  * @module
  */
 
-import { reconstructionSetup } from "./reconstruction_setup.ts";
-import { reconstructBlocks, type ReconstructionOptions } from "./calibration/reconstruct.ts";
+import {
+  ORDER_SEED_PARAM,
+  type ReconstructionHooks,
+  reconstructionSetup,
+} from "./reconstruction_setup.ts";
+import { reconstructBlocks } from "./calibration/reconstruct.ts";
 import { flexRoundLearner } from "./flexround_learner.ts";
 import {
   type Method,
@@ -44,10 +48,7 @@ import {
 } from "./types.ts";
 
 /** Test hooks of {@linkcode quantizeFlexRound}. */
-export interface FlexRoundHooks {
-  /** Make the loss of this optimizer step of this block NaN (the guard must catch it). */
-  readonly injectNaN?: ReconstructionOptions["injectNaN"];
-}
+export type FlexRoundHooks = ReconstructionHooks;
 
 /** The FlexRound method. */
 export const flexround: Method = {
@@ -89,13 +90,7 @@ export const flexround: Method = {
       default: false,
       doc: "Initial grid by the official MSE (norm 2.4) 2-D range search instead of min-max",
     },
-    seed: {
-      type: "number",
-      default: 0,
-      min: 0,
-      integer: true,
-      doc: "Seed of the order in which windows are visited",
-    },
+    seed: ORDER_SEED_PARAM,
   },
   // A promise whose executor runs the (synchronous) work, so a throw becomes a rejection.
   quantize: (model, q, params, ctx) =>

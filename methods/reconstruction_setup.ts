@@ -15,6 +15,22 @@ import {
 import type { CalibrationSet } from "./calibration/set.ts";
 import type { MethodContext, QuantConfig } from "./types.ts";
 import { requireCalibration } from "./support.ts";
+import type { ReconstructionOptions } from "./calibration/reconstruct.ts";
+
+/** Test hooks of the reconstruction methods. */
+export interface ReconstructionHooks {
+  /** Make the loss of this optimizer step of this block NaN (the guard must catch it). */
+  readonly injectNaN?: ReconstructionOptions["injectNaN"];
+}
+
+/** The `seed` parameter of the reconstruction methods. */
+export const ORDER_SEED_PARAM = {
+  type: "number",
+  default: 0,
+  min: 0,
+  integer: true,
+  doc: "Seed of the order in which windows are visited",
+} as const;
 
 /** The checked common inputs of a reconstruction method. */
 export interface ReconstructionSetup {
