@@ -118,6 +118,32 @@ stories.test("layer 0's q Gram is Σ x xᵀ of the RMS-normalized embeddings (co
   ]);
 });
 
+stories.test("layer 0's down Gram (172 columns: several row blocks of the lower triangle) is Σ x xᵀ, symmetric", async () => {
+  const model = await stories260K();
+  const calib = await smallSet();
+  const { seen } = collect(model, calib);
+  const n = model.config.hiddenDim;
+  const g = new Float64Array(n * n);
+  for (const w of calib.windows) {
+    const x = embedTokens(model, w);
+    const cache = createKvCache(model.config, w.length);
+    layerForward(model, 0, x, w.length, cache, kernels, (kind, h, T) => {
+      if (kind !== "down") return;
+      for (let t = 0; t < T; t++) {
+        for (let a = 0; a < n; a++) {
+          for (let b = 0; b < n; b++) g[a * n + b]! += h[t * n + a]! * h[t * n + b]!;
+        }
+      }
+      return true;
+    });
+  }
+  const got = seen.get("layers.0.down")!.gram;
+  assert.ok(maxRelDiff(got, g) < 1e-5, `max rel diff ${maxRelDiff(got, g)}`);
+  for (let a = 0; a < n; a++) {
+    for (let b = 0; b < a; b++) assert.equal(got[b * n + a], got[a * n + b], `(${b}, ${a})`);
+  }
+});
+
 stories.test("with unchanged weights the staged and one-stage passes see the same inputs", async () => {
   const model = await stories260K();
   const calib = await smallSet();
