@@ -4,8 +4,8 @@
  *
  * Data: activations `x = z + A f` (`z ~ N(0, I)`, 8 shared factors, loadings `N(0, 0.3²)`) and
  * weights `N(0, 0.02²)`, seeded. Ours, as the GPTQ method runs it: the Hessian summed from
- * float32 Gram matrices of chunks of 2048 tokens through the kernels' `matmul` into float64
- * (`methods/calibration/sequential.ts`), then `gptqQuantizeLayer` on the kernels' float64
+ * float32 Gram matrices (their lower triangles) of windows of 2048 tokens through the kernels'
+ * `matmul` into float64 (`methods/calibration/gram.ts`), then `gptqQuantizeLayer` on the kernels' float64
  * products (its factor also timed alone). NumPy: `bench/gptq_numpy.py` (float64 `XᵀX`, LAPACK
  * Cholesky, triangular solve and Cholesky again, GPTQ's lazy-batch loop) with OpenBLAS on the
  * same number of threads. 4 bits, asymmetric, groups of 128, block 128, percdamp 0.01.
@@ -24,6 +24,7 @@ import type { Kernels } from "../kernels/types.ts";
 import { gptqQuantizeLayer, upperCholeskyOfInverse } from "../methods/gptq_core.ts";
 import { unpackCodes } from "../core/quantizer.ts";
 import { SeededRng } from "../core/rng.ts";
+import { accumulate, complete, newAccumulator } from "../methods/calibration/gram.ts";
 
 /** Seconds per phase of one side. */
 export interface GptqPhases {
@@ -78,22 +79,15 @@ function activations(rng: SeededRng, tokens: number, n: number): Float32Array {
   return x;
 }
 
-/** `Σ x xᵀ` over chunks of 2048 tokens, float32 Grams summed in float64 (as calibration does). */
+/** `Σ x xᵀ` over windows of 2048 tokens, as calibration accumulates it (`methods/calibration/gram.ts`). */
 function gram(kernels: Kernels, x: Float32Array, tokens: number, n: number): Float64Array {
-  const h = new Float64Array(n * n);
-  const T = 2048;
-  const xt = new Float32Array(n * T);
-  const g = new Float32Array(n * n);
-  for (let t0 = 0; t0 < tokens; t0 += T) {
-    const c = Math.min(T, tokens - t0);
-    const xc = xt.subarray(0, n * c);
-    for (let t = 0; t < c; t++) {
-      for (let i = 0; i < n; i++) xc[i * c + t] = x[(t0 + t) * n + i]!;
-    }
-    kernels.matmul(xc, n, { rows: n, cols: c, data: xc }, g);
-    for (let i = 0; i < n * n; i++) h[i] = h[i]! + g[i]!;
+  const acc = newAccumulator(n);
+  for (let t0 = 0; t0 < tokens; t0 += 2048) {
+    const c = Math.min(2048, tokens - t0);
+    accumulate(acc, x.subarray(t0 * n, (t0 + c) * n), c, kernels);
   }
-  return h;
+  complete(acc);
+  return acc.gram;
 }
 
 function seconds(f: () => void): number {
