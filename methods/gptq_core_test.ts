@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { randomMatrix } from "../testing/random.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
+import { refF64 } from "../kernels/ref/f64.ts";
+import type { F64Kernels } from "../kernels/types.ts";
 import {
   dequantizePacked,
   groupParams,
@@ -676,6 +678,36 @@ Deno.test("gptqQuantizeLayer() on 300 columns matches the direct implementation,
   } finally {
     for (const k of kernels) k.close();
   }
+});
+
+Deno.test("gptqQuantizeLayer() falls back to the reference products when the backend cannot hold its arrays", () => {
+  const rows = 5, cols = 20;
+  const w = randomMatrix(rows * cols, 65, 1);
+  const h = hessianOf(randomInputs(cols, 40, 66), cols, 40, 1e-3);
+  const o = opts({ bits: 4, blockSize: 8 });
+  let products = 0;
+  const full: F64Kernels = {
+    ...refF64,
+    id: "full",
+    alloc: () => {
+      throw new RangeError("wasm kernels: out of memory");
+    },
+    gemmSub: (...args) => {
+      products++;
+      refF64.gemmSub(...args);
+    },
+  };
+  const got = gptqQuantizeLayer(w, rows, cols, h, { ...o, f64: full });
+  assert.deepEqual(got.dequantized, gptqQuantizeLayer(w, rows, cols, h, o).dequantized);
+  assert.equal(products, 0, "the backend that could not allocate computes nothing");
+  // Any other failure is not swallowed.
+  const broken: F64Kernels = {
+    ...refF64,
+    alloc: () => {
+      throw new TypeError("broken");
+    },
+  };
+  assert.throws(() => gptqQuantizeLayer(w, rows, cols, h, { ...o, f64: broken }), TypeError);
 });
 
 function checkInverseFactor(h: Float64Array, n: number): void {
