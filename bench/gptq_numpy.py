@@ -4,7 +4,7 @@ Reads X [tokens][n] and W [rows][n] (float32 .npy) from the directory given as a
 prints one JSON line: seconds of the Hessian, the inverse-factor preparation and the sweep, and
 the codes (uint8 .npy written beside the inputs). Follows IST-DASLab/gptq gptq.py fasterquant:
 H = 2/N sum x x^T; dead columns; damping 0.01 * mean(diag); cholesky -> cholesky_inverse ->
-cholesky(upper); lazy batches of 128 columns; asymmetric min-max groups of `group` columns whose
+cholesky(upper) (LAPACK potrf, potri, potrf through SciPy, as torch runs them); lazy batches of 128 columns; asymmetric min-max groups of `group` columns whose
 parameters come from the columns as they stand when the group starts.
 """
 
@@ -13,6 +13,11 @@ import sys
 import time
 
 import numpy as np
+
+try:
+    from scipy.linalg import lapack
+except ImportError:
+    lapack = None
 
 
 def main() -> None:
@@ -37,9 +42,15 @@ def main() -> None:
     h[dead, dead] = 1
     w[:, dead] = 0
     h[np.diag_indices(n)] += 0.01 * np.mean(np.diag(h))
-    lower = np.linalg.cholesky(h)
-    linv = np.linalg.solve(lower, np.eye(n))  # LAPACK solve on a triangular matrix
-    hinv = linv.T @ linv  # cholesky_inverse
+    lower = np.linalg.cholesky(h)  # LAPACK potrf
+    if lapack is not None:  # cholesky_inverse is LAPACK potri, as torch computes it
+        inv, info = lapack.dpotri(lower, lower=1)
+        if info != 0:
+            raise RuntimeError(f"dpotri failed: {info}")
+        hinv = np.tril(inv) + np.tril(inv, -1).T
+    else:  # without SciPy: the inverse of the factor, then its Gram (more products)
+        linv = np.linalg.inv(lower)
+        hinv = linv.T @ linv
     u = np.linalg.cholesky(hinv).T  # cholesky(upper=True)
     t_prep = time.perf_counter() - t0
 
@@ -71,7 +82,8 @@ def main() -> None:
         w[:, i2:] -= err1 @ u[i1:i2, i2:]
     t_sweep = time.perf_counter() - t0
     np.save(f"{d}/codes_numpy.npy", codes)
-    print(json.dumps({"hessian": t_hessian, "prep": t_prep, "sweep": t_sweep}))
+    prep = "potrf, potri, potrf" if lapack is not None else "potrf, inv, product, potrf"
+    print(json.dumps({"hessian": t_hessian, "prep": t_prep, "sweep": t_sweep, "lapack": prep}))
 
 
 main()

@@ -6,8 +6,9 @@
  * weights `N(0, 0.02²)`, seeded. Ours, as the GPTQ method runs it: the Hessian summed from
  * float32 Gram matrices (their lower triangles) of windows of 2048 tokens through the kernels'
  * `matmul` into float64 (`methods/calibration/gram.ts`), then `gptqQuantizeLayer` on the kernels' float64
- * products (its factor also timed alone). NumPy: `bench/gptq_numpy.py` (float64 `XᵀX`, LAPACK
- * Cholesky, triangular solve and Cholesky again, GPTQ's lazy-batch loop) with OpenBLAS on the
+ * products (its factor also timed alone; the sweep is the layer call minus that). NumPy:
+ * `bench/gptq_numpy.py` (float64 `XᵀX`; LAPACK `potrf`, `potri`, `potrf` as torch's cholesky,
+ * cholesky_inverse, cholesky(upper); GPTQ's lazy-batch loop) with OpenBLAS on the
  * same number of threads. 4 bits, asymmetric, groups of 128, block 128, percdamp 0.01.
  *
  * Usage: `deno run -A bench/gptq_numpy.ts [--n 4096] [--rows 4096] [--tokens 65536]
@@ -163,7 +164,9 @@ async function main(): Promise<void> {
     });
     const res = await py.output();
     if (!res.success) throw new Error(`gptq_numpy: ${values.python} failed`);
-    const numpy = JSON.parse(new TextDecoder().decode(res.stdout)) as GptqPhases;
+    const numpy = JSON.parse(new TextDecoder().decode(res.stdout)) as GptqPhases & {
+      lapack: string;
+    };
     const theirs = await Deno.readFile(`${dir}/codes_numpy.npy`);
     const off = theirs.length - rows * n;
     let same = 0;
@@ -182,6 +185,7 @@ async function main(): Promise<void> {
     const sum = (p: GptqPhases) => p.hessian + p.prep + p.sweep;
     row("total", sum(ours), sum(numpy));
     console.log(`identical codes: ${(same / codes.length * 100).toFixed(4)} %`);
+    console.log(`NumPy's inverse factor: ${numpy.lapack}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -104,6 +104,11 @@ export interface Kernels {
    * Optional; equal to `logSoftmaxRows(finalLogits(…))` up to float32 rounding.
    */
   headLogProbs?(model: ForwardModel, x: Float32Array, rows: number): Float32Array | undefined;
+  /**
+   * Drops the backend's cached copy of a weight (after a one-off product, or after changing the
+   * weight in place). Optional: backends without a cache leave it out.
+   */
+  forget?(w: Matrix | PackedWeight): void;
   /** Float64 products for methods' linear algebra. Optional (absent: `kernels/ref/f64.ts`). */
   readonly f64?: F64Kernels;
   /** Stops the backend's threads, if it has any (later calls may then fail). Optional. */

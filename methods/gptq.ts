@@ -137,7 +137,9 @@ function quantizeGptq(
       hessianScale: 2 / inp.sequences,
       ...(ctx.kernels.f64 ? { f64: ctx.kernels.f64 } : {}),
     });
-    // H's inverse factor (n² float64, 1 GB for Llama-2-7B's down) is garbage now: let a
+    // GPTQ's working arrays (W, H's inverse factor: n² float64, 1 GB for Llama-2-7B's down) live
+    // in the backend's memory (a WASM memory keeps its size once grown, and later layers and
+    // panels reuse it) or, on the reference, in JavaScript arrays that are garbage now: let a
     // collection run before the next linear allocates its own.
     noteMaterialized(n * n * 8);
     if (r.dampRetries > 0) {

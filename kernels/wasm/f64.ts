@@ -17,6 +17,8 @@ export interface WasmF64Env {
   readonly id: string;
   readonly wasm: WasmExports;
   readonly heap: WasmHeap;
+  /** Allocates `bytes` in the heap, evicting cached weight panels when it is full. */
+  readonly alloc: (bytes: number) => number;
   /** GEMM workspace of every thread (index 0: the caller). */
   readonly ws: readonly number[];
   readonly pool: KernelThreads | undefined;
@@ -37,8 +39,15 @@ export function wasmF64(env: WasmF64Env): F64Kernels {
           throw new RangeError(`f64 alloc: lengths must be integers ≥ 0, got ${lengths}`);
         }
       }
-      // Every block first, then the views: a growth detaches the views made before it.
-      const at = lengths.map((n) => env.heap.alloc(Math.max(n, 1) * 8));
+      // Every block first, then the views: a growth detaches the views made before it. A block
+      // that does not fit frees those before it and throws (the caller may compute elsewhere).
+      const at: number[] = [];
+      try {
+        for (const n of lengths) at.push(env.alloc(Math.max(n, 1) * 8));
+      } catch (e) {
+        for (const p of at) env.heap.free(p);
+        throw e;
+      }
       return at.map((p, i) => {
         const v = env.heap.f64(p, lengths[i]!);
         v.fill(0);

@@ -113,3 +113,15 @@ Deno.test("gemm_f64 on arrays outside WASM memory computes the reference's value
   k.f64.gemmSub(2, 2, 3, a, 0, 3, b, 0, 2, false, c, 0, 2);
   assert.deepEqual([...c], [...want]);
 });
+
+Deno.test("f64 alloc that does not fit frees what it took and throws", async () => {
+  const k = await wasmKernels();
+  const [first] = k.f64.alloc([1000]);
+  const at = first!.byteOffset;
+  k.f64.release([first!]);
+  // 2^29 doubles are 4 GiB: more than a WASM memory can hold.
+  assert.throws(() => k.f64.alloc([1000, 2 ** 29]), RangeError);
+  const [again] = k.f64.alloc([1000]);
+  assert.equal(again!.byteOffset, at, "the first block of the failed call was returned");
+  k.f64.release([again!]);
+});

@@ -354,6 +354,7 @@ class WasmSimdKernels implements WasmKernels {
       id,
       wasm,
       heap: this.#heap,
+      alloc: (bytes) => this.#allocEvicting(bytes),
       ws: this.#ws,
       pool,
       minSplit: () => this.minSplit,

@@ -72,7 +72,10 @@ function gramBlockRows(n: number): number {
 export function accumulate(acc: Accumulator, x: Float32Array, T: number, kernels: Kernels): void {
   const n = acc.cols;
   const B = gramBlockRows(n);
-  if (acc.g32.length < B * n) acc.g32 = new Float32Array(B * n);
+  // One block of rows, the last widened by one row at most (see below).
+  const need = Math.min(B + 1, n) * n;
+  if (acc.g32.length < need) acc.g32 = new Float32Array(need);
+  acc.complete = false;
   if (acc.xt.length < n * T) acc.xt = new Float32Array(n * T);
   const xt = acc.xt.subarray(0, n * T);
   for (let t = 0; t < T; t++) {
@@ -92,13 +95,10 @@ export function accumulate(acc: Accumulator, x: Float32Array, T: number, kernels
     let r1 = Math.min(r0 + B, n);
     if (n - r1 === 1) r1 = n;
     const rows = r1 - r0;
-    const out = rows * r1 <= acc.g32.length ? acc.g32 : new Float32Array(rows * r1);
-    kernels.matmul(
-      xt.subarray(r0 * T),
-      rows,
-      { rows: r1, cols: T, data: xt.subarray(0, r1 * T) },
-      out,
-    );
+    const out = acc.g32;
+    const w = { rows: r1, cols: T, data: xt.subarray(0, r1 * T) };
+    kernels.matmul(xt.subarray(r0 * T), rows, w, out);
+    kernels.forget?.(w); // a one-off operand: no cached copy to evict the model's weights
     for (let i = r0; i < r1; i++) {
       const gi = i * n;
       const oi = (i - r0) * r1;
