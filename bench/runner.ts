@@ -33,9 +33,8 @@ import { bitsPerWeight } from "../core/quantizer.ts";
 import type { DownloadEvent } from "../models/hub.ts";
 import { countParams, loadModel } from "../models/load.ts";
 import type { LlamaWeights, LoadedModel } from "../models/types.ts";
-import { isLazy } from "../models/lazy_matrix.ts";
 import { PACKED_SUFFIX, withPackedLinears } from "../kernels/wasm/mod.ts";
-import { listLinears } from "../models/linears.ts";
+import { isStreamed } from "../models/linears.ts";
 import { type CellIntegrity, ResultStore } from "../results/store.ts";
 import { type LockOptions, lockResultsDir } from "../results/lock.ts";
 import { type ResultRow, SCHEMA_VERSION } from "../results/row.ts";
@@ -395,11 +394,6 @@ function packedForEvaluation(qm: QuantizedModel): QuantizedModel {
   };
 }
 
-/** Whether a model's weights are kept in their stored dtype and materialized per block. */
-function streamed(w: LlamaWeights): boolean {
-  return isLazy(w.embed) || listLinears(w).some(({ matrix }) => isLazy(matrix));
-}
-
 /** Runs (or resumes) a matrix; returns the rows of its cells in matrix order. */
 export async function runMatrix(spec: MatrixSpec, options: RunOptions): Promise<ResultRow[]> {
   const { cells, models } = await planMatrix(spec, options);
@@ -682,7 +676,7 @@ async function evaluateCell(
       // Where the model runs: worker threads get copies of the weights, so models streamed
       // from their files stay in this thread (their kernels may still use threads).
       runner: new ModelRunner(kernels, {
-        ...(pool && !streamed(model.weights) ? { pool } : {}),
+        ...(pool && !isStreamed(model.weights) ? { pool } : {}),
         ...(options.windowScorer ? { windowScorer: options.windowScorer } : {}),
       }),
       onProgress: (d, total) =>

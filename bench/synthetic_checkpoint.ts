@@ -78,6 +78,27 @@ export async function writeSyntheticCheckpoint(o: SyntheticOptions): Promise<str
   const json = JSON.parse(configText) as Record<string, unknown>;
   if (o.layers !== undefined) json.num_hidden_layers = o.layers;
   const config = parseHfConfig(json, `${o.configDir}/config.json`);
+  // The tokenizer is read and checked before any weight is written (a missing one is an error
+  // after seconds, not after gigabytes). A tokenizer borrowed from another model (the real one is
+  // not available offline) brings its own special tokens: config.json names those, or the loader
+  // would refuse the mismatch.
+  const tok = await readHfTokenizer(async (name, optional) => {
+    const path = `${o.tokenizerDir}/${name}`;
+    try {
+      return { bytes: await Deno.readFile(path), path };
+    } catch (e) {
+      if (optional && e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+  }).catch((e) => {
+    throw new Error(`--tokenizer ${o.tokenizerDir}: ${(e as Error).message}`, { cause: e });
+  });
+  if (tok.vocabSize > config.vocabSize) {
+    throw new RangeError(
+      `--tokenizer ${o.tokenizerDir}: ${tok.vocabSize} tokens, more than the model's ` +
+        `vocab_size ${config.vocabSize}`,
+    );
+  }
   const dtype = o.dtype ?? "BF16";
   const normal = normalSource(o.seed ?? 0);
   const gemma = config.family === "gemma2";
@@ -125,25 +146,6 @@ export async function writeSyntheticCheckpoint(o: SyntheticOptions): Promise<str
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
-  // A tokenizer borrowed from another model (the real one is not available offline) brings its
-  // own special tokens: config.json names those, or the loader would refuse the mismatch.
-  const tok = await readHfTokenizer(async (name, optional) => {
-    const path = `${o.outDir}/${name}`;
-    try {
-      return { bytes: await Deno.readFile(path), path };
-    } catch (e) {
-      if (optional && e instanceof Deno.errors.NotFound) return undefined;
-      throw e;
-    }
-  }).catch((e) => {
-    throw new Error(`--tokenizer ${o.tokenizerDir}: ${(e as Error).message}`, { cause: e });
-  });
-  if (tok.vocabSize > config.vocabSize) {
-    throw new RangeError(
-      `--tokenizer ${o.tokenizerDir}: ${tok.vocabSize} tokens, more than the model's ` +
-        `vocab_size ${config.vocabSize}`,
-    );
-  }
   await Deno.writeTextFile(
     `${o.outDir}/config.json`,
     JSON.stringify(
@@ -185,6 +187,15 @@ if (import.meta.main) {
     console.error(`--dtype must be BF16, F16 or F32, got "${values.dtype}"`);
     Deno.exit(2);
   }
+  for (const flag of ["layers", "seed", "max-shard-bytes"] as const) {
+    const v = values[flag];
+    if (v !== undefined && !(/^\d+$/.test(v) && (flag === "seed" || Number(v) > 0))) {
+      console.error(
+        `--${flag} must be a ${flag === "seed" ? "non-negative" : "positive"} integer, got "${v}"`,
+      );
+      Deno.exit(2);
+    }
+  }
   const t0 = performance.now();
   const files = await writeSyntheticCheckpoint({
     configDir: values.config,
@@ -194,6 +205,9 @@ if (import.meta.main) {
     seed: Number(values.seed),
     ...(values.layers ? { layers: Number(values.layers) } : {}),
     ...(values["max-shard-bytes"] ? { maxShardBytes: Number(values["max-shard-bytes"]) } : {}),
+  }).catch((e) => {
+    console.error(`synth: ${(e as Error).message}`);
+    Deno.exit(2);
   });
   console.log(
     `wrote ${files.join(", ")} to ${values.out} in ${

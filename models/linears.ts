@@ -16,6 +16,7 @@ import {
   type Matrix,
   type MoeMlp,
 } from "./types.ts";
+import { isLazy } from "./lazy_matrix.ts";
 
 /** Where a linear layer sits: its layer, kind and (in MoE blocks) its expert. */
 export interface LinearSite {
@@ -98,4 +99,9 @@ export function mapLinears(
     mlp: layer.mlp.kind === "dense" ? mapDense(layer.mlp, l) : mapMoe(layer.mlp, l),
   }));
   return { ...w, layers };
+}
+
+/** Whether a model's weights are kept in their stored dtype and materialized per block. */
+export function isStreamed(w: LlamaWeights): boolean {
+  return isLazy(w.embed) || listLinears(w).some(({ matrix }) => isLazy(matrix));
 }

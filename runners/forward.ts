@@ -321,7 +321,9 @@ export function mlpResidual(
 
 /**
  * The feed-forward half of block `l` on the normalized states `xn` (`[T][dim]`) into `out`, with
- * float activations: the dense MLP or the routed experts. False when the observer stopped it.
+ * float activations: the dense MLP or the routed experts (`extra.routing` sees the routers'
+ * decisions; `extra.segments`: the rows are several windows', starting at these offsets, see
+ * {@linkcode expertRowPieces}). False when the observer stopped it.
  */
 export function mlpForward(
   model: ForwardModel,
@@ -331,6 +333,7 @@ export function mlpForward(
   kernels: Kernels,
   out: Float32Array,
   observe?: LinearObserver,
+  extra: { readonly routing?: RoutingObserver; readonly segments?: readonly number[] } = {},
 ): boolean {
   const mlp = model.weights.layers[l]!.mlp;
   if (mlp.kind === "dense") {
@@ -338,7 +341,21 @@ export function mlpForward(
     return denseMlp(mlp, xn, T, kernels, out, observe, undefined, true, model.config, rot);
   }
   if (observe?.("router", xn, T) === true) return false;
-  return moeMlp(mlp, model.config, l, xn, T, kernels, out, undefined, observe);
+  const { routing, segments } = extra;
+  return moeMlp(
+    mlp,
+    model.config,
+    l,
+    xn,
+    T,
+    kernels,
+    out,
+    undefined,
+    observe,
+    routing,
+    xn,
+    segments,
+  );
 }
 
 /** Fake-quantizes the input `x` (`[T][n]`) of a site; returns a new array. */
@@ -579,6 +596,7 @@ function moeMlp(
   observe?: LinearObserver,
   routing?: RoutingObserver,
   xRouter: Float32Array = x,
+  segments?: readonly number[],
 ): boolean {
   const moe = c.moe;
   if (!moe) throw new TypeError("MoE layer in a model whose config has no `moe` section");
@@ -594,13 +612,18 @@ function moeMlp(
     const { rows, weights } = expertTokens(route, T, K, e);
     if (rows.length === 0) continue;
     const n = rows.length;
-    const xe = new Float32Array(n * dim);
-    rows.forEach((t, i) => xe.set(x.subarray(t * dim, (t + 1) * dim), i * dim));
     const ye = new Float32Array(n * dim);
     const seen = observe
       ? (k: LinearKind | "router", v: Float32Array, tt: number) => observe(k, v, tt, e)
       : undefined;
-    if (!denseMlp(mlp.experts[e]!, xe, n, kernels, ye, seen, act, false, c)) return false;
+    for (const piece of expertRowPieces(rows, segments)) {
+      const m = piece.length;
+      const xe = new Float32Array(m * dim);
+      piece.forEach((i, j) => xe.set(x.subarray(rows[i]! * dim, (rows[i]! + 1) * dim), j * dim));
+      const yp = m === n ? ye : new Float32Array(m * dim);
+      if (!denseMlp(mlp.experts[e]!, xe, m, kernels, yp, seen, act, false, c)) return false;
+      if (yp !== ye) piece.forEach((i, j) => ye.set(yp.subarray(j * dim, (j + 1) * dim), i * dim));
+    }
     rows.forEach((t, i) => {
       const w = weights[i]!;
       for (let j = 0; j < dim; j++) out[t * dim + j] = out[t * dim + j]! + w * ye[i * dim + j]!;
@@ -614,7 +637,15 @@ function moeMlp(
     const seen = observe
       ? (k: LinearKind | "router", v: Float32Array, tt: number) => observe(k, v, tt, E)
       : undefined;
-    if (!denseMlp(mlp.shared, x, T, kernels, ys, seen, act, false, c)) return false;
+    const all = Array.from({ length: T }, (_, t) => t);
+    for (const piece of expertRowPieces(all, segments)) {
+      const m = piece.length;
+      const xs = m === T ? x : new Float32Array(m * dim);
+      if (xs !== x) piece.forEach((t, j) => xs.set(x.subarray(t * dim, (t + 1) * dim), j * dim));
+      const yp = m === T ? ys : new Float32Array(m * dim);
+      if (!denseMlp(mlp.shared, xs, m, kernels, yp, seen, act, false, c)) return false;
+      if (yp !== ys) piece.forEach((t, j) => ys.set(yp.subarray(j * dim, (j + 1) * dim), t * dim));
+    }
     const g = new Float32Array(T);
     kernels.matmul(xRouter, T, mlp.sharedGate, g);
     for (let t = 0; t < T; t++) {
@@ -623,6 +654,33 @@ function moeMlp(
     }
   }
   return true;
+}
+
+/**
+ * How an expert's `rows` (ascending token indices) are multiplied when they come from several
+ * windows starting at `segments`: a row that is its window's only one for this expert runs alone,
+ * as in that window's own pass (some kernels sum a one-row product in another order), and the
+ * others together, so a merged pass reproduces the per-window ones bit for bit. Returns groups of
+ * indices into `rows`; without segments, one group of all.
+ */
+export function expertRowPieces(
+  rows: readonly number[],
+  segments?: readonly number[],
+): number[][] {
+  const all = rows.map((_, i) => i);
+  if (!segments || segments.length < 2) return [all];
+  const seg = new Int32Array(rows.length);
+  const count = new Int32Array(segments.length);
+  let s = 0;
+  rows.forEach((t, i) => {
+    while (s + 1 < segments.length && t >= segments[s + 1]!) s++;
+    seg[i] = s;
+    count[s]!++;
+  });
+  const singles = all.filter((i) => count[seg[i]!] === 1);
+  if (singles.length === 0) return [all];
+  const rest = all.filter((i) => count[seg[i]!] !== 1);
+  return [...(rest.length > 0 ? [rest] : []), ...singles.map((i) => [i])];
 }
 
 /** Greedy decoding: feeds `prompt`, then appends the argmax token `steps` times. */

@@ -17,7 +17,9 @@
 
 import { RunningStats } from "../core/stats.ts";
 import type { Kernels } from "../kernels/types.ts";
-import { forward, type ForwardModel } from "../runners/forward.ts";
+import type { ForwardModel } from "../runners/forward.ts";
+import { forwardHiddenWindows } from "../runners/forward_windows.ts";
+import { isStreamed } from "../models/linears.ts";
 import type { Metric } from "./types.ts";
 
 /** Router decisions of one block for `T` tokens. */
@@ -90,25 +92,28 @@ export function routingConsistency(
   const loadFp = Array.from({ length: L }, () => new Array<number>(E).fill(0));
   const loadQ = Array.from({ length: L }, () => new Array<number>(E).fill(0));
   const stats = { exact: new RunningStats(), overlap: new RunningStats(), kl: new RunningStats() };
-  for (const w of windows) {
-    const decisions = new Map<number, RouterDecisions>();
-    forward(fp, w, {
-      kernels,
-      logits: "last",
-      routing: (l, probs, chosen) => {
-        decisions.set(l, { probs: probs.slice(), chosen: chosen.slice() });
-        for (const e of chosen) loadFp[l]![e]!++;
-      },
-    });
-    const tally: RoutingTally = { pairs: 0, exact: 0, overlap: 0, kl: 0 };
-    forward(quantized, w, {
-      kernels,
-      logits: "last",
-      routing: (l, probs, chosen, T) => {
-        for (const e of chosen) loadQ[l]![e]!++;
-        compareRouting(decisions.get(l)!, { probs, chosen }, T, E, k, tally);
-      },
-    });
+  // A model streamed from its files runs all windows block by block, reading each block once
+  // instead of once per window (the same numbers as per-window passes).
+  const merged = isStreamed(fp.weights);
+  const decisions = windows.map(() => new Map<number, RouterDecisions>());
+  forwardHiddenWindows(fp, windows, {
+    kernels,
+    merged,
+    routing: (w, l, probs, chosen) => {
+      decisions[w]!.set(l, { probs: probs.slice(), chosen: chosen.slice() });
+      for (const e of chosen) loadFp[l]![e]!++;
+    },
+  });
+  const tallies = windows.map((): RoutingTally => ({ pairs: 0, exact: 0, overlap: 0, kl: 0 }));
+  forwardHiddenWindows(quantized, windows, {
+    kernels,
+    merged,
+    routing: (w, l, probs, chosen, T) => {
+      for (const e of chosen) loadQ[l]![e]!++;
+      compareRouting(decisions[w]!.get(l)!, { probs, chosen }, T, E, k, tallies[w]!);
+    },
+  });
+  for (const tally of tallies) {
     stats.exact.push(tally.exact / tally.pairs);
     stats.overlap.push(tally.overlap / tally.pairs);
     stats.kl.push(tally.kl / tally.pairs);

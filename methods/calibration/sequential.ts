@@ -38,6 +38,7 @@ import {
   createKvCache,
   denseMlp,
   embedTokens,
+  expertRowPieces,
   layerForward,
   type LinearObserver,
   mlpForward,
@@ -427,9 +428,30 @@ function expertsOf(s: SequentialState, l: number): readonly DenseMlp[] {
   return expertMlps(s.layers[l]!.mlp as MoeMlp);
 }
 
+/** Block `l`'s routing of each window's MLP inputs, as `mlpForward` computes it. */
+function routesOf(s: SequentialState, l: number, hns: readonly Float32Array[]) {
+  const { config, kernels } = s;
+  const mlp = s.layers[l]!.mlp as MoeMlp;
+  const E = mlp.experts.length;
+  return hns.map((hn) => {
+    const T = hn.length / config.dim;
+    const logits = new Float32Array(T * E);
+    kernels.matmul(hn, T, mlp.router, logits);
+    return routeTokens(logits, T, E, config.moe!, l);
+  });
+}
+
+/** The rows `rows` of `x` (`[·][dim]`) as a new array. */
+function gatherRows(x: Float32Array, rows: readonly number[], dim: number): Float32Array {
+  const out = new Float32Array(rows.length * dim);
+  rows.forEach((t, i) => out.set(x.subarray(t * dim, (t + 1) * dim), i * dim));
+  return out;
+}
+
 /**
  * Accumulates every expert's gate/up inputs over its routed tokens, and the router's input over
- * every token (the fallback), on the MoE block's MLP inputs `hns`.
+ * every token (the fallback, and the shared expert's), on the MoE block's MLP inputs `hns`: the
+ * rows `mlpForward` hands each expert, gathered from the routing alone (no expert runs).
  */
 function moeGateUpInputs(
   s: SequentialState,
@@ -437,25 +459,35 @@ function moeGateUpInputs(
   hns: readonly Float32Array[],
   E: number,
 ): { all: Accumulator; gu: Accumulator[] } {
-  const { dim } = s.config;
+  const { dim, moe } = s.config;
+  const routed = (s.layers[l]!.mlp as MoeMlp).experts.length;
   const all = newAccumulator(dim);
   const gu = Array.from({ length: E }, () => newAccumulator(dim));
-  for (const hn of hns) {
+  const routes = routesOf(s, l, hns);
+  hns.forEach((hn, w) => {
     const T = hn.length / dim;
-    mlpForward(s.work, l, hn, T, s.kernels, new Float32Array(T * dim), (kind, x, n, e) => {
-      if (kind === "router") accumulate(all, x, n, s.kernels);
-      else if (kind === "gate" && e !== undefined) accumulate(gu[e]!, x, n, s.kernels);
-    });
-  }
+    accumulate(all, hn, T, s.kernels);
+    for (let e = 0; e < E; e++) {
+      if (e >= routed) {
+        accumulate(gu[e]!, hn, T, s.kernels); // the shared expert: every token
+        continue;
+      }
+      const { rows } = expertTokens(routes[w]!, T, moe!.topK, e);
+      if (rows.length > 0) accumulate(gu[e]!, gatherRows(hn, rows, dim), rows.length, s.kernels);
+    }
+  });
   return { all, gu };
 }
 
 /**
  * Quantizes every expert's down, one expert at a time, so one Gram matrix is held at once (1.6 GB
  * for Mixtral's 14,336-wide down, against 13 GB for all eight): its inputs are the hidden
- * activations of the tokens routed to it, window by window, or of every token of the block for an
- * expert that got none (`routed[e] === 0`). The routing is the block's (the router and its inputs
- * do not change in this stage), computed once per window as `mlpForward` computes it.
+ * activations of the tokens routed to it, or of every token of the block for an expert that got
+ * none (`routed[e] === 0`) and for the shared expert. The routing is the block's (the router and
+ * its inputs do not change in this stage). An expert's gate and up run once on the rows of all
+ * windows together (a streamed expert is read once, not once per window; a window's only row
+ * runs alone, see `expertRowPieces`), and the Gram takes each window's rows in window order, as a
+ * pass per window would.
  */
 function moeDownStage(
   s: SequentialState,
@@ -466,35 +498,59 @@ function moeDownStage(
   const { config, kernels } = s;
   const { dim } = config;
   const moe = config.moe!;
-  const mlp = s.layers[l]!.mlp as MoeMlp;
-  const E = mlp.experts.length;
-  const routes = hns.map((hn) => {
-    const T = hn.length / dim;
-    const logits = new Float32Array(T * E);
-    kernels.matmul(hn, T, mlp.router, logits);
-    return routeTokens(logits, T, E, moe, l);
-  });
-  const stopAtDown = (acc: Accumulator): LinearObserver => (kind, g, n) => {
-    if (kind === "down") accumulate(acc, g, n, kernels);
-    return kind === "down";
-  };
+  const E = (s.layers[l]!.mlp as MoeMlp).experts.length;
+  const routes = routesOf(s, l, hns);
   for (let e = 0; e < routed.length; e++) {
     const expert = expertsOf(s, l)[e]!;
-    const acc = newAccumulator(expert.down.cols);
-    hns.forEach((hn, w) => {
-      let T = hn.length / dim;
-      let x = hn;
-      // The shared expert (Qwen2-MoE, after the routed ones) and a fallback take every token.
-      if (routed[e] !== 0 && e < E) {
-        const { rows } = expertTokens(routes[w]!, T, moe.topK, e);
-        if (rows.length === 0) return;
-        x = new Float32Array(rows.length * dim);
-        rows.forEach((t, i) => x.set(hn.subarray(t * dim, (t + 1) * dim), i * dim));
-        T = rows.length;
-      }
-      const out = new Float32Array(T * dim);
-      denseMlp(expert, x, T, kernels, out, stopAtDown(acc), undefined, true, config);
+    const hidden = expert.down.cols;
+    const acc = newAccumulator(hidden);
+    // Each window's rows for this expert, then all of them in window order.
+    const perWindow = hns.map((hn, w) => {
+      const T = hn.length / dim;
+      const every = routed[e] === 0 || e >= E;
+      return every ? null : expertTokens(routes[w]!, T, moe.topK, e).rows;
     });
+    const counts = hns.map((hn, w) => perWindow[w]?.length ?? hn.length / dim);
+    const starts: number[] = [];
+    let total = 0;
+    for (const n of counts) {
+      starts.push(total);
+      total += n;
+    }
+    if (total > 0) {
+      const x = new Float32Array(total * dim);
+      hns.forEach((hn, w) => {
+        const rows = perWindow[w];
+        x.set(rows ? gatherRows(hn, rows, dim) : hn, starts[w]! * dim);
+      });
+      const rows = Array.from({ length: total }, (_, i) => i);
+      const segments = starts.filter((_, w) => counts[w]! > 0);
+      const g = new Float32Array(total * hidden);
+      for (const piece of expertRowPieces(rows, segments)) {
+        const xp = piece.length === total ? x : gatherRows(x, piece, dim);
+        const capture: LinearObserver = (kind, u) => {
+          if (kind !== "down") return false;
+          piece.forEach((i, j) => g.set(u.subarray(j * hidden, (j + 1) * hidden), i * hidden));
+          return true;
+        };
+        denseMlp(
+          expert,
+          xp,
+          piece.length,
+          kernels,
+          new Float32Array(0),
+          capture,
+          undefined,
+          true,
+          config,
+        );
+      }
+      counts.forEach((n, w) => {
+        if (n > 0) {
+          accumulate(acc, g.subarray(starts[w]! * hidden, (starts[w]! + n) * hidden), n, kernels);
+        }
+      });
+    }
     complete(acc);
     quantizeOne(s, l, "down", acc, e, { tokens: routed[e]!, fallback: routed[e] === 0 });
     noteMaterialized(acc.gram.byteLength);
@@ -522,12 +578,34 @@ function moeStages(s: SequentialState, l: number, atts: Float32Array[]): void {
   }
   // Stage: every expert's down, on the hidden activations of its routed tokens.
   moeDownStage(s, l, hns, routed);
-  // The quantized block's outputs feed the next block.
+  // The quantized block's outputs feed the next block: the MLP on all windows' rows at once
+  // (each expert read once; the same numbers as per window, see `expertRowPieces`).
+  const lengths = hs.map((h) => h.length / dim);
+  if (lengths.some((T) => T < 2)) {
+    // A one-token window's router and dense rows would run as one-row products: per window.
+    hs.forEach((h, w) => {
+      const out = new Float32Array(h.length);
+      mlpForward(work, l, hns[w]!, lengths[w]!, kernels, out);
+      mlpResidual(work, l, out, h, lengths[w]!, kernels, xs[w]!);
+    });
+    progress(s);
+    return;
+  }
+  const segments: number[] = [];
+  let total = 0;
+  for (const T of lengths) {
+    segments.push(total);
+    total += T;
+  }
+  const hn = new Float32Array(total * dim);
+  hns.forEach((x, w) => hn.set(x, segments[w]! * dim));
+  const out = new Float32Array(total * dim);
+  mlpForward(work, l, hn, total, kernels, out, undefined, {
+    segments: segments.filter((_, w) => lengths[w]! > 0),
+  });
   hs.forEach((h, w) => {
-    const T = h.length / dim;
-    const out = new Float32Array(T * dim);
-    mlpForward(work, l, hns[w]!, T, kernels, out);
-    mlpResidual(work, l, out, h, T, kernels, xs[w]!);
+    const a = segments[w]! * dim;
+    mlpResidual(work, l, out.subarray(a, a + h.length), h, lengths[w]!, kernels, xs[w]!);
   });
   progress(s);
 }
