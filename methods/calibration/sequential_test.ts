@@ -13,6 +13,8 @@ import {
   relativeReconstructionError,
 } from "./sequential.ts";
 import { type CalibrationSet, DEFAULT_CALIBRATION, drawCalibrationSet } from "./set.ts";
+import { accumulate, type Accumulator, complete, newAccumulator } from "./gram.ts";
+import { wasmKernels } from "../../kernels/wasm/mod.ts";
 
 const stories = await needs("hf-mirror");
 const storiesMoe = await needs("hf-mirror", "models/stories260K-moe");
@@ -257,4 +259,45 @@ stories.test("quantizeSequential() names a layer fed NaN", async () => {
     () => collect({ ...model, weights: { ...model.weights, layers } }, calib),
     /layers\.1\.down: the calibration inputs hold NaN/,
   );
+});
+
+storiesMoe.test("MoE blocks: every expert's Grams are those of a forward pass per window, bit for bit (WASM, windows with one routed row)", async () => {
+  const set = await smallSet();
+  // Short windows route a single token to some experts: that row runs alone in a merged pass.
+  const calib = {
+    ...set,
+    windows: [...set.windows, Int32Array.from([1, 400, 27]), Int32Array.from([1, 93])],
+  };
+  const moe = await loadModel(sharedPath("models/stories260K-moe"));
+  const wasm = await wasmKernels();
+  const seen = new Map<string, LinearInputs>();
+  quantizeSequential(moe, calib, (inp) => {
+    seen.set(inp.site.name, { ...inp, gram: inp.gram.slice() });
+    return { matrix: inp.matrix }; // identity: the model stays the full-precision one
+  }, { kernels: wasm });
+  // Independently: each window through the model, the experts' inputs accumulated window by window.
+  const { nLayers } = moe.config;
+  const accs = new Map<string, Accumulator>();
+  const acc = (name: string, n: number) => {
+    if (!accs.has(name)) accs.set(name, newAccumulator(n));
+    return accs.get(name)!;
+  };
+  let singles = 0;
+  for (const w of calib.windows) {
+    const x = embedTokens(moe, w);
+    const cache = createKvCache(moe.config, w.length);
+    for (let l = 0; l < nLayers; l++) {
+      layerForward(moe, l, x, w.length, cache, wasm, (kind, v, n, e) => {
+        if (e === undefined || (kind !== "gate" && kind !== "down")) return;
+        if (kind === "gate" && n === 1) singles++;
+        accumulate(acc(`layers.${l}.experts.${e}.${kind}`, v.length / n), v, n, wasm);
+      });
+    }
+  }
+  assert.ok(singles > 0, "no expert got a single row of a window: the case is not exercised");
+  for (const [name, a] of accs) {
+    complete(a);
+    assert.deepEqual(seen.get(name)!.gram, a.gram, name);
+  }
+  assert.equal(accs.size, nLayers * 4 * 2);
 });
