@@ -342,6 +342,12 @@ export function mlpForward(
   }
   if (observe?.("router", xn, T) === true) return false;
   const { routing, segments } = extra;
+  segments?.forEach((a, i) => {
+    if ((segments[i + 1] ?? T) - a < 2) {
+      // Its router row would be a one-row product in its own pass, a many-row one here.
+      throw new RangeError(`mlpForward: window ${i} of the merged rows has fewer than 2 tokens`);
+    }
+  });
   return moeMlp(
     mlp,
     model.config,
@@ -582,7 +588,9 @@ export function denseMlp(
  * Mixtral-style sparse MoE: softmax over router logits, the `topK` largest experts, their weights
  * renormalised to sum to 1 when `normTopK`, output = Σ weight · expert(x), plus
  * `sigmoid(sharedGate · x) · shared(x)` when the block has a shared expert (Qwen2-MoE). Each
- * expert runs once on the rows of the tokens routed to it. False when the observer stopped it.
+ * expert runs once on the rows of the tokens routed to it (with window `segments`, in the pieces
+ * {@linkcode expertRowPieces} makes, the observer then seeing each piece). False when the
+ * observer stopped it.
  */
 function moeMlp(
   mlp: MoeMlp,

@@ -1,7 +1,8 @@
 /**
  * Several windows through a model. With `merged`, block by block instead of window by window:
  * block `l` runs on every window before block `l + 1` starts, and its MLP (a position-wise map)
- * runs once on all the windows' tokens together. A model whose weights stream from their files
+ * runs once on all the windows' tokens together (in groups of at most {@linkcode MERGED_ROWS}
+ * rows). A model whose weights stream from their files
  * then reads each block's weights once for all windows, where window-by-window passes read the
  * whole model per window (a Mixtral block's experts are 2.8 GB of bf16). Attention stays per
  * window, each from position 0 with its own keys and values.
@@ -50,6 +51,8 @@ export function forwardHiddenWindows(
     readonly routing?: WindowRoutingObserver;
     /** Block by block, MLPs on all windows' tokens at once (see the module doc). */
     readonly merged?: boolean;
+    /** Rows a merged product takes at most (default {@linkcode MERGED_ROWS}). */
+    readonly maxRows?: number;
   } = {},
 ): Float32Array[] {
   const kernels = options.kernels ?? refKernels;
@@ -65,21 +68,13 @@ export function forwardHiddenWindows(
   const c = model.config;
   const lengths = windows.map((w) => w.length);
   // Windows of one token keep their MLP to themselves (a one-row product sums in another order
-  // on some kernels); the others' rows go together.
-  const together = lengths.flatMap((T, i) => (T > 1 ? [i] : []));
-  const offsets = new Map<number, number>();
-  let total = 0;
-  for (const i of together) {
-    offsets.set(i, total);
-    total += lengths[i]!;
-  }
-  const segments = together.map((i) => offsets.get(i)!);
+  // on some kernels); the others' rows go together, in groups of at most MERGED_ROWS rows.
+  const groups = windowGroups(lengths.map((T) => (T > 1 ? T : 0)), options.maxRows ?? MERGED_ROWS);
   const cache = scratchCache(model, Math.max(1, ...lengths));
   const xs = windows.map((w) => embedTokens(model, w, 0));
-  const hs = new Float32Array(total * c.dim);
-  const hn = new Float32Array(total * c.dim);
-  const y = new Float32Array(total * c.dim);
   for (let l = 0; l < c.nLayers; l++) {
+    const hs = new Map<number, Float32Array>();
+    const hns = new Map<number, Float32Array>();
     xs.forEach((x, i) => {
       const T = lengths[i]!;
       const att = new Float32Array(T * c.nHeads * c.headDim);
@@ -87,10 +82,9 @@ export function forwardHiddenWindows(
       selfAttention(model, l, attnInput(model, l, x, T, kernels), T, cache, kernels, att);
       const h = attnResidual(model, l, att, x, T, kernels);
       const n = mlpInput(model, l, h, T, kernels);
-      const a = offsets.get(i);
-      if (a !== undefined) {
-        hs.set(h, a * c.dim);
-        hn.set(n, a * c.dim);
+      if (T > 1) {
+        hs.set(i, h);
+        hns.set(i, n);
         return;
       }
       // A one-token window: its MLP alone.
@@ -100,32 +94,75 @@ export function forwardHiddenWindows(
       });
       mlpResidual(model, l, yi, h, T, kernels, x);
     });
-    if (total === 0) continue;
-    const split = routing
-      ? (layer: number, probs: Float64Array, chosen: Int32Array) => {
-        const E = probs.length / total, k = chosen.length / total;
-        for (const i of together) {
-          const a = offsets.get(i)!, T = lengths[i]!;
-          routing(
-            i,
-            layer,
-            probs.subarray(a * E, (a + T) * E),
-            chosen.subarray(a * k, (a + T) * k),
-            T,
-          );
+    for (const group of groups) {
+      const rows = concatWindows(group.map((i) => hns.get(i)!), c.dim);
+      for (const i of group) hns.delete(i);
+      const y = new Float32Array(rows.total * c.dim);
+      const split = routing
+        ? (layer: number, probs: Float64Array, chosen: Int32Array) => {
+          const E = probs.length / rows.total, k = chosen.length / rows.total;
+          group.forEach((i, g) => {
+            const a = rows.starts[g]!, T = lengths[i]!;
+            const p = probs.subarray(a * E, (a + T) * E);
+            routing(i, layer, p, chosen.subarray(a * k, (a + T) * k), T);
+          });
         }
-      }
-      : undefined;
-    mlpForward(model, l, hn, total, kernels, y, undefined, {
-      segments,
-      ...(split ? { routing: split } : {}),
-    });
-    for (const i of together) {
-      const a = offsets.get(i)! * c.dim, b = a + lengths[i]! * c.dim;
-      mlpResidual(model, l, y.subarray(a, b), hs.subarray(a, b), lengths[i]!, kernels, xs[i]!);
+        : undefined;
+      mlpForward(model, l, rows.data, rows.total, kernels, y, undefined, {
+        segments: rows.starts,
+        ...(split ? { routing: split } : {}),
+      });
+      group.forEach((i, g) => {
+        const a = rows.starts[g]! * c.dim, b = a + lengths[i]! * c.dim;
+        mlpResidual(model, l, y.subarray(a, b), hs.get(i)!, lengths[i]!, kernels, xs[i]!);
+      });
     }
   }
   return xs;
+}
+
+/**
+ * Rows a merged product takes at most (8,192 tokens: 128 MiB of Mixtral's 4,096-wide states per
+ * buffer); more windows run in several groups, each group reading the block's weights once.
+ */
+export const MERGED_ROWS = 8192;
+
+/**
+ * Consecutive windows grouped so that each group's rows (`rows[i]`; 0 leaves a window out) add up
+ * to at most `maxRows`; a longer window is a group of its own. Returns window indices.
+ */
+export function windowGroups(rows: readonly number[], maxRows: number): number[][] {
+  const groups: number[][] = [];
+  let current: number[] = [];
+  let used = 0;
+  rows.forEach((n, i) => {
+    if (n === 0) return;
+    if (current.length > 0 && used + n > maxRows) {
+      groups.push(current);
+      current = [];
+      used = 0;
+    }
+    current.push(i);
+    used += n;
+  });
+  if (current.length > 0) groups.push(current);
+  return groups;
+}
+
+/** Windows' rows (`[T_i][dim]` each) one after another, with each window's first row. */
+export function concatWindows(
+  parts: readonly Float32Array[],
+  dim: number,
+): { data: Float32Array; starts: number[]; total: number } {
+  const starts: number[] = [];
+  let total = 0;
+  for (const p of parts) {
+    starts.push(total);
+    total += p.length / dim;
+  }
+  const data = parts.length === 1 ? parts[0]! : new Float32Array(total * dim);
+  if (data !== parts[0]) parts.forEach((p, i) => data.set(p, starts[i]! * dim));
+  return { data, starts, total };
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { forwardHidden } from "./forward.ts";
-import { forwardHiddenWindows } from "./forward_windows.ts";
+import { forwardHiddenWindows, windowGroups } from "./forward_windows.ts";
 import { refKernels } from "../kernels/ref/mod.ts";
 import { wasmKernels } from "../kernels/wasm/mod.ts";
 import { loadModel } from "../models/load.ts";
@@ -24,12 +24,18 @@ function windowsOf(vocab: number): number[][] {
  * only row in a window) sum in another order than their many-row ones, so this fails unless those
  * run alone.
  */
-function checkSame(model: ForwardModel, kernels: Kernels, merged: boolean): void {
+function checkSame(
+  model: ForwardModel,
+  kernels: Kernels,
+  merged: boolean,
+  maxRows?: number,
+): void {
   const windows = windowsOf(model.config.vocabSize);
   const seen: string[][] = windows.map(() => []);
   const got = forwardHiddenWindows(model, windows, {
     kernels,
     merged,
+    ...(maxRows !== undefined ? { maxRows } : {}),
     routing: (w, l, probs, chosen, T) => {
       assert.equal(T, windows[w]!.length);
       seen[w]!.push(`${l}:${[...chosen]}:${[...probs]}`);
@@ -58,6 +64,8 @@ for (const merged of [true, false]) {
     const model = await loadModel(sharedPath("models", "stories260K-moe"));
     checkSame(model, refKernels, merged);
     checkSame(model, await wasmKernels(), merged);
+    // In groups of at most 70 rows: [37, 5] then [64].
+    checkSame(model, await wasmKernels(), merged, 70);
   });
 }
 
@@ -72,4 +80,11 @@ Deno.test("forwardHiddenWindows(): attention does not cross windows", async () =
   // … and a window's states do depend on its earlier tokens (the check above could fail).
   const [hc] = forwardHiddenWindows(model, [[1, 81, 90, 100]], { merged: true });
   assert.notDeepEqual(hc!.subarray(3 * model.config.dim), hb!.subarray(3 * model.config.dim));
+});
+
+Deno.test("windowGroups(): consecutive windows up to the row cap, a longer one alone, zeros left out", () => {
+  assert.deepEqual(windowGroups([37, 5, 64, 0, 10], 70), [[0, 1], [2], [4]]);
+  assert.deepEqual(windowGroups([100, 3, 3], 50), [[0], [1, 2]]);
+  assert.deepEqual(windowGroups([4, 4, 4], 8), [[0, 1], [2]]);
+  assert.deepEqual(windowGroups([0, 0], 8), []);
 });

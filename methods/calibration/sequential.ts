@@ -13,7 +13,9 @@
  * 3. Run every window through the fully quantized block: these outputs are the next block's
  *    inputs, so quantization errors propagate as they will at inference.
  *
- * Memory: the hidden states of all windows at one block boundary, plus one block's Gram matrices.
+ * Memory: the hidden states of all windows at one block boundary, plus one block's Gram matrices
+ * (in MoE blocks one expert's at a time), plus the rows a merged MoE product holds (bounded, see
+ * `DOWN_STAGE_BYTES` and `MERGED_ROWS`).
  * Every linear also gets a diagnostic: the relative output reconstruction error on the inputs it
  * was calibrated with, `‖(W − Ŵ)X‖² / ‖WX‖² = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)` with `G = Σ x xᵀ`.
  *
@@ -62,6 +64,13 @@ import {
 } from "../../models/types.ts";
 import type { CalibrationSet } from "./set.ts";
 import { accumulate, type Accumulator, complete, newAccumulator } from "./gram.ts";
+import { concatWindows, MERGED_ROWS, windowGroups } from "../../runners/forward_windows.ts";
+
+/**
+ * Bytes of rows an expert's down stage multiplies at once (its inputs, gate and up products and
+ * captured down inputs): 512 MiB, about 2,800 of Mixtral's tokens.
+ */
+const DOWN_STAGE_BYTES = 512 * 2 ** 20;
 
 /** Stages of GPTQ's `--true-sequential`, in order. */
 export const TRUE_SEQUENTIAL_STAGES: readonly (readonly LinearKind[])[] = [
@@ -127,6 +136,11 @@ export interface SequentialOptions {
   readonly kernels: Kernels;
   /** Progress in passes over the calibration set. */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * Rows a merged MoE product takes at most (default: {@linkcode MERGED_ROWS} tokens, and for an
+   * expert's down stage what `DOWN_STAGE_BYTES` holds); the numbers do not depend on it.
+   */
+  readonly maxMergedRows?: number;
 }
 
 /** The outcome of {@linkcode quantizeSequential}. */
@@ -511,44 +525,37 @@ function moeDownStage(
       return every ? null : expertTokens(routes[w]!, T, moe.topK, e).rows;
     });
     const counts = hns.map((hn, w) => perWindow[w]?.length ?? hn.length / dim);
-    const starts: number[] = [];
-    let total = 0;
-    for (const n of counts) {
-      starts.push(total);
-      total += n;
-    }
-    if (total > 0) {
-      const x = new Float32Array(total * dim);
-      hns.forEach((hn, w) => {
+    // Windows in groups of bounded rows (inputs, the two hidden products and the captured down
+    // inputs of every row are held at once); each group multiplies the expert once.
+    const maxRows = Math.max(
+      2,
+      Math.min(
+        s.options.maxMergedRows ?? Infinity,
+        Math.floor(DOWN_STAGE_BYTES / (4 * (dim + 3 * hidden))),
+      ),
+    );
+    for (const group of windowGroups(counts, maxRows)) {
+      const parts = group.map((w) => {
         const rows = perWindow[w];
-        x.set(rows ? gatherRows(hn, rows, dim) : hn, starts[w]! * dim);
+        return rows ? gatherRows(hns[w]!, rows, dim) : hns[w]!;
       });
-      const rows = Array.from({ length: total }, (_, i) => i);
-      const segments = starts.filter((_, w) => counts[w]! > 0);
+      const { data: x, starts: segments, total } = concatWindows(parts, dim);
+      parts.length = 0;
       const g = new Float32Array(total * hidden);
-      for (const piece of expertRowPieces(rows, segments)) {
+      const all = Array.from({ length: total }, (_, i) => i);
+      for (const piece of expertRowPieces(all, segments)) {
         const xp = piece.length === total ? x : gatherRows(x, piece, dim);
         const capture: LinearObserver = (kind, u) => {
           if (kind !== "down") return false;
           piece.forEach((i, j) => g.set(u.subarray(j * hidden, (j + 1) * hidden), i * hidden));
           return true;
         };
-        denseMlp(
-          expert,
-          xp,
-          piece.length,
-          kernels,
-          new Float32Array(0),
-          capture,
-          undefined,
-          true,
-          config,
-        );
+        const none = new Float32Array(0);
+        denseMlp(expert, xp, piece.length, kernels, none, capture, undefined, true, config);
       }
-      counts.forEach((n, w) => {
-        if (n > 0) {
-          accumulate(acc, g.subarray(starts[w]! * hidden, (starts[w]! + n) * hidden), n, kernels);
-        }
+      group.forEach((w, i) => {
+        const n = counts[w]!, a = segments[i]! * hidden;
+        accumulate(acc, g.subarray(a, a + n * hidden), n, kernels);
       });
     }
     complete(acc);
@@ -578,35 +585,42 @@ function moeStages(s: SequentialState, l: number, atts: Float32Array[]): void {
   }
   // Stage: every expert's down, on the hidden activations of its routed tokens.
   moeDownStage(s, l, hns, routed);
-  // The quantized block's outputs feed the next block: the MLP on all windows' rows at once
-  // (each expert read once; the same numbers as per window, see `expertRowPieces`).
+  // The quantized block's outputs feed the next block: the MLP on all windows' rows at once, in
+  // groups of bounded rows (each expert read once a group; the same numbers as per window, see
+  // `expertRowPieces`). A one-token window's router and dense rows would run as one-row
+  // products: such windows run alone.
   const lengths = hs.map((h) => h.length / dim);
-  if (lengths.some((T) => T < 2)) {
-    // A one-token window's router and dense rows would run as one-row products: per window.
-    hs.forEach((h, w) => {
-      const out = new Float32Array(h.length);
-      mlpForward(work, l, hns[w]!, lengths[w]!, kernels, out);
-      mlpResidual(work, l, out, h, lengths[w]!, kernels, xs[w]!);
+  const alone = lengths.flatMap((T, w) => (T < 2 ? [w] : []));
+  const groups = [
+    ...windowGroups(lengths.map((T) => (T < 2 ? 0 : T)), s.options.maxMergedRows ?? MERGED_ROWS),
+    ...alone.map((w) => [w]),
+  ];
+  for (const group of groups) {
+    const { data: hn, starts, total } = concatWindows(group.map((w) => hns[w]!), dim);
+    const out = new Float32Array(total * dim);
+    mlpForward(
+      work,
+      l,
+      hn,
+      total,
+      kernels,
+      out,
+      undefined,
+      group.length > 1 ? { segments: starts } : {},
+    );
+    group.forEach((w, i) => {
+      const a = starts[i]! * dim;
+      mlpResidual(
+        work,
+        l,
+        out.subarray(a, a + lengths[w]! * dim),
+        hs[w]!,
+        lengths[w]!,
+        kernels,
+        xs[w]!,
+      );
     });
-    progress(s);
-    return;
   }
-  const segments: number[] = [];
-  let total = 0;
-  for (const T of lengths) {
-    segments.push(total);
-    total += T;
-  }
-  const hn = new Float32Array(total * dim);
-  hns.forEach((x, w) => hn.set(x, segments[w]! * dim));
-  const out = new Float32Array(total * dim);
-  mlpForward(work, l, hn, total, kernels, out, undefined, {
-    segments: segments.filter((_, w) => lengths[w]! > 0),
-  });
-  hs.forEach((h, w) => {
-    const a = segments[w]! * dim;
-    mlpResidual(work, l, out.subarray(a, a + h.length), h, lengths[w]!, kernels, xs[w]!);
-  });
   progress(s);
 }
 

@@ -275,6 +275,13 @@ storiesMoe.test("MoE blocks: every expert's Grams are those of a forward pass pe
     seen.set(inp.site.name, { ...inp, gram: inp.gram.slice() });
     return { matrix: inp.matrix }; // identity: the model stays the full-precision one
   }, { kernels: wasm });
+  // Merged products in small groups of windows give the same Grams.
+  const grouped = new Map<string, Float64Array>();
+  quantizeSequential(moe, calib, (inp) => {
+    grouped.set(inp.site.name, inp.gram.slice());
+    return { matrix: inp.matrix };
+  }, { kernels: wasm, maxMergedRows: 40 });
+  for (const [name, inp] of seen) assert.deepEqual(grouped.get(name), inp.gram, name);
   // Independently: each window through the model, the experts' inputs accumulated window by window.
   const { nLayers } = moe.config;
   const accs = new Map<string, Accumulator>();
