@@ -202,6 +202,42 @@ Deno.test("relativeReconstructionError() = tr(ΔW G ΔWᵀ) / tr(W G Wᵀ), by h
   assert.equal(relativeReconstructionError(w, w, g, kernels), 0);
 });
 
+Deno.test("relativeReconstructionError(): G taken a block of rows at a time gives the whole product's value, bit for bit", async () => {
+  // 37 × 300 weights, a 300 × 300 Gram: blocks of 128 and 7 rows end mid-panel.
+  const rows = 37, cols = 300;
+  let seed = 7;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) - 0.5;
+  const x = Float64Array.from({ length: 50 * cols }, rnd);
+  const gram = new Float64Array(cols * cols);
+  for (let t = 0; t < 50; t++) {
+    for (let i = 0; i < cols; i++) {
+      for (let j = 0; j < cols; j++) gram[i * cols + j]! += x[t * cols + i]! * x[t * cols + j]!;
+    }
+  }
+  const w = { rows, cols, data: Float32Array.from({ length: rows * cols }, rnd) };
+  const wq = { rows, cols, data: w.data.map((v) => Math.round(v * 8) / 8) };
+  for (const k of [refKernels, await wasmKernels()]) {
+    const whole = relativeReconstructionError(w, wq, gram, k, cols);
+    for (const b of [128, 7, 1]) {
+      assert.equal(relativeReconstructionError(w, wq, gram, k, b), whole);
+    }
+    // … and the value is the float64 formula's to float32 rounding.
+    let num = 0, den = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < cols; i++) {
+        for (let j = 0; j < cols; j++) {
+          const g = gram[i * cols + j]!;
+          const di = w.data[r * cols + i]! - wq.data[r * cols + i]!;
+          const dj = w.data[r * cols + j]! - wq.data[r * cols + j]!;
+          num += di * g * dj;
+          den += w.data[r * cols + i]! * g * w.data[r * cols + j]!;
+        }
+      }
+    }
+    assert.ok(Math.abs(whole - num / den) < 1e-5 * (num / den));
+  }
+});
+
 storiesMoe.test("MoE blocks: each expert is calibrated on its routed tokens; a starved expert falls back to every token, never NaN", async () => {
   const calib = await smallSet();
   const moe = await loadModel(sharedPath("models/stories260K-moe"));
