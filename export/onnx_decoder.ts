@@ -226,9 +226,14 @@ export function onnxDecoder(
   };
 }
 
+/** Why the ONNX graph cannot express `config`'s architecture (the features it lacks), or undefined. */
+export function onnxUnsupported(config: LlamaConfig): string | undefined {
+  return unsupportedFeatures("the ONNX exporter", config, ONNX_DECODER_FEATURES);
+}
+
 /** Refuses architecture features, online rotations and activation quantizers the graph lacks. */
 function checkExportable(config: LlamaConfig, weights: LlamaWeights): void {
-  const why = unsupportedFeatures("the ONNX exporter", config, ONNX_DECODER_FEATURES);
+  const why = onnxUnsupported(config);
   if (why) throw new UnsupportedConfigError(why);
   if (weights.online) {
     throw new RangeError("the ONNX exporter does not emit online rotations (QuaRot)");

@@ -79,6 +79,28 @@ export interface GpuWindowScorerOptions extends GpuDeviceOptions {
   readonly gemm?: GemmKind;
 }
 
+/** Why the WebGPU window scorer cannot run `model` (it then stays on the CPU path), or undefined. */
+export function gpuUnsupported(model: ForwardModel): string | undefined {
+  const c = model.config;
+  if (model.weights.activations) return "activation quantization runs on the CPU path";
+  if (model.weights.online) return "online rotations (QuaRot) run on the CPU path";
+  if (c.moe || model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
+    return "Mixture-of-Experts blocks run on the CPU path";
+  }
+  const missing = unsupportedFeatures("the WebGPU window scorer", c, GPU_FEATURES);
+  if (missing) return `${missing}; such models run on the CPU path`;
+  if (
+    model.weights.layers.some((l) => l.qBias || l.kBias || l.vBias || l.qNorm || l.kNorm)
+  ) {
+    return "q/k/v biases and q/k norms run on the CPU path";
+  }
+  if (isLazy(model.weights.embed) || listLinears(model.weights).some((x) => isLazy(x.matrix))) {
+    return "weights kept in their stored dtype (streamed per block) run on the CPU path";
+  }
+  if (c.headDim > MAX_HEAD_DIM) return `head size ${c.headDim} exceeds ${MAX_HEAD_DIM}`;
+  return undefined;
+}
+
 /** Scores perplexity windows with the WGSL kernels, weights and activations on the device. */
 export class GpuWindowScorer implements WindowScorer {
   readonly id = "webgpu";
@@ -115,24 +137,7 @@ export class GpuWindowScorer implements WindowScorer {
 
   /** Why this scorer cannot run `model` (it then stays on the CPU path), or undefined. */
   unsupported(model: ForwardModel): string | undefined {
-    const c = model.config;
-    if (model.weights.activations) return "activation quantization runs on the CPU path";
-    if (model.weights.online) return "online rotations (QuaRot) run on the CPU path";
-    if (c.moe || model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
-      return "Mixture-of-Experts blocks run on the CPU path";
-    }
-    const missing = unsupportedFeatures("the WebGPU window scorer", c, GPU_FEATURES);
-    if (missing) return `${missing}; such models run on the CPU path`;
-    if (
-      model.weights.layers.some((l) => l.qBias || l.kBias || l.vBias || l.qNorm || l.kNorm)
-    ) {
-      return "q/k/v biases and q/k norms run on the CPU path";
-    }
-    if (isLazy(model.weights.embed) || listLinears(model.weights).some((x) => isLazy(x.matrix))) {
-      return "weights kept in their stored dtype (streamed per block) run on the CPU path";
-    }
-    if (c.headDim > MAX_HEAD_DIM) return `head size ${c.headDim} exceeds ${MAX_HEAD_DIM}`;
-    return undefined;
+    return gpuUnsupported(model);
   }
 
   /**

@@ -258,23 +258,28 @@ function checkReconstructable(model: ForwardModel, options: ReconstructionOption
   validateReconstructionOptions(options);
   const aq = options.activations;
   if (aq) checkTrainableActQuant(aq);
-  const { config } = model;
-  if (model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
-    throw new UnsupportedConfigError(
-      "Block reconstruction of MoE blocks (per-expert inputs) is not implemented yet",
-    );
+  const why = reconstructionUnsupported(model);
+  if (why) throw new UnsupportedConfigError(why);
+}
+
+/**
+ * Why the differentiable decoder block cannot reconstruct `model`'s blocks (MoE blocks, the
+ * architecture features it lacks, online rotations), or undefined.
+ */
+export function reconstructionUnsupported(model: ForwardModel): string | undefined {
+  if (model.config.moe || model.weights.layers.some((l) => l.mlp.kind !== "dense")) {
+    return "Block reconstruction of MoE blocks (per-expert inputs) is not implemented yet";
   }
   const missing = unsupportedFeatures(
     "the differentiable decoder block (block reconstruction)",
-    config,
+    model.config,
     BLOCK_FEATURES,
   );
-  if (missing) throw new UnsupportedConfigError(missing);
+  if (missing) return missing;
   if (model.weights.online) {
-    throw new UnsupportedConfigError(
-      "the differentiable decoder block does not implement online rotations (QuaRot)",
-    );
+    return "the differentiable decoder block does not implement online rotations (QuaRot)";
   }
+  return undefined;
 }
 
 /** The state the steps of {@linkcode reconstructBlocks} share. */
