@@ -202,7 +202,17 @@ function progressRenderer(quiet: boolean): (e: RunEvent) => void {
     } else if (e.type === "cell-start") {
       started = performance.now();
       phase = "";
-    } else if (e.type === "cell-progress" && tty) {
+    } else if (e.type === "cell-progress" && !tty) {
+      // A log (CI, a file): a line when a phase starts and at most one a minute after, so an
+      // hour-long GPTQ cell shows it is moving.
+      const now = performance.now();
+      if (e.phase === phase && now - lastDraw < 60_000) return;
+      if (e.phase !== phase) started = now;
+      phase = e.phase;
+      lastDraw = now;
+      const s = ((now - started) / 1000).toFixed(0);
+      write(`[${e.index + 1}/${total}] ${e.phase} ${e.done}/${e.total} (${s} s)\n`);
+    } else if (e.type === "cell-progress") {
       if (e.phase !== phase) {
         phase = e.phase;
         started = performance.now();

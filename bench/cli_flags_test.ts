@@ -257,3 +257,16 @@ stories.test("cli: a hand-edited cell file fails its checksum and is recomputed 
   const third = await runBench(sb.vars, TINY.concat(["--out", out]));
   assert.match(third.err, /^2 cells, 0 to run, 2 already done$/m);
 });
+
+stories.test("cli: without a terminal, each cell's phases print a progress line (a CI log shows a long cell moving)", async () => {
+  await using sb = await sandbox("lowbit-progress-");
+  const args = TINY.map((a) => (a === "rtn" ? "gptq" : a));
+  const calib = ["--calib-samples", "4", "--calib-seqlen", "32"];
+  const r = await runBench(sb.vars, [...args, ...calib, "--out", `${sb.dir}/out`]);
+  assert.equal(r.code, 0, r.err);
+  // The GPTQ cell (2 of 2) quantizes and evaluates; the FP cell only evaluates.
+  assert.match(r.err, /^\[2\/2\] quantize \d+\/\d+ \(\d+ s\)$/m);
+  assert.match(r.err, /^\[2\/2\] evaluate \d+\/\d+ \(\d+ s\)$/m);
+  assert.match(r.err, /^\[1\/2\] evaluate \d+\/\d+ \(\d+ s\)$/m);
+  assert.ok(!r.err.includes("\x1b["), "no terminal control codes in a log");
+});
