@@ -32,7 +32,7 @@ import { type Method, type QuantizedModel, quantLabel, resolveParams } from "../
 import { bitsPerWeight } from "../core/quantizer.ts";
 import type { DownloadEvent } from "../models/hub.ts";
 import { countParams, loadModel } from "../models/load.ts";
-import type { LlamaWeights, LoadedModel } from "../models/types.ts";
+import type { LoadedModel } from "../models/types.ts";
 import { PACKED_SUFFIX, withPackedLinears } from "../kernels/wasm/mod.ts";
 import { isStreamed } from "../models/linears.ts";
 import { type CellIntegrity, ResultStore } from "../results/store.ts";
