@@ -46,3 +46,22 @@ configs.test("synthetic SmolLM2-135M (one layer) loads with the config's widths 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+configs.test("a config folder without a tokenizer fails naming --tokenizer and what is missing, before any weight is written", async () => {
+  const out = await Deno.makeTempDir({ prefix: "lowbit-synth-" });
+  try {
+    await assert.rejects(
+      writeSyntheticCheckpoint({
+        configDir: sharedPath("models", "configs", "mistralai", "Mixtral-8x7B-v0.1"),
+        tokenizerDir: sharedPath("models", "configs", "mistralai", "Mixtral-8x7B-v0.1"),
+        outDir: `${out}/ckpt`,
+        layers: 1,
+      }),
+      /--tokenizer .*Mixtral-8x7B-v0\.1: .*no tokenizer/,
+    );
+    // Nothing was written: not a shard, not even the folder.
+    assert.equal(await Deno.stat(`${out}/ckpt`).then(() => true, () => false), false);
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});

@@ -67,58 +67,73 @@ export function forwardHiddenWindows(
   }
   const c = model.config;
   const lengths = windows.map((w) => w.length);
-  // Windows of one token keep their MLP to themselves (a one-row product sums in another order
-  // on some kernels); the others' rows go together, in groups of at most MERGED_ROWS rows.
-  const groups = windowGroups(lengths.map((T) => (T > 1 ? T : 0)), options.maxRows ?? MERGED_ROWS);
   const cache = scratchCache(model, Math.max(1, ...lengths));
   const xs = windows.map((w) => embedTokens(model, w, 0));
   for (let l = 0; l < c.nLayers; l++) {
-    const hs = new Map<number, Float32Array>();
-    const hns = new Map<number, Float32Array>();
+    const hs: Float32Array[] = [];
+    const hns: Float32Array[] = [];
     xs.forEach((x, i) => {
       const T = lengths[i]!;
       const att = new Float32Array(T * c.nHeads * c.headDim);
       cache.pos = 0;
       selfAttention(model, l, attnInput(model, l, x, T, kernels), T, cache, kernels, att);
-      const h = attnResidual(model, l, att, x, T, kernels);
-      const n = mlpInput(model, l, h, T, kernels);
-      if (T > 1) {
-        hs.set(i, h);
-        hns.set(i, n);
-        return;
-      }
-      // A one-token window: its MLP alone.
-      const yi = new Float32Array(T * c.dim);
-      mlpForward(model, l, n, T, kernels, yi, undefined, {
-        ...(routing ? { routing: (layer, p, ch, t) => routing(i, layer, p, ch, t) } : {}),
-      });
-      mlpResidual(model, l, yi, h, T, kernels, x);
+      hs.push(attnResidual(model, l, att, x, T, kernels));
+      hns.push(mlpInput(model, l, hs[i]!, T, kernels));
     });
-    for (const group of groups) {
-      const rows = concatWindows(group.map((i) => hns.get(i)!), c.dim);
-      for (const i of group) hns.delete(i);
-      const y = new Float32Array(rows.total * c.dim);
-      const split = routing
-        ? (layer: number, probs: Float64Array, chosen: Int32Array) => {
-          const E = probs.length / rows.total, k = chosen.length / rows.total;
-          group.forEach((i, g) => {
-            const a = rows.starts[g]!, T = lengths[i]!;
-            const p = probs.subarray(a * E, (a + T) * E);
-            routing(i, layer, p, chosen.subarray(a * k, (a + T) * k), T);
-          });
-        }
-        : undefined;
-      mlpForward(model, l, rows.data, rows.total, kernels, y, undefined, {
-        segments: rows.starts,
-        ...(split ? { routing: split } : {}),
-      });
-      group.forEach((i, g) => {
-        const a = rows.starts[g]! * c.dim, b = a + lengths[i]! * c.dim;
-        mlpResidual(model, l, y.subarray(a, b), hs.get(i)!, lengths[i]!, kernels, xs[i]!);
-      });
-    }
+    windowsMlp(model, l, hs, hns, xs, kernels, {
+      ...(options.maxRows !== undefined ? { maxRows: options.maxRows } : {}),
+      ...(routing ? { routing } : {}),
+    });
   }
   return xs;
+}
+
+/**
+ * Block `l`'s MLP and residual for several windows given each window's post-attention states
+ * `hs[i]` and MLP inputs `hns[i]`: block outputs into `outs[i]` (may be `hs[i]`). The rows of
+ * windows of two tokens or more run together, in groups of at most `maxRows` (default
+ * {@linkcode MERGED_ROWS}); a one-token window runs alone (its router and MLP rows would be
+ * one-row products in its own pass, which some kernels sum in another order). The numbers are
+ * those of each window's own pass. The model must not quantize activations.
+ */
+export function windowsMlp(
+  model: ForwardModel,
+  l: number,
+  hs: readonly Float32Array[],
+  hns: readonly Float32Array[],
+  outs: readonly Float32Array[],
+  kernels: Kernels,
+  options: { readonly maxRows?: number; readonly routing?: WindowRoutingObserver } = {},
+): void {
+  const { dim } = model.config;
+  const { routing } = options;
+  const lengths = hs.map((h) => h.length / dim);
+  const groups = [
+    ...windowGroups(lengths.map((T) => (T > 1 ? T : 0)), options.maxRows ?? MERGED_ROWS),
+    ...lengths.flatMap((T, i) => (T === 1 ? [[i]] : [])),
+  ];
+  for (const group of groups) {
+    const rows = concatWindows(group.map((i) => hns[i]!), dim);
+    const y = new Float32Array(rows.total * dim);
+    const split = routing
+      ? (layer: number, probs: Float64Array, chosen: Int32Array) => {
+        const E = probs.length / rows.total, k = chosen.length / rows.total;
+        group.forEach((i, g) => {
+          const a = rows.starts[g]!, T = lengths[i]!;
+          const p = probs.subarray(a * E, (a + T) * E);
+          routing(i, layer, p, chosen.subarray(a * k, (a + T) * k), T);
+        });
+      }
+      : undefined;
+    mlpForward(model, l, rows.data, rows.total, kernels, y, undefined, {
+      ...(group.length > 1 ? { segments: rows.starts } : {}),
+      ...(split ? { routing: split } : {}),
+    });
+    group.forEach((i, g) => {
+      const a = rows.starts[g]! * dim, b = a + lengths[i]! * dim;
+      mlpResidual(model, l, y.subarray(a, b), hs[i]!, lengths[i]!, kernels, outs[i]!);
+    });
+  }
 }
 
 /**

@@ -50,7 +50,7 @@ import {
 } from "../../runners/forward.ts";
 import type { ActSite } from "../../core/act_quantizer.ts";
 import { type LinearSite, linearSite } from "../../models/linears.ts";
-import { expertTokens, routeTokens } from "../../models/routing.ts";
+import { expertTokens, routeTokens, type Routing } from "../../models/routing.ts";
 import {
   type DenseMlp,
   expertMlps,
@@ -64,7 +64,7 @@ import {
 } from "../../models/types.ts";
 import type { CalibrationSet } from "./set.ts";
 import { accumulate, type Accumulator, complete, newAccumulator } from "./gram.ts";
-import { concatWindows, MERGED_ROWS, windowGroups } from "../../runners/forward_windows.ts";
+import { concatWindows, windowGroups, windowsMlp } from "../../runners/forward_windows.ts";
 
 /**
  * Bytes of rows an expert's down stage multiplies at once (its inputs, gate and up products and
@@ -137,7 +137,7 @@ export interface SequentialOptions {
   /** Progress in passes over the calibration set. */
   readonly onProgress?: (done: number, total: number) => void;
   /**
-   * Rows a merged MoE product takes at most (default: {@linkcode MERGED_ROWS} tokens, and for an
+   * Rows a merged MoE product takes at most (default: `MERGED_ROWS` of `runners/forward_windows.ts`, and for an
    * expert's down stage what `DOWN_STAGE_BYTES` holds); the numbers do not depend on it.
    */
   readonly maxMergedRows?: number;
@@ -487,12 +487,12 @@ function moeGateUpInputs(
   l: number,
   hns: readonly Float32Array[],
   E: number,
+  routes: readonly Routing[],
 ): { all: Accumulator; gu: Accumulator[] } {
   const { dim, moe } = s.config;
   const routed = (s.layers[l]!.mlp as MoeMlp).experts.length;
   const all = newAccumulator(dim);
   const gu = Array.from({ length: E }, () => newAccumulator(dim));
-  const routes = routesOf(s, l, hns);
   hns.forEach((hn, w) => {
     const T = hn.length / dim;
     accumulate(all, hn, T, s.kernels);
@@ -523,12 +523,12 @@ function moeDownStage(
   l: number,
   hns: readonly Float32Array[],
   routed: readonly number[],
+  routes: readonly Routing[],
 ): void {
   const { config, kernels } = s;
   const { dim } = config;
   const moe = config.moe!;
   const E = (s.layers[l]!.mlp as MoeMlp).experts.length;
-  const routes = routesOf(s, l, hns);
   for (let e = 0; e < routed.length; e++) {
     const expert = expertsOf(s, l)[e]!;
     const hidden = expert.down.cols;
@@ -589,7 +589,9 @@ function moeStages(s: SequentialState, l: number, atts: Float32Array[]): void {
   atts.length = 0;
   const hns = hs.map((h) => mlpInput(work, l, h, h.length / dim, kernels));
   // Stage: every expert's gate and up, on its routed tokens.
-  const { all, gu } = moeGateUpInputs(s, l, hns, E);
+  // The routing is computed once: the router and its inputs do not change in this block's stages.
+  const routes = routesOf(s, l, hns);
+  const { all, gu } = moeGateUpInputs(s, l, hns, E, routes);
   progress(s);
   const routed = gu.map((a) => a.tokens);
   for (let e = 0; e < E; e++) {
@@ -599,43 +601,12 @@ function moeStages(s: SequentialState, l: number, atts: Float32Array[]): void {
     }
   }
   // Stage: every expert's down, on the hidden activations of its routed tokens.
-  moeDownStage(s, l, hns, routed);
+  moeDownStage(s, l, hns, routed, routes);
   // The quantized block's outputs feed the next block: the MLP on all windows' rows at once, in
-  // groups of bounded rows (each expert read once a group; the same numbers as per window, see
-  // `expertRowPieces`). A one-token window's router and dense rows would run as one-row
-  // products: such windows run alone.
-  const lengths = hs.map((h) => h.length / dim);
-  const alone = lengths.flatMap((T, w) => (T < 2 ? [w] : []));
-  const groups = [
-    ...windowGroups(lengths.map((T) => (T < 2 ? 0 : T)), s.options.maxMergedRows ?? MERGED_ROWS),
-    ...alone.map((w) => [w]),
-  ];
-  for (const group of groups) {
-    const { data: hn, starts, total } = concatWindows(group.map((w) => hns[w]!), dim);
-    const out = new Float32Array(total * dim);
-    mlpForward(
-      work,
-      l,
-      hn,
-      total,
-      kernels,
-      out,
-      undefined,
-      group.length > 1 ? { segments: starts } : {},
-    );
-    group.forEach((w, i) => {
-      const a = starts[i]! * dim;
-      mlpResidual(
-        work,
-        l,
-        out.subarray(a, a + lengths[w]! * dim),
-        hs[w]!,
-        lengths[w]!,
-        kernels,
-        xs[w]!,
-      );
-    });
-  }
+  // groups (each expert read once a group; the same numbers as per window).
+  windowsMlp(work, l, hs, hns, xs, kernels, {
+    ...(s.options.maxMergedRows !== undefined ? { maxRows: s.options.maxMergedRows } : {}),
+  });
   progress(s);
 }
 
